@@ -1,0 +1,15 @@
+//! The pure decision core of openelb-rs. Nothing here touches a socket, a clock, a thread or the API server:
+//! inputs and outputs are plain values, time and randomness are arguments. That is what lets the CLI simulate a
+//! whole cluster offline and lets property tests explore it.
+
+pub mod addr;
+pub mod alloc;
+pub mod election;
+pub mod ipam;
+pub mod lifecycle;
+pub mod model;
+pub mod select;
+pub mod validate;
+
+pub use addr::{AddrRange, AddressError};
+pub use model::*;

@@ -1,0 +1,1 @@
+//! Pool selection (DESIGN §3).
