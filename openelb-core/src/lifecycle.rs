@@ -1,1 +1,364 @@
-//! Service lifecycle rules: which Services are ours, what they request, when an address is released.
+//! Service lifecycle rules: which Services are ours, what they request, and when an address they hold must be
+//! given back. Pure functions over the Service as written; the IPAM ([`crate::ipam`]) applies them.
+//!
+//! Departures from upstream (reference §5.1), each deliberate:
+//! - A Service with no annotations at all is still released when it carries our label or finalizer (upstream
+//!   returns an empty request for it and leaks the address).
+//! - `spec.loadBalancerClass: kubesphere.io/openelb` opts in like the annotation does.
+//! - The protocol annotation is honoured as in the seed (v0.5), and an unknown value is an error instead of
+//!   silently meaning `bgp`.
+//! - A held address is kept unless the request itself changed (pin, address, protocol) or its pool went away
+//!   or shrank: a pool that is disabled, full, or outranked keeps what it gave out (upstream #322, §5.2).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::IpAddr;
+
+use crate::addr::AddrRange;
+use crate::model::{
+    ANNOTATION_EIP_IP, ANNOTATION_EIP_POOL, ANNOTATION_LB, ANNOTATION_LB_VALUE, ANNOTATION_PROTOCOL, FINALIZER_SERVICE,
+    LABEL_EIP_POOL, LOAD_BALANCER_CLASS, Pool, Protocol, Service, TrafficPolicy,
+};
+
+/// `spec.type` of the Services we serve.
+pub const TYPE_LOAD_BALANCER: &str = "LoadBalancer";
+
+/// Type `LoadBalancer` and opted in by annotation or class. Deletion is judged separately ([`unwanted`]).
+pub fn is_ours(svc: &Service) -> bool {
+    svc.type_ == TYPE_LOAD_BALANCER && opted_in(svc)
+}
+
+fn opted_in(svc: &Service) -> bool {
+    svc.annotations.get(ANNOTATION_LB).is_some_and(|v| v == ANNOTATION_LB_VALUE)
+        || svc.load_balancer_class.as_deref() == Some(LOAD_BALANCER_CLASS)
+}
+
+/// Whether the Service shows that we allocated for it once (our label or finalizer). Such a Service must be
+/// cleaned up even after it stops being ours; an ingress alone proves nothing, another controller may own it.
+pub fn has_our_marks(svc: &Service) -> bool {
+    svc.labels.contains_key(LABEL_EIP_POOL) || svc.finalizers.iter().any(|f| f == FINALIZER_SERVICE)
+}
+
+/// Why a Service must not hold an address at all, or `None` when it is ours and alive.
+pub fn unwanted(svc: &Service) -> Option<ReleaseReason> {
+    if svc.deleting {
+        Some(ReleaseReason::Deleting)
+    } else if svc.type_ != TYPE_LOAD_BALANCER {
+        Some(ReleaseReason::NotLoadBalancer { type_: svc.type_.clone() })
+    } else if !opted_in(svc) {
+        Some(ReleaseReason::OptedOut)
+    } else {
+        None
+    }
+}
+
+/// What a Service asks for. Every field `None` means "any address from the pool the rules pick".
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Request {
+    /// Pool pin, annotation `eip.openelb.kubesphere.io/v1alpha2`.
+    pub pool: Option<String>,
+    /// Annotation `eip.openelb.kubesphere.io/v1alpha1`, else `spec.loadBalancerIP`.
+    pub ip: Option<IpAddr>,
+    /// Annotation `protocol.openelb.kubesphere.io/v1alpha1`.
+    pub protocol: Option<Protocol>,
+}
+
+/// A request that cannot be honoured as written. Messages name the field and the value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    #[error("{field}={value:?} is not an IP address")]
+    MalformedIp { field: String, value: String },
+    #[error("annotation {ANNOTATION_PROTOCOL}={value:?} is not a protocol: expected \"bgp\", \"layer2\" or \"vip\"")]
+    UnknownProtocol { value: String },
+}
+
+/// Reads the request. Empty values count as absent, so an emptied annotation falls back to the next source.
+pub fn request(svc: &Service) -> Result<Request, RequestError> {
+    let pool = non_empty(svc.annotations.get(ANNOTATION_EIP_POOL).map(String::as_str)).map(str::to_string);
+    let ip_source = match non_empty(svc.annotations.get(ANNOTATION_EIP_IP).map(String::as_str)) {
+        Some(v) => Some((format!("annotation {ANNOTATION_EIP_IP}"), v)),
+        None => non_empty(svc.load_balancer_ip.as_deref()).map(|v| ("spec.loadBalancerIP".to_string(), v)),
+    };
+    let ip = match ip_source {
+        None => None,
+        Some((field, value)) => match value.parse::<IpAddr>() {
+            Ok(ip) => Some(ip),
+            Err(_) => return Err(RequestError::MalformedIp { field, value: value.to_string() }),
+        },
+    };
+    let protocol = match non_empty(svc.annotations.get(ANNOTATION_PROTOCOL).map(String::as_str)) {
+        None => None,
+        Some("bgp") => Some(Protocol::Bgp),
+        Some("layer2") => Some(Protocol::Layer2),
+        Some("vip") => Some(Protocol::Vip),
+        Some(other) => return Err(RequestError::UnknownProtocol { value: other.to_string() }),
+    };
+    Ok(Request { pool, ip, protocol })
+}
+
+fn non_empty(v: Option<&str>) -> Option<&str> {
+    v.map(str::trim).filter(|v| !v.is_empty())
+}
+
+/// Why an address is given back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReleaseReason {
+    Deleting,
+    NotLoadBalancer {
+        type_: String,
+    },
+    OptedOut,
+    PinChanged {
+        held_in: String,
+        pinned: String,
+    },
+    IpChanged {
+        held: IpAddr,
+        requested: IpAddr,
+    },
+    ProtocolChanged {
+        pool: String,
+        pool_protocol: Protocol,
+        requested: Protocol,
+    },
+    /// The pool is gone or being deleted.
+    PoolDeleted {
+        pool: String,
+    },
+    /// The pool's range no longer contains the address (its `spec.address` changed).
+    OutsidePool {
+        ip: IpAddr,
+        pool: String,
+    },
+    /// The request is malformed; nothing can be held for it.
+    InvalidRequest {
+        error: RequestError,
+    },
+    /// The Service shows an address no pool records for it, and it cannot be adopted.
+    NotAdoptable {
+        ip: IpAddr,
+        why: String,
+    },
+}
+
+impl fmt::Display for ReleaseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ReleaseReason::Deleting => f.write_str("the Service is being deleted"),
+            ReleaseReason::NotLoadBalancer { type_ } => {
+                write!(f, "spec.type is {type_:?}, not {TYPE_LOAD_BALANCER:?}")
+            }
+            ReleaseReason::OptedOut => write!(
+                f,
+                "neither annotation {ANNOTATION_LB}={ANNOTATION_LB_VALUE} nor spec.loadBalancerClass \
+                 {LOAD_BALANCER_CLASS} is set"
+            ),
+            ReleaseReason::PinChanged { held_in, pinned } => {
+                write!(f, "pinned to Eip {pinned} but the address is from Eip {held_in}")
+            }
+            ReleaseReason::IpChanged { held, requested } => {
+                write!(f, "requested address changed from {held} to {requested}")
+            }
+            ReleaseReason::ProtocolChanged { pool, pool_protocol, requested } => write!(
+                f,
+                "protocol annotation says {requested} but the address is from Eip {pool} of protocol {pool_protocol}"
+            ),
+            ReleaseReason::PoolDeleted { pool } => write!(f, "Eip {pool} was deleted"),
+            ReleaseReason::OutsidePool { ip, pool } => write!(f, "{ip} is no longer inside Eip {pool}"),
+            ReleaseReason::InvalidRequest { error } => write!(f, "{error}"),
+            ReleaseReason::NotAdoptable { ip, why } => write!(f, "{ip} cannot be kept: {why}"),
+        }
+    }
+}
+
+/// Whether an address the Service holds in `pool_name` still answers its request. `pool` is `None` when the
+/// pool no longer exists; `range` is `None` when its address does not parse.
+///
+/// A disabled pool keeps the addresses it gave out: `disable` stops new allocations only. Moving live traffic
+/// because an operator closed a pool to newcomers would be the flip-flop of reference §5.2 again.
+pub fn check_holding(
+    req: &Request,
+    pool_name: &str,
+    pool: Option<&Pool>,
+    range: Option<&AddrRange>,
+    ip: IpAddr,
+) -> Result<(), ReleaseReason> {
+    let Some(pool) = pool.filter(|p| !p.deleting) else {
+        return Err(ReleaseReason::PoolDeleted { pool: pool_name.to_string() });
+    };
+    if !range.is_some_and(|r| r.contains(&ip)) {
+        return Err(ReleaseReason::OutsidePool { ip, pool: pool_name.to_string() });
+    }
+    if let Some(pinned) = &req.pool
+        && pinned != pool_name
+    {
+        return Err(ReleaseReason::PinChanged { held_in: pool_name.to_string(), pinned: pinned.clone() });
+    }
+    if let Some(requested) = req.ip
+        && requested != ip
+    {
+        return Err(ReleaseReason::IpChanged { held: ip, requested });
+    }
+    if let Some(requested) = req.protocol
+        && requested != pool.protocol
+    {
+        return Err(ReleaseReason::ProtocolChanged {
+            pool: pool_name.to_string(),
+            pool_protocol: pool.protocol,
+            requested,
+        });
+    }
+    Ok(())
+}
+
+/// What of a Service decides whether it may share an address with another.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ShareProfile {
+    /// `(port, protocol)`; protocol upper-cased, `TCP` when unset.
+    pub ports: Vec<(i32, String)>,
+    pub policy: TrafficPolicy,
+    pub selector: BTreeMap<String, String>,
+}
+
+impl ShareProfile {
+    pub fn of(svc: &Service) -> Self {
+        let mut ports: Vec<(i32, String)> = svc
+            .ports
+            .iter()
+            .map(|p| {
+                let proto = p.protocol.trim();
+                (p.port, if proto.is_empty() { "TCP".to_string() } else { proto.to_ascii_uppercase() })
+            })
+            .collect();
+        ports.sort();
+        ports.dedup();
+        Self { ports, policy: svc.external_traffic_policy, selector: svc.selector.clone() }
+    }
+
+    /// Why `self` cannot share an address with `other`, if it cannot. Two sharers on the same port and protocol
+    /// would split one listener between unrelated backends; with `Local` policy the announcing nodes follow the
+    /// endpoints, so sharers must select the same Pods or one of them is announced where it has no backend.
+    pub fn conflict_with(&self, other: &ShareProfile) -> Option<ShareConflict> {
+        if let Some((port, protocol)) = self.ports.iter().find(|p| other.ports.contains(p)) {
+            return Some(ShareConflict::Port { port: *port, protocol: protocol.clone() });
+        }
+        let local = self.policy == TrafficPolicy::Local || other.policy == TrafficPolicy::Local;
+        if local && self.selector != other.selector {
+            return Some(ShareConflict::LocalSelector);
+        }
+        None
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ShareConflict {
+    Port { port: i32, protocol: String },
+    LocalSelector,
+}
+
+impl fmt::Display for ShareConflict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ShareConflict::Port { port, protocol } => write!(f, "both use port {port}/{protocol}"),
+            ShareConflict::LocalSelector => f.write_str(
+                "externalTrafficPolicy Local needs every Service sharing an address to have the same selector",
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn svc() -> Service {
+        let mut s = Service {
+            namespace: "default".into(),
+            name: "web".into(),
+            type_: TYPE_LOAD_BALANCER.into(),
+            ..Default::default()
+        };
+        s.annotations.insert(ANNOTATION_LB.into(), ANNOTATION_LB_VALUE.into());
+        s
+    }
+
+    #[test]
+    fn ours_by_annotation_or_class_only_when_load_balancer() {
+        assert!(is_ours(&svc()));
+        let mut by_class = svc();
+        by_class.annotations.clear();
+        by_class.load_balancer_class = Some(LOAD_BALANCER_CLASS.into());
+        assert!(is_ours(&by_class));
+        let mut porter = svc();
+        porter.annotations.insert(ANNOTATION_LB.into(), "porter".into());
+        assert!(!is_ours(&porter));
+        assert_eq!(unwanted(&porter), Some(ReleaseReason::OptedOut));
+        let mut cluster_ip = svc();
+        cluster_ip.type_ = "ClusterIP".into();
+        assert!(!is_ours(&cluster_ip));
+        assert!(matches!(unwanted(&cluster_ip), Some(ReleaseReason::NotLoadBalancer { .. })));
+        let mut deleting = svc();
+        deleting.deleting = true;
+        assert_eq!(unwanted(&deleting), Some(ReleaseReason::Deleting));
+    }
+
+    #[test]
+    fn annotation_ip_wins_over_load_balancer_ip() {
+        let mut s = svc();
+        s.load_balancer_ip = Some("192.168.0.95".into());
+        assert_eq!(request(&s).unwrap().ip, Some("192.168.0.95".parse().unwrap()));
+        s.annotations.insert(ANNOTATION_EIP_IP.into(), "192.168.0.92".into());
+        assert_eq!(request(&s).unwrap().ip, Some("192.168.0.92".parse().unwrap()));
+        s.annotations.insert(ANNOTATION_EIP_IP.into(), "".into());
+        assert_eq!(request(&s).unwrap().ip, Some("192.168.0.95".parse().unwrap()));
+    }
+
+    #[test]
+    fn malformed_ip_names_field_and_value() {
+        let mut s = svc();
+        s.load_balancer_ip = Some("192.168.0.300".into());
+        let e = request(&s).unwrap_err().to_string();
+        assert!(e.contains("spec.loadBalancerIP") && e.contains("192.168.0.300"), "{e}");
+        s.annotations.insert(ANNOTATION_EIP_IP.into(), "nope".into());
+        let e = request(&s).unwrap_err().to_string();
+        assert!(e.contains(ANNOTATION_EIP_IP) && e.contains("nope"), "{e}");
+    }
+
+    #[test]
+    fn unknown_protocol_is_an_error_naming_it() {
+        let mut s = svc();
+        s.annotations.insert(ANNOTATION_PROTOCOL.into(), "ospf".into());
+        let e = request(&s).unwrap_err().to_string();
+        assert!(e.contains("ospf") && e.contains(ANNOTATION_PROTOCOL), "{e}");
+        s.annotations.insert(ANNOTATION_PROTOCOL.into(), "vip".into());
+        assert_eq!(request(&s).unwrap().protocol, Some(Protocol::Vip));
+    }
+
+    #[test]
+    fn marks_are_label_or_finalizer() {
+        let mut s = svc();
+        s.ingress = vec!["10.0.0.1".into()];
+        assert!(!has_our_marks(&s));
+        s.labels.insert(LABEL_EIP_POOL.into(), "p".into());
+        assert!(has_our_marks(&s));
+        s.labels.clear();
+        s.finalizers.push(FINALIZER_SERVICE.into());
+        assert!(has_our_marks(&s));
+    }
+
+    #[test]
+    fn share_conflicts() {
+        let mut a = svc();
+        a.ports = vec![crate::model::ServicePort { port: 80, protocol: "TCP".into(), ..Default::default() }];
+        let mut b = a.clone();
+        assert!(matches!(
+            ShareProfile::of(&a).conflict_with(&ShareProfile::of(&b)),
+            Some(ShareConflict::Port { port: 80, .. })
+        ));
+        b.ports[0].protocol = "UDP".into();
+        assert_eq!(ShareProfile::of(&a).conflict_with(&ShareProfile::of(&b)), None);
+        b.external_traffic_policy = TrafficPolicy::Local;
+        b.selector.insert("app".into(), "b".into());
+        assert_eq!(ShareProfile::of(&a).conflict_with(&ShareProfile::of(&b)), Some(ShareConflict::LocalSelector));
+    }
+}

@@ -1,11 +1,22 @@
 //! Checks on pools and Services that the CLI's `validate` and, later, the admission webhook share.
 //! Every problem names the object, the field and the value.
+//!
+//! Problems come back sorted so two runs over the same objects print the same report. A problem that involves
+//! two or more pools (an overlap, several defaults) is reported on each of them, so the webhook can keep only
+//! the problems of the object under admission and still see them.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::net::IpAddr;
 
-use crate::model::{Cluster, Pool};
+use crate::addr::AddrRange;
+use crate::model::{
+    ANNOTATION_DEFAULT_EIP, ANNOTATION_EIP_IP, ANNOTATION_EIP_POOL, ANNOTATION_LB,
+    ANNOTATION_LB_VALUE, ANNOTATION_PROTOCOL, Cluster, LOAD_BALANCER_CLASS, Pool, Protocol,
+    Service,
+};
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Problem {
     /// `Eip/<name>` or `Service/<ns>/<name>`.
     pub object: String,
@@ -17,23 +28,511 @@ pub struct Problem {
 
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}={:?}: {}", self.object, self.field, self.value, self.message)
+        write!(
+            f,
+            "{}: {}={:?}: {}",
+            self.object, self.field, self.value, self.message
+        )
     }
 }
 
+/// How many stranded addresses an update problem lists before summarising the rest.
+const STRANDED_LISTED: usize = 5;
+/// Linux `IFNAMSIZ` minus the terminating NUL.
+const MAX_NIC_NAME: usize = 15;
+const CAN_REACH_PREFIX: &str = "can_reach";
+
 /// Problems of a set of pools taken together (parse errors, overlaps, missing interface, several defaults).
 pub fn validate_pools(pools: &[Pool]) -> Vec<Problem> {
-    todo!("{pools:?}")
+    let mut out = Vec::new();
+    for pool in pools {
+        check_pool(pool, &BTreeSet::new(), &mut out);
+    }
+    check_duplicate_names(pools, &mut out);
+    check_overlaps(pools, &mut out);
+    check_defaults(pools, &mut out);
+    finish(out)
 }
 
 /// Problems of changing `old` into `new` (admission UPDATE): the new address must still contain every address
 /// in `old.used`.
+///
+/// Unlike upstream, which makes `spec.address` immutable (issue #391: pools cannot be resized), an address
+/// change is allowed as long as no Service would be left holding an address outside its pool.
 pub fn validate_pool_update(old: &Pool, new: &Pool) -> Vec<Problem> {
-    todo!("{old:?}{new:?}")
+    let mut out = Vec::new();
+    // Addresses of `old.used` are reported once, as stranded, rather than a second time as stray status entries.
+    let reported_as_stranded: BTreeSet<&str> = old.used.keys().map(String::as_str).collect();
+    check_pool(new, &reported_as_stranded, &mut out);
+    if let Ok(range) = AddrRange::parse(&new.address) {
+        let mut stranded: Vec<(IpAddr, &str)> = old
+            .used
+            .iter()
+            .filter_map(|(ip, users)| {
+                ip.trim()
+                    .parse::<IpAddr>()
+                    .ok()
+                    .map(|ip| (ip, users.as_str()))
+            })
+            .filter(|(ip, _)| !range.contains(ip))
+            .collect();
+        stranded.sort();
+        if !stranded.is_empty() {
+            let listed: Vec<String> = stranded
+                .iter()
+                .take(STRANDED_LISTED)
+                .map(|(ip, users)| format!("{ip} ({users})"))
+                .collect();
+            let more = stranded.len().saturating_sub(STRANDED_LISTED);
+            let tail = if more > 0 {
+                format!(" and {more} more")
+            } else {
+                String::new()
+            };
+            out.push(problem(
+                eip(new),
+                "spec.address",
+                &new.address,
+                format!(
+                    "the new range {range} leaves addresses in use outside the pool: {}{tail}; release them first",
+                    listed.join(", ")
+                ),
+            ));
+        }
+    }
+    finish(out)
 }
 
 /// Everything `openelb-cli validate` reports: pools, plus Services whose requests cannot be honoured
 /// (bad `loadBalancerIP`, pin to a missing pool, pin against the protocol annotation).
 pub fn validate_cluster(cluster: &Cluster) -> Vec<Problem> {
-    todo!("{cluster:?}")
+    let mut out = validate_pools(&cluster.pools);
+    let parsed: Vec<(&Pool, Option<AddrRange>)> = cluster
+        .pools
+        .iter()
+        .map(|p| (p, AddrRange::parse(&p.address).ok()))
+        .collect();
+    for svc in &cluster.services {
+        check_service(svc, &parsed, &mut out);
+    }
+    finish(out)
+}
+
+fn finish(mut out: Vec<Problem>) -> Vec<Problem> {
+    out.sort();
+    out.dedup();
+    out
+}
+
+fn problem(object: String, field: &str, value: &str, message: String) -> Problem {
+    Problem {
+        object,
+        field: field.to_string(),
+        value: value.to_string(),
+        message,
+    }
+}
+
+fn eip(pool: &Pool) -> String {
+    format!("Eip/{}", pool.name)
+}
+
+fn annotation_field(key: &str) -> String {
+    format!("metadata.annotations[{key}]")
+}
+
+/// Checks of one pool on its own. Entries of `status.used` named in `skip_used` are left to the caller.
+fn check_pool(pool: &Pool, skip_used: &BTreeSet<&str>, out: &mut Vec<Problem>) {
+    let obj = eip(pool);
+    if let Err(why) = dns1123_subdomain(&pool.name) {
+        out.push(problem(
+            obj.clone(),
+            "metadata.name",
+            &pool.name,
+            format!("not a DNS-1123 subdomain: {why}"),
+        ));
+    }
+    let range = match AddrRange::parse(&pool.address) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            out.push(problem(
+                obj.clone(),
+                "spec.address",
+                &pool.address,
+                e.to_string(),
+            ));
+            None
+        }
+    };
+    check_interface(pool, &obj, out);
+    for (i, ns) in pool.namespaces.iter().enumerate() {
+        if let Err(why) = dns1123_label(ns) {
+            out.push(problem(
+                obj.clone(),
+                &format!("spec.namespaces[{i}]"),
+                ns,
+                format!("not a namespace name (DNS-1123 label): {why}"),
+            ));
+        }
+    }
+    if let Some(v) = &pool.default_annotation
+        && v.eq_ignore_ascii_case("true")
+        && v != "true"
+    {
+        out.push(problem(
+            obj.clone(),
+            &annotation_field(ANNOTATION_DEFAULT_EIP),
+            v,
+            format!(
+                "IPAM requires exactly \"true\" to use this pool as the default; {v:?} counts as a default for \
+                 the uniqueness check but not for allocation"
+            ),
+        ));
+    }
+    for (key, users) in &pool.used {
+        if skip_used.contains(key.as_str()) {
+            continue;
+        }
+        let field = format!("status.used[{key}]");
+        match key.trim().parse::<IpAddr>() {
+            Err(_) => out.push(problem(
+                obj.clone(),
+                &field,
+                users,
+                format!("key {key:?} is not an IP address"),
+            )),
+            Ok(ip) => {
+                if let Some(r) = range
+                    && !r.contains(&ip)
+                {
+                    out.push(problem(
+                        obj.clone(),
+                        &field,
+                        users,
+                        format!("{ip} is recorded as used by {users} but is outside the pool's range {r}"),
+                    ));
+                }
+            }
+        }
+    }
+}
+
+fn check_interface(pool: &Pool, obj: &str, out: &mut Vec<Problem>) {
+    let iface = pool.interface.as_deref().unwrap_or("");
+    if iface.is_empty() {
+        if matches!(pool.protocol, Protocol::Layer2 | Protocol::Vip) {
+            out.push(problem(
+                obj.to_string(),
+                "spec.interface",
+                iface,
+                format!("spec.interface is required for protocol {}", pool.protocol),
+            ));
+        }
+        return;
+    }
+    if let Err(why) = interface_shape(iface) {
+        out.push(problem(obj.to_string(), "spec.interface", iface, why));
+    }
+}
+
+/// A NIC name or `can_reach:<ip>` (reference §1.4); the speaker rejects any other `prefix:`.
+fn interface_shape(iface: &str) -> Result<(), String> {
+    if let Some((prefix, rest)) = iface.split_once(':') {
+        if prefix != CAN_REACH_PREFIX {
+            return Err(format!(
+                "unknown prefix {prefix:?}: expected a NIC name or {CAN_REACH_PREFIX}:<ip>"
+            ));
+        }
+        return match rest.parse::<IpAddr>() {
+            Ok(_) => Ok(()),
+            Err(_) => Err(format!(
+                "{rest:?} after {CAN_REACH_PREFIX}: is not an IP address"
+            )),
+        };
+    }
+    if let Some(c) = iface.chars().find(|c| *c == '/' || c.is_whitespace()) {
+        return Err(format!("a NIC name cannot contain {c:?}"));
+    }
+    if iface.len() > MAX_NIC_NAME {
+        return Err(format!(
+            "a NIC name has at most {MAX_NIC_NAME} bytes, this one has {}",
+            iface.len()
+        ));
+    }
+    if iface == "." || iface == ".." {
+        return Err("\".\" and \"..\" are not NIC names".to_string());
+    }
+    Ok(())
+}
+
+fn check_duplicate_names(pools: &[Pool], out: &mut Vec<Problem>) {
+    let mut count: BTreeMap<&str, usize> = BTreeMap::new();
+    for p in pools {
+        *count.entry(p.name.as_str()).or_default() += 1;
+    }
+    for (name, n) in count.into_iter().filter(|(_, n)| *n > 1) {
+        out.push(problem(
+            format!("Eip/{name}"),
+            "metadata.name",
+            name,
+            format!("{n} pools have this name; Eip names are unique in a cluster"),
+        ));
+    }
+}
+
+fn check_overlaps(pools: &[Pool], out: &mut Vec<Problem>) {
+    let parsed: Vec<(&Pool, AddrRange)> = pools
+        .iter()
+        .filter_map(|p| AddrRange::parse(&p.address).ok().map(|r| (p, r)))
+        .collect();
+    for (i, (a, ra)) in parsed.iter().enumerate() {
+        for (b, rb) in &parsed[i + 1..] {
+            // `overlaps` is family-aware: upstream's big-int test would let 0.0.0.0/0 overlap ::/96.
+            if !ra.overlaps(rb) {
+                continue;
+            }
+            let common = intersection(ra, rb);
+            for (this, other) in [(a, b), (b, a)] {
+                out.push(problem(
+                    eip(this),
+                    "spec.address",
+                    &this.address,
+                    format!(
+                        "overlaps Eip/{} (spec.address {:?}) on {common}; both would hand out these addresses",
+                        other.name, other.address
+                    ),
+                ));
+            }
+        }
+    }
+}
+
+/// The common part of two overlapping ranges of one family, as `a` or `a-b`.
+fn intersection(a: &AddrRange, b: &AddrRange) -> String {
+    // `IpAddr` orders numerically within a family, and callers only pass overlapping same-family ranges.
+    let start = a.start().max(b.start());
+    let end = a.end().min(b.end());
+    if start == end {
+        start.to_string()
+    } else {
+        format!("{start}-{end}")
+    }
+}
+
+fn check_defaults(pools: &[Pool], out: &mut Vec<Problem>) {
+    // Upstream's webhook compares case-insensitively, so "True" blocks a second default there too.
+    let defaults: Vec<&Pool> = pools
+        .iter()
+        .filter(|p| {
+            p.default_annotation
+                .as_deref()
+                .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+        })
+        .collect();
+    if defaults.len() < 2 {
+        return;
+    }
+    let mut names: Vec<String> = defaults.iter().map(|p| eip(p)).collect();
+    names.sort();
+    let list = names.join(", ");
+    for p in &defaults {
+        out.push(problem(
+            eip(p),
+            &annotation_field(ANNOTATION_DEFAULT_EIP),
+            p.default_annotation.as_deref().unwrap_or_default(),
+            format!(
+                "{} pools are marked default ({list}); at most one may be",
+                defaults.len()
+            ),
+        ));
+    }
+}
+
+fn check_service(svc: &Service, pools: &[(&Pool, Option<AddrRange>)], out: &mut Vec<Problem>) {
+    let obj = format!("Service/{}/{}", svc.namespace, svc.name);
+    let lb_annotation = svc.annotations.get(ANNOTATION_LB);
+    let by_class = svc.load_balancer_class.as_deref() == Some(LOAD_BALANCER_CLASS);
+    if let Some(v) = lb_annotation
+        && v != ANNOTATION_LB_VALUE
+    {
+        out.push(problem(
+            obj.clone(),
+            &annotation_field(ANNOTATION_LB),
+            v,
+            format!("OpenELB acts only on the exact value {ANNOTATION_LB_VALUE:?}; this value is ignored"),
+        ));
+    }
+    let by_annotation = lb_annotation.is_some_and(|v| v == ANNOTATION_LB_VALUE);
+    if !(by_annotation || by_class) {
+        return;
+    }
+    if svc.type_ != "LoadBalancer" {
+        if by_annotation {
+            out.push(problem(
+                obj,
+                &annotation_field(ANNOTATION_LB),
+                ANNOTATION_LB_VALUE,
+                format!(
+                    "annotation has no effect: spec.type is {:?}, not \"LoadBalancer\"",
+                    svc.type_
+                ),
+            ));
+        }
+        // Kubernetes itself refuses `loadBalancerClass` on other types, so only the annotation can get here.
+        return;
+    }
+
+    let pin_field = annotation_field(ANNOTATION_EIP_POOL);
+    let pinned: Option<(&str, Option<&(&Pool, Option<AddrRange>)>)> = svc
+        .annotations
+        .get(ANNOTATION_EIP_POOL)
+        .map(|name| (name.as_str(), pools.iter().find(|(p, _)| p.name == *name)));
+    if let Some((name, None)) = pinned {
+        out.push(problem(
+            obj.clone(),
+            &pin_field,
+            name,
+            format!("no Eip named {name:?} exists"),
+        ));
+    }
+    let pinned_pool = pinned.and_then(|(_, p)| p);
+
+    check_requested_ip(svc, &obj, pools, pinned_pool, out);
+
+    if let Some(proto) = svc.annotations.get(ANNOTATION_PROTOCOL) {
+        let field = annotation_field(ANNOTATION_PROTOCOL);
+        match parse_protocol(proto) {
+            None => out.push(problem(
+                obj.clone(),
+                &field,
+                proto,
+                "must be one of \"bgp\", \"layer2\", \"vip\"".to_string(),
+            )),
+            Some(want) => {
+                if let Some((pool, _)) = pinned_pool
+                    && pool.protocol != want
+                {
+                    out.push(problem(
+                        obj.clone(),
+                        &field,
+                        proto,
+                        format!(
+                            "the pinned Eip/{} has protocol {}, not {want}",
+                            pool.name, pool.protocol
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+}
+
+/// The requested address: annotation `eip.openelb.kubesphere.io/v1alpha1` wins over `spec.loadBalancerIP`.
+fn check_requested_ip(
+    svc: &Service,
+    obj: &str,
+    pools: &[(&Pool, Option<AddrRange>)],
+    pinned: Option<&(&Pool, Option<AddrRange>)>,
+    out: &mut Vec<Problem>,
+) {
+    let (field, value) = match (
+        svc.annotations.get(ANNOTATION_EIP_IP),
+        svc.load_balancer_ip.as_deref(),
+    ) {
+        (Some(v), _) => (annotation_field(ANNOTATION_EIP_IP), v.as_str()),
+        (None, Some(v)) if !v.is_empty() => ("spec.loadBalancerIP".to_string(), v),
+        _ => return,
+    };
+    let Ok(ip) = value.parse::<IpAddr>() else {
+        out.push(problem(
+            obj.to_string(),
+            &field,
+            value,
+            "not an IP address".to_string(),
+        ));
+        return;
+    };
+    match pinned {
+        Some((pool, Some(range))) => {
+            if !range.contains(&ip) {
+                out.push(problem(
+                    obj.to_string(),
+                    &field,
+                    value,
+                    format!("{ip} is outside the pinned Eip/{} ({range})", pool.name),
+                ));
+            }
+        }
+        // A pinned pool whose address does not parse is already reported on the pool.
+        Some((_, None)) => {}
+        None => {
+            if !pools
+                .iter()
+                .any(|(_, r)| r.is_some_and(|r| r.contains(&ip)))
+            {
+                out.push(problem(
+                    obj.to_string(),
+                    &field,
+                    value,
+                    format!("{ip} is not inside any Eip"),
+                ));
+            }
+        }
+    }
+}
+
+/// Exact values only: the v0.5 seed required the annotation to name a protocol, and a typo would otherwise be
+/// read as `bgp` like `Protocol::from_spec` does for pools.
+fn parse_protocol(s: &str) -> Option<Protocol> {
+    match s {
+        "bgp" => Some(Protocol::Bgp),
+        "layer2" => Some(Protocol::Layer2),
+        "vip" => Some(Protocol::Vip),
+        _ => None,
+    }
+}
+
+/// Kubernetes' `IsDNS1123Subdomain`: at most 253 chars, dot-separated DNS-1123 labels without their length cap.
+fn dns1123_subdomain(s: &str) -> Result<(), String> {
+    if s.is_empty() {
+        return Err("must not be empty".to_string());
+    }
+    if s.len() > 253 {
+        return Err(format!("at most 253 characters, this one has {}", s.len()));
+    }
+    if !s
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+    {
+        return Err("only lowercase letters, digits, '-' and '.' are allowed".to_string());
+    }
+    for part in s.split('.') {
+        label_ends(part)?;
+    }
+    Ok(())
+}
+
+/// Kubernetes' `IsDNS1123Label`: at most 63 chars of lowercase letters, digits and '-', alphanumeric at both ends.
+fn dns1123_label(s: &str) -> Result<(), String> {
+    if s.is_empty() {
+        return Err("must not be empty".to_string());
+    }
+    if s.len() > 63 {
+        return Err(format!("at most 63 characters, this one has {}", s.len()));
+    }
+    if !s
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
+        return Err("only lowercase letters, digits and '-' are allowed".to_string());
+    }
+    label_ends(s)
+}
+
+fn label_ends(part: &str) -> Result<(), String> {
+    let alnum = |b: Option<u8>| b.is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+    if !alnum(part.bytes().next()) || !alnum(part.bytes().last()) {
+        return Err("each part must start and end with a letter or digit".to_string());
+    }
+    Ok(())
 }

@@ -1,1 +1,8 @@
 //! Kubernetes side of openelb-rs: the Eip CRD, conversion of API objects into core values, manifest loading.
+
+pub mod convert;
+pub mod crd;
+pub mod manifest;
+
+pub use crd::{Eip, EipSpec, EipStatus};
+pub use manifest::{ManifestError, ManifestErrorKind, Manifests, ObjectKind, Origin, to_cluster};

@@ -1,0 +1,295 @@
+//! The scenario file of `openelb-cli simulate`: a timeline of cluster events. Every event carries its time
+//! (`at`) so the VRRP engine of the data-plane issue can run the same files in virtual time; today each event is
+//! one step of allocation plus election.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use serde::Deserialize;
+
+pub const SCENARIO_API_VERSION: &str = "sim.openelb.kubesphere.io/v1alpha1";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    #[serde(default)]
+    pub kind: Option<String>,
+    #[serde(default, rename = "apiVersion")]
+    pub api_version: Option<String>,
+    #[serde(default)]
+    pub metadata: Option<ScenarioMeta>,
+    #[serde(default)]
+    pub events: Vec<TimedEvent>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ScenarioMeta {
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct TimedEvent {
+    /// `10s`, `1.5s`, `250ms`; events run in file order and times must not go backwards.
+    pub at: SimTime,
+    #[serde(flatten)]
+    pub event: Event,
+}
+
+/// Milliseconds since the start of the simulation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct SimTime(pub u64);
+
+impl fmt::Display for SimTime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "t={}.{:03}", self.0 / 1000, self.0 % 1000)
+    }
+}
+
+impl SimTime {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let t = s.trim();
+        let (num, scale) = if let Some(n) = t.strip_suffix("ms") {
+            (n, 1.0)
+        } else if let Some(n) = t.strip_suffix('s') {
+            (n, 1000.0)
+        } else if let Some(n) = t.strip_suffix('m') {
+            (n, 60_000.0)
+        } else {
+            return Err(format!("{s:?}: a time needs a unit: ms, s or m (e.g. 10s, 250ms)"));
+        };
+        let v: f64 = num.trim().parse().map_err(|_| format!("{s:?}: {num:?} is not a number"))?;
+        if !v.is_finite() || v < 0.0 {
+            return Err(format!("{s:?}: a time must be zero or positive"));
+        }
+        let ms = (v * scale).round();
+        if ms > u64::MAX as f64 / 2.0 {
+            return Err(format!("{s:?}: too large"));
+        }
+        Ok(SimTime(ms as u64))
+    }
+}
+
+impl<'de> Deserialize<'de> for SimTime {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Secs(f64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Secs(s) => SimTime::parse(&format!("{s}s")).map_err(serde::de::Error::custom),
+            Raw::Text(t) => SimTime::parse(&t).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// A Pod named directly or as the n-th (by name) Pod of a Deployment.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub struct PodRef {
+    #[serde(default)]
+    pub pod: Option<String>,
+    #[serde(default)]
+    pub deployment: Option<String>,
+    #[serde(default)]
+    pub replica: Option<usize>,
+    #[serde(default)]
+    pub namespace: Option<String>,
+}
+
+impl fmt::Display for PodRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.pod, &self.deployment) {
+            (Some(p), _) => write!(f, "pod {p}"),
+            (None, Some(d)) => write!(f, "deployment {d} replica {}", self.replica.unwrap_or(0)),
+            (None, None) => f.write_str("(no pod named)"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub enum Event {
+    /// The node stops (crash or NotReady): it leaves every candidate set and its Pods stop being ready endpoints.
+    NodeDown(String),
+    NodeUp(String),
+    /// Sets (string) or removes (null) labels on a node, e.g. the exclude-from-external-load-balancers label.
+    LabelNode {
+        node: String,
+        labels: BTreeMap<String, Option<String>>,
+    },
+    PodReady {
+        #[serde(flatten)]
+        pod: PodRef,
+        ready: bool,
+    },
+    /// Reschedules a Pod onto another node (as a rolling update would).
+    PodMove {
+        #[serde(flatten)]
+        pod: PodRef,
+        node: String,
+    },
+    /// Creates (or replaces) a Service from an inline Kubernetes Service object.
+    CreateService(serde_json::Value),
+    DeleteService(String),
+    PatchService(ServicePatchEvent),
+    /// Creates (or replaces) an Eip from an inline object.
+    CreateEip(serde_json::Value),
+    DeleteEip(String),
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ServicePatchEvent {
+    /// `ns/name`, or `name` in namespace `default`.
+    pub service: String,
+    #[serde(default)]
+    pub external_traffic_policy: Option<String>,
+    /// Empty string removes the field.
+    #[serde(default, rename = "loadBalancerIP")]
+    pub load_balancer_ip: Option<String>,
+    #[serde(default, rename = "type")]
+    pub type_: Option<String>,
+    /// Sets (string) or removes (null) annotations.
+    #[serde(default)]
+    pub annotations: BTreeMap<String, Option<String>>,
+}
+
+impl fmt::Display for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Event::NodeDown(n) => write!(f, "{n} down"),
+            Event::NodeUp(n) => write!(f, "{n} up"),
+            Event::LabelNode { node, labels } => write!(f, "label node {node} {}", fmt_map(labels)),
+            Event::PodReady { pod, ready } => {
+                write!(f, "{pod} {}", if *ready { "ready" } else { "not ready" })
+            }
+            Event::PodMove { pod, node } => write!(f, "{pod} moved to {node}"),
+            Event::CreateService(v) => write!(f, "create service {}", object_name(v)),
+            Event::DeleteService(s) => write!(f, "delete service {s}"),
+            Event::PatchService(p) => {
+                write!(f, "patch service {}", p.service)?;
+                if let Some(x) = &p.external_traffic_policy {
+                    write!(f, " externalTrafficPolicy={x}")?;
+                }
+                if let Some(x) = &p.load_balancer_ip {
+                    write!(f, " loadBalancerIP={x:?}")?;
+                }
+                if let Some(x) = &p.type_ {
+                    write!(f, " type={x}")?;
+                }
+                if !p.annotations.is_empty() {
+                    write!(f, " annotations {}", fmt_map(&p.annotations))?;
+                }
+                Ok(())
+            }
+            Event::CreateEip(v) => write!(f, "create eip {}", object_name(v)),
+            Event::DeleteEip(n) => write!(f, "delete eip {n}"),
+        }
+    }
+}
+
+fn fmt_map(m: &BTreeMap<String, Option<String>>) -> String {
+    m.iter()
+        .map(|(k, v)| match v {
+            Some(v) => format!("{k}={v}"),
+            None => format!("{k}-"),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn object_name(v: &serde_json::Value) -> String {
+    let meta = v.get("metadata");
+    let name = meta.and_then(|m| m.get("name")).and_then(|n| n.as_str()).unwrap_or("<unnamed>");
+    match meta.and_then(|m| m.get("namespace")).and_then(|n| n.as_str()) {
+        Some(ns) => format!("{ns}/{name}"),
+        None => name.to_string(),
+    }
+}
+
+impl Scenario {
+    pub fn name(&self) -> Option<&str> {
+        self.metadata.as_ref().and_then(|m| m.name.as_deref())
+    }
+
+    pub fn parse(text: &str, origin: &str) -> Result<Self> {
+        let sc: Scenario =
+            serde_yaml::from_str(text).with_context(|| format!("{origin}: not a valid scenario"))?;
+        if let Some(kind) = &sc.kind {
+            if kind != "Scenario" {
+                bail!("{origin}: kind is {kind:?}, expected \"Scenario\"");
+            }
+        }
+        if let Some(v) = &sc.api_version
+            && v != SCENARIO_API_VERSION
+        {
+            bail!("{origin}: apiVersion is {v:?}, expected {SCENARIO_API_VERSION:?}");
+        }
+        let mut last = SimTime(0);
+        for (i, ev) in sc.events.iter().enumerate() {
+            if ev.at < last {
+                bail!("{origin}: events[{i}].at {} is earlier than the event before it ({last})", ev.at);
+            }
+            last = ev.at;
+        }
+        Ok(sc)
+    }
+
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        Self::parse(&text, &path.display().to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_parse_with_units() {
+        assert_eq!(SimTime::parse("10s"), Ok(SimTime(10_000)));
+        assert_eq!(SimTime::parse("250ms"), Ok(SimTime(250)));
+        assert_eq!(SimTime::parse("1.5s"), Ok(SimTime(1500)));
+        assert_eq!(SimTime::parse("2m"), Ok(SimTime(120_000)));
+        assert!(SimTime::parse("10").unwrap_err().contains("unit"));
+        assert!(SimTime::parse("-1s").is_err());
+        assert!(SimTime::parse("NaNs").is_err());
+    }
+
+    #[test]
+    fn scenario_events_parse() {
+        let sc = Scenario::parse(
+            "kind: Scenario\nevents:\n- at: 10s\n  nodeDown: w1\n- at: 11s\n  podReady: {deployment: d, replica: 1, ready: false}\n- at: 12s\n  patchService: {service: default/s, externalTrafficPolicy: Local}\n",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(sc.events.len(), 3);
+        assert_eq!(sc.events[0].event, Event::NodeDown("w1".into()));
+        assert_eq!(sc.events[1].event.to_string(), "deployment d replica 1 not ready");
+    }
+
+    #[test]
+    fn time_going_backwards_is_an_error_naming_the_event() {
+        let err = Scenario::parse("events:\n- at: 10s\n  nodeDown: a\n- at: 5s\n  nodeUp: a\n", "f.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("events[1].at"), "{err}");
+    }
+
+    #[test]
+    fn unknown_event_is_an_error() {
+        assert!(Scenario::parse("events:\n- at: 1s\n  explode: a\n", "f").is_err());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn parse_never_panics(s in ".*") {
+            let _ = Scenario::parse(&s, "p");
+            let _ = SimTime::parse(&s);
+        }
+    }
+}

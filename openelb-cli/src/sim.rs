@@ -1,0 +1,401 @@
+//! The offline cluster behind `allocate` and `simulate`: core decisions applied to a copy of the objects, the way
+//! the controller, kubelet, the endpoints controller and the speakers would apply them, one event at a time.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use anyhow::{Context, Result, anyhow, bail};
+use openelb_core::election;
+use openelb_core::ipam::{Change, Ipam, Outcome};
+use openelb_core::{Cluster, Endpoint, Pool, Protocol, Service, ServiceKey, TrafficPolicy};
+use serde::Serialize;
+
+use crate::scenario::{Event, PodRef, ServicePatchEvent};
+
+/// A Deployment's name and selector, to find "replica N" of it.
+#[derive(Debug, Clone)]
+pub struct DeploymentRef {
+    pub namespace: String,
+    pub name: String,
+    pub selector: BTreeMap<String, String>,
+}
+
+pub struct World {
+    pub cluster: Cluster,
+    pub ipam: Ipam,
+    deployments: Vec<DeploymentRef>,
+    /// Converts inline Service/Eip objects of scenario events.
+    convert: Box<dyn Fn(&serde_json::Value) -> Result<Created>>,
+    /// Last failure reported per Service, so a Service that stays pending is reported once, not every step.
+    last_failure: BTreeMap<ServiceKey, String>,
+}
+
+/// An object created by a scenario event.
+pub enum Created {
+    Service(Box<Service>),
+    Pool(Box<Pool>),
+}
+
+/// One allocation change, as the controller's Events would tell it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChangeView {
+    pub service: String,
+    pub change: String,
+    pub warning: bool,
+}
+
+/// Who answers for one VIP and what a client on the LAN sees.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct VipView {
+    pub vip: String,
+    pub pool: String,
+    pub protocol: String,
+    pub services: Vec<String>,
+    pub policy: String,
+    pub candidates: Vec<String>,
+    /// The node answering ARP/NDP for the VIP (vip and layer2 pools); `None` for BGP or without candidates.
+    pub holder: Option<String>,
+    pub holder_mac: Option<String>,
+    /// The client's neighbour entry for the VIP, as `ip neigh` prints it.
+    pub ip_neigh: Option<String>,
+    /// Pods a client's requests to the VIP reach.
+    pub reaches: Vec<String>,
+}
+
+impl World {
+    pub fn new(
+        cluster: Cluster,
+        deployments: Vec<DeploymentRef>,
+        convert: Box<dyn Fn(&serde_json::Value) -> Result<Created>>,
+    ) -> Self {
+        let ipam = Ipam::new(&cluster.pools);
+        let mut w = World { cluster, ipam, deployments, convert, last_failure: BTreeMap::new() };
+        w.refresh_endpoints();
+        w
+    }
+
+    /// Warnings from rebuilding allocations out of the pools' status.
+    pub fn warnings(&self) -> Vec<String> {
+        self.ipam.warnings().to_vec()
+    }
+
+    /// Plays the endpoints controller: a Service with a selector has one endpoint per matching Pod, ready when
+    /// the Pod is ready and its node is up. Selector-less Services keep the Endpoints of the manifests.
+    fn refresh_endpoints(&mut self) {
+        let ready_nodes: BTreeSet<&str> =
+            self.cluster.nodes.iter().filter(|n| n.ready).map(|n| n.name.as_str()).collect();
+        for svc in &self.cluster.services {
+            if svc.selector.is_empty() {
+                continue;
+            }
+            let eps: Vec<Endpoint> = self
+                .cluster
+                .pods
+                .iter()
+                .filter(|p| p.namespace == svc.namespace && matches(&svc.selector, &p.labels))
+                .map(|p| Endpoint {
+                    ip: p.ip,
+                    node_name: p.node_name.clone(),
+                    pod: Some(p.name.clone()),
+                    ready: p.ready && p.node_name.as_deref().is_some_and(|n| ready_nodes.contains(n)),
+                })
+                .collect();
+            self.cluster.endpoints.insert(svc.key(), eps);
+        }
+    }
+
+    /// Runs the controller over every Service until nothing changes, applying its patches; Services being deleted
+    /// disappear once their finalizer is gone.
+    pub fn reconcile(&mut self) -> Vec<ChangeView> {
+        let mut views = Vec::new();
+        // Two passes reach the fixed point: releases in the first pass can make room for the second.
+        for _ in 0..2 {
+            let outcomes = self.ipam.reconcile_all(&self.cluster.services, &self.cluster.namespaces);
+            let mut changed = false;
+            for o in &outcomes {
+                let repeat = match &o.change {
+                    Change::Failed { reason, released: None } => {
+                        self.last_failure.get(&o.service) == Some(reason)
+                    }
+                    _ => false,
+                };
+                match &o.change {
+                    Change::Failed { reason, .. } => {
+                        self.last_failure.insert(o.service.clone(), reason.clone());
+                    }
+                    _ => {
+                        self.last_failure.remove(&o.service);
+                    }
+                }
+                if !repeat && let Some(v) = change_view(o) {
+                    views.push(v);
+                    changed = true;
+                }
+                if let Some(patch) = &o.patch
+                    && let Some(svc) = self.cluster.services.iter_mut().find(|s| s.key() == o.service)
+                {
+                    patch.apply(svc);
+                }
+            }
+            self.cluster
+                .services
+                .retain(|s| !(s.deleting && !s.finalizers.iter().any(|f| f == openelb_core::FINALIZER_SERVICE)));
+            if !changed {
+                break;
+            }
+        }
+        self.cluster.pools = self.ipam.pools();
+        self.refresh_endpoints();
+        views
+    }
+
+    pub fn apply(&mut self, event: &Event) -> Result<()> {
+        match event {
+            Event::NodeDown(n) => self.node_mut(n)?.ready = false,
+            Event::NodeUp(n) => self.node_mut(n)?.ready = true,
+            Event::LabelNode { node, labels } => {
+                let node = self.node_mut(node)?;
+                for (k, v) in labels {
+                    match v {
+                        Some(v) => node.labels.insert(k.clone(), v.clone()),
+                        None => node.labels.remove(k),
+                    };
+                }
+            }
+            Event::PodReady { pod, ready } => {
+                let i = self.find_pod(pod)?;
+                self.cluster.pods[i].ready = *ready;
+            }
+            Event::PodMove { pod, node } => {
+                self.node_mut(node)?;
+                let i = self.find_pod(pod)?;
+                self.cluster.pods[i].node_name = Some(node.clone());
+            }
+            Event::CreateService(obj) => match (self.convert)(obj)? {
+                Created::Service(svc) => {
+                    self.cluster.services.retain(|s| s.key() != svc.key());
+                    if !self.cluster.namespaces.iter().any(|n| n.name == svc.namespace) {
+                        self.cluster
+                            .namespaces
+                            .push(openelb_core::Namespace { name: svc.namespace.clone(), ..Default::default() });
+                    }
+                    self.cluster.services.push(*svc);
+                }
+                Created::Pool(_) => bail!("createService holds an Eip; use createEip"),
+            },
+            Event::DeleteService(s) => {
+                let key = service_key(s)?;
+                let svc = self
+                    .cluster
+                    .services
+                    .iter_mut()
+                    .find(|x| x.key() == key)
+                    .ok_or_else(|| anyhow!("deleteService: no Service {key}"))?;
+                svc.deleting = true;
+            }
+            Event::PatchService(p) => self.patch_service(p)?,
+            Event::CreateEip(obj) => match (self.convert)(obj)? {
+                Created::Pool(pool) => {
+                    self.cluster.pools.retain(|p| p.name != pool.name);
+                    self.cluster.pools.push((*pool).clone());
+                    self.ipam.upsert_pool(*pool);
+                }
+                Created::Service(_) => bail!("createEip holds a Service; use createService"),
+            },
+            Event::DeleteEip(name) => {
+                if !self.cluster.pools.iter().any(|p| &p.name == name) {
+                    bail!("deleteEip: no Eip {name}");
+                }
+                self.cluster.pools.retain(|p| &p.name != name);
+                self.ipam.remove_pool(name);
+            }
+        }
+        self.refresh_endpoints();
+        Ok(())
+    }
+
+    fn patch_service(&mut self, p: &ServicePatchEvent) -> Result<()> {
+        let key = service_key(&p.service)?;
+        let svc = self
+            .cluster
+            .services
+            .iter_mut()
+            .find(|x| x.key() == key)
+            .ok_or_else(|| anyhow!("patchService: no Service {key}"))?;
+        if let Some(pol) = &p.external_traffic_policy {
+            svc.external_traffic_policy = match pol.as_str() {
+                "Cluster" => TrafficPolicy::Cluster,
+                "Local" => TrafficPolicy::Local,
+                other => bail!("patchService {key}: externalTrafficPolicy {other:?} is not Cluster or Local"),
+            };
+        }
+        if let Some(ip) = &p.load_balancer_ip {
+            svc.load_balancer_ip = (!ip.is_empty()).then(|| ip.clone());
+        }
+        if let Some(t) = &p.type_ {
+            svc.type_ = t.clone();
+        }
+        for (k, v) in &p.annotations {
+            match v {
+                Some(v) => svc.annotations.insert(k.clone(), v.clone()),
+                None => svc.annotations.remove(k),
+            };
+        }
+        Ok(())
+    }
+
+    fn node_mut(&mut self, name: &str) -> Result<&mut openelb_core::Node> {
+        let known: Vec<String> = self.cluster.nodes.iter().map(|n| n.name.clone()).collect();
+        self.cluster
+            .nodes
+            .iter_mut()
+            .find(|n| n.name == name)
+            .ok_or_else(|| anyhow!("no node {name:?} (nodes: {})", known.join(", ")))
+    }
+
+    fn find_pod(&self, r: &PodRef) -> Result<usize> {
+        let ns = r.namespace.as_deref().unwrap_or("default");
+        if let Some(p) = &r.pod {
+            let (pns, pname) = p.split_once('/').unwrap_or((ns, p));
+            return self
+                .cluster
+                .pods
+                .iter()
+                .position(|x| x.namespace == pns && x.name == pname)
+                .ok_or_else(|| anyhow!("no Pod {pns}/{pname}"));
+        }
+        let Some(d) = &r.deployment else { bail!("a Pod event needs `pod:` or `deployment:` with `replica:`") };
+        let dep = self
+            .deployments
+            .iter()
+            .find(|x| x.namespace == ns && &x.name == d)
+            .ok_or_else(|| anyhow!("no Deployment {ns}/{d}"))?;
+        let mut pods: Vec<(usize, &str)> = self
+            .cluster
+            .pods
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.namespace == ns && matches(&dep.selector, &p.labels))
+            .map(|(i, p)| (i, p.name.as_str()))
+            .collect();
+        pods.sort_by_key(|(_, n)| *n);
+        let idx = r.replica.unwrap_or(0);
+        pods.get(idx)
+            .map(|(i, _)| *i)
+            .ok_or_else(|| anyhow!("Deployment {ns}/{d} has {} Pods, no replica {idx}", pods.len()))
+    }
+
+    /// Every allocated address with its holder and what a client sees, in address order.
+    pub fn vips(&self) -> Vec<VipView> {
+        let mut out = Vec::new();
+        for pool in &self.cluster.pools {
+            let Some(status) = self.ipam.pool_status(&pool.name) else { continue };
+            for (ip_s, holders) in &status.used {
+                let Ok(vip) = ip_s.parse::<IpAddr>() else { continue };
+                let services: Vec<&Service> = holders
+                    .split(';')
+                    .filter_map(ServiceKey::parse)
+                    .filter_map(|k| self.cluster.services.iter().find(|s| s.key() == k))
+                    .collect();
+                out.push(self.vip_view(pool, vip, &services));
+            }
+        }
+        out
+    }
+
+    fn vip_view(&self, pool: &Pool, vip: IpAddr, services: &[&Service]) -> VipView {
+        let no_eps = Vec::new();
+        let eps_of = |s: &Service| self.cluster.endpoints.get(&s.key()).unwrap_or(&no_eps);
+        let mut cands: BTreeSet<&str> = BTreeSet::new();
+        for s in services {
+            cands.extend(election::candidates(s, &self.cluster.nodes, eps_of(s)));
+        }
+        let cands: Vec<&str> = cands.into_iter().collect();
+        let l2 = pool.protocol != Protocol::Bgp;
+        let holder = if l2 { election::holder(&vip, &cands) } else { None };
+        let holder_mac = holder
+            .and_then(|h| self.cluster.nodes.iter().find(|n| n.name == h))
+            .and_then(|n| n.mac)
+            .map(fmt_mac);
+        let ip_neigh = holder.map(|_| match &holder_mac {
+            Some(mac) => format!("{vip} dev eth0 lladdr {mac} REACHABLE"),
+            None => format!("{vip} dev eth0 lladdr <holder's MAC unknown: add annotation {}> REACHABLE", openelb_core::ANNOTATION_NODE_MAC),
+        });
+        // Nodes that receive the client's traffic: the holder in L2 modes, every candidate with BGP ECMP.
+        let entry: BTreeSet<&str> = match holder {
+            Some(h) => [h].into_iter().collect(),
+            None if !l2 => cands.iter().copied().collect(),
+            None => BTreeSet::new(),
+        };
+        let mut reaches = BTreeSet::new();
+        if !entry.is_empty() {
+            for s in services {
+                for ep in eps_of(s).iter().filter(|e| e.ready) {
+                    let local_ok = ep.node_name.as_deref().is_some_and(|n| entry.contains(n));
+                    if s.external_traffic_policy == TrafficPolicy::Cluster || local_ok {
+                        reaches.insert(
+                            ep.pod.clone().unwrap_or_else(|| ep.ip.map(|i| i.to_string()).unwrap_or_default()),
+                        );
+                    }
+                }
+            }
+        }
+        let policies: BTreeSet<&str> = services
+            .iter()
+            .map(|s| match s.external_traffic_policy {
+                TrafficPolicy::Cluster => "Cluster",
+                TrafficPolicy::Local => "Local",
+            })
+            .collect();
+        VipView {
+            vip: vip.to_string(),
+            pool: pool.name.clone(),
+            protocol: pool.protocol.to_string(),
+            services: services.iter().map(|s| s.key().to_string()).collect(),
+            policy: policies.into_iter().collect::<Vec<_>>().join(","),
+            candidates: cands.iter().map(|s| s.to_string()).collect(),
+            holder: holder.map(str::to_string),
+            holder_mac,
+            ip_neigh,
+            reaches: reaches.into_iter().collect(),
+        }
+    }
+}
+
+fn change_view(o: &Outcome) -> Option<ChangeView> {
+    let service = o.service.to_string();
+    let (change, warning) = match &o.change {
+        Change::NotOurs | Change::Kept { .. } => return None,
+        Change::Assigned { pool, ip, released: None } => (format!("assigned {ip} from {pool}"), false),
+        Change::Assigned { pool, ip, released: Some((rp, rip)) } => {
+            (format!("moved {rip} ({rp}) -> {ip} ({pool})"), false)
+        }
+        Change::Released { ip, reason, .. } => match ip {
+            Some(ip) => (format!("released {ip}: {reason}"), false),
+            None => (format!("released: {reason}"), false),
+        },
+        Change::Failed { reason, released } => match released {
+            Some((p, ip)) => (format!("lost {ip} ({p}) and got no address: {reason}"), true),
+            None => (format!("pending: {reason}"), true),
+        },
+    };
+    Some(ChangeView { service, change, warning })
+}
+
+pub fn fmt_mac(m: [u8; 6]) -> String {
+    m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+}
+
+fn matches(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String>) -> bool {
+    !selector.is_empty() && selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
+fn service_key(s: &str) -> Result<ServiceKey> {
+    if s.contains('/') {
+        ServiceKey::parse(s).with_context(|| format!("{s:?} is not namespace/name"))
+    } else if s.is_empty() {
+        bail!("empty Service name")
+    } else {
+        Ok(ServiceKey::new("default", s))
+    }
+}

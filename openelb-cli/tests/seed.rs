@@ -1,0 +1,196 @@
+//! The seed walkthrough through the real binary: the same files a user would `kubectl apply`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn cli(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_openelb-cli")).args(args).current_dir(root()).output().expect("run openelb-cli")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn ok(args: &[&str]) -> String {
+    let o = cli(args);
+    assert!(o.status.success(), "{args:?} failed: {}\n{}", stdout(&o), String::from_utf8_lossy(&o.stderr));
+    stdout(&o)
+}
+
+fn json(args: &[&str]) -> Value {
+    serde_json::from_str(&ok(args)).expect("json output")
+}
+
+/// MAC addresses of the seed's nodes, as cluster.yaml gives them.
+fn seed_mac(node: &str) -> &'static str {
+    match node {
+        "master1" => "52:54:22:a3:9a:d9",
+        "worker-p001" => "52:54:22:3a:e6:6e",
+        "worker-p002" => "52:54:22:37:6c:7b",
+        other => panic!("unexpected holder {other}"),
+    }
+}
+
+#[test]
+fn allocate_prints_kubectl_views_with_the_seed_address() {
+    let out = ok(&["allocate", "-f", "examples/vip-mode"]);
+    let svc_line = out.lines().find(|l| l.contains("vip-svc")).expect("vip-svc row");
+    assert!(svc_line.contains("LoadBalancer"), "{svc_line}");
+    assert!(svc_line.contains("192.168.0.91"), "{svc_line}");
+    assert!(svc_line.contains("80:") && svc_line.ends_with("/TCP"), "{svc_line}");
+    let eip_line = out.lines().find(|l| l.starts_with("vip-eip")).expect("vip-eip row");
+    let cols: Vec<&str> = eip_line.split_whitespace().collect();
+    assert_eq!(&cols[..5], &["vip-eip", "192.168.0.91-192.168.0.100", "1", "10", "vip"], "{eip_line}");
+}
+
+#[test]
+fn allocate_yaml_holds_the_updated_objects() {
+    let list = json(&["allocate", "-f", "examples/vip-mode", "-o", "json"]);
+    let items = list["items"].as_array().expect("items");
+    let svc = items.iter().find(|o| o["kind"] == "Service" && o["metadata"]["name"] == "vip-svc").expect("svc");
+    assert_eq!(svc["status"]["loadBalancer"]["ingress"][0]["ip"], "192.168.0.91");
+    assert_eq!(svc["metadata"]["labels"]["eip.openelb.kubesphere.io/v1alpha2"], "vip-eip");
+    let fins = svc["metadata"]["finalizers"].as_array().expect("finalizers");
+    assert!(fins.iter().any(|f| f == "finalizer.lb.kubesphere.io/v1alpha1"));
+    let eip = items.iter().find(|o| o["kind"] == "Eip").expect("eip");
+    assert_eq!(eip["status"]["usage"], 1);
+    assert_eq!(eip["status"]["poolSize"], 10);
+    assert_eq!(eip["status"]["used"]["192.168.0.91"], "default/vip-svc");
+    assert_eq!(eip["status"]["firstIP"], "192.168.0.91");
+    assert_eq!(eip["status"]["lastIP"], "192.168.0.100");
+    assert_eq!(eip["status"]["v4"], true);
+
+    // The YAML form carries the same objects.
+    let yaml = ok(&["allocate", "-f", "examples/vip-mode", "-o", "yaml"]);
+    assert!(yaml.contains("ip: 192.168.0.91"), "{yaml}");
+}
+
+#[test]
+fn simulate_shows_holder_mac_and_both_pods_under_cluster() {
+    let doc = json(&["simulate", "-f", "examples/vip-mode", "-o", "json"]);
+    let vip = &doc["steps"][0]["vips"][0];
+    assert_eq!(vip["vip"], "192.168.0.91");
+    let holder = vip["holder"].as_str().expect("a holder");
+    let mac = seed_mac(holder);
+    assert_eq!(vip["holder_mac"], mac);
+    assert_eq!(vip["ip_neigh"], format!("192.168.0.91 dev eth0 lladdr {mac} REACHABLE"));
+    let reaches = vip["reaches"].as_array().expect("reaches");
+    assert_eq!(reaches.len(), 2, "Cluster policy reaches both Pods: {reaches:?}");
+    assert!(reaches.iter().all(|p| p.as_str().is_some_and(|p| p.starts_with("vip-openelb-"))));
+    let table = ok(&["simulate", "-f", "examples/vip-mode"]);
+    assert!(table.contains(&format!("lladdr {mac}")), "{table}");
+}
+
+#[test]
+fn node_failure_moves_the_vip_to_a_live_candidate() {
+    let doc = json(&[
+        "simulate",
+        "-f",
+        "examples/vip-mode",
+        "--scenario",
+        "examples/vip-mode/scenario-node-failure.yaml",
+        "-o",
+        "json",
+    ]);
+    let steps = doc["steps"].as_array().expect("steps");
+    assert_eq!(steps.len(), 5);
+    let mut down: Vec<String> = Vec::new();
+    for step in steps {
+        let ev = step["event"].as_str().unwrap_or_default();
+        if let Some(n) = ev.strip_suffix(" down") {
+            down.push(n.to_string());
+        }
+        if let Some(n) = ev.strip_suffix(" up") {
+            down.retain(|d| d != n);
+        }
+        let vip = &step["vips"][0];
+        assert_eq!(vip["vip"], "192.168.0.91", "the address never changes: {step}");
+        let holder = vip["holder"].as_str().expect("some node is always up");
+        assert!(!down.iter().any(|d| d == holder), "a down node holds the VIP: {step}");
+        let cands: Vec<&str> = vip["candidates"].as_array().unwrap().iter().filter_map(|c| c.as_str()).collect();
+        assert!(cands.contains(&holder));
+        assert_eq!(vip["holder_mac"], seed_mac(holder));
+    }
+}
+
+#[test]
+fn local_policy_keeps_the_vip_on_a_node_with_a_ready_pod() {
+    let doc = json(&[
+        "simulate",
+        "-f",
+        "examples/vip-mode",
+        "--scenario",
+        "examples/vip-mode/scenario-local.yaml",
+        "-o",
+        "json",
+    ]);
+    let steps = doc["steps"].as_array().expect("steps");
+    // Step 1: patched to Local; both Pods ready: the holder is a worker and the client reaches one Pod.
+    let local = &steps[1]["vips"][0];
+    assert_eq!(local["policy"], "Local");
+    let holder = local["holder"].as_str().expect("holder");
+    assert!(holder.starts_with("worker-"), "only nodes with a Pod are candidates: {local}");
+    assert_eq!(local["candidates"].as_array().unwrap().len(), 2);
+    assert_eq!(local["reaches"].as_array().unwrap().len(), 1, "{local}");
+    // Step 3: both Pods not ready: no candidate, VIP withdrawn.
+    let none = &steps[3]["vips"][0];
+    assert!(none["holder"].is_null(), "{none}");
+    assert!(none["ip_neigh"].is_null());
+    // Step 5: back to Cluster, the VIP is held again and the address never changed.
+    assert_eq!(steps[5]["vips"][0]["policy"], "Cluster");
+    assert!(steps[5]["vips"][0]["holder"].is_string());
+    for s in &steps[..6] {
+        assert_eq!(s["vips"][0]["vip"], "192.168.0.91");
+    }
+    // Step 6: deleted: the address is released.
+    assert_eq!(steps[6]["vips"].as_array().unwrap().len(), 0);
+    assert!(steps[6]["changes"].to_string().contains("released 192.168.0.91"), "{}", steps[6]);
+}
+
+#[test]
+fn validate_clean_seed_exits_zero_with_a_summary() {
+    let out = ok(&["validate", "-f", "examples/vip-mode"]);
+    assert!(out.starts_with("ok:"), "{out}");
+    assert_eq!(out.lines().count(), 1);
+}
+
+#[test]
+fn validate_lists_every_problem_and_exits_one() {
+    let dir = std::env::temp_dir().join(format!("openelb-cli-validate-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let f = dir.join("bad.yaml");
+    std::fs::write(
+        &f,
+        "apiVersion: network.kubesphere.io/v1alpha2\nkind: Eip\nmetadata: {name: a}\nspec: {address: 192.168.0.100-192.168.0.91, protocol: vip, interface: eth0}\n---\n\
+apiVersion: network.kubesphere.io/v1alpha2\nkind: Eip\nmetadata: {name: b}\nspec: {address: 192.0.2.0/24, protocol: vip}\n---\n\
+apiVersion: network.kubesphere.io/v1alpha2\nkind: Eip\nmetadata: {name: c}\nspec: {address: 192.0.2.128/25, protocol: bgp}\n",
+    )
+    .unwrap();
+    let o = cli(&["validate", "-f", f.to_str().unwrap()]);
+    let out = stdout(&o);
+    std::fs::remove_dir_all(&dir).ok();
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(out.contains("Eip/a") && out.contains("range end is before its start"), "{out}");
+    assert!(out.contains("Eip/b") && out.contains("spec.interface"), "{out}");
+    assert!(out.contains("Eip/c") || out.contains("overlap"), "{out}");
+}
+
+#[test]
+fn crd_output_is_the_checked_in_file() {
+    let out = ok(&["crd"]);
+    let file = std::fs::read_to_string(root().join("deploy/crds/network.kubesphere.io_eips.yaml")).unwrap();
+    assert_eq!(out, file);
+}
+
+#[test]
+fn unreadable_input_exits_two_naming_the_file() {
+    let o = cli(&["allocate", "-f", "does/not/exist.yaml"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("does/not/exist.yaml"));
+}
