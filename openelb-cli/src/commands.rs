@@ -189,7 +189,10 @@ fn step_text(step: &Step, prev: Option<&Step>) -> String {
             holder,
             moved
         ));
-        s.push_str(&format!("     candidates: {}\n", if v.candidates.is_empty() { "-".into() } else { v.candidates.join(", ") }));
+        s.push_str(&format!(
+            "     candidates: {}\n",
+            if v.candidates.is_empty() { "-".into() } else { v.candidates.join(", ") }
+        ));
         if let Some(n) = &v.ip_neigh {
             s.push_str(&format!("     client$ ip neigh  -> {n}\n"));
         }
@@ -209,9 +212,13 @@ fn step_text(step: &Step, prev: Option<&Step>) -> String {
 pub fn validate(inputs: &Inputs, format: Format) -> Result<ExitCode> {
     let loaded = input::load(&inputs.paths)?;
     warn_all(&loaded.warnings);
-    let problems = validate::validate_cluster(&loaded.cluster);
+    let all = validate::validate_cluster(&loaded.cluster);
+    let (problems, warnings): (Vec<_>, Vec<_>) = all.iter().partition(|p| p.is_error());
     match format {
         Format::Table => {
+            for w in &warnings {
+                eprintln!("{w}");
+            }
             for p in &problems {
                 println!("{p}");
             }
@@ -224,19 +231,24 @@ pub fn validate(inputs: &Inputs, format: Format) -> Result<ExitCode> {
                     .map(|s| s.key())
                     .collect();
                 println!(
-                    "ok: {} Eip(s), {} OpenELB Service(s), {} node(s): no problems",
+                    "ok: {} Eip(s), {} OpenELB Service(s), {} node(s): no problems, {} warning(s)",
                     loaded.cluster.pools.len(),
                     svcs.len(),
-                    loaded.cluster.nodes.len()
+                    loaded.cluster.nodes.len(),
+                    warnings.len()
                 );
             } else {
                 println!("{} problem(s)", problems.len());
             }
         }
         Format::Yaml | Format::Json => {
-            let list: Vec<_> = problems
+            let list: Vec<_> = all
                 .iter()
-                .map(|p| serde_json::json!({"object": p.object, "field": p.field, "value": p.value, "message": p.message}))
+                .map(|p| {
+                    let severity = if p.is_error() { "error" } else { "warning" };
+                    serde_json::json!({"object": p.object, "field": p.field, "value": p.value,
+                        "message": p.message, "severity": severity})
+                })
                 .collect();
             let doc = serde_json::json!({"problems": list});
             if format == Format::Json {

@@ -10,7 +10,7 @@ use openelb_k8s::convert;
 use openelb_k8s::crd::Eip;
 use openelb_k8s::manifest::Manifests;
 
-use crate::sim::{Created, DeploymentRef, World};
+use crate::sim::{Converter, Created, DeploymentRef, World};
 
 pub struct Loaded {
     pub manifests: Manifests,
@@ -106,7 +106,7 @@ pub fn display_ports(loaded: &Loaded, svc: &Service) -> (String, String) {
 }
 
 /// Converts the inline objects of scenario events.
-pub fn converter() -> Box<dyn Fn(&serde_json::Value) -> Result<Created>> {
+pub fn converter() -> Converter {
     Box::new(|v: &serde_json::Value| {
         let kind = v.get("kind").and_then(|k| k.as_str()).unwrap_or_default();
         match kind {

@@ -217,12 +217,11 @@ impl Scenario {
     }
 
     pub fn parse(text: &str, origin: &str) -> Result<Self> {
-        let sc: Scenario =
-            serde_yaml::from_str(text).with_context(|| format!("{origin}: not a valid scenario"))?;
-        if let Some(kind) = &sc.kind {
-            if kind != "Scenario" {
-                bail!("{origin}: kind is {kind:?}, expected \"Scenario\"");
-            }
+        let sc: Scenario = serde_yaml::from_str(text).with_context(|| format!("{origin}: not a valid scenario"))?;
+        if let Some(kind) = &sc.kind
+            && kind != "Scenario"
+        {
+            bail!("{origin}: kind is {kind:?}, expected \"Scenario\"");
         }
         if let Some(v) = &sc.api_version
             && v != SCENARIO_API_VERSION

@@ -25,10 +25,13 @@ pub struct World {
     pub ipam: Ipam,
     deployments: Vec<DeploymentRef>,
     /// Converts inline Service/Eip objects of scenario events.
-    convert: Box<dyn Fn(&serde_json::Value) -> Result<Created>>,
+    convert: Converter,
     /// Last failure reported per Service, so a Service that stays pending is reported once, not every step.
     last_failure: BTreeMap<ServiceKey, String>,
 }
+
+/// Turns an inline object of a scenario event into a core value (the CLI wires in openelb-k8s's conversions).
+pub type Converter = Box<dyn Fn(&serde_json::Value) -> Result<Created>>;
 
 /// An object created by a scenario event.
 pub enum Created {
@@ -63,11 +66,7 @@ pub struct VipView {
 }
 
 impl World {
-    pub fn new(
-        cluster: Cluster,
-        deployments: Vec<DeploymentRef>,
-        convert: Box<dyn Fn(&serde_json::Value) -> Result<Created>>,
-    ) -> Self {
+    pub fn new(cluster: Cluster, deployments: Vec<DeploymentRef>, convert: Converter) -> Self {
         let ipam = Ipam::new(&cluster.pools);
         let mut w = World { cluster, ipam, deployments, convert, last_failure: BTreeMap::new() };
         w.refresh_endpoints();
@@ -114,9 +113,7 @@ impl World {
             let mut changed = false;
             for o in &outcomes {
                 let repeat = match &o.change {
-                    Change::Failed { reason, released: None } => {
-                        self.last_failure.get(&o.service) == Some(reason)
-                    }
+                    Change::Failed { reason, released: None } => self.last_failure.get(&o.service) == Some(reason),
                     _ => false,
                 };
                 match &o.change {
@@ -139,7 +136,7 @@ impl World {
             }
             self.cluster
                 .services
-                .retain(|s| !(s.deleting && !s.finalizers.iter().any(|f| f == openelb_core::FINALIZER_SERVICE)));
+                .retain(|s| !s.deleting || s.finalizers.iter().any(|f| f == openelb_core::FINALIZER_SERVICE));
             if !changed {
                 break;
             }
@@ -313,13 +310,14 @@ impl World {
         let cands: Vec<&str> = cands.into_iter().collect();
         let l2 = pool.protocol != Protocol::Bgp;
         let holder = if l2 { election::holder(&vip, &cands) } else { None };
-        let holder_mac = holder
-            .and_then(|h| self.cluster.nodes.iter().find(|n| n.name == h))
-            .and_then(|n| n.mac)
-            .map(fmt_mac);
+        let holder_mac =
+            holder.and_then(|h| self.cluster.nodes.iter().find(|n| n.name == h)).and_then(|n| n.mac).map(fmt_mac);
         let ip_neigh = holder.map(|_| match &holder_mac {
             Some(mac) => format!("{vip} dev eth0 lladdr {mac} REACHABLE"),
-            None => format!("{vip} dev eth0 lladdr <holder's MAC unknown: add annotation {}> REACHABLE", openelb_core::ANNOTATION_NODE_MAC),
+            None => format!(
+                "{vip} dev eth0 lladdr <holder's MAC unknown: add annotation {}> REACHABLE",
+                openelb_core::ANNOTATION_NODE_MAC
+            ),
         });
         // Nodes that receive the client's traffic: the holder in L2 modes, every candidate with BGP ECMP.
         let entry: BTreeSet<&str> = match holder {
@@ -333,9 +331,8 @@ impl World {
                 for ep in eps_of(s).iter().filter(|e| e.ready) {
                     let local_ok = ep.node_name.as_deref().is_some_and(|n| entry.contains(n));
                     if s.external_traffic_policy == TrafficPolicy::Cluster || local_ok {
-                        reaches.insert(
-                            ep.pod.clone().unwrap_or_else(|| ep.ip.map(|i| i.to_string()).unwrap_or_default()),
-                        );
+                        reaches
+                            .insert(ep.pod.clone().unwrap_or_else(|| ep.ip.map(|i| i.to_string()).unwrap_or_default()));
                     }
                 }
             }

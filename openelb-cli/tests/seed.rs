@@ -168,7 +168,7 @@ fn validate_lists_every_problem_and_exits_one() {
     std::fs::write(
         &f,
         "apiVersion: network.kubesphere.io/v1alpha2\nkind: Eip\nmetadata: {name: a}\nspec: {address: 192.168.0.100-192.168.0.91, protocol: vip, interface: eth0}\n---\n\
-apiVersion: network.kubesphere.io/v1alpha2\nkind: Eip\nmetadata: {name: b}\nspec: {address: 192.0.2.0/24, protocol: vip}\n---\n\
+apiVersion: network.kubesphere.io/v1alpha2\nkind: Eip\nmetadata: {name: b}\nspec: {address: 192.0.2.0/24, protocol: layer2}\n---\n\
 apiVersion: network.kubesphere.io/v1alpha2\nkind: Eip\nmetadata: {name: c}\nspec: {address: 192.0.2.128/25, protocol: bgp}\n",
     )
     .unwrap();

@@ -162,8 +162,8 @@ fn parse_range(input: &str, first: &str, last: &str) -> Result<AddrRange, Addres
     }
     let start = parse_ip(first)
         .ok_or_else(|| AddressError::invalid(input, format!("range start {first:?} is not an IP address")))?;
-    let end =
-        parse_ip(last).ok_or_else(|| AddressError::invalid(input, format!("range end {last:?} is not an IP address")))?;
+    let end = parse_ip(last)
+        .ok_or_else(|| AddressError::invalid(input, format!("range end {last:?} is not an IP address")))?;
     check_order(input, start, end)
 }
 
@@ -329,7 +329,10 @@ mod tests {
 
     #[test]
     fn range_with_two_dashes_is_rejected() {
-        assert_eq!(err("10.0.0.1-10.0.0.2-10.0.0.3"), r#""10.0.0.1-10.0.0.2-10.0.0.3": a range has exactly one '-' (first-last)"#);
+        assert_eq!(
+            err("10.0.0.1-10.0.0.2-10.0.0.3"),
+            r#""10.0.0.1-10.0.0.2-10.0.0.3": a range has exactly one '-' (first-last)"#
+        );
         assert_eq!(err("10.0.0.1--10.0.0.2"), r#""10.0.0.1--10.0.0.2": a range has exactly one '-' (first-last)"#);
     }
 
@@ -341,10 +344,7 @@ mod tests {
 
     #[test]
     fn range_end_before_start_is_rejected() {
-        assert_eq!(
-            err("192.168.0.100-192.168.0.91"),
-            r#""192.168.0.100-192.168.0.91": range end is before its start"#
-        );
+        assert_eq!(err("192.168.0.100-192.168.0.91"), r#""192.168.0.100-192.168.0.91": range end is before its start"#);
         assert_eq!(err("2001:db8::2-2001:db8::1"), r#""2001:db8::2-2001:db8::1": range end is before its start"#);
     }
 
@@ -369,7 +369,10 @@ mod tests {
     fn prefix_that_is_not_a_number_is_rejected() {
         assert_eq!(err("10.0.0.0/abc"), r#""10.0.0.0/abc": prefix length "abc" is not a number"#);
         assert_eq!(err("10.0.0.0/+8"), r#""10.0.0.0/+8": prefix length "+8" is not a number"#);
-        assert_eq!(err("10.0.0.0/-8"), r#""10.0.0.0/-8": an address is a single IP, a first-last range or a CIDR, not both"#);
+        assert_eq!(
+            err("10.0.0.0/-8"),
+            r#""10.0.0.0/-8": an address is a single IP, a first-last range or a CIDR, not both"#
+        );
         assert_eq!(err("10.0.0.0/8/8"), r#""10.0.0.0/8/8": prefix length "8/8" is not a number"#);
     }
 

@@ -7,6 +7,7 @@
 //! the pool's last offset (`u32` for every IPv4 pool, `u64` up to an IPv6 /64, `u128` beyond), because the
 //! B-tree keys are most of the memory. Measured with `cargo run --release --example alloc_memory`.
 
+use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::IpAddr;
@@ -43,13 +44,11 @@ impl PoolAllocator {
 
     /// Gives `holder` the lowest free address.
     pub fn allocate_any(&mut self, holder: HolderId) -> Result<IpAddr, AllocError> {
-        let full = || AllocError::Full { range: self.range, size: self.range.size() };
-        let offset = self.lowest_free_offset().ok_or_else(full)?;
-        let ip = self.range.nth(offset).ok_or_else(full)?;
-        match self.slots.claim(offset, holder, false) {
-            Claim::Done => Ok(ip),
-            Claim::Held | Claim::OutOfRange => Err(full()),
-        }
+        let last = self.range.last_offset();
+        self.slots
+            .take_lowest(last, holder)
+            .and_then(|offset| self.range.nth(offset))
+            .ok_or(AllocError::Full { range: self.range, size: self.range.size() })
     }
 
     /// Gives `holder` exactly `ip`. When `ip` is held already: with `share` the holder joins the others
@@ -145,6 +144,9 @@ impl Slots {
     fn lowest_free(&self, last: u128) -> Option<u128> {
         each!(self, t => t.lowest_free(last))
     }
+    fn take_lowest(&mut self, last: u128, holder: HolderId) -> Option<u128> {
+        each!(self, t => t.take_lowest(last, holder))
+    }
     fn claim(&mut self, offset: u128, holder: HolderId, share: bool) -> Claim {
         each!(self, t => t.claim(offset, holder, share))
     }
@@ -158,7 +160,7 @@ impl Slots {
         each!(self, t => t.first.len() as u128)
     }
     fn iter(&self) -> Box<dyn Iterator<Item = (u128, Vec<HolderId>)> + '_> {
-        each!(self, t => Box::new(t.first.iter().map(|(&k, &h)| (k.into(), t.with_others(k, h)))))
+        each!(self, t => Box::new(t.iter()))
     }
 }
 
@@ -192,19 +194,42 @@ impl<K: Offset> Table<K> {
     }
 
     fn lowest_free(&self, last: u128) -> Option<u128> {
-        if !self.is_used(0) {
+        if !self.zero_used() {
             return Some(0);
         }
         let end: u128 = (*self.run_ends.first()?).into();
         end.checked_add(1).filter(|&next| next <= last)
     }
 
+    /// Offset 0 is used iff it is the smallest key: a walk down the left edge, no comparisons.
+    fn zero_used(&self) -> bool {
+        self.first.first_key_value().is_some_and(|(&k, _)| k.into() == 0)
+    }
+
+    /// [`Self::lowest_free`] and [`Self::claim`] in one, knowing what `claim` has to look up: the taken offset
+    /// either is 0 or extends the first run, whose end is the smallest in `run_ends`.
+    fn take_lowest(&mut self, last: u128, holder: HolderId) -> Option<u128> {
+        let offset = self.lowest_free(last)?;
+        let k = key::<K>(offset)?;
+        self.first.insert(k, holder);
+        if offset != 0 {
+            self.run_ends.pop_first();
+        }
+        if !offset.checked_add(1).is_some_and(|next| self.is_used(next)) {
+            self.run_ends.insert(k);
+        }
+        Some(offset)
+    }
+
     fn claim(&mut self, offset: u128, holder: HolderId, share: bool) -> Claim {
         let Some(k) = key::<K>(offset) else { return Claim::OutOfRange };
-        let Some(&first) = self.first.get(&k) else {
-            self.first.insert(k, holder);
-            self.mark_used(offset, k);
-            return Claim::Done;
+        let first = match self.first.entry(k) {
+            Entry::Vacant(e) => {
+                e.insert(holder);
+                self.mark_used(offset, k);
+                return Claim::Done;
+            }
+            Entry::Occupied(e) => *e.get(),
         };
         let others = self.others.get(&k);
         let holds = first == holder || others.is_some_and(|o| o.contains(&holder));
@@ -221,6 +246,17 @@ impl<K: Offset> Table<K> {
 
     fn release(&mut self, offset: u128, holder: HolderId) -> bool {
         let Some(k) = key::<K>(offset) else { return false };
+        if self.others.is_empty() {
+            // Nothing is shared, the usual case: one lookup decides and removes.
+            return match self.first.entry(k) {
+                Entry::Occupied(e) if *e.get() == holder => {
+                    e.remove();
+                    self.mark_free(offset, k);
+                    true
+                }
+                _ => false,
+            };
+        }
         let Some(&first) = self.first.get(&k) else { return false };
         if first == holder {
             match self.others.get_mut(&k) {
@@ -252,6 +288,10 @@ impl<K: Offset> Table<K> {
     fn holders(&self, offset: u128) -> Vec<HolderId> {
         let Some(k) = key::<K>(offset) else { return Vec::new() };
         self.first.get(&k).map(|&h| self.with_others(k, h)).unwrap_or_default()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (u128, Vec<HolderId>)> + '_ {
+        self.first.iter().map(|(&k, &h)| (k.into(), self.with_others(k, h)))
     }
 
     fn with_others(&self, k: K, first: HolderId) -> Vec<HolderId> {

@@ -15,20 +15,12 @@ use crate::model::{Endpoint, LABEL_EXCLUDE_LB, Node, Service, TrafficPolicy};
 ///
 /// The exclude label counts with any value (even `"false"`), as Kubernetes' service controller does: its
 /// presence is the opt-out (upstream issue #310 asks for exactly this parity with MetalLB).
-pub fn candidates<'a>(
-    service: &Service,
-    nodes: &'a [Node],
-    endpoints: &[Endpoint],
-) -> Vec<&'a str> {
+pub fn candidates<'a>(service: &Service, nodes: &'a [Node], endpoints: &[Endpoint]) -> Vec<&'a str> {
     let local: Option<BTreeSet<&str>> = match service.external_traffic_policy {
         TrafficPolicy::Cluster => None,
-        TrafficPolicy::Local => Some(
-            endpoints
-                .iter()
-                .filter(|e| e.ready)
-                .filter_map(|e| e.node_name.as_deref())
-                .collect(),
-        ),
+        TrafficPolicy::Local => {
+            Some(endpoints.iter().filter(|e| e.ready).filter_map(|e| e.node_name.as_deref()).collect())
+        }
     };
     let mut out: Vec<&'a str> = nodes
         .iter()
@@ -45,10 +37,7 @@ pub fn candidates<'a>(
 /// theirs (sorted, deduplicated). Sharers with `Local` policy and different selectors are refused at
 /// allocation (DESIGN §3), so the union never widens a `Local` Service to nodes without its pods by surprise.
 pub fn candidates_union<'a, S: AsRef<[&'a str]>>(sets: &[S]) -> Vec<&'a str> {
-    let mut out: Vec<&'a str> = sets
-        .iter()
-        .flat_map(|s| s.as_ref().iter().copied())
-        .collect();
+    let mut out: Vec<&'a str> = sets.iter().flat_map(|s| s.as_ref().iter().copied()).collect();
     out.sort_unstable();
     out.dedup();
     out
@@ -125,10 +114,7 @@ pub fn weight(node: &str, vip: &IpAddr) -> u64 {
 /// order depends only on the set of candidates, never on how the caller listed them.
 pub fn rank<'a>(vip: &IpAddr, candidates: &[&'a str]) -> Vec<&'a str> {
     let key = VipBytes::new(vip);
-    let mut weighted: Vec<(Reverse<u64>, &'a str)> = candidates
-        .iter()
-        .map(|c| (Reverse(key.weight(c)), *c))
-        .collect();
+    let mut weighted: Vec<(Reverse<u64>, &'a str)> = candidates.iter().map(|c| (Reverse(key.weight(c)), *c)).collect();
     weighted.sort_unstable();
     weighted.dedup_by(|a, b| a.1 == b.1);
     weighted.into_iter().map(|(_, c)| c).collect()
@@ -138,10 +124,7 @@ pub fn rank<'a>(vip: &IpAddr, candidates: &[&'a str]) -> Vec<&'a str> {
 pub fn holder<'a>(vip: &IpAddr, candidates: &[&'a str]) -> Option<&'a str> {
     // Same order as `rank` without sorting: one pass, no allocation (this runs for every VIP on every change).
     let key = VipBytes::new(vip);
-    candidates
-        .iter()
-        .copied()
-        .max_by_key(|c| (key.weight(c), Reverse(*c)))
+    candidates.iter().copied().max_by_key(|c| (key.weight(c), Reverse(*c)))
 }
 
 /// Holder of every VIP. A VIP listed more than once (Services sharing it) gets the union of its candidate sets,
@@ -153,13 +136,7 @@ where
 {
     let mut merged: BTreeMap<IpAddr, Vec<&'a str>> = BTreeMap::new();
     for (vip, cands) in vips {
-        merged
-            .entry(vip)
-            .or_default()
-            .extend_from_slice(cands.as_ref());
+        merged.entry(vip).or_default().extend_from_slice(cands.as_ref());
     }
-    merged
-        .into_iter()
-        .map(|(vip, cands)| (vip, holder(&vip, &cands)))
-        .collect()
+    merged.into_iter().map(|(vip, cands)| (vip, holder(&vip, &cands))).collect()
 }

@@ -11,9 +11,8 @@ use std::net::IpAddr;
 
 use crate::addr::AddrRange;
 use crate::model::{
-    ANNOTATION_DEFAULT_EIP, ANNOTATION_EIP_IP, ANNOTATION_EIP_POOL, ANNOTATION_LB,
-    ANNOTATION_LB_VALUE, ANNOTATION_PROTOCOL, Cluster, LOAD_BALANCER_CLASS, Pool, Protocol,
-    Service,
+    ANNOTATION_DEFAULT_EIP, ANNOTATION_EIP_IP, ANNOTATION_EIP_POOL, ANNOTATION_LB, ANNOTATION_LB_VALUE,
+    ANNOTATION_PROTOCOL, Cluster, LOAD_BALANCER_CLASS, Pool, Protocol, Service,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -24,15 +23,28 @@ pub struct Problem {
     pub field: String,
     pub value: String,
     pub message: String,
+    /// Warnings do not make an object invalid; they say what will happen that the author may not expect.
+    pub severity: Severity,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Severity {
+    Error,
+    Warning,
+}
+
+impl Problem {
+    pub fn is_error(&self) -> bool {
+        self.severity == Severity::Error
+    }
 }
 
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}: {}={:?}: {}",
-            self.object, self.field, self.value, self.message
-        )
+        if self.severity == Severity::Warning {
+            f.write_str("warning: ")?;
+        }
+        write!(f, "{}: {}={:?}: {}", self.object, self.field, self.value, self.message)
     }
 }
 
@@ -68,27 +80,15 @@ pub fn validate_pool_update(old: &Pool, new: &Pool) -> Vec<Problem> {
         let mut stranded: Vec<(IpAddr, &str)> = old
             .used
             .iter()
-            .filter_map(|(ip, users)| {
-                ip.trim()
-                    .parse::<IpAddr>()
-                    .ok()
-                    .map(|ip| (ip, users.as_str()))
-            })
+            .filter_map(|(ip, users)| ip.trim().parse::<IpAddr>().ok().map(|ip| (ip, users.as_str())))
             .filter(|(ip, _)| !range.contains(ip))
             .collect();
         stranded.sort();
         if !stranded.is_empty() {
-            let listed: Vec<String> = stranded
-                .iter()
-                .take(STRANDED_LISTED)
-                .map(|(ip, users)| format!("{ip} ({users})"))
-                .collect();
+            let listed: Vec<String> =
+                stranded.iter().take(STRANDED_LISTED).map(|(ip, users)| format!("{ip} ({users})")).collect();
             let more = stranded.len().saturating_sub(STRANDED_LISTED);
-            let tail = if more > 0 {
-                format!(" and {more} more")
-            } else {
-                String::new()
-            };
+            let tail = if more > 0 { format!(" and {more} more") } else { String::new() };
             out.push(problem(
                 eip(new),
                 "spec.address",
@@ -107,11 +107,7 @@ pub fn validate_pool_update(old: &Pool, new: &Pool) -> Vec<Problem> {
 /// (bad `loadBalancerIP`, pin to a missing pool, pin against the protocol annotation).
 pub fn validate_cluster(cluster: &Cluster) -> Vec<Problem> {
     let mut out = validate_pools(&cluster.pools);
-    let parsed: Vec<(&Pool, Option<AddrRange>)> = cluster
-        .pools
-        .iter()
-        .map(|p| (p, AddrRange::parse(&p.address).ok()))
-        .collect();
+    let parsed: Vec<ParsedPool<'_>> = cluster.pools.iter().map(|p| (p, AddrRange::parse(&p.address).ok())).collect();
     for svc in &cluster.services {
         check_service(svc, &parsed, &mut out);
     }
@@ -125,12 +121,11 @@ fn finish(mut out: Vec<Problem>) -> Vec<Problem> {
 }
 
 fn problem(object: String, field: &str, value: &str, message: String) -> Problem {
-    Problem {
-        object,
-        field: field.to_string(),
-        value: value.to_string(),
-        message,
-    }
+    Problem { object, field: field.to_string(), value: value.to_string(), message, severity: Severity::Error }
+}
+
+fn warning(object: String, field: &str, value: &str, message: String) -> Problem {
+    Problem { severity: Severity::Warning, ..problem(object, field, value, message) }
 }
 
 fn eip(pool: &Pool) -> String {
@@ -145,22 +140,12 @@ fn annotation_field(key: &str) -> String {
 fn check_pool(pool: &Pool, skip_used: &BTreeSet<&str>, out: &mut Vec<Problem>) {
     let obj = eip(pool);
     if let Err(why) = dns1123_subdomain(&pool.name) {
-        out.push(problem(
-            obj.clone(),
-            "metadata.name",
-            &pool.name,
-            format!("not a DNS-1123 subdomain: {why}"),
-        ));
+        out.push(problem(obj.clone(), "metadata.name", &pool.name, format!("not a DNS-1123 subdomain: {why}")));
     }
     let range = match AddrRange::parse(&pool.address) {
         Ok(r) => Some(r),
         Err(e) => {
-            out.push(problem(
-                obj.clone(),
-                "spec.address",
-                &pool.address,
-                e.to_string(),
-            ));
+            out.push(problem(obj.clone(), "spec.address", &pool.address, e.to_string()));
             None
         }
     };
@@ -179,7 +164,7 @@ fn check_pool(pool: &Pool, skip_used: &BTreeSet<&str>, out: &mut Vec<Problem>) {
         && v.eq_ignore_ascii_case("true")
         && v != "true"
     {
-        out.push(problem(
+        out.push(warning(
             obj.clone(),
             &annotation_field(ANNOTATION_DEFAULT_EIP),
             v,
@@ -195,12 +180,7 @@ fn check_pool(pool: &Pool, skip_used: &BTreeSet<&str>, out: &mut Vec<Problem>) {
         }
         let field = format!("status.used[{key}]");
         match key.trim().parse::<IpAddr>() {
-            Err(_) => out.push(problem(
-                obj.clone(),
-                &field,
-                users,
-                format!("key {key:?} is not an IP address"),
-            )),
+            Err(_) => out.push(problem(obj.clone(), &field, users, format!("key {key:?} is not an IP address"))),
             Ok(ip) => {
                 if let Some(r) = range
                     && !r.contains(&ip)
@@ -220,7 +200,19 @@ fn check_pool(pool: &Pool, skip_used: &BTreeSet<&str>, out: &mut Vec<Problem>) {
 fn check_interface(pool: &Pool, obj: &str, out: &mut Vec<Problem>) {
     let iface = pool.interface.as_deref().unwrap_or("");
     if iface.is_empty() {
-        if matches!(pool.protocol, Protocol::Layer2 | Protocol::Vip) {
+        // The seed's vip-eip.yaml has no interface: VIP mode then uses the NIC that carries the node's
+        // InternalIP (the seed requires single-NIC nodes). So for vip it is a warning, not an error, even though
+        // OpenELB v0.6's webhook rejects it; layer2 has no such fallback.
+        if pool.protocol == Protocol::Vip {
+            out.push(warning(
+                obj.to_string(),
+                "spec.interface",
+                iface,
+                "spec.interface is not set: the speaker announces on the NIC that holds the node's InternalIP \
+                 (OpenELB v0.6's webhook would reject this Eip; set it to a NIC name or can_reach:<ip>)"
+                    .to_string(),
+            ));
+        } else if pool.protocol == Protocol::Layer2 {
             out.push(problem(
                 obj.to_string(),
                 "spec.interface",
@@ -239,25 +231,18 @@ fn check_interface(pool: &Pool, obj: &str, out: &mut Vec<Problem>) {
 fn interface_shape(iface: &str) -> Result<(), String> {
     if let Some((prefix, rest)) = iface.split_once(':') {
         if prefix != CAN_REACH_PREFIX {
-            return Err(format!(
-                "unknown prefix {prefix:?}: expected a NIC name or {CAN_REACH_PREFIX}:<ip>"
-            ));
+            return Err(format!("unknown prefix {prefix:?}: expected a NIC name or {CAN_REACH_PREFIX}:<ip>"));
         }
         return match rest.parse::<IpAddr>() {
             Ok(_) => Ok(()),
-            Err(_) => Err(format!(
-                "{rest:?} after {CAN_REACH_PREFIX}: is not an IP address"
-            )),
+            Err(_) => Err(format!("{rest:?} after {CAN_REACH_PREFIX}: is not an IP address")),
         };
     }
     if let Some(c) = iface.chars().find(|c| *c == '/' || c.is_whitespace()) {
         return Err(format!("a NIC name cannot contain {c:?}"));
     }
     if iface.len() > MAX_NIC_NAME {
-        return Err(format!(
-            "a NIC name has at most {MAX_NIC_NAME} bytes, this one has {}",
-            iface.len()
-        ));
+        return Err(format!("a NIC name has at most {MAX_NIC_NAME} bytes, this one has {}", iface.len()));
     }
     if iface == "." || iface == ".." {
         return Err("\".\" and \"..\" are not NIC names".to_string());
@@ -281,10 +266,8 @@ fn check_duplicate_names(pools: &[Pool], out: &mut Vec<Problem>) {
 }
 
 fn check_overlaps(pools: &[Pool], out: &mut Vec<Problem>) {
-    let parsed: Vec<(&Pool, AddrRange)> = pools
-        .iter()
-        .filter_map(|p| AddrRange::parse(&p.address).ok().map(|r| (p, r)))
-        .collect();
+    let parsed: Vec<(&Pool, AddrRange)> =
+        pools.iter().filter_map(|p| AddrRange::parse(&p.address).ok().map(|r| (p, r))).collect();
     for (i, (a, ra)) in parsed.iter().enumerate() {
         for (b, rb) in &parsed[i + 1..] {
             // `overlaps` is family-aware: upstream's big-int test would let 0.0.0.0/0 overlap ::/96.
@@ -312,22 +295,14 @@ fn intersection(a: &AddrRange, b: &AddrRange) -> String {
     // `IpAddr` orders numerically within a family, and callers only pass overlapping same-family ranges.
     let start = a.start().max(b.start());
     let end = a.end().min(b.end());
-    if start == end {
-        start.to_string()
-    } else {
-        format!("{start}-{end}")
-    }
+    if start == end { start.to_string() } else { format!("{start}-{end}") }
 }
 
 fn check_defaults(pools: &[Pool], out: &mut Vec<Problem>) {
     // Upstream's webhook compares case-insensitively, so "True" blocks a second default there too.
     let defaults: Vec<&Pool> = pools
         .iter()
-        .filter(|p| {
-            p.default_annotation
-                .as_deref()
-                .is_some_and(|v| v.eq_ignore_ascii_case("true"))
-        })
+        .filter(|p| p.default_annotation.as_deref().is_some_and(|v| v.eq_ignore_ascii_case("true")))
         .collect();
     if defaults.len() < 2 {
         return;
@@ -340,15 +315,15 @@ fn check_defaults(pools: &[Pool], out: &mut Vec<Problem>) {
             eip(p),
             &annotation_field(ANNOTATION_DEFAULT_EIP),
             p.default_annotation.as_deref().unwrap_or_default(),
-            format!(
-                "{} pools are marked default ({list}); at most one may be",
-                defaults.len()
-            ),
+            format!("{} pools are marked default ({list}); at most one may be", defaults.len()),
         ));
     }
 }
 
-fn check_service(svc: &Service, pools: &[(&Pool, Option<AddrRange>)], out: &mut Vec<Problem>) {
+/// A pool with its address parsed once; `None` when `spec.address` is invalid (reported on the pool itself).
+type ParsedPool<'p> = (&'p Pool, Option<AddrRange>);
+
+fn check_service(svc: &Service, pools: &[ParsedPool<'_>], out: &mut Vec<Problem>) {
     let obj = format!("Service/{}/{}", svc.namespace, svc.name);
     let lb_annotation = svc.annotations.get(ANNOTATION_LB);
     let by_class = svc.load_balancer_class.as_deref() == Some(LOAD_BALANCER_CLASS);
@@ -372,10 +347,7 @@ fn check_service(svc: &Service, pools: &[(&Pool, Option<AddrRange>)], out: &mut 
                 obj,
                 &annotation_field(ANNOTATION_LB),
                 ANNOTATION_LB_VALUE,
-                format!(
-                    "annotation has no effect: spec.type is {:?}, not \"LoadBalancer\"",
-                    svc.type_
-                ),
+                format!("annotation has no effect: spec.type is {:?}, not \"LoadBalancer\"", svc.type_),
             ));
         }
         // Kubernetes itself refuses `loadBalancerClass` on other types, so only the annotation can get here.
@@ -383,17 +355,12 @@ fn check_service(svc: &Service, pools: &[(&Pool, Option<AddrRange>)], out: &mut 
     }
 
     let pin_field = annotation_field(ANNOTATION_EIP_POOL);
-    let pinned: Option<(&str, Option<&(&Pool, Option<AddrRange>)>)> = svc
+    let pinned: Option<(&str, Option<&ParsedPool<'_>>)> = svc
         .annotations
         .get(ANNOTATION_EIP_POOL)
         .map(|name| (name.as_str(), pools.iter().find(|(p, _)| p.name == *name)));
     if let Some((name, None)) = pinned {
-        out.push(problem(
-            obj.clone(),
-            &pin_field,
-            name,
-            format!("no Eip named {name:?} exists"),
-        ));
+        out.push(problem(obj.clone(), &pin_field, name, format!("no Eip named {name:?} exists")));
     }
     let pinned_pool = pinned.and_then(|(_, p)| p);
 
@@ -402,12 +369,9 @@ fn check_service(svc: &Service, pools: &[(&Pool, Option<AddrRange>)], out: &mut 
     if let Some(proto) = svc.annotations.get(ANNOTATION_PROTOCOL) {
         let field = annotation_field(ANNOTATION_PROTOCOL);
         match parse_protocol(proto) {
-            None => out.push(problem(
-                obj.clone(),
-                &field,
-                proto,
-                "must be one of \"bgp\", \"layer2\", \"vip\"".to_string(),
-            )),
+            None => {
+                out.push(problem(obj.clone(), &field, proto, "must be one of \"bgp\", \"layer2\", \"vip\"".to_string()))
+            }
             Some(want) => {
                 if let Some((pool, _)) = pinned_pool
                     && pool.protocol != want
@@ -416,10 +380,7 @@ fn check_service(svc: &Service, pools: &[(&Pool, Option<AddrRange>)], out: &mut 
                         obj.clone(),
                         &field,
                         proto,
-                        format!(
-                            "the pinned Eip/{} has protocol {}, not {want}",
-                            pool.name, pool.protocol
-                        ),
+                        format!("the pinned Eip/{} has protocol {}, not {want}", pool.name, pool.protocol),
                     ));
                 }
             }
@@ -431,25 +392,17 @@ fn check_service(svc: &Service, pools: &[(&Pool, Option<AddrRange>)], out: &mut 
 fn check_requested_ip(
     svc: &Service,
     obj: &str,
-    pools: &[(&Pool, Option<AddrRange>)],
-    pinned: Option<&(&Pool, Option<AddrRange>)>,
+    pools: &[ParsedPool<'_>],
+    pinned: Option<&ParsedPool<'_>>,
     out: &mut Vec<Problem>,
 ) {
-    let (field, value) = match (
-        svc.annotations.get(ANNOTATION_EIP_IP),
-        svc.load_balancer_ip.as_deref(),
-    ) {
+    let (field, value) = match (svc.annotations.get(ANNOTATION_EIP_IP), svc.load_balancer_ip.as_deref()) {
         (Some(v), _) => (annotation_field(ANNOTATION_EIP_IP), v.as_str()),
         (None, Some(v)) if !v.is_empty() => ("spec.loadBalancerIP".to_string(), v),
         _ => return,
     };
     let Ok(ip) = value.parse::<IpAddr>() else {
-        out.push(problem(
-            obj.to_string(),
-            &field,
-            value,
-            "not an IP address".to_string(),
-        ));
+        out.push(problem(obj.to_string(), &field, value, "not an IP address".to_string()));
         return;
     };
     match pinned {
@@ -466,16 +419,8 @@ fn check_requested_ip(
         // A pinned pool whose address does not parse is already reported on the pool.
         Some((_, None)) => {}
         None => {
-            if !pools
-                .iter()
-                .any(|(_, r)| r.is_some_and(|r| r.contains(&ip)))
-            {
-                out.push(problem(
-                    obj.to_string(),
-                    &field,
-                    value,
-                    format!("{ip} is not inside any Eip"),
-                ));
+            if !pools.iter().any(|(_, r)| r.is_some_and(|r| r.contains(&ip))) {
+                out.push(problem(obj.to_string(), &field, value, format!("{ip} is not inside any Eip")));
             }
         }
     }
@@ -500,10 +445,7 @@ fn dns1123_subdomain(s: &str) -> Result<(), String> {
     if s.len() > 253 {
         return Err(format!("at most 253 characters, this one has {}", s.len()));
     }
-    if !s
-        .bytes()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
-    {
+    if !s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.') {
         return Err("only lowercase letters, digits, '-' and '.' are allowed".to_string());
     }
     for part in s.split('.') {
@@ -520,10 +462,7 @@ fn dns1123_label(s: &str) -> Result<(), String> {
     if s.len() > 63 {
         return Err(format!("at most 63 characters, this one has {}", s.len()));
     }
-    if !s
-        .bytes()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-    {
+    if !s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
         return Err("only lowercase letters, digits and '-' are allowed".to_string());
     }
     label_ends(s)

@@ -8,26 +8,17 @@ use openelb_core::{Endpoint, LABEL_EXCLUDE_LB, Node, Service, TrafficPolicy};
 use proptest::prelude::*;
 
 fn node(name: &str, ready: bool) -> Node {
-    Node {
-        name: name.to_string(),
-        ready,
-        ..Node::default()
-    }
+    Node { name: name.to_string(), ready, ..Node::default() }
 }
 
 fn excluded(name: &str, value: &str) -> Node {
     let mut n = node(name, true);
-    n.labels
-        .insert(LABEL_EXCLUDE_LB.to_string(), value.to_string());
+    n.labels.insert(LABEL_EXCLUDE_LB.to_string(), value.to_string());
     n
 }
 
 fn endpoint(node: &str, ready: bool) -> Endpoint {
-    Endpoint {
-        node_name: Some(node.to_string()),
-        ready,
-        ..Endpoint::default()
-    }
+    Endpoint { node_name: Some(node.to_string()), ready, ..Endpoint::default() }
 }
 
 fn service(policy: TrafficPolicy) -> Service {
@@ -48,11 +39,7 @@ fn v4(n: u32) -> IpAddr {
 
 #[test]
 fn cluster_policy_takes_every_ready_node_sorted() {
-    let nodes = [
-        node("worker-b", true),
-        node("master1", true),
-        node("worker-a", true),
-    ];
+    let nodes = [node("worker-b", true), node("master1", true), node("worker-a", true)];
     let got = candidates(&service(TrafficPolicy::Cluster), &nodes, &[]);
     assert_eq!(got, ["master1", "worker-a", "worker-b"]);
 }
@@ -60,76 +47,38 @@ fn cluster_policy_takes_every_ready_node_sorted() {
 #[test]
 fn cluster_policy_ignores_endpoints() {
     let nodes = [node("a", true), node("b", true)];
-    let got = candidates(
-        &service(TrafficPolicy::Cluster),
-        &nodes,
-        &[endpoint("a", true)],
-    );
+    let got = candidates(&service(TrafficPolicy::Cluster), &nodes, &[endpoint("a", true)]);
     assert_eq!(got, ["a", "b"]);
 }
 
 #[test]
 fn not_ready_node_is_no_candidate() {
     let nodes = [node("a", true), node("b", false)];
-    assert_eq!(
-        candidates(&service(TrafficPolicy::Cluster), &nodes, &[]),
-        ["a"]
-    );
+    assert_eq!(candidates(&service(TrafficPolicy::Cluster), &nodes, &[]), ["a"]);
     let eps = [endpoint("a", true), endpoint("b", true)];
-    assert_eq!(
-        candidates(&service(TrafficPolicy::Local), &nodes, &eps),
-        ["a"]
-    );
+    assert_eq!(candidates(&service(TrafficPolicy::Local), &nodes, &eps), ["a"]);
 }
 
 #[test]
 fn excluded_node_is_no_candidate_whatever_the_label_value() {
-    let nodes = [
-        node("a", true),
-        excluded("b", ""),
-        excluded("c", "false"),
-        excluded("d", "true"),
-    ];
-    assert_eq!(
-        candidates(&service(TrafficPolicy::Cluster), &nodes, &[]),
-        ["a"]
-    );
-    let eps = [
-        endpoint("a", true),
-        endpoint("b", true),
-        endpoint("c", true),
-        endpoint("d", true),
-    ];
-    assert_eq!(
-        candidates(&service(TrafficPolicy::Local), &nodes, &eps),
-        ["a"]
-    );
+    let nodes = [node("a", true), excluded("b", ""), excluded("c", "false"), excluded("d", "true")];
+    assert_eq!(candidates(&service(TrafficPolicy::Cluster), &nodes, &[]), ["a"]);
+    let eps = [endpoint("a", true), endpoint("b", true), endpoint("c", true), endpoint("d", true)];
+    assert_eq!(candidates(&service(TrafficPolicy::Local), &nodes, &eps), ["a"]);
 }
 
 #[test]
 fn local_policy_takes_nodes_with_a_ready_endpoint() {
-    let nodes = [
-        node("a", true),
-        node("b", true),
-        node("c", true),
-        node("d", true),
-    ];
+    let nodes = [node("a", true), node("b", true), node("c", true), node("d", true)];
     let eps = [
         endpoint("c", true),
         endpoint("a", false),
         endpoint("b", true),
         endpoint("c", true),
-        Endpoint {
-            node_name: None,
-            ready: true,
-            ..Endpoint::default()
-        },
+        Endpoint { node_name: None, ready: true, ..Endpoint::default() },
         endpoint("not-a-node", true),
     ];
-    assert_eq!(
-        candidates(&service(TrafficPolicy::Local), &nodes, &eps),
-        ["b", "c"]
-    );
+    assert_eq!(candidates(&service(TrafficPolicy::Local), &nodes, &eps), ["b", "c"]);
 }
 
 #[test]
@@ -152,10 +101,7 @@ fn no_ready_nodes_means_no_candidates_and_no_holder() {
 #[test]
 fn duplicate_node_objects_are_listed_once() {
     let nodes = [node("a", true), node("a", true)];
-    assert_eq!(
-        candidates(&service(TrafficPolicy::Cluster), &nodes, &[]),
-        ["a"]
-    );
+    assert_eq!(candidates(&service(TrafficPolicy::Cluster), &nodes, &[]), ["a"]);
 }
 
 #[test]
@@ -216,10 +162,7 @@ fn weight_of_an_overlong_name_does_not_panic() {
     let mut bytes = long.into_bytes();
     bytes.extend_from_slice(&[0, 6]);
     bytes.extend_from_slice(&"2001:db8::1".parse::<Ipv6Addr>().unwrap().octets());
-    assert_eq!(
-        weight(&"x".repeat(10_000), &vip),
-        xxhash_rust_reference(&bytes)
-    );
+    assert_eq!(weight(&"x".repeat(10_000), &vip), xxhash_rust_reference(&bytes));
 }
 
 #[test]
@@ -239,16 +182,11 @@ fn distribution_is_balanced_over_ten_nodes() {
     let base = u32::from(Ipv4Addr::new(198, 51, 100, 0));
     let mut count: BTreeMap<&str, usize> = BTreeMap::new();
     for i in 0..10_000 {
-        *count
-            .entry(holder(&v4(base + i), &cands).unwrap())
-            .or_default() += 1;
+        *count.entry(holder(&v4(base + i), &cands).unwrap()).or_default() += 1;
     }
     assert_eq!(count.len(), 10, "{count:?}");
     for (n, c) in &count {
-        assert!(
-            (700..=1300).contains(c),
-            "{n} holds {c} of 10000 VIPs: {count:?}"
-        );
+        assert!((700..=1300).contains(c), "{n} holds {c} of 10000 VIPs: {count:?}");
     }
 }
 
@@ -260,10 +198,7 @@ fn node_names() -> impl Strategy<Value = Vec<String>> {
 
 fn vips() -> impl Strategy<Value = Vec<IpAddr>> {
     prop::collection::vec(
-        prop_oneof![
-            any::<u32>().prop_map(v4),
-            any::<u128>().prop_map(|n| IpAddr::V6(Ipv6Addr::from(n)))
-        ],
+        prop_oneof![any::<u32>().prop_map(v4), any::<u128>().prop_map(|n| IpAddr::V6(Ipv6Addr::from(n)))],
         1..60,
     )
 }

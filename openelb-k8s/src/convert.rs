@@ -14,8 +14,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use openelb_core::ipam::{PoolStatus, ServicePatch};
 use openelb_core::model::{
-    self, ANNOTATION_DEFAULT_EIP, ANNOTATION_NODE_MAC, Endpoint, FINALIZER_SERVICE, IpFamily,
-    LABEL_EIP_POOL, Protocol, ServiceKey, TrafficPolicy,
+    self, ANNOTATION_DEFAULT_EIP, ANNOTATION_NODE_MAC, Endpoint, FINALIZER_SERVICE, IpFamily, LABEL_EIP_POOL, Protocol,
+    ServiceKey, TrafficPolicy,
 };
 
 use crate::crd::{Eip, EipStatus};
@@ -30,13 +30,7 @@ pub enum ConvertError {
     #[error("{kind} has no metadata.name")]
     MissingName { kind: &'static str },
     #[error("{kind} {name}: {field} {value:?} is not valid: {reason}")]
-    InvalidField {
-        kind: &'static str,
-        name: String,
-        field: String,
-        value: String,
-        reason: String,
-    },
+    InvalidField { kind: &'static str, name: String, field: String, value: String, reason: String },
     #[error("EndpointSlice {name}: no label {LABEL_SERVICE_NAME} naming its Service")]
     SliceWithoutService { name: String },
 }
@@ -70,12 +64,7 @@ pub fn namespace_of(meta: &ObjectMeta) -> String {
 
 pub fn pool_from_eip(eip: &Eip) -> Result<model::Pool, ConvertError> {
     let name = name_of(&eip.metadata, "Eip")?;
-    let default_annotation = eip
-        .metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(ANNOTATION_DEFAULT_EIP))
-        .cloned();
+    let default_annotation = eip.metadata.annotations.as_ref().and_then(|a| a.get(ANNOTATION_DEFAULT_EIP)).cloned();
     let spec = &eip.spec;
     Ok(model::Pool {
         name,
@@ -89,11 +78,7 @@ pub fn pool_from_eip(eip: &Eip) -> Result<model::Pool, ConvertError> {
         is_default: default_annotation.as_deref() == Some("true"),
         default_annotation,
         deleting: eip.metadata.deletion_timestamp.is_some(),
-        used: eip
-            .status
-            .as_ref()
-            .map(|s| s.used.clone())
-            .unwrap_or_default(),
+        used: eip.status.as_ref().map(|s| s.used.clone()).unwrap_or_default(),
     })
 }
 
@@ -101,13 +86,7 @@ fn parse_ip_family(svc: &str, value: &str) -> Result<IpFamily, ConvertError> {
     match value {
         "IPv4" => Ok(IpFamily::V4),
         "IPv6" => Ok(IpFamily::V6),
-        _ => Err(ConvertError::invalid(
-            "Service",
-            svc,
-            "spec.ipFamilies",
-            value,
-            "expected IPv4 or IPv6",
-        )),
+        _ => Err(ConvertError::invalid("Service", svc, "spec.ipFamilies", value, "expected IPv4 or IPv6")),
     }
 }
 
@@ -116,13 +95,9 @@ fn parse_traffic_policy(svc: &str, value: &str) -> Result<TrafficPolicy, Convert
     match value.to_ascii_lowercase().as_str() {
         "cluster" | "global" => Ok(TrafficPolicy::Cluster),
         "local" | "onlylocal" => Ok(TrafficPolicy::Local),
-        _ => Err(ConvertError::invalid(
-            "Service",
-            svc,
-            "spec.externalTrafficPolicy",
-            value,
-            "expected Cluster or Local",
-        )),
+        _ => {
+            Err(ConvertError::invalid("Service", svc, "spec.externalTrafficPolicy", value, "expected Cluster or Local"))
+        }
     }
 }
 
@@ -144,12 +119,8 @@ pub fn service_from_k8s(svc: &corev1::Service) -> Result<model::Service, Convert
     let namespace = namespace_of(&svc.metadata);
     let qualified = format!("{namespace}/{name}");
     let spec = svc.spec.clone().unwrap_or_default();
-    let ip_families = spec
-        .ip_families
-        .iter()
-        .flatten()
-        .map(|f| parse_ip_family(&qualified, f))
-        .collect::<Result<Vec<_>, _>>()?;
+    let ip_families =
+        spec.ip_families.iter().flatten().map(|f| parse_ip_family(&qualified, f)).collect::<Result<Vec<_>, _>>()?;
     let external_traffic_policy = match spec.external_traffic_policy.as_deref() {
         None | Some("") => TrafficPolicy::default(),
         Some(p) => parse_traffic_policy(&qualified, p)?,
@@ -169,10 +140,7 @@ pub fn service_from_k8s(svc: &corev1::Service) -> Result<model::Service, Convert
         annotations: svc.metadata.annotations.clone().unwrap_or_default(),
         labels: svc.metadata.labels.clone().unwrap_or_default(),
         finalizers: svc.metadata.finalizers.clone().unwrap_or_default(),
-        type_: spec
-            .type_
-            .filter(|t| !t.is_empty())
-            .unwrap_or_else(|| "ClusterIP".to_string()),
+        type_: spec.type_.filter(|t| !t.is_empty()).unwrap_or_else(|| "ClusterIP".to_string()),
         load_balancer_class: spec.load_balancer_class,
         load_balancer_ip: spec.load_balancer_ip.filter(|ip| !ip.is_empty()),
         ip_families,
@@ -200,47 +168,24 @@ pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
 }
 
 fn condition_status<'a>(conditions: &'a [(String, String)], type_: &str) -> Option<&'a str> {
-    conditions
-        .iter()
-        .find(|(t, _)| t == type_)
-        .map(|(_, s)| s.as_str())
+    conditions.iter().find(|(t, _)| t == type_).map(|(_, s)| s.as_str())
 }
 
 pub fn node_from_k8s(node: &corev1::Node) -> Result<model::Node, ConvertError> {
     let name = name_of(&node.metadata, "Node")?;
     let status = node.status.clone().unwrap_or_default();
-    let conditions: Vec<(String, String)> = status
-        .conditions
-        .iter()
-        .flatten()
-        .map(|c| (c.type_.clone(), c.status.clone()))
-        .collect();
+    let conditions: Vec<(String, String)> =
+        status.conditions.iter().flatten().map(|c| (c.type_.clone(), c.status.clone())).collect();
     let ready = conditions.is_empty()
         || (condition_status(&conditions, "Ready") == Some("True")
             && condition_status(&conditions, "NetworkUnavailable") != Some("True"));
-    let internal_ip = match status
-        .addresses
-        .iter()
-        .flatten()
-        .find(|a| a.type_ == "InternalIP")
-    {
+    let internal_ip = match status.addresses.iter().flatten().find(|a| a.type_ == "InternalIP") {
         None => None,
         Some(a) => Some(a.address.parse::<IpAddr>().map_err(|_| {
-            ConvertError::invalid(
-                "Node",
-                &name,
-                "status.addresses[InternalIP]",
-                &a.address,
-                "not an IP address",
-            )
+            ConvertError::invalid("Node", &name, "status.addresses[InternalIP]", &a.address, "not an IP address")
         })?),
     };
-    let mac = match node
-        .metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(ANNOTATION_NODE_MAC))
-    {
+    let mac = match node.metadata.annotations.as_ref().and_then(|a| a.get(ANNOTATION_NODE_MAC)) {
         None => None,
         Some(raw) => Some(parse_mac(raw).ok_or_else(|| {
             ConvertError::invalid(
@@ -256,11 +201,7 @@ pub fn node_from_k8s(node: &corev1::Node) -> Result<model::Node, ConvertError> {
         name,
         labels: node.metadata.labels.clone().unwrap_or_default(),
         ready,
-        unschedulable: node
-            .spec
-            .as_ref()
-            .and_then(|s| s.unschedulable)
-            .unwrap_or(false),
+        unschedulable: node.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false),
         internal_ip,
         mac,
     })
@@ -279,12 +220,8 @@ pub fn pod_from_k8s(pod: &corev1::Pod) -> Result<model::Pod, ConvertError> {
     let name = name_of(&pod.metadata, "Pod")?;
     let namespace = namespace_of(&pod.metadata);
     let status = pod.status.clone().unwrap_or_default();
-    let conditions: Vec<(String, String)> = status
-        .conditions
-        .iter()
-        .flatten()
-        .map(|c| (c.type_.clone(), c.status.clone()))
-        .collect();
+    let conditions: Vec<(String, String)> =
+        status.conditions.iter().flatten().map(|c| (c.type_.clone(), c.status.clone())).collect();
     let ready = if conditions.is_empty() {
         matches!(status.phase.as_deref(), None | Some("Running"))
     } else {
@@ -293,24 +230,14 @@ pub fn pod_from_k8s(pod: &corev1::Pod) -> Result<model::Pod, ConvertError> {
     let ip = match status.pod_ip.as_deref().filter(|ip| !ip.is_empty()) {
         None => None,
         Some(raw) => Some(raw.parse::<IpAddr>().map_err(|_| {
-            ConvertError::invalid(
-                "Pod",
-                &format!("{namespace}/{name}"),
-                "status.podIP",
-                raw,
-                "not an IP address",
-            )
+            ConvertError::invalid("Pod", &format!("{namespace}/{name}"), "status.podIP", raw, "not an IP address")
         })?),
     };
     Ok(model::Pod {
         namespace,
         name,
         labels: pod.metadata.labels.clone().unwrap_or_default(),
-        node_name: pod
-            .spec
-            .as_ref()
-            .and_then(|s| s.node_name.clone())
-            .filter(|n| !n.is_empty()),
+        node_name: pod.spec.as_ref().and_then(|s| s.node_name.clone()).filter(|n| !n.is_empty()),
         ip,
         ready,
     })
@@ -324,38 +251,21 @@ fn pod_name(target: Option<&corev1::ObjectReference>) -> Option<String> {
     }
 }
 
-fn parse_endpoint_ip(
-    kind: &'static str,
-    object: &str,
-    field: &str,
-    raw: &str,
-) -> Result<IpAddr, ConvertError> {
-    raw.parse()
-        .map_err(|_| ConvertError::invalid(kind, object, field, raw, "not an IP address"))
+fn parse_endpoint_ip(kind: &'static str, object: &str, field: &str, raw: &str) -> Result<IpAddr, ConvertError> {
+    raw.parse().map_err(|_| ConvertError::invalid(kind, object, field, raw, "not an IP address"))
 }
 
 /// `subsets[*].addresses` are ready, `subsets[*].notReadyAddresses` are not.
-pub fn endpoints_from_k8s(
-    ep: &corev1::Endpoints,
-) -> Result<(ServiceKey, Vec<Endpoint>), ConvertError> {
-    let key = ServiceKey::new(
-        namespace_of(&ep.metadata),
-        name_of(&ep.metadata, "Endpoints")?,
-    );
+pub fn endpoints_from_k8s(ep: &corev1::Endpoints) -> Result<(ServiceKey, Vec<Endpoint>), ConvertError> {
+    let key = ServiceKey::new(namespace_of(&ep.metadata), name_of(&ep.metadata, "Endpoints")?);
     let object = key.to_string();
     let mut out = Vec::new();
     for (i, subset) in ep.subsets.iter().flatten().enumerate() {
-        for (field, addresses, ready) in [
-            ("addresses", &subset.addresses, true),
-            ("notReadyAddresses", &subset.not_ready_addresses, false),
-        ] {
+        for (field, addresses, ready) in
+            [("addresses", &subset.addresses, true), ("notReadyAddresses", &subset.not_ready_addresses, false)]
+        {
             for (j, a) in addresses.iter().flatten().enumerate() {
-                let ip = parse_endpoint_ip(
-                    "Endpoints",
-                    &object,
-                    &format!("subsets[{i}].{field}[{j}].ip"),
-                    &a.ip,
-                )?;
+                let ip = parse_endpoint_ip("Endpoints", &object, &format!("subsets[{i}].{field}[{j}].ip"), &a.ip)?;
                 out.push(Endpoint {
                     ip: Some(ip),
                     node_name: a.node_name.clone(),
@@ -370,9 +280,7 @@ pub fn endpoints_from_k8s(
 
 /// One endpoint per address; `conditions.ready` unset counts as ready (the API's rule). Addresses of an
 /// `FQDN` slice are not IPs and are kept with `ip: None`.
-pub fn endpoints_from_slice(
-    slice: &discoveryv1::EndpointSlice,
-) -> Result<(ServiceKey, Vec<Endpoint>), ConvertError> {
+pub fn endpoints_from_slice(slice: &discoveryv1::EndpointSlice) -> Result<(ServiceKey, Vec<Endpoint>), ConvertError> {
     let slice_name = slice.metadata.name.clone().unwrap_or_default();
     let service = slice
         .metadata
@@ -380,9 +288,7 @@ pub fn endpoints_from_slice(
         .as_ref()
         .and_then(|l| l.get(LABEL_SERVICE_NAME))
         .filter(|s| !s.is_empty())
-        .ok_or_else(|| ConvertError::SliceWithoutService {
-            name: slice_name.clone(),
-        })?;
+        .ok_or_else(|| ConvertError::SliceWithoutService { name: slice_name.clone() })?;
     let key = ServiceKey::new(namespace_of(&slice.metadata), service.clone());
     let object = format!("{}/{}", key.namespace, slice_name);
     let is_ip = slice.address_type != "FQDN";
@@ -391,21 +297,11 @@ pub fn endpoints_from_slice(
         let ready = e.conditions.as_ref().and_then(|c| c.ready) != Some(false);
         for (j, raw) in e.addresses.iter().enumerate() {
             let ip = if is_ip {
-                Some(parse_endpoint_ip(
-                    "EndpointSlice",
-                    &object,
-                    &format!("endpoints[{i}].addresses[{j}]"),
-                    raw,
-                )?)
+                Some(parse_endpoint_ip("EndpointSlice", &object, &format!("endpoints[{i}].addresses[{j}]"), raw)?)
             } else {
                 None
             };
-            out.push(Endpoint {
-                ip,
-                node_name: e.node_name.clone(),
-                pod: pod_name(e.target_ref.as_ref()),
-                ready,
-            });
+            out.push(Endpoint { ip, node_name: e.node_name.clone(), pod: pod_name(e.target_ref.as_ref()), ready });
         }
     }
     Ok((key, out))
@@ -438,10 +334,7 @@ pub fn apply_service_patch(svc: &mut corev1::Service, patch: &ServicePatch) {
             patch
                 .ingress
                 .iter()
-                .map(|ip| corev1::LoadBalancerIngress {
-                    ip: Some(ip.clone()),
-                    ..Default::default()
-                })
+                .map(|ip| corev1::LoadBalancerIngress { ip: Some(ip.clone()), ..Default::default() })
                 .collect(),
         )
     };

@@ -7,9 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
-    CustomResourceDefinition, JSONSchemaProps,
-};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{CustomResourceDefinition, JSONSchemaProps};
 use kube::CustomResourceExt;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -77,9 +75,7 @@ pub mod v1alpha2 {
     pub use super::EipStatus;
 
     /// A pool of addresses for LoadBalancer Services.
-    #[derive(
-        kube::CustomResource, Serialize, Deserialize, Debug, Clone, PartialEq, Default, JsonSchema,
-    )]
+    #[derive(kube::CustomResource, Serialize, Deserialize, Debug, Clone, PartialEq, Default, JsonSchema)]
     #[kube(
         group = "network.kubesphere.io",
         version = "v1alpha2",
@@ -112,11 +108,7 @@ pub mod v1alpha2 {
         pub priority: Option<i32>,
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         pub namespaces: Vec<String>,
-        #[serde(
-            rename = "namespaceSelector",
-            default,
-            skip_serializing_if = "BTreeMap::is_empty"
-        )]
+        #[serde(rename = "namespaceSelector", default, skip_serializing_if = "BTreeMap::is_empty")]
         pub namespace_selector: BTreeMap<String, String>,
     }
 }
@@ -136,9 +128,7 @@ pub mod v1alpha1 {
     // Served for old clients; objects are stored as v1alpha2. The status subresource is removed by
     // `super::crd`, since the derive ties the status field to the subresource.
     /// A pool of addresses for LoadBalancer Services.
-    #[derive(
-        kube::CustomResource, Serialize, Deserialize, Debug, Clone, PartialEq, Default, JsonSchema,
-    )]
+    #[derive(kube::CustomResource, Serialize, Deserialize, Debug, Clone, PartialEq, Default, JsonSchema)]
     #[kube(
         group = "network.kubesphere.io",
         version = "v1alpha1",
@@ -169,11 +159,7 @@ pub mod v1alpha1 {
         pub priority: Option<i32>,
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         pub namespaces: Vec<String>,
-        #[serde(
-            rename = "namespaceSelector",
-            default,
-            skip_serializing_if = "BTreeMap::is_empty"
-        )]
+        #[serde(rename = "namespaceSelector", default, skip_serializing_if = "BTreeMap::is_empty")]
         pub namespace_selector: BTreeMap<String, String>,
     }
 
@@ -224,20 +210,13 @@ pub enum CrdError {
 /// The one CRD holding both versions, v1alpha2 stored. Fails only if the derive's output changes shape (a
 /// programming error caught by the tests), never on input.
 pub fn try_crd() -> Result<CustomResourceDefinition, CrdError> {
-    let mut crd = kube::core::crd::merge_crds(
-        vec![v1alpha2::Eip::crd(), v1alpha1::Eip::crd()],
-        STORAGE_VERSION,
-    )
-    .map_err(|e| CrdError::Merge(e.to_string()))?;
+    let mut crd = kube::core::crd::merge_crds(vec![v1alpha2::Eip::crd(), v1alpha1::Eip::crd()], STORAGE_VERSION)
+        .map_err(|e| CrdError::Merge(e.to_string()))?;
     for version in &mut crd.spec.versions {
         if version.name != STORAGE_VERSION {
             version.subresources = None;
         }
-        if let Some(schema) = version
-            .schema
-            .as_mut()
-            .and_then(|s| s.open_api_v3_schema.as_mut())
-        {
+        if let Some(schema) = version.schema.as_mut().and_then(|s| s.open_api_v3_schema.as_mut()) {
             strip_defaults(schema);
         }
     }
@@ -267,12 +246,7 @@ fn strip_defaults(schema: &mut JSONSchemaProps) {
         .properties
         .iter_mut()
         .flat_map(|p| p.values_mut())
-        .chain(
-            schema
-                .pattern_properties
-                .iter_mut()
-                .flat_map(|p| p.values_mut()),
-        )
+        .chain(schema.pattern_properties.iter_mut().flat_map(|p| p.values_mut()))
         .chain(schema.definitions.iter_mut().flat_map(|p| p.values_mut()))
         .chain(schema.all_of.iter_mut().flatten())
         .chain(schema.any_of.iter_mut().flatten())
@@ -300,8 +274,7 @@ mod tests {
     use std::path::PathBuf;
 
     fn checked_in_path() -> PathBuf {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../deploy/crds/network.kubesphere.io_eips.yaml")
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/crds/network.kubesphere.io_eips.yaml")
     }
 
     #[test]
@@ -324,21 +297,10 @@ mod tests {
         let crd = try_crd().unwrap();
         assert_eq!(crd.metadata.name.as_deref(), Some(CRD_NAME));
         assert_eq!(crd.spec.scope, "Cluster");
-        let names: Vec<_> = crd
-            .spec
-            .versions
-            .iter()
-            .map(|v| (v.name.as_str(), v.served, v.storage))
-            .collect();
-        assert_eq!(
-            names,
-            vec![("v1alpha2", true, true), ("v1alpha1", true, false)]
-        );
+        let names: Vec<_> = crd.spec.versions.iter().map(|v| (v.name.as_str(), v.served, v.storage)).collect();
+        assert_eq!(names, vec![("v1alpha2", true, true), ("v1alpha1", true, false)]);
         assert_eq!(crd.spec.names.short_names, Some(vec!["eip".to_string()]));
-        assert_eq!(
-            crd.spec.names.categories,
-            Some(vec!["networking".to_string()])
-        );
+        assert_eq!(crd.spec.names.categories, Some(vec!["networking".to_string()]));
         assert_eq!(crd.spec.names.plural, "eips");
     }
 
@@ -363,11 +325,7 @@ mod tests {
                 .collect();
             assert_eq!(
                 cols,
-                vec![
-                    ("cidr", ".spec.address"),
-                    ("usage", ".status.usage"),
-                    ("total", ".status.poolSize")
-                ]
+                vec![("cidr", ".spec.address"), ("usage", ".status.usage"), ("total", ".status.poolSize")]
             );
         }
     }
@@ -376,10 +334,7 @@ mod tests {
     fn yaml_has_no_defaults_apiserver_1_20_rejects() {
         let yaml = crd_yaml().unwrap();
         assert!(!yaml.contains("default: ''"));
-        assert!(
-            !yaml.contains("default:"),
-            "no schema defaults at all:\n{yaml}"
-        );
+        assert!(!yaml.contains("default:"), "no schema defaults at all:\n{yaml}");
     }
 
     #[test]
@@ -408,23 +363,10 @@ mod tests {
         let crd = try_crd().unwrap();
         let protocols = |name: &str| {
             let v = crd.spec.versions.iter().find(|v| v.name == name).unwrap();
-            let spec = &v
-                .schema
-                .as_ref()
-                .unwrap()
-                .open_api_v3_schema
-                .as_ref()
-                .unwrap()
-                .properties
-                .as_ref()
-                .unwrap()["spec"];
+            let spec =
+                &v.schema.as_ref().unwrap().open_api_v3_schema.as_ref().unwrap().properties.as_ref().unwrap()["spec"];
             let p = &spec.properties.as_ref().unwrap()["protocol"];
-            p.enum_
-                .clone()
-                .unwrap()
-                .into_iter()
-                .map(|j| j.0.as_str().unwrap().to_string())
-                .collect::<Vec<_>>()
+            p.enum_.clone().unwrap().into_iter().map(|j| j.0.as_str().unwrap().to_string()).collect::<Vec<_>>()
         };
         assert_eq!(protocols("v1alpha2"), ["bgp", "layer2", "vip"]);
         assert_eq!(protocols("v1alpha1"), ["bgp", "layer2"]);
@@ -442,9 +384,6 @@ mod tests {
         assert_eq!(new.spec.protocol, Some(EipProtocol::Layer2));
         assert_eq!(new.spec.interface.as_deref(), Some("eth0"));
         let yaml = serde_yaml::to_string(&new).unwrap();
-        assert!(
-            yaml.contains("apiVersion: network.kubesphere.io/v1alpha2"),
-            "{yaml}"
-        );
+        assert!(yaml.contains("apiVersion: network.kubesphere.io/v1alpha2"), "{yaml}");
     }
 }

@@ -99,18 +99,11 @@ impl From<ManifestErrorKind> for ManifestError {
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestErrorKind {
     #[error("{}: {source}", path.display())]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
     #[error("{}: not UTF-8 text", path.display())]
     NotUtf8 { path: PathBuf },
     #[error("{}: document {document}: {message}", path.display())]
-    Syntax {
-        path: PathBuf,
-        document: usize,
-        message: String,
-    },
+    Syntax { path: PathBuf, document: usize, message: String },
     /// A document of a kind we read that does not decode; `field` is the path inside the object, empty for
     /// the object itself (e.g. a missing `spec`).
     #[error("{}: document {document}{}{}: {}{message}", path.display(), item_suffix(*item), object_label(kind.as_deref(), name.as_deref()), field_prefix(field))]
@@ -124,23 +117,11 @@ pub enum ManifestErrorKind {
         message: String,
     },
     #[error("{origin}: {source}")]
-    Convert {
-        origin: String,
-        source: ConvertError,
-    },
+    Convert { origin: String, source: ConvertError },
     #[error("{kind} {name} is declared twice: {first} and {second}")]
-    Duplicate {
-        kind: ObjectKind,
-        name: String,
-        first: String,
-        second: String,
-    },
+    Duplicate { kind: ObjectKind, name: String, first: String, second: String },
     #[error("{origin}: Deployment {name}: {message}")]
-    Deployment {
-        origin: String,
-        name: String,
-        message: String,
-    },
+    Deployment { origin: String, name: String, message: String },
 }
 
 fn item_suffix(item: Option<usize>) -> String {
@@ -148,11 +129,7 @@ fn item_suffix(item: Option<usize>) -> String {
 }
 
 fn field_prefix(field: &str) -> String {
-    if field.is_empty() {
-        String::new()
-    } else {
-        format!("{field}: ")
-    }
+    if field.is_empty() { String::new() } else { format!("{field}: ") }
 }
 
 fn object_label(kind: Option<&str>, name: Option<&str>) -> String {
@@ -191,21 +168,10 @@ struct DocRef<'a> {
 
 impl DocRef<'_> {
     fn label(&self) -> String {
-        format!(
-            "{}: document {}{}",
-            self.path.display(),
-            self.document,
-            item_suffix(self.item)
-        )
+        format!("{}: document {}{}", self.path.display(), self.document, item_suffix(self.item))
     }
 
-    fn error(
-        &self,
-        kind: Option<&str>,
-        name: Option<&str>,
-        field: &str,
-        message: impl Into<String>,
-    ) -> ManifestError {
+    fn error(&self, kind: Option<&str>, name: Option<&str>, field: &str, message: impl Into<String>) -> ManifestError {
         ManifestError::from(ManifestErrorKind::Document {
             path: self.path.to_path_buf(),
             document: self.document,
@@ -221,12 +187,7 @@ impl DocRef<'_> {
 impl Manifests {
     /// Loads a file, or every `*.yaml`/`*.yml` under a directory (recursively, in path order).
     pub fn load(path: &Path) -> Result<Self, ManifestError> {
-        let io = |source| {
-            ManifestError::from(ManifestErrorKind::Io {
-                path: path.to_path_buf(),
-                source,
-            })
-        };
+        let io = |source| ManifestError::from(ManifestErrorKind::Io { path: path.to_path_buf(), source });
         let meta = std::fs::metadata(path).map_err(io)?;
         let mut out = Manifests::default();
         if meta.is_dir() {
@@ -252,22 +213,15 @@ impl Manifests {
     }
 
     fn load_file(path: &Path) -> Result<Self, ManifestError> {
-        let bytes = std::fs::read(path).map_err(|source| {
-            ManifestError::from(ManifestErrorKind::Io {
-                path: path.to_path_buf(),
-                source,
-            })
-        })?;
+        let bytes = std::fs::read(path)
+            .map_err(|source| ManifestError::from(ManifestErrorKind::Io { path: path.to_path_buf(), source }))?;
         Self::parse_bytes(path, &bytes)
     }
 
     /// Parses YAML text; `source` only names it in messages and origins.
     pub fn parse_bytes(source: &Path, bytes: &[u8]) -> Result<Self, ManifestError> {
-        let text = std::str::from_utf8(bytes).map_err(|_| {
-            ManifestError::from(ManifestErrorKind::NotUtf8 {
-                path: source.to_path_buf(),
-            })
-        })?;
+        let text = std::str::from_utf8(bytes)
+            .map_err(|_| ManifestError::from(ManifestErrorKind::NotUtf8 { path: source.to_path_buf() }))?;
         Self::parse_str(source, text)
     }
 
@@ -275,11 +229,7 @@ impl Manifests {
         use serde::Deserialize;
         let mut out = Manifests::default();
         for (i, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
-            let at = DocRef {
-                path: source,
-                document: i + 1,
-                item: None,
-            };
+            let at = DocRef { path: source, document: i + 1, item: None };
             let value = Value::deserialize(doc).map_err(|e| {
                 ManifestError::from(ManifestErrorKind::Syntax {
                     path: source.to_path_buf(),
@@ -297,24 +247,13 @@ impl Manifests {
             return Ok(());
         }
         if !value.is_mapping() {
-            return Err(at.error(
-                None,
-                None,
-                "(document)",
-                "expected a Kubernetes object (a mapping)",
-            ));
+            return Err(at.error(None, None, "(document)", "expected a Kubernetes object (a mapping)"));
         }
-        let name = value
-            .get("metadata")
-            .and_then(|m| m.get("name"))
-            .and_then(Value::as_str)
-            .map(str::to_string);
+        let name = value.get("metadata").and_then(|m| m.get("name")).and_then(Value::as_str).map(str::to_string);
         let field_str = |field: &str| -> Result<String, ManifestError> {
             match value.get(field) {
                 Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
-                Some(_) => {
-                    Err(at.error(None, name.as_deref(), field, "expected a non-empty string"))
-                }
+                Some(_) => Err(at.error(None, name.as_deref(), field, "expected a non-empty string")),
                 None => Err(at.error(None, name.as_deref(), field, "missing")),
             }
         };
@@ -355,9 +294,7 @@ impl Manifests {
             ObjectKind::Node => push(&mut self.nodes, decode(value, at, &kind, n)?),
             ObjectKind::Namespace => push(&mut self.namespaces, decode(value, at, &kind, n)?),
             ObjectKind::Endpoints => push(&mut self.endpoints, decode(value, at, &kind, n)?),
-            ObjectKind::EndpointSlice => {
-                push(&mut self.endpoint_slices, decode(value, at, &kind, n)?)
-            }
+            ObjectKind::EndpointSlice => push(&mut self.endpoint_slices, decode(value, at, &kind, n)?),
         };
         self.record(at, object_kind, api, index);
         Ok(())
@@ -373,13 +310,7 @@ impl Manifests {
             }
         };
         for (j, item) in items.into_iter().enumerate() {
-            self.add_value(
-                item,
-                DocRef {
-                    item: Some(j + 1),
-                    ..at
-                },
-            )?;
+            self.add_value(item, DocRef { item: Some(j + 1), ..at })?;
         }
         Ok(())
     }
@@ -408,10 +339,7 @@ impl Manifests {
             (ObjectKind::EndpointSlice, self.endpoint_slices.len()),
         ];
         self.origins.extend(other.origins.into_iter().map(|mut o| {
-            o.index += offsets
-                .iter()
-                .find(|(k, _)| *k == o.kind)
-                .map_or(0, |(_, n)| *n);
+            o.index += offsets.iter().find(|(k, _)| *k == o.kind).map_or(0, |(_, n)| *n);
             o
         }));
         self.eips.extend(other.eips);
@@ -427,9 +355,7 @@ impl Manifests {
 
     /// Where the `index`-th object of `kind` came from.
     pub fn origin(&self, kind: ObjectKind, index: usize) -> Option<&Origin> {
-        self.origins
-            .iter()
-            .find(|o| o.kind == kind && o.index == index)
+        self.origins.iter().find(|o| o.kind == kind && o.index == index)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -460,34 +386,18 @@ fn decode<T: DeserializeOwned>(
     })
 }
 
-fn collect_yaml_files(
-    dir: &Path,
-    out: &mut Vec<PathBuf>,
-    seen: &mut HashSet<PathBuf>,
-) -> Result<(), ManifestError> {
-    let io = |source| {
-        ManifestError::from(ManifestErrorKind::Io {
-            path: dir.to_path_buf(),
-            source,
-        })
-    };
+fn collect_yaml_files(dir: &Path, out: &mut Vec<PathBuf>, seen: &mut HashSet<PathBuf>) -> Result<(), ManifestError> {
+    let io = |source| ManifestError::from(ManifestErrorKind::Io { path: dir.to_path_buf(), source });
     // Symlinked directories could loop; visit each real directory once.
     if !seen.insert(std::fs::canonicalize(dir).map_err(io)?) {
         return Ok(());
     }
-    let mut entries = std::fs::read_dir(dir)
-        .map_err(io)?
-        .map(|e| e.map(|e| e.path()))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(io)?;
+    let mut entries =
+        std::fs::read_dir(dir).map_err(io)?.map(|e| e.map(|e| e.path())).collect::<Result<Vec<_>, _>>().map_err(io)?;
     entries.sort();
     for path in entries {
-        let meta = std::fs::metadata(&path).map_err(|source| {
-            ManifestError::from(ManifestErrorKind::Io {
-                path: path.clone(),
-                source,
-            })
-        })?;
+        let meta = std::fs::metadata(&path)
+            .map_err(|source| ManifestError::from(ManifestErrorKind::Io { path: path.clone(), source }))?;
         if meta.is_dir() {
             collect_yaml_files(&path, out, seen)?;
         } else if path

@@ -13,13 +13,7 @@ fn eip(extra_meta: &str, spec: &str, status: &str) -> Eip {
 
 #[test]
 fn default_annotation_must_be_exactly_true() {
-    for (value, is_default) in [
-        ("true", true),
-        ("True", false),
-        ("TRUE", false),
-        ("yes", false),
-        ("", false),
-    ] {
+    for (value, is_default) in [("true", true), ("True", false), ("TRUE", false), ("yes", false), ("", false)] {
         let e = eip(
             &format!("  annotations:\n    eip.openelb.kubesphere.io/is-default-eip: {value:?}"),
             "{address: 10.0.0.1}",
@@ -50,14 +44,8 @@ fn eip_spec_deletion_and_used_carry_over() {
     assert!(p.disable && p.deleting);
     assert_eq!(p.priority, 3);
     assert_eq!(p.namespaces, ["a"]);
-    assert_eq!(
-        p.namespace_selector.get("team").map(String::as_str),
-        Some("x")
-    );
-    assert_eq!(
-        p.used.get("192.168.0.91").map(String::as_str),
-        Some("default/vip-svc")
-    );
+    assert_eq!(p.namespace_selector.get("team").map(String::as_str), Some("x"));
+    assert_eq!(p.used.get("192.168.0.91").map(String::as_str), Some("default/vip-svc"));
 }
 
 #[test]
@@ -69,19 +57,12 @@ fn eip_protocol_absent_means_bgp() {
 
 #[test]
 fn eip_without_name_is_an_error() {
-    let e: Eip = yaml(
-        "apiVersion: network.kubesphere.io/v1alpha2\nkind: Eip\nmetadata: {}\nspec: {address: 1.1.1.1}",
-    );
-    assert_eq!(
-        pool_from_eip(&e),
-        Err(ConvertError::MissingName { kind: "Eip" })
-    );
+    let e: Eip = yaml("apiVersion: network.kubesphere.io/v1alpha2\nkind: Eip\nmetadata: {}\nspec: {address: 1.1.1.1}");
+    assert_eq!(pool_from_eip(&e), Err(ConvertError::MissingName { kind: "Eip" }));
 }
 
 fn svc(body: &str) -> corev1::Service {
-    yaml(&format!(
-        "apiVersion: v1\nkind: Service\nmetadata:\n  name: s\n{body}"
-    ))
+    yaml(&format!("apiVersion: v1\nkind: Service\nmetadata:\n  name: s\n{body}"))
 }
 
 #[test]
@@ -113,15 +94,11 @@ fn service_traffic_policy_accepts_api_legacy_and_any_case() {
         ("CLUSTER", TrafficPolicy::Cluster),
         ("Global", TrafficPolicy::Cluster),
     ] {
-        let s =
-            service_from_k8s(&svc(&format!("spec:\n  externalTrafficPolicy: {value}\n"))).unwrap();
+        let s = service_from_k8s(&svc(&format!("spec:\n  externalTrafficPolicy: {value}\n"))).unwrap();
         assert_eq!(s.external_traffic_policy, want, "{value}");
     }
     let err = service_from_k8s(&svc("spec:\n  externalTrafficPolicy: Nearby\n")).unwrap_err();
-    assert!(
-        err.to_string().contains("default/s") && err.to_string().contains("\"Nearby\""),
-        "{err}"
-    );
+    assert!(err.to_string().contains("default/s") && err.to_string().contains("\"Nearby\""), "{err}");
 }
 
 #[test]
@@ -129,10 +106,7 @@ fn service_ip_families_parse_and_reject_unknown() {
     let s = service_from_k8s(&svc("spec:\n  ipFamilies: [IPv6, IPv4]\n")).unwrap();
     assert_eq!(s.ip_families, [IpFamily::V6, IpFamily::V4]);
     let err = service_from_k8s(&svc("spec:\n  ipFamilies: [IPv5]\n")).unwrap_err();
-    assert!(
-        err.to_string().contains("spec.ipFamilies") && err.to_string().contains("IPv5"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("spec.ipFamilies") && err.to_string().contains("IPv5"), "{err}");
 }
 
 #[test]
@@ -148,19 +122,11 @@ fn service_metadata_spec_and_status_carry_over() {
     .unwrap();
     assert_eq!(s.key(), ServiceKey::new("web", "s"));
     assert_eq!(s.type_, "LoadBalancer");
-    assert_eq!(
-        s.annotations
-            .get("lb.kubesphere.io/v1alpha1")
-            .map(String::as_str),
-        Some("openelb")
-    );
+    assert_eq!(s.annotations.get("lb.kubesphere.io/v1alpha1").map(String::as_str), Some("openelb"));
     assert_eq!(s.labels.len(), 1);
     assert_eq!(s.finalizers, ["x"]);
     assert!(s.deleting);
-    assert_eq!(
-        s.load_balancer_class.as_deref(),
-        Some("kubesphere.io/openelb")
-    );
+    assert_eq!(s.load_balancer_class.as_deref(), Some("kubesphere.io/openelb"));
     assert_eq!(s.load_balancer_ip.as_deref(), Some("1.2.3.4"));
     assert_eq!(s.cluster_ip.as_deref(), Some("10.233.0.9"));
     assert_eq!(s.selector.get("app").map(String::as_str), Some("x"));
@@ -171,9 +137,7 @@ fn service_metadata_spec_and_status_carry_over() {
 }
 
 fn node(meta: &str, rest: &str) -> corev1::Node {
-    yaml(&format!(
-        "apiVersion: v1\nkind: Node\nmetadata:\n  name: n1\n{meta}{rest}"
-    ))
+    yaml(&format!("apiVersion: v1\nkind: Node\nmetadata:\n  name: n1\n{meta}{rest}"))
 }
 
 #[test]
@@ -183,26 +147,13 @@ fn node_ready_needs_ready_true_and_network_available() {
         ("[{type: Ready, status: \"True\"}]", true),
         ("[{type: Ready, status: \"False\"}]", false),
         ("[{type: Ready, status: Unknown}]", false),
-        (
-            "[{type: Ready, status: \"True\"}, {type: NetworkUnavailable, status: \"True\"}]",
-            false,
-        ),
-        (
-            "[{type: Ready, status: \"True\"}, {type: NetworkUnavailable, status: \"False\"}]",
-            true,
-        ),
+        ("[{type: Ready, status: \"True\"}, {type: NetworkUnavailable, status: \"True\"}]", false),
+        ("[{type: Ready, status: \"True\"}, {type: NetworkUnavailable, status: \"False\"}]", true),
         ("[{type: MemoryPressure, status: \"False\"}]", false),
     ] {
-        assert_eq!(
-            node_from_k8s(&node("", &cond(conditions))).unwrap().ready,
-            ready,
-            "{conditions}"
-        );
+        assert_eq!(node_from_k8s(&node("", &cond(conditions))).unwrap().ready, ready, "{conditions}");
     }
-    assert!(
-        node_from_k8s(&node("", "")).unwrap().ready,
-        "a hand-written node without status is ready"
-    );
+    assert!(node_from_k8s(&node("", "")).unwrap().ready, "a hand-written node without status is ready");
 }
 
 #[test]
@@ -220,18 +171,11 @@ fn node_internal_ip_unschedulable_and_mac() {
 
 #[test]
 fn node_malformed_mac_names_node_and_value() {
-    for bad in [
-        "52:54:22:3a:e6",
-        "52:54:22:3a:e6:6e:00",
-        "52-54-22-3a-e6-6e",
-        "zz:54:22:3a:e6:6e",
-        "5:54:22:3a:e6:6e0",
-    ] {
-        let err = node_from_k8s(&node(
-            &format!("  annotations: {{lab.openelb.kubesphere.io/mac-address: \"{bad}\"}}\n"),
-            "",
-        ))
-        .unwrap_err();
+    for bad in ["52:54:22:3a:e6", "52:54:22:3a:e6:6e:00", "52-54-22-3a-e6-6e", "zz:54:22:3a:e6:6e", "5:54:22:3a:e6:6e0"]
+    {
+        let err =
+            node_from_k8s(&node(&format!("  annotations: {{lab.openelb.kubesphere.io/mac-address: \"{bad}\"}}\n"), ""))
+                .unwrap_err();
         let msg = err.to_string();
         assert!(msg.contains("Node n1") && msg.contains(bad), "{msg}");
     }
@@ -239,18 +183,13 @@ fn node_malformed_mac_names_node_and_value() {
 
 #[test]
 fn node_bad_internal_ip_is_an_error() {
-    let err = node_from_k8s(&node(
-        "",
-        "status:\n  addresses: [{type: InternalIP, address: nope}]\n",
-    ))
-    .unwrap_err();
+    let err = node_from_k8s(&node("", "status:\n  addresses: [{type: InternalIP, address: nope}]\n")).unwrap_err();
     assert!(err.to_string().contains("nope"), "{err}");
 }
 
 #[test]
 fn namespace_keeps_labels() {
-    let ns: corev1::Namespace =
-        yaml("apiVersion: v1\nkind: Namespace\nmetadata: {name: web, labels: {team: x}}\n");
+    let ns: corev1::Namespace = yaml("apiVersion: v1\nkind: Namespace\nmetadata: {name: web, labels: {team: x}}\n");
     let ns = namespace_from_k8s(&ns).unwrap();
     assert_eq!(ns.name, "web");
     assert_eq!(ns.labels.get("team").map(String::as_str), Some("x"));
@@ -268,18 +207,9 @@ fn pod_ready_follows_ready_condition_or_running_when_unreported() {
         ("", true),
         ("status: {phase: Running}", true),
         ("status: {phase: Pending}", false),
-        (
-            "status: {phase: Running, conditions: [{type: Ready, status: \"False\"}]}",
-            false,
-        ),
-        (
-            "status: {conditions: [{type: Ready, status: \"True\"}]}",
-            true,
-        ),
-        (
-            "status: {conditions: [{type: PodScheduled, status: \"True\"}]}",
-            false,
-        ),
+        ("status: {phase: Running, conditions: [{type: Ready, status: \"False\"}]}", false),
+        ("status: {conditions: [{type: Ready, status: \"True\"}]}", true),
+        ("status: {conditions: [{type: PodScheduled, status: \"True\"}]}", false),
     ] {
         assert_eq!(pod_from_k8s(&pod(status)).unwrap().ready, ready, "{status}");
     }
@@ -293,10 +223,7 @@ fn pod_fields_carry_over() {
     assert_eq!(p.ip, Some("10.233.92.38".parse().unwrap()));
     assert_eq!(p.labels.get("app").map(String::as_str), Some("a"));
     let err = pod_from_k8s(&pod("status: {podIP: 10.233.92}")).unwrap_err();
-    assert!(
-        err.to_string().contains("default/p1") && err.to_string().contains("status.podIP"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("default/p1") && err.to_string().contains("status.podIP"), "{err}");
 }
 
 #[test]
@@ -317,22 +244,13 @@ fn endpoints_ready_and_not_ready_addresses() {
                 pod: Some("p1".into()),
                 ready: true
             },
-            Endpoint {
-                ip: Some("10.0.0.2".parse().unwrap()),
-                node_name: Some("w2".into()),
-                pod: None,
-                ready: false
-            },
+            Endpoint { ip: Some("10.0.0.2".parse().unwrap()), node_name: Some("w2".into()), pod: None, ready: false },
         ]
     );
-    let bad: corev1::Endpoints = yaml(
-        "apiVersion: v1\nkind: Endpoints\nmetadata: {name: s}\nsubsets: [{addresses: [{ip: x}]}]\n",
-    );
+    let bad: corev1::Endpoints =
+        yaml("apiVersion: v1\nkind: Endpoints\nmetadata: {name: s}\nsubsets: [{addresses: [{ip: x}]}]\n");
     let err = endpoints_from_k8s(&bad).unwrap_err().to_string();
-    assert!(
-        err.contains("subsets[0].addresses[0].ip") && err.contains("default/s"),
-        "{err}"
-    );
+    assert!(err.contains("subsets[0].addresses[0].ip") && err.contains("default/s"), "{err}");
 }
 
 #[test]
@@ -346,20 +264,14 @@ fn endpoint_slice_ready_unless_false_and_keyed_by_service_label() {
     );
     let (key, eps) = endpoints_from_slice(&slice).unwrap();
     assert_eq!(key, ServiceKey::new("web", "s"));
-    assert_eq!(
-        eps.iter().map(|e| e.ready).collect::<Vec<_>>(),
-        [true, true, false]
-    );
+    assert_eq!(eps.iter().map(|e| e.ready).collect::<Vec<_>>(), [true, true, false]);
     assert_eq!(eps[0].pod.as_deref(), Some("p1"));
     assert_eq!(eps[0].node_name.as_deref(), Some("w1"));
 
     let orphan: discoveryv1::EndpointSlice = yaml(
         "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\naddressType: IPv4\nmetadata: {name: x}\nendpoints: []\n",
     );
-    assert_eq!(
-        endpoints_from_slice(&orphan),
-        Err(ConvertError::SliceWithoutService { name: "x".into() })
-    );
+    assert_eq!(endpoints_from_slice(&orphan), Err(ConvertError::SliceWithoutService { name: "x".into() }));
 }
 
 #[test]
@@ -388,24 +300,14 @@ fn apply_pool_status_saturates_and_keeps_ready() {
 #[test]
 fn apply_service_patch_sets_and_clears_ingress_label_finalizer() {
     let mut s = svc("  finalizers: [other]\nspec: {type: LoadBalancer}\n");
-    let assign = ServicePatch {
-        ingress: vec!["192.168.0.91".into()],
-        pool_label: Some("vip-eip".into()),
-        finalizer: true,
-    };
+    let assign =
+        ServicePatch { ingress: vec!["192.168.0.91".into()], pool_label: Some("vip-eip".into()), finalizer: true };
     apply_service_patch(&mut s, &assign);
     apply_service_patch(&mut s, &assign);
     let m = service_from_k8s(&s).unwrap();
     assert_eq!(m.ingress, ["192.168.0.91"]);
-    assert_eq!(
-        m.labels.get(LABEL_EIP_POOL).map(String::as_str),
-        Some("vip-eip")
-    );
-    assert_eq!(
-        m.finalizers,
-        ["other", FINALIZER_SERVICE],
-        "finalizer added once"
-    );
+    assert_eq!(m.labels.get(LABEL_EIP_POOL).map(String::as_str), Some("vip-eip"));
+    assert_eq!(m.finalizers, ["other", FINALIZER_SERVICE], "finalizer added once");
 
     apply_service_patch(&mut s, &ServicePatch::default());
     let m = service_from_k8s(&s).unwrap();
@@ -419,10 +321,7 @@ fn apply_service_patch_sets_and_clears_ingress_label_finalizer() {
 
 #[test]
 fn parse_mac_round_trip() {
-    assert_eq!(
-        parse_mac("00:ff:10:aB:cd:Ef"),
-        Some([0, 0xff, 0x10, 0xab, 0xcd, 0xef])
-    );
+    assert_eq!(parse_mac("00:ff:10:aB:cd:Ef"), Some([0, 0xff, 0x10, 0xab, 0xcd, 0xef]));
     assert_eq!(parse_mac(""), None);
     assert_eq!(parse_mac("00:ff:10:ab:cd:"), None);
     assert_eq!(parse_mac("+0:ff:10:ab:cd:ef"), None);

@@ -14,8 +14,8 @@ use xxhash_rust::xxh3::xxh3_64;
 
 use super::{ManifestError, ManifestErrorKind, Manifests, ObjectKind};
 use crate::convert::{
-    endpoints_from_k8s, endpoints_from_slice, namespace_from_k8s, namespace_of, node_from_k8s,
-    pod_from_k8s, pool_from_eip, service_from_k8s,
+    endpoints_from_k8s, endpoints_from_slice, namespace_from_k8s, namespace_of, node_from_k8s, pod_from_k8s,
+    pool_from_eip, service_from_k8s,
 };
 
 /// Label the Deployment controller puts on its Pods; synthetic Pods carry it too.
@@ -30,8 +30,7 @@ const POD_NETWORK_BASE: u32 = u32::from_be_bytes([10, 233, 64, 0]);
 const POD_BLOCK: u32 = 1024;
 
 fn origin_label(m: &Manifests, kind: ObjectKind, index: usize) -> String {
-    m.origin(kind, index)
-        .map_or_else(|| format!("{kind} #{}", index + 1), |o| o.to_string())
+    m.origin(kind, index).map_or_else(|| format!("{kind} #{}", index + 1), |o| o.to_string())
 }
 
 /// Converts one vector of objects, naming the object's origin in any error.
@@ -46,10 +45,7 @@ fn convert_all<T, U>(
         .enumerate()
         .map(|(i, item)| {
             f(item).map_err(|source| {
-                ManifestError::from(ManifestErrorKind::Convert {
-                    origin: origin_label(m, kind, i),
-                    source,
-                })
+                ManifestError::from(ManifestErrorKind::Convert { origin: origin_label(m, kind, i), source })
             })
         })
         .collect()
@@ -81,35 +77,19 @@ pub fn to_cluster(m: &Manifests) -> Result<Cluster, ManifestError> {
     let pools = convert_all(m, ObjectKind::Eip, &m.eips, pool_from_eip)?;
     check_unique(m, ObjectKind::Eip, pools.iter().map(|p| p.name.clone()))?;
     let services = convert_all(m, ObjectKind::Service, &m.services, service_from_k8s)?;
-    check_unique(
-        m,
-        ObjectKind::Service,
-        services.iter().map(|s| s.key().to_string()),
-    )?;
+    check_unique(m, ObjectKind::Service, services.iter().map(|s| s.key().to_string()))?;
     let nodes = convert_all(m, ObjectKind::Node, &m.nodes, node_from_k8s)?;
     check_unique(m, ObjectKind::Node, nodes.iter().map(|n| n.name.clone()))?;
     let mut namespaces = convert_all(m, ObjectKind::Namespace, &m.namespaces, namespace_from_k8s)?;
-    check_unique(
-        m,
-        ObjectKind::Namespace,
-        namespaces.iter().map(|n| n.name.clone()),
-    )?;
+    check_unique(m, ObjectKind::Namespace, namespaces.iter().map(|n| n.name.clone()))?;
     let mut pods = convert_all(m, ObjectKind::Pod, &m.pods, pod_from_k8s)?;
-    check_unique(
-        m,
-        ObjectKind::Pod,
-        pods.iter().map(|p| format!("{}/{}", p.namespace, p.name)),
-    )?;
+    check_unique(m, ObjectKind::Pod, pods.iter().map(|p| format!("{}/{}", p.namespace, p.name)))?;
     check_unique(
         m,
         ObjectKind::Deployment,
-        m.deployments.iter().map(|d| {
-            format!(
-                "{}/{}",
-                namespace_of(&d.metadata),
-                d.metadata.name.clone().unwrap_or_default()
-            )
-        }),
+        m.deployments
+            .iter()
+            .map(|d| format!("{}/{}", namespace_of(&d.metadata), d.metadata.name.clone().unwrap_or_default())),
     )?;
 
     let mut scheduler = Scheduler::new(&m.nodes, &nodes, &pods);
@@ -119,12 +99,7 @@ pub fn to_cluster(m: &Manifests) -> Result<Cluster, ManifestError> {
     }
 
     let mut endpoints: BTreeMap<ServiceKey, Vec<Endpoint>> = BTreeMap::new();
-    for (key, eps) in convert_all(
-        m,
-        ObjectKind::EndpointSlice,
-        &m.endpoint_slices,
-        endpoints_from_slice,
-    )? {
+    for (key, eps) in convert_all(m, ObjectKind::EndpointSlice, &m.endpoint_slices, endpoints_from_slice)? {
         endpoints.entry(key).or_default().extend(eps);
     }
     // With both kinds present for a Service, the slices win: they are what kube-proxy reads.
@@ -167,19 +142,9 @@ pub fn to_cluster(m: &Manifests) -> Result<Cluster, ManifestError> {
         .chain(endpoints.keys().map(|k| k.namespace.clone()))
         .filter(|ns| !declared.contains(ns))
         .collect();
-    namespaces.extend(referenced.into_iter().map(|name| Namespace {
-        name,
-        labels: BTreeMap::new(),
-    }));
+    namespaces.extend(referenced.into_iter().map(|name| Namespace { name, labels: BTreeMap::new() }));
 
-    Ok(Cluster {
-        pools,
-        services,
-        namespaces,
-        nodes,
-        pods,
-        endpoints,
-    })
+    Ok(Cluster { pools, services, namespaces, nodes, pods, endpoints })
 }
 
 /// Equality labels of a Service selector.
@@ -189,14 +154,8 @@ fn labels_match(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, S
 
 /// A Deployment's `LabelSelector`, with `matchExpressions`. Unknown operators match nothing (the API server
 /// would have refused them).
-pub(crate) fn selector_matches(
-    selector: &LabelSelector,
-    labels: &BTreeMap<String, String>,
-) -> bool {
-    let eq = selector
-        .match_labels
-        .as_ref()
-        .is_none_or(|ml| labels_match(ml, labels));
+pub(crate) fn selector_matches(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
+    let eq = selector.match_labels.as_ref().is_none_or(|ml| labels_match(ml, labels));
     eq && selector.match_expressions.iter().flatten().all(|req| {
         let values = req.values.as_deref().unwrap_or_default();
         let value = labels.get(&req.key);
@@ -225,21 +184,11 @@ impl Scheduler {
     fn new(k8s_nodes: &[corev1::Node], nodes: &[openelb_core::model::Node], pods: &[Pod]) -> Self {
         let mut names: Vec<&str> = nodes.iter().map(|n| n.name.as_str()).collect();
         names.sort_unstable();
-        let block = names
-            .iter()
-            .enumerate()
-            .map(|(i, n)| (n.to_string(), i as u32))
-            .collect();
-        let ready: Vec<(&corev1::Node, &openelb_core::model::Node)> = k8s_nodes
-            .iter()
-            .zip(nodes)
-            .filter(|(_, n)| n.ready)
-            .collect();
-        let mut targets: Vec<String> = ready
-            .iter()
-            .filter(|(k, n)| is_worker(k) && !n.unschedulable)
-            .map(|(_, n)| n.name.clone())
-            .collect();
+        let block = names.iter().enumerate().map(|(i, n)| (n.to_string(), i as u32)).collect();
+        let ready: Vec<(&corev1::Node, &openelb_core::model::Node)> =
+            k8s_nodes.iter().zip(nodes).filter(|(_, n)| n.ready).collect();
+        let mut targets: Vec<String> =
+            ready.iter().filter(|(k, n)| is_worker(k) && !n.unschedulable).map(|(_, n)| n.name.clone()).collect();
         if targets.is_empty() {
             targets = ready.iter().map(|(_, n)| n.name.clone()).collect();
         }
@@ -255,18 +204,9 @@ impl Scheduler {
 
     /// The next node and a free address on it; `None` when no node can take Pods.
     fn place(&mut self) -> Option<(String, IpAddr)> {
-        let node = self
-            .targets
-            .get(self.turn % self.targets.len().max(1))?
-            .clone();
+        let node = self.targets.get(self.turn % self.targets.len().max(1))?.clone();
         self.turn = self.turn.wrapping_add(1);
-        let base = POD_NETWORK_BASE.wrapping_add(
-            self.block
-                .get(&node)
-                .copied()
-                .unwrap_or(0)
-                .wrapping_mul(POD_BLOCK),
-        );
+        let base = POD_NETWORK_BASE.wrapping_add(self.block.get(&node).copied().unwrap_or(0).wrapping_mul(POD_BLOCK));
         let host = self.next_host.entry(node.clone()).or_insert(2);
         loop {
             let ip = IpAddr::V4(Ipv4Addr::from(base.wrapping_add(*host)));
@@ -281,16 +221,12 @@ impl Scheduler {
 /// A node regular Pods land on: not a control-plane node and not tainted against scheduling.
 fn is_worker(node: &corev1::Node) -> bool {
     let labels = node.metadata.labels.as_ref();
-    let role =
-        |r: &str| labels.is_some_and(|l| l.contains_key(&format!("node-role.kubernetes.io/{r}")));
+    let role = |r: &str| labels.is_some_and(|l| l.contains_key(&format!("node-role.kubernetes.io/{r}")));
     let tainted = node
         .spec
         .as_ref()
         .and_then(|s| s.taints.as_ref())
-        .is_some_and(|t| {
-            t.iter()
-                .any(|t| t.effect == "NoSchedule" || t.effect == "NoExecute")
-        });
+        .is_some_and(|t| t.iter().any(|t| t.effect == "NoSchedule" || t.effect == "NoExecute"));
     !role("master") && !role("control-plane") && !tainted
 }
 
@@ -327,10 +263,7 @@ fn pods_for_deployment(
     };
     let namespace = namespace_of(&d.metadata);
     let spec = d.spec.clone().unwrap_or_default();
-    if existing
-        .iter()
-        .any(|p| p.namespace == namespace && selector_matches(&spec.selector, &p.labels))
-    {
+    if existing.iter().any(|p| p.namespace == namespace && selector_matches(&spec.selector, &p.labels)) {
         return Ok(Vec::new());
     }
     let replicas = spec.replicas.unwrap_or(1);
@@ -341,15 +274,8 @@ fn pods_for_deployment(
             message: format!("spec.replicas {replicas} is outside 0..={MAX_REPLICAS}"),
         }));
     }
-    let template_hash = format!(
-        "{:010x}",
-        xxh3_64(format!("{namespace}/{name}").as_bytes()) & 0xff_ffff_ffff
-    );
-    let mut labels = spec
-        .template
-        .metadata
-        .and_then(|m| m.labels)
-        .unwrap_or_default();
+    let template_hash = format!("{:010x}", xxh3_64(format!("{namespace}/{name}").as_bytes()) & 0xff_ffff_ffff);
+    let mut labels = spec.template.metadata.and_then(|m| m.labels).unwrap_or_default();
     labels.insert(LABEL_POD_TEMPLATE_HASH.to_string(), template_hash.clone());
 
     let mut names = BTreeSet::new();

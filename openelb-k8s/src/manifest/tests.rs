@@ -97,31 +97,12 @@ fn parse(text: &str) -> Result<Manifests, ManifestError> {
 fn seed_directory_loads_every_object_in_path_order() {
     let dir = seed_dir();
     let m = Manifests::load(dir.path()).unwrap();
-    assert_eq!(
-        (
-            m.eips.len(),
-            m.deployments.len(),
-            m.services.len(),
-            m.nodes.len()
-        ),
-        (1, 1, 1, 3)
-    );
+    assert_eq!((m.eips.len(), m.deployments.len(), m.services.len(), m.nodes.len()), (1, 1, 1, 3));
     assert!(m.warnings.is_empty(), "{:?}", m.warnings);
-    let files: Vec<_> = m
-        .origins
-        .iter()
-        .map(|o| o.path.file_name().unwrap().to_str().unwrap().to_string())
-        .collect();
+    let files: Vec<_> = m.origins.iter().map(|o| o.path.file_name().unwrap().to_str().unwrap().to_string()).collect();
     assert_eq!(
         files,
-        [
-            "cluster.yaml",
-            "cluster.yaml",
-            "cluster.yaml",
-            "vip-eip.yaml",
-            "vip-openelb.yaml",
-            "vip-svc.yaml"
-        ]
+        ["cluster.yaml", "cluster.yaml", "cluster.yaml", "vip-eip.yaml", "vip-openelb.yaml", "vip-svc.yaml"]
     );
     assert_eq!(m.origin(ObjectKind::Node, 2).unwrap().document, 3);
 }
@@ -131,11 +112,7 @@ fn seed_deployment_yields_two_pods_on_the_workers_and_endpoints() {
     let dir = seed_dir();
     let c = Manifests::load(dir.path()).unwrap().to_cluster().unwrap();
     assert_eq!(c.pods.len(), 2);
-    let mut nodes: Vec<_> = c
-        .pods
-        .iter()
-        .map(|p| p.node_name.clone().unwrap())
-        .collect();
+    let mut nodes: Vec<_> = c.pods.iter().map(|p| p.node_name.clone().unwrap()).collect();
     nodes.sort();
     assert_eq!(nodes, ["worker-p001", "worker-p002"]);
     for p in &c.pods {
@@ -145,17 +122,9 @@ fn seed_deployment_yields_two_pods_on_the_workers_and_endpoints() {
         let parts: Vec<&str> = p.name.rsplitn(3, '-').collect();
         assert_eq!(parts[2], "vip-openelb", "{}", p.name);
         assert_eq!(parts[1].len(), 10, "{}", p.name);
-        assert!(
-            parts[1].chars().all(|c| c.is_ascii_hexdigit()),
-            "{}",
-            p.name
-        );
+        assert!(parts[1].chars().all(|c| c.is_ascii_hexdigit()), "{}", p.name);
         assert_eq!(parts[0].len(), 5, "{}", p.name);
-        assert!(
-            p.ip.unwrap().to_string().starts_with("10.233."),
-            "{:?}",
-            p.ip
-        );
+        assert!(p.ip.unwrap().to_string().starts_with("10.233."), "{:?}", p.ip);
     }
     assert_ne!(c.pods[0].ip, c.pods[1].ip);
     let key = ServiceKey::new("default", "vip-svc");
@@ -169,17 +138,8 @@ fn seed_deployment_yields_two_pods_on_the_workers_and_endpoints() {
     }
     assert_eq!(c.pools.len(), 1);
     assert_eq!(c.pools[0].protocol, Protocol::Vip);
-    assert_eq!(
-        c.services[0].external_traffic_policy,
-        TrafficPolicy::Cluster
-    );
-    assert_eq!(
-        c.namespaces
-            .iter()
-            .map(|n| n.name.as_str())
-            .collect::<Vec<_>>(),
-        ["default"]
-    );
+    assert_eq!(c.services[0].external_traffic_policy, TrafficPolicy::Cluster);
+    assert_eq!(c.namespaces.iter().map(|n| n.name.as_str()).collect::<Vec<_>>(), ["default"]);
     let master = c.nodes.iter().find(|n| n.name == "master1").unwrap();
     assert_eq!(master.mac, Some([0x52, 0x54, 0x22, 0xa3, 0x9a, 0xd9]));
 }
@@ -196,48 +156,25 @@ fn synthetic_pods_are_deterministic() {
 
 #[test]
 fn replica_order_is_name_order_and_round_robin_over_workers() {
-    let text = format!(
-        "{}---\n{}",
-        cluster_yaml(),
-        VIP_OPENELB.replace("replicas: 2", "replicas: 4")
-    );
+    let text = format!("{}---\n{}", cluster_yaml(), VIP_OPENELB.replace("replicas: 2", "replicas: 4"));
     let c = parse(&text).unwrap().to_cluster().unwrap();
     let names: Vec<_> = c.pods.iter().map(|p| p.name.clone()).collect();
     let mut sorted = names.clone();
     sorted.sort();
     assert_eq!(names, sorted);
-    let nodes: Vec<_> = c
-        .pods
-        .iter()
-        .map(|p| p.node_name.as_deref().unwrap())
-        .collect();
-    assert_eq!(
-        nodes,
-        ["worker-p001", "worker-p002", "worker-p001", "worker-p002"]
-    );
+    let nodes: Vec<_> = c.pods.iter().map(|p| p.node_name.as_deref().unwrap()).collect();
+    assert_eq!(nodes, ["worker-p001", "worker-p002", "worker-p001", "worker-p002"]);
 }
 
 #[test]
 fn no_schedulable_worker_falls_back_to_ready_nodes_and_none_leaves_pods_unscheduled() {
-    let master_only = format!(
-        "{}---\n{}",
-        node_doc("master1", "192.168.0.2", "52:54:22:a3:9a:d9", true),
-        VIP_OPENELB
-    );
+    let master_only = format!("{}---\n{}", node_doc("master1", "192.168.0.2", "52:54:22:a3:9a:d9", true), VIP_OPENELB);
     let c = parse(&master_only).unwrap().to_cluster().unwrap();
-    assert!(
-        c.pods
-            .iter()
-            .all(|p| p.node_name.as_deref() == Some("master1") && p.ready)
-    );
+    assert!(c.pods.iter().all(|p| p.node_name.as_deref() == Some("master1") && p.ready));
 
     let c = parse(VIP_OPENELB).unwrap().to_cluster().unwrap();
     assert_eq!(c.pods.len(), 2);
-    assert!(
-        c.pods
-            .iter()
-            .all(|p| p.node_name.is_none() && p.ip.is_none() && !p.ready)
-    );
+    assert!(c.pods.iter().all(|p| p.node_name.is_none() && p.ip.is_none() && !p.ready));
 }
 
 #[test]
@@ -261,10 +198,7 @@ fn declared_endpoints_win_over_derivation_and_slices_over_endpoints() {
         "{VIP_SVC}---\napiVersion: v1\nkind: Endpoints\nmetadata: {{name: vip-svc}}\nsubsets: [{{addresses: [{{ip: 10.0.0.1}}]}}]\n"
     );
     let c = parse(&text).unwrap().to_cluster().unwrap();
-    assert_eq!(
-        c.endpoints[&ServiceKey::new("default", "vip-svc")][0].ip,
-        Some("10.0.0.1".parse().unwrap())
-    );
+    assert_eq!(c.endpoints[&ServiceKey::new("default", "vip-svc")][0].ip, Some("10.0.0.1".parse().unwrap()));
 
     let with_slice = format!(
         "{text}---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\naddressType: IPv4\n\
@@ -283,11 +217,7 @@ fn services_default_namespace_and_referenced_namespaces_are_created() {
         VIP_SVC.replace("name: vip-svc", "name: other\n  namespace: web")
     );
     let c = parse(&text).unwrap().to_cluster().unwrap();
-    let ns: Vec<_> = c
-        .namespaces
-        .iter()
-        .map(|n| (n.name.as_str(), n.labels.len()))
-        .collect();
+    let ns: Vec<_> = c.namespaces.iter().map(|n| (n.name.as_str(), n.labels.len())).collect();
     assert_eq!(ns, [("declared", 1), ("default", 0), ("web", 0)]);
     assert_eq!(c.services[0].namespace, "default");
     assert_eq!(c.services[1].namespace, "web");
@@ -295,26 +225,12 @@ fn services_default_namespace_and_referenced_namespaces_are_created() {
 
 #[test]
 fn v1alpha1_eip_is_held_as_v1alpha2_with_its_origin_version() {
-    let m = parse(
-        &VIP_EIP
-            .replace("v1alpha2", "v1alpha1")
-            .replace("protocol: vip", "protocol: layer2"),
-    )
-    .unwrap();
-    assert!(
-        serde_yaml::to_string(&m.eips[0])
-            .unwrap()
-            .starts_with("apiVersion: network.kubesphere.io/v1alpha2\n")
-    );
+    let m = parse(&VIP_EIP.replace("v1alpha2", "v1alpha1").replace("protocol: vip", "protocol: layer2")).unwrap();
+    assert!(serde_yaml::to_string(&m.eips[0]).unwrap().starts_with("apiVersion: network.kubesphere.io/v1alpha2\n"));
     assert_eq!(m.origins[0].api_version, "network.kubesphere.io/v1alpha1");
     assert_eq!(m.to_cluster().unwrap().pools[0].protocol, Protocol::Layer2);
-    let err = parse(&VIP_EIP.replace("v1alpha2", "v1alpha1"))
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.contains("spec.protocol") && err.contains("vip"),
-        "v1alpha1 has no vip protocol: {err}"
-    );
+    let err = parse(&VIP_EIP.replace("v1alpha2", "v1alpha1")).unwrap_err().to_string();
+    assert!(err.contains("spec.protocol") && err.contains("vip"), "v1alpha1 has no vip protocol: {err}");
 }
 
 #[test]
@@ -327,16 +243,11 @@ fn unknown_kinds_and_empty_documents_are_skipped_with_warnings() {
     assert_eq!(m.eips.len(), 1);
     assert_eq!(m.warnings.len(), 2, "{:?}", m.warnings);
     assert!(
-        m.warnings[0].contains("test.yaml")
-            && m.warnings[0].contains("kind ConfigMap (apiVersion v1) named cm"),
+        m.warnings[0].contains("test.yaml") && m.warnings[0].contains("kind ConfigMap (apiVersion v1) named cm"),
         "{}",
         m.warnings[0]
     );
-    assert!(
-        m.warnings[1].contains("discovery.k8s.io/v1beta1"),
-        "{}",
-        m.warnings[1]
-    );
+    assert!(m.warnings[1].contains("discovery.k8s.io/v1beta1"), "{}", m.warnings[1]);
 }
 
 #[test]
@@ -352,29 +263,14 @@ fn list_items_are_read_with_item_positions() {
 
 #[test]
 fn bad_document_error_names_file_index_kind_name_and_field() {
-    let text = format!(
-        "{VIP_EIP}---\n{}",
-        VIP_SVC.replace("port: 80", "port: eighty")
-    );
+    let text = format!("{VIP_EIP}---\n{}", VIP_SVC.replace("port: 80", "port: eighty"));
     let err = parse(&text).unwrap_err();
     let msg = err.to_string();
-    assert!(
-        msg.starts_with("test.yaml: document 2 (Service vip-svc): spec.ports[0].port: "),
-        "{msg}"
-    );
+    assert!(msg.starts_with("test.yaml: document 2 (Service vip-svc): spec.ports[0].port: "), "{msg}");
     assert!(msg.contains("eighty") || msg.contains("i32"), "{msg}");
     match err.kind() {
-        ManifestErrorKind::Document {
-            document,
-            kind,
-            name,
-            field,
-            ..
-        } => {
-            assert_eq!(
-                (*document, kind.as_deref(), name.as_deref()),
-                (2, Some("Service"), Some("vip-svc"))
-            );
+        ManifestErrorKind::Document { document, kind, name, field, .. } => {
+            assert_eq!((*document, kind.as_deref(), name.as_deref()), (2, Some("Service"), Some("vip-svc")));
             assert_eq!(field, "spec.ports[0].port");
         }
         other => panic!("unexpected {other:?}"),
@@ -383,87 +279,53 @@ fn bad_document_error_names_file_index_kind_name_and_field() {
 
 #[test]
 fn missing_required_field_and_kind_are_named() {
-    let err = parse("apiVersion: network.kubesphere.io/v1alpha2\nkind: Eip\nmetadata: {name: e}\nspec: {protocol: vip}\n")
-        .unwrap_err()
-        .to_string();
+    let err =
+        parse("apiVersion: network.kubesphere.io/v1alpha2\nkind: Eip\nmetadata: {name: e}\nspec: {protocol: vip}\n")
+            .unwrap_err()
+            .to_string();
     assert!(err.contains("(Eip e)") && err.contains("address"), "{err}");
-    let err = parse("apiVersion: network.kubesphere.io/v1alpha2\nkind: Eip\nmetadata: {name: e}\n")
-        .unwrap_err()
-        .to_string();
+    let err =
+        parse("apiVersion: network.kubesphere.io/v1alpha2\nkind: Eip\nmetadata: {name: e}\n").unwrap_err().to_string();
     assert_eq!(err, "test.yaml: document 1 (Eip e): missing field `spec`");
-    let err = parse("apiVersion: v1\nmetadata: {name: x}\n")
-        .unwrap_err()
-        .to_string();
+    let err = parse("apiVersion: v1\nmetadata: {name: x}\n").unwrap_err().to_string();
     assert_eq!(err, "test.yaml: document 1 (x): kind: missing");
     let err = parse("- a\n- b\n").unwrap_err().to_string();
-    assert!(
-        err.contains("document 1") && err.contains("mapping"),
-        "{err}"
-    );
+    assert!(err.contains("document 1") && err.contains("mapping"), "{err}");
 }
 
 #[test]
 fn syntax_error_names_file_and_document() {
     let err = parse(&format!("{VIP_EIP}---\nkind: [unclosed\n")).unwrap_err();
-    assert!(
-        matches!(err.kind(), ManifestErrorKind::Syntax { document: 2, .. }),
-        "{err:?}"
-    );
-    assert!(
-        err.to_string().starts_with("test.yaml: document 2: "),
-        "{err}"
-    );
+    assert!(matches!(err.kind(), ManifestErrorKind::Syntax { document: 2, .. }), "{err:?}");
+    assert!(err.to_string().starts_with("test.yaml: document 2: "), "{err}");
 }
 
 #[test]
 fn conversion_errors_name_the_origin() {
     let bad_mac = node_doc("w1", "192.168.0.3", "52:54:22", false);
-    let err = parse(&format!("{VIP_EIP}---\n{bad_mac}"))
-        .unwrap()
-        .to_cluster()
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.contains("test.yaml: document 2")
-            && err.contains("Node w1")
-            && err.contains("52:54:22"),
-        "{err}"
-    );
+    let err = parse(&format!("{VIP_EIP}---\n{bad_mac}")).unwrap().to_cluster().unwrap_err().to_string();
+    assert!(err.contains("test.yaml: document 2") && err.contains("Node w1") && err.contains("52:54:22"), "{err}");
 }
 
 #[test]
 fn duplicates_are_refused_naming_both_places() {
     let m = parse(&format!("{VIP_EIP}---\n{VIP_EIP}")).unwrap();
     let err = m.to_cluster().unwrap_err().to_string();
-    assert_eq!(
-        err,
-        "Eip vip-eip is declared twice: test.yaml: document 1 and test.yaml: document 2"
-    );
+    assert_eq!(err, "Eip vip-eip is declared twice: test.yaml: document 1 and test.yaml: document 2");
 }
 
 #[test]
 fn replicas_out_of_range_is_an_error() {
-    let err = parse(&VIP_OPENELB.replace("replicas: 2", "replicas: 2000000000"))
-        .unwrap()
-        .to_cluster()
-        .unwrap_err();
-    assert!(
-        err.to_string().contains("default/vip-openelb")
-            && err.to_string().contains("spec.replicas"),
-        "{err}"
-    );
-    let c = parse(&VIP_OPENELB.replace("  replicas: 2\n", ""))
-        .unwrap()
-        .to_cluster()
-        .unwrap();
+    let err = parse(&VIP_OPENELB.replace("replicas: 2", "replicas: 2000000000")).unwrap().to_cluster().unwrap_err();
+    assert!(err.to_string().contains("default/vip-openelb") && err.to_string().contains("spec.replicas"), "{err}");
+    let c = parse(&VIP_OPENELB.replace("  replicas: 2\n", "")).unwrap().to_cluster().unwrap();
     assert_eq!(c.pods.len(), 1, "replicas defaults to 1");
 }
 
 #[test]
 fn merge_keeps_origins_pointing_at_their_objects() {
     let mut a = Manifests::parse_str(Path::new("a.yaml"), VIP_SVC).unwrap();
-    let b =
-        Manifests::parse_str(Path::new("b.yaml"), &VIP_SVC.replace("vip-svc", "second")).unwrap();
+    let b = Manifests::parse_str(Path::new("b.yaml"), &VIP_SVC.replace("vip-svc", "second")).unwrap();
     a.merge(b);
     assert_eq!(a.services.len(), 2);
     let o = a.origin(ObjectKind::Service, 1).unwrap();
@@ -475,17 +337,11 @@ fn merge_keeps_origins_pointing_at_their_objects() {
 fn load_paths_merges_paths_and_reports_missing_ones() {
     let dir = seed_dir();
     let extra = dir.path().join("extra.yml");
-    std::fs::write(
-        &extra,
-        "apiVersion: v1\nkind: Namespace\nmetadata: {name: x}\n",
-    )
-    .unwrap();
+    std::fs::write(&extra, "apiVersion: v1\nkind: Namespace\nmetadata: {name: x}\n").unwrap();
     let m = Manifests::load_paths(&[dir.path().join("vip-eip.yaml"), extra.clone()]).unwrap();
     assert_eq!((m.eips.len(), m.namespaces.len()), (1, 1));
     let missing = dir.path().join("nope.yaml");
-    let err = Manifests::load_paths(std::slice::from_ref(&missing))
-        .unwrap_err()
-        .to_string();
+    let err = Manifests::load_paths(std::slice::from_ref(&missing)).unwrap_err().to_string();
     assert!(err.contains("nope.yaml"), "{err}");
 }
 
@@ -493,28 +349,12 @@ fn load_paths_merges_paths_and_reports_missing_ones() {
 fn nested_directories_are_walked_in_sorted_order() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("b")).unwrap();
-    std::fs::write(
-        dir.path().join("b/2.yml"),
-        "apiVersion: v1\nkind: Namespace\nmetadata: {name: two}\n",
-    )
-    .unwrap();
-    std::fs::write(
-        dir.path().join("a.yaml"),
-        "apiVersion: v1\nkind: Namespace\nmetadata: {name: one}\n",
-    )
-    .unwrap();
-    std::fs::write(
-        dir.path().join("c.YAML"),
-        "apiVersion: v1\nkind: Namespace\nmetadata: {name: three}\n",
-    )
-    .unwrap();
+    std::fs::write(dir.path().join("b/2.yml"), "apiVersion: v1\nkind: Namespace\nmetadata: {name: two}\n").unwrap();
+    std::fs::write(dir.path().join("a.yaml"), "apiVersion: v1\nkind: Namespace\nmetadata: {name: one}\n").unwrap();
+    std::fs::write(dir.path().join("c.YAML"), "apiVersion: v1\nkind: Namespace\nmetadata: {name: three}\n").unwrap();
     std::fs::write(dir.path().join("d.json"), "{}").unwrap();
     let m = Manifests::load(dir.path()).unwrap();
-    let names: Vec<_> = m
-        .namespaces
-        .iter()
-        .map(|n| n.metadata.name.clone().unwrap())
-        .collect();
+    let names: Vec<_> = m.namespaces.iter().map(|n| n.metadata.name.clone().unwrap()).collect();
     assert_eq!(names, ["one", "two", "three"]);
 }
 
@@ -532,20 +372,10 @@ fn selector_match_expressions() {
          - {key: canary, operator: DoesNotExist}\n",
     )
     .unwrap();
-    let labels =
-        |s: &str| serde_yaml::from_str::<std::collections::BTreeMap<String, String>>(s).unwrap();
-    assert!(cluster::selector_matches(
-        &sel,
-        &labels("{app: a, tier: web}")
-    ));
-    assert!(!cluster::selector_matches(
-        &sel,
-        &labels("{app: a, tier: db}")
-    ));
-    assert!(!cluster::selector_matches(
-        &sel,
-        &labels("{app: a, tier: web, canary: x}")
-    ));
+    let labels = |s: &str| serde_yaml::from_str::<std::collections::BTreeMap<String, String>>(s).unwrap();
+    assert!(cluster::selector_matches(&sel, &labels("{app: a, tier: web}")));
+    assert!(!cluster::selector_matches(&sel, &labels("{app: a, tier: db}")));
+    assert!(!cluster::selector_matches(&sel, &labels("{app: a, tier: web, canary: x}")));
     assert!(!cluster::selector_matches(&sel, &labels("{tier: web}")));
 }
 
