@@ -21,7 +21,12 @@ fn warn_all(warnings: &[String]) {
 }
 
 fn world(loaded: &Loaded) -> World {
-    World::new(loaded.cluster.clone(), loaded.deployments.clone(), input::converter())
+    World::new(
+        loaded.cluster.clone(),
+        loaded.deployments.clone(),
+        loaded.explicit_endpoints.clone(),
+        input::converter(),
+    )
 }
 
 pub fn allocate(inputs: &Inputs, format: Format) -> Result<ExitCode> {

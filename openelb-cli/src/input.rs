@@ -16,6 +16,8 @@ pub struct Loaded {
     pub manifests: Manifests,
     pub cluster: Cluster,
     pub deployments: Vec<DeploymentRef>,
+    /// Services whose Endpoints or EndpointSlices the manifests hold.
+    pub explicit_endpoints: BTreeSet<ServiceKey>,
     pub warnings: Vec<String>,
     /// Cluster IP and node ports per Service, as the API server would have filled them in.
     display: BTreeMap<ServiceKey, (String, Vec<Option<i32>>)>,
@@ -46,8 +48,18 @@ pub fn load(paths: &[PathBuf]) -> Result<Loaded> {
                 .collect(),
         })
         .collect();
+    let explicit_endpoints = manifests
+        .endpoints
+        .iter()
+        .map(|e| &e.metadata)
+        .map(|m| ServiceKey::new(convert::namespace_of(m), m.name.clone().unwrap_or_default()))
+        .chain(manifests.endpoint_slices.iter().filter_map(|s| {
+            let svc = s.metadata.labels.as_ref()?.get(convert::LABEL_SERVICE_NAME)?;
+            Some(ServiceKey::new(convert::namespace_of(&s.metadata), svc.clone()))
+        }))
+        .collect();
     let display = display_fields(&cluster.services);
-    Ok(Loaded { manifests, cluster, deployments, warnings, display })
+    Ok(Loaded { manifests, cluster, deployments, explicit_endpoints, warnings, display })
 }
 
 /// Fills in cluster IPs (from the seed's 10.233.0.0/18 service range) and node ports (30000-32767) that the

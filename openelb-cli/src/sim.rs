@@ -5,9 +5,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use anyhow::{Context, Result, anyhow, bail};
-use openelb_core::election;
 use openelb_core::ipam::{Change, Ipam, Outcome};
-use openelb_core::{Cluster, Endpoint, Pool, Protocol, Service, ServiceKey, TrafficPolicy};
+use openelb_core::{Cluster, Pool, Protocol, Service, ServiceKey, TrafficPolicy};
+use openelb_core::{election, endpoints};
 use serde::Serialize;
 
 use crate::scenario::{Event, PodRef, ServicePatchEvent};
@@ -26,6 +26,8 @@ pub struct World {
     deployments: Vec<DeploymentRef>,
     /// Converts inline Service/Eip objects of scenario events.
     convert: Converter,
+    /// Services whose Endpoints/EndpointSlices came with the manifests; they are not derived from Pods.
+    explicit_endpoints: BTreeSet<ServiceKey>,
     /// Last failure reported per Service, so a Service that stays pending is reported once, not every step.
     last_failure: BTreeMap<ServiceKey, String>,
 }
@@ -66,9 +68,14 @@ pub struct VipView {
 }
 
 impl World {
-    pub fn new(cluster: Cluster, deployments: Vec<DeploymentRef>, convert: Converter) -> Self {
+    pub fn new(
+        cluster: Cluster,
+        deployments: Vec<DeploymentRef>,
+        explicit_endpoints: BTreeSet<ServiceKey>,
+        convert: Converter,
+    ) -> Self {
         let ipam = Ipam::new(&cluster.pools);
-        let mut w = World { cluster, ipam, deployments, convert, last_failure: BTreeMap::new() };
+        let mut w = World { cluster, ipam, deployments, explicit_endpoints, convert, last_failure: BTreeMap::new() };
         w.refresh_endpoints();
         w
     }
@@ -78,27 +85,13 @@ impl World {
         self.ipam.warnings().to_vec()
     }
 
-    /// Plays the endpoints controller: a Service with a selector has one endpoint per matching Pod, ready when
-    /// the Pod is ready and its node is up. Selector-less Services keep the Endpoints of the manifests.
+    /// Plays the endpoints controller for Services with a selector whose Endpoints the manifests did not give.
     fn refresh_endpoints(&mut self) {
-        let ready_nodes: BTreeSet<&str> =
-            self.cluster.nodes.iter().filter(|n| n.ready).map(|n| n.name.as_str()).collect();
         for svc in &self.cluster.services {
-            if svc.selector.is_empty() {
+            if svc.selector.is_empty() || self.explicit_endpoints.contains(&svc.key()) {
                 continue;
             }
-            let eps: Vec<Endpoint> = self
-                .cluster
-                .pods
-                .iter()
-                .filter(|p| p.namespace == svc.namespace && matches(&svc.selector, &p.labels))
-                .map(|p| Endpoint {
-                    ip: p.ip,
-                    node_name: p.node_name.clone(),
-                    pod: Some(p.name.clone()),
-                    ready: p.ready && p.node_name.as_deref().is_some_and(|n| ready_nodes.contains(n)),
-                })
-                .collect();
+            let eps = endpoints::from_pods(svc, &self.cluster.pods, &self.cluster.nodes);
             self.cluster.endpoints.insert(svc.key(), eps);
         }
     }
@@ -272,7 +265,7 @@ impl World {
             .pods
             .iter()
             .enumerate()
-            .filter(|(_, p)| p.namespace == ns && matches(&dep.selector, &p.labels))
+            .filter(|(_, p)| p.namespace == ns && endpoints::selector_matches(&dep.selector, &p.labels))
             .map(|(i, p)| (i, p.name.as_str()))
             .collect();
         pods.sort_by_key(|(_, n)| *n);
@@ -381,10 +374,6 @@ fn change_view(o: &Outcome) -> Option<ChangeView> {
 
 pub fn fmt_mac(m: [u8; 6]) -> String {
     m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
-}
-
-fn matches(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String>) -> bool {
-    !selector.is_empty() && selector.iter().all(|(k, v)| labels.get(k) == Some(v))
 }
 
 fn service_key(s: &str) -> Result<ServiceKey> {

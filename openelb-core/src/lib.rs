@@ -5,6 +5,7 @@
 pub mod addr;
 pub mod alloc;
 pub mod election;
+pub mod endpoints;
 pub mod ipam;
 pub mod lifecycle;
 pub mod model;

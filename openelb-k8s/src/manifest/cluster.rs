@@ -113,24 +113,7 @@ pub fn to_cluster(m: &Manifests) -> Result<Cluster, ManifestError> {
         if svc.selector.is_empty() || endpoints.contains_key(&svc.key()) {
             continue;
         }
-        let mut eps: Vec<(&str, Endpoint)> = pods
-            .iter()
-            .filter(|p| p.namespace == svc.namespace && labels_match(&svc.selector, &p.labels))
-            .filter_map(|p| {
-                let ip = p.ip?;
-                Some((
-                    p.name.as_str(),
-                    Endpoint {
-                        ip: Some(ip),
-                        node_name: p.node_name.clone(),
-                        pod: Some(p.name.clone()),
-                        ready: p.ready,
-                    },
-                ))
-            })
-            .collect();
-        eps.sort_by(|a, b| a.0.cmp(b.0));
-        endpoints.insert(svc.key(), eps.into_iter().map(|(_, e)| e).collect());
+        endpoints.insert(svc.key(), openelb_core::endpoints::from_pods(svc, &pods, &nodes));
     }
 
     let declared: HashSet<String> = namespaces.iter().map(|n| n.name.clone()).collect();
