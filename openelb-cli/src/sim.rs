@@ -2,12 +2,12 @@
 //! the controller, kubelet, the endpoints controller and the speakers would apply them, one event at a time.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::IpAddr;
 
 use anyhow::{Context, Result, anyhow, bail};
+use openelb_core::announce::{self, VipTarget};
+use openelb_core::endpoints;
 use openelb_core::ipam::{Change, Ipam, Outcome};
 use openelb_core::{Cluster, Pool, Protocol, Service, ServiceKey, TrafficPolicy};
-use openelb_core::{election, endpoints};
 use serde::Serialize;
 
 use crate::scenario::{Event, PodRef, ServicePatchEvent};
@@ -275,36 +275,19 @@ impl World {
             .ok_or_else(|| anyhow!("Deployment {ns}/{d} has {} Pods, no replica {idx}", pods.len()))
     }
 
-    /// Every allocated address with its holder and what a client sees, in address order.
+    /// Every allocated address with its holder and what a client sees, in pool then address order.
     pub fn vips(&self) -> Vec<VipView> {
-        let mut out = Vec::new();
-        for pool in &self.cluster.pools {
-            let Some(status) = self.ipam.pool_status(&pool.name) else { continue };
-            for (ip_s, holders) in &status.used {
-                let Ok(vip) = ip_s.parse::<IpAddr>() else { continue };
-                let services: Vec<&Service> = holders
-                    .split(';')
-                    .filter_map(ServiceKey::parse)
-                    .filter_map(|k| self.cluster.services.iter().find(|s| s.key() == k))
-                    .collect();
-                out.push(self.vip_view(pool, vip, &services));
-            }
-        }
-        out
+        announce::targets(&self.cluster, &self.ipam).iter().map(|t| self.vip_view(t)).collect()
     }
 
-    fn vip_view(&self, pool: &Pool, vip: IpAddr, services: &[&Service]) -> VipView {
-        let no_eps = Vec::new();
-        let eps_of = |s: &Service| self.cluster.endpoints.get(&s.key()).unwrap_or(&no_eps);
-        let mut cands: BTreeSet<&str> = BTreeSet::new();
-        for s in services {
-            cands.extend(election::candidates(s, &self.cluster.nodes, eps_of(s)));
-        }
-        let cands: Vec<&str> = cands.into_iter().collect();
-        let l2 = pool.protocol != Protocol::Bgp;
-        let holder = if l2 { election::holder(&vip, &cands) } else { None };
+    fn vip_view(&self, t: &VipTarget) -> VipView {
+        let services: Vec<&Service> =
+            t.services.iter().filter_map(|k| self.cluster.services.iter().find(|s| &s.key() == k)).collect();
+        let l2 = t.protocol != Protocol::Bgp;
+        let holder = if l2 { t.preference.first().map(String::as_str) } else { None };
         let holder_mac =
             holder.and_then(|h| self.cluster.nodes.iter().find(|n| n.name == h)).and_then(|n| n.mac).map(fmt_mac);
+        let vip = t.vip;
         let ip_neigh = holder.map(|_| match &holder_mac {
             Some(mac) => format!("{vip} dev eth0 lladdr {mac} REACHABLE"),
             None => format!(
@@ -315,18 +298,17 @@ impl World {
         // Nodes that receive the client's traffic: the holder in L2 modes, every candidate with BGP ECMP.
         let entry: BTreeSet<&str> = match holder {
             Some(h) => [h].into_iter().collect(),
-            None if !l2 => cands.iter().copied().collect(),
+            None if !l2 => t.candidates.iter().map(String::as_str).collect(),
             None => BTreeSet::new(),
         };
         let mut reaches = BTreeSet::new();
-        if !entry.is_empty() {
-            for s in services {
-                for ep in eps_of(s).iter().filter(|e| e.ready) {
-                    let local_ok = ep.node_name.as_deref().is_some_and(|n| entry.contains(n));
-                    if s.external_traffic_policy == TrafficPolicy::Cluster || local_ok {
-                        reaches
-                            .insert(ep.pod.clone().unwrap_or_else(|| ep.ip.map(|i| i.to_string()).unwrap_or_default()));
-                    }
+        for s in &services {
+            let eps = self.cluster.endpoints.get(&s.key()).map(Vec::as_slice).unwrap_or_default();
+            for ep in eps.iter().filter(|e| e.ready) {
+                let on_entry = ep.node_name.as_deref().is_some_and(|n| entry.contains(n));
+                let reachable = !entry.is_empty() && (s.external_traffic_policy == TrafficPolicy::Cluster || on_entry);
+                if reachable {
+                    reaches.insert(ep.pod.clone().unwrap_or_else(|| ep.ip.map(|i| i.to_string()).unwrap_or_default()));
                 }
             }
         }
@@ -339,11 +321,11 @@ impl World {
             .collect();
         VipView {
             vip: vip.to_string(),
-            pool: pool.name.clone(),
-            protocol: pool.protocol.to_string(),
-            services: services.iter().map(|s| s.key().to_string()).collect(),
+            pool: t.pool.clone(),
+            protocol: t.protocol.to_string(),
+            services: t.services.iter().map(ToString::to_string).collect(),
             policy: policies.into_iter().collect::<Vec<_>>().join(","),
-            candidates: cands.iter().map(|s| s.to_string()).collect(),
+            candidates: t.candidates.clone(),
             holder: holder.map(str::to_string),
             holder_mac,
             ip_neigh,

@@ -4,6 +4,7 @@
 
 pub mod addr;
 pub mod alloc;
+pub mod announce;
 pub mod election;
 pub mod endpoints;
 pub mod ipam;

@@ -1,0 +1,61 @@
+//! What must be announced where: every allocated address with the Services sharing it, its candidate nodes and
+//! their preference order. The simulator, the speaker and the VRRP planner all start from this one list, so
+//! they can never disagree about who may hold a VIP.
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+
+use crate::election;
+use crate::ipam::Ipam;
+use crate::model::{Cluster, Protocol, Service, ServiceKey};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VipTarget {
+    pub vip: IpAddr,
+    pub pool: String,
+    pub protocol: Protocol,
+    /// The pool's `spec.interface` (a NIC name or `can_reach:<ip>`); `None` means the node's InternalIP NIC.
+    pub interface: Option<String>,
+    /// Services sharing the address, sorted.
+    pub services: Vec<ServiceKey>,
+    /// Nodes that may hold the VIP (union over the sharers), sorted by name.
+    pub candidates: Vec<String>,
+    /// `candidates` in rendezvous preference order: the first one holds the VIP while it is alive.
+    pub preference: Vec<String>,
+}
+
+/// Targets of every pool, in pool-name then address order. Services named in `used` but absent from the
+/// cluster are ignored (they contribute no candidates); a VIP whose sharers are all absent has no candidates.
+pub fn targets(cluster: &Cluster, ipam: &Ipam) -> Vec<VipTarget> {
+    let mut pools: Vec<_> = cluster.pools.iter().collect();
+    pools.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut out = Vec::new();
+    for pool in pools {
+        let Some(status) = ipam.pool_status(&pool.name) else { continue };
+        for (ip, holders) in &status.used {
+            let Ok(vip) = ip.parse::<IpAddr>() else { continue };
+            let mut keys: Vec<ServiceKey> = holders.split(';').filter_map(ServiceKey::parse).collect();
+            keys.sort();
+            keys.dedup();
+            let services: Vec<&Service> =
+                keys.iter().filter_map(|k| cluster.services.iter().find(|s| &s.key() == k)).collect();
+            let mut cands: BTreeSet<&str> = BTreeSet::new();
+            for s in &services {
+                let eps = cluster.endpoints.get(&s.key()).map(Vec::as_slice).unwrap_or_default();
+                cands.extend(election::candidates(s, &cluster.nodes, eps));
+            }
+            let candidates: Vec<&str> = cands.into_iter().collect();
+            let preference = election::rank(&vip, &candidates).into_iter().map(str::to_string).collect();
+            out.push(VipTarget {
+                vip,
+                pool: pool.name.clone(),
+                protocol: pool.protocol,
+                interface: pool.interface.clone().filter(|i| !i.is_empty()),
+                services: keys,
+                candidates: candidates.into_iter().map(str::to_string).collect(),
+                preference,
+            });
+        }
+    }
+    out
+}
