@@ -5,14 +5,18 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Debian packages the suite needs: none yet. The network-namespace lab (iproute2, iptables, keepalived...) and
-# the kube-apiserver build of the next issues add themselves to this list.
-apt_pkgs=()
+# Debian packages the suite needs: the network-namespace lab (openelb-cli lab, tests/lab_*.rs) runs iproute2,
+# iptables (kube-proxy's DNAT), ping/arping, keepalived (reference VRRP speaker), curl, tcpdump/tshark (captures)
+# and ndisc6. The kube-apiserver build of a later issue adds itself here.
+apt_pkgs=(iproute2 iptables iputils-ping iputils-arping keepalived curl tcpdump tshark ndisc6)
 missing=()
 for p in "${apt_pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ "${#missing[@]}" -gt 0 ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  # tshark's package asks whether non-root users may capture; answer "no" up front so nothing prompts.
+  echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections 2>/dev/null || true
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+  apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
 command -v cargo >/dev/null || { echo "cargo is required (rustup toolchain)" >&2; exit 1; }

@@ -3,6 +3,7 @@
 
 mod commands;
 mod input;
+mod lab;
 mod output;
 mod scenario;
 mod sim;
@@ -78,6 +79,9 @@ enum Command {
     },
     /// Print the Eip CustomResourceDefinition (v1alpha2 storage, v1alpha1 served) as YAML.
     Crd,
+    /// The seed's network in Linux network namespaces with real VRRP speakers (needs root): `lab demo`,
+    /// `lab up` / `lab down`, `lab bench`.
+    Lab(lab::LabArgs),
 }
 
 fn main() -> ExitCode {
@@ -87,6 +91,7 @@ fn main() -> ExitCode {
         Command::Simulate { inputs, scenario, output } => commands::simulate(&inputs, scenario.as_deref(), output),
         Command::Validate { inputs, output } => commands::validate(&inputs, output),
         Command::Crd => commands::crd(),
+        Command::Lab(args) => lab::run(args),
     };
     match result {
         Ok(code) => code,

@@ -12,6 +12,7 @@ pub mod lifecycle;
 pub mod model;
 pub mod select;
 pub mod validate;
+pub mod vrrp;
 
 pub use addr::{AddrRange, AddressError};
 pub use model::*;

@@ -1,4 +1,12 @@
-//! Network actions of openelb-rs. This issue only fixes the crate's place in the workspace; the `NetOps`
-//! trait, the Linux and in-memory implementations and the packet codecs arrive with the VIP data plane.
+//! Network actions of openelb-rs: the [`ops::NetOps`] trait the speaker drives, its Linux implementation
+//! ([`linux`]), an in-memory L2 segment in virtual time for simulation ([`memory`]) and the packet codecs.
 
 pub use openelb_core as core;
+
+#[cfg(target_os = "linux")]
+pub mod linux;
+pub mod memory;
+pub mod ops;
+
+pub use ops::{AdvertReceiver, Family, IfaceSpec, Interface, NetError, NetOps};
+pub mod wire;

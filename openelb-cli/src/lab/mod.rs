@@ -1,0 +1,271 @@
+//! `openelb-cli lab`: the seed's network rebuilt in Linux network namespaces (DESIGN §5), with real VRRP
+//! speakers, real Pods answering HTTP and kube-proxy's DNAT, so VIP mode is shown and measured end to end.
+//! Needs root. Only 192.0.2.0/24, 198.51.100.0/24 and 2001:db8::/32 are ever configured, and only inside
+//! namespaces named `oelb-<id>-...` that the lab creates and removes.
+
+pub mod bench;
+pub mod demo;
+pub mod keepalived;
+pub mod netns;
+pub mod plan;
+pub mod pod;
+pub mod probe;
+pub mod speaker;
+pub mod topology;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use clap::{Subcommand, ValueEnum};
+use openelb_core::model::TrafficPolicy;
+
+pub use plan::LabPlan;
+pub use speaker::{OpenelbSpeaker, Speaker};
+pub use topology::{Lab, LabConfig, STATE_ROOT};
+
+/// Tools every lab needs.
+pub const TOOLS: &[&str] = &["ip", "iptables", "ping", "curl", "sysctl"];
+
+#[derive(clap::Args)]
+pub struct LabArgs {
+    #[command(subcommand)]
+    pub command: LabCommand,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum SpeakerKind {
+    /// Debian's keepalived (VRRPv3), the reference.
+    Keepalived,
+    /// openelb-speaker ($OPENELB_SPEAKER or next to openelb-cli).
+    Openelb,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum PolicyArg {
+    #[value(name = "Cluster", alias = "cluster")]
+    Cluster,
+    #[value(name = "Local", alias = "local")]
+    Local,
+}
+
+impl From<PolicyArg> for TrafficPolicy {
+    fn from(p: PolicyArg) -> Self {
+        match p {
+            PolicyArg::Cluster => TrafficPolicy::Cluster,
+            PolicyArg::Local => TrafficPolicy::Local,
+        }
+    }
+}
+
+#[derive(clap::Args, Clone)]
+pub struct LabOpts {
+    /// Manifests (files or directories), as for the other subcommands; 192.168.0.x becomes 192.0.2.x.
+    #[arg(short = 'f', long = "filename", required = true, num_args = 1.., value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+    #[arg(long, value_enum, default_value_t = SpeakerKind::Keepalived)]
+    pub speaker: SpeakerKind,
+    /// Overrides every Service's externalTrafficPolicy.
+    #[arg(long, value_enum)]
+    pub policy: Option<PolicyArg>,
+    /// VRRP advert interval (`1s`, `100ms`); default: keepalived 1s, openelb-speaker its own default.
+    #[arg(long, value_parser = parse_duration)]
+    pub advert_interval: Option<Duration>,
+}
+
+#[derive(Subcommand)]
+pub enum LabCommand {
+    /// Build the lab, show the seed's Step 4 from the client (ping, ip neigh, curl), crash the VIP's holder,
+    /// show the takeover and the outage the client saw, then remove everything.
+    Demo(LabOpts),
+    /// Build the lab and leave it running for exploration (`ip netns exec oelb-<id>-client ...`).
+    Up {
+        #[command(flatten)]
+        opts: LabOpts,
+        /// Lab id, part of every namespace name (`oelb-<id>-...`).
+        #[arg(long, default_value = "lab")]
+        id: String,
+    },
+    /// Remove a lab left by `lab up` (or by a killed run): its recorded namespaces and processes.
+    Down {
+        /// Lab id; without it, every recorded lab.
+        #[arg(long)]
+        id: Option<String>,
+    },
+    /// Failover figures for keepalived (advert 1 s and 0.1 s) and openelb-speaker (defaults and 1 s), crash
+    /// and graceful, N runs each; GARP latency; speaker RSS and CPU.
+    Bench {
+        #[arg(short = 'f', long = "filename", num_args = 1.., value_name = "PATH", default_value = "examples/vip-mode")]
+        paths: Vec<PathBuf>,
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+    },
+    /// The Pods' HTTP responder (run inside a Pod namespace by the lab).
+    #[command(hide = true)]
+    PodHttp {
+        #[arg(long)]
+        name: String,
+        #[arg(long, default_value = "0.0.0.0:8080")]
+        listen: SocketAddr,
+    },
+}
+
+/// `100ms`, `1s`, `0.1s`, or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let (num, scale) = if let Some(n) = t.strip_suffix("ms") {
+        (n, 0.001)
+    } else if let Some(n) = t.strip_suffix('s') {
+        (n, 1.0)
+    } else {
+        (t, 1.0)
+    };
+    let v: f64 = num.trim().parse().map_err(|_| format!("{s:?}: expected a duration like 100ms or 1s"))?;
+    if !v.is_finite() || v <= 0.0 || v * scale > 255.0 {
+        return Err(format!("{s:?}: must be above 0 and at most 255 s"));
+    }
+    Ok(Duration::from_secs_f64(v * scale))
+}
+
+impl LabOpts {
+    pub fn to_speaker(&self) -> Result<Speaker> {
+        Ok(match self.speaker {
+            SpeakerKind::Keepalived => Speaker::keepalived(self.advert_interval.unwrap_or(Duration::from_secs(1))),
+            SpeakerKind::Openelb => {
+                let binary = speaker::find_openelb_speaker().ok_or_else(|| {
+                    anyhow!("openelb-speaker not found: build it, or set {} to its path", speaker::ENV_SPEAKER)
+                })?;
+                Speaker::Openelb(OpenelbSpeaker { binary, advert_interval: self.advert_interval, ..Default::default() })
+            }
+        })
+    }
+}
+
+/// Labs of this process that a Ctrl-C must remove.
+static ACTIVE: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+fn set_active(id: &str, on: bool) {
+    if let Ok(mut a) = ACTIVE.lock() {
+        a.retain(|x| x != id);
+        if on {
+            a.push(id.to_string());
+        }
+    }
+}
+
+/// On Ctrl-C, removes this process's labs through their state files and exits 130, so an interrupted demo
+/// or bench leaves nothing behind.
+fn install_ctrl_c() {
+    std::thread::spawn(|| {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+        if rt.block_on(tokio::signal::ctrl_c()).is_err() {
+            return;
+        }
+        eprintln!("\ninterrupted: removing the lab");
+        let ids = ACTIVE.lock().map(|a| a.clone()).unwrap_or_default();
+        for id in ids {
+            if let Err(e) = topology::down(std::path::Path::new(STATE_ROOT), &id) {
+                eprintln!("warning: {e:#}");
+            }
+        }
+        std::process::exit(130);
+    });
+}
+
+fn require_lab(extra: &[&str]) -> Result<()> {
+    let mut tools = TOOLS.to_vec();
+    tools.extend_from_slice(extra);
+    if let Some(why) = netns::unavailable(&tools) {
+        bail!("the lab cannot run here: {why}");
+    }
+    Ok(())
+}
+
+fn cli_exe() -> Result<PathBuf> {
+    std::env::current_exe().context("cannot find the openelb-cli executable to run the Pods")
+}
+
+pub fn run(args: LabArgs) -> Result<ExitCode> {
+    match args.command {
+        LabCommand::PodHttp { name, listen } => {
+            pod::serve(&name, listen)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        LabCommand::Demo(opts) => {
+            let speaker = opts.to_speaker()?;
+            require_lab(if matches!(speaker, Speaker::Keepalived { .. }) { &["keepalived"] } else { &[] })?;
+            install_ctrl_c();
+            let cfg = LabConfig::unique(cli_exe()?);
+            let plan = LabPlan::from_paths(&opts.paths, &cfg.id, opts.policy.map(Into::into))?;
+            let result = Lab::build(plan, &cfg).and_then(|mut lab| {
+                let shown = demo::run(&mut lab, &speaker);
+                let removed = lab.teardown();
+                println!("\nlab {} removed", cfg.id);
+                shown.and(removed)
+            });
+            result.map(|_| ExitCode::SUCCESS)
+        }
+        LabCommand::Up { opts, id } => {
+            let speaker = opts.to_speaker()?;
+            require_lab(if matches!(speaker, Speaker::Keepalived { .. }) { &["keepalived"] } else { &[] })?;
+            let cfg = LabConfig { id: id.clone(), cli_exe: cli_exe()?, state_root: PathBuf::from(STATE_ROOT) };
+            let plan = LabPlan::from_paths(&opts.paths, &id, opts.policy.map(Into::into))?;
+            let mut lab = Lab::build(plan, &cfg)?;
+            lab.start_speakers(&speaker)?;
+            let holder = lab.wait_holder(None, demo::HOLDER_TIMEOUT)?;
+            let plan = lab.plan.clone();
+            let state = lab.detach();
+            println!("lab {id} is up: VIP {} held by {holder}; namespaces:", plan.vip);
+            for ns in &state.namespaces {
+                println!("  {ns}");
+            }
+            println!("try:  ip netns exec {} curl http://{}/", plan.client_ns, plan.vip);
+            println!("done: openelb-cli lab down --id {id}");
+            Ok(ExitCode::SUCCESS)
+        }
+        LabCommand::Down { id } => {
+            let root = std::path::Path::new(STATE_ROOT);
+            let ids = match id {
+                Some(id) => vec![id],
+                None => topology::recorded(root),
+            };
+            if ids.is_empty() {
+                println!("no lab recorded under {STATE_ROOT}");
+            }
+            for id in ids {
+                let state = topology::down(root, &id)?;
+                println!("lab {id}: removed {} namespaces", state.namespaces.len());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        LabCommand::Bench { paths, runs } => {
+            require_lab(&["keepalived", "tcpdump"])?;
+            install_ctrl_c();
+            bench::run(&bench::BenchInput { paths, cli_exe: cli_exe()?, runs })?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Registers a lab for Ctrl-C cleanup while it exists ([`Lab::build`] and [`Lab::teardown`] call it).
+pub fn track(id: &str, active: bool) {
+    set_active(id, active);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_accept_ms_s_and_bare_seconds() {
+        assert_eq!(parse_duration("100ms"), Ok(Duration::from_millis(100)));
+        assert_eq!(parse_duration("1s"), Ok(Duration::from_secs(1)));
+        assert_eq!(parse_duration("0.1"), Ok(Duration::from_millis(100)));
+        for bad in ["", "0", "-1s", "fast", "300s"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+}

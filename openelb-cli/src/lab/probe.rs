@@ -1,0 +1,293 @@
+//! What the client sees: a 10 ms ping whose largest gap between replies is the outage, and a capture on the
+//! switch's bridge that times gratuitous ARPs and VRRP adverts. Both run as processes in lab namespaces and
+//! are parsed from their text output, so the clock is the kernel's receive timestamp, not our scheduling.
+
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Result, bail};
+
+use super::netns::{self, Sig};
+
+/// Seconds since the epoch, the clock `ping -D` and `tcpdump -tt` print.
+pub fn now_epoch() -> f64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+}
+
+/// `[1732723200.123456] 64 bytes from 192.0.2.91: icmp_seq=7 ttl=64 time=0.05 ms` → the timestamp.
+pub fn parse_ping_reply(line: &str) -> Option<f64> {
+    if !line.contains(" bytes from ") {
+        return None;
+    }
+    let rest = line.strip_prefix('[')?;
+    let (ts, _) = rest.split_once(']')?;
+    ts.parse().ok()
+}
+
+/// Largest gap between consecutive timestamps that ends after `from` (earlier gaps are steady state).
+pub fn largest_gap(replies: &[f64], from: f64) -> Option<f64> {
+    replies
+        .windows(2)
+        .filter(|w| w[1] >= from)
+        .map(|w| w[1] - w[0])
+        .fold(None, |m, g| Some(m.map_or(g, |m: f64| m.max(g))))
+}
+
+/// `ping -D -n -i 0.01 -W 0.1 VIP` in the client, replies collected in the background.
+pub struct PingProbe {
+    child: Child,
+    replies: Arc<Mutex<Vec<f64>>>,
+    reader: Option<JoinHandle<()>>,
+}
+
+impl PingProbe {
+    pub fn start(client_ns: &str, vip: Ipv4Addr) -> Result<Self> {
+        let vip = vip.to_string();
+        let mut child = netns::spawn(
+            client_ns,
+            &["ping", "-D", "-n", "-i", "0.01", "-W", "0.1", &vip],
+            Stdio::piped(),
+            Stdio::null(),
+        )?;
+        let replies = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&replies);
+        let reader = child.stdout.take().map(|out| {
+            std::thread::spawn(move || {
+                for line in BufReader::new(out).lines() {
+                    let Ok(line) = line else { break };
+                    if let Some(ts) = parse_ping_reply(&line)
+                        && let Ok(mut v) = sink.lock()
+                    {
+                        v.push(ts);
+                    }
+                }
+            })
+        });
+        Ok(PingProbe { child, replies, reader })
+    }
+
+    pub fn replies(&self) -> Vec<f64> {
+        self.replies.lock().map(|v| v.clone()).unwrap_or_default()
+    }
+
+    /// Waits until `count` replies arrived after `after` (epoch seconds); false on timeout.
+    pub fn wait_replies_after(&self, after: f64, count: usize, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.replies().iter().filter(|t| **t > after).count() >= count {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        false
+    }
+
+    /// Stops ping and returns every reply timestamp.
+    pub fn stop(mut self) -> Vec<f64> {
+        netns::stop_child(&mut self.child, Sig::Int, Duration::from_secs(1));
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
+        self.replies()
+    }
+}
+
+impl Drop for PingProbe {
+    fn drop(&mut self) {
+        netns::stop_child(&mut self.child, Sig::Kill, Duration::from_millis(100));
+    }
+}
+
+/// One frame of interest on the bridge.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Frame {
+    /// A gratuitous ARP (sender IP = target IP, request or reply) for `ip`, from `mac`.
+    Garp { ts: f64, mac: String, ip: Ipv4Addr },
+    /// A VRRP advertisement from `mac` with `prio`.
+    Vrrp { ts: f64, mac: String, prio: Option<u8> },
+}
+
+/// Parses one line of `tcpdump -n -e -tt -l`.
+pub fn parse_tcpdump(line: &str) -> Option<Frame> {
+    let mut words = line.split_whitespace();
+    let ts: f64 = words.next()?.parse().ok()?;
+    let mac = words.next()?.to_ascii_lowercase();
+    let rest = line.split_once(": ").map(|(_, r)| r)?;
+    if let Some(r) = rest.strip_prefix("Request who-has ") {
+        let mut w = r.split_whitespace();
+        let target = w.next()?;
+        let (Some("tell"), Some(sender)) = (w.next(), w.next()) else { return None };
+        let sender = sender.trim_end_matches(',');
+        return (target == sender).then(|| target.parse().ok().map(|ip| Frame::Garp { ts, mac, ip }))?;
+    }
+    if let Some(r) = rest.strip_prefix("Reply ") {
+        let ip = r.split_whitespace().next()?.parse().ok()?;
+        return Some(Frame::Garp { ts, mac, ip });
+    }
+    if rest.contains("VRRP") {
+        let prio = rest
+            .split("prio ")
+            .nth(1)
+            .and_then(|p| p.split(|c: char| !c.is_ascii_digit()).next())
+            .and_then(|p| p.parse().ok());
+        return Some(Frame::Vrrp { ts, mac, prio });
+    }
+    None
+}
+
+/// `tcpdump` on the switch's bridge: ARP and VRRP, written to a file and parsed after it stops.
+pub struct Capture {
+    child: Child,
+    out: PathBuf,
+}
+
+impl Capture {
+    pub fn start(switch_ns: &str, dir: &Path, name: &str) -> Result<Self> {
+        let out = dir.join(format!("{name}.txt"));
+        let err = dir.join(format!("{name}.err"));
+        let _ = fs::remove_file(&out);
+        let _ = fs::remove_file(&err);
+        let child = netns::spawn(
+            switch_ns,
+            &["tcpdump", "-i", "br0", "-n", "-e", "-tt", "-l", "arp or ip proto 112"],
+            netns::log_file(&out)?,
+            netns::log_file(&err)?,
+        )?;
+        let mut cap = Capture { child, out };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if fs::read_to_string(&err).unwrap_or_default().contains("listening on") {
+                return Ok(cap);
+            }
+            if Instant::now() >= deadline || !matches!(cap.child.try_wait(), Ok(None)) {
+                let msg = fs::read_to_string(&err).unwrap_or_default();
+                netns::stop_child(&mut cap.child, Sig::Kill, Duration::from_millis(100));
+                bail!("tcpdump on br0 did not start: {}", msg.trim());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Stops tcpdump (SIGINT flushes its output) and returns the parsed frames.
+    pub fn stop(mut self) -> Vec<Frame> {
+        netns::stop_child(&mut self.child, Sig::Int, Duration::from_secs(2));
+        fs::read_to_string(&self.out).unwrap_or_default().lines().filter_map(parse_tcpdump).collect()
+    }
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        netns::stop_child(&mut self.child, Sig::Kill, Duration::from_millis(100));
+    }
+}
+
+/// First gratuitous ARP for `vip` from `mac` at or after `from`.
+pub fn first_garp(frames: &[Frame], vip: Ipv4Addr, mac: &str, from: f64) -> Option<f64> {
+    frames.iter().find_map(|f| match f {
+        Frame::Garp { ts, mac: m, ip } if *ts >= from && *ip == vip && m.eq_ignore_ascii_case(mac) => Some(*ts),
+        _ => None,
+    })
+}
+
+/// First VRRP advert from `mac` at or after `from`: the new master announcing itself, i.e. its decision.
+pub fn first_advert(frames: &[Frame], mac: &str, from: f64) -> Option<f64> {
+    frames.iter().find_map(|f| match f {
+        Frame::Vrrp { ts, mac: m, prio } if *ts >= from && m.eq_ignore_ascii_case(mac) && *prio != Some(0) => Some(*ts),
+        _ => None,
+    })
+}
+
+/// RSS (kB) and CPU time (clock ticks) of one process from /proc.
+pub fn proc_usage(pid: u32) -> Option<(u64, u64)> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let rss = status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?.split_whitespace().next()?.parse().ok()?;
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may contain spaces) start at state; utime/stime are 14 and 15.
+    let after = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let utime: u64 = f.get(11)?.parse().ok()?;
+    let stime: u64 = f.get(12)?.parse().ok()?;
+    Some((rss, utime + stime))
+}
+
+pub fn clock_ticks() -> f64 {
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 { t as f64 } else { 100.0 }
+}
+
+/// Summed RSS (MB) and CPU (% of one core) of `pids` over `window`.
+pub fn sample_usage(pids: &[u32], window: Duration) -> Option<(f64, f64)> {
+    let before: Vec<(u64, u64)> = pids.iter().filter_map(|p| proc_usage(*p)).collect();
+    if before.is_empty() {
+        return None;
+    }
+    let t0 = Instant::now();
+    std::thread::sleep(window);
+    let after: Vec<(u64, u64)> = pids.iter().filter_map(|p| proc_usage(*p)).collect();
+    let secs = t0.elapsed().as_secs_f64();
+    let rss_kb: u64 = after.iter().map(|u| u.0).sum();
+    let ticks = after.iter().map(|u| u.1).sum::<u64>().saturating_sub(before.iter().map(|u| u.1).sum());
+    Some((rss_kb as f64 / 1024.0, ticks as f64 / clock_ticks() / secs * 100.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ping_lines_with_replies_give_their_timestamp() {
+        assert_eq!(
+            parse_ping_reply("[1732723200.123456] 64 bytes from 192.0.2.91: icmp_seq=7 ttl=64 time=0.05 ms"),
+            Some(1732723200.123456)
+        );
+        assert_eq!(parse_ping_reply("[1732723200.1] From 192.0.2.5 icmp_seq=9 Destination Host Unreachable"), None);
+        assert_eq!(parse_ping_reply("PING 192.0.2.91 (192.0.2.91) 56(84) bytes of data."), None);
+    }
+
+    #[test]
+    fn outage_is_the_largest_gap_ending_after_the_event() {
+        let r = [0.0, 0.5, 0.51, 0.52, 0.9, 0.91];
+        assert_eq!(largest_gap(&r, 0.51), Some(0.9 - 0.52));
+        assert_eq!(largest_gap(&r, 0.0).map(|g| (g * 100.0).round()), Some(50.0));
+        assert_eq!(largest_gap(&[1.0], 0.0), None);
+    }
+
+    #[test]
+    fn tcpdump_garps_and_adverts_are_recognised() {
+        let g = "1732723200.500001 52:54:22:3a:e6:6e > ff:ff:ff:ff:ff:ff, ethertype ARP (0x0806), length 42: \
+                 Request who-has 192.0.2.91 tell 192.0.2.91, length 28";
+        assert_eq!(
+            parse_tcpdump(g),
+            Some(Frame::Garp {
+                ts: 1732723200.500001,
+                mac: "52:54:22:3a:e6:6e".into(),
+                ip: Ipv4Addr::new(192, 0, 2, 91)
+            })
+        );
+        let normal = "1.0 52:54:22:fa:b9:3b > ff:ff:ff:ff:ff:ff, ethertype ARP (0x0806), length 42: \
+                      Request who-has 192.0.2.91 tell 192.0.2.5, length 28";
+        assert_eq!(parse_tcpdump(normal), None);
+        let v = "2.5 52:54:22:37:6c:7b > 01:00:5e:00:00:12, ethertype IPv4 (0x0800), length 54: 192.0.2.4 > \
+                 224.0.0.18: VRRPv3, Advertisement, vrid 91, prio 200, intvl 10cs, length 12";
+        assert_eq!(parse_tcpdump(v), Some(Frame::Vrrp { ts: 2.5, mac: "52:54:22:37:6c:7b".into(), prio: Some(200) }));
+        let frames = [parse_tcpdump(v).unwrap(), parse_tcpdump(g).unwrap()];
+        assert_eq!(
+            first_garp(&frames, Ipv4Addr::new(192, 0, 2, 91), "52:54:22:3A:E6:6E", 0.0),
+            Some(1732723200.500001)
+        );
+        assert_eq!(first_advert(&frames, "52:54:22:37:6c:7b", 3.0), None);
+    }
+
+    #[test]
+    fn this_process_has_an_rss_and_cpu_time() {
+        let (rss, _) = proc_usage(std::process::id()).unwrap();
+        assert!(rss > 0);
+    }
+}

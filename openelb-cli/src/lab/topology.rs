@@ -1,0 +1,444 @@
+//! Building the seed's network in namespaces (DESIGN §5) and taking it down again on every path out.
+//!
+//! A [`Lab`] owns what it created: its namespaces (recorded in a state file before they exist, so `lab down`
+//! or a later run can remove them after a crash of this process), the Pod processes and the speakers. Dropping
+//! it removes everything unless [`Lab::detach`] handed it over to `lab down`.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use serde::{Deserialize, Serialize};
+
+use super::netns::{self, PREFIX, Sig};
+use super::plan::{CLIENT_IP, CLIENT_MAC, LabPlan, POD_NET, mac_string};
+use super::pod;
+use super::speaker::{RunningSpeaker, Speaker, write_manifests};
+
+/// Where labs record what to clean up.
+pub const STATE_ROOT: &str = "/run/openelb-lab";
+
+/// What `lab down` needs to remove a lab this process may no longer know about.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct State {
+    pub id: String,
+    pub namespaces: Vec<String>,
+    pub vip: Ipv4Addr,
+}
+
+/// How to build a lab: its id (unique among running labs) and the binary that serves the Pods.
+#[derive(Debug, Clone)]
+pub struct LabConfig {
+    pub id: String,
+    /// openelb-cli, run as `lab pod-http` inside each Pod namespace.
+    pub cli_exe: PathBuf,
+    pub state_root: PathBuf,
+}
+
+impl LabConfig {
+    /// `id` from this process and a counter, so parallel tests and runs never share names.
+    pub fn unique(cli_exe: PathBuf) -> Self {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let id = format!("{}x{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+        LabConfig { id, cli_exe, state_root: PathBuf::from(STATE_ROOT) }
+    }
+}
+
+/// A client-side neighbour entry, `ip neigh show VIP dev eth0`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Neigh {
+    pub line: String,
+    pub mac: Option<String>,
+    pub state: String,
+}
+
+pub struct Lab {
+    pub plan: LabPlan,
+    /// State file, keepalived configs, logs and the speakers' manifests.
+    pub dir: PathBuf,
+    created: Vec<String>,
+    pods: Vec<Child>,
+    speakers: Vec<RunningSpeaker>,
+    speaker: Option<Speaker>,
+    /// Nodes crashed by [`Lab::crash`]: they may still carry the VIP on a dead link.
+    down: BTreeSet<String>,
+    detached: bool,
+}
+
+fn state_path(dir: &Path) -> PathBuf {
+    dir.join("state.json")
+}
+
+impl Lab {
+    /// Creates every namespace, link, address, route and kube-proxy rule of the plan and starts the Pods.
+    /// On error, what was created is removed before returning.
+    pub fn build(plan: LabPlan, cfg: &LabConfig) -> Result<Lab> {
+        if plan.id != cfg.id {
+            bail!("lab plan id {:?} differs from the config's {:?}", plan.id, cfg.id);
+        }
+        let dir = cfg.state_root.join(&cfg.id);
+        if dir.exists() {
+            bail!(
+                "{}: a lab with id {:?} exists; run `openelb-cli lab down --id {}` first",
+                dir.display(),
+                cfg.id,
+                cfg.id
+            );
+        }
+        fs::create_dir_all(&dir).with_context(|| format!("{}: cannot create", dir.display()))?;
+        let state = State { id: plan.id.clone(), namespaces: plan.namespaces(), vip: plan.vip };
+        fs::write(state_path(&dir), serde_json::to_vec_pretty(&state)?)
+            .with_context(|| format!("{}: cannot write the state file", dir.display()))?;
+        super::track(&plan.id, true);
+        let mut lab = Lab {
+            plan,
+            dir,
+            created: Vec::new(),
+            pods: Vec::new(),
+            speakers: Vec::new(),
+            speaker: None,
+            down: BTreeSet::new(),
+            detached: false,
+        };
+        // On failure `lab` drops here and removes what exists.
+        lab.create(&cfg.cli_exe)?;
+        Ok(lab)
+    }
+
+    fn add_ns(&mut self, name: &str) -> Result<()> {
+        netns::add(name)?;
+        self.created.push(name.to_string());
+        netns::ip_in(name, &["link", "set", "lo", "up"])?;
+        Ok(())
+    }
+
+    fn create(&mut self, cli_exe: &Path) -> Result<()> {
+        let plan = self.plan.clone();
+        let sw = plan.switch_ns.as_str();
+        self.add_ns(sw)?;
+        netns::ip_in(sw, &["link", "add", "br0", "type", "bridge"])?;
+        netns::ip_in(sw, &["link", "set", "br0", "up"])?;
+
+        let mut hosts: Vec<(String, Ipv4Addr, String)> =
+            plan.nodes.iter().map(|n| (n.ns.clone(), n.ip, n.mac_string())).collect();
+        hosts.push((plan.client_ns.clone(), CLIENT_IP, mac_string(&CLIENT_MAC)));
+        for (i, (ns, ip, mac)) in hosts.iter().enumerate() {
+            self.add_ns(ns)?;
+            let port = format!("p{i}");
+            netns::ip_in(
+                ns,
+                &["link", "add", "eth0", "address", mac, "type", "veth", "peer", "name", &port, "netns", sw],
+            )?;
+            netns::ip_in(sw, &["link", "set", &port, "master", "br0", "up"])?;
+            netns::ip_in(ns, &["addr", "add", &format!("{ip}/24"), "dev", "eth0"])?;
+            netns::ip_in(ns, &["link", "set", "eth0", "up"])?;
+        }
+
+        for node in &plan.nodes {
+            netns::exec(&node.ns, &["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
+            // Other nodes' Pods are reached through those nodes, as a flat Pod network would route them.
+            for other in plan.nodes.iter().filter(|o| o.name != node.name) {
+                let net = format!("{}/28", other.pod_net);
+                netns::ip_in(&node.ns, &["route", "add", &net, "via", &other.ip.to_string()])?;
+            }
+        }
+        for pod in &plan.pods {
+            let node = plan.node(&pod.node).ok_or_else(|| anyhow!("Pod {} on unknown node {}", pod.name, pod.node))?;
+            self.add_ns(&pod.ns)?;
+            netns::ip_in(
+                &node.ns,
+                &["link", "add", &pod.node_if, "type", "veth", "peer", "name", "eth0", "netns", &pod.ns],
+            )?;
+            let gw = node.pod_gateway();
+            // The node's side carries the /28's gateway address once; more Pods reuse it through /32 routes.
+            let _ = netns::ip_in(&node.ns, &["addr", "add", &format!("{gw}/32"), "dev", &pod.node_if]);
+            netns::ip_in(&node.ns, &["link", "set", &pod.node_if, "up"])?;
+            netns::ip_in(&node.ns, &["route", "add", &format!("{}/32", pod.ip), "dev", &pod.node_if])?;
+            netns::ip_in(&pod.ns, &["addr", "add", &format!("{}/32", pod.ip), "dev", "eth0"])?;
+            netns::ip_in(&pod.ns, &["link", "set", "eth0", "up"])?;
+            netns::ip_in(&pod.ns, &["route", "add", &format!("{gw}/32"), "dev", "eth0"])?;
+            netns::ip_in(&pod.ns, &["route", "add", "default", "via", &gw.to_string(), "dev", "eth0"])?;
+        }
+        for node in &plan.nodes {
+            self.kube_proxy(&node.name)?;
+        }
+        for pod in &plan.pods {
+            self.start_pod(cli_exe, &pod.ns, &pod.name)?;
+        }
+        Ok(())
+    }
+
+    /// kube-proxy's part: DNAT VIP:port to the node's backends in turn (nth, so four requests alternate
+    /// deterministically between two Pods), and masquerade what crosses to another node under Cluster so the
+    /// reply comes back through this node. Local keeps the client's address and only local Pods.
+    fn kube_proxy(&self, node: &str) -> Result<()> {
+        let Some(spec) = self.plan.node(node) else { bail!("unknown node {node}") };
+        let backends: Vec<_> = self.plan.backends(node).into_iter().filter(|p| !self.down.contains(&p.node)).collect();
+        let vip = format!("{}/32", self.plan.vip);
+        let port = self.plan.port.to_string();
+        let n = backends.len();
+        for (k, pod) in backends.iter().enumerate() {
+            let to = format!("{}:{}", pod.ip, self.plan.target_port);
+            let every = (n - k).to_string();
+            let mut rule =
+                vec!["iptables", "-w", "-t", "nat", "-A", "PREROUTING", "-d", &vip, "-p", "tcp", "--dport", &port];
+            if k + 1 < n {
+                rule.extend(["-m", "statistic", "--mode", "nth", "--every", &every, "--packet", "0"]);
+            }
+            rule.extend(["-j", "DNAT", "--to-destination", &to]);
+            netns::exec(&spec.ns, &rule)?;
+        }
+        if self.plan.policy == openelb_core::model::TrafficPolicy::Cluster && !backends.is_empty() {
+            let pods = format!("{POD_NET}/24");
+            netns::exec(
+                &spec.ns,
+                &["iptables", "-w", "-t", "nat", "-A", "POSTROUTING", "-o", "eth0", "-d", &pods, "-j", "MASQUERADE"],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// The endpoints controller's eventual answer to a lost node: every live node's rules are rewritten
+    /// without the Pods of crashed nodes (kube-proxy only learns of it once the node is NotReady).
+    pub fn resync_kube_proxy(&self) -> Result<()> {
+        for node in self.plan.nodes.iter().filter(|n| !self.down.contains(&n.name)) {
+            for chain in ["PREROUTING", "POSTROUTING"] {
+                netns::exec(&node.ns, &["iptables", "-w", "-t", "nat", "-F", chain])?;
+            }
+            self.kube_proxy(&node.name)?;
+        }
+        Ok(())
+    }
+
+    fn start_pod(&mut self, cli_exe: &Path, ns: &str, name: &str) -> Result<()> {
+        let exe = cli_exe.display().to_string();
+        let listen = format!("0.0.0.0:{}", self.plan.target_port);
+        let log = self.dir.join(format!("pod-{name}.log"));
+        let mut child = netns::spawn(
+            ns,
+            &[&exe, "lab", "pod-http", "--name", name, "--listen", &listen],
+            Stdio::piped(),
+            netns::log_file(&log)?,
+        )?;
+        let ready = child.stdout.take().map(|out| {
+            let mut line = String::new();
+            let _ = BufReader::new(out).read_line(&mut line);
+            line
+        });
+        let ok = ready.as_deref().is_some_and(|l| l.starts_with(pod::READY));
+        self.pods.push(child);
+        if !ok {
+            let log = fs::read_to_string(&log).unwrap_or_default();
+            bail!("Pod {name}: the HTTP responder did not start: {}", log.trim());
+        }
+        Ok(())
+    }
+
+    /// Starts `speaker` on every node it runs on (see [`Speaker::nodes`]).
+    pub fn start_speakers(&mut self, speaker: &Speaker) -> Result<()> {
+        let manifests = match speaker {
+            Speaker::Openelb(o) => write_manifests(&self.plan, &self.dir.join("manifests"), o.extra_v6_vips)?,
+            Speaker::Keepalived { .. } => self.dir.join("manifests"),
+        };
+        for node in speaker.nodes(&self.plan) {
+            let s = RunningSpeaker::start(speaker, &self.plan, &node, &self.dir, &manifests)?;
+            self.speakers.push(s);
+        }
+        self.speaker = Some(speaker.clone());
+        Ok(())
+    }
+
+    pub fn speakers(&self) -> &[RunningSpeaker] {
+        &self.speakers
+    }
+
+    pub fn speaker_on(&mut self, node: &str) -> Option<&mut RunningSpeaker> {
+        self.speakers.iter_mut().find(|s| s.node == node)
+    }
+
+    /// Nodes that are up and have the VIP on eth0.
+    pub fn holders(&self) -> Result<Vec<String>> {
+        let vip = format!(" {}/", self.plan.vip);
+        let mut out = Vec::new();
+        for node in self.plan.nodes.iter().filter(|n| !self.down.contains(&n.name)) {
+            let addrs = netns::ip_in(&node.ns, &["-o", "-4", "addr", "show", "dev", "eth0"])?;
+            if addrs.contains(&vip) {
+                out.push(node.name.clone());
+            }
+        }
+        Ok(out)
+    }
+
+    /// Waits until exactly one live node holds the VIP (other than `not`) and returns it.
+    pub fn wait_holder(&self, not: Option<&str>, timeout: Duration) -> Result<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let h = self.holders()?;
+            if let [one] = h.as_slice()
+                && Some(one.as_str()) != not
+            {
+                return Ok(one.clone());
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "no single holder of {} after {:?} (holders: {h:?}); speaker logs in {}",
+                    self.plan.vip,
+                    timeout,
+                    self.dir.display()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Node crash: the speaker frozen then killed, then the node's link down (as the anchor measured).
+    pub fn crash(&mut self, node: &str) -> Result<()> {
+        let ns = self.plan.node(node).map(|n| n.ns.clone()).ok_or_else(|| anyhow!("unknown node {node}"))?;
+        if let Some(s) = self.speaker_on(node) {
+            s.crash();
+        }
+        netns::ip_in(&ns, &["link", "set", "eth0", "down"])?;
+        self.down.insert(node.to_string());
+        Ok(())
+    }
+
+    /// Planned stop of the speaker on `node` (SIGTERM; it hands the VIP over).
+    pub fn stop_speaker(&mut self, node: &str) -> Result<()> {
+        let s = self.speaker_on(node).ok_or_else(|| anyhow!("no speaker runs on {node}"))?;
+        s.terminate(Duration::from_secs(5));
+        Ok(())
+    }
+
+    /// Brings a crashed node back: stale VIP removed (a killed keepalived leaves it), link up, speaker
+    /// restarted.
+    #[allow(dead_code)] // for the root tests (tests/lab_*.rs include this module)
+    pub fn restore(&mut self, node: &str) -> Result<()> {
+        let ns = self.plan.node(node).map(|n| n.ns.clone()).ok_or_else(|| anyhow!("unknown node {node}"))?;
+        let _ = netns::ip_in(&ns, &["addr", "del", &format!("{}/32", self.plan.vip), "dev", "eth0"]);
+        netns::ip_in(&ns, &["link", "set", "eth0", "up"])?;
+        self.down.remove(node);
+        self.resync_kube_proxy()?;
+        if let Some(speaker) = self.speaker.clone() {
+            self.speakers.retain(|s| s.node != node);
+            let s = RunningSpeaker::start(&speaker, &self.plan, node, &self.dir, &self.dir.join("manifests"))?;
+            self.speakers.push(s);
+        }
+        Ok(())
+    }
+
+    /// Runs `argv` in the client namespace, returning stdout whatever the exit status.
+    pub fn client(&self, argv: &[&str]) -> Result<String> {
+        let out = netns::exec_output(&self.plan.client_ns, argv)?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// `ip neigh show VIP dev eth0` in the client.
+    pub fn client_neigh(&self) -> Result<Option<Neigh>> {
+        let vip = self.plan.vip.to_string();
+        let out = netns::ip_in(&self.plan.client_ns, &["neigh", "show", &vip, "dev", "eth0"])?;
+        Ok(out.lines().next().filter(|l| !l.trim().is_empty()).map(|line| {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            let mac = words.iter().position(|w| *w == "lladdr").and_then(|i| words.get(i + 1)).map(|m| m.to_string());
+            // `ip neigh show ADDR dev eth0` omits the device; print it as plain `ip neigh` (and the seed) do.
+            let rest = words.get(1..).unwrap_or_default().join(" ");
+            Neigh { line: format!("{vip} dev eth0 {rest}"), mac, state: words.last().unwrap_or(&"").to_string() }
+        }))
+    }
+
+    /// One `curl http://VIP:port/` from the client; the body, or an error naming what curl said.
+    pub fn curl(&self) -> Result<String> {
+        let url = format!("http://{}:{}/", self.plan.vip, self.plan.port);
+        let out = netns::exec_output(&self.plan.client_ns, &["curl", "-sS", "--max-time", "2", &url])?;
+        if !out.status.success() {
+            bail!("curl {url}: {}", String::from_utf8_lossy(&out.stderr).trim());
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Hands the lab over to `lab down`: dropping it no longer removes anything.
+    pub fn detach(mut self) -> State {
+        self.detached = true;
+        super::track(&self.plan.id, false);
+        State { id: self.plan.id.clone(), namespaces: self.plan.namespaces(), vip: self.plan.vip }
+    }
+
+    /// Removes everything; safe to call more than once.
+    pub fn teardown(&mut self) -> Result<()> {
+        for s in &mut self.speakers {
+            s.crash();
+        }
+        self.speakers.clear();
+        for p in &mut self.pods {
+            netns::stop_child(p, Sig::Kill, Duration::from_millis(500));
+        }
+        self.pods.clear();
+        let mut errors = Vec::new();
+        for ns in self.created.drain(..).rev() {
+            if let Err(e) = netns::destroy(&ns) {
+                errors.push(format!("{e:#}"));
+            }
+        }
+        if self.dir.exists()
+            && let Err(e) = fs::remove_dir_all(&self.dir)
+        {
+            errors.push(format!("{}: {e}", self.dir.display()));
+        }
+        super::track(&self.plan.id, false);
+        if errors.is_empty() { Ok(()) } else { Err(anyhow!("lab {} cleanup: {}", self.plan.id, errors.join("; "))) }
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        if self.detached {
+            return;
+        }
+        if let Err(e) = self.teardown() {
+            eprintln!("warning: {e:#}");
+        }
+    }
+}
+
+/// Ids of the labs recorded under `root`.
+pub fn recorded(root: &Path) -> Vec<String> {
+    let Ok(entries) = fs::read_dir(root) else { return Vec::new() };
+    let mut ids: Vec<String> = entries
+        .filter_map(|e| e.ok())
+        .filter(|e| state_path(&e.path()).is_file())
+        .filter_map(|e| e.file_name().to_str().map(String::from))
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// `lab down`: removes the namespaces recorded for `id` (only those with our prefix), killing what runs in
+/// them, and the lab's directory.
+pub fn down(root: &Path, id: &str) -> Result<State> {
+    super::plan::check_id(id)?;
+    let dir = root.join(id);
+    let path = state_path(&dir);
+    let text = fs::read(&path).with_context(|| format!("{}: no lab with id {id:?}", path.display()))?;
+    let state: State =
+        serde_json::from_slice(&text).with_context(|| format!("{}: not a lab state file", path.display()))?;
+    let existing = netns::list()?;
+    let mut errors = Vec::new();
+    for ns in &state.namespaces {
+        if !ns.starts_with(&format!("{PREFIX}{id}-")) {
+            errors.push(format!("{ns:?}: not one of lab {id}'s namespaces, left alone"));
+            continue;
+        }
+        if existing.contains(ns)
+            && let Err(e) = netns::destroy(ns)
+        {
+            errors.push(format!("{e:#}"));
+        }
+    }
+    fs::remove_dir_all(&dir).with_context(|| format!("{}: cannot remove", dir.display()))?;
+    if errors.is_empty() { Ok(state) } else { Err(anyhow!("lab {id}: {}", errors.join("; "))) }
+}

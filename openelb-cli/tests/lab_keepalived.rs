@@ -1,0 +1,167 @@
+//! Root tests of the network-namespace lab with keepalived as the VRRP speaker: the seed's Step 4 under
+//! `Cluster` and `Local`, crash failover, graceful handover and `lab down`. Each test builds its own lab
+//! (`oelb-<pid>x<n>-...`) and checks at the end that none of its namespaces is left. Without root or working
+//! `ip netns`, each test prints why and passes. Nothing here is timed: timings belong to `lab bench`.
+
+#[allow(dead_code, unused_imports)]
+#[path = "../src/lab/mod.rs"]
+mod lab;
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use lab::netns;
+use lab::{Lab, LabConfig, LabPlan, Speaker};
+use openelb_core::model::TrafficPolicy;
+
+fn examples() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/vip-mode")
+}
+
+fn skip() -> bool {
+    let mut tools = lab::TOOLS.to_vec();
+    tools.push("keepalived");
+    match netns::unavailable(&tools) {
+        Some(why) => {
+            eprintln!("skipping lab test: {why}");
+            true
+        }
+        None => false,
+    }
+}
+
+fn speaker() -> Speaker {
+    Speaker::keepalived(Duration::from_millis(100))
+}
+
+fn build(policy: TrafficPolicy) -> Lab {
+    let cfg = LabConfig::unique(PathBuf::from(env!("CARGO_BIN_EXE_openelb-cli")));
+    let plan = LabPlan::from_paths(&[examples()], &cfg.id, Some(policy)).unwrap();
+    let mut lab = Lab::build(plan, &cfg).unwrap();
+    lab.start_speakers(&speaker()).unwrap();
+    lab
+}
+
+fn assert_removed(id: &str) {
+    let prefix = format!("{}{id}-", netns::PREFIX);
+    let left: Vec<String> = netns::list().unwrap().into_iter().filter(|n| n.starts_with(&prefix)).collect();
+    assert!(left.is_empty(), "namespaces left behind: {left:?}");
+    assert!(!PathBuf::from(lab::STATE_ROOT).join(id).exists(), "state directory of lab {id} left behind");
+}
+
+/// The client reaches the VIP (a few tries: right after a takeover the first echo may still be in flight).
+fn client_pings(lab: &Lab) -> bool {
+    let vip = lab.plan.vip.to_string();
+    (0..20).any(|_| lab.client(&["ping", "-c", "1", "-W", "0.5", "-n", &vip]).is_ok_and(|o| o.contains(" bytes from ")))
+}
+
+fn holder_mac(lab: &Lab, node: &str) -> String {
+    lab.plan.node(node).unwrap().mac_string()
+}
+
+fn pods_seen(lab: &Lab, requests: usize) -> BTreeSet<String> {
+    (0..requests)
+        .map(|_| {
+            let body = lab.curl().unwrap();
+            body.strip_prefix("You've hit ").unwrap_or_else(|| panic!("unexpected reply {body:?}")).trim().to_string()
+        })
+        .collect()
+}
+
+#[test]
+fn seed_step4_cluster_client_sees_holder_mac_and_both_pods() {
+    if skip() {
+        return;
+    }
+    let mut lab = build(TrafficPolicy::Cluster);
+    let id = lab.plan.id.clone();
+    let holder = lab.wait_holder(None, Duration::from_secs(10)).unwrap();
+    assert!(lab.plan.candidates.contains(&holder));
+    assert!(client_pings(&lab));
+    let neigh = lab.client_neigh().unwrap().expect("the client has a neighbour entry for the VIP");
+    assert_eq!(neigh.mac.as_deref(), Some(holder_mac(&lab, &holder).as_str()), "{neigh:?}");
+    let all: BTreeSet<String> = lab.plan.pods.iter().map(|p| p.name.clone()).collect();
+    assert_eq!(all.len(), 2);
+    assert_eq!(pods_seen(&lab, 4), all, "Cluster: requests reach the Pods on every node");
+    lab.teardown().unwrap();
+    drop(lab);
+    assert_removed(&id);
+}
+
+#[test]
+fn seed_step4_local_client_reaches_only_the_holders_pod() {
+    if skip() {
+        return;
+    }
+    let mut lab = build(TrafficPolicy::Local);
+    let id = lab.plan.id.clone();
+    assert!(!lab.plan.candidates.iter().any(|c| c == "master1"), "master1 runs no Pod");
+    let holder = lab.wait_holder(None, Duration::from_secs(10)).unwrap();
+    assert!(client_pings(&lab));
+    let neigh = lab.client_neigh().unwrap().expect("neighbour entry");
+    assert_eq!(neigh.mac.as_deref(), Some(holder_mac(&lab, &holder).as_str()));
+    let local: BTreeSet<String> = lab.plan.pods.iter().filter(|p| p.node == holder).map(|p| p.name.clone()).collect();
+    assert_eq!(local.len(), 1);
+    assert_eq!(pods_seen(&lab, 4), local, "Local: only the holder's Pod answers");
+    lab.teardown().unwrap();
+    drop(lab);
+    assert_removed(&id);
+}
+
+#[test]
+fn crash_of_the_holder_moves_the_vip_and_the_clients_neighbour_entry() {
+    if skip() {
+        return;
+    }
+    let mut lab = build(TrafficPolicy::Cluster);
+    let id = lab.plan.id.clone();
+    let old = lab.wait_holder(None, Duration::from_secs(10)).unwrap();
+    assert!(client_pings(&lab), "prime the client's entry: Linux only updates existing entries from GARP");
+    lab.crash(&old).unwrap();
+    let new = lab.wait_holder(Some(&old), Duration::from_secs(10)).unwrap();
+    assert_ne!(new, old);
+    assert!(client_pings(&lab), "the client reaches the VIP again after the takeover");
+    let neigh = lab.client_neigh().unwrap().expect("neighbour entry");
+    assert_eq!(neigh.mac.as_deref(), Some(holder_mac(&lab, &new).as_str()), "{neigh:?}");
+    lab.resync_kube_proxy().unwrap();
+    let alive: BTreeSet<String> = lab.plan.pods.iter().filter(|p| p.node != old).map(|p| p.name.clone()).collect();
+    assert_eq!(pods_seen(&lab, 2), alive);
+    drop(lab); // the guard alone must clean up
+    assert_removed(&id);
+}
+
+#[test]
+fn graceful_stop_of_the_holder_hands_the_vip_over() {
+    if skip() {
+        return;
+    }
+    let mut lab = build(TrafficPolicy::Cluster);
+    let id = lab.plan.id.clone();
+    let old = lab.wait_holder(None, Duration::from_secs(10)).unwrap();
+    assert!(client_pings(&lab));
+    lab.stop_speaker(&old).unwrap();
+    let new = lab.wait_holder(Some(&old), Duration::from_secs(10)).unwrap();
+    assert_eq!(lab.holders().unwrap(), vec![new.clone()], "keepalived removes the VIP on SIGTERM");
+    assert!(client_pings(&lab));
+    let neigh = lab.client_neigh().unwrap().expect("neighbour entry");
+    assert_eq!(neigh.mac.as_deref(), Some(holder_mac(&lab, &new).as_str()));
+    drop(lab);
+    assert_removed(&id);
+}
+
+#[test]
+fn lab_down_removes_a_detached_lab() {
+    if skip() {
+        return;
+    }
+    let cfg = LabConfig::unique(PathBuf::from(env!("CARGO_BIN_EXE_openelb-cli")));
+    let plan = LabPlan::from_paths(&[examples()], &cfg.id, None).unwrap();
+    let namespaces = plan.namespaces();
+    let state = Lab::build(plan, &cfg).unwrap().detach();
+    assert_eq!(state.namespaces, namespaces);
+    let listed = netns::list().unwrap();
+    assert!(namespaces.iter().all(|n| listed.contains(n)), "detached lab still exists");
+    lab::topology::down(&cfg.state_root, &cfg.id).unwrap();
+    assert_removed(&cfg.id);
+}

@@ -1,0 +1,634 @@
+//! One VRRPv3 instance (RFC 5798 §6): the Initialize/Backup/Master machine as a function from
+//! `(now, input)` to actions. The caller owns the clock, the sockets and the timers; this module only decides.
+//!
+//! Where we depart from, or choose within, the RFC (each choice is pinned by a test in `tests/vrrp_state.rs`):
+//!
+//! - **Never the address owner.** VIPs are added on takeover, so the priority is clamped to 1..=254 and a
+//!   start always goes through Backup (RFC §6.4.1), except [`Input::StartAsMaster`], which the agent uses when
+//!   this node already holds the group's VIPs through a group that is being replaced (a re-grouping must not
+//!   cost a Master_Down_Interval of outage). Peers settle any disagreement by the normal election.
+//! - **Preempt delay.** RFC 5798 preempts as soon as a lower-priority master's adverts are discarded long enough
+//!   for Master_Down_Timer to fire. We add a delay so that a returning first preference takes its VIPs back once,
+//!   after it has been up for a while, rather than on its first advert: in Backup with `preempt` on, an advert
+//!   from a master with a *lower* priority than ours is accepted like any other (it refreshes Master_Down_Timer
+//!   and Master_Adver_Interval), and the first such advert since we last saw a master that deserved the role
+//!   (priority ≥ ours) or since we entered Backup starts the delay: PreemptDelay is armed at
+//!   `first_sighting + preempt_delay`. When it fires while we are still Backup, we become Master (the lower master
+//!   then sees our higher priority and steps down). An advert of priority ≥ ours, a priority-0 release, or our
+//!   own priority dropping to or below the master's cancels the delay. A `preempt_delay` of zero preempts on the
+//!   first lower-priority advert instead of waiting for Master_Down_Timer. If the lower master goes silent, the
+//!   ordinary Master_Down_Timer takes over earlier than the delay would.
+//! - **Master asserts.** A Master that receives a lower-priority advert (or an equal priority from a lower
+//!   primary address) does not only discard it (RFC §6.4.3) but sends an advert at once, as keepalived does, so a
+//!   second master after a partition heals steps down within one round trip rather than one Advertisement_Interval.
+//! - **Address list mismatch.** RFC §7.1 says log and MAY drop. During a plan change, nodes legitimately advertise
+//!   different lists for a moment; dropping would make a healthy backup take over. Like keepalived we accept the
+//!   advert and report [`Action::AddressMismatch`] once per change of (sender, list), not on every advert.
+//! - **Dropped silently (counted in [`Counters`])**: TTL/hop limit ≠ 255, another VRID, a source of the other
+//!   address family, and our own adverts looped back by multicast (source = our primary address).
+//! - **Interface down** behaves like shutdown without the priority-0 advert (it cannot be sent): VIPs are removed
+//!   and the instance waits in Initialize until the interface comes back, then starts as on [`Input::Start`].
+//! - **Timer expiries are checked.** A `TimerExpired(kind)` for a timer that is not armed, or that arrives
+//!   before its deadline, is ignored: drivers may race with cancellations. An accepted expiry consumes the timer.
+//! - A received Max_Adver_Int of 0 is taken as 1 centisecond, so a malformed peer cannot make us spin on
+//!   zero-length timers; only the low 12 bits count, as on the wire.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use thiserror::Error;
+
+use super::{Advert, PRIORITY_OWNER, PRIORITY_RELEASE, Received, Time};
+
+/// RFC 5798 default Advertisement_Interval is 1 s; we default to 100 ms so a crash costs about 0.35 s.
+pub const DEFAULT_ADVERT_INTERVAL_CS: u16 = 10;
+/// Max_Adver_Int is a 12-bit field.
+pub const MAX_ADVERT_INTERVAL_CS: u16 = 0x0fff;
+pub const DEFAULT_PRIORITY: u8 = 100;
+pub const DEFAULT_PREEMPT_DELAY: Duration = Duration::from_secs(3);
+pub const DEFAULT_GARP_COUNT: u32 = 3;
+pub const DEFAULT_GARP_SPACING: Duration = Duration::from_millis(50);
+/// RFC 5798 §5.1.1.3 / §5.1.2.3: adverts must arrive with TTL / hop limit 255 (not forwarded by a router).
+pub const REQUIRED_TTL: u8 = 255;
+
+const NANOS_PER_CENTISECOND: u64 = 10_000_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum State {
+    Initialize,
+    Backup,
+    Master,
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            State::Initialize => "INITIALIZE",
+            State::Backup => "BACKUP",
+            State::Master => "MASTER",
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum TimerKind {
+    /// Master: time to send the next advert.
+    AdverTimer,
+    /// Backup: the master is presumed dead when this fires.
+    MasterDown,
+    /// Backup: the preempt delay against a lower-priority master has elapsed.
+    PreemptDelay,
+}
+
+impl TimerKind {
+    pub const ALL: [TimerKind; 3] = [TimerKind::AdverTimer, TimerKind::MasterDown, TimerKind::PreemptDelay];
+
+    fn index(self) -> usize {
+        match self {
+            TimerKind::AdverTimer => 0,
+            TimerKind::MasterDown => 1,
+            TimerKind::PreemptDelay => 2,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input {
+    /// RFC Startup event: Initialize → Backup (when the interface is up).
+    Start,
+    /// Start directly as Master; see the module notes.
+    StartAsMaster,
+    /// RFC Shutdown event: a Master sends priority 0 and removes its VIPs.
+    Shutdown,
+    Advert(Received),
+    TimerExpired(TimerKind),
+    /// Clamped to 1..=254.
+    SetPriority(u8),
+    /// The group's VIPs; addresses of the other family than the primary address are ignored.
+    SetAddresses(Vec<IpAddr>),
+    InterfaceDown,
+    InterfaceUp,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    SendAdvert(Advert),
+    AddVips(Vec<IpAddr>),
+    RemoveVips(Vec<IpAddr>),
+    /// Gratuitous ARP (IPv4) / unsolicited NA (IPv6) burst: the first one immediately, then `count - 1` more,
+    /// `spacing` apart.
+    Announce {
+        addresses: Vec<IpAddr>,
+        count: u32,
+        spacing: Duration,
+    },
+    /// Arms or re-arms the timer of this kind (one per kind).
+    ArmTimer {
+        kind: TimerKind,
+        at: Time,
+    },
+    CancelTimer(TimerKind),
+    StateChanged {
+        from: State,
+        to: State,
+        reason: &'static str,
+    },
+    /// A peer advertises a different VIP list for our VRID (reported once per change, advert still accepted).
+    AddressMismatch {
+        from: IpAddr,
+        advertised: Vec<IpAddr>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub vrid: u8,
+    /// 1..=254; the first preference gets the highest.
+    pub priority: u8,
+    /// Advertisement_Interval in centiseconds, 1..=4095.
+    pub advert_interval: u16,
+    pub preempt: bool,
+    pub preempt_delay: Duration,
+    pub garp_count: u32,
+    pub garp_spacing: Duration,
+    /// This node's own address on the interface: the advert source, and the tie-breaker at equal priority.
+    pub primary: IpAddr,
+    /// The VIPs, all of the primary address's family.
+    pub addresses: Vec<IpAddr>,
+}
+
+impl Config {
+    pub fn new(vrid: u8, primary: IpAddr, addresses: Vec<IpAddr>) -> Self {
+        Config {
+            vrid,
+            priority: DEFAULT_PRIORITY,
+            advert_interval: DEFAULT_ADVERT_INTERVAL_CS,
+            preempt: true,
+            preempt_delay: DEFAULT_PREEMPT_DELAY,
+            garp_count: DEFAULT_GARP_COUNT,
+            garp_spacing: DEFAULT_GARP_SPACING,
+            primary,
+            addresses,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ConfigError {
+    #[error("VRID 0: VRIDs are 1-255 (0 is reserved)")]
+    Vrid,
+    #[error("priority {0}: must be 1-254 (0 means release, 255 is the address owner, which we never are)")]
+    Priority(u8),
+    #[error("advert interval {0} cs: must be 1-4095 centiseconds")]
+    AdvertInterval(u16),
+    #[error("VIP {vip}: not of the same address family as the primary address {primary}")]
+    Family { vip: IpAddr, primary: IpAddr },
+}
+
+/// The master a Backup last accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Peer {
+    pub src: IpAddr,
+    pub priority: u8,
+}
+
+/// What was received and what was dropped, for metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Counters {
+    pub received: u64,
+    pub dropped_ttl: u64,
+    pub dropped_vrid: u64,
+    pub dropped_family: u64,
+    pub dropped_own: u64,
+    /// Adverts received in Initialize (link down or not started).
+    pub ignored: u64,
+    pub address_mismatches: u64,
+}
+
+/// Skew_Time = ((256 - Priority) * Master_Adver_Interval) / 256, computed in integer nanoseconds and rounded
+/// down: one centisecond is 10^7 ns, so the result is exact whenever `(256 - priority) * interval_cs` is even and
+/// 0.5 ns short otherwise (priority 100, 10 cs: exactly 60.9375 ms).
+pub fn skew_time(priority: u8, master_adver_interval_cs: u16) -> Duration {
+    let factor = 256 - u64::from(priority);
+    let interval = u64::from(master_adver_interval_cs) * NANOS_PER_CENTISECOND;
+    Duration::from_nanos(factor * interval / 256)
+}
+
+/// Master_Down_Interval = 3 * Master_Adver_Interval + Skew_Time.
+pub fn master_down_interval(priority: u8, master_adver_interval_cs: u16) -> Duration {
+    let interval = Duration::from_nanos(u64::from(master_adver_interval_cs) * NANOS_PER_CENTISECOND);
+    interval.saturating_mul(3).saturating_add(skew_time(priority, master_adver_interval_cs))
+}
+
+fn interval_duration(cs: u16) -> Duration {
+    Duration::from_nanos(u64::from(cs) * NANOS_PER_CENTISECOND)
+}
+
+fn same_family(a: &IpAddr, b: &IpAddr) -> bool {
+    a.is_ipv4() == b.is_ipv4()
+}
+
+fn normalize(addresses: Vec<IpAddr>, primary: &IpAddr) -> Vec<IpAddr> {
+    let set: BTreeSet<IpAddr> = addresses.into_iter().filter(|a| same_family(a, primary)).collect();
+    set.into_iter().collect()
+}
+
+#[derive(Debug, Clone)]
+pub struct Instance {
+    cfg: Config,
+    state: State,
+    /// Start seen and no Shutdown since.
+    enabled: bool,
+    link_up: bool,
+    master_adver_interval: u16,
+    timers: [Option<Time>; 3],
+    master: Option<Peer>,
+    /// When this Backup first saw a lower-priority master (preempt delay start).
+    lower_since: Option<Time>,
+    /// The last master released (priority 0): Master_Down_Timer now runs at Skew_Time.
+    release_seen: bool,
+    mismatch: Option<(IpAddr, Vec<IpAddr>)>,
+    counters: Counters,
+}
+
+impl Instance {
+    pub fn new(mut cfg: Config) -> Result<Self, ConfigError> {
+        if cfg.vrid == 0 {
+            return Err(ConfigError::Vrid);
+        }
+        if cfg.priority == PRIORITY_RELEASE || cfg.priority == PRIORITY_OWNER {
+            return Err(ConfigError::Priority(cfg.priority));
+        }
+        if cfg.advert_interval == 0 || cfg.advert_interval > MAX_ADVERT_INTERVAL_CS {
+            return Err(ConfigError::AdvertInterval(cfg.advert_interval));
+        }
+        if let Some(vip) = cfg.addresses.iter().find(|a| !same_family(a, &cfg.primary)) {
+            return Err(ConfigError::Family { vip: *vip, primary: cfg.primary });
+        }
+        cfg.addresses = normalize(std::mem::take(&mut cfg.addresses), &cfg.primary);
+        let master_adver_interval = cfg.advert_interval;
+        Ok(Instance {
+            cfg,
+            state: State::Initialize,
+            enabled: false,
+            link_up: true,
+            master_adver_interval,
+            timers: [None; 3],
+            master: None,
+            lower_since: None,
+            release_seen: false,
+            mismatch: None,
+            counters: Counters::default(),
+        })
+    }
+
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    pub fn deadline(&self, kind: TimerKind) -> Option<Time> {
+        self.timers[kind.index()]
+    }
+
+    /// The earliest armed timer (ties: in [`TimerKind::ALL`] order).
+    pub fn next_deadline(&self) -> Option<(Time, TimerKind)> {
+        TimerKind::ALL.iter().filter_map(|k| self.deadline(*k).map(|t| (t, *k))).min_by_key(|(t, _)| *t)
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    pub fn priority(&self) -> u8 {
+        self.cfg.priority
+    }
+
+    /// Sorted, deduplicated.
+    pub fn addresses(&self) -> &[IpAddr] {
+        &self.cfg.addresses
+    }
+
+    pub fn master_adver_interval(&self) -> u16 {
+        self.master_adver_interval
+    }
+
+    pub fn skew_time(&self) -> Duration {
+        skew_time(self.cfg.priority, self.master_adver_interval)
+    }
+
+    pub fn master_down_interval(&self) -> Duration {
+        master_down_interval(self.cfg.priority, self.master_adver_interval)
+    }
+
+    /// The master this Backup last accepted, if any.
+    pub fn master(&self) -> Option<Peer> {
+        self.master
+    }
+
+    pub fn counters(&self) -> Counters {
+        self.counters
+    }
+
+    pub fn is_enabled(&self) -> bool {
+        self.enabled
+    }
+
+    pub fn handle(&mut self, now: Time, input: Input) -> Vec<Action> {
+        let mut out = Vec::new();
+        match input {
+            Input::Start => {
+                self.enabled = true;
+                if self.state == State::Initialize && self.link_up {
+                    self.enter_backup(now, "startup", &mut out);
+                }
+            }
+            Input::StartAsMaster => {
+                self.enabled = true;
+                if self.state == State::Initialize && self.link_up {
+                    self.enter_master(now, "startup holding the VIPs of a replaced group", &mut out);
+                }
+            }
+            Input::Shutdown => {
+                self.enabled = false;
+                self.enter_initialize("shutdown", true, &mut out);
+            }
+            Input::InterfaceDown => {
+                self.link_up = false;
+                self.enter_initialize("interface down", false, &mut out);
+            }
+            Input::InterfaceUp => {
+                self.link_up = true;
+                if self.enabled && self.state == State::Initialize {
+                    self.enter_backup(now, "interface up", &mut out);
+                }
+            }
+            Input::Advert(rx) => self.on_advert(now, rx, &mut out),
+            Input::TimerExpired(kind) => self.on_timer(now, kind, &mut out),
+            Input::SetPriority(p) => self.set_priority(p, &mut out),
+            Input::SetAddresses(a) => self.set_addresses(a, &mut out),
+        }
+        out
+    }
+
+    fn advert(&self, priority: u8) -> Advert {
+        Advert {
+            vrid: self.cfg.vrid,
+            priority,
+            max_advert_int: self.cfg.advert_interval,
+            addresses: self.cfg.addresses.clone(),
+        }
+    }
+
+    fn arm(&mut self, kind: TimerKind, at: Time, out: &mut Vec<Action>) {
+        self.timers[kind.index()] = Some(at);
+        out.push(Action::ArmTimer { kind, at });
+    }
+
+    fn cancel(&mut self, kind: TimerKind, out: &mut Vec<Action>) {
+        if self.timers[kind.index()].take().is_some() {
+            out.push(Action::CancelTimer(kind));
+        }
+    }
+
+    fn change(&mut self, to: State, reason: &'static str, out: &mut Vec<Action>) {
+        out.push(Action::StateChanged { from: self.state, to, reason });
+        self.state = to;
+    }
+
+    fn enter_backup(&mut self, now: Time, reason: &'static str, out: &mut Vec<Action>) {
+        self.master_adver_interval = self.cfg.advert_interval;
+        self.master = None;
+        self.lower_since = None;
+        self.release_seen = false;
+        self.change(State::Backup, reason, out);
+        self.arm(TimerKind::MasterDown, now.saturating_add(self.master_down_interval()), out);
+    }
+
+    fn enter_master(&mut self, now: Time, reason: &'static str, out: &mut Vec<Action>) {
+        self.change(State::Master, reason, out);
+        self.cancel(TimerKind::MasterDown, out);
+        self.cancel(TimerKind::PreemptDelay, out);
+        self.master = None;
+        self.lower_since = None;
+        self.release_seen = false;
+        out.push(Action::SendAdvert(self.advert(self.cfg.priority)));
+        if !self.cfg.addresses.is_empty() {
+            out.push(Action::AddVips(self.cfg.addresses.clone()));
+            if self.cfg.garp_count > 0 {
+                out.push(Action::Announce {
+                    addresses: self.cfg.addresses.clone(),
+                    count: self.cfg.garp_count,
+                    spacing: self.cfg.garp_spacing,
+                });
+            }
+        }
+        self.arm(TimerKind::AdverTimer, now.saturating_add(interval_duration(self.cfg.advert_interval)), out);
+    }
+
+    fn enter_initialize(&mut self, reason: &'static str, release: bool, out: &mut Vec<Action>) {
+        match self.state {
+            State::Initialize => {}
+            State::Backup => {
+                self.change(State::Initialize, reason, out);
+                for kind in TimerKind::ALL {
+                    self.cancel(kind, out);
+                }
+            }
+            State::Master => {
+                self.change(State::Initialize, reason, out);
+                self.cancel(TimerKind::AdverTimer, out);
+                if release {
+                    out.push(Action::SendAdvert(self.advert(PRIORITY_RELEASE)));
+                }
+                if !self.cfg.addresses.is_empty() {
+                    out.push(Action::RemoveVips(self.cfg.addresses.clone()));
+                }
+            }
+        }
+        self.master = None;
+        self.lower_since = None;
+        self.release_seen = false;
+    }
+
+    fn on_timer(&mut self, now: Time, kind: TimerKind, out: &mut Vec<Action>) {
+        match self.timers[kind.index()] {
+            Some(at) if at <= now => self.timers[kind.index()] = None,
+            _ => return,
+        }
+        match (self.state, kind) {
+            (State::Master, TimerKind::AdverTimer) => {
+                out.push(Action::SendAdvert(self.advert(self.cfg.priority)));
+                self.arm(TimerKind::AdverTimer, now.saturating_add(interval_duration(self.cfg.advert_interval)), out);
+            }
+            (State::Backup, TimerKind::MasterDown) => {
+                let reason = if self.release_seen {
+                    "master released (priority 0), skew time elapsed"
+                } else {
+                    "master down interval elapsed without an advert"
+                };
+                self.enter_master(now, reason, out);
+            }
+            (State::Backup, TimerKind::PreemptDelay) => {
+                self.enter_master(now, "preempt delay elapsed: higher priority than the master", out);
+            }
+            // Timers are cancelled on every state change, so these cannot be armed; nothing to do.
+            _ => {}
+        }
+    }
+
+    fn on_advert(&mut self, now: Time, rx: Received, out: &mut Vec<Action>) {
+        let c = &mut self.counters;
+        c.received = c.received.saturating_add(1);
+        if self.state == State::Initialize {
+            c.ignored = c.ignored.saturating_add(1);
+            return;
+        }
+        if rx.ttl != REQUIRED_TTL {
+            c.dropped_ttl = c.dropped_ttl.saturating_add(1);
+            return;
+        }
+        if rx.advert.vrid != self.cfg.vrid {
+            c.dropped_vrid = c.dropped_vrid.saturating_add(1);
+            return;
+        }
+        if !same_family(&rx.src, &self.cfg.primary) {
+            c.dropped_family = c.dropped_family.saturating_add(1);
+            return;
+        }
+        if rx.src == self.cfg.primary {
+            c.dropped_own = c.dropped_own.saturating_add(1);
+            return;
+        }
+        self.check_addresses(&rx, out);
+
+        let prio = rx.advert.priority;
+        let interval = match rx.advert.max_advert_int & MAX_ADVERT_INTERVAL_CS {
+            0 => 1,
+            i => i,
+        };
+        let peer = Peer { src: rx.src, priority: prio };
+        match self.state {
+            State::Initialize => {}
+            State::Backup => {
+                if prio == PRIORITY_RELEASE {
+                    // RFC §6.4.2: Master_Down_Timer = Skew_Time; the highest-priority backup wins the race.
+                    self.cancel(TimerKind::PreemptDelay, out);
+                    self.master = None;
+                    self.lower_since = None;
+                    self.release_seen = true;
+                    self.arm(TimerKind::MasterDown, now.saturating_add(self.skew_time()), out);
+                } else if !self.cfg.preempt || prio >= self.cfg.priority {
+                    self.master_adver_interval = interval;
+                    self.master = Some(peer);
+                    self.lower_since = None;
+                    self.release_seen = false;
+                    self.cancel(TimerKind::PreemptDelay, out);
+                    self.arm(TimerKind::MasterDown, now.saturating_add(self.master_down_interval()), out);
+                } else {
+                    self.master_adver_interval = interval;
+                    self.master = Some(peer);
+                    self.release_seen = false;
+                    let since = *self.lower_since.get_or_insert(now);
+                    let due = since.saturating_add(self.cfg.preempt_delay);
+                    if due <= now {
+                        self.enter_master(now, "preempting a lower-priority master", out);
+                    } else {
+                        self.arm(TimerKind::MasterDown, now.saturating_add(self.master_down_interval()), out);
+                        if self.deadline(TimerKind::PreemptDelay).is_none() {
+                            self.arm(TimerKind::PreemptDelay, due, out);
+                        }
+                    }
+                }
+            }
+            State::Master => {
+                if prio == PRIORITY_RELEASE {
+                    // RFC §6.4.3: another master released; re-assert at once so backups keep following us.
+                    out.push(Action::SendAdvert(self.advert(self.cfg.priority)));
+                    self.arm(
+                        TimerKind::AdverTimer,
+                        now.saturating_add(interval_duration(self.cfg.advert_interval)),
+                        out,
+                    );
+                } else if prio > self.cfg.priority || (prio == self.cfg.priority && rx.src > self.cfg.primary) {
+                    self.change(State::Backup, "advert from a higher-priority master", out);
+                    self.cancel(TimerKind::AdverTimer, out);
+                    if !self.cfg.addresses.is_empty() {
+                        out.push(Action::RemoveVips(self.cfg.addresses.clone()));
+                    }
+                    self.master_adver_interval = interval;
+                    self.master = Some(peer);
+                    self.lower_since = None;
+                    self.release_seen = false;
+                    self.arm(TimerKind::MasterDown, now.saturating_add(self.master_down_interval()), out);
+                } else {
+                    out.push(Action::SendAdvert(self.advert(self.cfg.priority)));
+                }
+            }
+        }
+    }
+
+    fn check_addresses(&mut self, rx: &Received, out: &mut Vec<Action>) {
+        let theirs: BTreeSet<IpAddr> = rx.advert.addresses.iter().copied().collect();
+        let ours: BTreeSet<IpAddr> = self.cfg.addresses.iter().copied().collect();
+        if theirs == ours {
+            self.mismatch = None;
+            return;
+        }
+        let advertised: Vec<IpAddr> = theirs.into_iter().collect();
+        let key = (rx.src, advertised);
+        if self.mismatch.as_ref() != Some(&key) {
+            self.counters.address_mismatches = self.counters.address_mismatches.saturating_add(1);
+            out.push(Action::AddressMismatch { from: key.0, advertised: key.1.clone() });
+            self.mismatch = Some(key);
+        }
+    }
+
+    fn set_priority(&mut self, p: u8, out: &mut Vec<Action>) {
+        let p = p.clamp(PRIORITY_RELEASE + 1, PRIORITY_OWNER - 1);
+        if p == self.cfg.priority {
+            return;
+        }
+        self.cfg.priority = p;
+        match self.state {
+            State::Initialize => {}
+            // Tell backups at once: a lowered master may now be preempted.
+            State::Master => out.push(Action::SendAdvert(self.advert(p))),
+            State::Backup => {
+                if self.master.is_some_and(|m| m.priority >= p) {
+                    self.lower_since = None;
+                    self.cancel(TimerKind::PreemptDelay, out);
+                }
+            }
+        }
+    }
+
+    fn set_addresses(&mut self, addresses: Vec<IpAddr>, out: &mut Vec<Action>) {
+        let new = normalize(addresses, &self.cfg.primary);
+        if new == self.cfg.addresses {
+            return;
+        }
+        let old = std::mem::replace(&mut self.cfg.addresses, new);
+        self.mismatch = None;
+        if self.state != State::Master {
+            return;
+        }
+        let added: Vec<IpAddr> = self.cfg.addresses.iter().filter(|a| !old.contains(a)).copied().collect();
+        let removed: Vec<IpAddr> = old.iter().filter(|a| !self.cfg.addresses.contains(a)).copied().collect();
+        if !added.is_empty() {
+            out.push(Action::AddVips(added.clone()));
+            if self.cfg.garp_count > 0 {
+                out.push(Action::Announce {
+                    addresses: added,
+                    count: self.cfg.garp_count,
+                    spacing: self.cfg.garp_spacing,
+                });
+            }
+        }
+        if !removed.is_empty() {
+            out.push(Action::RemoveVips(removed));
+        }
+        out.push(Action::SendAdvert(self.advert(self.cfg.priority)));
+    }
+}

@@ -1,0 +1,277 @@
+//! The group/VRID planner (DESIGN §4): grouping rules, priorities, VRID determinism, collisions and stickiness.
+
+use std::collections::BTreeSet;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use openelb_core::IpFamily;
+use openelb_core::election::rank;
+use openelb_core::vrrp::plan::{GroupId, Plan, PlanConfig, PlanError, VipInput, VridScope, plan};
+use proptest::prelude::*;
+
+fn v4(last: u8) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(192, 0, 2, last))
+}
+
+fn v6(last: u16) -> IpAddr {
+    IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, last))
+}
+
+fn vip(addr: IpAddr, iface: &str, cands: &[&str]) -> VipInput {
+    VipInput { vip: addr, interface: iface.into(), candidates: cands.iter().map(|s| s.to_string()).collect() }
+}
+
+/// A VIP ranked by the real rendezvous order, as the speaker will feed it.
+fn ranked(addr: IpAddr, iface: &str, nodes: &[&str]) -> VipInput {
+    let order = rank(&addr, nodes);
+    vip(addr, iface, &order)
+}
+
+fn cfg() -> PlanConfig {
+    PlanConfig::default()
+}
+
+fn vrids_unique(p: &Plan, scope: VridScope) -> bool {
+    let mut seen = BTreeSet::new();
+    p.groups.iter().all(|g| {
+        let iface = match scope {
+            VridScope::Global => String::new(),
+            VridScope::PerInterface => g.id.interface.clone(),
+        };
+        seen.insert((iface, g.id.family, g.vrid))
+    })
+}
+
+#[test]
+fn same_candidates_first_preference_interface_and_family_form_one_group() {
+    let input = vec![
+        vip(v4(91), "eth0", &["a", "b", "c"]),
+        vip(v4(92), "eth0", &["a", "c", "b"]), // same set, same first: same group
+        vip(v4(93), "eth0", &["b", "a", "c"]), // other first
+        vip(v4(94), "eth1", &["a", "b", "c"]), // other interface
+        vip(v6(91), "eth0", &["a", "b", "c"]), // other family
+        vip(v4(95), "eth0", &["a", "b"]),      // other set
+        vip(v4(96), "eth0", &[]),              // withdrawn
+    ];
+    let p = plan(&input, &cfg(), None).unwrap();
+    assert_eq!(p.groups.len(), 5);
+    let g = p.group_of(&v4(91)).unwrap();
+    assert_eq!(g.vips, vec![v4(91), v4(92)]);
+    assert_eq!(g.id.first, "a");
+    assert_eq!(g.id.candidates, vec!["a", "b", "c"]);
+    assert_eq!(p.group_of(&v6(91)).unwrap().id.family, IpFamily::V6);
+    assert!(p.group_of(&v4(96)).is_none());
+    assert!(vrids_unique(&p, VridScope::Global));
+}
+
+#[test]
+fn priorities_start_at_250_and_fall_by_the_step_with_preference() {
+    let p = plan(&[vip(v4(91), "eth0", &["c", "a", "b"])], &cfg(), None).unwrap();
+    let g = &p.groups[0];
+    assert_eq!(g.priorities, vec![("c".into(), 250), ("a".into(), 240), ("b".into(), 230)]);
+    assert_eq!(g.priority_of("b"), Some(230));
+    assert_eq!(g.priority_of("not-a-candidate"), None);
+    assert_eq!(p.for_node("not-a-candidate").count(), 0);
+}
+
+#[test]
+fn group_backup_order_is_the_borda_count_of_its_vips() {
+    // After the shared first "a": b is 2nd, 2nd, 3rd (sum 1+1+2=4), c is 3rd, 3rd, 2nd (sum 5).
+    let input = vec![
+        vip(v4(91), "eth0", &["a", "b", "c"]),
+        vip(v4(92), "eth0", &["a", "b", "c"]),
+        vip(v4(93), "eth0", &["a", "c", "b"]),
+    ];
+    let p = plan(&input, &cfg(), None).unwrap();
+    let names: Vec<&str> = p.groups[0].priorities.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, vec!["a", "b", "c"]);
+}
+
+#[test]
+fn priorities_stay_strictly_decreasing_and_at_least_one_for_many_candidates() {
+    let names: Vec<String> = (0..300).map(|i| format!("node-{i:03}")).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    for n in [1usize, 2, 25, 26, 100, 250, 300] {
+        let p = plan(&[vip(v4(91), "eth0", &refs[..n])], &cfg(), None).unwrap();
+        let prios: Vec<u8> = p.groups[0].priorities.iter().map(|(_, p)| *p).collect();
+        assert_eq!(prios.len(), n.min(250), "n={n}");
+        assert_eq!(prios[0], 250);
+        assert!(prios.windows(2).all(|w| w[0] > w[1]), "n={n}: {prios:?}");
+        assert!(prios.iter().all(|p| (1..=254).contains(p)));
+    }
+}
+
+#[test]
+fn stable_hash_is_pinned() {
+    let id = GroupId {
+        interface: "eth0".into(),
+        family: IpFamily::V4,
+        first: "worker-p001".into(),
+        candidates: vec!["master1".into(), "worker-p001".into(), "worker-p002".into()],
+    };
+    assert_eq!(id.stable_hash(), 0x9038_8f91_dc5c_1c8d);
+    let p = plan(&[vip(v4(91), "eth0", &["worker-p001", "worker-p002", "master1"])], &cfg(), None).unwrap();
+    assert_eq!(p.groups[0].vrid, (0x9038_8f91_dc5c_1c8du64 % 255 + 1) as u8);
+}
+
+#[test]
+fn offset_rotates_the_home_slot() {
+    let input = [vip(v4(91), "eth0", &["a", "b"])];
+    let a = plan(&input, &cfg(), None).unwrap().groups[0].vrid;
+    let b = plan(&input, &PlanConfig { offset: 1, ..cfg() }, None).unwrap().groups[0].vrid;
+    assert_eq!(u16::from(b), u16::from(a) % 255 + 1);
+}
+
+#[test]
+fn range_exhaustion_names_the_count_and_the_range() {
+    let input: Vec<VipInput> =
+        (0..4).map(|i| vip(v4(91 + i), "eth0", &[["a", "b", "c", "d"][usize::from(i)]])).collect();
+    let err = plan(&input, &PlanConfig { vrids: 10..=12, ..cfg() }, None).unwrap_err();
+    assert_eq!(
+        err,
+        PlanError::RangeExhausted { family: IpFamily::V4, interface: None, groups: 4, first: 10, last: 12 }
+    );
+    assert_eq!(err.to_string(), "IPv4: 4 VRRP groups do not fit in VRID range 10-12 (3 VRIDs)");
+    // Per interface the same groups fit when spread over two interfaces.
+    let spread: Vec<VipInput> = input
+        .iter()
+        .enumerate()
+        .map(|(i, v)| VipInput { interface: if i % 2 == 0 { "eth0".into() } else { "eth1".into() }, ..v.clone() })
+        .collect();
+    let per_iface = PlanConfig { vrids: 10..=12, scope: VridScope::PerInterface, ..cfg() };
+    let p = plan(&spread, &per_iface, None).unwrap();
+    assert!(vrids_unique(&p, VridScope::PerInterface));
+    assert!(p.groups.iter().all(|g| (10..=12).contains(&g.vrid)));
+    let err = plan(&input, &per_iface, None).unwrap_err();
+    assert_eq!(err.to_string(), "IPv4 on eth0: 4 VRRP groups do not fit in VRID range 10-12 (3 VRIDs)");
+}
+
+#[test]
+#[allow(clippy::reversed_empty_ranges)] // an end before the start is the input under test
+fn invalid_config_and_conflicting_vips_are_refused() {
+    let input = [vip(v4(91), "eth0", &["a"])];
+    let e = |c: PlanConfig| plan(&input, &c, None).unwrap_err().to_string();
+    assert_eq!(e(PlanConfig { vrids: 0..=10, ..cfg() }), "VRID range 0-10: VRID 0 is reserved");
+    assert_eq!(e(PlanConfig { vrids: 20..=10, ..cfg() }), "VRID range 20-10: range end is before its start");
+    assert!(e(PlanConfig { top_priority: 255, ..cfg() }).contains("top 255"));
+    assert!(e(PlanConfig { priority_step: 0, ..cfg() }).contains("step 0"));
+    let clash = [vip(v4(91), "eth0", &["a", "b"]), vip(v4(91), "eth0", &["b", "a"])];
+    assert_eq!(
+        plan(&clash, &cfg(), None).unwrap_err().to_string(),
+        "VIP 192.0.2.91: listed twice with different interfaces or candidates"
+    );
+    // Listed twice identically (e.g. two sharers, already merged) is fine.
+    let twice = [vip(v4(91), "eth0", &["a", "b"]), vip(v4(91), "eth0", &["a", "b", "a"])];
+    assert_eq!(plan(&twice, &cfg(), None).unwrap().groups.len(), 1);
+}
+
+/// Two single-node groups whose home slots collide in a 4-VRID range.
+fn colliding_pair() -> (VipInput, VipInput) {
+    let c = PlanConfig { vrids: 1..=4, ..cfg() };
+    let home = |name: &str| plan(&[vip(v4(91), "eth0", &[name])], &c, None).unwrap().groups[0].vrid;
+    let first = home("n0");
+    let other = (1..100).map(|i| format!("n{i}")).find(|n| home(n) == first).unwrap();
+    (vip(v4(91), "eth0", &["n0"]), vip(v4(92), "eth0", &[other.as_str()]))
+}
+
+#[test]
+fn previous_plan_keeps_a_probed_vrid_when_the_group_that_displaced_it_leaves() {
+    let c = PlanConfig { vrids: 1..=4, ..cfg() };
+    let (a, b) = colliding_pair();
+    let both = plan(&[a.clone(), b.clone()], &c, None).unwrap();
+    let (ga, gb) = (both.group_of(&a.vip).unwrap(), both.group_of(&b.vip).unwrap());
+    assert_ne!(ga.vrid, gb.vrid);
+    // The one that probed is the one that sorts later; when the other leaves, a fresh plan moves it home...
+    let (stays, stays_vrid) = if ga.id.stable_hash() < gb.id.stable_hash() { (&b, gb.vrid) } else { (&a, ga.vrid) };
+    let fresh = plan(std::slice::from_ref(stays), &c, None).unwrap();
+    assert_ne!(fresh.groups[0].vrid, stays_vrid, "the residual case: without history the VRID moves");
+    // ...and the previous plan keeps it where it runs.
+    let sticky = plan(std::slice::from_ref(stays), &c, Some(&both)).unwrap();
+    assert_eq!(sticky.groups[0].vrid, stays_vrid);
+}
+
+#[test]
+fn previous_vrid_out_of_the_new_range_is_reassigned() {
+    let input = [vip(v4(91), "eth0", &["a", "b"])];
+    let old = plan(&input, &cfg(), None).unwrap();
+    let v = old.groups[0].vrid;
+    let narrow = PlanConfig { vrids: if v > 100 { 1..=50 } else { 150..=200 }, ..cfg() };
+    let new = plan(&input, &narrow, Some(&old)).unwrap();
+    assert!(narrow.vrids.contains(&new.groups[0].vrid));
+}
+
+// ---- properties ----
+
+const NODES: [&str; 6] = ["master1", "worker-p001", "worker-p002", "worker-p003", "worker-p004", "worker-p005"];
+
+fn arb_vips() -> impl Strategy<Value = Vec<VipInput>> {
+    let one = (any::<bool>(), 1u16..2000, prop::sample::subsequence(NODES.to_vec(), 0..=NODES.len()), 0usize..2)
+        .prop_map(|(is_v6, n, nodes, iface)| {
+            let addr = if is_v6 { v6(n) } else { IpAddr::V4(Ipv4Addr::new(198, 51, (n / 256) as u8 + 100, n as u8)) };
+            ranked(addr, ["eth0", "can_reach:192.0.2.1"][iface], &nodes)
+        });
+    prop::collection::vec(one, 0..60).prop_map(|mut v| {
+        // One entry per address (sharers are merged before planning).
+        let mut seen = BTreeSet::new();
+        v.retain(|x| seen.insert(x.vip));
+        v
+    })
+}
+
+fn small_range() -> PlanConfig {
+    PlanConfig { vrids: 20..=80, offset: 7, ..cfg() }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn same_plan_whatever_the_input_order(vips in arb_vips(), seed in any::<u64>()) {
+        let c = small_range();
+        let mut shuffled = vips.clone();
+        // Deterministic Fisher-Yates from the seed.
+        let mut s = seed | 1;
+        for i in (1..shuffled.len()).rev() {
+            s ^= s << 13; s ^= s >> 7; s ^= s << 17;
+            shuffled.swap(i, (s % (i as u64 + 1)) as usize);
+        }
+        prop_assert_eq!(plan(&vips, &c, None), plan(&shuffled, &c, None));
+    }
+
+    #[test]
+    fn vrids_never_collide_and_stay_in_range(vips in arb_vips(), per_iface in any::<bool>()) {
+        let scope = if per_iface { VridScope::PerInterface } else { VridScope::Global };
+        let c = PlanConfig { scope, ..small_range() };
+        let p = plan(&vips, &c, None).unwrap();
+        prop_assert!(vrids_unique(&p, scope));
+        prop_assert!(p.groups.iter().all(|g| c.vrids.contains(&g.vrid)));
+        // Every VIP with candidates is in exactly one group, whose first preference is its own.
+        for v in &vips {
+            let n = p.groups.iter().filter(|g| g.vips.contains(&v.vip)).count();
+            prop_assert_eq!(n, usize::from(!v.candidates.is_empty()));
+            if let Some(g) = p.group_of(&v.vip) {
+                prop_assert_eq!(&g.priorities[0].0, &v.candidates[0]);
+                prop_assert!(g.priorities.windows(2).all(|w| w[0].1 > w[1].1));
+            }
+        }
+    }
+
+    /// With the previous plan, groups that survive keep their VRID however many unrelated groups come and go.
+    #[test]
+    fn running_groups_keep_their_vrid_when_others_come_and_go(
+        before in arb_vips(), added in arb_vips(), drop_mask in any::<u64>(),
+    ) {
+        let c = PlanConfig { vrids: 1..=200, ..small_range() };
+        let old = plan(&before, &c, None).unwrap();
+        let taken: BTreeSet<IpAddr> = before.iter().map(|v| v.vip).collect();
+        let mut after: Vec<VipInput> =
+            before.iter().enumerate().filter(|(i, _)| drop_mask >> (i % 64) & 1 == 0).map(|(_, v)| v.clone()).collect();
+        after.extend(added.into_iter().filter(|v| !taken.contains(&v.vip)));
+        let new = plan(&after, &c, Some(&old)).unwrap();
+        prop_assert!(vrids_unique(&new, VridScope::Global));
+        for g in &new.groups {
+            if let Some(prev) = old.group(&g.id) {
+                prop_assert_eq!(prev.vrid, g.vrid, "{}", g.id);
+            }
+        }
+    }
+}

@@ -1,0 +1,134 @@
+//! [`NetOps`] on Linux: rtnetlink for addresses, links and routes; raw IP sockets for VRRP; `AF_PACKET` for
+//! gratuitous ARP and unsolicited NA frames. Everything is created in the network namespace of the thread
+//! that constructs it (sockets keep their namespace for life), which is how the tests target namespaces.
+
+mod codec;
+mod frames;
+pub mod netlink;
+pub mod vrrp_socket;
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+
+use openelb_core::vrrp::{Advert, Received};
+use rtnetlink::Handle;
+
+use crate::ops::{AdvertReceiver, Family, IfaceSpec, Interface, NetError, NetOps};
+use crate::wire::MacAddr;
+pub use netlink::{VIP_ADDR_PROTO, VIP_LABEL_SUFFIX, vip_label};
+pub use vrrp_socket::{VRRP_GROUP_V4, VRRP_GROUP_V6, VrrpReceiver, VrrpSender};
+
+/// The Linux backend. Cheap to share behind an `Arc`; VRRP send sockets are opened on first use per
+/// interface and family and kept.
+pub struct LinuxNet {
+    handle: Handle,
+    senders: Mutex<HashMap<(u32, Family), Arc<VrrpSender>>>,
+}
+
+impl LinuxNet {
+    /// Opens a netlink connection in the calling thread's network namespace and spawns its driver task, so
+    /// it must be called inside a tokio runtime.
+    pub fn new() -> Result<Self, NetError> {
+        let (conn, handle, _) = rtnetlink::new_connection().map_err(|source| NetError::Io {
+            iface: "*".into(),
+            op: "open netlink socket".into(),
+            source,
+        })?;
+        tokio::spawn(conn);
+        Ok(LinuxNet { handle, senders: Mutex::new(HashMap::new()) })
+    }
+
+    /// The raw rtnetlink handle, for callers that need more than the trait offers.
+    pub fn handle(&self) -> &Handle {
+        &self.handle
+    }
+
+    fn sender(&self, iface: &Interface, family: Family) -> Result<Arc<VrrpSender>, NetError> {
+        let mut map = self.senders.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(s) = map.get(&(iface.index, family)) {
+            return Ok(Arc::clone(s));
+        }
+        let sender = Arc::new(VrrpSender::open(iface, family)?);
+        map.insert((iface.index, family), Arc::clone(&sender));
+        Ok(sender)
+    }
+
+    /// Forgets cached send sockets of an interface, e.g. after it was recreated with a new index.
+    pub fn forget_interface(&self, index: u32) {
+        self.senders.lock().unwrap_or_else(|p| p.into_inner()).retain(|(i, _), _| *i != index);
+    }
+}
+
+impl NetOps for LinuxNet {
+    type Receiver = VrrpReceiver;
+
+    async fn resolve(&self, spec: &IfaceSpec) -> Result<Interface, NetError> {
+        netlink::resolve(&self.handle, spec).await
+    }
+
+    async fn source_address(&self, iface: &Interface, family: Family) -> Result<IpAddr, NetError> {
+        netlink::source_address(&self.handle, iface, family).await
+    }
+
+    async fn add_vip(&self, iface: &Interface, ip: IpAddr) -> Result<(), NetError> {
+        netlink::add_vip(&self.handle, iface, ip).await?;
+        tracing::debug!(iface = %iface.name, %ip, "VIP added");
+        Ok(())
+    }
+
+    async fn remove_vip(&self, iface: &Interface, ip: IpAddr) -> Result<bool, NetError> {
+        let removed = netlink::remove_vip(&self.handle, iface, ip).await?;
+        tracing::debug!(iface = %iface.name, %ip, removed, "VIP removed");
+        Ok(removed)
+    }
+
+    async fn list_our_vips(&self, iface: &Interface) -> Result<Vec<IpAddr>, NetError> {
+        netlink::list_our_vips(&self.handle, iface).await
+    }
+
+    async fn announce(&self, iface: &Interface, ip: IpAddr, mac: MacAddr) -> Result<(), NetError> {
+        let frame = match ip {
+            IpAddr::V4(v4) => codec::garp(mac, v4),
+            IpAddr::V6(v6) => codec::unsolicited_na(mac, v6),
+        };
+        let what = if ip.is_ipv4() { "gratuitous ARP" } else { "unsolicited NA" };
+        frames::send_frame(iface.index, &frame).map_err(|source| NetError::Io {
+            iface: iface.name.clone(),
+            op: format!("send {what} for {ip}"),
+            source,
+        })
+    }
+
+    async fn send_advert(
+        &self,
+        iface: &Interface,
+        src: IpAddr,
+        advert: &Advert,
+        peers: &[IpAddr],
+    ) -> Result<(), NetError> {
+        let family = Family::of(&src);
+        let group = match family {
+            Family::V4 => IpAddr::V4(VRRP_GROUP_V4),
+            Family::V6 => IpAddr::V6(VRRP_GROUP_V6),
+        };
+        let sender = self.sender(iface, family)?;
+        let dsts: &[IpAddr] = if peers.is_empty() { std::slice::from_ref(&group) } else { peers };
+        for dst in dsts {
+            let payload = codec::emit_advert(src, *dst, advert)
+                .map_err(|e| NetError::BadAdvert { vrid: advert.vrid, reason: format!("{src} -> {dst}: {e}") })?;
+            sender.send(src, *dst, &payload).await?;
+        }
+        Ok(())
+    }
+
+    fn advert_receiver(&self, iface: &Interface, family: Family) -> Result<VrrpReceiver, NetError> {
+        VrrpReceiver::open(iface, family)
+    }
+}
+
+impl AdvertReceiver for VrrpReceiver {
+    async fn recv(&mut self) -> Result<Received, NetError> {
+        VrrpReceiver::recv(self).await
+    }
+}

@@ -1,0 +1,239 @@
+//! The network operations the VIP-mode speaker drives, independent of how they are carried out.
+//!
+//! Design choice: [`NetOps`] uses return-position `impl Future + Send` (edition 2024), not boxed futures. The
+//! speaker is generic over its backend (`Speaker<N: NetOps>`), so it needs no `dyn`, and every call stays
+//! allocation-free. The futures are `Send` so the speaker can run them on a multi-threaded tokio runtime.
+//!
+//! The in-memory segment ([`crate::memory`]) deliberately does *not* implement this trait: it runs in virtual
+//! time driven by the simulator (no tokio, no clock), so it exposes a synchronous API taking `now` instead.
+
+use std::fmt;
+use std::future::Future;
+use std::net::IpAddr;
+use std::str::FromStr;
+
+use openelb_core::vrrp::{Advert, Received};
+
+use crate::wire::MacAddr;
+
+/// Linux interface names are at most 15 bytes (IFNAMSIZ - 1).
+pub const IFNAME_MAX: usize = 15;
+
+/// Prefix of an interface spec that picks the interface by a route lookup.
+pub const CAN_REACH_PREFIX: &str = "can_reach:";
+
+/// Address family, used to pick a VRRP socket or the interface's VRRP source address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Family {
+    V4,
+    V6,
+}
+
+impl Family {
+    pub fn of(ip: &IpAddr) -> Family {
+        match ip {
+            IpAddr::V4(_) => Family::V4,
+            IpAddr::V6(_) => Family::V6,
+        }
+    }
+}
+
+impl fmt::Display for Family {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Family::V4 => "IPv4",
+            Family::V6 => "IPv6",
+        })
+    }
+}
+
+/// How the operator (or an Eip) names the interface VIPs live on.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum IfaceSpec {
+    /// A NIC name such as `eth0`.
+    Name(String),
+    /// `can_reach:<ip>`: the interface the kernel would use to reach `ip` (route lookup); never `lo`.
+    CanReach(IpAddr),
+    /// The interface that carries this address; used when an Eip names no interface (the node's InternalIP).
+    Holding(IpAddr),
+}
+
+impl FromStr for IfaceSpec {
+    type Err = NetError;
+
+    /// Accepts `can_reach:<ip>` or a plain interface name. `Holding` has no text form: it is built from the
+    /// node's InternalIP, never typed by a user.
+    fn from_str(s: &str) -> Result<Self, NetError> {
+        let bad = |reason: &str| NetError::BadSpec { spec: s.to_string(), reason: reason.to_string() };
+        if let Some(rest) = s.strip_prefix(CAN_REACH_PREFIX) {
+            return rest
+                .trim()
+                .parse::<IpAddr>()
+                .map(IfaceSpec::CanReach)
+                .map_err(|_| bad("not an IP address after can_reach:"));
+        }
+        if s.is_empty() {
+            return Err(bad("interface name is empty"));
+        }
+        if s.len() > IFNAME_MAX {
+            return Err(bad("interface names are at most 15 bytes"));
+        }
+        if s.chars().any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control()) {
+            return Err(bad("interface names cannot contain '/', ':' or whitespace"));
+        }
+        Ok(IfaceSpec::Name(s.to_string()))
+    }
+}
+
+impl fmt::Display for IfaceSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            IfaceSpec::Name(n) => f.write_str(n),
+            IfaceSpec::CanReach(ip) => write!(f, "{CAN_REACH_PREFIX}{ip}"),
+            IfaceSpec::Holding(ip) => write!(f, "interface holding {ip}"),
+        }
+    }
+}
+
+/// A resolved interface. The index is what the kernel APIs want; the name is what people read.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Interface {
+    pub name: String,
+    pub index: u32,
+    /// None for links without an Ethernet address (tun, lo); VIP mode cannot announce on those.
+    pub mac: Option<MacAddr>,
+}
+
+impl fmt::Display for Interface {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.name)
+    }
+}
+
+/// Errors of the network operations; each names the interface and address concerned.
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    #[error("interface spec {spec:?}: {reason}")]
+    BadSpec { spec: String, reason: String },
+    #[error("interface {0:?} does not exist")]
+    NoSuchInterface(String),
+    #[error("interface index {0} does not exist")]
+    NoSuchIndex(u32),
+    #[error("can_reach:{0}: no route to this address")]
+    NoRoute(IpAddr),
+    #[error("can_reach:{0}: the route leaves via the loopback interface, which cannot carry VIPs")]
+    RouteViaLoopback(IpAddr),
+    #[error("no interface holds {0}")]
+    NoInterfaceHolds(IpAddr),
+    #[error("{iface}: no {family} address to use as the VRRP source")]
+    NoSourceAddress { iface: String, family: Family },
+    #[error("{iface}: has no Ethernet address, cannot announce {ip}")]
+    NoMac { iface: String, ip: IpAddr },
+    #[error("{iface}: {ip} is configured but not by openelb, refusing to {op} it")]
+    NotOurs { iface: String, ip: IpAddr, op: &'static str },
+    #[error("advert for VRID {vrid}: {reason}")]
+    BadAdvert { vrid: u8, reason: String },
+    #[error("{iface}: {op} {subject}: netlink: {source}")]
+    Netlink {
+        iface: String,
+        op: &'static str,
+        subject: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("{iface}: {op}: {source}")]
+    Io {
+        iface: String,
+        op: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The actions VIP mode takes on a node's network. Addresses are VIPs only: this trait never touches an
+/// address it did not add (see [`NetOps::list_our_vips`] for how ours are recognised).
+pub trait NetOps: Send + Sync {
+    /// Receives adverts for one interface and family.
+    type Receiver: AdvertReceiver;
+
+    /// Resolves a NIC name, `can_reach:<ip>` or "the interface holding X" to an interface.
+    fn resolve(&self, spec: &IfaceSpec) -> impl Future<Output = Result<Interface, NetError>> + Send;
+
+    /// The VRRP source address of the family on the interface: its first IPv4 address that is not one of our
+    /// VIPs, or its IPv6 link-local address (RFC 5798 §5.1.2.1 requires link-local for IPv6).
+    fn source_address(
+        &self,
+        iface: &Interface,
+        family: Family,
+    ) -> impl Future<Output = Result<IpAddr, NetError>> + Send;
+
+    /// Adds `ip` as a /32 or /128, marked as ours. Adding a VIP we already hold succeeds (idempotent).
+    fn add_vip(&self, iface: &Interface, ip: IpAddr) -> impl Future<Output = Result<(), NetError>> + Send;
+
+    /// Removes our VIP; `Ok(false)` if it was not there. Refuses addresses that are not marked as ours.
+    fn remove_vip(&self, iface: &Interface, ip: IpAddr) -> impl Future<Output = Result<bool, NetError>> + Send;
+
+    /// Addresses on the interface marked as ours: what a restarting speaker finds and reconciles.
+    fn list_our_vips(&self, iface: &Interface) -> impl Future<Output = Result<Vec<IpAddr>, NetError>> + Send;
+
+    /// Sends one gratuitous ARP (IPv4) or unsolicited Neighbor Advertisement (IPv6) for `ip` from `mac`.
+    /// Bursts and spacing are the caller's business.
+    fn announce(
+        &self,
+        iface: &Interface,
+        ip: IpAddr,
+        mac: MacAddr,
+    ) -> impl Future<Output = Result<(), NetError>> + Send;
+
+    /// Sends a VRRPv3 advert from `src` to the VRRP multicast group, or to each unicast peer when `peers` is
+    /// non-empty. The family is that of `src`; the advert's addresses must all be of that family.
+    fn send_advert(
+        &self,
+        iface: &Interface,
+        src: IpAddr,
+        advert: &Advert,
+        peers: &[IpAddr],
+    ) -> impl Future<Output = Result<(), NetError>> + Send;
+
+    /// Opens a receiver for adverts arriving on the interface in the family (joins the VRRP group there).
+    fn advert_receiver(&self, iface: &Interface, family: Family) -> Result<Self::Receiver, NetError>;
+}
+
+/// A stream of received adverts. Packets that fail validation (TTL ≠ 255, bad checksum, wrong version) are
+/// dropped inside and never surface; only I/O errors do.
+pub trait AdvertReceiver: Send {
+    fn recv(&mut self) -> impl Future<Output = Result<Received, NetError>> + Send;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spec_parses_can_reach_and_names() {
+        assert_eq!("eth0".parse::<IfaceSpec>().ok(), Some(IfaceSpec::Name("eth0".into())));
+        assert_eq!(
+            "can_reach:192.0.2.1".parse::<IfaceSpec>().ok(),
+            Some(IfaceSpec::CanReach("192.0.2.1".parse().unwrap()))
+        );
+        assert_eq!(
+            "can_reach:2001:db8::1".parse::<IfaceSpec>().ok(),
+            Some(IfaceSpec::CanReach("2001:db8::1".parse().unwrap()))
+        );
+    }
+
+    #[test]
+    fn spec_rejects_bad_names() {
+        for bad in ["", "can_reach:nope", "a-very-long-interface-name", "eth0:1", "et h0", "a/b"] {
+            let err = bad.parse::<IfaceSpec>().unwrap_err().to_string();
+            assert!(err.contains(&format!("{bad:?}")), "{err}");
+        }
+    }
+
+    #[test]
+    fn spec_display_round_trips() {
+        for s in ["eth0", "can_reach:192.0.2.1", "can_reach:2001:db8::1"] {
+            assert_eq!(s.parse::<IfaceSpec>().unwrap().to_string(), s);
+        }
+    }
+}

@@ -1,0 +1,379 @@
+//! Linux backend against real kernels, inside network namespaces these tests create and always delete.
+//!
+//! How code runs "inside" a namespace: a fresh thread calls setns(2) on /var/run/netns/<name>, then builds a
+//! current-thread tokio runtime there. Netlink, raw and packet sockets belong to the namespace of the thread
+//! that creates them, so everything the closure opens lives in that namespace. No re-exec needed.
+//!
+//! Topology per test: a switch namespace with a bridge, nodes n1 and n2 and a client, each with `eth0` on
+//! the bridge; addresses from 192.0.2.0/24 and 2001:db8::/64 only. Tests skip (pass, with a message) when not
+//! root or when `ip netns add` fails.
+#![cfg(target_os = "linux")]
+
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::process::Command;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use openelb_core::vrrp::Advert;
+use openelb_net::linux::LinuxNet;
+use openelb_net::ops::{AdvertReceiver, Family, IfaceSpec, NetError, NetOps};
+use openelb_net::wire::MacAddr;
+
+const N1_MAC: MacAddr = MacAddr([0x02, 0x42, 0xc0, 0x00, 0x02, 0x0b]);
+const N2_MAC: MacAddr = MacAddr([0x02, 0x42, 0xc0, 0x00, 0x02, 0x0c]);
+const CL_MAC: MacAddr = MacAddr([0x02, 0x42, 0xc0, 0x00, 0x02, 0x64]);
+
+fn ip(args: &[&str]) -> Result<String, String> {
+    let out = Command::new("ip").args(args).output().map_err(|e| format!("ip {args:?}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("ip {args:?}: {}", String::from_utf8_lossy(&out.stderr)));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn netns_exec(ns: &str, cmd: &[&str]) -> Result<String, String> {
+    let mut args = vec!["netns", "exec", ns];
+    args.extend_from_slice(cmd);
+    ip(&args)
+}
+
+/// The namespaces of one test; dropping it deletes them all (which also removes their veths).
+struct Lab {
+    sw: String,
+    n1: String,
+    n2: String,
+    cl: String,
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for ns in [&self.n1, &self.n2, &self.cl, &self.sw] {
+            let _ = ip(&["netns", "del", ns]);
+        }
+    }
+}
+
+impl Lab {
+    /// None (with the reason printed) when this environment cannot run namespace tests.
+    fn new(tag: &str) -> Option<Lab> {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("SKIP: namespace tests need root");
+            return None;
+        }
+        let base = format!("oelb-{}-{tag}", std::process::id());
+        let lab = Lab {
+            sw: format!("{base}-sw"),
+            n1: format!("{base}-n1"),
+            n2: format!("{base}-n2"),
+            cl: format!("{base}-cl"),
+        };
+        if let Err(e) = ip(&["netns", "add", &lab.sw]) {
+            eprintln!("SKIP: cannot create network namespaces: {e}");
+            return None;
+        }
+        if let Err(e) = lab.build() {
+            panic!("building the lab failed: {e}");
+        }
+        Some(lab)
+    }
+
+    fn build(&self) -> Result<(), String> {
+        ip(&["-n", &self.sw, "link", "add", "br0", "type", "bridge"])?;
+        ip(&["-n", &self.sw, "link", "set", "br0", "up"])?;
+        let hosts = [(&self.n1, "n1", N1_MAC, "11"), (&self.n2, "n2", N2_MAC, "12"), (&self.cl, "cl", CL_MAC, "100")];
+        for (ns, short, mac, host) in hosts {
+            ip(&["netns", "add", ns])?;
+            // No DAD, so link-local and test addresses are usable at once.
+            netns_exec(ns, &["sysctl", "-qw", "net.ipv6.conf.all.accept_dad=0"])?;
+            netns_exec(ns, &["sysctl", "-qw", "net.ipv6.conf.default.accept_dad=0"])?;
+            let peer = format!("sw-{short}");
+            let mac = mac.to_string();
+            ip(&["-n", &self.sw, "link", "add", &peer, "type", "veth", "peer", "name", "eth0", "netns", ns])?;
+            ip(&["-n", ns, "link", "set", "eth0", "address", &mac])?;
+            ip(&["-n", &self.sw, "link", "set", &peer, "master", "br0", "up"])?;
+            ip(&["-n", ns, "link", "set", "lo", "up"])?;
+            ip(&["-n", ns, "addr", "add", &format!("192.0.2.{host}/24"), "dev", "eth0"])?;
+            ip(&["-n", ns, "addr", "add", &format!("2001:db8::{host}/64"), "dev", "eth0", "nodad"])?;
+            ip(&["-n", ns, "link", "set", "eth0", "up"])?;
+        }
+        Ok(())
+    }
+}
+
+/// Runs `f` on a thread inside namespace `ns`, on a current-thread tokio runtime.
+fn in_ns<T, F, Fut>(ns: &str, f: F) -> std::thread::JoinHandle<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = T>,
+{
+    let path = format!("/var/run/netns/{ns}");
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(&path).unwrap();
+        // SAFETY: valid namespace fd; setns only affects this thread.
+        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(f())
+    })
+}
+
+fn run_in<T, F, Fut>(ns: &str, f: F) -> T
+where
+    T: Send + 'static,
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = T>,
+{
+    in_ns(ns, f).join().unwrap()
+}
+
+fn v4(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+/// Makes the client resolve `vip` (a UDP datagram to the discard port triggers ARP/NDP), like a first ping.
+fn prime_neighbour(ns: &str, vip: IpAddr) {
+    run_in(ns, move || async move {
+        let bind: SocketAddr = if vip.is_ipv4() { "0.0.0.0:0".parse().unwrap() } else { "[::]:0".parse().unwrap() };
+        let sock = UdpSocket::bind(bind).unwrap();
+        let _ = sock.send_to(b"x", SocketAddr::new(vip, 9));
+    });
+}
+
+/// Waits up to 3 s for the client's neighbour entry for `vip` to show `mac`.
+fn wait_neigh(ns: &str, vip: IpAddr, mac: MacAddr) -> Result<Duration, String> {
+    let want = mac.to_string();
+    let t0 = Instant::now();
+    let mut last = String::new();
+    while t0.elapsed() < Duration::from_secs(3) {
+        last = ip(&["-n", ns, "neigh", "show", &vip.to_string(), "dev", "eth0"])?;
+        if last.contains(&want) {
+            return Ok(t0.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Err(format!("neighbour entry for {vip} never showed {want}; last: {last:?}"))
+}
+
+#[test]
+fn vip_add_list_remove_recognises_our_mark() {
+    let Some(lab) = Lab::new("addr") else { return };
+    let out = run_in(&lab.n1, || async {
+        let net = LinuxNet::new().unwrap();
+        let eth0 = net.resolve(&IfaceSpec::Name("eth0".into())).await.unwrap();
+        assert_eq!(eth0.mac, Some(N1_MAC));
+        assert_eq!(net.list_our_vips(&eth0).await.unwrap(), Vec::<IpAddr>::new(), "node addresses are not ours");
+        let vips = [v4("192.0.2.91"), v4("2001:db8::91")];
+        for vip in vips {
+            net.add_vip(&eth0, vip).await.unwrap();
+            net.add_vip(&eth0, vip).await.unwrap(); // idempotent
+        }
+        let listed = net.list_our_vips(&eth0).await.unwrap();
+        // A node address is never ours: refuse to remove it or to claim it.
+        let not_ours = net.remove_vip(&eth0, v4("192.0.2.11")).await;
+        let claim = net.add_vip(&eth0, v4("192.0.2.11")).await;
+        (listed, not_ours, claim)
+    });
+    assert_eq!(out.0, vec![v4("192.0.2.91"), v4("2001:db8::91")]);
+    assert!(matches!(out.1, Err(NetError::NotOurs { .. })), "{:?}", out.1);
+    let msg = out.2.unwrap_err().to_string();
+    assert!(msg.contains("eth0") && msg.contains("192.0.2.11"), "{msg}");
+
+    let shown = ip(&["-n", &lab.n1, "addr", "show", "dev", "eth0"]).unwrap();
+    assert!(shown.contains("192.0.2.91/32"), "{shown}");
+    assert!(shown.contains("eth0:oelb"), "IPv4 label missing: {shown}");
+    assert!(shown.contains("2001:db8::91/128"), "{shown}");
+    // iproute2 6.1 does not print IFA_PROTO; the IPv6 VIP being listed as ours (it has no label) shows the
+    // protocol mark is stored and read back.
+
+    // A new backend instance (a restarted speaker) finds and removes them.
+    let after = run_in(&lab.n1, || async {
+        let net = LinuxNet::new().unwrap();
+        let eth0 = net.resolve(&IfaceSpec::Name("eth0".into())).await.unwrap();
+        let found = net.list_our_vips(&eth0).await.unwrap();
+        let mut removed = vec![];
+        for vip in &found {
+            removed.push(net.remove_vip(&eth0, *vip).await.unwrap());
+        }
+        let again = net.remove_vip(&eth0, v4("192.0.2.91")).await.unwrap();
+        (found, removed, again, net.list_our_vips(&eth0).await.unwrap())
+    });
+    assert_eq!(after.0.len(), 2);
+    assert_eq!(after.1, vec![true, true]);
+    assert!(!after.2, "removing an absent VIP reports false");
+    assert!(after.3.is_empty());
+    let shown = ip(&["-n", &lab.n1, "addr", "show", "dev", "eth0"]).unwrap();
+    assert!(!shown.contains("192.0.2.91") && shown.contains("192.0.2.11/24"), "{shown}");
+}
+
+fn move_vip_and_check_client(lab: &Lab, vip: IpAddr) {
+    run_in(&lab.n1, move || async move {
+        let net = LinuxNet::new().unwrap();
+        let eth0 = net.resolve(&IfaceSpec::Name("eth0".into())).await.unwrap();
+        net.add_vip(&eth0, vip).await.unwrap();
+    });
+    prime_neighbour(&lab.cl, vip);
+    wait_neigh(&lab.cl, vip, N1_MAC).unwrap();
+
+    run_in(&lab.n1, move || async move {
+        let net = LinuxNet::new().unwrap();
+        let eth0 = net.resolve(&IfaceSpec::Name("eth0".into())).await.unwrap();
+        assert!(net.remove_vip(&eth0, vip).await.unwrap());
+    });
+    run_in(&lab.n2, move || async move {
+        let net = LinuxNet::new().unwrap();
+        let eth0 = net.resolve(&IfaceSpec::Name("eth0".into())).await.unwrap();
+        net.add_vip(&eth0, vip).await.unwrap();
+        net.announce(&eth0, vip, eth0.mac.unwrap()).await.unwrap();
+    });
+    let took = wait_neigh(&lab.cl, vip, N2_MAC).unwrap();
+    eprintln!("client entry for {vip} flipped to n2 {took:?} after the announcement");
+}
+
+#[test]
+fn gratuitous_arp_updates_existing_client_entry() {
+    let Some(lab) = Lab::new("garp") else { return };
+    move_vip_and_check_client(&lab, v4("192.0.2.91"));
+}
+
+#[test]
+fn unsolicited_na_updates_existing_client_entry() {
+    let Some(lab) = Lab::new("na") else { return };
+    move_vip_and_check_client(&lab, v4("2001:db8::91"));
+}
+
+#[test]
+fn gratuitous_arp_does_not_create_client_entry() {
+    let Some(lab) = Lab::new("noarp") else { return };
+    let vip = v4("192.0.2.92");
+    run_in(&lab.n1, move || async move {
+        let net = LinuxNet::new().unwrap();
+        let eth0 = net.resolve(&IfaceSpec::Name("eth0".into())).await.unwrap();
+        net.add_vip(&eth0, vip).await.unwrap();
+        net.announce(&eth0, vip, N1_MAC).await.unwrap();
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    let neigh = ip(&["-n", &lab.cl, "neigh", "show", "192.0.2.92"]).unwrap();
+    assert!(neigh.trim().is_empty(), "arp_accept=0 must ignore a GARP without an entry: {neigh}");
+}
+
+fn advert_round_trip(lab: &Lab, family: Family, unicast: bool) {
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let receiver = in_ns(&lab.n2, move || async move {
+        let net = LinuxNet::new().unwrap();
+        let eth0 = net.resolve(&IfaceSpec::Name("eth0".into())).await.unwrap();
+        let mine = net.source_address(&eth0, family).await.unwrap();
+        let mut rx = net.advert_receiver(&eth0, family).unwrap();
+        ready_tx.send(mine).unwrap();
+        tokio::time::timeout(Duration::from_secs(3), AdvertReceiver::recv(&mut rx))
+            .await
+            .expect("no advert within 3 s")
+            .unwrap()
+    });
+    let n2_src = ready_rx.recv().unwrap();
+    let addresses = match family {
+        Family::V4 => vec![v4("192.0.2.91"), v4("192.0.2.92")],
+        Family::V6 => vec![v4("2001:db8::91")],
+    };
+    let advert = Advert { vrid: 42, priority: 200, max_advert_int: 10, addresses };
+    let sent = advert.clone();
+    let src = run_in(&lab.n1, move || async move {
+        let net = LinuxNet::new().unwrap();
+        let eth0 = net.resolve(&IfaceSpec::Name("eth0".into())).await.unwrap();
+        let src = net.source_address(&eth0, family).await.unwrap();
+        let peers = if unicast { vec![n2_src] } else { vec![] };
+        // A few sends, in case the receiver's group join is still settling.
+        for _ in 0..5 {
+            net.send_advert(&eth0, src, &sent, &peers).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        src
+    });
+    let got = receiver.join().unwrap();
+    assert_eq!(got.ttl, 255);
+    assert_eq!(got.src, src);
+    assert_eq!(got.advert, advert);
+    if family == Family::V4 {
+        assert_eq!(src, v4("192.0.2.11"));
+    } else {
+        assert!(matches!(src, IpAddr::V6(v6) if v6.segments()[0] == 0xfe80), "IPv6 source must be link-local: {src}");
+    }
+}
+
+#[test]
+fn vrrp_advert_v4_multicast_received_with_ttl_255() {
+    let Some(lab) = Lab::new("vr4") else { return };
+    advert_round_trip(&lab, Family::V4, false);
+}
+
+#[test]
+fn vrrp_advert_v4_unicast_received_with_ttl_255() {
+    let Some(lab) = Lab::new("vr4u") else { return };
+    advert_round_trip(&lab, Family::V4, true);
+}
+
+#[test]
+fn vrrp_advert_v6_multicast_received_with_hop_limit_255() {
+    let Some(lab) = Lab::new("vr6") else { return };
+    advert_round_trip(&lab, Family::V6, false);
+}
+
+#[test]
+fn interface_resolution() {
+    let Some(lab) = Lab::new("res") else { return };
+    run_in(&lab.n1, || async {
+        let net = LinuxNet::new().unwrap();
+        let by_route = net.resolve(&"can_reach:192.0.2.12".parse().unwrap()).await.unwrap();
+        assert_eq!(by_route.name, "eth0");
+        let by_route6 = net.resolve(&"can_reach:2001:db8::12".parse().unwrap()).await.unwrap();
+        assert_eq!(by_route6.name, "eth0");
+        let holding = net.resolve(&IfaceSpec::Holding(v4("192.0.2.11"))).await.unwrap();
+        assert_eq!(holding, by_route);
+        assert!(matches!(
+            net.resolve(&"can_reach:127.0.0.1".parse().unwrap()).await,
+            Err(NetError::RouteViaLoopback(_))
+        ));
+        // No default route in the namespace.
+        let none = net.resolve(&"can_reach:198.51.100.1".parse().unwrap()).await;
+        assert!(matches!(none, Err(NetError::NoRoute(_))), "{none:?}");
+        let missing = net.resolve(&IfaceSpec::Name("nope0".into())).await;
+        assert!(matches!(missing, Err(NetError::NoSuchInterface(ref n)) if n == "nope0"), "{missing:?}");
+        let nobody = net.resolve(&IfaceSpec::Holding(v4("192.0.2.200"))).await;
+        assert!(matches!(nobody, Err(NetError::NoInterfaceHolds(_))), "{nobody:?}");
+        assert_eq!(net.source_address(&by_route, Family::V4).await.unwrap(), v4("192.0.2.11"));
+    });
+}
+
+#[test]
+fn vrrp_advert_with_ttl_below_255_is_dropped() {
+    let Some(lab) = Lab::new("ttl") else { return };
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let receiver = in_ns(&lab.n2, move || async move {
+        let net = LinuxNet::new().unwrap();
+        let eth0 = net.resolve(&IfaceSpec::Name("eth0".into())).await.unwrap();
+        let mut rx = net.advert_receiver(&eth0, Family::V4).unwrap();
+        ready_tx.send(()).unwrap();
+        tokio::time::timeout(Duration::from_secs(3), AdvertReceiver::recv(&mut rx)).await.expect("no advert").unwrap()
+    });
+    ready_rx.recv().unwrap();
+    run_in(&lab.n1, || async {
+        let src = v4("192.0.2.11");
+        let group = v4("224.0.0.18");
+        let forged = Advert { vrid: 7, priority: 254, max_advert_int: 10, addresses: vec![v4("192.0.2.91")] };
+        let payload = openelb_net::wire::vrrp::emit(&forged, src, group).unwrap();
+        let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::RAW, Some(112.into())).unwrap();
+        sock.bind_device(Some(b"eth0")).unwrap();
+        sock.bind(&SocketAddr::new(src, 0).into()).unwrap();
+        sock.set_multicast_ttl_v4(254).unwrap();
+        sock.send_to(&payload, &SocketAddr::new(group, 0).into()).unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let net = LinuxNet::new().unwrap();
+        let eth0 = net.resolve(&IfaceSpec::Name("eth0".into())).await.unwrap();
+        let genuine = Advert { priority: 100, ..forged };
+        net.send_advert(&eth0, src, &genuine, &[]).await.unwrap();
+    });
+    let got = receiver.join().unwrap();
+    assert_eq!((got.ttl, got.advert.priority), (255, 100), "the TTL-254 advert must not surface");
+}
