@@ -4,14 +4,14 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use openelb_core::validate;
-use serde::Serialize;
 
 use crate::input::{self, Loaded};
 use crate::output::table;
-use crate::scenario::{Scenario, SimTime};
-use crate::sim::{ChangeView, VipView, World};
+use crate::scenario::Scenario;
+use crate::sim::{ChangeView, World};
+use crate::sim_run::{self, Report, SimFlags, Step};
 use crate::{Format, Inputs};
 
 fn warn_all(warnings: &[String]) {
@@ -117,60 +117,94 @@ fn changes_text(changes: &[ChangeView]) -> String {
     s
 }
 
-#[derive(Serialize)]
-struct Step {
-    at_ms: u64,
-    at: String,
-    event: String,
-    changes: Vec<ChangeView>,
-    vips: Vec<VipView>,
-}
-
-pub fn simulate(inputs: &Inputs, scenario: Option<&Path>, format: Format) -> Result<ExitCode> {
+pub fn simulate(inputs: &Inputs, scenario: Option<&Path>, format: Format, timing: &SimFlags) -> Result<ExitCode> {
     let loaded = input::load(&inputs.paths)?;
     warn_all(&loaded.warnings);
     let scenario = scenario.map(Scenario::load).transpose()?;
     let mut world = world(&loaded);
     warn_all(&world.warnings());
-
-    let mut steps = Vec::new();
-    let changes = world.reconcile();
-    steps.push(Step { at_ms: 0, at: SimTime(0).to_string(), event: "start".into(), changes, vips: world.vips() });
-    for (i, ev) in scenario.iter().flat_map(|s| s.events.iter()).enumerate() {
-        world.apply(&ev.event).with_context(|| format!("scenario events[{i}] ({} {})", ev.at, ev.event))?;
-        let changes = world.reconcile();
-        steps.push(Step {
-            at_ms: ev.at.0,
-            at: ev.at.to_string(),
-            event: ev.event.to_string(),
-            changes,
-            vips: world.vips(),
-        });
-    }
-
+    let report = sim_run::run(&mut world, scenario.as_ref(), timing)?;
     match format {
-        Format::Table => {
-            if let Some(name) = scenario.as_ref().and_then(|s| s.name()) {
-                println!("scenario {name}");
-            }
-            let mut prev: Option<&Step> = None;
-            for step in &steps {
-                print!("{}", step_text(step, prev));
-                prev = Some(step);
-            }
-        }
-        Format::Json => println!("{}", serde_json::to_string_pretty(&serde_json::json!({"steps": steps}))?),
-        Format::Yaml => print!("{}", serde_yaml::to_string(&serde_json::json!({"steps": steps}))?),
+        Format::Table => print!("{}", report_text(&report)),
+        Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        Format::Yaml => print!("{}", serde_yaml::to_string(&report)?),
+    }
+    for c in &report.conflicts {
+        eprintln!("warning: {} {}", c.at, c.text.trim_start_matches("WARNING: "));
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn step_text(step: &Step, prev: Option<&Step>) -> String {
+fn report_text(report: &Report) -> String {
+    let mut s = String::new();
+    if let Some(name) = &report.scenario {
+        s.push_str(&format!("scenario {name}\n"));
+    }
+    let st = &report.settings;
+    s.push_str(&format!(
+        "speakers: advert {} ms, preempt delay {} ms, GARP {} x {} ms; segment delay {} ms, loss {}; node grace {} s\n",
+        st.advert_interval_ms,
+        st.preempt_delay_ms,
+        st.garp_count,
+        st.garp_spacing_ms,
+        st.delay_ms,
+        st.loss,
+        st.node_grace_ms / 1000.0
+    ));
+    let mut prev: Option<&Step> = None;
+    for (i, step) in report.steps.iter().enumerate() {
+        let last = i + 1 == report.steps.len();
+        s.push_str(&step_text(step, prev, last));
+        prev = Some(step);
+    }
+    if !report.conflicts.is_empty() {
+        s.push_str(&format!("{} ARP conflict(s): see the WARNING lines\n", report.conflicts.len()));
+    }
+    s
+}
+
+fn step_text(step: &Step, prev: Option<&Step>, last: bool) -> String {
     let mut s = format!("== {}  {}\n", step.at, step.event);
     for c in &step.changes {
         let kind = if c.warning { "Warning" } else { "Normal" };
         s.push_str(&format!("   {kind:<8} {}: {}\n", c.service, c.change));
     }
+    // The step header already names the event; its timeline entry adds nothing unless it explains more.
+    for e in step.timeline.iter().filter(|e| !(e.kind == "event" && e.text == step.event)) {
+        s.push_str(&format!("   {}  {}\n", e.at, e.text));
+    }
+    for t in &step.takeovers {
+        let verb = match &t.from {
+            Some(from) => format!("takeover {}: {from} -> {}", t.vip, t.to),
+            None => format!("elected {}: {}", t.vip, t.to),
+        };
+        let mut line = format!("   {verb}: MASTER after {}", ms(t.master_after_ms));
+        if let Some(n) = t.neigh_after_ms {
+            line.push_str(&format!(", client's ip neigh after {}", ms(n)));
+        }
+        if let Some(o) = t.outage_ms {
+            line.push_str(&format!(", client outage {}", ms(o)));
+        }
+        s.push_str(&line);
+        s.push('\n');
+    }
+    let down: Vec<String> = step
+        .nodes
+        .iter()
+        .filter(|n| n.machine != "up" || !n.ready)
+        .map(|n| format!("{} {}{}", n.name, n.machine, if n.ready { "" } else { " NotReady" }))
+        .collect();
+    let when =
+        if last { format!("at {} (end of run)", step.state_at) } else { format!("just before {}", step.state_at) };
+    s.push_str(&format!("   -- state {when}"));
+    if !down.is_empty() {
+        s.push_str(&format!("; nodes: {}", down.join(", ")));
+    }
+    if !step.partitions.is_empty() {
+        let cut: Vec<String> = step.partitions.iter().map(|(a, b)| format!("{a}/{b}")).collect();
+        s.push_str(&format!("; cut off: {}", cut.join(" ")));
+    }
+    s.push('\n');
     for v in &step.vips {
         let before = prev.and_then(|p| p.vips.iter().find(|x| x.vip == v.vip));
         let moved = match (before.and_then(|b| b.holder.as_deref()), v.holder.as_deref()) {
@@ -180,8 +214,16 @@ fn step_text(step: &Step, prev: Option<&Step>) -> String {
             _ => String::new(),
         };
         let holder = match (&v.holder, v.protocol.as_str()) {
+            (Some(_), _) if v.answering.len() > 1 => {
+                format!("SPLIT BRAIN: {} all answer the client's ARP", v.answering.join(", "))
+            }
+            (Some(h), _) if v.holders.len() > 1 => {
+                let others: Vec<&str> = v.holders.iter().map(String::as_str).filter(|x| x != h).collect();
+                format!("{h} (also MASTER beyond a partition: {})", others.join(", "))
+            }
             (Some(h), _) => h.clone(),
             (None, "bgp") => format!("BGP ECMP via {}", v.candidates.join(",")),
+            (None, _) if !v.candidates.is_empty() => "none: no live speaker holds it".to_string(),
             (None, _) => "none: no candidate node, VIP withdrawn".to_string(),
         };
         s.push_str(&format!(
@@ -198,6 +240,16 @@ fn step_text(step: &Step, prev: Option<&Step>) -> String {
             "     candidates: {}\n",
             if v.candidates.is_empty() { "-".into() } else { v.candidates.join(", ") }
         ));
+        if let Some(vrid) = v.vrid {
+            let prios: Vec<String> = v.priorities.iter().map(|p| format!("{} {}", p.node, p.priority)).collect();
+            s.push_str(&format!("     VRRP: VRID {vrid}, priorities {}\n", prios.join(", ")));
+        }
+        if !v.stale_on.is_empty() {
+            s.push_str(&format!(
+                "     still configured on: {} (down or cut off; harmless while it stays so)\n",
+                v.stale_on.join(", ")
+            ));
+        }
         if let Some(n) = &v.ip_neigh {
             s.push_str(&format!("     client$ ip neigh  -> {n}\n"));
         }
@@ -207,11 +259,22 @@ fn step_text(step: &Step, prev: Option<&Step>) -> String {
             format!("You've hit {}", v.reaches.join(" | You've hit "))
         };
         s.push_str(&format!("     client$ curl {}  -> {reach}\n", v.vip));
+        if !v.timeouts.is_empty() {
+            s.push_str(&format!(
+                "       (requests kube-proxy sends to {} time out: listed ready, but its node is unreachable)\n",
+                v.timeouts.join(", ")
+            ));
+        }
     }
     if step.vips.is_empty() {
         s.push_str("   no VIPs allocated\n");
     }
     s
+}
+
+/// A duration in milliseconds, as `306.3 ms` or `3.050 s`.
+fn ms(v: f64) -> String {
+    if v < 1000.0 { format!("{v:.1} ms") } else { format!("{:.3} s", v / 1000.0) }
 }
 
 pub fn validate(inputs: &Inputs, format: Format) -> Result<ExitCode> {

@@ -7,6 +7,8 @@ mod lab;
 mod output;
 mod scenario;
 mod sim;
+mod sim_run;
+mod vrrp_sim;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -57,17 +59,21 @@ enum Command {
         #[arg(short, long, value_enum, default_value_t = Format::Table)]
         output: Format,
     },
-    /// Allocate, then elect the node answering for each VIP, and replay a scenario's timeline of events. Each step
-    /// shows the holder of every VIP, the client's `ip neigh` entry for it and the Pods a client reaches.
+    /// Allocate, then run every node's VRRP speaker and a client on a simulated L2 segment in virtual time, and
+    /// replay a scenario's timeline of events. Each step shows when states changed, how long detection and
+    /// takeover took, and then the holder of every VIP, the client's `ip neigh` entry and the Pods it reaches.
     Simulate {
         #[command(flatten)]
         inputs: Inputs,
-        /// Timeline of events (node down/up, Pod ready/moved, Service created/deleted/patched, Eip
-        /// created/deleted). See examples/vip-mode/scenario-*.yaml for the format.
+        /// Timeline of events (node down/stopped/up, NotReady/Ready, link down/up, partition/heal, Pod
+        /// ready/moved, Service created/deleted/patched, Eip created/deleted). See
+        /// examples/vip-mode/scenario-*.yaml for the format.
         #[arg(long, value_name = "FILE")]
         scenario: Option<PathBuf>,
         #[arg(short, long, value_enum, default_value_t = Format::Table)]
         output: Format,
+        #[command(flatten)]
+        timing: sim_run::SimFlags,
     },
     /// Check pools and Services for problems (bad addresses, overlapping pools, missing interface, several
     /// default pools, requests no pool can honour). Exit status 1 with every problem listed, 0 when clean.
@@ -88,7 +94,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Allocate { inputs, output } => commands::allocate(&inputs, output),
-        Command::Simulate { inputs, scenario, output } => commands::simulate(&inputs, scenario.as_deref(), output),
+        Command::Simulate { inputs, scenario, output, timing } => {
+            commands::simulate(&inputs, scenario.as_deref(), output, &timing)
+        }
         Command::Validate { inputs, output } => commands::validate(&inputs, output),
         Command::Crd => commands::crd(),
         Command::Lab(args) => lab::run(args),

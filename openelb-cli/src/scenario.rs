@@ -1,10 +1,16 @@
-//! The scenario file of `openelb-cli simulate`: a timeline of cluster events. Every event carries its time
-//! (`at`) so the VRRP engine of the data-plane issue can run the same files in virtual time; today each event is
-//! one step of allocation plus election.
+//! The scenario file of `openelb-cli simulate`: a timeline of cluster events, each with its time (`at`). The
+//! simulator plays them in virtual time against the real VRRP state machines on an in-memory L2 segment
+//! (see `vrrp_sim`), so the same file shows both what Kubernetes decides and how long the data plane takes.
+//!
+//! Events come in two layers, because a crash and Kubernetes noticing it are different moments:
+//! - the machine and its network: `nodeDown` (crash), `nodeStop` (graceful), `nodeUp` (boot), `linkDown`,
+//!   `linkUp`, `partition`, `heal`;
+//! - the Kubernetes objects: `nodeNotReady`, `nodeReady`, labels, Pods, Services, Eips.
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
@@ -49,6 +55,10 @@ impl fmt::Display for SimTime {
 }
 
 impl SimTime {
+    pub fn as_duration(self) -> Duration {
+        Duration::from_millis(self.0)
+    }
+
     pub fn parse(s: &str) -> Result<Self, String> {
         let t = s.trim();
         let (num, scale) = if let Some(n) = t.strip_suffix("ms") {
@@ -70,6 +80,35 @@ impl SimTime {
         }
         Ok(SimTime(ms as u64))
     }
+}
+
+/// A command-line duration with a unit: `100us`, `0.1ms`, `3s`, `1m`; a bare `0` is zero.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    if t == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let (num, nanos_per_unit) = if let Some(n) = t.strip_suffix("us") {
+        (n, 1e3)
+    } else if let Some(n) = t.strip_suffix("ms") {
+        (n, 1e6)
+    } else if let Some(n) = t.strip_suffix('s') {
+        (n, 1e9)
+    } else if let Some(n) = t.strip_suffix('m') {
+        (n, 60e9)
+    } else {
+        return Err(format!("{s:?}: a duration needs a unit: us, ms, s or m (e.g. 100ms, 0.1ms, 3s)"));
+    };
+    let v: f64 = num.trim().parse().map_err(|_| format!("{s:?}: {num:?} is not a number"))?;
+    if !v.is_finite() || v < 0.0 {
+        return Err(format!("{s:?}: a duration must be zero or positive"));
+    }
+    let nanos = (v * nanos_per_unit).round();
+    // A day is far beyond any simulated timeline and keeps every sum of times far from overflow.
+    if nanos > 86_400e9 {
+        return Err(format!("{s:?}: longer than a day"));
+    }
+    Ok(Duration::from_nanos(nanos as u64))
 }
 
 impl<'de> Deserialize<'de> for SimTime {
@@ -110,12 +149,74 @@ impl fmt::Display for PodRef {
     }
 }
 
+/// Two sides of a partition of the L2 segment. Members are node names or `client`.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Sides {
+    #[serde(default)]
+    pub a: Vec<String>,
+    /// Empty: every other node and the client.
+    #[serde(default)]
+    pub b: Vec<String>,
+}
+
+impl fmt::Display for Sides {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let b = if self.b.is_empty() { "everyone else".to_string() } else { self.b.join(",") };
+        write!(f, "{} | {b}", self.a.join(","))
+    }
+}
+
+/// `heal: all`, `heal: {}` or an empty `heal:` end every partition; `heal: {a: [...], b: [...]}` ends one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Heal {
+    All,
+    Sides(Sides),
+}
+
+impl<'de> Deserialize<'de> for Heal {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Text(String),
+            Sides(Sides),
+            Nothing(()),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Text(t) if t == "all" => Ok(Heal::All),
+            Raw::Text(t) => {
+                Err(serde::de::Error::custom(format!("heal: {t:?} is not `all` or {{a: [...], b: [...]}}")))
+            }
+            Raw::Nothing(()) => Ok(Heal::All),
+            Raw::Sides(s) if s.a.is_empty() && s.b.is_empty() => Ok(Heal::All),
+            Raw::Sides(s) => Ok(Heal::Sides(s)),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub enum Event {
-    /// The node stops (crash or NotReady): it leaves every candidate set and its Pods stop being ready endpoints.
+    /// The machine crashes: its speaker stops without a word, its link goes down and its VIPs stay configured
+    /// on the dead NIC. Kubernetes keeps the Node Ready for the node grace period (`--node-grace`), then marks it
+    /// NotReady: only then does it leave the candidate sets and do its Pods stop being ready endpoints.
     NodeDown(String),
+    /// Graceful shutdown: the speaker sends priority-0 adverts and removes its VIPs, then the machine powers
+    /// off. Kubernetes notices as for `nodeDown`.
+    NodeStop(String),
+    /// The machine boots (fresh speaker, no VIPs on its NIC) and its kubelet reports Ready at once.
     NodeUp(String),
+    /// Kubernetes-only readiness (the machine and its speaker keep running), e.g. a kubelet that stopped.
+    NodeNotReady(String),
+    NodeReady(String),
+    /// The node's link to the segment goes down (the speaker sees the interface go down) or comes back.
+    LinkDown(String),
+    LinkUp(String),
+    /// Side `a` and side `b` stop hearing each other on the segment (both ways). Kubernetes is not affected:
+    /// add `nodeNotReady` events if the API server should lose nodes too.
+    Partition(Sides),
+    Heal(Heal),
     /// Sets (string) or removes (null) labels on a node, e.g. the exclude-from-external-load-balancers label.
     LabelNode {
         node: String,
@@ -162,7 +263,15 @@ impl fmt::Display for Event {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Event::NodeDown(n) => write!(f, "{n} down"),
+            Event::NodeStop(n) => write!(f, "{n} stopped"),
             Event::NodeUp(n) => write!(f, "{n} up"),
+            Event::NodeNotReady(n) => write!(f, "{n} NotReady"),
+            Event::NodeReady(n) => write!(f, "{n} Ready"),
+            Event::LinkDown(n) => write!(f, "{n} link down"),
+            Event::LinkUp(n) => write!(f, "{n} link up"),
+            Event::Partition(s) => write!(f, "partition {s}"),
+            Event::Heal(Heal::All) => f.write_str("heal all partitions"),
+            Event::Heal(Heal::Sides(s)) => write!(f, "heal {s}"),
             Event::LabelNode { node, labels } => write!(f, "label node {node} {}", fmt_map(labels)),
             Event::PodReady { pod, ready } => {
                 write!(f, "{pod} {}", if *ready { "ready" } else { "not ready" })
@@ -280,6 +389,35 @@ mod tests {
     }
 
     #[test]
+    fn partition_and_heal_forms_parse() {
+        let sc = Scenario::parse(
+            "events:\n- at: 1s\n  partition: {a: [m1], b: [w1, w2]}\n- at: 2s\n  partition: {a: [client]}\n\
+- at: 3s\n  heal: {a: [m1], b: [w1]}\n- at: 4s\n  heal: all\n- at: 5s\n  heal: {}\n- at: 6s\n  heal:\n",
+            "t",
+        )
+        .unwrap();
+        let evs: Vec<&Event> = sc.events.iter().map(|e| &e.event).collect();
+        assert_eq!(evs[0], &Event::Partition(Sides { a: vec!["m1".into()], b: vec!["w1".into(), "w2".into()] }));
+        assert_eq!(evs[1].to_string(), "partition client | everyone else");
+        assert_eq!(evs[2], &Event::Heal(Heal::Sides(Sides { a: vec!["m1".into()], b: vec!["w1".into()] })));
+        assert_eq!(evs[3], &Event::Heal(Heal::All));
+        assert_eq!(evs[4], &Event::Heal(Heal::All));
+        assert_eq!(evs[5], &Event::Heal(Heal::All));
+        assert!(Scenario::parse("events:\n- at: 1s\n  heal: some\n", "t").is_err());
+        assert!(Scenario::parse("events:\n- at: 1s\n  partition: {a: [x], c: [y]}\n", "t").is_err());
+    }
+
+    #[test]
+    fn durations_parse_below_a_millisecond() {
+        assert_eq!(parse_duration("0.1ms"), Ok(Duration::from_micros(100)));
+        assert_eq!(parse_duration("250us"), Ok(Duration::from_micros(250)));
+        assert_eq!(parse_duration("3s"), Ok(Duration::from_secs(3)));
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        assert!(parse_duration("3").unwrap_err().contains("unit"));
+        assert!(parse_duration("-1ms").is_err());
+    }
+
+    #[test]
     fn unknown_event_is_an_error() {
         assert!(Scenario::parse("events:\n- at: 1s\n  explode: a\n", "f").is_err());
     }
@@ -289,6 +427,7 @@ mod tests {
         fn parse_never_panics(s in ".*") {
             let _ = Scenario::parse(&s, "p");
             let _ = SimTime::parse(&s);
+            let _ = parse_duration(&s);
         }
     }
 }

@@ -11,6 +11,7 @@ use openelb_core::{Cluster, Pool, Protocol, Service, ServiceKey, TrafficPolicy};
 use serde::Serialize;
 
 use crate::scenario::{Event, PodRef, ServicePatchEvent};
+use crate::vrrp_sim::DataPlane;
 
 /// A Deployment's name and selector, to find "replica N" of it.
 #[derive(Debug, Clone)]
@@ -59,12 +60,34 @@ pub struct VipView {
     pub policy: String,
     pub candidates: Vec<String>,
     /// The node answering ARP/NDP for the VIP (vip and layer2 pools); `None` for BGP or without candidates.
+    /// For `vip` pools this is what the simulated data plane shows: the node holding the VIP that the client's
+    /// traffic reaches, or else the first node holding it.
     pub holder: Option<String>,
+    /// Every running node with its link up and the VIP configured, on any side of a partition.
+    pub holders: Vec<String>,
+    /// The holders that answer the client's ARP requests: more than one is a split brain the client sees.
+    pub answering: Vec<String>,
+    /// Down nodes that still have the VIP configured (a crashed machine keeps its addresses).
+    pub stale_on: Vec<String>,
+    /// `vrrp` (simulated speakers) or `election` (the first preference, for layer2 and BGP pools).
+    pub model: String,
+    /// The VRRP group of the VIP, when it has candidates.
+    pub vrid: Option<u8>,
+    pub priorities: Vec<NodePriority>,
     pub holder_mac: Option<String>,
     /// The client's neighbour entry for the VIP, as `ip neigh` prints it.
     pub ip_neigh: Option<String>,
     /// Pods a client's requests to the VIP reach.
     pub reaches: Vec<String>,
+    /// Pods Kubernetes still lists as ready that requests cannot reach (their node is down or cut off): the
+    /// share of requests kube-proxy sends there times out.
+    pub timeouts: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct NodePriority {
+    pub node: String,
+    pub priority: u8,
 }
 
 impl World {
@@ -141,8 +164,14 @@ impl World {
 
     pub fn apply(&mut self, event: &Event) -> Result<()> {
         match event {
-            Event::NodeDown(n) => self.node_mut(n)?.ready = false,
-            Event::NodeUp(n) => self.node_mut(n)?.ready = true,
+            // Machines and the network are the data plane's (`vrrp_sim`); Kubernetes only learns about a crash
+            // when the node grace period ends, which the simulate runner schedules.
+            Event::NodeDown(n) | Event::NodeStop(n) | Event::NodeUp(n) | Event::LinkDown(n) | Event::LinkUp(n) => {
+                self.node_mut(n)?;
+            }
+            Event::Partition(_) | Event::Heal(_) => {}
+            Event::NodeNotReady(n) => self.node_mut(n)?.ready = false,
+            Event::NodeReady(n) => self.node_mut(n)?.ready = true,
             Event::LabelNode { node, labels } => {
                 let node = self.node_mut(node)?;
                 for (k, v) in labels {
@@ -202,6 +231,19 @@ impl World {
         }
         self.refresh_endpoints();
         Ok(())
+    }
+
+    /// Sets the Node's Ready condition; true if it changed.
+    pub fn set_ready(&mut self, node: &str, ready: bool) -> Result<bool> {
+        let n = self.node_mut(node)?;
+        let changed = n.ready != ready;
+        n.ready = ready;
+        self.refresh_endpoints();
+        Ok(changed)
+    }
+
+    pub fn is_ready(&self, node: &str) -> bool {
+        self.cluster.nodes.iter().any(|n| n.name == node && n.ready)
     }
 
     fn patch_service(&mut self, p: &ServicePatchEvent) -> Result<()> {
@@ -275,11 +317,6 @@ impl World {
             .ok_or_else(|| anyhow!("Deployment {ns}/{d} has {} Pods, no replica {idx}", pods.len()))
     }
 
-    /// Every allocated address with its holder and what a client sees, in pool then address order.
-    pub fn vips(&self) -> Vec<VipView> {
-        announce::targets(&self.cluster, &self.ipam).iter().map(|t| self.vip_view(t)).collect()
-    }
-
     fn vip_view(&self, t: &VipTarget) -> VipView {
         let services: Vec<&Service> =
             t.services.iter().filter_map(|k| self.cluster.services.iter().find(|s| &s.key() == k)).collect();
@@ -327,10 +364,86 @@ impl World {
             policy: policies.into_iter().collect::<Vec<_>>().join(","),
             candidates: t.candidates.clone(),
             holder: holder.map(str::to_string),
+            holders: holder.map(str::to_string).into_iter().collect(),
+            answering: holder.map(str::to_string).into_iter().collect(),
+            stale_on: Vec::new(),
+            model: "election".into(),
+            vrid: None,
+            priorities: Vec::new(),
             holder_mac,
             ip_neigh,
             reaches: reaches.into_iter().collect(),
+            timeouts: Vec::new(),
         }
+    }
+
+    /// Every allocated address with its holder and what a client sees, in pool then address order. `vip` pools
+    /// show what the simulated data plane does now; layer2 and BGP pools the election's first preference.
+    pub fn vips_observed(&self, dp: &DataPlane) -> Vec<VipView> {
+        announce::targets(&self.cluster, &self.ipam)
+            .iter()
+            .map(|t| if dp.runs_vrrp(t.vip) { self.vrrp_view(t, dp) } else { self.election_view(t, dp) })
+            .collect()
+    }
+
+    /// Layer2 and BGP: the election decides from Kubernetes readiness alone, so a crashed holder keeps the VIP
+    /// until the node grace period ends; meanwhile the client reaches nothing.
+    fn election_view(&self, t: &VipTarget, dp: &DataPlane) -> VipView {
+        let mut view = self.vip_view(t);
+        if let Some(h) = view.holder.clone()
+            && dp.node_state(&h) != "up"
+        {
+            view.answering.clear();
+            view.reaches.clear();
+            view.ip_neigh = view.ip_neigh.map(|n| n.replace("REACHABLE", "STALE"));
+        }
+        view
+    }
+
+    fn vrrp_view(&self, t: &VipTarget, dp: &DataPlane) -> VipView {
+        let mut view = self.vip_view(t);
+        let holders = dp.live_holders(t.vip);
+        let entry = dp.client_reaches(t.vip);
+        let holder = entry.clone().filter(|n| holders.contains(n)).or_else(|| holders.first().cloned());
+        view.holder_mac = holder.as_deref().and_then(|h| dp.known_mac(h));
+        view.holder = holder;
+        view.holders = holders;
+        view.answering = dp.answering(t.vip);
+        view.stale_on = dp.stale_holders(t.vip);
+        view.model = "vrrp".into();
+        view.ip_neigh = dp.ip_neigh(t.vip);
+        if let Some(g) = dp.plan().group_of(&t.vip) {
+            view.vrid = Some(g.vrid);
+            view.priorities = g
+                .priorities
+                .iter()
+                .map(|(node, priority)| NodePriority { node: node.clone(), priority: *priority })
+                .collect();
+        }
+        // kube-proxy on the entry node: Cluster spreads over every ready endpoint, Local keeps to its own.
+        let mut reaches = BTreeSet::new();
+        let mut timeouts = BTreeSet::new();
+        if let Some(entry) = entry.as_deref() {
+            for key in &t.services {
+                let Some(s) = self.cluster.services.iter().find(|s| &s.key() == key) else { continue };
+                let eps = self.cluster.endpoints.get(key).map(Vec::as_slice).unwrap_or_default();
+                for ep in eps.iter().filter(|e| e.ready) {
+                    let name = ep.pod.clone().unwrap_or_else(|| ep.ip.map(|i| i.to_string()).unwrap_or_default());
+                    let node = ep.node_name.as_deref();
+                    if s.external_traffic_policy == TrafficPolicy::Local && node != Some(entry) {
+                        continue;
+                    }
+                    if node.is_none_or(|n| dp.serves(entry, n)) {
+                        reaches.insert(name);
+                    } else {
+                        timeouts.insert(name);
+                    }
+                }
+            }
+        }
+        view.reaches = reaches.into_iter().collect();
+        view.timeouts = timeouts.into_iter().collect();
+        view
     }
 }
 

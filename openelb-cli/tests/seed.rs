@@ -116,6 +116,9 @@ fn node_failure_moves_the_vip_to_a_live_candidate() {
         let cands: Vec<&str> = vip["candidates"].as_array().unwrap().iter().filter_map(|c| c.as_str()).collect();
         assert!(cands.contains(&holder));
         assert_eq!(vip["holder_mac"], seed_mac(holder));
+        // The data plane agrees: one live holder, and the client's entry points at it.
+        assert_eq!(vip["holders"].as_array().unwrap().len(), 1, "{step}");
+        assert_eq!(vip["ip_neigh"], format!("192.168.0.91 dev eth0 lladdr {} REACHABLE", seed_mac(holder)));
     }
 }
 
@@ -138,10 +141,14 @@ fn local_policy_keeps_the_vip_on_a_node_with_a_ready_pod() {
     assert!(holder.starts_with("worker-"), "only nodes with a Pod are candidates: {local}");
     assert_eq!(local["candidates"].as_array().unwrap().len(), 2);
     assert_eq!(local["reaches"].as_array().unwrap().len(), 1, "{local}");
-    // Step 3: both Pods not ready: no candidate, VIP withdrawn.
+    // Step 3: both Pods not ready: no candidate, VIP withdrawn. The client keeps its old neighbour entry (a
+    // real neighbour table), but nothing answers behind it any more.
     let none = &steps[3]["vips"][0];
     assert!(none["holder"].is_null(), "{none}");
-    assert!(none["ip_neigh"].is_null());
+    assert_eq!(none["holders"].as_array().unwrap().len(), 0, "{none}");
+    let neigh = none["ip_neigh"].as_str().unwrap_or_default();
+    assert!(!neigh.contains("REACHABLE"), "{none}");
+    assert_eq!(none["reaches"].as_array().unwrap().len(), 0, "{none}");
     // Step 5: back to Cluster, the VIP is held again and the address never changed.
     assert_eq!(steps[5]["vips"][0]["policy"], "Cluster");
     assert!(steps[5]["vips"][0]["holder"].is_string());

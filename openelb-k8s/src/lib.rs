@@ -3,6 +3,7 @@
 pub mod convert;
 pub mod crd;
 pub mod manifest;
+pub mod speaker;
 
 pub use crd::{Eip, EipSpec, EipStatus};
 pub use manifest::{ManifestError, ManifestErrorKind, Manifests, ObjectKind, Origin, to_cluster};

@@ -122,11 +122,19 @@ pub fn parse_tcpdump(line: &str) -> Option<Frame> {
     if let Some(r) = rest.strip_prefix("Request who-has ") {
         let mut w = r.split_whitespace();
         let target = w.next()?;
-        let (Some("tell"), Some(sender)) = (w.next(), w.next()) else { return None };
+        // A non-zero target MAC is printed in parentheses after the target address.
+        let mut next = w.next()?;
+        if next.starts_with('(') {
+            next = w.next()?;
+        }
+        let ("tell", Some(sender)) = (next, w.next()) else { return None };
         let sender = sender.trim_end_matches(',');
         return (target == sender).then(|| target.parse().ok().map(|ip| Frame::Garp { ts, mac, ip }))?;
     }
-    if let Some(r) = rest.strip_prefix("Reply ") {
+    // A reply is gratuitous when broadcast (`arping -A` style); a unicast reply answers someone's request.
+    if let Some(r) = rest.strip_prefix("Reply ")
+        && words.nth(1) == Some("ff:ff:ff:ff:ff:ff,")
+    {
         let ip = r.split_whitespace().next()?.parse().ok()?;
         return Some(Frame::Garp { ts, mac, ip });
     }
@@ -155,7 +163,7 @@ impl Capture {
         let _ = fs::remove_file(&err);
         let child = netns::spawn(
             switch_ns,
-            &["tcpdump", "-i", "br0", "-n", "-e", "-tt", "-l", "arp or ip proto 112"],
+            &["tcpdump", "--immediate-mode", "-i", "br0", "-n", "-e", "-tt", "-l", "arp or ip proto 112"],
             netns::log_file(&out)?,
             netns::log_file(&err)?,
         )?;
@@ -271,12 +279,23 @@ mod tests {
                 ip: Ipv4Addr::new(192, 0, 2, 91)
             })
         );
+        let keepalived = "1.5 52:54:22:37:6c:7b > ff:ff:ff:ff:ff:ff, ethertype ARP (0x0806), length 42: \
+                          Request who-has 192.0.2.91 (ff:ff:ff:ff:ff:ff) tell 192.0.2.91, length 28";
+        assert_eq!(
+            parse_tcpdump(keepalived),
+            Some(Frame::Garp { ts: 1.5, mac: "52:54:22:37:6c:7b".into(), ip: Ipv4Addr::new(192, 0, 2, 91) })
+        );
         let normal = "1.0 52:54:22:fa:b9:3b > ff:ff:ff:ff:ff:ff, ethertype ARP (0x0806), length 42: \
                       Request who-has 192.0.2.91 tell 192.0.2.5, length 28";
         assert_eq!(parse_tcpdump(normal), None);
         let v = "2.5 52:54:22:37:6c:7b > 01:00:5e:00:00:12, ethertype IPv4 (0x0800), length 54: 192.0.2.4 > \
                  224.0.0.18: VRRPv3, Advertisement, vrid 91, prio 200, intvl 10cs, length 12";
         assert_eq!(parse_tcpdump(v), Some(Frame::Vrrp { ts: 2.5, mac: "52:54:22:37:6c:7b".into(), prio: Some(200) }));
+        let answer = "3.0 52:54:22:37:6c:7b > 52:54:22:fa:b9:3b, ethertype ARP (0x0806), length 42: \
+                      Reply 192.0.2.91 is-at 52:54:22:37:6c:7b, length 28";
+        assert_eq!(parse_tcpdump(answer), None);
+        let broadcast = answer.replace("> 52:54:22:fa:b9:3b,", "> ff:ff:ff:ff:ff:ff,");
+        assert!(matches!(parse_tcpdump(&broadcast), Some(Frame::Garp { .. })));
         let frames = [parse_tcpdump(v).unwrap(), parse_tcpdump(g).unwrap()];
         assert_eq!(
             first_garp(&frames, Ipv4Addr::new(192, 0, 2, 91), "52:54:22:3A:E6:6E", 0.0),

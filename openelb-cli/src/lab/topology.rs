@@ -365,6 +365,10 @@ impl Lab {
     pub fn detach(mut self) -> State {
         self.detached = true;
         super::track(&self.plan.id, false);
+        // The speakers' guards would end them; `lab down` does that now.
+        for s in std::mem::take(&mut self.speakers) {
+            std::mem::forget(s);
+        }
         State { id: self.plan.id.clone(), namespaces: self.plan.namespaces(), vip: self.plan.vip }
     }
 

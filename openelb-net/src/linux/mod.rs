@@ -24,6 +24,8 @@ pub use vrrp_socket::{VRRP_GROUP_V4, VRRP_GROUP_V6, VrrpReceiver, VrrpSender};
 pub struct LinuxNet {
     handle: Handle,
     senders: Mutex<HashMap<(u32, Family), Arc<VrrpSender>>>,
+    /// Opened on first use and kept: see [`frames`] for why.
+    frames: Mutex<Option<Arc<frames::FrameSocket>>>,
 }
 
 impl LinuxNet {
@@ -36,12 +38,22 @@ impl LinuxNet {
             source,
         })?;
         tokio::spawn(conn);
-        Ok(LinuxNet { handle, senders: Mutex::new(HashMap::new()) })
+        Ok(LinuxNet { handle, senders: Mutex::new(HashMap::new()), frames: Mutex::new(None) })
     }
 
     /// The raw rtnetlink handle, for callers that need more than the trait offers.
     pub fn handle(&self) -> &Handle {
         &self.handle
+    }
+
+    fn frame_socket(&self) -> std::io::Result<Arc<frames::FrameSocket>> {
+        let mut slot = self.frames.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(sock) = slot.as_ref() {
+            return Ok(Arc::clone(sock));
+        }
+        let sock = Arc::new(frames::FrameSocket::open()?);
+        *slot = Some(Arc::clone(&sock));
+        Ok(sock)
     }
 
     fn sender(&self, iface: &Interface, family: Family) -> Result<Arc<VrrpSender>, NetError> {
@@ -93,7 +105,7 @@ impl NetOps for LinuxNet {
             IpAddr::V6(v6) => codec::unsolicited_na(mac, v6),
         };
         let what = if ip.is_ipv4() { "gratuitous ARP" } else { "unsolicited NA" };
-        frames::send_frame(iface.index, &frame).map_err(|source| NetError::Io {
+        self.frame_socket().and_then(|sock| sock.send(iface.index, &frame)).map_err(|source| NetError::Io {
             iface: iface.name.clone(),
             op: format!("send {what} for {ip}"),
             source,

@@ -1,0 +1,72 @@
+//! Gratuitous ARP / unsolicited NA bursts after a takeover, in a spawned task whose first round goes out at
+//! once (takeover-to-first-GARP latency is what clients feel), so the VRRP loop never waits on the spacing. A round only announces addresses the node still holds: a node that
+//! steps down mid-burst (a partition heals, a graceful handover) must not keep pulling traffic to itself.
+
+use std::collections::HashSet;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use openelb_net::ops::{Interface, NetOps};
+
+/// The (interface index, address) pairs this node currently has configured as VIPs, shared with burst tasks.
+#[derive(Debug, Clone, Default)]
+pub struct HeldSet(Arc<Mutex<HashSet<(u32, IpAddr)>>>);
+
+impl HeldSet {
+    pub fn insert(&self, index: u32, ip: IpAddr) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).insert((index, ip));
+    }
+
+    pub fn remove(&self, index: u32, ip: IpAddr) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).remove(&(index, ip));
+    }
+
+    pub fn contains(&self, index: u32, ip: IpAddr) -> bool {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).contains(&(index, ip))
+    }
+}
+
+/// Sends one announcement per held address in `addresses`; returns how many went out. Errors are logged,
+/// never returned: a lost GARP costs a client a retry, not the node its role.
+pub async fn send_round<N: NetOps>(net: &N, iface: &Interface, addresses: &[IpAddr], held: &HeldSet) -> usize {
+    let Some(mac) = iface.mac else {
+        tracing::error!(interface = %iface.name, "interface has no Ethernet address: cannot announce VIPs");
+        return 0;
+    };
+    let mut sent = 0;
+    for ip in addresses.iter().filter(|ip| held.contains(iface.index, **ip)) {
+        match net.announce(iface, *ip, mac).await {
+            Ok(()) => sent += 1,
+            Err(e) => tracing::warn!(interface = %iface.name, vip = %ip, error = %e, "announcement failed"),
+        }
+    }
+    sent
+}
+
+/// Sends `count` rounds, `spacing` apart, the first at once, in a spawned task. The whole burst runs outside
+/// the caller because a single announcement may block its thread for a while (on Linux, closing a packet
+/// socket waits for an RCU grace period, about 10-20 ms), and the VRRP loop must keep its advert timing.
+pub fn spawn_burst<N: NetOps + 'static>(
+    net: Arc<N>,
+    iface: Interface,
+    addresses: Vec<IpAddr>,
+    count: u32,
+    spacing: Duration,
+    held: HeldSet,
+) {
+    if count == 0 {
+        return;
+    }
+    tokio::spawn(async move {
+        for round in 0..count {
+            if round > 0 {
+                tokio::time::sleep(spacing).await;
+            }
+            if send_round(net.as_ref(), &iface, &addresses, &held).await == 0 {
+                // Nothing held any more (stepped down) or nothing can be sent: the burst is over.
+                return;
+            }
+        }
+    });
+}

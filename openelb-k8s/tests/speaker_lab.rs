@@ -1,0 +1,183 @@
+//! `openelb-speaker` processes on a real (namespaced) Linux network: election, client reachability, crash
+//! failover, graceful handover, restart with a stale VIP, partition and heal. Root only (skips otherwise).
+//! Every wait polls with a generous timeout: nothing here asserts timings (the lab bench measures them).
+
+mod speaker_common;
+
+use std::time::Duration;
+
+use speaker_common::{Lab, VIP, ip, signal};
+
+const SETTLE: Duration = Duration::from_secs(10);
+const STEADY: Duration = Duration::from_secs(1);
+
+/// Starts a speaker on every node and waits for the first preference to hold the VIP alone.
+fn elected(tag: &str, extra: &[&str]) -> Option<(Lab, Vec<String>)> {
+    let mut lab = Lab::new(tag, 3)?;
+    let all = lab.all();
+    for n in &all {
+        lab.start_speaker(n, extra);
+    }
+    let pref = lab.preference(&all);
+    lab.wait_holders(&all, &[&pref[0]], SETTLE);
+    Some((lab, pref))
+}
+
+#[test]
+fn the_first_preference_holds_the_vip_and_the_client_reaches_it() {
+    let Some((lab, pref)) = elected("elect", &[]) else { return };
+    let all = lab.all();
+    lab.assert_steady(&all, &pref[0], STEADY);
+    let holder = lab.node(&pref[0]).clone();
+    lab.wait_client_reaches(&holder.mac, SETTLE);
+
+    // The logs tell the story: the VRID every node planned, and the holder's transition to MASTER.
+    let (vrid, priorities) = lab.group();
+    assert_eq!(priorities.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>(), pref, "priorities follow preference");
+    let log = lab.procs[&pref[0]].log_text();
+    assert!(log.contains(&format!("vrid={vrid}")), "{log}");
+    assert!(log.contains("VRRP state BACKUP -> MASTER"), "{log}");
+    assert!(log.contains("gratuitous ARP burst"), "{log}");
+    if std::env::var_os("SPEAKER_SHOW_LOGS").is_some() {
+        eprintln!("{}", lab.logs());
+    }
+}
+
+#[test]
+fn crash_of_the_holder_moves_the_vip_to_the_second_preference() {
+    let Some((mut lab, pref)) = elected("crash", &[]) else { return };
+    lab.wait_client_reaches(&lab.node(&pref[0]).mac.clone(), SETTLE);
+
+    // Crash: the speaker dies without a word and the node drops off the segment.
+    let pid = lab.proc(&pref[0]).pid();
+    signal(pid, "KILL");
+    assert!(lab.proc(&pref[0]).wait_exit(Duration::from_secs(5)).is_some());
+    ip(&["-n", &lab.node(&pref[0]).ns, "link", "set", "eth0", "down"]).unwrap();
+
+    let alive = vec![pref[1].clone(), pref[2].clone()];
+    lab.wait_holders(&alive, &[&pref[1]], SETTLE);
+    lab.assert_steady(&alive, &pref[1], STEADY);
+    lab.wait_client_reaches(&lab.node(&pref[1]).mac.clone(), SETTLE);
+}
+
+#[test]
+fn sigterm_releases_the_vip_exits_zero_and_the_next_node_takes_over() {
+    let Some((mut lab, pref)) = elected("term", &[]) else { return };
+    lab.wait_client_reaches(&lab.node(&pref[0]).mac.clone(), SETTLE);
+
+    let pid = lab.proc(&pref[0]).pid();
+    signal(pid, "TERM");
+    let code = lab.proc(&pref[0]).wait_exit(SETTLE);
+    assert_eq!(code, Some(0), "graceful exit\n{}", lab.logs());
+    assert!(!lab.has_vip(&pref[0]), "the VIP must be gone from the stopped node");
+
+    let all = lab.all();
+    lab.wait_holders(&all, &[&pref[1]], SETTLE);
+    lab.assert_steady(&all, &pref[1], STEADY);
+    lab.wait_client_reaches(&lab.node(&pref[1]).mac.clone(), SETTLE);
+    let log = lab.procs[&pref[1]].log_text();
+    assert!(log.contains("priority 0"), "the takeover follows the release advert:\n{log}");
+}
+
+#[test]
+fn a_restarted_speaker_removes_its_stale_vip_and_never_makes_a_second_holder() {
+    let Some(mut lab) = Lab::new("stale", 3) else { return };
+    let all = lab.all();
+    let pref = lab.preference(&all);
+    let last = pref[2].clone();
+
+    // Leave a stale VIP behind: the last preference runs alone (so it becomes master), then is killed.
+    lab.start_speaker(&last, &[]);
+    lab.wait_holders(&all, &[&last], SETTLE);
+    let pid = lab.proc(&last).pid();
+    signal(pid, "KILL");
+    assert!(lab.proc(&last).wait_exit(Duration::from_secs(5)).is_some());
+    assert!(lab.has_vip(&last), "SIGKILL leaves the address behind (the situation under test)");
+
+    lab.start_speaker(&pref[0], &[]);
+    lab.start_speaker(&pref[1], &[]);
+    lab.wait_holders(&all, &[&pref[0], &last], SETTLE);
+
+    // Restart: the stale copy goes at once, and the node stays a backup.
+    lab.start_speaker(&last, &[]);
+    lab.wait_holders(&all, &[&pref[0]], SETTLE);
+    lab.assert_steady(&all, &pref[0], Duration::from_secs(2));
+    let log = lab.procs[&last].log_text();
+    assert!(log.contains("removed stale VIP"), "{log}");
+    assert!(!log.contains("-> MASTER"), "{log}");
+}
+
+#[test]
+fn a_crashed_holder_restarts_cleanly_and_takes_the_vip_back_once() {
+    let Some((mut lab, pref)) = elected("back", &["--preempt-delay", "1s"]) else { return };
+    let all = lab.all();
+    let pid = lab.proc(&pref[0]).pid();
+    signal(pid, "KILL");
+    assert!(lab.proc(&pref[0]).wait_exit(Duration::from_secs(5)).is_some());
+    // The dead node still has the address (nobody removes it), the second preference takes over.
+    lab.wait_holders(&all, &[&pref[0], &pref[1]], SETTLE);
+
+    lab.start_speaker(&pref[0], &["--preempt-delay", "1s"]);
+    // First the stale copy goes, then after the preempt delay the first preference takes the VIP back.
+    lab.wait_holders(&all, &[&pref[0]], SETTLE);
+    lab.assert_steady(&all, &pref[0], STEADY);
+    let log = lab.procs[&pref[0]].log_text();
+    assert!(log.contains("removed stale VIP"), "{log}");
+    lab.wait_client_reaches(&lab.node(&pref[0]).mac.clone(), SETTLE);
+}
+
+/// Blocks VRRP between two nodes: iptables in both, or bridge port isolation where iptables is unusable.
+fn partition(lab: &Lab, a: &str, b: &str, on: bool) {
+    let (na, nb) = (lab.node(a).clone(), lab.node(b).clone());
+    let op = if on { "-A" } else { "-D" };
+    let rule = |ns: &str, src: &str| {
+        speaker_common::in_ns(ns, &["iptables", op, "INPUT", "-p", "112", "-s", src, "-j", "DROP"])
+    };
+    if rule(&na.ns, &nb.ip).and_then(|_| rule(&nb.ns, &na.ip)).is_ok() {
+        return;
+    }
+    eprintln!("iptables unusable in the namespaces; isolating bridge ports instead");
+    let flag = if on { "on" } else { "off" };
+    for n in [a, b] {
+        let idx = lab.nodes.iter().position(|x| x.name == n).unwrap();
+        speaker_common::run("bridge", &["-n", &lab.sw, "link", "set", "dev", &format!("p{idx}"), "isolated", flag])
+            .unwrap();
+    }
+}
+
+#[test]
+fn a_partition_makes_two_masters_and_healing_leaves_exactly_one() {
+    let Some((lab, pref)) = elected("part", &[]) else { return };
+    let all = lab.all();
+    partition(&lab, &pref[0], &pref[1], true);
+    lab.wait_holders(&all, &[&pref[0], &pref[1]], SETTLE);
+
+    partition(&lab, &pref[0], &pref[1], false);
+    lab.wait_holders(&all, &[&pref[0]], SETTLE);
+    lab.assert_steady(&all, &pref[0], STEADY);
+    lab.wait_client_reaches(&lab.node(&pref[0]).mac.clone(), SETTLE);
+    assert_eq!(lab.holders(&all), vec![pref[0].clone()], "{VIP}");
+}
+
+#[test]
+fn sighup_reloads_the_manifests_and_moves_the_vip_to_an_eligible_node() {
+    let Some((lab, pref)) = elected("hup", &[]) else { return };
+    let all = lab.all();
+    // The holder's Node disappears from the objects: it is no longer a candidate anywhere.
+    lab.write_manifests(&[pref[1].clone(), pref[2].clone()]);
+    for n in &all {
+        signal(lab.procs[n].pid(), "HUP");
+    }
+    lab.wait_holders(&all, &[&pref[1]], SETTLE);
+    lab.assert_steady(&all, &pref[1], STEADY);
+    let log = lab.procs[&pref[0]].log_text();
+    assert!(log.contains("reloaded cluster objects"), "{log}");
+
+    // Back again: the first preference takes it back (after its preempt delay).
+    lab.write_manifests(&all);
+    for n in &all {
+        signal(lab.procs[n].pid(), "HUP");
+    }
+    lab.wait_holders(&all, &[&pref[0]], SETTLE);
+    lab.assert_steady(&all, &pref[0], STEADY);
+}
