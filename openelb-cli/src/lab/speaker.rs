@@ -190,6 +190,11 @@ impl RunningSpeaker {
     }
 
     /// Graceful stop: SIGTERM (keepalived and openelb-speaker send priority-0 adverts and drop the VIP).
+    /// Whether the speaker process is still running (not exited, not reaped).
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
     pub fn terminate(&mut self, grace: Duration) {
         netns::stop_child(&mut self.child, Sig::Term, grace);
     }

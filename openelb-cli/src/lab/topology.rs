@@ -276,12 +276,16 @@ impl Lab {
     }
 
     /// Waits until exactly one live node holds the VIP (other than `not`) and returns it.
-    pub fn wait_holder(&self, not: Option<&str>, timeout: Duration) -> Result<String> {
+    pub fn wait_holder(&mut self, not: Option<&str>, timeout: Duration) -> Result<String> {
         let deadline = Instant::now() + timeout;
         loop {
             let h = self.holders()?;
+            // Steady state, not the first holder seen: speakers that start at different moments may elect a
+            // lower-preference node first, until the first preference preempts it after its preempt delay.
+            let expected = self.expected_holder();
             if let [one] = h.as_slice()
                 && Some(one.as_str()) != not
+                && expected.as_deref().is_none_or(|e| e == one)
             {
                 return Ok(one.clone());
             }
@@ -295,6 +299,15 @@ impl Lab {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+
+    /// The node that should hold the VIP once things settle: the first candidate in preference order that is
+    /// up and whose speaker runs. `None` when speakers are not started.
+    fn expected_holder(&mut self) -> Option<String> {
+        let cands = self.plan.candidates.clone();
+        cands
+            .into_iter()
+            .find(|c| !self.down.contains(c) && self.speakers.iter_mut().any(|s| &s.node == c && s.is_running()))
     }
 
     /// Node crash: the speaker frozen then killed, then the node's link down (as the anchor measured).
