@@ -8,7 +8,7 @@ use std::time::Duration;
 use openelb_core::election::rank;
 use openelb_core::vrrp::agent::{Agent, AgentConfig, NodeAction};
 use openelb_core::vrrp::plan::{Plan, PlanConfig, VipInput, plan};
-use openelb_core::vrrp::state::{Action, State, master_down_interval, skew_time};
+use openelb_core::vrrp::state::{Action, State, TimerKind, master_down_interval, skew_time};
 use openelb_core::vrrp::{PRIORITY_RELEASE, Received, Time};
 use proptest::prelude::*;
 
@@ -50,11 +50,20 @@ struct Lab {
     /// (time, node, vips) for every AddVips.
     takeovers: Vec<(Time, usize, Vec<IpAddr>)>,
     adverts: Vec<(Time, usize, u8)>,
+    /// (time, node, vips) for every Announce.
+    announces: Vec<(Time, usize, Vec<IpAddr>)>,
+    /// The addresses on each node's NIC, replaying AddVips/RemoveVips in order as a driver would.
+    nics: Vec<BTreeSet<IpAddr>>,
+    /// Every change of a VIP's set of live NIC holders, as clients would see it: (time, vip, holders).
+    history: Vec<(Time, IpAddr, BTreeSet<usize>)>,
 }
 
 impl Lab {
     fn new(config: AgentConfig) -> Lab {
-        let plan = seed_plan();
+        Lab::with_plan(config, seed_plan())
+    }
+
+    fn with_plan(config: AgentConfig, plan: Plan) -> Lab {
         let mut lab = Lab {
             nodes: Vec::new(),
             plan,
@@ -63,6 +72,9 @@ impl Lab {
             cut: BTreeSet::new(),
             takeovers: Vec::new(),
             adverts: Vec::new(),
+            announces: Vec::new(),
+            nics: vec![BTreeSet::new(); NAMES.len()],
+            history: Vec::new(),
         };
         for (i, name) in NAMES.iter().enumerate() {
             lab.nodes.push(Node {
@@ -86,7 +98,12 @@ impl Lab {
             budget -= 1;
             assert!(budget > 0, "advert storm at {:?}", self.now);
             match &na.action {
-                Action::AddVips(v) => self.takeovers.push((self.now, src, v.clone())),
+                Action::AddVips(v) => {
+                    self.takeovers.push((self.now, src, v.clone()));
+                    self.set_nic(src, |nic| nic.extend(v.iter().copied()));
+                }
+                Action::RemoveVips(v) => self.set_nic(src, |nic| v.iter().for_each(|a| _ = nic.remove(a))),
+                Action::Announce { addresses, .. } => self.announces.push((self.now, src, addresses.clone())),
                 Action::SendAdvert(adv) => {
                     self.adverts.push((self.now, src, adv.priority));
                     for j in 0..self.nodes.len() {
@@ -100,6 +117,21 @@ impl Lab {
                 }
                 _ => {}
             }
+        }
+    }
+
+    /// Live nodes with `vip` on their NIC.
+    fn nic_holders(&self, vip: &IpAddr) -> BTreeSet<usize> {
+        (0..self.nodes.len()).filter(|i| self.nodes[*i].alive && self.nics[*i].contains(vip)).collect()
+    }
+
+    fn set_nic(&mut self, node: usize, change: impl FnOnce(&mut BTreeSet<IpAddr>)) {
+        let before = self.nics[node].clone();
+        change(&mut self.nics[node]);
+        let touched: BTreeSet<IpAddr> = before.symmetric_difference(&self.nics[node]).copied().collect();
+        for vip in touched {
+            let holders = self.nic_holders(&vip);
+            self.history.push((self.now, vip, holders));
         }
     }
 
@@ -123,6 +155,10 @@ impl Lab {
 
     fn crash(&mut self, i: usize) {
         self.nodes[i].alive = false;
+        for vip in self.nics[i].clone() {
+            let holders = self.nic_holders(&vip);
+            self.history.push((self.now, vip, holders));
+        }
     }
 
     fn restart(&mut self, i: usize) {
@@ -132,6 +168,8 @@ impl Lab {
         out.extend(agent.apply_plan(now, &self.plan));
         self.nodes[i].agent = agent;
         self.nodes[i].alive = true;
+        // A restarted speaker removes the VIPs it finds but does not hold.
+        self.set_nic(i, BTreeSet::clear);
         self.deliver(i, out);
     }
 
@@ -296,6 +334,148 @@ fn plan_change_moves_a_vip_between_groups_without_a_gap_on_its_holder() {
     lab.run_until(ms(6000));
     let settled: BTreeMap<IpAddr, Vec<usize>> = all_vips().iter().map(|v| (*v, lab.holders(v))).collect();
     assert_eq!(before, settled);
+}
+
+/// Each VIP with the given slice of its Cluster rendezvous order as candidates.
+fn plan_with(f: impl Fn(&[&str]) -> Vec<String>, previous: Option<&Plan>) -> Plan {
+    let vips: Vec<VipInput> = all_vips()
+        .into_iter()
+        .map(|vip| VipInput { vip, interface: IFACE.into(), candidates: f(&rank(&vip, &NAMES)) })
+        .collect();
+    plan(&vips, &PlanConfig::default(), previous).unwrap()
+}
+
+/// Checks the client-visible holder history of `vip` from `from` on: never empty, two holders for at most one
+/// advert interval.
+fn assert_no_gap_and_no_long_overlap(lab: &Lab, vip: &IpAddr, from: Time) {
+    let changes: Vec<&(Time, IpAddr, BTreeSet<usize>)> =
+        lab.history.iter().filter(|(t, v, _)| *t >= from && v == vip).collect();
+    for (k, (t, _, holders)) in changes.iter().enumerate() {
+        assert!(!holders.is_empty(), "{vip}: nobody holds it at {t:?}");
+        if holders.len() > 1 {
+            let until = changes.get(k + 1).map_or(lab.now, |(next, _, _)| *next);
+            assert!(until - *t <= ms(100), "{vip}: held by {holders:?} from {t:?} to {until:?}");
+        }
+    }
+}
+
+#[test]
+fn replan_that_moves_the_first_preference_keeps_the_vip_on_its_holder_until_the_preempt_delay() {
+    let config = AgentConfig { preempt_delay: ms(1000), ..AgentConfig::default() };
+    // Local-style: only the node with the Pod, here each VIP's second Cluster preference, is a candidate.
+    let local = plan_with(|order| vec![order[1].to_string()], None);
+    let mut lab = Lab::with_plan(config, local.clone());
+    lab.run_until(ms(3000));
+    for vip in all_vips() {
+        assert_eq!(lab.nic_holders(&vip), BTreeSet::from([index(rank(&vip, &NAMES)[1])]), "{vip}");
+    }
+    // Cluster-style: every node, so the first preference moves to the rendezvous winner.
+    let cluster = plan_with(|order| order.iter().map(|s| s.to_string()).collect(), Some(&local));
+    lab.plan = cluster.clone();
+    let replan = lab.now;
+    for i in 0..NAMES.len() {
+        let out = lab.nodes[i].agent.apply_plan(replan, &cluster);
+        lab.deliver(i, out);
+    }
+    lab.run_until(ms(6000));
+    for vip in all_vips() {
+        let order = rank(&vip, &NAMES);
+        let (old, new) = (index(order[1]), index(order[0]));
+        assert_no_gap_and_no_long_overlap(&lab, &vip, ms(1000));
+        // The old holder never let go before the new first preference took over...
+        let (at, who) = lab.first_takeover_after(replan + ms(1), &vip).unwrap();
+        assert_eq!(who, new, "{vip}");
+        // ...which it did once its preempt delay had run from the first advert of the interim master it heard.
+        assert!(at >= replan + ms(1000) && at <= replan + ms(1100), "{vip}: {at:?}");
+        assert!(lab.history.iter().any(|(t, v, h)| *t == at && *v == vip && !h.contains(&old)), "{vip}");
+        assert_eq!(lab.nic_holders(&vip), BTreeSet::from([new]), "{vip}");
+    }
+}
+
+#[test]
+fn vip_added_in_the_middle_shifts_parts_without_a_gap() {
+    let config = PlanConfig { max_vips_ipv4: 3, ..PlanConfig::default() };
+    let input = |vips: &[IpAddr]| -> Vec<VipInput> {
+        let candidates: Vec<String> = NAMES.iter().map(|s| s.to_string()).collect();
+        vips.iter().map(|v| VipInput { vip: *v, interface: IFACE.into(), candidates: candidates.clone() }).collect()
+    };
+    let without_92: Vec<IpAddr> = all_vips().into_iter().filter(|v| *v != ip(92)).collect();
+    let old = plan(&input(&without_92), &config, None).unwrap();
+    assert_eq!(old.groups.len(), 3);
+    let mut lab = Lab::with_plan(AgentConfig::default(), old.clone());
+    lab.run_until(ms(2000));
+    let new = plan(&input(&all_vips()), &config, Some(&old)).unwrap();
+    assert_eq!(new.groups.len(), 4);
+    lab.plan = new.clone();
+    for (i, name) in NAMES.iter().enumerate() {
+        let out = lab.nodes[i].agent.apply_plan(lab.now, &new);
+        assert!(!out.iter().any(|na| matches!(na.action, Action::RemoveVips(_))), "{name}");
+        lab.deliver(i, out);
+    }
+    lab.run_until(ms(5000));
+    for vip in without_92 {
+        assert_no_gap_and_no_long_overlap(&lab, &vip, ms(1000));
+        assert_eq!(lab.nic_holders(&vip), BTreeSet::from([0]), "{vip}");
+    }
+    assert_eq!(lab.nic_holders(&ip(92)), BTreeSet::from([0]));
+}
+
+#[test]
+fn replaced_master_that_keeps_its_vips_sends_no_release() {
+    let config = AgentConfig { preempt_delay: ms(1000), ..AgentConfig::default() };
+    let local = plan_with(|order| vec![order[1].to_string()], None);
+    let mut lab = Lab::with_plan(config, local.clone());
+    lab.run_until(ms(3000));
+    let cluster = plan_with(|order| order.iter().map(|s| s.to_string()).collect(), Some(&local));
+    let now = lab.now;
+    for (name, node) in NAMES.iter().zip(lab.nodes.iter_mut()) {
+        let out = node.agent.apply_plan(now, &cluster);
+        let releases: Vec<&NodeAction> = out
+            .iter()
+            .filter(|na| matches!(&na.action, Action::SendAdvert(a) if a.priority == PRIORITY_RELEASE))
+            .collect();
+        assert!(releases.is_empty(), "{name}: {releases:?}");
+        assert!(!out.iter().any(|na| matches!(na.action, Action::RemoveVips(_))), "{name}");
+    }
+}
+
+#[test]
+fn healed_partition_winner_announces_again_within_one_advert_interval() {
+    let mut lab = Lab::new(AgentConfig::default());
+    lab.run_until(ms(3000));
+    let g = lab.plan.groups[0].clone();
+    let (first, second) = (index(&g.priorities[0].0), index(&g.priorities[1].0));
+    for j in 0..3 {
+        if j != first {
+            lab.cut.insert((first.min(j), first.max(j)));
+        }
+    }
+    lab.run_until(ms(6000));
+    assert_eq!(lab.holders(&g.vips[0]), {
+        let mut v = vec![first, second];
+        v.sort();
+        v
+    });
+    // The loser's GARPs pointed clients at it. Heal right after the winner's advert, so that the loser's advert
+    // crosses first: that is the advert the winner answers with an announcement. (When the winner's advert
+    // crosses first, the loser steps down silently and the winner hears nothing; see the report.)
+    let key = lab.nodes[first].agent.instances().find(|(k, _)| k.vrid == g.vrid).map(|(k, _)| k.clone()).unwrap();
+    let next =
+        |lab: &Lab, n: usize| lab.nodes[n].agent.instance(&key).unwrap().deadline(TimerKind::AdverTimer).unwrap();
+    if next(&lab, first) < next(&lab, second) {
+        let t = next(&lab, first);
+        lab.run_until(t);
+    }
+    let heal = lab.now;
+    lab.cut.clear();
+    lab.run_until(heal + ms(100));
+    let burst: Vec<&(Time, usize, Vec<IpAddr>)> =
+        lab.announces.iter().filter(|(t, n, v)| *t >= heal && *n == first && v == &g.vips).collect();
+    assert_eq!(burst.len(), 1, "{burst:?}");
+    assert!(burst[0].0 <= heal + ms(100));
+    assert_eq!(lab.holders(&g.vips[0]), vec![first]);
+    // The loser does not announce these VIPs; nobody else does either.
+    assert!(lab.announces.iter().filter(|(t, _, v)| *t >= heal && v.contains(&g.vips[0])).all(|(_, n, _)| *n == first));
 }
 
 #[test]

@@ -107,8 +107,11 @@ fn stable_hash_is_pinned() {
         family: IpFamily::V4,
         first: "worker-p001".into(),
         candidates: vec!["master1".into(), "worker-p001".into(), "worker-p002".into()],
+        part: 0,
     };
+    // Part 0 hashes as before parts existed: unsplit groups keep their VRIDs across the upgrade.
     assert_eq!(id.stable_hash(), 0x9038_8f91_dc5c_1c8d);
+    assert_ne!(GroupId { part: 1, ..id.clone() }.stable_hash(), id.stable_hash());
     let p = plan(&[vip(v4(91), "eth0", &["worker-p001", "worker-p002", "master1"])], &cfg(), None).unwrap();
     assert_eq!(p.groups[0].vrid, (0x9038_8f91_dc5c_1c8du64 % 255 + 1) as u8);
 }
@@ -162,6 +165,87 @@ fn invalid_config_and_conflicting_vips_are_refused() {
     // Listed twice identically (e.g. two sharers, already merged) is fine.
     let twice = [vip(v4(91), "eth0", &["a", "b"]), vip(v4(91), "eth0", &["a", "b", "a"])];
     assert_eq!(plan(&twice, &cfg(), None).unwrap().groups.len(), 1);
+}
+
+/// 1000 Services with the same candidate set: one group before splitting, which no advert could carry.
+fn thousand(family_v6: bool) -> Vec<VipInput> {
+    let nodes = ["master1", "worker-p001", "worker-p002"];
+    (0..1000u16)
+        .map(|i| {
+            // Listed out of address order on purpose.
+            let i = i * 7 % 1000;
+            let addr = if family_v6 {
+                v6(i + 1)
+            } else {
+                IpAddr::V4(Ipv4Addr::new(198, 51, 100 + (i / 250) as u8, (i % 250) as u8 + 1))
+            };
+            vip(addr, "eth0", &nodes)
+        })
+        .collect()
+}
+
+#[test]
+fn groups_larger_than_one_advert_are_split_into_parts_of_sorted_vips() {
+    for (v6, parts, max) in [(false, 4, 255), (true, 12, 90)] {
+        let input = thousand(v6);
+        let p = plan(&input, &cfg(), None).unwrap();
+        assert_eq!(p.groups.len(), parts, "v6={v6}");
+        assert!(p.groups.iter().all(|g| !g.vips.is_empty() && g.vips.len() <= max), "v6={v6}");
+        assert_eq!(p.groups.iter().map(|g| g.vips.len()).sum::<usize>(), 1000);
+        assert_eq!(p.groups.iter().map(|g| g.id.part).collect::<Vec<_>>(), (0..parts as u32).collect::<Vec<_>>());
+        // Consecutive slices of the sorted VIPs, full except the last.
+        let all: Vec<IpAddr> = p.groups.iter().flat_map(|g| g.vips.iter().copied()).collect();
+        let mut sorted: Vec<IpAddr> = input.iter().map(|v| v.vip).collect();
+        sorted.sort();
+        assert_eq!(all, sorted);
+        assert!(p.groups[..parts - 1].iter().all(|g| g.vips.len() == max));
+        let vrids: BTreeSet<u8> = p.groups.iter().map(|g| g.vrid).collect();
+        assert_eq!(vrids.len(), parts, "distinct VRIDs");
+        // Same priorities in every part: one node is master of all of them.
+        assert!(p.groups.iter().all(|g| g.priorities == p.groups[0].priorities));
+        // Deterministic whatever the input order.
+        let mut reversed = input.clone();
+        reversed.reverse();
+        assert_eq!(plan(&reversed, &cfg(), None).unwrap(), p);
+        for g in &p.groups {
+            assert_eq!(p.group(&g.id), Some(g));
+        }
+    }
+}
+
+#[test]
+fn group_size_is_configurable_and_checked() {
+    let input = thousand(false);
+    let p = plan(&input, &PlanConfig { max_vips_ipv4: 100, ..cfg() }, None).unwrap();
+    assert_eq!(p.groups.len(), 10);
+    assert_eq!(cfg().max_vips_per_group(IpFamily::V4), 255);
+    assert_eq!(cfg().max_vips_per_group(IpFamily::V6), 90);
+    let e = |c: PlanConfig| plan(&input, &c, None).unwrap_err().to_string();
+    assert_eq!(
+        e(PlanConfig { max_vips_ipv6: 0, ..cfg() }),
+        "IPv6 group size 0: must be 1-255 VIPs (the address count of a VRRPv3 advert is 8 bits)"
+    );
+    assert_eq!(
+        e(PlanConfig { max_vips_ipv4: 256, ..cfg() }),
+        "IPv4 group size 256: must be 1-255 VIPs (the address count of a VRRPv3 advert is 8 bits)"
+    );
+}
+
+#[test]
+fn parts_keep_their_vrids_when_a_vip_added_in_the_middle_shifts_the_boundaries() {
+    let c = PlanConfig { max_vips_ipv4: 3, ..cfg() };
+    let mk = |lasts: &[u8]| -> Vec<VipInput> { lasts.iter().map(|l| vip(v4(*l), "eth0", &["a", "b"])).collect() };
+    let old = plan(&mk(&[10, 20, 30, 40, 50, 60]), &c, None).unwrap();
+    assert_eq!(old.groups.len(), 2);
+    let new = plan(&mk(&[10, 20, 25, 30, 40, 50, 60]), &c, Some(&old)).unwrap();
+    assert_eq!(new.groups.len(), 3);
+    assert_eq!(new.groups[0].vips, vec![v4(10), v4(20), v4(25)]);
+    assert_eq!(new.groups[1].vips, vec![v4(30), v4(40), v4(50)]);
+    assert_eq!(new.groups[2].vips, vec![v4(60)]);
+    for (o, n) in old.groups.iter().zip(&new.groups) {
+        assert_eq!((&o.id, o.vrid), (&n.id, n.vrid));
+    }
+    assert!(vrids_unique(&new, VridScope::Global));
 }
 
 /// Two single-node groups whose home slots collide in a 4-VRID range.

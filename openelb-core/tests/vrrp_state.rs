@@ -67,6 +67,10 @@ fn become_master(from: State, now: Time, reason: &'static str, cancels: &[TimerK
     v
 }
 
+fn announce() -> Action {
+    Action::Announce { addresses: vips(), count: 3, spacing: ms(50.0) }
+}
+
 /// Feeds `steps` and checks every step's actions exactly.
 fn run(inst: &mut Instance, steps: Vec<(Time, Input, Vec<Action>)>) {
     for (i, (now, input, expected)) in steps.into_iter().enumerate() {
@@ -169,11 +173,12 @@ fn equal_priority_tie_is_broken_by_the_greater_primary_address() {
             ],
         )],
     );
-    // From a smaller address it loses, and we assert at once (keepalived behaviour).
+    // From a smaller address it loses, and we assert at once (keepalived behaviour), announcing our VIPs again
+    // because the other master may have pointed clients at itself.
     let mut i = master_at(ms(400.0), config());
-    run(&mut i, vec![(ms(450.0), rx(2, 100), vec![Action::SendAdvert(advert(100, 10))])]);
+    run(&mut i, vec![(ms(450.0), rx(2, 100), vec![Action::SendAdvert(advert(100, 10)), announce()])]);
     assert_eq!(i.state(), State::Master);
-    // Lower priority from a greater address: still ours.
+    // Lower priority from a greater address: still ours (no second burst within a second).
     run(&mut i, vec![(ms(460.0), rx(9, 99), vec![Action::SendAdvert(advert(100, 10))])]);
     assert_eq!(i.state(), State::Master);
 }
@@ -199,6 +204,56 @@ fn priority_zero_advert_gives_fast_takeover_at_skew_time() {
             ),
         ],
     );
+}
+
+#[test]
+fn master_hearing_a_lower_master_announces_at_most_once_per_second() {
+    let mut i = master_at(ms(400.0), config());
+    let assert_only = vec![Action::SendAdvert(advert(100, 10))];
+    let with_burst = vec![Action::SendAdvert(advert(100, 10)), announce()];
+    run(
+        &mut i,
+        vec![
+            // The first lower-priority advert of this mastership: assert and announce.
+            (ms(1000.0), rx(2, 50), with_burst.clone()),
+            // A persistent lower master (one that cannot hear us): every advert is answered, bursts are not.
+            (ms(1100.0), rx(2, 50), assert_only.clone()),
+            (ms(1999.0), rx(2, 50), assert_only.clone()),
+            (ms(2000.0), rx(2, 50), with_burst.clone()),
+            (ms(2500.0), rx(2, 50), assert_only.clone()),
+            // A release is not a competing master: no burst.
+            (ms(3500.0), rx(2, 0), vec![Action::SendAdvert(advert(100, 10)), arm(TimerKind::AdverTimer, ms(3600.0))]),
+        ],
+    );
+    // Losing and winning the role again starts a new mastership: its first lower advert is announced at once.
+    i.handle(ms(3600.0), rx(4, 200));
+    assert_eq!(i.state(), State::Backup);
+    let down = i.deadline(TimerKind::MasterDown).unwrap();
+    i.handle(down, Input::TimerExpired(TimerKind::MasterDown));
+    assert_eq!(i.state(), State::Master);
+    run(&mut i, vec![(down + ms(10.0), rx(2, 50), with_burst.clone())]);
+    // No burst without GARPs configured.
+    let mut quiet = master_at(ms(400.0), Config { garp_count: 0, ..config() });
+    run(&mut quiet, vec![(ms(500.0), rx(2, 50), assert_only)]);
+}
+
+#[test]
+fn retire_leaves_like_shutdown_without_the_priority_zero_advert() {
+    let mut i = master_at(ms(400.0), config());
+    run(
+        &mut i,
+        vec![(
+            ms(450.0),
+            Input::Retire,
+            vec![
+                changed(State::Master, State::Initialize, "retired: another instance of this node keeps the VIPs"),
+                Action::CancelTimer(TimerKind::AdverTimer),
+                Action::RemoveVips(vips()),
+            ],
+        )],
+    );
+    assert!(!i.is_enabled());
+    assert_eq!(i.handle(ms(500.0), Input::InterfaceUp), vec![]);
 }
 
 #[test]
@@ -242,8 +297,9 @@ fn preempt_waits_the_delay_from_the_first_lower_advert_then_takes_over_once() {
                     250,
                 ),
             ),
-            // The old master's next advert is lower: we assert, not flap.
-            (ms(310.0), rx(4, 100), vec![Action::SendAdvert(advert(250, 10))]),
+            // The old master's next advert is lower: we assert, not flap. It crossed our takeover advert, so it
+            // may have refreshed clients' neighbour entries after our takeover burst: we announce once more.
+            (ms(310.0), rx(4, 100), vec![Action::SendAdvert(advert(250, 10)), announce()]),
         ],
     );
 }
@@ -506,6 +562,7 @@ fn arb_input() -> impl Strategy<Value = Input> {
         1 => Just(Input::Start),
         1 => Just(Input::StartAsMaster),
         1 => Just(Input::Shutdown),
+        1 => Just(Input::Retire),
         1 => Just(Input::InterfaceDown),
         1 => Just(Input::InterfaceUp),
         4 => received,

@@ -11,11 +11,20 @@
 //!   keeps the mapping and passes the same string back to [`Agent::handle_advert`].
 //! - A group participates only once [`Agent::set_primary`] has given this node's own address on that interface
 //!   and family (the advert source and tie-breaker); until then it is listed by [`Agent::waiting`].
-//! - Re-grouping (a candidate joins, a VRID moves) replaces instances. When this node is the new group's first
-//!   preference and already holds some of its VIPs as Master of an instance being replaced, the new instance
-//!   starts as Master and the old one's `RemoveVips` drops those addresses, so the VIP never leaves the NIC.
-//!   More generally, `RemoveVips` never names an address that another Master instance of this node on the same
-//!   interface holds after the call.
+//! - Re-grouping (a candidate joins or leaves, the first preference changes, a VRID moves, a part boundary
+//!   shifts) replaces instances. When this node holds some of a new group's VIPs (it is Master of an instance
+//!   that had them), the new instance starts as Master ([`Input::StartAsMaster`]) whether or not this node is the
+//!   new group's first preference: otherwise every node would start the new group as Backup and the VIPs would
+//!   be gone for a Master_Down_Interval. If this node is not the first preference, the first preference sees a
+//!   lower-priority master and preempts after its preempt delay, as after any return. In a consistent cluster
+//!   only the one node that was Master of a VIP holds it, so only that node starts the new group as Master; if
+//!   a new group merges VIPs from two holders, both start as Master and the lower priority steps down on the
+//!   first advert it hears (sent at once on becoming Master).
+//! - A replaced Master whose VIPs all stay on this node (through the new Master instances) retires without the
+//!   priority-0 advert ([`Input::Retire`]): a release would let the old group's backups on nodes that have not
+//!   applied the new plan yet take the VIPs after Skew_Time. Otherwise it shuts down with the release.
+//! - `RemoveVips` never names an address that another Master instance of this node on the same interface holds
+//!   after the call, so an address handed from one instance to another never leaves the NIC.
 //! - After [`Agent::shutdown`] the agent is stopped: later plans are ignored.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -129,7 +138,7 @@ impl Agent {
         self.plan = Some(plan.clone());
         let held_before = self.held_vips();
 
-        let mut desired: BTreeMap<InstanceKey, (GroupId, Config, bool)> = BTreeMap::new();
+        let mut desired: BTreeMap<InstanceKey, (GroupId, Config)> = BTreeMap::new();
         for (group, priority) in plan.for_node(&self.node) {
             let Some(primary) = self.primaries.get(&(group.id.interface.clone(), group.id.family)) else {
                 continue;
@@ -146,27 +155,44 @@ impl Agent {
                 primary: *primary,
                 addresses: group.vips.clone(),
             };
-            let first = group.priorities.first().is_some_and(|(n, _)| *n == self.node);
-            desired.insert(key, (group.id.clone(), cfg, first));
+            desired.insert(key, (group.id.clone(), cfg));
         }
 
-        let mut out = Vec::new();
-        // Removals and replacements first (their VRIDs may be reused right away), then starts and updates.
         let stale: Vec<InstanceKey> = self
             .instances
             .iter()
             .filter(|(k, slot)| match desired.get(k) {
                 None => true,
-                Some((id, cfg, _)) => slot.id != *id || slot.instance.config().primary != cfg.primary,
+                Some((id, cfg)) => slot.id != *id || slot.instance.config().primary != cfg.primary,
             })
             .map(|(k, _)| k.clone())
             .collect();
-        for key in stale {
-            if let Some(mut slot) = self.instances.remove(&key) {
-                tag(&key, slot.instance.handle(now, Input::Shutdown), &mut out);
+        // What this node will hold afterwards, by interface: kept Master instances' new addresses, and those of
+        // new instances that start as Master because this node holds some of their VIPs now.
+        let mut held_after: BTreeMap<&str, BTreeSet<IpAddr>> = BTreeMap::new();
+        for (key, (_, cfg)) in &desired {
+            let kept_master =
+                !stale.contains(key) && self.instances.get(key).is_some_and(|s| s.instance.state() == State::Master);
+            let new_master = !self.instances.contains_key(key) || stale.contains(key);
+            let holds = held_before.get(&key.interface).is_some_and(|h| cfg.addresses.iter().any(|a| h.contains(a)));
+            if kept_master || (new_master && holds) {
+                held_after.entry(key.interface.as_str()).or_default().extend(cfg.addresses.iter().copied());
             }
         }
-        for (key, (id, cfg, first)) in desired {
+
+        let mut out = Vec::new();
+        // Removals and replacements first (their VRIDs may be reused right away), then starts and updates.
+        for key in &stale {
+            if let Some(mut slot) = self.instances.remove(key) {
+                let keeps_all = slot.instance.state() == State::Master
+                    && held_after
+                        .get(key.interface.as_str())
+                        .is_some_and(|h| slot.instance.addresses().iter().all(|a| h.contains(a)));
+                let input = if keeps_all { Input::Retire } else { Input::Shutdown };
+                tag(key, slot.instance.handle(now, input), &mut out);
+            }
+        }
+        for (key, (id, cfg)) in desired {
             if let Some(slot) = self.instances.get_mut(&key) {
                 let actions = slot.instance.handle(now, Input::SetPriority(cfg.priority));
                 tag(&key, actions, &mut out);
@@ -176,7 +202,7 @@ impl Agent {
             }
             let holds = held_before.get(&key.interface).is_some_and(|h| cfg.addresses.iter().any(|a| h.contains(a)));
             let Ok(mut instance) = Instance::new(cfg) else { continue };
-            let start = if first && holds { Input::StartAsMaster } else { Input::Start };
+            let start = if holds { Input::StartAsMaster } else { Input::Start };
             tag(&key, instance.handle(now, start), &mut out);
             self.instances.insert(key, Slot { id, instance });
         }

@@ -14,7 +14,20 @@
 //! exactly that VIP's rendezvous order. At most `top_priority` nodes participate (priorities stay strictly
 //! decreasing); candidates beyond that do not.
 //!
-//! **VRIDs.** Each group has an identity (interface, family, first preference, sorted candidates) and a stable
+//! **Parts.** A VRRPv3 advert carries at most 255 addresses (an 8-bit count) and must fit the MTU: IPv4
+//! 20 + 8 + 4n ≤ 1500 holds for all 255, IPv6 40 + 8 + 16n ≤ 1500 only for n ≤ 90. A group with more VIPs than
+//! [`PlanConfig::max_vips_per_group`] is therefore split: its VIPs, sorted, are cut into consecutive parts of at
+//! most that many, and each part is a group of its own ([`GroupId::part`] 0, 1, …) with its own VRID. All parts
+//! share the priorities computed over the whole group, so one node is master of all of them and a VIP crossing
+//! a part boundary stays on the same node. Adding a VIP in the middle shifts the later boundaries by one: the
+//! last VIP of each later part moves to the next part, and a new last part may appear. The parts keep their
+//! identity (and with `previous`, their VRID), so running instances only change addresses; a VIP moved between
+//! two parts is removed by one instance and added by the other on the same master (the agent never removes an
+//! address another of its Master instances holds), and a new last part starts as Master on the node that holds
+//! its VIPs (see the agent), so the shift costs no outage, only a gratuitous ARP/NA burst and an advert with a
+//! changed address list (peers report a mismatch for one advert interval).
+//!
+//! **VRIDs.** Each group has an identity (interface, family, first preference, sorted candidates, part) and a stable
 //! hash of it (XXH3-64, pinned by a test). Within a VRID domain (per family, and per interface when
 //! [`VridScope::PerInterface`]; the default [`VridScope::Global`] shares one space across interfaces because two
 //! interface specs can resolve to the same NIC on some node) groups are processed in (hash, identity) order:
@@ -40,6 +53,12 @@ use crate::model::IpFamily;
 
 pub const DEFAULT_TOP_PRIORITY: u8 = 250;
 pub const DEFAULT_PRIORITY_STEP: u8 = 10;
+/// The address count of a VRRPv3 advert is 8 bits.
+pub const MAX_VIPS_PER_ADVERT: usize = 255;
+/// 20 + 8 + 4 × 255 = 1048 bytes: the count, not the MTU, is the limit for IPv4.
+pub const DEFAULT_MAX_VIPS_IPV4: usize = 255;
+/// 40 + 8 + 16 × 90 = 1488 ≤ 1500 bytes (91 would be 1504).
+pub const DEFAULT_MAX_VIPS_IPV6: usize = 90;
 
 /// One VIP as the planner sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,6 +87,19 @@ pub struct PlanConfig {
     pub top_priority: u8,
     pub priority_step: u8,
     pub scope: VridScope,
+    /// Most VIPs in one IPv4 group (1..=255); larger groups are split into parts. Lower it for a smaller MTU.
+    pub max_vips_ipv4: usize,
+    /// Most VIPs in one IPv6 group (1..=255); the default fits a 1500-byte MTU, more needs jumbo frames.
+    pub max_vips_ipv6: usize,
+}
+
+impl PlanConfig {
+    pub fn max_vips_per_group(&self, family: IpFamily) -> usize {
+        match family {
+            IpFamily::V4 => self.max_vips_ipv4,
+            IpFamily::V6 => self.max_vips_ipv6,
+        }
+    }
 }
 
 impl Default for PlanConfig {
@@ -78,6 +110,8 @@ impl Default for PlanConfig {
             top_priority: DEFAULT_TOP_PRIORITY,
             priority_step: DEFAULT_PRIORITY_STEP,
             scope: VridScope::Global,
+            max_vips_ipv4: DEFAULT_MAX_VIPS_IPV4,
+            max_vips_ipv6: DEFAULT_MAX_VIPS_IPV6,
         }
     }
 }
@@ -88,6 +122,8 @@ pub enum PlanError {
     InvalidRange { first: u8, last: u8, what: &'static str },
     #[error("priorities top {top} step {step}: top must be 1-254 and step at least 1")]
     InvalidPriority { top: u8, step: u8 },
+    #[error("{family} group size {max}: must be 1-255 VIPs (the address count of a VRRPv3 advert is 8 bits)")]
+    InvalidGroupSize { family: IpFamily, max: usize },
     #[error("VIP {vip}: listed twice with different interfaces or candidates")]
     ConflictingVip { vip: IpAddr },
     #[error("{family}{}: {groups} VRRP groups do not fit in VRID range {first}-{last} ({size} VRIDs)",
@@ -104,11 +140,15 @@ pub struct GroupId {
     pub first: String,
     /// Sorted.
     pub candidates: Vec<String>,
+    /// Which slice of the group's sorted VIPs (0 unless the group is larger than one advert can carry).
+    pub part: u32,
 }
 
 impl GroupId {
     /// XXH3-64 (seed 0) of: family tag (`4`/`6`), interface, `0x00`, first preference, `0x00`, then each sorted
-    /// candidate followed by `0x00`. Changing it moves VRIDs during a rolling upgrade; a test pins a value.
+    /// candidate followed by `0x00`; for a part other than 0, then `0x01` and the part as 4 bytes big-endian
+    /// (part 0 hashes as before parts existed, so unsplit groups kept their VRIDs). Changing it moves VRIDs
+    /// during a rolling upgrade; a test pins a value.
     pub fn stable_hash(&self) -> u64 {
         let mut buf = Vec::with_capacity(
             2 + self.interface.len() + self.first.len() + self.candidates.iter().map(|c| c.len() + 1).sum::<usize>(),
@@ -125,13 +165,21 @@ impl GroupId {
             buf.extend_from_slice(c.as_bytes());
             buf.push(0);
         }
+        if self.part != 0 {
+            buf.push(1);
+            buf.extend_from_slice(&self.part.to_be_bytes());
+        }
         xxh3_64(&buf)
     }
 }
 
 impl fmt::Display for GroupId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {} first {} of [{}]", self.interface, self.family, self.first, self.candidates.join(","))
+        write!(f, "{} {} first {} of [{}]", self.interface, self.family, self.first, self.candidates.join(","))?;
+        if self.part != 0 {
+            write!(f, " part {}", self.part)?;
+        }
+        Ok(())
     }
 }
 
@@ -184,6 +232,12 @@ pub fn plan(vips: &[VipInput], config: &PlanConfig, previous: Option<&Plan>) -> 
     if config.top_priority == 0 || config.top_priority == 255 || config.priority_step == 0 {
         return Err(PlanError::InvalidPriority { top: config.top_priority, step: config.priority_step });
     }
+    for family in [IpFamily::V4, IpFamily::V6] {
+        let max = config.max_vips_per_group(family);
+        if !(1..=MAX_VIPS_PER_ADVERT).contains(&max) {
+            return Err(PlanError::InvalidGroupSize { family, max });
+        }
+    }
 
     // One entry per VIP, deduplicated candidates, conflicts refused.
     let mut per_vip: BTreeMap<IpAddr, (&str, Vec<&str>)> = BTreeMap::new();
@@ -211,19 +265,30 @@ pub fn plan(vips: &[VipInput], config: &PlanConfig, previous: Option<&Plan>) -> 
             family: IpFamily::of(&vip),
             first: first_pref.to_string(),
             candidates: sorted,
+            part: 0,
         };
+        // per_vip iterates in address order, so every list is sorted.
         members.entry(id).or_default().push((vip, ranked));
     }
 
-    let mut groups: Vec<Group> = members
-        .into_iter()
-        .map(|(id, list)| {
-            let order = group_order(&list);
-            let priorities = priorities(&order, config.top_priority, config.priority_step);
-            let vips = list.into_iter().map(|(vip, _)| vip).collect();
-            Group { id, vrid: 0, vips, priorities }
-        })
-        .collect();
+    let mut groups: Vec<Group> = Vec::with_capacity(members.len());
+    for (id, list) in members {
+        let order = group_order(&list);
+        let priorities = priorities(&order, config.top_priority, config.priority_step);
+        let max = config.max_vips_per_group(id.family);
+        for (k, chunk) in list.chunks(max).enumerate() {
+            // More parts than u32 holds cannot exist in memory; saturating keeps the arithmetic total.
+            let part = u32::try_from(k).unwrap_or(u32::MAX);
+            groups.push(Group {
+                id: GroupId { part, ..id.clone() },
+                vrid: 0,
+                vips: chunk.iter().map(|(vip, _)| *vip).collect(),
+                priorities: priorities.clone(),
+            });
+        }
+    }
+    // Parts of one group are adjacent and in part order already; keep the sort explicit for `Plan::group`.
+    groups.sort_by(|a, b| a.id.cmp(&b.id));
 
     assign_vrids(&mut groups, config, previous)?;
     Ok(Plan { groups })

@@ -21,6 +21,15 @@
 //! - **Master asserts.** A Master that receives a lower-priority advert (or an equal priority from a lower
 //!   primary address) does not only discard it (RFC §6.4.3) but sends an advert at once, as keepalived does, so a
 //!   second master after a partition heals steps down within one round trip rather than one Advertisement_Interval.
+//!   It also announces its addresses again ([`Action::Announce`]): during the partition the other master's
+//!   gratuitous ARP/NA may have pointed clients at the wrong MAC, and nothing else would correct them until their
+//!   neighbour entries expire. Like keepalived's `garp_lower_prio_repeat` this is rate-limited, to one burst per
+//!   [`LOWER_PRIORITY_ANNOUNCE_INTERVAL`] per mastership (a persistent lower-priority master, e.g. one that cannot
+//!   hear us, must not turn every advert into a burst); the first lower-priority advert after becoming Master is
+//!   always answered with a burst.
+//! - **Retire.** [`Input::Retire`] leaves like Shutdown but without the priority-0 advert. The agent uses it for
+//!   a Master replaced by another instance of this node that keeps its VIPs: a release would invite the old
+//!   group's backups (on nodes that have not applied the new plan yet) to take the VIPs over after Skew_Time.
 //! - **Address list mismatch.** RFC §7.1 says log and MAY drop. During a plan change, nodes legitimately advertise
 //!   different lists for a moment; dropping would make a healthy backup take over. Like keepalived we accept the
 //!   advert and report [`Action::AddressMismatch`] once per change of (sender, list), not on every advert.
@@ -50,6 +59,8 @@ pub const DEFAULT_PRIORITY: u8 = 100;
 pub const DEFAULT_PREEMPT_DELAY: Duration = Duration::from_secs(3);
 pub const DEFAULT_GARP_COUNT: u32 = 3;
 pub const DEFAULT_GARP_SPACING: Duration = Duration::from_millis(50);
+/// Least time between two announcements a Master makes because it heard a lower-priority master.
+pub const LOWER_PRIORITY_ANNOUNCE_INTERVAL: Duration = Duration::from_secs(1);
 /// RFC 5798 §5.1.1.3 / §5.1.2.3: adverts must arrive with TTL / hop limit 255 (not forwarded by a router).
 pub const REQUIRED_TTL: u8 = 255;
 
@@ -102,6 +113,8 @@ pub enum Input {
     StartAsMaster,
     /// RFC Shutdown event: a Master sends priority 0 and removes its VIPs.
     Shutdown,
+    /// Shutdown without the priority-0 advert; see the module notes.
+    Retire,
     Advert(Received),
     TimerExpired(TimerKind),
     /// Clamped to 1..=254.
@@ -250,6 +263,8 @@ pub struct Instance {
     /// The last master released (priority 0): Master_Down_Timer now runs at Skew_Time.
     release_seen: bool,
     mismatch: Option<(IpAddr, Vec<IpAddr>)>,
+    /// When this Master last announced because of a lower-priority advert (None since it became Master).
+    lower_announced: Option<Time>,
     counters: Counters,
 }
 
@@ -280,6 +295,7 @@ impl Instance {
             lower_since: None,
             release_seen: false,
             mismatch: None,
+            lower_announced: None,
             counters: Counters::default(),
         })
     }
@@ -354,6 +370,10 @@ impl Instance {
                 self.enabled = false;
                 self.enter_initialize("shutdown", true, &mut out);
             }
+            Input::Retire => {
+                self.enabled = false;
+                self.enter_initialize("retired: another instance of this node keeps the VIPs", false, &mut out);
+            }
             Input::InterfaceDown => {
                 self.link_up = false;
                 self.enter_initialize("interface down", false, &mut out);
@@ -413,18 +433,23 @@ impl Instance {
         self.master = None;
         self.lower_since = None;
         self.release_seen = false;
+        self.lower_announced = None;
         out.push(Action::SendAdvert(self.advert(self.cfg.priority)));
         if !self.cfg.addresses.is_empty() {
             out.push(Action::AddVips(self.cfg.addresses.clone()));
-            if self.cfg.garp_count > 0 {
-                out.push(Action::Announce {
-                    addresses: self.cfg.addresses.clone(),
-                    count: self.cfg.garp_count,
-                    spacing: self.cfg.garp_spacing,
-                });
-            }
+            self.announce(out);
         }
         self.arm(TimerKind::AdverTimer, now.saturating_add(interval_duration(self.cfg.advert_interval)), out);
+    }
+
+    fn announce(&self, out: &mut Vec<Action>) {
+        if self.cfg.garp_count > 0 && !self.cfg.addresses.is_empty() {
+            out.push(Action::Announce {
+                addresses: self.cfg.addresses.clone(),
+                count: self.cfg.garp_count,
+                spacing: self.cfg.garp_spacing,
+            });
+        }
     }
 
     fn enter_initialize(&mut self, reason: &'static str, release: bool, out: &mut Vec<Action>) {
@@ -564,6 +589,12 @@ impl Instance {
                     self.arm(TimerKind::MasterDown, now.saturating_add(self.master_down_interval()), out);
                 } else {
                     out.push(Action::SendAdvert(self.advert(self.cfg.priority)));
+                    let due =
+                        self.lower_announced.is_none_or(|t| now >= t.saturating_add(LOWER_PRIORITY_ANNOUNCE_INTERVAL));
+                    if due {
+                        self.lower_announced = Some(now);
+                        self.announce(out);
+                    }
                 }
             }
         }
