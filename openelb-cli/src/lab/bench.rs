@@ -47,6 +47,10 @@ pub struct BenchInput {
     pub paths: Vec<PathBuf>,
     pub cli_exe: PathBuf,
     pub runs: usize,
+    /// Wait before sampling RSS/CPU, so the figure is the steady state and not start-up (1000 VIPs added and
+    /// announced, preemption after the preempt delay).
+    pub settle: Duration,
+    pub window: Duration,
 }
 
 /// One fresh lab, one failover, measured.
@@ -110,16 +114,16 @@ fn row(speaker: &str, what: &str, values: &[f64], runs: usize) {
 }
 
 /// Resource use of the holder's speaker with the lab's VIPs (plus `extra` IPv6 VIPs for openelb-speaker).
-fn resources(input: &BenchInput, speaker: &Speaker, window: Duration) -> Result<(String, f64, f64)> {
+fn resources(input: &BenchInput, speaker: &Speaker) -> Result<(String, f64, f64)> {
     let cfg = LabConfig::unique(input.cli_exe.clone());
     let plan = LabPlan::from_paths(&input.paths, &cfg.id, None)?;
     let mut lab = Lab::build(plan, &cfg)?;
     lab.start_speakers(speaker)?;
     let holder = lab.wait_holder(None, HOLDER_TIMEOUT)?;
-    std::thread::sleep(Duration::from_secs(1));
+    std::thread::sleep(input.settle);
     let mut worst = (0.0f64, 0.0f64);
     for s in lab.speakers() {
-        if let Some((rss, cpu)) = sample_usage(&s.pids(), window) {
+        if let Some((rss, cpu)) = sample_usage(&s.pids(), input.window) {
             worst = (worst.0.max(rss), worst.1.max(cpu));
         }
     }
@@ -144,9 +148,11 @@ pub fn run(input: &BenchInput) -> Result<()> {
             "note: openelb-speaker not found (set OPENELB_SPEAKER or build it next to openelb-cli); its rows are skipped"
         ),
     }
-    let runs = input.runs.max(1);
-    println!("{:<30} {:<28} {:>7} {:>11} {:>11}", "speaker", "measure", "ok/runs", "median", "p90");
-    for speaker in &speakers {
+    let runs = input.runs;
+    if runs > 0 {
+        println!("{:<30} {:<28} {:>7} {:>11} {:>11}", "speaker", "measure", "ok/runs", "median", "p90");
+    }
+    for speaker in speakers.iter().filter(|_| runs > 0) {
         for scenario in [Scenario::Crash, Scenario::Graceful] {
             let mut results = Vec::new();
             for i in 0..runs {
@@ -178,7 +184,7 @@ pub fn run(input: &BenchInput) -> Result<()> {
         println!("(openelb-speaker with 1000 VIPs skipped: binary not found)");
     }
     for (what, speaker) in usage {
-        match resources(input, &speaker, Duration::from_secs(5)) {
+        match resources(input, &speaker) {
             Ok((_, rss, cpu)) => {
                 println!("{:<30} {:<28} {:>8.1} MB {:>9.2} %", speaker.label(), what, rss, cpu)
             }

@@ -100,8 +100,16 @@ pub enum LabCommand {
     Bench {
         #[arg(short = 'f', long = "filename", num_args = 1.., value_name = "PATH", default_value = "examples/vip-mode")]
         paths: Vec<PathBuf>,
+        /// Runs of each failover measurement per speaker configuration (0: resources only).
         #[arg(long, default_value_t = 5)]
         runs: usize,
+        /// How long to let the speakers settle (all groups elected, preemption done, bursts sent) before the
+        /// RSS/CPU sample starts.
+        #[arg(long, default_value = "10s", value_parser = parse_secs)]
+        settle: std::time::Duration,
+        /// Length of the RSS/CPU sampling window.
+        #[arg(long, default_value = "10s", value_parser = parse_secs)]
+        window: std::time::Duration,
     },
     /// The Pods' HTTP responder (run inside a Pod namespace by the lab).
     #[command(hide = true)]
@@ -241,10 +249,10 @@ pub fn run(args: LabArgs) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        LabCommand::Bench { paths, runs } => {
+        LabCommand::Bench { paths, runs, settle, window } => {
             require_lab(&["keepalived", "tcpdump"])?;
             install_ctrl_c();
-            bench::run(&bench::BenchInput { paths, cli_exe: cli_exe()?, runs })?;
+            bench::run(&bench::BenchInput { paths, cli_exe: cli_exe()?, runs, settle, window })?;
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -253,6 +261,19 @@ pub fn run(args: LabArgs) -> Result<ExitCode> {
 /// Registers a lab for Ctrl-C cleanup while it exists ([`Lab::build`] and [`Lab::teardown`] call it).
 pub fn track(id: &str, active: bool) {
     set_active(id, active);
+}
+
+/// `10s`, `500ms` or a plain number of seconds.
+fn parse_secs(s: &str) -> std::result::Result<std::time::Duration, String> {
+    let t = s.trim();
+    let (num, scale) = match t.strip_suffix("ms") {
+        Some(n) => (n, 0.001),
+        None => (t.strip_suffix('s').unwrap_or(t), 1.0),
+    };
+    match num.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 && v * scale < 86_400.0 => Ok(std::time::Duration::from_secs_f64(v * scale)),
+        _ => Err(format!("{s:?}: expected a duration such as 10s or 500ms")),
+    }
 }
 
 #[cfg(test)]

@@ -303,6 +303,11 @@ impl Agent {
 
     /// Drops from `RemoveVips` the addresses another Master instance on the same interface still holds.
     fn filter_removals(&self, actions: Vec<NodeAction>) -> Vec<NodeAction> {
+        // Adverts and timers arrive ten times a second per group and almost never remove anything: do not
+        // rebuild the held set (every VIP of every master) for them. Measured: 4% of a core with 1000 VIPs.
+        if !actions.iter().any(|na| matches!(na.action, Action::RemoveVips(_))) {
+            return actions;
+        }
         let held = self.held_vips();
         actions
             .into_iter()

@@ -26,7 +26,14 @@ pub struct LinuxNet {
     senders: Mutex<HashMap<(u32, Family), Arc<VrrpSender>>>,
     /// Opened on first use and kept: see [`frames`] for why.
     frames: Mutex<Option<Arc<frames::FrameSocket>>>,
+    snapshots: Mutex<HashMap<u32, ForeignListing>>,
 }
+
+/// The node's own addresses on one interface and when they were listed.
+type ForeignListing = (std::time::Instant, Arc<Vec<IpAddr>>);
+
+/// How old an address listing may be when adding or removing VIPs.
+const SNAPSHOT_TTL: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl LinuxNet {
     /// Opens a netlink connection in the calling thread's network namespace and spawns its driver task, so
@@ -38,12 +45,34 @@ impl LinuxNet {
             source,
         })?;
         tokio::spawn(conn);
-        Ok(LinuxNet { handle, senders: Mutex::new(HashMap::new()), frames: Mutex::new(None) })
+        Ok(LinuxNet {
+            handle,
+            senders: Mutex::new(HashMap::new()),
+            frames: Mutex::new(None),
+            snapshots: Mutex::new(HashMap::new()),
+        })
     }
 
     /// The raw rtnetlink handle, for callers that need more than the trait offers.
     pub fn handle(&self) -> &Handle {
         &self.handle
+    }
+
+    /// The node's own addresses on the interface, listed at most [`SNAPSHOT_TTL`] ago: adding or removing a
+    /// VIP must never touch them, and a dump per VIP made a 1000-VIP takeover quadratic.
+    async fn foreign(&self, iface: &Interface) -> Result<Arc<Vec<IpAddr>>, NetError> {
+        {
+            let cache = self.snapshots.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((at, snap)) = cache.get(&iface.index)
+                && at.elapsed() < SNAPSHOT_TTL
+            {
+                return Ok(Arc::clone(snap));
+            }
+        }
+        let snap = Arc::new(netlink::foreign(&self.handle, iface).await?);
+        let mut cache = self.snapshots.lock().unwrap_or_else(|p| p.into_inner());
+        cache.insert(iface.index, (std::time::Instant::now(), Arc::clone(&snap)));
+        Ok(snap)
     }
 
     fn frame_socket(&self) -> std::io::Result<Arc<frames::FrameSocket>> {
@@ -84,13 +113,15 @@ impl NetOps for LinuxNet {
     }
 
     async fn add_vip(&self, iface: &Interface, ip: IpAddr) -> Result<(), NetError> {
-        netlink::add_vip(&self.handle, iface, ip).await?;
+        let foreign = self.foreign(iface).await?;
+        netlink::add_vip(&self.handle, iface, ip, &foreign).await?;
         tracing::debug!(iface = %iface.name, %ip, "VIP added");
         Ok(())
     }
 
     async fn remove_vip(&self, iface: &Interface, ip: IpAddr) -> Result<bool, NetError> {
-        let removed = netlink::remove_vip(&self.handle, iface, ip).await?;
+        let foreign = self.foreign(iface).await?;
+        let removed = netlink::remove_vip(&self.handle, iface, ip, &foreign).await?;
         tracing::debug!(iface = %iface.name, %ip, removed, "VIP removed");
         Ok(removed)
     }
