@@ -59,57 +59,15 @@ impl SimTime {
         Duration::from_millis(self.0)
     }
 
+    /// A scenario time: a duration with a unit, kept in whole milliseconds.
     pub fn parse(s: &str) -> Result<Self, String> {
-        let t = s.trim();
-        let (num, scale) = if let Some(n) = t.strip_suffix("ms") {
-            (n, 1.0)
-        } else if let Some(n) = t.strip_suffix('s') {
-            (n, 1000.0)
-        } else if let Some(n) = t.strip_suffix('m') {
-            (n, 60_000.0)
-        } else {
-            return Err(format!("{s:?}: a time needs a unit: ms, s or m (e.g. 10s, 250ms)"));
-        };
-        let v: f64 = num.trim().parse().map_err(|_| format!("{s:?}: {num:?} is not a number"))?;
-        if !v.is_finite() || v < 0.0 {
-            return Err(format!("{s:?}: a time must be zero or positive"));
-        }
-        let ms = (v * scale).round();
-        if ms > u64::MAX as f64 / 2.0 {
-            return Err(format!("{s:?}: too large"));
-        }
-        Ok(SimTime(ms as u64))
+        let d = parse_duration(s)?;
+        u64::try_from(d.as_nanos().div_ceil(500_000) / 2).map(SimTime).map_err(|_| format!("{s:?}: too large"))
     }
 }
 
-/// A command-line duration with a unit: `100us`, `0.1ms`, `3s`, `1m`; a bare `0` is zero.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let t = s.trim();
-    if t == "0" {
-        return Ok(Duration::ZERO);
-    }
-    let (num, nanos_per_unit) = if let Some(n) = t.strip_suffix("us") {
-        (n, 1e3)
-    } else if let Some(n) = t.strip_suffix("ms") {
-        (n, 1e6)
-    } else if let Some(n) = t.strip_suffix('s') {
-        (n, 1e9)
-    } else if let Some(n) = t.strip_suffix('m') {
-        (n, 60e9)
-    } else {
-        return Err(format!("{s:?}: a duration needs a unit: us, ms, s or m (e.g. 100ms, 0.1ms, 3s)"));
-    };
-    let v: f64 = num.trim().parse().map_err(|_| format!("{s:?}: {num:?} is not a number"))?;
-    if !v.is_finite() || v < 0.0 {
-        return Err(format!("{s:?}: a duration must be zero or positive"));
-    }
-    let nanos = (v * nanos_per_unit).round();
-    // A day is far beyond any simulated timeline and keeps every sum of times far from overflow.
-    if nanos > 86_400e9 {
-        return Err(format!("{s:?}: longer than a day"));
-    }
-    Ok(Duration::from_nanos(nanos as u64))
-}
+/// Durations on the command line and in scenarios: one parser for every binary (`100us`, `0.1ms`, `3s`, `1m`).
+pub use openelb_k8s::speaker::config::parse_duration;
 
 impl<'de> Deserialize<'de> for SimTime {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {

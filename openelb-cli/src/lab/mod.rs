@@ -13,6 +13,7 @@ pub mod probe;
 pub mod speaker;
 pub mod topology;
 
+use openelb_k8s::speaker::config::parse_duration;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -105,10 +106,10 @@ pub enum LabCommand {
         runs: usize,
         /// How long to let the speakers settle (all groups elected, preemption done, bursts sent) before the
         /// RSS/CPU sample starts.
-        #[arg(long, default_value = "10s", value_parser = parse_secs)]
+        #[arg(long, default_value = "10s", value_parser = parse_duration)]
         settle: std::time::Duration,
         /// Length of the RSS/CPU sampling window.
-        #[arg(long, default_value = "10s", value_parser = parse_secs)]
+        #[arg(long, default_value = "10s", value_parser = parse_duration)]
         window: std::time::Duration,
     },
     /// The Pods' HTTP responder (run inside a Pod namespace by the lab).
@@ -119,23 +120,6 @@ pub enum LabCommand {
         #[arg(long, default_value = "0.0.0.0:8080")]
         listen: SocketAddr,
     },
-}
-
-/// `100ms`, `1s`, `0.1s`, or a bare number of seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let t = s.trim();
-    let (num, scale) = if let Some(n) = t.strip_suffix("ms") {
-        (n, 0.001)
-    } else if let Some(n) = t.strip_suffix('s') {
-        (n, 1.0)
-    } else {
-        (t, 1.0)
-    };
-    let v: f64 = num.trim().parse().map_err(|_| format!("{s:?}: expected a duration like 100ms or 1s"))?;
-    if !v.is_finite() || v <= 0.0 || v * scale > 255.0 {
-        return Err(format!("{s:?}: must be above 0 and at most 255 s"));
-    }
-    Ok(Duration::from_secs_f64(v * scale))
 }
 
 impl LabOpts {
@@ -263,30 +247,3 @@ pub fn track(id: &str, active: bool) {
     set_active(id, active);
 }
 
-/// `10s`, `500ms` or a plain number of seconds.
-fn parse_secs(s: &str) -> std::result::Result<std::time::Duration, String> {
-    let t = s.trim();
-    let (num, scale) = match t.strip_suffix("ms") {
-        Some(n) => (n, 0.001),
-        None => (t.strip_suffix('s').unwrap_or(t), 1.0),
-    };
-    match num.trim().parse::<f64>() {
-        Ok(v) if v.is_finite() && v >= 0.0 && v * scale < 86_400.0 => Ok(std::time::Duration::from_secs_f64(v * scale)),
-        _ => Err(format!("{s:?}: expected a duration such as 10s or 500ms")),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations_accept_ms_s_and_bare_seconds() {
-        assert_eq!(parse_duration("100ms"), Ok(Duration::from_millis(100)));
-        assert_eq!(parse_duration("1s"), Ok(Duration::from_secs(1)));
-        assert_eq!(parse_duration("0.1"), Ok(Duration::from_millis(100)));
-        for bad in ["", "0", "-1s", "fast", "300s"] {
-            assert!(parse_duration(bad).is_err(), "{bad}");
-        }
-    }
-}

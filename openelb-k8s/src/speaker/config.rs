@@ -71,23 +71,30 @@ impl SpeakerConfig {
 /// never silently read as one second or one millisecond.
 pub fn parse_duration(value: &str) -> Result<Duration, String> {
     let v = value.trim();
-    let (number, scale_ms) = if let Some(n) = v.strip_suffix("ms") {
-        (n, 1.0)
+    if v == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let (number, nanos_per_unit) = if let Some(n) = v.strip_suffix("us") {
+        (n, 1e3)
+    } else if let Some(n) = v.strip_suffix("ms") {
+        (n, 1e6)
     } else if let Some(n) = v.strip_suffix('s') {
-        (n, 1000.0)
+        (n, 1e9)
+    } else if let Some(n) = v.strip_suffix('m') {
+        (n, 60e9)
     } else {
-        return Err(format!("{value:?}: needs a unit, e.g. 100ms or 3s"));
+        return Err(format!("{value:?}: needs a unit: us, ms, s or m (e.g. 100ms or 3s)"));
     };
     let n: f64 = number.trim().parse().map_err(|_| format!("{value:?}: {number:?} is not a number"))?;
     if !n.is_finite() || n < 0.0 {
         return Err(format!("{value:?}: must be a non-negative duration"));
     }
-    let ms = n * scale_ms;
-    // A day is far beyond any sensible timer here; refusing it keeps the conversion exact and overflow-free.
-    if ms > 86_400_000.0 {
+    let nanos = (n * nanos_per_unit).round();
+    // A day is far beyond any timer or simulated timeline here; refusing it keeps conversions overflow-free.
+    if nanos > 86_400e9 {
         return Err(format!("{value:?}: longer than a day"));
     }
-    Ok(Duration::from_micros((ms * 1000.0).round() as u64))
+    Ok(Duration::from_nanos(nanos as u64))
 }
 
 /// The advert interval travels in centiseconds in a 12-bit field: 10ms..=40.95s, a multiple of 10ms.
@@ -136,7 +143,11 @@ mod tests {
         assert_eq!(parse_duration("3s"), Ok(Duration::from_secs(3)));
         assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
         assert_eq!(parse_duration("0ms"), Ok(Duration::ZERO));
-        for bad in ["100", "abc", "-1s", "1h", "ms", "1e30s"] {
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_duration("100us"), Ok(Duration::from_micros(100)));
+        assert_eq!(parse_duration("0.1ms"), Ok(Duration::from_micros(100)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        for bad in ["100", "abc", "-1s", "1h", "ms", "1e30s", "2d"] {
             let err = parse_duration(bad).unwrap_err();
             assert!(err.contains(&format!("{bad:?}")), "{err}");
         }
