@@ -195,6 +195,13 @@ pub trait NetOps: Send + Sync {
         peers: &[IpAddr],
     ) -> impl Future<Output = Result<(), NetError>> + Send;
 
+    /// Whether the interface can carry traffic: administratively up with a carrier. Backends without links
+    /// (test fakes) keep the default: always up.
+    fn link_up(&self, iface: &Interface) -> impl Future<Output = Result<bool, NetError>> + Send {
+        let _ = iface;
+        async { Ok(true) }
+    }
+
     /// Opens a receiver for adverts arriving on the interface in the family (joins the VRRP group there).
     fn advert_receiver(&self, iface: &Interface, family: Family) -> Result<Self::Receiver, NetError>;
 }

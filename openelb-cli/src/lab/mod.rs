@@ -246,4 +246,3 @@ pub fn run(args: LabArgs) -> Result<ExitCode> {
 pub fn track(id: &str, active: bool) {
     set_active(id, active);
 }
-

@@ -42,6 +42,9 @@ use super::desired::{self, Desired};
 
 /// How often failed VIP additions, missing source addresses and missing receivers are retried.
 pub const MAINTENANCE_PERIOD: Duration = Duration::from_secs(1);
+/// How often link state is read (one netlink request per interface): a link that goes down loses its VIPs
+/// within this, and one that returns rejoins as backup instead of claiming its VIPs at once.
+pub const LINK_CHECK_PERIOD: Duration = Duration::from_millis(200);
 /// Consecutive `add_vip` failures after which the node gives up mastership on that interface.
 pub const ADD_ATTEMPTS_BEFORE_GIVING_UP: u32 = 5;
 /// How long an interface stays "down" for the agent after giving up.
@@ -92,6 +95,9 @@ pub struct Speaker<N: NetOps> {
     held: HeldSet,
     failed_adds: BTreeMap<(String, IpAddr), u32>,
     given_up: BTreeMap<String, Time>,
+    /// Plan interface specs whose link is down: the agent was told (`interface_down`), so VIPs are off it and
+    /// its instances wait in Initialize until the link returns (then Backup, so preemption waits its delay).
+    links_down: BTreeSet<String>,
     /// Problems already logged (cleared when they go away), so retries do not flood the log.
     reported: BTreeSet<String>,
     send_failures: BTreeMap<InstanceKey, u64>,
@@ -118,6 +124,7 @@ where
             held: HeldSet::default(),
             failed_adds: BTreeMap::new(),
             given_up: BTreeMap::new(),
+            links_down: BTreeSet::new(),
             reported: BTreeSet::new(),
             send_failures: BTreeMap::new(),
         })
@@ -144,6 +151,8 @@ where
         let Some(mut adverts) = self.advert_rx.take() else { return Ok(()) };
         let mut tick = tokio::time::interval(MAINTENANCE_PERIOD);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut link_tick = tokio::time::interval(LINK_CHECK_PERIOD);
+        link_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let deadline = self.agent.next_deadline();
             let wake = deadline.as_ref().map(|(t, _)| self.origin + *t);
@@ -172,6 +181,7 @@ where
                     }
                 }
                 _ = tick.tick() => self.maintain().await,
+                _ = link_tick.tick() => self.check_links().await,
             }
         }
     }
@@ -331,12 +341,47 @@ where
         self.execute(actions).await;
     }
 
+    /// Tells the agent when a link goes down or comes back. Down: VIPs removed and adverts stopped at once
+    /// (the peers take over after their Master_Down_Interval, whatever we do). Up: the instances restart as
+    /// Backup, so this node takes its VIPs back only after the preempt delay instead of at once.
+    async fn check_links(&mut self) {
+        let nics: Vec<(String, Interface)> = self.nics.iter().map(|(s, n)| (s.clone(), n.clone())).collect();
+        for (spec, nic) in nics {
+            let up = match self.net.link_up(&nic).await {
+                Ok(up) => up,
+                Err(e) => {
+                    self.report(format!("link {}", nic.name), format!("cannot read link state: {e}"));
+                    continue;
+                }
+            };
+            let was_down = self.links_down.contains(&spec);
+            let now = self.now();
+            if !up && !was_down {
+                tracing::warn!(interface = %spec, nic = %nic.name, "link down: releasing its VIPs and stopping adverts");
+                self.links_down.insert(spec.clone());
+                let actions = self.agent.interface_down(now, &spec);
+                self.execute(actions).await;
+            } else if up && was_down {
+                self.links_down.remove(&spec);
+                if self.given_up.contains_key(&spec) {
+                    continue;
+                }
+                tracing::info!(interface = %spec, nic = %nic.name, "link up: rejoining as backup");
+                let actions = self.agent.interface_up(now, &spec);
+                self.execute(actions).await;
+            }
+        }
+    }
+
     async fn maintain(&mut self) {
         let now = self.now();
         // Interfaces given up on come back after the cool-off.
         let back: Vec<String> = self.given_up.iter().filter(|(_, t)| **t <= now).map(|(s, _)| s.clone()).collect();
         for spec in back {
             self.given_up.remove(&spec);
+            if self.links_down.contains(&spec) {
+                continue;
+            }
             tracing::info!(interface = %spec, "retrying mastership after giving up");
             let actions = self.agent.interface_up(now, &spec);
             self.execute(actions).await;

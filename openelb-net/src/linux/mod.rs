@@ -126,6 +126,10 @@ impl NetOps for LinuxNet {
         Ok(removed)
     }
 
+    async fn link_up(&self, iface: &Interface) -> Result<bool, NetError> {
+        netlink::link_up(&self.handle, iface).await
+    }
+
     async fn list_our_vips(&self, iface: &Interface) -> Result<Vec<IpAddr>, NetError> {
         netlink::list_our_vips(&self.handle, iface).await
     }

@@ -84,6 +84,14 @@ pub(crate) async fn link_by_index(handle: &Handle, index: u32) -> Result<LinkMes
     }
 }
 
+/// Administratively up (`IFF_UP`) and with a carrier (`IFF_LOWER_UP`): `ip link set eth0 down` clears the
+/// first, a cable pull or a downed veth peer the second.
+pub(crate) async fn link_up(handle: &Handle, iface: &Interface) -> Result<bool, NetError> {
+    let link = link_by_index(handle, iface.index).await?;
+    let flags = link.header.flags;
+    Ok(flags.contains(LinkFlags::Up) && flags.contains(LinkFlags::LowerUp))
+}
+
 pub(crate) async fn resolve(handle: &Handle, spec: &IfaceSpec) -> Result<Interface, NetError> {
     match spec {
         IfaceSpec::Name(name) => Ok(interface_of(&link_by_name(handle, name).await?)),
