@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 # Debian packages the suite needs: the network-namespace lab (openelb-cli lab, tests/lab_*.rs) runs iproute2,
 # iptables (kube-proxy's DNAT), ping/arping, keepalived (reference VRRP speaker), curl, tcpdump/tshark (captures)
-# and ndisc6. The kube-apiserver build of a later issue adds itself here.
+# and ndisc6. The kube-apiserver of tests/apiserver_crd.rs comes from scripts/kapi.sh below.
 apt_pkgs=(iproute2 iptables iputils-ping iputils-arping keepalived curl tcpdump tshark ndisc6)
 missing=()
 for p in "${apt_pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
@@ -19,6 +19,11 @@ if [ "${#missing[@]}" -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
+# kube-apiserver v1.20.2 + etcd for tests/apiserver_crd.rs: built from Debian's `kubernetes` source package on the
+# first run on a machine (about 3.5 min, 1.3 GB RAM), then taken from /var/cache/openelb-kapi.
+echo "== scripts/kapi.sh install"
+bash scripts/kapi.sh install
+
 command -v cargo >/dev/null || { echo "cargo is required (rustup toolchain)" >&2; exit 1; }
 rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt clippy || true
 
@@ -28,9 +33,14 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo build (the lab tests run the openelb-speaker binary)"
 cargo build --workspace --bins --locked
-echo "== cargo test"
+echo "== scripts/kapi.sh start (test apiserver for tests/apiserver_crd.rs)"
 log=$(mktemp)
-trap 'rm -f "$log"' EXIT
+KAPI_DIR=$(mktemp -d)
+export KAPI_DIR
+trap 'bash scripts/kapi.sh stop || true; rm -rf "$KAPI_DIR"; rm -f "$log"' EXIT
+bash scripts/kapi.sh start
+export KAPI_KUBECONFIG="$KAPI_DIR/kubeconfig"
+echo "== cargo test"
 status=0
 cargo test --workspace --all-targets --locked --no-fail-fast 2>&1 | tee -a "$log" || status=$?
 cargo test --workspace --doc --locked --no-fail-fast 2>&1 | tee -a "$log" || status=$?

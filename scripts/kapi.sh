@@ -1,0 +1,195 @@
+#!/usr/bin/env bash
+# A real kube-apiserver (v1.20.2) + etcd (3.4) for integration tests, from Debian bookworm packages only.
+# No registry ships a kube-apiserver binary, so `install` builds one from Debian's `kubernetes` source package
+# (the full upstream tree with vendor/) and caches it; a second run on the same machine takes about a second.
+# See /work/shared/reference/feasibility.md §4 for why each step is there.
+#
+# Usage: scripts/kapi.sh install|start|stop|status
+# Environment (all optional):
+#   KAPI_CACHE   where the built binary is kept      (default /var/cache/openelb-kapi/v1.20.2)
+#   KAPI_DIR     run dir: etcd data, logs, pids, kubeconfig (default /tmp/openelb-kapi)
+#   KAPI_ADDR    address to listen on, 127.0.0.1 or a lab address (default 127.0.0.1)
+#   KAPI_PORT    apiserver secure port               (default 16443)
+#   KAPI_ETCD_CLIENT_PORT / KAPI_ETCD_PEER_PORT      (default 23790 / 23800)
+# `start` writes $KAPI_DIR/kubeconfig (bearer token, insecure-skip-tls-verify); `stop` ends only the PIDs
+# `start` recorded in $KAPI_DIR.
+set -euo pipefail
+
+CACHE=${KAPI_CACHE:-/var/cache/openelb-kapi/v1.20.2}
+D=${KAPI_DIR:-/tmp/openelb-kapi}
+ADDR=${KAPI_ADDR:-127.0.0.1}
+PORT=${KAPI_PORT:-16443}
+ETCD_CLIENT=${KAPI_ETCD_CLIENT_PORT:-23790}
+ETCD_PEER=${KAPI_ETCD_PEER_PORT:-23800}
+SRCVER=1.20.5+really1.20.2-1.1+deb12u1
+SRCDIR=kubernetes-1.20.5+really1.20.2
+SRC_LIST=/etc/apt/sources.list.d/openelb-kapi-src.sources
+SRC_LIST_CLASSIC=/etc/apt/sources.list.d/openelb-kapi-src.list
+
+log() { echo "kapi: $*"; }
+die() { echo "kapi: error: $*" >&2; exit 1; }
+
+apt_ensure() {
+  local missing=() p
+  for p in "$@"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+  [ "${#missing[@]}" -eq 0 ] && return 0
+  log "apt-get install ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# deb-src entries derived from the machine's own Debian sources, so no mirror host is written here.
+add_deb_src() {
+  local found=0
+  if [ -f /etc/apt/sources.list.d/debian.sources ]; then
+    sed -E 's/^Types:.*/Types: deb-src/' /etc/apt/sources.list.d/debian.sources >"$SRC_LIST"
+    found=1
+  fi
+  if [ -f /etc/apt/sources.list ] && grep -Eq '^[[:space:]]*deb[[:space:]]' /etc/apt/sources.list; then
+    sed -nE 's/^[[:space:]]*deb([[:space:]])/deb-src\1/p' /etc/apt/sources.list >"$SRC_LIST_CLASSIC"
+    found=1
+  fi
+  [ "$found" = 1 ] || die "no Debian apt sources found (/etc/apt/sources.list.d/debian.sources or /etc/apt/sources.list)"
+  log "temporary deb-src entries: $( [ -f "$SRC_LIST" ] && echo "$SRC_LIST") $( [ -f "$SRC_LIST_CLASSIC" ] && echo "$SRC_LIST_CLASSIC")"
+}
+
+install() {
+  apt_ensure etcd-server etcd-client curl openssl
+  command -v kubectl >/dev/null || apt_ensure kubernetes-client
+  if [ -x "$CACHE/kube-apiserver" ]; then
+    log "kube-apiserver cached: $CACHE/kube-apiserver ($("$CACHE/kube-apiserver" --version))"
+    return 0
+  fi
+  log "building kube-apiserver from Debian source kubernetes=$SRCVER (about 3.5 min, 1.3 GB RAM)"
+  apt_ensure golang-go rsync jq dpkg-dev make golang-github-modern-go-reflect2-dev golang-github-json-iterator-go-dev
+  local w
+  w=$(mktemp -d /tmp/openelb-kapi-build.XXXXXX)
+  # shellcheck disable=SC2064 # expand now: the paths are fixed for this run
+  trap "rm -rf '$w' '$SRC_LIST' '$SRC_LIST_CLASSIC'; apt-get update -qq >/dev/null 2>&1 || true" EXIT
+  add_deb_src
+  apt-get update -qq
+  log "apt-get source kubernetes=$SRCVER into $w"
+  (cd "$w" && apt-get source -qq "kubernetes=$SRCVER" >"$w/source.log" 2>&1) ||
+    { tail -20 "$w/source.log" >&2; die "apt-get source kubernetes=$SRCVER failed"; }
+  cd "$w/$SRCDIR"
+  # Vendored reflect2 v1.0.1 faults in mapiternext under Go >= 1.18 on the first custom-resource create;
+  # Debian's reflect2 1.0.2 / json-iterator 1.1.12 are API-compatible and fixed.
+  local p
+  for p in github.com/modern-go/reflect2 github.com/json-iterator/go; do
+    log "replacing vendor/$p with /usr/share/gocode/src/$p"
+    rm -rf "vendor/$p"
+    mkdir -p "vendor/$p"
+    cp -r "/usr/share/gocode/src/$p/." "vendor/$p/"
+    find "vendor/$p" -name '*_test.go' -delete
+  done
+  log "make WHAT=cmd/kube-apiserver (log: $w/build.log)"
+  if ! CGO_ENABLED=0 HOME="$w" KUBE_GIT_VERSION=v1.20.2 KUBE_GIT_MAJOR=1 KUBE_GIT_MINOR=20 KUBE_GIT_TREE_STATE=clean \
+    make WHAT=cmd/kube-apiserver >"$w/build.log" 2>&1; then
+    mkdir -p "$(dirname "$CACHE")"
+    cp "$w/build.log" "$CACHE.build.log" || true
+    echo "---- last 40 lines of the build log (full log: $CACHE.build.log)" >&2
+    tail -40 "$w/build.log" >&2
+    die "kube-apiserver build failed"
+  fi
+  mkdir -p "$CACHE"
+  cp _output/bin/kube-apiserver "$CACHE/kube-apiserver.tmp"
+  mv "$CACHE/kube-apiserver.tmp" "$CACHE/kube-apiserver"
+  cd /
+  log "built $CACHE/kube-apiserver ($("$CACHE/kube-apiserver" --version))"
+}
+
+alive() { [ -s "$D/$1.pid" ] && kill -0 "$(cat "$D/$1.pid")" 2>/dev/null; }
+
+port_free() { ! (exec 3<>"/dev/tcp/$ADDR/$1") 2>/dev/null; }
+
+readyz() { curl -skf -H "Authorization: Bearer $(cat "$D/token")" "https://$ADDR:$PORT/readyz" >/dev/null 2>&1; }
+
+fail_start() {
+  echo "---- $1 log tail ($D/$1.log)" >&2
+  tail -20 "$D/$1.log" >&2 || true
+  stop >/dev/null 2>&1 || true
+  die "$2"
+}
+
+start() {
+  [ -x "$CACHE/kube-apiserver" ] || die "no kube-apiserver in $CACHE (run: scripts/kapi.sh install)"
+  command -v etcd >/dev/null || die "etcd not installed (run: scripts/kapi.sh install)"
+  if alive apiserver && alive etcd && readyz; then
+    log "already running in $D (kubeconfig: $D/kubeconfig)"
+    return 0
+  fi
+  if alive apiserver || alive etcd; then stop; fi
+  local p
+  for p in "$PORT" "$ETCD_CLIENT" "$ETCD_PEER"; do
+    port_free "$p" || die "port $ADDR:$p is in use (set KAPI_PORT / KAPI_ETCD_CLIENT_PORT / KAPI_ETCD_PEER_PORT)"
+  done
+  rm -rf "$D/etcd" "$D/certs"
+  mkdir -p "$D/certs"
+  local t0=$SECONDS i
+  log "etcd on $ADDR:$ETCD_CLIENT (data $D/etcd)"
+  etcd --name kapi --data-dir "$D/etcd" \
+    --listen-client-urls "http://$ADDR:$ETCD_CLIENT" --advertise-client-urls "http://$ADDR:$ETCD_CLIENT" \
+    --listen-peer-urls "http://$ADDR:$ETCD_PEER" --initial-advertise-peer-urls "http://$ADDR:$ETCD_PEER" \
+    --initial-cluster "kapi=http://$ADDR:$ETCD_PEER" >"$D/etcd.log" 2>&1 &
+  echo $! >"$D/etcd.pid"
+  openssl genrsa -out "$D/sa.key" 2048 2>/dev/null
+  openssl rand -hex 16 >"$D/token"
+  echo "$(cat "$D/token"),admin,1,system:masters" >"$D/tokens.csv"
+  for i in $(seq 100); do
+    ETCDCTL_API=3 etcdctl --endpoints "http://$ADDR:$ETCD_CLIENT" endpoint health >/dev/null 2>&1 && break
+    alive etcd || fail_start etcd "etcd exited"
+    sleep 0.1
+  done
+  log "kube-apiserver on https://$ADDR:$PORT"
+  "$CACHE/kube-apiserver" --etcd-servers "http://$ADDR:$ETCD_CLIENT" \
+    --bind-address "$ADDR" --advertise-address "$ADDR" --secure-port "$PORT" --cert-dir "$D/certs" \
+    --token-auth-file "$D/tokens.csv" --authorization-mode AlwaysAllow \
+    --service-account-issuer https://kubernetes.default.svc --service-account-key-file "$D/sa.key" \
+    --service-account-signing-key-file "$D/sa.key" --service-cluster-ip-range 10.96.0.0/24 \
+    --enable-priority-and-fairness=false --endpoint-reconciler-type none >"$D/apiserver.log" 2>&1 &
+  echo $! >"$D/apiserver.pid"
+  for i in $(seq 1200); do
+    alive apiserver || fail_start apiserver "kube-apiserver exited"
+    readyz && break
+    [ "$i" = 1200 ] && fail_start apiserver "kube-apiserver not ready after 120 s"
+    sleep 0.1
+  done
+  cat >"$D/kubeconfig" <<KC
+apiVersion: v1
+kind: Config
+clusters: [{name: kapi, cluster: {server: "https://$ADDR:$PORT", insecure-skip-tls-verify: true}}]
+users: [{name: admin, user: {token: "$(cat "$D/token")"}}]
+contexts: [{name: kapi, context: {cluster: kapi, user: admin}}]
+current-context: kapi
+KC
+  log "ready in $((SECONDS - t0)) s; export KAPI_KUBECONFIG=$D/kubeconfig"
+}
+
+stop() { # apiserver first (it shuts down gracefully in a few seconds), then etcd; SIGKILL after 15 s
+  local f p i
+  for f in apiserver etcd; do
+    [ -s "$D/$f.pid" ] || continue
+    p=$(cat "$D/$f.pid")
+    if kill "$p" 2>/dev/null; then
+      log "stopping $f (pid $p)"
+      for i in $(seq 150); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+      kill -9 "$p" 2>/dev/null || true
+    fi
+    rm -f "$D/$f.pid"
+  done
+}
+
+status() {
+  local f rc=0
+  for f in etcd apiserver; do
+    if alive "$f"; then log "$f running (pid $(cat "$D/$f.pid"))"; else log "$f not running"; rc=1; fi
+  done
+  if [ -s "$D/token" ] && readyz; then log "apiserver ready at https://$ADDR:$PORT (kubeconfig: $D/kubeconfig)"; else rc=1; fi
+  return "$rc"
+}
+
+case "${1:-}" in
+  install | start | stop | status) "$1" ;;
+  *) echo "usage: $0 install|start|stop|status" >&2; exit 2 ;;
+esac

@@ -1,0 +1,210 @@
+//! The shipped Eip CRD and the seed manifests against a real kube-apiserver (v1.20.2, `scripts/kapi.sh`).
+//!
+//! A schema that only our own serde accepts proves nothing: the apiserver is the one that validates structural
+//! schemas, prunes unknown fields, serves both versions and renders printer columns. kubectl is driven through
+//! `std::process::Command` so the test needs no client stack. Without `KAPI_KUBECONFIG` every test passes as a
+//! skip, so a plain `cargo test` on a laptop stays green; `scripts/test.sh` starts the server and sets it.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+
+use serde_json::Value;
+
+const CRD: &str = "deploy/crds/network.kubesphere.io_eips.yaml";
+const SEED_EIP: &str = "examples/vip-mode/vip-eip.yaml";
+const SEED_SVC: &str = "examples/vip-mode/vip-svc.yaml";
+const SEED_DEPLOYMENT: &str = "examples/vip-mode/vip-openelb.yaml";
+const SEED_NODES: &str = "examples/vip-mode/cluster.yaml";
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn kubeconfig() -> Option<String> {
+    let kc = std::env::var("KAPI_KUBECONFIG").ok().filter(|s| !s.is_empty());
+    if kc.is_none() {
+        println!("skipping: no test apiserver (scripts/kapi.sh start)");
+    }
+    kc
+}
+
+fn run(kc: &str, args: &[&str]) -> Output {
+    run_with_stdin(kc, args, "")
+}
+
+/// Runs kubectl with `input` on stdin, so ad-hoc manifests need no files in the shared target dir.
+fn run_with_stdin(kc: &str, args: &[&str], input: &str) -> Output {
+    let mut child = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(kc)
+        .args(args)
+        .current_dir(root())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("kubectl {args:?}: cannot run: {e}"));
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(input.as_bytes()).unwrap();
+    drop(stdin);
+    child.wait_with_output().unwrap()
+}
+
+/// Runs kubectl and returns stdout, failing the test with kubectl's stderr otherwise.
+fn kubectl(kc: &str, args: &[&str]) -> String {
+    let out = run(kc, args);
+    assert!(
+        out.status.success(),
+        "kubectl {} failed ({}):\n{}{}",
+        args.join(" "),
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn get_json(kc: &str, args: &[&str]) -> Value {
+    let mut full = vec!["get"];
+    full.extend_from_slice(args);
+    full.extend_from_slice(&["-o", "json"]);
+    let text = kubectl(kc, &full);
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("kubectl get {args:?}: not JSON ({e}):\n{text}"))
+}
+
+/// Applies the CRD once per test binary and waits until the apiserver serves it.
+fn crd_ready(kc: &str) {
+    static DONE: OnceLock<()> = OnceLock::new();
+    DONE.get_or_init(|| {
+        kubectl(kc, &["apply", "-f", CRD]);
+        kubectl(kc, &["wait", "--for", "condition=established", "--timeout=60s", "crd/eips.network.kubesphere.io"]);
+    });
+}
+
+/// Deletes the named Eips when a test ends, also when it fails half-way.
+struct Cleanup<'a> {
+    kc: &'a str,
+    eips: Vec<&'static str>,
+}
+
+impl Drop for Cleanup<'_> {
+    fn drop(&mut self) {
+        for name in &self.eips {
+            let _ = run(self.kc, &["delete", "eip", name, "--ignore-not-found", "--wait=false"]);
+        }
+    }
+}
+
+fn manifest_exists(path: &str) {
+    assert!(Path::new(&root().join(path)).is_file(), "{path}: missing from the repository");
+}
+
+#[test]
+fn crd_is_established_with_both_versions_served_and_v1alpha2_stored() {
+    let Some(kc) = kubeconfig() else { return };
+    crd_ready(&kc);
+    let crd = get_json(&kc, &["crd", "eips.network.kubesphere.io"]);
+    let conds = crd["status"]["conditions"].as_array().cloned().unwrap_or_default();
+    assert!(
+        conds.iter().any(|c| c["type"] == "Established" && c["status"] == "True"),
+        "CRD not established: {conds:?}"
+    );
+    assert_eq!(crd["status"]["storedVersions"], serde_json::json!(["v1alpha2"]));
+    let resources = kubectl(&kc, &["api-resources", "--api-group=network.kubesphere.io", "-o", "name"]);
+    assert_eq!(resources.trim(), "eips.network.kubesphere.io");
+}
+
+#[test]
+fn seed_eip_round_trips_and_status_subresource_sets_usage() {
+    let Some(kc) = kubeconfig() else { return };
+    manifest_exists(SEED_EIP);
+    crd_ready(&kc);
+    let _cleanup = Cleanup { kc: &kc, eips: vec!["vip-eip"] };
+
+    kubectl(&kc, &["apply", "-f", SEED_EIP]);
+    let eip = get_json(&kc, &["eip", "vip-eip"]);
+    assert_eq!(eip["apiVersion"], "network.kubesphere.io/v1alpha2");
+    assert_eq!(eip["spec"]["address"], "192.168.0.91-192.168.0.100");
+    assert_eq!(eip["spec"]["protocol"], "vip");
+
+    // The status subresource: a main-resource write must not touch status, a /status write must.
+    let patched = kubectl(
+        &kc,
+        &[
+            "patch",
+            "eip",
+            "vip-eip",
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            r#"{"status":{"usage":1,"poolSize":10}}"#,
+        ],
+    );
+    assert!(patched.contains("vip-eip"), "unexpected patch output: {patched}");
+    let eip = get_json(&kc, &["eip", "vip-eip"]);
+    assert_eq!(eip["status"]["usage"], 1, "status after /status patch: {}", eip["status"]);
+    assert_eq!(eip["status"]["poolSize"], 10);
+
+    kubectl(&kc, &["patch", "eip", "vip-eip", "--type=merge", "-p", r#"{"status":{"usage":7}}"#]);
+    let eip = get_json(&kc, &["eip", "vip-eip"]);
+    assert_eq!(eip["status"]["usage"], 1, "a main-resource patch changed status: {}", eip["status"]);
+
+    // Printer columns come from the CRD, rendered by the server.
+    let table = kubectl(&kc, &["get", "eip", "vip-eip"]);
+    let mut lines = table.lines();
+    let header: Vec<&str> = lines.next().unwrap_or_default().split_whitespace().collect();
+    assert_eq!(&header[..4], ["NAME", "CIDR", "USAGE", "TOTAL"], "table:\n{table}");
+    let row: Vec<&str> = lines.next().unwrap_or_default().split_whitespace().collect();
+    assert_eq!(&row[..4], ["vip-eip", "192.168.0.91-192.168.0.100", "1", "10"], "table:\n{table}");
+}
+
+#[test]
+fn eip_created_as_v1alpha1_is_read_as_v1alpha2() {
+    let Some(kc) = kubeconfig() else { return };
+    crd_ready(&kc);
+    let _cleanup = Cleanup { kc: &kc, eips: vec!["kapi-v1alpha1-eip"] };
+    let manifest = "apiVersion: network.kubesphere.io/v1alpha1\nkind: Eip\nmetadata:\n  name: kapi-v1alpha1-eip\n\
+                    spec:\n  address: 10.11.12.0/30\n  protocol: layer2\n  interface: eth0\n";
+    let out = run_with_stdin(&kc, &["apply", "-f", "-"], manifest);
+    assert!(out.status.success(), "v1alpha1 create: {}", String::from_utf8_lossy(&out.stderr));
+
+    let v2 = get_json(&kc, &["eips.v1alpha2.network.kubesphere.io", "kapi-v1alpha1-eip"]);
+    assert_eq!(v2["apiVersion"], "network.kubesphere.io/v1alpha2");
+    assert_eq!(v2["spec"]["address"], "10.11.12.0/30");
+    assert_eq!(v2["spec"]["protocol"], "layer2");
+    assert_eq!(v2["spec"]["interface"], "eth0");
+    let v1 = get_json(&kc, &["eips.v1alpha1.network.kubesphere.io", "kapi-v1alpha1-eip"]);
+    assert_eq!(v1["apiVersion"], "network.kubesphere.io/v1alpha1");
+}
+
+#[test]
+fn v1alpha1_rejects_the_vip_protocol_it_never_had() {
+    let Some(kc) = kubeconfig() else { return };
+    crd_ready(&kc);
+    let manifest = "apiVersion: network.kubesphere.io/v1alpha1\nkind: Eip\nmetadata:\n  name: kapi-v1alpha1-vip\n\
+                    spec:\n  address: 10.11.13.0/30\n  protocol: vip\n";
+    let out = run_with_stdin(&kc, &["apply", "--dry-run=server", "-f", "-"], manifest);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "v1alpha1 accepted protocol vip");
+    assert!(stderr.contains("spec.protocol"), "unexpected rejection: {stderr}");
+}
+
+#[test]
+fn seed_service_deployment_and_nodes_pass_server_dry_run() {
+    let Some(kc) = kubeconfig() else { return };
+    for path in [SEED_SVC, SEED_DEPLOYMENT, SEED_NODES] {
+        manifest_exists(path);
+        let out = kubectl(&kc, &["apply", "--dry-run=server", "-f", path]);
+        assert!(out.contains("(server dry run)"), "{path}: {out}");
+    }
+}
+
+#[test]
+fn deploy_manifests_pass_server_dry_run() {
+    let Some(kc) = kubeconfig() else { return };
+    crd_ready(&kc);
+    let out = kubectl(&kc, &["apply", "--dry-run=server", "-R", "-f", "deploy"]);
+    assert!(out.contains("eips.network.kubesphere.io"), "deploy/: {out}");
+}
