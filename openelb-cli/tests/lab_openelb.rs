@@ -70,17 +70,13 @@ fn finish(mut lab: Lab) {
 }
 
 fn assert_removed(id: &str) {
-    let prefix = format!("{}{id}-", netns::PREFIX);
-    let left: Vec<String> = netns::list().unwrap().into_iter().filter(|n| n.starts_with(&prefix)).collect();
+    let (left, state) = lab::topology::leftovers(id).unwrap();
     assert!(left.is_empty(), "namespaces left behind: {left:?}");
-    assert!(!PathBuf::from(lab::STATE_ROOT).join(id).exists(), "state directory of lab {id} left behind");
+    assert!(!state, "state directory of lab {id} left behind");
 }
 
-/// The client reaches the VIP (a few tries: right after a takeover the first echo may still be in flight, and
-/// a stale neighbour entry takes a few seconds to be re-resolved).
 fn client_pings(lab: &Lab) -> bool {
-    let vip = lab.plan.vip.to_string();
-    (0..30).any(|_| lab.client(&["ping", "-c", "1", "-W", "0.5", "-n", &vip]).is_ok_and(|o| o.contains(" bytes from ")))
+    lab.client_pings(30)
 }
 
 fn mac_of(lab: &Lab, node: &str) -> String {

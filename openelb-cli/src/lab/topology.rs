@@ -345,6 +345,16 @@ impl Lab {
         Ok(())
     }
 
+    /// Whether the client gets an echo reply from the VIP within `tries` half-second pings (right after a
+    /// takeover the first echo may still be in flight, and a stale neighbour entry takes a moment to re-resolve).
+    #[allow(dead_code)] // for the root tests (tests/lab_*.rs include this module)
+    pub fn client_pings(&self, tries: usize) -> bool {
+        let vip = self.plan.vip.to_string();
+        (0..tries).any(|_| {
+            self.client(&["ping", "-c", "1", "-W", "0.5", "-n", &vip]).is_ok_and(|o| o.contains(" bytes from "))
+        })
+    }
+
     /// Runs `argv` in the client namespace, returning stdout whatever the exit status.
     pub fn client(&self, argv: &[&str]) -> Result<String> {
         let out = netns::exec_output(&self.plan.client_ns, argv)?;
@@ -458,4 +468,13 @@ pub fn down(root: &Path, id: &str) -> Result<State> {
     }
     fs::remove_dir_all(&dir).with_context(|| format!("{}: cannot remove", dir.display()))?;
     if errors.is_empty() { Ok(state) } else { Err(anyhow!("lab {id}: {}", errors.join("; "))) }
+}
+
+/// What a removed lab left behind: its namespaces, and whether its state directory still exists. Tests assert
+/// both are empty, so a cleanup bug shows up where it happens.
+#[allow(dead_code)] // for the root tests (tests/lab_*.rs include this module)
+pub fn leftovers(id: &str) -> Result<(Vec<String>, bool)> {
+    let prefix = format!("{}{id}-", super::netns::PREFIX);
+    let left = super::netns::list()?.into_iter().filter(|n| n.starts_with(&prefix)).collect();
+    Ok((left, Path::new(STATE_ROOT).join(id).exists()))
 }
