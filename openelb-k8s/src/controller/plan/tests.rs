@@ -1,0 +1,95 @@
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1 as corev1;
+use openelb_core::ipam::Change;
+use openelb_core::model::FINALIZER_SERVICE;
+use serde_json::json;
+
+use super::{concerns_us, plan};
+use crate::crd::Eip;
+
+const EIP: &str = include_str!("../../../../examples/vip-mode/vip-eip.yaml");
+const SVC: &str = include_str!("../../../../examples/vip-mode/vip-svc.yaml");
+
+fn seed() -> (corev1::Service, Arc<Eip>) {
+    let mut svc: corev1::Service = serde_yaml::from_str(SVC).unwrap();
+    svc.metadata.namespace = Some("default".into());
+    svc.metadata.resource_version = Some("7".into());
+    let mut eip: Eip = serde_yaml::from_str(EIP).unwrap();
+    eip.metadata.resource_version = Some("3".into());
+    (svc, Arc::new(eip))
+}
+
+#[test]
+fn new_service_claims_the_first_address_in_the_eip_then_the_service() {
+    let (svc, eip) = seed();
+    let p = plan(&svc, &[eip], &[]).unwrap();
+    assert!(matches!(p.outcome.change, Change::Assigned { ref pool, .. } if pool == "vip-eip"), "{:?}", p.outcome);
+    assert_eq!(p.eips.len(), 1);
+    let status = p.eips[0].status.clone().unwrap();
+    assert_eq!(status.usage, 1);
+    assert_eq!(status.pool_size, 10);
+    assert_eq!(status.used.get("192.168.0.91").map(String::as_str), Some("default/vip-svc"));
+    assert_eq!(p.eips[0].metadata.resource_version.as_deref(), Some("3"), "the write must be guarded");
+    assert_eq!(p.service_status, Some(json!({"status": {"loadBalancer": {"ingress": [{"ip": "192.168.0.91"}]}}})));
+    assert_eq!(
+        p.service_meta,
+        Some(json!({"metadata": {
+            "resourceVersion": "7",
+            "labels": {"eip.openelb.kubesphere.io/v1alpha2": "vip-eip"},
+            "finalizers": [FINALIZER_SERVICE],
+        }}))
+    );
+}
+
+/// Applying a plan's writes and planning again must ask for nothing: otherwise every watch event would write.
+#[test]
+fn applied_plan_is_a_fixed_point() {
+    let (mut svc, eip) = seed();
+    let p = plan(&svc, &[eip], &[]).unwrap();
+    let eip = Arc::new(p.eips[0].clone());
+    let patch = p.outcome.patch.clone().unwrap();
+    crate::convert::apply_service_patch(&mut svc, &patch);
+    let again = plan(&svc, &[eip], &[]).unwrap();
+    assert!(again.is_empty(), "{again:?}");
+    assert!(matches!(again.outcome.change, Change::Kept { .. }));
+}
+
+#[test]
+fn deleting_service_frees_its_address_and_drops_the_finalizer() {
+    let (mut svc, eip) = seed();
+    let p = plan(&svc, &[eip], &[]).unwrap();
+    let eip = Arc::new(p.eips[0].clone());
+    crate::convert::apply_service_patch(&mut svc, &p.outcome.patch.unwrap());
+    svc.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Default::default()));
+
+    let p = plan(&svc, &[eip], &[]).unwrap();
+    assert!(matches!(p.outcome.change, Change::Released { .. }), "{:?}", p.outcome);
+    let status = p.eips[0].status.clone().unwrap();
+    assert_eq!(status.usage, 0);
+    assert!(status.used.is_empty());
+    assert_eq!(p.service_status, Some(json!({"status": {"loadBalancer": {"ingress": null}}})));
+    assert_eq!(
+        p.service_meta,
+        Some(json!({"metadata": {
+            "resourceVersion": "7",
+            "labels": {"eip.openelb.kubesphere.io/v1alpha2": null},
+            "finalizers": null,
+        }}))
+    );
+}
+
+#[test]
+fn service_of_another_load_balancer_is_left_alone() {
+    let (mut svc, eip) = seed();
+    svc.metadata.annotations = None;
+    assert!(!concerns_us(&svc));
+    let p = plan(&svc, &[eip], &[]).unwrap();
+    assert_eq!(p.outcome.change, Change::NotOurs);
+    assert!(p.service_status.is_none() && p.service_meta.is_none());
+}
+
+#[test]
+fn seed_service_concerns_us() {
+    assert!(concerns_us(&seed().0));
+}
