@@ -205,6 +205,17 @@ fn seed_service_deployment_and_nodes_pass_server_dry_run() {
 fn deploy_manifests_pass_server_dry_run() {
     let Some(kc) = kubeconfig() else { return };
     crd_ready(&kc);
+    // A server dry run creates nothing, so the namespaced objects need their namespace to exist for real.
+    let ns = kubectl(&kc, &["apply", "-f", "deploy/00-namespace.yaml"]);
+    assert!(ns.contains("openelb-system"), "{ns}");
     let out = kubectl(&kc, &["apply", "--dry-run=server", "-R", "-f", "deploy"]);
-    assert!(out.contains("eips.network.kubesphere.io"), "deploy/: {out}");
+    for object in [
+        "customresourcedefinition.apiextensions.k8s.io/eips.network.kubesphere.io",
+        "serviceaccount/openelb-controller",
+        "clusterrole.rbac.authorization.k8s.io/openelb-controller",
+        "clusterrolebinding.rbac.authorization.k8s.io/openelb-controller",
+        "deployment.apps/openelb-controller",
+    ] {
+        assert!(out.contains(object), "deploy/ lacks {object}: {out}");
+    }
 }
