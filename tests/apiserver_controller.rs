@@ -6,14 +6,20 @@
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
-use std::process::{Command, Output};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use openelb::k8s::controller::Background;
 use serde_json::Value;
 
-const CRD: &str = "deploy/crds/network.kubesphere.io_eips.yaml";
+mod common;
+use common::{crd_ready, kubeconfig, kubectl, root, run, run_with_stdin};
+
+fn apply_stdin(kc: &str, manifest: &str) {
+    let out = run_with_stdin(kc, &["apply", "-f", "-"], manifest);
+    assert!(out.status.success(), "kubectl apply: {}", String::from_utf8_lossy(&out.stderr));
+}
+
 const SEED_EIP: &str = "examples/vip-mode/vip-eip.yaml";
 const SEED_SVC: &str = "examples/vip-mode/vip-svc.yaml";
 const LABEL: &str = "eip.openelb.kubesphere.io/v1alpha2";
@@ -21,27 +27,6 @@ const FINALIZER: &str = "finalizer.lb.kubesphere.io/v1alpha1";
 const TIMEOUT: Duration = Duration::from_secs(30);
 /// Every controller a test starts acts on every Service: tests that run one take turns.
 static SERIAL: Mutex<()> = Mutex::new(());
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn run(kc: &str, args: &[&str]) -> Output {
-    Command::new("kubectl").arg("--kubeconfig").arg(kc).args(args).current_dir(root()).output().unwrap()
-}
-
-fn kubectl(kc: &str, args: &[&str]) -> String {
-    let out = run(kc, args);
-    assert!(
-        out.status.success(),
-        "kubectl {} failed ({}):\n{}{}",
-        args.join(" "),
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 /// The object as JSON, or `None` when it does not exist.
 fn get(kc: &str, kind: &str, name: &str) -> Option<Value> {
@@ -76,19 +61,6 @@ fn eip_status(kc: &str) -> Value {
     get(kc, "eip", "vip-eip").map(|e| e["status"].clone()).unwrap_or(Value::Null)
 }
 
-fn kubeconfig() -> Option<String> {
-    let kc = std::env::var("KAPI_KUBECONFIG").ok().filter(|s| !s.is_empty());
-    if kc.is_none() {
-        println!("skipping: no test apiserver (scripts/kapi.sh start)");
-    }
-    kc
-}
-
-fn crd_ready(kc: &str) {
-    kubectl(kc, &["apply", "-f", CRD]);
-    kubectl(kc, &["wait", "--for", "condition=established", "--timeout=60s", "crd/eips.network.kubesphere.io"]);
-}
-
 /// Removes what the test created, also after a failure: finalizers first, since no controller may be left.
 struct Cleanup<'a>(&'a str);
 
@@ -104,23 +76,6 @@ impl Drop for Cleanup<'_> {
 
 fn second_service() -> String {
     std::fs::read_to_string(root().join(SEED_SVC)).unwrap().replacen("name: vip-svc", "name: vip-svc-2", 1)
-}
-
-fn apply_stdin(kc: &str, manifest: &str) {
-    use std::io::Write;
-    use std::process::Stdio;
-    let mut child = Command::new("kubectl")
-        .arg("--kubeconfig")
-        .arg(kc)
-        .args(["apply", "-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(manifest.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "kubectl apply: {}", String::from_utf8_lossy(&out.stderr));
 }
 
 #[test]

@@ -5,66 +5,17 @@
 //! `std::process::Command` so the test needs no client stack. Without `KAPI_KUBECONFIG` every test passes as a
 //! skip, so a plain `cargo test` on a laptop stays green; `scripts/test.sh` starts the server and sets it.
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::sync::OnceLock;
+use std::path::Path;
 
 use serde_json::Value;
 
-const CRD: &str = "deploy/crds/network.kubesphere.io_eips.yaml";
+mod common;
+use common::{crd_ready, kubeconfig, kubectl, root, run, run_with_stdin};
+
 const SEED_EIP: &str = "examples/vip-mode/vip-eip.yaml";
 const SEED_SVC: &str = "examples/vip-mode/vip-svc.yaml";
 const SEED_DEPLOYMENT: &str = "examples/vip-mode/vip-openelb.yaml";
 const SEED_NODES: &str = "examples/vip-mode/cluster.yaml";
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn kubeconfig() -> Option<String> {
-    let kc = std::env::var("KAPI_KUBECONFIG").ok().filter(|s| !s.is_empty());
-    if kc.is_none() {
-        println!("skipping: no test apiserver (scripts/kapi.sh start)");
-    }
-    kc
-}
-
-fn run(kc: &str, args: &[&str]) -> Output {
-    run_with_stdin(kc, args, "")
-}
-
-/// Runs kubectl with `input` on stdin, so ad-hoc manifests need no files in the shared target dir.
-fn run_with_stdin(kc: &str, args: &[&str], input: &str) -> Output {
-    let mut child = Command::new("kubectl")
-        .arg("--kubeconfig")
-        .arg(kc)
-        .args(args)
-        .current_dir(root())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("kubectl {args:?}: cannot run: {e}"));
-    let mut stdin = child.stdin.take().unwrap();
-    stdin.write_all(input.as_bytes()).unwrap();
-    drop(stdin);
-    child.wait_with_output().unwrap()
-}
-
-/// Runs kubectl and returns stdout, failing the test with kubectl's stderr otherwise.
-fn kubectl(kc: &str, args: &[&str]) -> String {
-    let out = run(kc, args);
-    assert!(
-        out.status.success(),
-        "kubectl {} failed ({}):\n{}{}",
-        args.join(" "),
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 fn get_json(kc: &str, args: &[&str]) -> Value {
     let mut full = vec!["get"];
@@ -72,15 +23,6 @@ fn get_json(kc: &str, args: &[&str]) -> Value {
     full.extend_from_slice(&["-o", "json"]);
     let text = kubectl(kc, &full);
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("kubectl get {args:?}: not JSON ({e}):\n{text}"))
-}
-
-/// Applies the CRD once per test binary and waits until the apiserver serves it.
-fn crd_ready(kc: &str) {
-    static DONE: OnceLock<()> = OnceLock::new();
-    DONE.get_or_init(|| {
-        kubectl(kc, &["apply", "-f", CRD]);
-        kubectl(kc, &["wait", "--for", "condition=established", "--timeout=60s", "crd/eips.network.kubesphere.io"]);
-    });
 }
 
 /// Deletes the named Eips when a test ends, also when it fails half-way.

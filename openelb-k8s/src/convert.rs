@@ -114,6 +114,18 @@ fn service_port(p: &corev1::ServicePort) -> model::ServicePort {
     }
 }
 
+/// `status.loadBalancer.ingress[*].ip` of a Service.
+pub fn ingress_ips(svc: &corev1::Service) -> Vec<String> {
+    svc.status
+        .as_ref()
+        .and_then(|s| s.load_balancer.as_ref())
+        .and_then(|lb| lb.ingress.as_ref())
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i.ip.clone())
+        .collect()
+}
+
 pub fn service_from_k8s(svc: &corev1::Service) -> Result<model::Service, ConvertError> {
     let name = name_of(&svc.metadata, "Service")?;
     let namespace = namespace_of(&svc.metadata);
@@ -125,15 +137,7 @@ pub fn service_from_k8s(svc: &corev1::Service) -> Result<model::Service, Convert
         None | Some("") => TrafficPolicy::default(),
         Some(p) => parse_traffic_policy(&qualified, p)?,
     };
-    let ingress = svc
-        .status
-        .as_ref()
-        .and_then(|s| s.load_balancer.as_ref())
-        .and_then(|lb| lb.ingress.as_ref())
-        .into_iter()
-        .flatten()
-        .filter_map(|i| i.ip.clone())
-        .collect();
+    let ingress = ingress_ips(svc);
     Ok(model::Service {
         namespace,
         name,

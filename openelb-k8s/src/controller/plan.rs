@@ -44,17 +44,6 @@ pub fn concerns_us(svc: &corev1::Service) -> bool {
     convert::service_from_k8s(svc).is_ok_and(|s| lifecycle::is_ours(&s) || lifecycle::has_our_marks(&s))
 }
 
-fn ingress_ips(svc: &corev1::Service) -> Vec<String> {
-    svc.status
-        .as_ref()
-        .and_then(|s| s.load_balancer.as_ref())
-        .and_then(|lb| lb.ingress.as_ref())
-        .into_iter()
-        .flatten()
-        .filter_map(|i| i.ip.clone())
-        .collect()
-}
-
 /// Decides for `svc` against `eips` and `namespaces` as cached, and says what must be written.
 pub fn plan(
     svc: &corev1::Service,
@@ -85,7 +74,7 @@ pub fn plan(
     if let Some(patch) = &outcome.patch {
         let mut desired = svc.clone();
         convert::apply_service_patch(&mut desired, patch);
-        if ingress_ips(&desired) != ingress_ips(svc) {
+        if convert::ingress_ips(&desired) != convert::ingress_ips(svc) {
             let ingress: Vec<Value> = patch.ingress.iter().map(|ip| json!({ "ip": ip })).collect();
             let ingress = if ingress.is_empty() { Value::Null } else { Value::Array(ingress) };
             service_status = Some(json!({ "status": { "loadBalancer": { "ingress": ingress } } }));
