@@ -4,6 +4,7 @@ pub mod controller;
 pub mod convert;
 pub mod crd;
 pub mod manifest;
+pub mod serve;
 pub mod speaker;
 
 pub use crd::{Eip, EipSpec, EipStatus};
