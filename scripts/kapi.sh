@@ -11,6 +11,10 @@
 #   KAPI_ADDR    address to listen on, 127.0.0.1 or a lab address (default 127.0.0.1)
 #   KAPI_PORT    apiserver secure port               (default 16443)
 #   KAPI_ETCD_CLIENT_PORT / KAPI_ETCD_PEER_PORT      (default 23790 / 23800)
+#   KAPI_SERVICE_CIDR  Service cluster IP range (default 10.96.0.0/24: bookkeeping only, never configured on an
+#                     interface or routed; 2001:db8:ffff::/108 makes every Service single-stack IPv6)
+#   KAPI_KEEP_DATA=1  `start` keeps the etcd data and token of an earlier start in the same KAPI_DIR (a restart:
+#                     objects survive, as when a real control plane comes back)
 # `start` writes $KAPI_DIR/kubeconfig (bearer token, insecure-skip-tls-verify); `stop` ends only the PIDs
 # `start` recorded in $KAPI_DIR.
 set -euo pipefail
@@ -124,7 +128,10 @@ start() {
   for p in "$PORT" "$ETCD_CLIENT" "$ETCD_PEER"; do
     port_free "$p" || die "port $ADDR:$p is in use (set KAPI_PORT / KAPI_ETCD_CLIENT_PORT / KAPI_ETCD_PEER_PORT)"
   done
-  rm -rf "$D/etcd" "$D/certs"
+  local keep=0
+  [ "${KAPI_KEEP_DATA:-0}" = 1 ] && [ -d "$D/etcd" ] && [ -s "$D/token" ] && [ -s "$D/sa.key" ] && keep=1
+  [ "$keep" = 1 ] || rm -rf "$D/etcd"
+  rm -rf "$D/certs"
   mkdir -p "$D/certs"
   local t0=$SECONDS i
   log "etcd on $ADDR:$ETCD_CLIENT (data $D/etcd)"
@@ -133,8 +140,10 @@ start() {
     --listen-peer-urls "http://$ADDR:$ETCD_PEER" --initial-advertise-peer-urls "http://$ADDR:$ETCD_PEER" \
     --initial-cluster "kapi=http://$ADDR:$ETCD_PEER" >"$D/etcd.log" 2>&1 &
   echo $! >"$D/etcd.pid"
-  openssl genrsa -out "$D/sa.key" 2048 2>/dev/null
-  openssl rand -hex 16 >"$D/token"
+  if [ "$keep" = 0 ]; then
+    openssl genrsa -out "$D/sa.key" 2048 2>/dev/null
+    openssl rand -hex 16 >"$D/token"
+  fi
   echo "$(cat "$D/token"),admin,1,system:masters" >"$D/tokens.csv"
   for i in $(seq 100); do
     ETCDCTL_API=3 etcdctl --endpoints "http://$ADDR:$ETCD_CLIENT" endpoint health >/dev/null 2>&1 && break
@@ -146,7 +155,7 @@ start() {
     --bind-address "$ADDR" --advertise-address "$ADDR" --secure-port "$PORT" --cert-dir "$D/certs" \
     --token-auth-file "$D/tokens.csv" --authorization-mode AlwaysAllow \
     --service-account-issuer https://kubernetes.default.svc --service-account-key-file "$D/sa.key" \
-    --service-account-signing-key-file "$D/sa.key" --service-cluster-ip-range 10.96.0.0/24 \
+    --service-account-signing-key-file "$D/sa.key" --service-cluster-ip-range "${KAPI_SERVICE_CIDR:-10.96.0.0/24}" \
     --enable-priority-and-fairness=false --endpoint-reconciler-type none >"$D/apiserver.log" 2>&1 &
   echo $! >"$D/apiserver.pid"
   for i in $(seq 1200); do

@@ -6,6 +6,8 @@
 pub mod bench;
 pub mod demo;
 pub mod keepalived;
+pub mod kube;
+pub mod kube_bench;
 pub mod netns;
 pub mod plan;
 pub mod pod;
@@ -111,6 +113,33 @@ pub enum LabCommand {
         /// Length of the RSS/CPU sampling window.
         #[arg(long, default_value = "10s", value_parser = parse_duration)]
         window: std::time::Duration,
+    },
+    /// Against a real kube-apiserver (scripts/kapi.sh install): Service created -> address in status and ->
+    /// the client's ARP resolves it (p50/p99 over --services, in the lab with openelb-controller and a speaker
+    /// per worker), then a controller restart with --restart-services Services on a loopback apiserver (time to
+    /// ready, addresses changed), and RSS of controller and speakers.
+    KubeBench {
+        #[arg(short = 'f', long = "filename", num_args = 1.., value_name = "PATH", default_value = "examples/vip-mode")]
+        paths: Vec<PathBuf>,
+        /// Services created one after the other in the lab (at most 64: the bench pool is 192.0.2.128/26).
+        #[arg(long, default_value_t = 50)]
+        services: usize,
+        /// Services for the controller-restart measurement (0: skip it).
+        #[arg(long, default_value_t = 5000)]
+        restart_services: usize,
+        /// scripts/kapi.sh of this checkout.
+        #[arg(long, default_value = "scripts/kapi.sh")]
+        kapi_script: PathBuf,
+    },
+    /// The measuring side of kube-bench (run inside the apiserver's namespace by the lab).
+    #[command(hide = true)]
+    KubeBenchClient {
+        #[arg(long)]
+        kubeconfig: PathBuf,
+        #[arg(long)]
+        client_ns: String,
+        #[arg(long)]
+        count: usize,
     },
     /// The Pods' HTTP responder (run inside a Pod namespace by the lab).
     #[command(hide = true)]
@@ -237,6 +266,24 @@ pub fn run(args: LabArgs) -> Result<ExitCode> {
             require_lab(&["keepalived", "tcpdump"])?;
             install_ctrl_c();
             bench::run(&bench::BenchInput { paths, cli_exe: cli_exe()?, runs, settle, window })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        LabCommand::KubeBench { paths, services, restart_services, kapi_script } => {
+            require_lab(&["arping", "kubectl"])?;
+            install_ctrl_c();
+            let input = kube_bench::KubeBenchInput {
+                paths,
+                services,
+                restart_services,
+                script: std::path::absolute(&kapi_script)
+                    .with_context(|| format!("{}: cannot resolve", kapi_script.display()))?,
+                cli_exe: cli_exe()?,
+            };
+            kube_bench::run(&input)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        LabCommand::KubeBenchClient { kubeconfig, client_ns, count } => {
+            kube_bench::client(&kubeconfig, &client_ns, count)?;
             Ok(ExitCode::SUCCESS)
         }
     }

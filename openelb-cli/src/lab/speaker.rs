@@ -40,6 +40,11 @@ pub struct OpenelbSpeaker {
     /// Extra IPv6 VIPs (from 2001:db8:0:91::1) written into the speaker's manifests, for the 1000-VIP
     /// resource measurement; they are not wired into the data plane.
     pub extra_v6_vips: u16,
+    /// Kubernetes source: the speaker watches the apiserver of this kubeconfig instead of reading manifests,
+    /// and finds its interface itself (the NIC holding its Node's InternalIP).
+    pub kubeconfig: Option<PathBuf>,
+    /// Nodes that run a speaker; `None`: every node.
+    pub nodes: Option<Vec<String>>,
 }
 
 /// `100ms`, `1s`: the form the speaker's duration flags take.
@@ -75,7 +80,10 @@ impl Speaker {
     pub fn nodes(&self, plan: &LabPlan) -> Vec<String> {
         match self {
             Speaker::Keepalived { .. } => plan.candidates.clone(),
-            Speaker::Openelb(_) => plan.nodes.iter().map(|n| n.name.clone()).collect(),
+            Speaker::Openelb(o) => match &o.nodes {
+                Some(nodes) => nodes.clone(),
+                None => plan.nodes.iter().map(|n| n.name.clone()).collect(),
+            },
         }
     }
 
@@ -94,15 +102,16 @@ impl Speaker {
                 Ok(keepalived::argv(&conf, &pid, &vrrp))
             }
             Speaker::Openelb(o) => {
-                let mut v: Vec<String> = vec![
-                    o.binary.display().to_string(),
-                    "--node-name".into(),
-                    node.into(),
-                    "--manifests".into(),
-                    manifests.display().to_string(),
-                    "--interface".into(),
-                    "eth0".into(),
-                ];
+                let mut v: Vec<String> = vec![o.binary.display().to_string(), "--node-name".into(), node.into()];
+                match &o.kubeconfig {
+                    Some(kc) => v.extend(["--kubeconfig".into(), kc.display().to_string()]),
+                    None => v.extend([
+                        "--manifests".into(),
+                        manifests.display().to_string(),
+                        "--interface".into(),
+                        "eth0".into(),
+                    ]),
+                }
                 if let Some(a) = o.advert_interval {
                     v.extend(["--advert-interval".into(), duration_flag(a)]);
                 }

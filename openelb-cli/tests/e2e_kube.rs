@@ -1,0 +1,246 @@
+//! End to end (issue 4): the seed's walkthrough against a real kube-apiserver, with openelb-controller and one
+//! openelb-speaker (Kubernetes source) per worker, in the network-namespace lab.
+//!
+//! The apiserver and the controller run inside master1's namespace on 192.0.2.2, so the speakers reach the API
+//! over the lab's LAN. The test plays kubelet and the endpoints controller: it registers the Node objects
+//! (master1 carries the exclude-from-external-load-balancers label kubeadm gives control-plane nodes, and runs
+//! no speaker) and publishes the Endpoints of the Pods the lab runs. The seed's three files are applied with
+//! kubectl, 192.168.0.x mapped to 192.0.2.x.
+//!
+//! Needs root and the test apiserver's binaries (`scripts/kapi.sh install`); skipped (with a note) without root
+//! or when the suite runs without an apiserver (KAPI_KUBECONFIG unset). Nothing here is timed: the timings are
+//! `openelb-cli lab kube-bench`'s job.
+
+#[allow(dead_code, unused_imports)]
+#[path = "../src/lab/mod.rs"]
+mod lab;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use lab::kube::KubeLab;
+use lab::netns;
+use lab::speaker::{OpenelbSpeaker, find_openelb_speaker};
+use lab::{Lab, LabConfig, LabPlan, Speaker};
+use openelb_core::model::{Cluster, TrafficPolicy};
+
+/// Speakers start at different moments and the first preference takes a VIP back only after its preempt delay.
+const SETTLE: Duration = Duration::from_secs(40);
+const SEED_FILES: [&str; 3] = ["vip-eip.yaml", "vip-openelb.yaml", "vip-svc.yaml"];
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn skip() -> bool {
+    if let Some(why) = netns::unavailable(lab::TOOLS) {
+        eprintln!("skipping end-to-end test: {why}");
+        return true;
+    }
+    if std::env::var("KAPI_KUBECONFIG").map_or(true, |s| s.is_empty()) {
+        eprintln!("skipping end-to-end test: no test apiserver (scripts/test.sh installs and starts one)");
+        return true;
+    }
+    assert!(netns::which("kubectl").is_some(), "kubectl missing: scripts/kapi.sh install provides it");
+    false
+}
+
+/// The seed's cluster with master1 excluded from load-balancing (as kubeadm labels control-plane nodes).
+fn cluster() -> Cluster {
+    let ex = root().join("examples/vip-mode");
+    let mut cluster = openelb_k8s::manifest::Manifests::load_paths(&[ex]).unwrap().to_cluster().unwrap();
+    for n in cluster.nodes.iter_mut().filter(|n| n.name == "master1") {
+        n.labels.insert(lab::kube::EXCLUDE_LABEL.to_string(), String::new());
+    }
+    cluster
+}
+
+/// The seed's files as a user would apply them, on the lab's addresses.
+fn seed_yaml() -> String {
+    SEED_FILES
+        .iter()
+        .map(|f| std::fs::read_to_string(root().join("examples/vip-mode").join(f)).unwrap())
+        .collect::<Vec<_>>()
+        .join("\n---\n")
+        .replace("192.168.0.", "192.0.2.")
+}
+
+fn binary_beside(speaker: &Path, name: &str) -> PathBuf {
+    let p = speaker.with_file_name(name);
+    assert!(p.is_file(), "{} not found: run `cargo build --workspace --bins` first", p.display());
+    p
+}
+
+fn mac_of(lab: &Lab, node: &str) -> String {
+    lab.plan.node(node).unwrap().mac_string()
+}
+
+/// Waits until the client's `ip neigh` entry for the VIP names `node`'s MAC (pinging so it resolves).
+fn assert_client_sees(lab: &Lab, node: &str) {
+    let want = mac_of(lab, node);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let _ = lab.client_pings(1);
+        let neigh = lab.client_neigh().unwrap();
+        if neigh.as_ref().and_then(|n| n.mac.as_deref()) == Some(want.as_str()) {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "client neighbour entry {neigh:?}, want {node}'s MAC {want}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn pods_seen(lab: &Lab, requests: usize) -> BTreeSet<String> {
+    (0..requests)
+        .map(|_| {
+            let body = lab.curl().unwrap();
+            body.strip_prefix("You've hit ").unwrap_or_else(|| panic!("unexpected reply {body:?}")).trim().to_string()
+        })
+        .collect()
+}
+
+fn backends(lab: &Lab, holder: &str) -> BTreeSet<String> {
+    lab.plan.backends(holder).into_iter().map(|p| p.name.clone()).collect()
+}
+
+/// The column `name` of the single object row of a `kubectl get` table.
+fn column(table: &str, name: &str) -> String {
+    let mut lines = table.lines();
+    let header = lines.next().unwrap_or_default();
+    let idx = header.split_whitespace().position(|h| h == name).unwrap_or_else(|| panic!("no {name} in {table}"));
+    let row = lines.next().unwrap_or_else(|| panic!("no row in {table}"));
+    row.split_whitespace().nth(idx).unwrap_or_default().to_string()
+}
+
+fn ingress(kube: &KubeLab) -> String {
+    kube.jsonpath(&["svc", "vip-svc"], "{.status.loadBalancer.ingress[*].ip}").unwrap_or_default()
+}
+
+fn holders_of(lab: &Lab) -> Vec<String> {
+    lab.holders().unwrap()
+}
+
+#[test]
+fn seed_walkthrough_against_a_real_apiserver() {
+    if skip() {
+        return;
+    }
+    let speaker_bin = find_openelb_speaker().expect("openelb-speaker not built: run `cargo build --workspace --bins`");
+    let controller_bin = binary_beside(&speaker_bin, "openelb-controller");
+    let cfg = LabConfig::unique(PathBuf::from(env!("CARGO_BIN_EXE_openelb-cli")));
+    let id = cfg.id.clone();
+    let cluster = cluster();
+    let plan = LabPlan::from_cluster(cluster.clone(), &id, Some(TrafficPolicy::Cluster)).unwrap();
+    let vip = plan.vip.to_string();
+    let workers: Vec<String> = plan.nodes.iter().filter(|n| n.name != "master1").map(|n| n.name.clone()).collect();
+    assert_eq!(workers.len(), 2, "{:?}", plan.nodes);
+    assert!(!plan.candidates.contains(&"master1".to_string()), "master1 is excluded: {:?}", plan.candidates);
+
+    let mut lab = Lab::build(plan, &cfg).unwrap();
+    {
+        // Declared after `lab`: dropped first, so the apiserver stops before the namespaces go.
+        let mut kube =
+            KubeLab::start(&lab.plan, &lab.dir, "master1", &root().join("scripts/kapi.sh"), &controller_bin).unwrap();
+        kube.install_crds(&root().join("deploy/crds")).unwrap();
+        kube.register_nodes(&lab.plan, &["master1"]).unwrap();
+        kube.start_controller().unwrap();
+        kube.wait_for("controller /readyz", SETTLE, || kube.controller_ready().then_some(())).unwrap();
+        let speaker = Speaker::Openelb(OpenelbSpeaker {
+            binary: speaker_bin.clone(),
+            kubeconfig: Some(kube.kubeconfig.clone()),
+            nodes: Some(workers.clone()),
+            ..Default::default()
+        });
+        lab.start_speakers(&speaker).unwrap();
+
+        // Step 3 of the seed: kubectl apply the Eip, the Deployment and the Service.
+        kube.kubectl_stdin(&["apply", "-f", "-"], &seed_yaml()).unwrap();
+        kube.publish_endpoints(&lab.plan, &[]).unwrap();
+        kube.wait_for("vip-svc ingress", SETTLE, || (ingress(&kube) == vip).then_some(())).unwrap();
+        let svc = kube.kubectl(&["get", "svc", "vip-svc"]).unwrap();
+        assert_eq!(column(&svc, "EXTERNAL-IP"), vip, "{svc}");
+        kube.wait_for("eip usage 1", SETTLE, || {
+            let eip = kube.kubectl(&["get", "eip", "vip-eip"]).ok()?;
+            (column(&eip, "USAGE") == "1").then_some(())
+        })
+        .unwrap();
+
+        let metrics = kube.controller_metrics().unwrap();
+        assert!(
+            metrics
+                .lines()
+                .any(|l| l.starts_with("openelb_eip_pool_size{") && l.contains("vip-eip") && l.ends_with(" 10")),
+            "{metrics}"
+        );
+
+        // Step 4, Cluster: the first preference among the workers answers; both Pods serve.
+        let holder = lab.wait_holder(None, SETTLE).unwrap();
+        assert_eq!(Some(&holder), lab.plan.candidates.first());
+        assert_client_sees(&lab, &holder);
+        assert_eq!(pods_seen(&lab, 4), backends(&lab, &holder));
+
+        // Step 4, Local: only nodes with a ready Pod may hold it; the holder serves its own Pods only.
+        kube.kubectl(&["patch", "svc", "vip-svc", "-p", r#"{"spec":{"externalTrafficPolicy":"Local"}}"#]).unwrap();
+        let local = LabPlan::from_cluster(cluster.clone(), &id, Some(TrafficPolicy::Local)).unwrap();
+        lab.plan.policy = TrafficPolicy::Local;
+        lab.plan.candidates = local.candidates.clone();
+        lab.resync_kube_proxy().unwrap();
+        let holder = lab.wait_holder(None, SETTLE).unwrap();
+        assert_eq!(Some(&holder), local.candidates.first());
+        assert_client_sees(&lab, &holder);
+        assert_eq!(pods_seen(&lab, 4), backends(&lab, &holder));
+        assert_eq!(ingress(&kube), vip, "a policy change moves no address");
+
+        // The holder crashes: the next candidate takes over and the client follows it.
+        lab.crash(&holder).unwrap();
+        let next = lab.wait_holder(Some(&holder), SETTLE).unwrap();
+        assert_ne!(next, holder);
+        lab.resync_kube_proxy().unwrap();
+        assert_client_sees(&lab, &next);
+        assert_eq!(pods_seen(&lab, 2), backends(&lab, &next));
+        lab.restore(&holder).unwrap();
+        let back = lab.wait_holder(None, SETTLE).unwrap();
+        assert_eq!(back, holder, "the first preference takes its VIP back after the preempt delay");
+        assert_client_sees(&lab, &back);
+
+        // A controller restart changes no address and writes no Eip.
+        let eip_version = kube.jsonpath(&["eip", "vip-eip"], "{.metadata.resourceVersion}").unwrap();
+        kube.stop_controller();
+        kube.start_controller().unwrap();
+        kube.wait_for("controller /readyz after restart", SETTLE, || kube.controller_ready().then_some(())).unwrap();
+        // The new leader's first pass over every Service is quick; give it time to write if it were to.
+        std::thread::sleep(Duration::from_secs(3));
+        assert_eq!(ingress(&kube), vip);
+        assert_eq!(kube.jsonpath(&["eip", "vip-eip"], "{.metadata.resourceVersion}").unwrap(), eip_version);
+
+        // The apiserver goes away; a crash still fails over.
+        let holder = lab.wait_holder(None, SETTLE).unwrap();
+        kube.stop_apiserver().unwrap();
+        lab.crash(&holder).unwrap();
+        let next = lab.wait_holder(Some(&holder), SETTLE).unwrap();
+        lab.resync_kube_proxy().unwrap();
+        assert_client_sees(&lab, &next);
+        assert!(lab.client_pings(10), "the VIP answers while the apiserver is down");
+        kube.start_apiserver(true).unwrap();
+        lab.restore(&holder).unwrap();
+        let back = lab.wait_holder(None, SETTLE).unwrap();
+        assert_eq!(back, holder);
+        assert_eq!(ingress(&kube), vip, "the address survives the apiserver restart");
+
+        // Deleting the Service withdraws the VIP and releases the address.
+        kube.kubectl(&["delete", "svc", "vip-svc", "--wait=true", "--timeout=60s"]).unwrap();
+        kube.wait_for("VIP withdrawn from every node", SETTLE, || holders_of(&lab).is_empty().then_some(())).unwrap();
+        kube.wait_for("eip usage 0", SETTLE, || {
+            let eip = kube.kubectl(&["get", "eip", "vip-eip"]).ok()?;
+            (column(&eip, "USAGE") == "0").then_some(())
+        })
+        .unwrap();
+        assert!(!lab.client_pings(2), "nobody answers for the VIP once the Service is gone");
+    }
+    lab.teardown().unwrap();
+    drop(lab);
+    let (left, state) = lab::topology::leftovers(&id).unwrap();
+    assert!(left.is_empty(), "namespaces left behind: {left:?}");
+    assert!(!state, "state directory of lab {id} left behind");
+}
