@@ -1,15 +1,20 @@
 //! openelb-controller against a real kube-apiserver (v1.20.2, `scripts/kapi.sh`): the seed's Eip and Service
-//! get their address, a restart changes nothing, a deletion gives the address back.
+//! get their address, a restart changes nothing, a deletion gives the address back; Eips get their finalizer,
+//! status and conditions, a deleted Eip waits for its Services, Events and metrics say what happened, a
+//! restart releases what Services deleted meanwhile held, and replicas elect one writer on a Lease.
 //!
 //! The controller runs in-process on its own thread (`controller::Background`), so the test needs no binary
 //! path; kubectl is the client, as a user would check. Without `KAPI_KUBECONFIG` the test passes as a skip.
+//! Every test that runs a controller holds [`SERIAL`]: a controller acts on every object of the cluster.
 
 use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use openelb::k8s::controller::Background;
+use openelb::k8s::controller::{Background, LeaderElection, Options};
 use serde_json::Value;
 
 mod common;
@@ -61,16 +66,39 @@ fn eip_status(kc: &str) -> Value {
     get(kc, "eip", "vip-eip").map(|e| e["status"].clone()).unwrap_or(Value::Null)
 }
 
+const NO_FINALIZERS: &str = r#"{"metadata":{"finalizers":null}}"#;
+
 /// Removes what the test created, also after a failure: finalizers first, since no controller may be left.
-struct Cleanup<'a>(&'a str);
+struct Cleanup<'a> {
+    kc: &'a str,
+    services: Vec<String>,
+    eips: Vec<String>,
+}
+
+impl<'a> Cleanup<'a> {
+    fn new(kc: &'a str, services: &[&str], eips: &[&str]) -> Self {
+        let owned = |v: &[&str]| v.iter().map(|s| s.to_string()).collect();
+        let cleanup = Cleanup { kc, services: owned(services), eips: owned(eips) };
+        // Leftovers of an earlier run would change what this one sees.
+        cleanup.remove();
+        cleanup
+    }
+
+    fn remove(&self) {
+        for svc in &self.services {
+            let _ = run(self.kc, &["patch", "svc", svc, "--type=merge", "-p", NO_FINALIZERS]);
+            let _ = run(self.kc, &["delete", "svc", svc, "--ignore-not-found", "--wait=false"]);
+        }
+        for eip in &self.eips {
+            let _ = run(self.kc, &["patch", "eip", eip, "--type=merge", "-p", NO_FINALIZERS]);
+            let _ = run(self.kc, &["delete", "eip", eip, "--ignore-not-found", "--wait=false"]);
+        }
+    }
+}
 
 impl Drop for Cleanup<'_> {
     fn drop(&mut self) {
-        for svc in ["vip-svc", "vip-svc-2"] {
-            let _ = run(self.0, &["patch", "svc", svc, "--type=merge", "-p", r#"{"metadata":{"finalizers":null}}"#]);
-            let _ = run(self.0, &["delete", "svc", svc, "--ignore-not-found", "--wait=false"]);
-        }
-        let _ = run(self.0, &["delete", "eip", "vip-eip", "--ignore-not-found", "--wait=false"]);
+        self.remove();
     }
 }
 
@@ -83,7 +111,7 @@ fn seed_service_gets_keeps_and_releases_its_address() {
     let Some(kc) = kubeconfig() else { return };
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     crd_ready(&kc);
-    let _cleanup = Cleanup(&kc);
+    let _cleanup = Cleanup::new(&kc, &["vip-svc", "vip-svc-2"], &["vip-eip"]);
     kubectl(&kc, &["apply", "-f", SEED_EIP]);
     kubectl(&kc, &["apply", "-f", SEED_SVC]);
 
@@ -166,19 +194,6 @@ fn burst_manifests() -> String {
     out
 }
 
-struct BurstCleanup<'a>(&'a str);
-
-impl Drop for BurstCleanup<'_> {
-    fn drop(&mut self) {
-        for i in 0..BURST {
-            let svc = format!("burst-{i}");
-            let _ = run(self.0, &["patch", "svc", &svc, "--type=merge", "-p", r#"{"metadata":{"finalizers":null}}"#]);
-            let _ = run(self.0, &["delete", "svc", &svc, "--ignore-not-found", "--wait=false"]);
-        }
-        let _ = run(self.0, &["delete", "eip", "burst-eip", "--ignore-not-found", "--wait=false"]);
-    }
-}
-
 /// Two controllers (as during a rolling update, before leader election exists) deciding on a burst of
 /// Services from caches that lag: every address must stay unique and recorded. Both controllers tend to decide
 /// the same Service from the same state (and so agree), so this is a smoke test of the write path under
@@ -189,7 +204,9 @@ fn two_controllers_never_hand_out_one_address_twice() {
     let Some(kc) = kubeconfig() else { return };
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     crd_ready(&kc);
-    let _cleanup = BurstCleanup(&kc);
+    let services: Vec<String> = (0..BURST).map(|i| format!("burst-{i}")).collect();
+    let services: Vec<&str> = services.iter().map(String::as_str).collect();
+    let _cleanup = Cleanup::new(&kc, &services, &["burst-eip"]);
     let first = Background::spawn(PathBuf::from(&kc));
     let second = Background::spawn(PathBuf::from(&kc));
     apply_stdin(&kc, &burst_manifests());
@@ -230,4 +247,434 @@ fn two_controllers_never_hand_out_one_address_twice() {
     assert!(status["usage"].as_i64().unwrap_or(0) == 0, "usage after deleting the burst: {status}");
     first.stop().unwrap();
     second.stop().unwrap();
+}
+
+// ---- Eips, Events, metrics, restarts and leader election ----
+
+const EIP_FINALIZER: &str = "finalizer.ipam.kubesphere.io/v1alpha1";
+
+fn eip_manifest(name: &str, address: &str) -> String {
+    format!(
+        "apiVersion: network.kubesphere.io/v1alpha2\nkind: Eip\nmetadata:\n  name: {name}\n\
+         spec:\n  address: {address}\n  protocol: vip\n  interface: eth0\n"
+    )
+}
+
+/// A LoadBalancer Service in `default` pinned to `eip`, so other tests' Eips never serve it.
+fn service_manifest(name: &str, eip: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\n  namespace: default\n  annotations:\n\
+         \x20   lb.kubesphere.io/v1alpha1: openelb\n    eip.openelb.kubesphere.io/v1alpha2: {eip}\n\
+         spec:\n  type: LoadBalancer\n  selector:\n    app: {name}\n  ports:\n  - port: 80\n"
+    )
+}
+
+fn eip_of(kc: &str, name: &str) -> Option<Value> {
+    get(kc, "eip", name)
+}
+
+fn wait_for_ip(kc: &str, svc: &str) -> String {
+    wait_for(&format!("{svc} to get an address"), || {
+        let ip = ingress_ip(kc, svc);
+        if ip.is_empty() { Err("no address yet".into()) } else { Ok(ip) }
+    })
+}
+
+fn wait_gone(kc: &str, kind: &str, name: &str) {
+    wait_for(&format!("{kind} {name} to disappear"), || match get(kc, kind, name) {
+        None => Ok(()),
+        Some(o) => Err(o["metadata"].to_string()),
+    });
+}
+
+/// Whether the installed CRD keeps `status.conditions`; the condition checks below need it.
+fn crd_keeps_conditions(kc: &str) -> bool {
+    let crd = get(kc, "crd", "eips.network.kubesphere.io").unwrap_or(Value::Null);
+    let versions = crd["spec"]["versions"].as_array().cloned().unwrap_or_default();
+    let keeps = versions.iter().filter(|v| v["storage"] == true).any(|v| {
+        let status = &v["schema"]["openAPIV3Schema"]["properties"]["status"];
+        status["x-kubernetes-preserve-unknown-fields"] == true || !status["properties"]["conditions"].is_null()
+    });
+    if !keeps {
+        println!("note: the Eip CRD has no status.conditions; condition checks are skipped");
+    }
+    keeps
+}
+
+fn condition(eip: &Value, type_: &str) -> Option<Value> {
+    eip["status"]["conditions"].as_array()?.iter().find(|c| c["type"] == type_).cloned()
+}
+
+/// Waits until `eip` shows condition `type_` with `status` and `reason`; returns it.
+fn wait_condition(kc: &str, eip: &str, type_: &str, status: &str, reason: &str) -> Value {
+    wait_for(&format!("Eip {eip} to show {type_}={status} ({reason})"), || {
+        let object = eip_of(kc, eip).ok_or("no such Eip")?;
+        match condition(&object, type_) {
+            Some(c) if c["status"] == status && c["reason"] == reason => Ok(c),
+            other => Err(format!("{other:?}")),
+        }
+    })
+}
+
+/// Events about `name` in `namespace` (Eips, being cluster-scoped, have theirs in `kube-system`): (reason, message).
+fn events_about(kc: &str, namespace: &str, kind: &str, name: &str) -> Vec<(String, String)> {
+    let selector = format!("involvedObject.kind={kind},involvedObject.name={name}");
+    let out = kubectl(kc, &["get", "events", "-n", namespace, "--field-selector", &selector, "-o", "json"]);
+    let list: Value = serde_json::from_str(&out).unwrap();
+    list["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| (e["reason"].as_str().unwrap_or("").to_string(), e["message"].as_str().unwrap_or("").to_string()))
+        .collect()
+}
+
+fn wait_event(kc: &str, namespace: &str, kind: &str, name: &str, reason: &str) -> String {
+    wait_for(&format!("a {reason} event about {kind} {name}"), || {
+        let events = events_about(kc, namespace, kind, name);
+        events.iter().find(|(r, _)| r == reason).map(|(_, m)| m.clone()).ok_or(format!("{events:?}"))
+    })
+}
+
+/// GET over plain HTTP/1.1: (status code, body).
+fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let code = response.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (code, body)
+}
+
+/// The value of the sample `series` (name with labels, exactly as exposed) on `/metrics`.
+fn metric(addr: SocketAddr, series: &str) -> Option<f64> {
+    let (_, body) = http_get(addr, "/metrics");
+    body.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+fn wait_metric(addr: SocketAddr, series: &str, want: f64) {
+    wait_for(&format!("{series} = {want}"), || match metric(addr, series) {
+        Some(v) if v == want => Ok(()),
+        other => Err(format!("{other:?}")),
+    });
+}
+
+fn local_metrics() -> Option<SocketAddr> {
+    Some(SocketAddr::from(([127, 0, 0, 1], 0)))
+}
+
+/// An Eip no Service uses still gets its finalizer, its whole status and `Ready`; Services pinned to it get
+/// `AssignIP` and `ReleaseIP` Events; /metrics follows pool size and usage; /healthz and /readyz answer.
+#[test]
+fn eips_get_finalizer_status_conditions_and_metrics() {
+    let Some(kc) = kubeconfig() else { return };
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    crd_ready(&kc);
+    let _cleanup = Cleanup::new(&kc, &["oelb-ready-svc"], &["oelb-ready", "oelb-ready-v6"]);
+    apply_stdin(&kc, &eip_manifest("oelb-ready", "192.0.2.16-192.0.2.31"));
+    apply_stdin(&kc, &eip_manifest("oelb-ready-v6", "2001:db8:1::/120"));
+
+    let controller = Background::spawn_with(PathBuf::from(&kc), Options::default(), local_metrics());
+    let addr = controller.metrics_addr().expect("metrics served");
+    assert_eq!(http_get(addr, "/healthz").0, 200);
+    wait_for("/readyz to answer 200", || match http_get(addr, "/readyz").0 {
+        200 => Ok(()),
+        code => Err(code.to_string()),
+    });
+
+    let eip = wait_for("oelb-ready to get its finalizer and status", || {
+        let e = eip_of(&kc, "oelb-ready").ok_or("no such Eip")?;
+        let has_finalizer =
+            e["metadata"]["finalizers"].as_array().is_some_and(|f| f.iter().any(|f| f == EIP_FINALIZER));
+        if has_finalizer && e["status"]["poolSize"] == 16 { Ok(e) } else { Err(e.to_string()) }
+    });
+    let status = &eip["status"];
+    assert_eq!(status["firstIP"], "192.0.2.16", "{status}");
+    assert_eq!(status["lastIP"], "192.0.2.31", "{status}");
+    assert_eq!(status["v4"], true, "{status}");
+    assert!(status["usage"].as_i64().unwrap_or(0) == 0, "{status}");
+    let v6 = wait_for("oelb-ready-v6 to get its status", || {
+        let e = eip_of(&kc, "oelb-ready-v6").ok_or("no such Eip")?;
+        if e["status"]["poolSize"] == 256 { Ok(e) } else { Err(e.to_string()) }
+    });
+    assert_eq!(v6["status"]["firstIP"], "2001:db8:1::", "{}", v6["status"]);
+    assert!(v6["status"].get("v4").is_none_or(|v| v == false), "{}", v6["status"]);
+    if crd_keeps_conditions(&kc) {
+        let ready = wait_condition(&kc, "oelb-ready", "Ready", "True", "Available");
+        assert_eq!(ready["message"], "16 of 16 addresses free", "{ready}");
+        wait_condition(&kc, "oelb-ready", "Invalid", "False", "Valid");
+    }
+    wait_metric(addr, "openelb_eip_pool_size{eip=\"oelb-ready\"}", 16.0);
+    wait_metric(addr, "openelb_eip_pool_size{eip=\"oelb-ready-v6\"}", 256.0);
+    wait_metric(addr, "openelb_eip_usage{eip=\"oelb-ready\"}", 0.0);
+    assert_eq!(metric(addr, "openelb_leader"), Some(1.0));
+    let allocations = metric(addr, "openelb_allocations_total").unwrap_or(0.0);
+
+    apply_stdin(&kc, &service_manifest("oelb-ready-svc", "oelb-ready"));
+    assert_eq!(wait_for_ip(&kc, "oelb-ready-svc"), "192.0.2.16");
+    let assigned = wait_event(&kc, "default", "Service", "oelb-ready-svc", "AssignIP");
+    assert!(assigned.contains("192.0.2.16") && assigned.contains("oelb-ready"), "{assigned}");
+    wait_metric(addr, "openelb_eip_usage{eip=\"oelb-ready\"}", 1.0);
+    wait_metric(addr, "openelb_allocations_total", allocations + 1.0);
+    if crd_keeps_conditions(&kc) {
+        wait_for("Ready to count the address in use", || {
+            let c = condition(&eip_of(&kc, "oelb-ready").unwrap_or_default(), "Ready").unwrap_or_default();
+            if c["message"] == "15 of 16 addresses free" { Ok(()) } else { Err(c.to_string()) }
+        });
+    }
+    let (_, body) = http_get(addr, "/metrics");
+    assert!(body.contains("openelb_reconcile_duration_seconds_count{kind=\"Service\"}"), "{body}");
+    assert!(body.contains("openelb_reconcile_duration_seconds_count{kind=\"Eip\"}"), "{body}");
+
+    kubectl(&kc, &["delete", "svc", "oelb-ready-svc", "--wait=false"]);
+    wait_gone(&kc, "svc", "oelb-ready-svc");
+    let released = wait_event(&kc, "default", "Service", "oelb-ready-svc", "ReleaseIP");
+    assert!(released.contains("192.0.2.16") && released.contains("being deleted"), "{released}");
+    wait_metric(addr, "openelb_eip_usage{eip=\"oelb-ready\"}", 0.0);
+    controller.stop().unwrap();
+}
+
+/// Without a webhook nothing stops overlapping or malformed Eips: their conditions and Events say what is
+/// wrong, and the condition clears once the spec is fixed.
+#[test]
+fn invalid_eips_are_marked_invalid() {
+    let Some(kc) = kubeconfig() else { return };
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    crd_ready(&kc);
+    let eips = ["oelb-overlap-a", "oelb-overlap-b", "oelb-garbage"];
+    let _cleanup = Cleanup::new(&kc, &[], &eips);
+    apply_stdin(&kc, &eip_manifest("oelb-overlap-a", "198.51.100.64/28"));
+    apply_stdin(&kc, &eip_manifest("oelb-overlap-b", "198.51.100.72-198.51.100.90"));
+    apply_stdin(&kc, &eip_manifest("oelb-garbage", "198.51.100.300"));
+    let controller = Background::spawn(PathBuf::from(&kc));
+    for eip in eips {
+        wait_for(&format!("{eip} to get its finalizer"), || {
+            let e = eip_of(&kc, eip).ok_or("no such Eip")?;
+            let finalizers = &e["metadata"]["finalizers"];
+            if finalizers.as_array().is_some_and(|f| f.iter().any(|f| f == EIP_FINALIZER)) {
+                Ok(())
+            } else {
+                Err(e.to_string())
+            }
+        });
+    }
+    let status = |eip: &str| {
+        wait_for(&format!("{eip} to get its status"), || {
+            let s = eip_of(&kc, eip).unwrap_or_default()["status"].clone();
+            if s.is_object() { Ok(s) } else { Err(s.to_string()) }
+        })
+    };
+    assert_eq!(status("oelb-overlap-a")["poolSize"], 16);
+    assert_eq!(status("oelb-overlap-b")["poolSize"], 19);
+    // An Event says it even where the CRD keeps no conditions.
+    let note = wait_event(&kc, "kube-system", "Eip", "oelb-overlap-a", "InvalidSpec");
+    assert!(note.contains("overlaps Eip/oelb-overlap-b"), "{note}");
+    let note = wait_event(&kc, "kube-system", "Eip", "oelb-garbage", "InvalidSpec");
+    assert!(note.contains("198.51.100.300"), "{note}");
+    let garbage = status("oelb-garbage");
+    assert!(garbage.get("poolSize").is_none() && garbage.get("firstIP").is_none(), "{garbage}");
+    if crd_keeps_conditions(&kc) {
+        let a = wait_condition(&kc, "oelb-overlap-a", "Invalid", "True", "InvalidSpec");
+        assert!(a["message"].as_str().unwrap_or("").contains("overlaps Eip/oelb-overlap-b"), "{a}");
+        let b = wait_condition(&kc, "oelb-overlap-b", "Invalid", "True", "InvalidSpec");
+        assert!(b["message"].as_str().unwrap_or("").contains("198.51.100.72-198.51.100.79"), "{b}");
+        let garbage = wait_condition(&kc, "oelb-garbage", "Invalid", "True", "InvalidSpec");
+        assert!(garbage["message"].as_str().unwrap_or("").contains("spec.address"), "{garbage}");
+        wait_condition(&kc, "oelb-garbage", "Ready", "False", "InvalidAddress");
+        // Overlapping pools still give out addresses (the one that was there first must keep working).
+        wait_condition(&kc, "oelb-overlap-a", "Ready", "True", "Available");
+    }
+    // The fix clears the condition.
+    apply_stdin(&kc, &eip_manifest("oelb-overlap-b", "198.51.100.80-198.51.100.90"));
+    if crd_keeps_conditions(&kc) {
+        wait_condition(&kc, "oelb-overlap-a", "Invalid", "False", "Valid");
+        wait_condition(&kc, "oelb-overlap-b", "Invalid", "False", "Valid");
+    }
+    controller.stop().unwrap();
+}
+
+/// Deleting an Eip that a Service uses waits for the Service: the Service keeps its address, newcomers get
+/// none, an Event (and the Ready condition) says why, and the Eip goes once the Service is gone.
+#[test]
+fn deleting_an_eip_in_use_waits_for_its_services() {
+    let Some(kc) = kubeconfig() else { return };
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    crd_ready(&kc);
+    let _cleanup = Cleanup::new(&kc, &["oelb-drain-svc", "oelb-drain-late"], &["oelb-drain"]);
+    apply_stdin(&kc, &eip_manifest("oelb-drain", "192.0.2.32-192.0.2.47"));
+    apply_stdin(&kc, &service_manifest("oelb-drain-svc", "oelb-drain"));
+    let controller = Background::spawn(PathBuf::from(&kc));
+    assert_eq!(wait_for_ip(&kc, "oelb-drain-svc"), "192.0.2.32");
+    wait_for("oelb-drain to record oelb-drain-svc", || {
+        let e = eip_of(&kc, "oelb-drain").unwrap_or_default();
+        if e["status"]["used"]["192.0.2.32"] == "default/oelb-drain-svc" { Ok(()) } else { Err(e.to_string()) }
+    });
+
+    kubectl(&kc, &["delete", "eip", "oelb-drain", "--wait=false"]);
+    let held = wait_event(&kc, "kube-system", "Eip", "oelb-drain", "DeletionHeld");
+    assert!(held.contains("192.0.2.32 (default/oelb-drain-svc)"), "{held}");
+    if crd_keeps_conditions(&kc) {
+        let ready = wait_condition(&kc, "oelb-drain", "Ready", "False", "Deleting");
+        assert!(ready["message"].as_str().unwrap_or("").contains("192.0.2.32"), "{ready}");
+    }
+    let eip = eip_of(&kc, "oelb-drain").expect("the Eip must wait for its Service");
+    assert!(eip["metadata"]["deletionTimestamp"].is_string(), "{eip}");
+    assert_eq!(eip["status"]["used"]["192.0.2.32"], "default/oelb-drain-svc", "{eip}");
+    assert_eq!(ingress_ip(&kc, "oelb-drain-svc"), "192.0.2.32", "the holder keeps its address while the Eip drains");
+
+    apply_stdin(&kc, &service_manifest("oelb-drain-late", "oelb-drain"));
+    let failed = wait_event(&kc, "default", "Service", "oelb-drain-late", "AssignIPFailed");
+    assert!(failed.contains("oelb-drain"), "{failed}");
+    assert_eq!(ingress_ip(&kc, "oelb-drain-late"), "", "a draining Eip gives out nothing new");
+
+    kubectl(&kc, &["delete", "svc", "oelb-drain-svc", "--wait=false"]);
+    wait_gone(&kc, "svc", "oelb-drain-svc");
+    wait_gone(&kc, "eip", "oelb-drain");
+    kubectl(&kc, &["delete", "svc", "oelb-drain-late", "--wait=false"]);
+    wait_gone(&kc, "svc", "oelb-drain-late");
+    controller.stop().unwrap();
+}
+
+/// A restart that finds everything consistent writes nothing; one that finds a Service deleted while no
+/// controller ran (its finalizer removed by hand) gives its address back.
+#[test]
+fn restart_releases_services_deleted_while_stopped() {
+    let Some(kc) = kubeconfig() else { return };
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    crd_ready(&kc);
+    let _cleanup = Cleanup::new(&kc, &["oelb-sweep-keep", "oelb-sweep-gone"], &["oelb-sweep"]);
+    apply_stdin(&kc, &eip_manifest("oelb-sweep", "198.51.100.32-198.51.100.47"));
+    apply_stdin(&kc, &service_manifest("oelb-sweep-keep", "oelb-sweep"));
+    let controller = Background::spawn_with(PathBuf::from(&kc), Options::default(), local_metrics());
+    assert_eq!(wait_for_ip(&kc, "oelb-sweep-keep"), "198.51.100.32");
+    apply_stdin(&kc, &service_manifest("oelb-sweep-gone", "oelb-sweep"));
+    assert_eq!(wait_for_ip(&kc, "oelb-sweep-gone"), "198.51.100.33");
+    wait_for("oelb-sweep to record both Services", || {
+        let e = eip_of(&kc, "oelb-sweep").unwrap_or_default();
+        if e["status"]["usage"] == 2 { Ok(()) } else { Err(e.to_string()) }
+    });
+    controller.stop().unwrap();
+
+    // A restart over a consistent state: once it reconciled every Eip, nothing was written.
+    let version = |kind: &str, name: &str| get(&kc, kind, name).map(|o| o["metadata"]["resourceVersion"].clone());
+    let before = (version("eip", "oelb-sweep"), version("svc", "oelb-sweep-keep"));
+    let eip_count = kubectl(&kc, &["get", "eips", "-o", "name"]).lines().count() as f64;
+    let controller = Background::spawn_with(PathBuf::from(&kc), Options::default(), local_metrics());
+    let addr = controller.metrics_addr().expect("metrics served");
+    wait_for("every Eip reconciled once", || {
+        match metric(addr, "openelb_reconcile_duration_seconds_count{kind=\"Eip\"}") {
+            Some(n) if n >= eip_count => Ok(()),
+            other => Err(format!("{other:?} of {eip_count}")),
+        }
+    });
+    let after = (version("eip", "oelb-sweep"), version("svc", "oelb-sweep-keep"));
+    assert_eq!(after, before, "a restart over a consistent state wrote");
+    controller.stop().unwrap();
+
+    // Deleted while no controller runs: the finalizer cannot be honoured, so it is removed by hand.
+    kubectl(&kc, &["patch", "svc", "oelb-sweep-gone", "--type=merge", "-p", NO_FINALIZERS]);
+    kubectl(&kc, &["delete", "svc", "oelb-sweep-gone"]);
+    let recorded = eip_of(&kc, "oelb-sweep").unwrap_or_default();
+    assert_eq!(recorded["status"]["used"]["198.51.100.33"], "default/oelb-sweep-gone", "{recorded}");
+
+    let controller = Background::spawn(PathBuf::from(&kc));
+    let status = wait_for("the restart to release 198.51.100.33", || {
+        let s = eip_of(&kc, "oelb-sweep").unwrap_or_default()["status"].clone();
+        if s["usage"] == 1 { Ok(s) } else { Err(s.to_string()) }
+    });
+    assert_eq!(status["used"], serde_json::json!({"198.51.100.32": "default/oelb-sweep-keep"}), "{status}");
+    assert_eq!(ingress_ip(&kc, "oelb-sweep-keep"), "198.51.100.32");
+    controller.stop().unwrap();
+}
+
+const LEASE_NAMESPACE: &str = "default";
+
+/// `spec.holderIdentity` of the controller's Lease, `None` when nobody holds it (or it does not exist).
+fn lease_holder(kc: &str) -> Option<String> {
+    let out = run(kc, &["get", "lease", "openelb-controller", "-n", LEASE_NAMESPACE, "-o", "json"]);
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("NotFound"), "kubectl get lease: {stderr}");
+        return None;
+    }
+    let lease: Value = serde_json::from_slice(&out.stdout).unwrap();
+    lease["spec"]["holderIdentity"].as_str().map(str::to_string).filter(|h| !h.is_empty())
+}
+
+struct LeaseCleanup<'a>(&'a str);
+
+impl Drop for LeaseCleanup<'_> {
+    fn drop(&mut self) {
+        let _ = run(self.0, &["delete", "lease", "openelb-controller", "-n", LEASE_NAMESPACE, "--ignore-not-found"]);
+    }
+}
+
+fn electing(identity: &str) -> Options {
+    let election = LeaderElection::new(LEASE_NAMESPACE.into(), identity.into(), Duration::from_secs(15)).unwrap();
+    Options { leader_election: Some(election), identity: identity.into() }
+}
+
+/// Two replicas: one holds the Lease and writes, the standby is ready too; stopping the leader releases the
+/// Lease and the standby takes over and serves the next Service.
+#[test]
+fn two_replicas_elect_one_writer_and_hand_over_on_stop() {
+    let Some(kc) = kubeconfig() else { return };
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    crd_ready(&kc);
+    let _cleanup = Cleanup::new(&kc, &["oelb-lease-1", "oelb-lease-2"], &["oelb-lease"]);
+    let _lease = LeaseCleanup(&kc);
+    let _ = run(&kc, &["delete", "lease", "openelb-controller", "-n", LEASE_NAMESPACE, "--ignore-not-found"]);
+    apply_stdin(&kc, &eip_manifest("oelb-lease", "198.51.100.48-198.51.100.63"));
+
+    let mut replicas = vec![
+        ("oelb-a", Background::spawn_with(PathBuf::from(&kc), electing("oelb-a"), local_metrics())),
+        ("oelb-b", Background::spawn_with(PathBuf::from(&kc), electing("oelb-b"), local_metrics())),
+    ];
+    let leader = wait_for("one replica to hold the Lease", || lease_holder(&kc).ok_or("no holder".to_string()));
+    assert!(leader == "oelb-a" || leader == "oelb-b", "holder {leader}");
+    for (name, replica) in &replicas {
+        let addr = replica.metrics_addr().expect("metrics served");
+        wait_for(&format!("{name} to be ready"), || match http_get(addr, "/readyz").0 {
+            200 => Ok(()),
+            code => Err(code.to_string()),
+        });
+        let is_leader = if *name == leader { 1.0 } else { 0.0 };
+        wait_metric(addr, "openelb_leader", is_leader);
+    }
+    apply_stdin(&kc, &service_manifest("oelb-lease-1", "oelb-lease"));
+    assert_eq!(wait_for_ip(&kc, "oelb-lease-1"), "198.51.100.48");
+    assert_eq!(lease_holder(&kc).as_deref(), Some(leader.as_str()), "the Lease moved without a reason");
+    for (name, replica) in &replicas {
+        let addr = replica.metrics_addr().expect("metrics served");
+        let allocations = metric(addr, "openelb_allocations_total");
+        if *name == leader {
+            assert_eq!(allocations, Some(1.0), "the leader assigned oelb-lease-1");
+        } else {
+            assert_eq!(allocations, Some(0.0), "the standby wrote");
+        }
+    }
+
+    let index = replicas.iter().position(|(name, _)| *name == leader).unwrap();
+    let (_, stopped) = replicas.remove(index);
+    let handover = Instant::now();
+    stopped.stop().unwrap();
+    let (standby, replica) = replicas.pop().unwrap();
+    let holder = wait_for("the standby to take the Lease", || match lease_holder(&kc) {
+        Some(h) if h == standby => Ok(h),
+        other => Err(format!("{other:?}")),
+    });
+    println!("{holder} took the Lease {:?} after {leader} was told to stop", handover.elapsed());
+    let addr = replica.metrics_addr().expect("metrics served");
+    wait_metric(addr, "openelb_leader", 1.0);
+    apply_stdin(&kc, &service_manifest("oelb-lease-2", "oelb-lease"));
+    assert_eq!(wait_for_ip(&kc, "oelb-lease-2"), "198.51.100.49");
+    assert_eq!(ingress_ip(&kc, "oelb-lease-1"), "198.51.100.48", "the handover moved an address");
+
+    for svc in ["oelb-lease-1", "oelb-lease-2"] {
+        kubectl(&kc, &["delete", "svc", svc, "--wait=false"]);
+        wait_gone(&kc, "svc", svc);
+    }
+    replica.stop().unwrap();
+    assert_eq!(lease_holder(&kc), None, "a stopped leader releases the Lease");
 }

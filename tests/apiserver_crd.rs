@@ -150,14 +150,141 @@ fn deploy_manifests_pass_server_dry_run() {
     // A server dry run creates nothing, so the namespaced objects need their namespace to exist for real.
     let ns = kubectl(&kc, &["apply", "-f", "deploy/00-namespace.yaml"]);
     assert!(ns.contains("openelb-system"), "{ns}");
-    let out = kubectl(&kc, &["apply", "--dry-run=server", "-R", "-f", "deploy"]);
+    // The documented install order: the top directory (namespace first), then the CRD.
+    let out = kubectl(&kc, &["apply", "--dry-run=server", "-f", "deploy/", "-f", "deploy/crds/"]);
     for object in [
         "customresourcedefinition.apiextensions.k8s.io/eips.network.kubesphere.io",
         "serviceaccount/openelb-controller",
         "clusterrole.rbac.authorization.k8s.io/openelb-controller",
         "clusterrolebinding.rbac.authorization.k8s.io/openelb-controller",
+        "role.rbac.authorization.k8s.io/openelb-controller",
+        "rolebinding.rbac.authorization.k8s.io/openelb-controller",
         "deployment.apps/openelb-controller",
+        "service/openelb-webhook",
+        "validatingwebhookconfiguration.admissionregistration.k8s.io/openelb-eip-validator",
+        "serviceaccount/openelb-speaker",
+        "clusterrole.rbac.authorization.k8s.io/openelb-speaker",
+        "clusterrolebinding.rbac.authorization.k8s.io/openelb-speaker",
+        "daemonset.apps/openelb-speaker",
     ] {
         assert!(out.contains(object), "deploy/ lacks {object}: {out}");
+    }
+}
+
+/// The objects of `deploy/` as the server would store them (defaults filled in), by kind and name.
+fn deploy_objects(kc: &str) -> Vec<Value> {
+    kubectl(kc, &["apply", "-f", "deploy/00-namespace.yaml"]);
+    let list = kubectl(kc, &["apply", "--dry-run=server", "-R", "-f", "deploy", "-o", "json"]);
+    let list: Value = serde_json::from_str(&list).unwrap();
+    list["items"].as_array().cloned().unwrap_or_default()
+}
+
+fn object<'a>(objects: &'a [Value], kind: &str, name: &str) -> &'a Value {
+    objects
+        .iter()
+        .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("deploy/ has no {kind} {name}"))
+}
+
+fn strings(v: &Value) -> Vec<String> {
+    v.as_array().into_iter().flatten().filter_map(|s| s.as_str().map(str::to_string)).collect()
+}
+
+fn env_field(container: &Value, name: &str) -> String {
+    let env = container["env"].as_array().cloned().unwrap_or_default();
+    let var = env.iter().find(|e| e["name"] == name).unwrap_or_else(|| panic!("no env {name}: {env:?}"));
+    var["valueFrom"]["fieldRef"]["fieldPath"].as_str().unwrap_or_default().to_string()
+}
+
+fn port(container: &Value, name: &str) -> i64 {
+    let ports = container["ports"].as_array().cloned().unwrap_or_default();
+    ports.iter().find(|p| p["name"] == name).and_then(|p| p["containerPort"].as_i64()).unwrap_or(-1)
+}
+
+#[test]
+fn deployed_controller_and_webhook_agree_with_each_other_and_with_the_code() {
+    use openelb::k8s::webhook::{PATH, args};
+    let Some(kc) = kubeconfig() else { return };
+    crd_ready(&kc);
+    let objects = deploy_objects(&kc);
+
+    let deployment = object(&objects, "Deployment", "openelb-controller");
+    assert_eq!(deployment["spec"]["replicas"], 2);
+    let pod = &deployment["spec"]["template"]["spec"];
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    let c = &pod["containers"][0];
+    assert_eq!(env_field(c, "POD_NAME"), "metadata.name");
+    assert_eq!(env_field(c, "POD_NAMESPACE"), "metadata.namespace");
+    assert_eq!(port(c, "metrics"), 8080);
+    assert_eq!(port(c, "webhook"), 9443);
+    assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/healthz");
+    assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
+    assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
+    assert_eq!(c["securityContext"]["allowPrivilegeEscalation"], false);
+    assert_eq!(strings(&c["securityContext"]["capabilities"]["drop"]), ["ALL"]);
+    assert!(c["securityContext"]["capabilities"].get("add").is_none());
+    assert!(c["resources"]["requests"]["memory"].is_string() && c["resources"]["limits"]["memory"].is_string());
+
+    let service = object(&objects, "Service", args::DEFAULT_SERVICE);
+    assert_eq!(service["metadata"]["namespace"], args::DEFAULT_NAMESPACE);
+    assert_eq!(service["spec"]["selector"], deployment["spec"]["selector"]["matchLabels"]);
+    assert_eq!(service["spec"]["ports"][0]["port"], 443);
+    assert_eq!(service["spec"]["ports"][0]["targetPort"], "webhook");
+
+    let config = object(&objects, "ValidatingWebhookConfiguration", args::DEFAULT_CONFIG_NAME);
+    let hook = &config["webhooks"][0];
+    assert_eq!(hook["clientConfig"]["service"]["name"], args::DEFAULT_SERVICE);
+    assert_eq!(hook["clientConfig"]["service"]["namespace"], args::DEFAULT_NAMESPACE);
+    assert_eq!(hook["clientConfig"]["service"]["path"], PATH);
+    assert!(hook["clientConfig"].get("caBundle").is_none(), "caBundle is the controller's to fill in");
+    assert_eq!(hook["failurePolicy"], "Fail");
+    assert_eq!(hook["sideEffects"], "None");
+    assert_eq!(hook["timeoutSeconds"], 5);
+    assert_eq!(strings(&hook["admissionReviewVersions"]), ["v1"]);
+    assert_eq!(strings(&hook["rules"][0]["apiVersions"]), ["v1alpha1", "v1alpha2"]);
+    assert_eq!(strings(&hook["rules"][0]["operations"]), ["CREATE", "UPDATE"]);
+
+    // The controller may touch its own webhook configuration and certificate Secret, and no others.
+    let cluster_role = object(&objects, "ClusterRole", "openelb-controller");
+    let rules = cluster_role["rules"].as_array().cloned().unwrap_or_default();
+    let vwc = rules.iter().find(|r| strings(&r["resources"]) == ["validatingwebhookconfigurations"]).unwrap();
+    assert_eq!(strings(&vwc["resourceNames"]), [args::DEFAULT_CONFIG_NAME]);
+    let role = object(&objects, "Role", "openelb-controller");
+    let rules = role["rules"].as_array().cloned().unwrap_or_default();
+    assert!(rules.iter().any(|r| strings(&r["resources"]) == ["leases"]), "{rules:?}");
+    let named = rules.iter().find(|r| r.get("resourceNames").is_some() && strings(&r["resources"]) == ["secrets"]);
+    assert_eq!(strings(&named.unwrap()["resourceNames"]), [args::DEFAULT_SECRET]);
+}
+
+#[test]
+fn deployed_speaker_has_host_network_two_capabilities_and_reads_only() {
+    let Some(kc) = kubeconfig() else { return };
+    crd_ready(&kc);
+    let objects = deploy_objects(&kc);
+    let ds = object(&objects, "DaemonSet", "openelb-speaker");
+    let pod = &ds["spec"]["template"]["spec"];
+    assert_eq!(pod["hostNetwork"], true);
+    assert_eq!(pod["dnsPolicy"], "ClusterFirstWithHostNet");
+    assert_eq!(pod["serviceAccountName"], "openelb-speaker");
+    assert_eq!(pod["priorityClassName"], "system-node-critical");
+    assert_eq!(pod["tolerations"], serde_json::json!([{"operator": "Exists"}]));
+    let c = &pod["containers"][0];
+    assert_eq!(strings(&c["command"]), ["/usr/local/bin/openelb-speaker"]);
+    assert!(strings(&c["args"]).contains(&"--node-name=$(NODE_NAME)".to_string()), "{}", c["args"]);
+    assert_eq!(env_field(c, "NODE_NAME"), "spec.nodeName");
+    assert_eq!(port(c, "metrics"), 7473);
+    assert_eq!(strings(&c["securityContext"]["capabilities"]["drop"]), ["ALL"]);
+    assert_eq!(strings(&c["securityContext"]["capabilities"]["add"]), ["NET_ADMIN", "NET_RAW"]);
+    assert_ne!(c["securityContext"]["privileged"], true);
+
+    // Read-only apart from Events: no Service or Eip field is the speaker's to write.
+    let role = object(&objects, "ClusterRole", "openelb-speaker");
+    for rule in role["rules"].as_array().cloned().unwrap_or_default() {
+        let verbs = strings(&rule["verbs"]);
+        if strings(&rule["resources"]) == ["events"] {
+            assert_eq!(verbs, ["create", "patch"]);
+        } else {
+            assert_eq!(verbs, ["get", "list", "watch"], "{rule}");
+        }
     }
 }

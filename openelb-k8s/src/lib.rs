@@ -6,6 +6,7 @@ pub mod crd;
 pub mod manifest;
 pub mod serve;
 pub mod speaker;
+pub mod webhook;
 
 pub use crd::{Eip, EipSpec, EipStatus};
 pub use manifest::{ManifestError, ManifestErrorKind, Manifests, ObjectKind, Origin, to_cluster};

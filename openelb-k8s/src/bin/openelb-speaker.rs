@@ -1,35 +1,65 @@
-//! `openelb-speaker`: the per-node VIP-mode speaker, runnable without Kubernetes.
+//! `openelb-speaker`: the per-node VIP-mode speaker. Reads the Kubernetes API by default, or manifests offline.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use clap::{Parser, ValueEnum};
+use clap::{CommandFactory, Parser, ValueEnum};
 use openelb_core::model::Cluster;
 use openelb_k8s::manifest::Manifests;
+use openelb_k8s::serve::{self, Readiness};
 use openelb_k8s::speaker::config::{parse_advert_interval, parse_duration, parse_vrid_range};
-use openelb_k8s::speaker::{Control, Speaker, SpeakerConfig};
+use openelb_k8s::speaker::events::{EVENT_QUEUE, publish_events};
+use openelb_k8s::speaker::source::{self, KubeSource};
+use openelb_k8s::speaker::{
+    AddressSource, Control, EventSink, ServiceRefs, Speaker, SpeakerConfig, SpeakerMetrics, first_snapshot,
+};
 use openelb_net::linux::LinuxNet;
+use prometheus_client::registry::Registry;
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 const ABOUT: &str = "OpenELB VIP-mode speaker: holds LoadBalancer VIPs on this node with built-in VRRPv3.";
 
 const LONG_ABOUT: &str = "\
 OpenELB VIP-mode speaker: holds LoadBalancer VIPs on this node with built-in VRRPv3 (RFC 5798).
 
-It reads Eips, Services, Nodes, Endpoints and Pods from YAML manifests (the same files `kubectl apply` takes),
-allocates addresses exactly as the controller would, and for every Eip with `protocol: vip` groups the VIPs by
-candidate nodes and first preference into VRRP instances. Every node computes the same groups, VRIDs and
-priorities from the same manifests. The master of an instance adds its VIPs (/32 or /128, with this node's MAC)
-to the interface and sends a burst of gratuitous ARPs / unsolicited NAs; backups take over when adverts stop.
+Runs on every node (a DaemonSet). By default it watches the Kubernetes API (in-cluster service account,
+--kubeconfig, or $KUBECONFIG): Eips, Services, Nodes, and EndpointSlices (discovery.k8s.io/v1) or, where the
+API server does not serve them, Endpoints. It announces exactly the addresses openelb-controller wrote to
+the Services' status.loadBalancer.ingress, never one of its own choosing. It plans nothing before every kind
+has been listed once, and re-plans a few milliseconds after a change. If the API server goes away it keeps
+the last state: VIPs stay announced and VRRP failover goes on while the watches retry. When this node takes or
+gives up a Service's VIP it records an Event on the Service (VIPAnnounced / VIPWithdrawn), without ever
+delaying VRRP. It needs get/list/watch on eips (network.kubesphere.io), services, nodes, endpoints and
+endpointslices (discovery.k8s.io), and create/patch on events (events.k8s.io).
 
-On start it removes addresses it added earlier (marked as openelb's) inside VIP-mode pools that it does not
-hold. SIGTERM/SIGINT: priority-0 adverts, VIPs removed, exit 0. SIGHUP: re-read the manifests and re-plan
-(running groups keep their VRIDs). Logs go to stderr; RUST_LOG sets the level (default info).";
+With --manifests it runs without Kubernetes: it reads Eips, Services, Nodes, Endpoints and Pods from YAML
+files (the same files `kubectl apply` takes) and allocates addresses exactly as the controller would; no
+Events are recorded.
+
+For every Eip with `protocol: vip` the VIPs are grouped by candidate nodes and first preference into VRRP
+instances; every node computes the same groups, VRIDs and priorities from the same objects. The master of an
+instance adds its VIPs (/32 or /128, with this node's MAC) to the interface and sends a burst of gratuitous
+ARPs / unsolicited NAs; backups take over when adverts stop. On start it removes addresses it added earlier
+(marked as openelb's) inside VIP-mode pools that it does not hold.
+
+Metrics (Prometheus) on --metrics-addr: /metrics with openelb_speaker_vrrp_state{vrid,interface,family}
+(0 init, 1 backup, 2 master), _vrrp_transitions_total, _vrrp_adverts_sent_total, _vrrp_adverts_received_total,
+_garps_total, _vips, _api_connected, _events_dropped_total; /healthz; /readyz (ready once the first plan is
+applied).
+
+SIGTERM/SIGINT: priority-0 adverts, VIPs removed, exit 0. SIGHUP: re-read the manifests, or re-list every
+watched kind from the API, and re-plan (running groups keep their VRIDs). Logs go to stderr; RUST_LOG sets
+the level (default info).";
+
+/// Default address of /metrics, /healthz and /readyz.
+const DEFAULT_METRICS_ADDR: &str = "0.0.0.0:7473";
+/// How long queued Events may still be written after the speaker stopped (SIGTERM's withdrawals).
+const EVENT_FLUSH: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum LogFormat {
@@ -37,16 +67,40 @@ enum LogFormat {
     Json,
 }
 
+/// `--metrics-addr`: an address, or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct MetricsAddr(Option<SocketAddr>);
+
+fn parse_metrics_addr(value: &str) -> Result<MetricsAddr, String> {
+    match value.trim() {
+        "off" | "none" | "" => Ok(MetricsAddr(None)),
+        v => v
+            .parse::<SocketAddr>()
+            .map(|a| MetricsAddr(Some(a)))
+            .map_err(|_| format!("{value:?}: expected ADDRESS:PORT (e.g. 0.0.0.0:7473) or off")),
+    }
+}
+
 #[derive(Debug, Parser)]
 #[command(name = "openelb-speaker", version, about = ABOUT, long_about = LONG_ABOUT)]
 struct Args {
-    /// This node's name, as in its Node object (decides its candidacies and priorities).
+    /// This node's name, as in its Node object (decides its candidacies and priorities). Defaults to the
+    /// environment variable NODE_NAME.
     #[arg(long, value_name = "NAME")]
-    node_name: String,
+    node_name: Option<String>,
 
-    /// A manifest file or a directory of *.yaml/*.yml files (read recursively).
-    #[arg(long, value_name = "DIR")]
-    manifests: PathBuf,
+    /// Kubeconfig for the API server; without it the in-cluster service account, else $KUBECONFIG.
+    #[arg(long, value_name = "PATH", conflicts_with = "manifests")]
+    kubeconfig: Option<PathBuf>,
+
+    /// Run offline from a manifest file or a directory of *.yaml/*.yml files (read recursively) instead of
+    /// the Kubernetes API.
+    #[arg(long, value_name = "PATH")]
+    manifests: Option<PathBuf>,
+
+    /// Where to serve /metrics, /healthz and /readyz, or `off`.
+    #[arg(long, value_name = "ADDR|off", default_value = DEFAULT_METRICS_ADDR, value_parser = parse_metrics_addr)]
+    metrics_addr: MetricsAddr,
 
     /// Interface for the VIPs of every VIP-mode pool on this node, overriding the Eips' `interface`
     /// (a NIC name or `can_reach:<ip>`). Without it: the Eip's interface, else the NIC holding the node's
@@ -94,7 +148,7 @@ struct Args {
 }
 
 impl Args {
-    fn config(&self) -> SpeakerConfig {
+    fn config(&self, node_name: String, addresses: AddressSource) -> SpeakerConfig {
         SpeakerConfig {
             interface: self.interface.clone(),
             advert_interval_cs: self.advert_interval,
@@ -105,8 +159,23 @@ impl Args {
             preempt: !self.no_preempt,
             preempt_delay: self.preempt_delay,
             unicast_peers: self.unicast_peers.clone(),
-            ..SpeakerConfig::new(self.node_name.clone())
+            addresses,
+            ..SpeakerConfig::new(node_name)
         }
+    }
+}
+
+/// `--node-name`, else `$NODE_NAME`; exits like any other usage error (status 2) when neither is set.
+fn node_name(args: &Args) -> String {
+    let from_env = || std::env::var("NODE_NAME").ok().map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
+    match args.node_name.clone().filter(|s| !s.trim().is_empty()).or_else(from_env) {
+        Some(name) => name,
+        None => Args::command()
+            .error(
+                clap::error::ErrorKind::MissingRequiredArgument,
+                "this node's name is required: --node-name NAME or the environment variable NODE_NAME",
+            )
+            .exit(),
     }
 }
 
@@ -130,8 +199,16 @@ fn load(path: &Path) -> Result<Cluster> {
     manifests.to_cluster().map_err(|e| anyhow::anyhow!("{e}"))
 }
 
-/// Maps signals to controls: TERM/INT shut down, HUP reloads (a bad reload is logged and ignored).
-async fn forward_signals(manifests: PathBuf, tx: mpsc::Sender<Control>) -> Result<()> {
+/// What SIGHUP does.
+enum Hangup {
+    /// Re-read the manifests and reload.
+    Reload(PathBuf),
+    /// Ask the Kubernetes source to re-list.
+    Relist(mpsc::Sender<()>),
+}
+
+/// Maps signals to controls: TERM/INT shut down, HUP reloads or re-lists (a bad reload is logged and ignored).
+fn forward_signals(hangup: Hangup, tx: mpsc::Sender<Control>) -> Result<()> {
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
@@ -140,40 +217,126 @@ async fn forward_signals(manifests: PathBuf, tx: mpsc::Sender<Control>) -> Resul
             tokio::select! {
                 _ = term.recv() => { tracing::info!("SIGTERM"); let _ = tx.send(Control::Shutdown).await; }
                 _ = int.recv() => { tracing::info!("SIGINT"); let _ = tx.send(Control::Shutdown).await; }
-                _ = hup.recv() => {
-                    tracing::info!(manifests = %manifests.display(), "SIGHUP: reloading manifests");
-                    match load(&manifests) {
-                        Ok(c) => { let _ = tx.send(Control::Reload(Box::new(c))).await; }
-                        Err(e) => tracing::error!("reload failed, keeping the running plan: {e:#}"),
+                _ = hup.recv() => match &hangup {
+                    Hangup::Reload(manifests) => {
+                        tracing::info!(manifests = %manifests.display(), "SIGHUP: reloading manifests");
+                        match load(manifests) {
+                            Ok(c) => { let _ = tx.send(Control::Reload(Box::new(c))).await; }
+                            Err(e) => tracing::error!("reload failed, keeping the running plan: {e:#}"),
+                        }
                     }
-                }
+                    Hangup::Relist(relist) => {
+                        tracing::info!("SIGHUP: re-listing from the API server");
+                        // A full queue means a re-list is pending already.
+                        let _ = relist.try_send(());
+                    }
+                },
             }
         }
     });
     Ok(())
 }
 
-async fn run(args: Args) -> Result<()> {
-    let config = args.config();
-    let cluster = load(&args.manifests)?;
-    let (tx, rx) = mpsc::channel(8);
-    forward_signals(args.manifests.clone(), tx).await?;
+/// The metrics server, running until [`MetricsServer::stop`].
+struct MetricsServer {
+    stop: oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Result<(), serve::ServeError>>,
+}
+
+impl MetricsServer {
+    async fn start(addr: MetricsAddr, registry: Registry, readiness: Readiness) -> Result<Option<Self>> {
+        let Some(addr) = addr.0 else { return Ok(None) };
+        let (stop, stopped) = oneshot::channel::<()>();
+        let (bound, server) = serve::bind(addr, Arc::new(registry), readiness, async {
+            let _ = stopped.await;
+        })
+        .await?;
+        tracing::info!(addr = %bound, "serving /metrics, /healthz and /readyz");
+        Ok(Some(MetricsServer { stop, task: tokio::spawn(server) }))
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        if let Ok(Ok(Err(e))) = tokio::time::timeout(Duration::from_secs(2), self.task).await {
+            tracing::warn!("{e}");
+        }
+    }
+}
+
+async fn run(args: Args, node: String) -> Result<()> {
+    let metrics = SpeakerMetrics::default();
+    let mut registry = Registry::default();
+    metrics.register(&mut registry);
+    let readiness = Readiness::default();
+    let (tx, mut rx) = mpsc::channel(8);
+
+    if let Some(path) = args.manifests.clone() {
+        let config = args.config(node, AddressSource::Allocate);
+        let cluster = load(&path)?;
+        let server = MetricsServer::start(args.metrics_addr, registry, readiness.clone()).await?;
+        forward_signals(Hangup::Reload(path.clone()), tx)?;
+        let net = Arc::new(LinuxNet::new().context("opening the Linux network backend")?);
+        tracing::info!(
+            node = %config.node_name, manifests = %path.display(),
+            advert_interval_ms = u64::from(config.advert_interval_cs) * 10,
+            vrids = ?config.vrids, "openelb-speaker starting from manifests"
+        );
+        let speaker = Speaker::new(net, config)?.with_metrics(metrics).with_readiness(readiness);
+        let result = speaker.run(cluster, rx).await;
+        if let Some(s) = server {
+            s.stop().await;
+        }
+        return result.map_err(Into::into);
+    }
+
+    let config = args.config(node.clone(), AddressSource::Ingress);
+    let client = source::client(args.kubeconfig.as_deref()).await?;
+    metrics.register_api(&mut registry);
+    let server = MetricsServer::start(args.metrics_addr, registry, readiness.clone()).await?;
+    let (relist_tx, relist_rx) = mpsc::channel(1);
+    forward_signals(Hangup::Relist(relist_tx), tx.clone())?;
     let net = Arc::new(LinuxNet::new().context("opening the Linux network backend")?);
+
+    let refs = ServiceRefs::default();
+    let (sink, events) = EventSink::channel(EVENT_QUEUE, metrics.events_dropped.clone());
+    let publisher = tokio::spawn(publish_events(client.clone(), node.clone(), refs.clone(), events));
+    let (stop_source, source_stopped) = oneshot::channel::<()>();
+    let source = KubeSource::new(client).with_refs(refs).with_api_gauge(metrics.api_connected.clone());
+    let source = tokio::spawn(source.run(tx, relist_rx, async {
+        let _ = source_stopped.await;
+    }));
     tracing::info!(
-        node = %config.node_name, manifests = %args.manifests.display(),
+        node = %config.node_name,
         advert_interval_ms = u64::from(config.advert_interval_cs) * 10,
-        vrids = ?config.vrids, "openelb-speaker starting"
+        vrids = ?config.vrids, "openelb-speaker starting from the Kubernetes API"
     );
-    let speaker = Speaker::new(net, config)?;
-    speaker.run(cluster, rx).await?;
-    Ok(())
+    let speaker = Speaker::new(net, config)?.with_metrics(metrics).with_events(sink).with_readiness(readiness);
+    let result = match first_snapshot(&mut rx).await {
+        Some(cluster) => speaker.run(cluster, rx).await,
+        None => {
+            tracing::info!("stopped before the first complete listing; nothing was announced");
+            drop(speaker);
+            Ok(())
+        }
+    };
+    let _ = stop_source.send(());
+    let _ = source.await;
+    // The speaker (and with it the last event sink) is gone: the publisher writes what is queued, then ends.
+    if tokio::time::timeout(EVENT_FLUSH, publisher).await.is_err() {
+        tracing::warn!("Events still queued after {}s were not recorded", EVENT_FLUSH.as_secs());
+    }
+    if let Some(s) = server {
+        s.stop().await;
+    }
+    result.map_err(Into::into)
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    let node = node_name(&args);
     init_logging(args.log_format);
-    // Two workers: bursts of announcements (each one may block its thread for a few ms in the kernel) run
-    // beside the VRRP loop instead of delaying its adverts.
+    // Two workers: bursts of announcements (each one may block its thread for a few ms in the kernel) and the
+    // API watches run beside the VRRP loop instead of delaying its adverts.
     let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(r) => r,
         Err(e) => {
@@ -181,7 +344,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(args)) {
+    match runtime.block_on(run(args, node)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");

@@ -1,4 +1,4 @@
-//! One Service's decision turned into the writes that carry it out (pure: no client, no clock).
+//! One Service's decision turned into the writes that carry it out (pure: no client; the clock is an argument).
 //!
 //! The API is the only state: every call rebuilds the allocator from the Eips' `status.used` as the caller's
 //! caches show them. Caches may lag behind the server, so every Eip write carries the `resourceVersion` it was
@@ -8,13 +8,15 @@
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1 as corev1;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use openelb_core::ipam::{Ipam, Outcome};
 use openelb_core::lifecycle;
 use openelb_core::model::LABEL_EIP_POOL;
 use serde_json::{Value, json};
 
+use super::eip_object::EipObject;
+use super::eip_status;
 use crate::convert::{self, ConvertError};
-use crate::crd::Eip;
 
 /// What to write, in the order the caller must write it: Eips first (they claim or free addresses), then the
 /// Service's status, then its metadata (removing the finalizer last lets a deleted Service go only once
@@ -22,8 +24,9 @@ use crate::crd::Eip;
 #[derive(Debug, Clone)]
 pub struct Plan {
     pub outcome: Outcome,
-    /// Eips whose status must change: whole objects (with the `resourceVersion` read) for a status replace.
-    pub eips: Vec<Eip>,
+    /// Eips whose allocations changed: whole objects (with the `resourceVersion` read) for a status replace,
+    /// their conditions brought up to date on the way.
+    pub eips: Vec<EipObject>,
     /// Merge patch for the Service's `/status`.
     pub service_status: Option<Value>,
     /// Merge patch for the Service's label and finalizers, guarded by its `resourceVersion`.
@@ -44,30 +47,45 @@ pub fn concerns_us(svc: &corev1::Service) -> bool {
     convert::service_from_k8s(svc).is_ok_and(|s| lifecycle::is_ours(&s) || lifecycle::has_our_marks(&s))
 }
 
-/// Decides for `svc` against `eips` and `namespaces` as cached, and says what must be written.
+/// Decides for `svc` against `eips` and `namespaces` as cached, and says what must be written. `now` dates
+/// the conditions that change.
 pub fn plan(
     svc: &corev1::Service,
-    eips: &[Arc<Eip>],
+    eips: &[Arc<EipObject>],
     namespaces: &[Arc<corev1::Namespace>],
+    now: &Time,
 ) -> Result<Plan, ConvertError> {
     let service = convert::service_from_k8s(svc)?;
-    let pools = eips.iter().map(|e| convert::pool_from_eip(e)).collect::<Result<Vec<_>, _>>()?;
+    let pools = eip_status::pools(eips)?;
     let namespace = namespaces
         .iter()
         .find(|n| n.metadata.name.as_deref() == Some(service.namespace.as_str()))
         .map(|n| convert::namespace_from_k8s(n))
         .transpose()?;
     let mut ipam = Ipam::new(&pools);
-    let outcome = ipam.reconcile(&service, namespace.as_ref());
+    let draining: Vec<&str> =
+        eips.iter().filter(|e| e.is_deleting()).filter_map(|e| e.metadata.name.as_deref()).collect();
+    let outcome = eip_status::explain_draining(ipam.reconcile(&service, namespace.as_ref()), &draining);
 
     let mut changed_eips = Vec::new();
+    // Validation compares every pair of Eips: only worth it when a status is written anyway.
+    let mut problems = None;
     for eip in eips {
-        let Some(status) = eip.metadata.name.as_deref().and_then(|n| ipam.pool_status(n)) else { continue };
-        let mut updated = Eip::clone(eip);
-        convert::apply_pool_status(&mut updated, &status);
-        if updated.status != eip.status {
-            changed_eips.push(updated);
+        let Some(name) = eip.metadata.name.as_deref() else { continue };
+        let Some(status) = ipam.pool_status(name) else { continue };
+        let mut typed = eip.to_eip();
+        convert::apply_pool_status(&mut typed, &status);
+        if typed.status.as_ref() == eip.pool_status() {
+            continue;
         }
+        let problems = match &problems {
+            Some(p) => p,
+            None => problems.insert(eip_status::problems(eips)?),
+        };
+        let found = problems.get(name).map_or(&[][..], Vec::as_slice);
+        let mut updated = EipObject::clone(eip);
+        updated.status = Some(eip_status::desired_status(eip, &status, found, now));
+        changed_eips.push(updated);
     }
 
     let (mut service_status, mut service_meta) = (None, None);

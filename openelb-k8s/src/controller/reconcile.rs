@@ -1,36 +1,45 @@
-//! The reconcile step for one Service and what to do when it fails.
+//! The reconcile step for one Service, what every reconcile shares, and what to do when one fails.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1 as corev1;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::Store;
-use kube::{Client, ResourceExt};
-use openelb_core::ipam::Change;
+use kube::{Client, Resource, ResourceExt};
+use openelb_core::ipam::{Change, EventType};
 
+use super::eip_object::EipObject;
+use super::eip_status;
+use super::events::{Events, RateLimiter, WARNING_INTERVAL};
+use super::metrics::{FailureLabels, KindLabels, Metrics, failure_kind};
 use super::plan::{self, Plan};
 use crate::convert::{self, ConvertError};
-use crate::crd::Eip;
 
 /// Field manager shown in `managedFields` for what the controller writes.
 pub const FIELD_MANAGER: &str = "openelb-controller";
 /// A lost race is cheap to retry once the caches have caught up.
 const CONFLICT_RETRY: Duration = Duration::from_millis(200);
+/// How soon to look again when the shared Eip cache is behind a controller's own watch.
+pub(super) const CACHE_RETRY: Duration = Duration::from_millis(200);
+/// How soon a Service that got no address is tried again without any change: the Eip that would serve it
+/// may have reached the shared cache only after the event that re-enqueued the Service.
+const FAILED_RETRY: Duration = Duration::from_secs(30);
 const BACKOFF_FIRST: Duration = Duration::from_millis(500);
 const BACKOFF_MAX: Duration = Duration::from_secs(60);
 /// Periodic re-check, so a write lost without an error is repaired eventually.
-const RESYNC: Duration = Duration::from_secs(600);
+pub(super) const RESYNC: Duration = Duration::from_secs(600);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReconcileError {
-    #[error("cannot read the objects of Service {service}: {source}")]
+    #[error("cannot read the objects of {object}: {source}")]
     Convert {
-        service: String,
+        object: String,
         #[source]
-        source: ConvertError,
+        source: Box<ConvertError>,
     },
     #[error("{action} {object}: {source}")]
     Write {
@@ -39,6 +48,15 @@ pub enum ReconcileError {
         #[source]
         source: kube::Error,
     },
+    #[error("{action} {object}: {source}")]
+    Read {
+        action: &'static str,
+        object: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("{action} {object}: this replica no longer holds the Lease, so it writes nothing more")]
+    NotLeading { action: &'static str, object: String },
 }
 
 impl ReconcileError {
@@ -48,33 +66,119 @@ impl ReconcileError {
     }
 }
 
-/// What every reconcile shares: the client, the caches and the per-Service failure counts for back-off.
+/// What every reconcile of one leadership term shares: the client, the caches, Events, metrics, whether this
+/// replica may still write, and the per-object failure counts for back-off.
 pub struct Context {
     pub client: Client,
-    pub eips: Store<Eip>,
+    pub eips: Store<EipObject>,
     pub namespaces: Store<corev1::Namespace>,
+    pub events: Events,
+    pub metrics: Metrics,
+    /// Whether Eip conditions are written (the installed CRD keeps `status.conditions`, and the API server
+    /// has not refused them); otherwise they are left out of writes and comparisons.
+    conditions: AtomicBool,
+    /// Open while this replica holds the Lease (or runs without leader election).
+    leading: AtomicBool,
+    /// Reconciles of Services and of Eips both decide from the whole Eip cache and write Eips: one at a time,
+    /// so they do not make each other's writes stale (the resourceVersion guard would catch it, at a retry).
+    writer: tokio::sync::Mutex<()>,
     failures: Mutex<HashMap<String, u32>>,
+    log_limiter: Mutex<RateLimiter>,
 }
 
 impl Context {
-    pub fn new(client: Client, eips: Store<Eip>, namespaces: Store<corev1::Namespace>) -> Self {
-        Context { client, eips, namespaces, failures: Mutex::new(HashMap::new()) }
+    pub fn new(
+        client: Client,
+        eips: Store<EipObject>,
+        namespaces: Store<corev1::Namespace>,
+        events: Events,
+        metrics: Metrics,
+        conditions_kept: bool,
+    ) -> Self {
+        Context {
+            client,
+            eips,
+            namespaces,
+            events,
+            metrics,
+            conditions: AtomicBool::new(conditions_kept),
+            leading: AtomicBool::new(true),
+            writer: tokio::sync::Mutex::new(()),
+            failures: Mutex::new(HashMap::new()),
+            log_limiter: Mutex::new(RateLimiter::new(WARNING_INTERVAL)),
+        }
     }
 
-    fn record_failure(&self, key: &str) -> u32 {
+    /// Stops every write from now on: the Lease is lost or the process is stopping.
+    pub fn stop_writing(&self) {
+        self.leading.store(false, Ordering::SeqCst);
+    }
+
+    /// Checked before each write, so a reconcile running when the Lease is lost stops at its next write.
+    pub fn may_write(&self, action: &'static str, object: impl FnOnce() -> String) -> Result<(), ReconcileError> {
+        if self.leading.load(Ordering::SeqCst) {
+            Ok(())
+        } else {
+            Err(ReconcileError::NotLeading { action, object: object() })
+        }
+    }
+
+    pub fn conditions_kept(&self) -> bool {
+        self.conditions.load(Ordering::SeqCst)
+    }
+
+    /// Replaces an Eip's status (guarded by the `resourceVersion` `eip` carries). Conditions go along only
+    /// while they are kept; if the API server refuses them (a CRD whose schema does not fit), they are dropped
+    /// for the rest of the term and the write is retried without them: allocation must not depend on them.
+    pub(super) async fn write_eip_status(&self, eip: &EipObject) -> Result<EipObject, kube::Error> {
+        let api: Api<EipObject> = Api::all(self.client.clone());
+        let name = eip.name_any();
+        let without_conditions = || {
+            let mut bare = eip.clone();
+            if let Some(status) = bare.status.as_mut() {
+                status.conditions.clear();
+            }
+            bare
+        };
+        if !self.conditions_kept() {
+            return api.replace_status(&name, &PostParams::default(), &without_conditions()).await;
+        }
+        match api.replace_status(&name, &PostParams::default(), eip).await {
+            Err(kube::Error::Api(status)) if status.code == 422 && status.message.contains("status.conditions") => {
+                tracing::warn!(
+                    eip = %name,
+                    "the API server refuses the Eips' conditions ({}); Eip status is written without them",
+                    status.message
+                );
+                self.conditions.store(false, Ordering::SeqCst);
+                api.replace_status(&name, &PostParams::default(), &without_conditions()).await
+            }
+            other => other,
+        }
+    }
+
+    pub(super) async fn write_lock(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.writer.lock().await
+    }
+
+    pub(super) fn record_failure(&self, key: &str) -> u32 {
         let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
         let n = failures.entry(key.to_string()).or_insert(0);
         *n = n.saturating_add(1);
         *n
     }
 
-    fn clear_failures(&self, key: &str) {
+    pub(super) fn clear_failures(&self, key: &str) {
         self.failures.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
+    }
+
+    pub(super) fn observe_duration(&self, kind: &'static str, started: Instant) {
+        self.metrics.reconcile_duration.get_or_create(&KindLabels { kind }).observe(started.elapsed().as_secs_f64());
     }
 }
 
 fn service_key(svc: &corev1::Service) -> String {
-    format!("{}/{}", convert::namespace_of(&svc.metadata), svc.name_any())
+    format!("Service {}/{}", convert::namespace_of(&svc.metadata), svc.name_any())
 }
 
 /// Exponential: 0.5 s, 1 s, 2 s ... capped at a minute.
@@ -84,51 +188,110 @@ pub fn backoff(failures: u32) -> Duration {
 }
 
 pub async fn reconcile(svc: Arc<corev1::Service>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
-    let key = service_key(&svc);
-    let eips = ctx.eips.state();
-    let namespaces = ctx.namespaces.state();
-    let plan = plan::plan(&svc, &eips, &namespaces)
-        .map_err(|source| ReconcileError::Convert { service: key.clone(), source })?;
-    for warning in &plan.warnings {
-        tracing::warn!(service = %key, "{warning}");
-    }
-    if write(&ctx.client, &svc, &plan).await? {
-        log_outcome(&key, &plan);
+    let started = Instant::now();
+    let result = reconcile_service(&svc, &ctx).await;
+    ctx.observe_duration("Service", started);
+    result
+}
+
+async fn reconcile_service(svc: &corev1::Service, ctx: &Context) -> Result<Action, ReconcileError> {
+    let key = service_key(svc);
+    ctx.may_write("reconcile", || key.clone())?;
+    let (plan, written) = {
+        let _writer = ctx.write_lock().await;
+        let plan = plan::plan(svc, &ctx.eips.state(), &ctx.namespaces.state(), &eip_status::now())
+            .map_err(|source| ReconcileError::Convert { object: key.clone(), source: Box::new(source) })?;
+        for warning in &plan.warnings {
+            tracing::warn!(service = %key, "{warning}");
+        }
+        let written = write(ctx, svc, &plan).await?;
+        (plan, written)
+    };
+    if written {
+        log_outcome(ctx, &key, &plan);
+        count_outcome(ctx, &plan);
+        publish_events(ctx, svc, &plan).await;
     } else {
         tracing::debug!(service = %key, "gone before its writes; the cached copy was stale");
     }
     ctx.clear_failures(&key);
-    Ok(Action::requeue(RESYNC))
+    match plan.outcome.change {
+        Change::Failed { .. } => Ok(Action::requeue(FAILED_RETRY)),
+        _ => Ok(Action::requeue(RESYNC)),
+    }
 }
 
-fn log_outcome(key: &str, plan: &Plan) {
+fn log_outcome(ctx: &Context, key: &str, plan: &Plan) {
     match &plan.outcome.change {
         Change::NotOurs | Change::Kept { .. } => tracing::debug!(service = %key, change = ?plan.outcome.change),
-        Change::Assigned { pool, ip, .. } => tracing::info!(service = %key, %pool, %ip, "assigned"),
+        Change::Assigned { pool, ip, released: None } => tracing::info!(service = %key, %pool, %ip, "assigned"),
+        Change::Assigned { pool, ip, released: Some((old_pool, old_ip)) } => {
+            tracing::info!(service = %key, %pool, %ip, %old_pool, %old_ip, "assigned after releasing its address")
+        }
         Change::Released { pool, ip, reason } => {
             tracing::info!(service = %key, ?pool, ?ip, %reason, "released")
         }
-        Change::Failed { reason, .. } => tracing::warn!(service = %key, %reason, "no address"),
+        // Retried on every Eip change: the same failure is a warning once per interval, like its Event.
+        Change::Failed { reason, released } => {
+            let mut limiter = ctx.log_limiter.lock().unwrap_or_else(|p| p.into_inner());
+            if released.is_some() || limiter.admit(key, "no address", reason, Instant::now()) {
+                tracing::warn!(service = %key, %reason, ?released, "no address")
+            } else {
+                tracing::debug!(service = %key, %reason, "still no address")
+            }
+        }
+    }
+}
+
+fn count_outcome(ctx: &Context, plan: &Plan) {
+    match &plan.outcome.change {
+        Change::Assigned { .. } => {
+            ctx.metrics.allocations.inc();
+        }
+        Change::Failed { reason, .. } => {
+            ctx.metrics.allocation_failures.get_or_create(&FailureLabels { reason: failure_kind(reason) }).inc();
+        }
+        Change::NotOurs | Change::Kept { .. } | Change::Released { .. } => {}
+    }
+}
+
+/// The core's Events, on the Service. `AssignIP` also names the Eip (the core's message, kept upstream's,
+/// names the address only).
+async fn publish_events(ctx: &Context, svc: &corev1::Service, plan: &Plan) {
+    if plan.outcome.events.is_empty() {
+        return;
+    }
+    let regarding = svc.object_ref(&());
+    for event in &plan.outcome.events {
+        let note = match &plan.outcome.change {
+            Change::Assigned { pool, .. } if event.reason == "AssignIP" => format!("{} (Eip {pool})", event.message),
+            _ => event.message.clone(),
+        };
+        ctx.events.publish(&regarding, event.type_ == EventType::Warning, &event.reason, &note).await;
     }
 }
 
 /// Carries the plan out in its order; stops at the first failure so nothing later is written on top of it.
 /// `false` when the Service turned out to be gone.
-async fn write(client: &Client, svc: &corev1::Service, plan: &Plan) -> Result<bool, ReconcileError> {
-    let eip_api: Api<Eip> = Api::all(client.clone());
+async fn write(ctx: &Context, svc: &corev1::Service, plan: &Plan) -> Result<bool, ReconcileError> {
     for eip in &plan.eips {
         let name = eip.name_any();
-        eip_api.replace_subresource("status", &name, &PostParams::default(), eip).await.map_err(|source| {
-            ReconcileError::Write { action: "write status of", object: format!("Eip {name}"), source }
+        let object = || format!("Eip {name}");
+        ctx.may_write("write status of", object)?;
+        ctx.write_eip_status(eip).await.map_err(|source| ReconcileError::Write {
+            action: "write status of",
+            object: object(),
+            source,
         })?;
     }
     let ns = convert::namespace_of(&svc.metadata);
     let name = svc.name_any();
-    let svc_api: Api<corev1::Service> = Api::namespaced(client.clone(), &ns);
+    let svc_api: Api<corev1::Service> = Api::namespaced(ctx.client.clone(), &ns);
     let pp = PatchParams { field_manager: Some(FIELD_MANAGER.to_string()), ..Default::default() };
     let object = || format!("Service {ns}/{name}");
     let mut version = svc.metadata.resource_version.clone();
     if let Some(status) = &plan.service_status {
+        ctx.may_write("write status of", object)?;
         match svc_api.patch_status(&name, &pp, &Patch::Merge(status)).await {
             // Our own status write bumped the version the metadata patch is guarded by.
             Ok(written) => version = written.metadata.resource_version,
@@ -139,6 +302,7 @@ async fn write(client: &Client, svc: &corev1::Service, plan: &Plan) -> Result<bo
     if let Some(meta) = &plan.service_meta {
         let mut meta = meta.clone();
         meta["metadata"]["resourceVersion"] = serde_json::json!(version);
+        ctx.may_write("write label and finalizer of", object)?;
         match svc_api.patch(&name, &pp, &Patch::Merge(&meta)).await {
             Ok(_) => {}
             Err(source) if is_not_found(&source) => return Ok(false),
@@ -150,21 +314,31 @@ async fn write(client: &Client, svc: &corev1::Service, plan: &Plan) -> Result<bo
     Ok(true)
 }
 
-/// A Service that is gone needs nothing more: its cached copy was stale (typically the last one seen while it
+/// An object that is gone needs nothing more: its cached copy was stale (typically the last one seen while it
 /// was being deleted, after our finalizer came off).
-fn is_not_found(error: &kube::Error) -> bool {
+pub(super) fn is_not_found(error: &kube::Error) -> bool {
     matches!(error, kube::Error::Api(status) if status.is_not_found())
 }
 
-pub fn error_policy(svc: Arc<corev1::Service>, error: &ReconcileError, ctx: Arc<Context>) -> Action {
+/// What to do after a failed reconcile of the object called `key`: retry soon after a conflict, back off
+/// after anything else, and wait for the next term when the Lease is gone.
+pub(super) fn retry_after(error: &ReconcileError, key: &str, ctx: &Context) -> Action {
+    if matches!(error, ReconcileError::NotLeading { .. }) {
+        tracing::debug!("{error}");
+        return Action::await_change();
+    }
     if error.is_conflict() {
         tracing::debug!("{error}; retrying");
         return Action::requeue(CONFLICT_RETRY);
     }
-    let failures = ctx.record_failure(&service_key(&svc));
+    let failures = ctx.record_failure(key);
     let delay = backoff(failures);
     tracing::warn!("{error}; retry {failures} in {delay:?}");
     Action::requeue(delay)
+}
+
+pub fn error_policy(svc: Arc<corev1::Service>, error: &ReconcileError, ctx: Arc<Context>) -> Action {
+    retry_after(error, &service_key(&svc), &ctx)
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! Gratuitous ARP / unsolicited NA bursts after a takeover, in a spawned task whose first round goes out at
-//! once (takeover-to-first-GARP latency is what clients feel), so the VRRP loop never waits on the spacing. A round only announces addresses the node still holds: a node that
-//! steps down mid-burst (a partition heals, a graceful handover) must not keep pulling traffic to itself.
+//! once (takeover-to-first-GARP latency is what clients feel), so the VRRP loop never waits on the spacing. A
+//! round only announces addresses the node still holds: a node that steps down mid-burst (a partition heals, a
+//! graceful handover) must not keep pulling traffic to itself.
 
 use std::collections::HashSet;
 use std::net::IpAddr;
@@ -8,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use openelb_net::ops::{Interface, NetOps};
+use prometheus_client::metrics::counter::Counter;
 
 /// The (interface index, address) pairs this node currently has configured as VIPs, shared with burst tasks.
 #[derive(Debug, Clone, Default)]
@@ -25,11 +27,22 @@ impl HeldSet {
     pub fn contains(&self, index: u32, ip: IpAddr) -> bool {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).contains(&(index, ip))
     }
+
+    /// Every (interface index, address) held now.
+    pub fn snapshot(&self) -> Vec<(u32, IpAddr)> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).iter().copied().collect()
+    }
 }
 
-/// Sends one announcement per held address in `addresses`; returns how many went out. Errors are logged,
-/// never returned: a lost GARP costs a client a retry, not the node its role.
-pub async fn send_round<N: NetOps>(net: &N, iface: &Interface, addresses: &[IpAddr], held: &HeldSet) -> usize {
+/// Sends one announcement per held address in `addresses`; returns how many went out (also added to `sent`).
+/// Errors are logged, never returned: a lost GARP costs a client a retry, not the node its role.
+pub async fn send_round<N: NetOps>(
+    net: &N,
+    iface: &Interface,
+    addresses: &[IpAddr],
+    held: &HeldSet,
+    sent_counter: &Counter,
+) -> usize {
     let Some(mac) = iface.mac else {
         tracing::error!(interface = %iface.name, "interface has no Ethernet address: cannot announce VIPs");
         return 0;
@@ -37,7 +50,10 @@ pub async fn send_round<N: NetOps>(net: &N, iface: &Interface, addresses: &[IpAd
     let mut sent = 0;
     for ip in addresses.iter().filter(|ip| held.contains(iface.index, **ip)) {
         match net.announce(iface, *ip, mac).await {
-            Ok(()) => sent += 1,
+            Ok(()) => {
+                sent += 1;
+                sent_counter.inc();
+            }
             Err(e) => tracing::warn!(interface = %iface.name, vip = %ip, error = %e, "announcement failed"),
         }
     }
@@ -54,6 +70,7 @@ pub fn spawn_burst<N: NetOps + 'static>(
     count: u32,
     spacing: Duration,
     held: HeldSet,
+    sent_counter: Counter,
 ) {
     if count == 0 {
         return;
@@ -63,7 +80,7 @@ pub fn spawn_burst<N: NetOps + 'static>(
             if round > 0 {
                 tokio::time::sleep(spacing).await;
             }
-            if send_round(net.as_ref(), &iface, &addresses, &held).await == 0 {
+            if send_round(net.as_ref(), &iface, &addresses, &held, &sent_counter).await == 0 {
                 // Nothing held any more (stepped down) or nothing can be sent: the burst is over.
                 return;
             }

@@ -11,6 +11,18 @@ use openelb_core::vrrp::state::{
     DEFAULT_ADVERT_INTERVAL_CS, DEFAULT_GARP_COUNT, DEFAULT_GARP_SPACING, DEFAULT_PREEMPT_DELAY, MAX_ADVERT_INTERVAL_CS,
 };
 
+/// Where the addresses the speaker announces come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AddressSource {
+    /// Allocate from the objects as the controller would (manifests: there is no controller, and every node
+    /// computes the same answer from the same files).
+    #[default]
+    Allocate,
+    /// Only what the controller wrote to each Service's `status.loadBalancer.ingress` (Kubernetes: the
+    /// controller is the single writer of addresses; the speaker never picks one).
+    Ingress,
+}
+
 /// Everything one speaker process needs besides the cluster objects.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SpeakerConfig {
@@ -29,6 +41,7 @@ pub struct SpeakerConfig {
     pub preempt_delay: Duration,
     /// When non-empty, adverts go to these addresses instead of the VRRP multicast group.
     pub unicast_peers: Vec<IpAddr>,
+    pub addresses: AddressSource,
 }
 
 impl SpeakerConfig {
@@ -44,6 +57,7 @@ impl SpeakerConfig {
             preempt: true,
             preempt_delay: DEFAULT_PREEMPT_DELAY,
             unicast_peers: Vec::new(),
+            addresses: AddressSource::Allocate,
         }
     }
 

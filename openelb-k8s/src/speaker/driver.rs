@@ -20,17 +20,24 @@
 //! - **Bursts** of gratuitous ARP / NA run in a spawned task (first round at once) that stops announcing an
 //!   address as soon as the node no longer holds it. The binary uses a multi-threaded runtime so a burst
 //!   never delays an advert.
+//! - **New VIPs start fast.** A group none of whose VIPs was in the previous plan is held by nobody, so on a
+//!   reload its first preference does not wait Master_Down_Interval (3.5 advert intervals) before taking it:
+//!   the driver hands the new instance a priority-0 advert, the RFC's release, and it becomes Master after
+//!   Skew_Time. A Service that just got its address is answered within milliseconds of the snapshot. (The
+//!   first plan after start does not do this: other nodes may hold anything.)
+//! - **Metrics and Events** are side effects that must not slow the loop: per-group counters are cached
+//!   atomics ([`SpeakerMetrics`]); an Event is a non-blocking push onto a bounded queue ([`EventSink`]).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use openelb_core::model::{Cluster, IpFamily};
+use openelb_core::model::{Cluster, IpFamily, ServiceKey};
 use openelb_core::vrrp::agent::{Agent, InstanceKey, NodeAction};
-use openelb_core::vrrp::plan::{GroupId, PlanError};
-use openelb_core::vrrp::state::{Action, ConfigError};
-use openelb_core::vrrp::{Received, Time};
+use openelb_core::vrrp::plan::{GroupId, Plan, PlanError};
+use openelb_core::vrrp::state::{Action, ConfigError, State};
+use openelb_core::vrrp::{Advert, PRIORITY_RELEASE, Received, Time};
 use openelb_net::ops::{AdvertReceiver, Family, IfaceSpec, Interface, NetOps};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -39,6 +46,9 @@ use tokio::time::Instant;
 use super::announce_burst::{self, HeldSet};
 use super::config::SpeakerConfig;
 use super::desired::{self, Desired};
+use super::events::{EventSink, VipChange, VipEvent};
+use super::metrics::{GroupLabels, GroupMetrics, SpeakerMetrics, state_value};
+use crate::serve::Readiness;
 
 /// How often failed VIP additions, missing source addresses and missing receivers are retried.
 pub const MAINTENANCE_PERIOD: Duration = Duration::from_secs(1);
@@ -59,6 +69,25 @@ pub enum Control {
     Reload(Box<Cluster>),
     /// Release everything (priority-0 adverts, VIPs removed) and return.
     Shutdown,
+}
+
+/// Waits for the first [`Control::Reload`], for sources that deliver the cluster later than the speaker starts
+/// (the Kubernetes watches): the first plan is made from a complete snapshot or not at all. `None` when a
+/// shutdown (or the channel's end) comes first.
+pub async fn first_snapshot(control: &mut mpsc::Receiver<Control>) -> Option<Cluster> {
+    match control.recv().await {
+        Some(Control::Reload(cluster)) => Some(*cluster),
+        Some(Control::Shutdown) | None => None,
+    }
+}
+
+/// A VIP this node holds, as its Events described it (kept so that the withdrawal names the same Services even
+/// when the snapshot that caused it no longer lists them).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Announced {
+    nic: String,
+    services: Vec<ServiceKey>,
+    vrid: Option<u8>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -101,6 +130,12 @@ pub struct Speaker<N: NetOps> {
     /// Problems already logged (cleared when they go away), so retries do not flood the log.
     reported: BTreeSet<String>,
     send_failures: BTreeMap<InstanceKey, u64>,
+    metrics: SpeakerMetrics,
+    /// Cached series handles per running instance.
+    groups: HashMap<InstanceKey, GroupMetrics>,
+    events: EventSink,
+    readiness: Option<Readiness>,
+    announced: BTreeMap<IpAddr, Announced>,
 }
 
 impl<N: NetOps + 'static> Speaker<N>
@@ -127,7 +162,30 @@ where
             links_down: BTreeSet::new(),
             reported: BTreeSet::new(),
             send_failures: BTreeMap::new(),
+            metrics: SpeakerMetrics::default(),
+            groups: HashMap::new(),
+            events: EventSink::disabled(),
+            readiness: None,
+            announced: BTreeMap::new(),
         })
+    }
+
+    /// Counts into `metrics` (register them in a registry to expose them).
+    pub fn with_metrics(mut self, metrics: SpeakerMetrics) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// Records `VIPAnnounced` / `VIPWithdrawn` through `events` (disabled by default).
+    pub fn with_events(mut self, events: EventSink) -> Self {
+        self.events = events;
+        self
+    }
+
+    /// Marked ready once the first plan is applied, not ready again once shut down.
+    pub fn with_readiness(mut self, readiness: Readiness) -> Self {
+        self.readiness = Some(readiness);
+        self
     }
 
     pub fn agent(&self) -> &Agent {
@@ -148,6 +206,9 @@ where
     pub async fn run(mut self, cluster: Cluster, mut control: mpsc::Receiver<Control>) -> Result<(), SpeakerError> {
         let initial = desired::desired(&cluster, &self.config, None)?;
         self.apply(initial).await;
+        if let Some(r) = &self.readiness {
+            r.set(true);
+        }
         let Some(mut adverts) = self.advert_rx.take() else { return Ok(()) };
         let mut tick = tokio::time::interval(MAINTENANCE_PERIOD);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -191,7 +252,11 @@ where
         match desired::desired(cluster, &self.config, previous.as_ref()) {
             Ok(d) => {
                 tracing::info!(groups = d.plan.groups.len(), vips = d.targets.len(), "reloaded cluster objects");
+                self.metrics.reloads.inc();
                 self.apply(d).await;
+                if let Some(previous) = previous {
+                    self.fast_start_new_groups(&previous).await;
+                }
             }
             Err(e) => tracing::error!(error = %e, "reload: cannot plan the new objects; keeping the running plan"),
         }
@@ -200,7 +265,9 @@ where
     /// Brings the node in line with `d`: resolve interfaces, apply the plan, set primaries, open receivers,
     /// remove stale addresses.
     async fn apply(&mut self, d: Desired) {
-        for w in &d.warnings {
+        // Frequent reloads (every watched change) must not repeat the same warnings: only new ones are logged.
+        let known: BTreeSet<&String> = self.desired.iter().flat_map(|d| d.warnings.iter()).collect();
+        for w in d.warnings.iter().filter(|w| !known.contains(w)) {
             tracing::warn!("{w}");
         }
         // Re-resolve every spec: an interface may have been recreated since the last plan.
@@ -227,6 +294,102 @@ where
         self.ensure_primaries().await;
         self.ensure_receivers();
         self.cleanup_stale().await;
+        self.sync_held();
+        self.prune_group_metrics();
+    }
+
+    /// See the module notes: new groups whose first preference is this node skip Master_Down_Interval.
+    async fn fast_start_new_groups(&mut self, previous: &Plan) {
+        let planned_before: BTreeSet<IpAddr> = previous.groups.iter().flat_map(|g| g.vips.iter().copied()).collect();
+        let Some(d) = &self.desired else { return };
+        let mut releases = Vec::new();
+        for (g, _) in d.plan.for_node(&self.config.node_name) {
+            if g.id.first != self.config.node_name || g.vips.iter().any(|v| planned_before.contains(v)) {
+                continue;
+            }
+            let key = InstanceKey { interface: g.id.interface.clone(), family: g.id.family, vrid: g.vrid };
+            let Some(instance) = self.agent.instance(&key) else { continue };
+            if instance.state() != State::Backup {
+                continue;
+            }
+            let src = match g.id.family {
+                IpFamily::V4 => IpAddr::from([0, 0, 0, 0]),
+                IpFamily::V6 => IpAddr::from([0u16; 8]),
+            };
+            let advert = Advert {
+                vrid: g.vrid,
+                priority: PRIORITY_RELEASE,
+                max_advert_int: self.config.advert_interval_cs,
+                addresses: instance.addresses().to_vec(),
+            };
+            tracing::info!(
+                vrid = g.vrid, interface = %g.id.interface, vips = ?g.vips,
+                "new VRRP group held by nobody yet, this node first: taking it after Skew_Time"
+            );
+            releases.push((key, Received { src, ttl: openelb_core::vrrp::state::REQUIRED_TTL, advert }));
+        }
+        for (key, rx) in releases {
+            let actions = self.agent.handle_advert(self.now(), &key.interface, rx);
+            self.execute(actions).await;
+        }
+    }
+
+    /// Series handles of an instance, created on first use.
+    fn group_metrics(&mut self, key: &InstanceKey) -> &GroupMetrics {
+        if !self.groups.contains_key(key) {
+            let nic = self.nics.get(&key.interface).map_or(key.interface.as_str(), |n| n.name.as_str());
+            let handles = self.metrics.group(GroupLabels::new(key.vrid, nic, key.family));
+            self.groups.insert(key.clone(), handles);
+        }
+        // Inserted just above when missing.
+        &self.groups[key]
+    }
+
+    /// Forgets the series of instances that no longer run (their state gauge disappears from /metrics).
+    fn prune_group_metrics(&mut self) {
+        let gone: Vec<InstanceKey> = self.groups.keys().filter(|k| self.agent.instance(k).is_none()).cloned().collect();
+        for key in gone {
+            if let Some(g) = self.groups.remove(&key) {
+                self.metrics.forget_group(&g.labels);
+            }
+        }
+    }
+
+    /// Brings the `vips` gauge and the Events in line with the addresses configured now: `VIPAnnounced` for
+    /// each Service of a newly held VIP (or a new sharer of a held one), `VIPWithdrawn` for each one given up.
+    fn sync_held(&mut self) {
+        let held: BTreeMap<IpAddr, u32> = self.held.snapshot().into_iter().map(|(index, ip)| (ip, index)).collect();
+        self.metrics.vips.set(i64::try_from(held.len()).unwrap_or(i64::MAX));
+        let node = self.config.node_name.clone();
+        let gone: Vec<IpAddr> = self.announced.keys().filter(|ip| !held.contains_key(ip)).copied().collect();
+        for ip in gone {
+            if let Some(a) = self.announced.remove(&ip) {
+                for service in a.services {
+                    self.emit(VipChange::Withdrawn, service, &node, ip, &a.nic, a.vrid);
+                }
+            }
+        }
+        for (ip, index) in held {
+            let target = self.desired.as_ref().and_then(|d| d.target(&ip));
+            let Some(services) = target.map(|t| t.services.clone()) else { continue };
+            let vrid = self.desired.as_ref().and_then(|d| d.plan.group_of(&ip)).map(|g| g.vrid);
+            let nic = match self.nics.values().find(|n| n.index == index) {
+                Some(n) => n.name.clone(),
+                None => format!("interface #{index}"),
+            };
+            let before = self.announced.insert(ip, Announced { nic: nic.clone(), services: services.clone(), vrid });
+            let old = before.map(|a| a.services).unwrap_or_default();
+            for s in services.iter().filter(|s| !old.contains(s)) {
+                self.emit(VipChange::Announced, s.clone(), &node, ip, &nic, vrid);
+            }
+            for s in old.into_iter().filter(|s| !services.contains(s)) {
+                self.emit(VipChange::Withdrawn, s, &node, ip, &nic, vrid);
+            }
+        }
+    }
+
+    fn emit(&self, change: VipChange, service: ServiceKey, node: &str, vip: IpAddr, nic: &str, vrid: Option<u8>) {
+        self.events.emit(VipEvent { service, change, node: node.to_string(), vip, interface: nic.to_string(), vrid });
     }
 
     /// Resolves the specs of the current plan that have no NIC yet (failures are logged once and retried by
@@ -336,7 +499,11 @@ where
         let now = self.now();
         let mut actions = Vec::new();
         for spec in specs {
-            actions.extend(self.agent.handle_advert(now, &spec, rx.clone()));
+            let key = InstanceKey { interface: spec, family: IpFamily::of(&rx.src), vrid: rx.advert.vrid };
+            if self.agent.instance(&key).is_some() {
+                self.group_metrics(&key).received.inc();
+            }
+            actions.extend(self.agent.handle_advert(now, &key.interface, rx.clone()));
         }
         self.execute(actions).await;
     }
@@ -410,6 +577,15 @@ where
                     tracing::info!(interface = %spec, nic = %nic.name, vip = %ip, attempts, "VIP added after retrying");
                     self.failed_adds.remove(&(spec.clone(), ip));
                     self.held.insert(nic.index, ip);
+                    let group = self.desired.as_ref().and_then(|d| d.plan.group_of(&ip)).map(|g| InstanceKey {
+                        interface: g.id.interface.clone(),
+                        family: g.id.family,
+                        vrid: g.vrid,
+                    });
+                    let garps = match group {
+                        Some(key) => self.group_metrics(&key).garps.clone(),
+                        None => Default::default(),
+                    };
                     announce_burst::spawn_burst(
                         Arc::clone(&self.net),
                         nic,
@@ -417,7 +593,9 @@ where
                         self.config.garp_count,
                         self.config.garp_spacing,
                         self.held.clone(),
+                        garps,
                     );
+                    self.sync_held();
                 }
                 Err(e) if attempts + 1 >= ADD_ATTEMPTS_BEFORE_GIVING_UP => {
                     tracing::error!(
@@ -455,6 +633,11 @@ where
         for (_, h) in self.receivers.drain() {
             h.abort();
         }
+        self.sync_held();
+        self.prune_group_metrics();
+        if let Some(r) = &self.readiness {
+            r.set(false);
+        }
         tracing::info!("shut down");
     }
 
@@ -482,6 +665,7 @@ where
     }
 
     async fn execute(&mut self, actions: Vec<NodeAction>) {
+        let held_changes = actions.iter().any(|a| matches!(a.action, Action::AddVips(_) | Action::RemoveVips(_)));
         for NodeAction { key, action } in actions {
             let Some(nic) = self.nics.get(&key.interface).cloned() else {
                 tracing::warn!(interface = %key.interface, vrid = key.vrid, ?action, "no resolved interface for action");
@@ -495,6 +679,7 @@ where
                     let peers = self.config.peers_of(src.is_ipv4());
                     match self.net.send_advert(&nic, src, &advert, &peers).await {
                         Ok(()) => {
+                            self.group_metrics(&key).sent.inc();
                             if self.send_failures.remove(&key).is_some() {
                                 tracing::info!(nic = %nic.name, vrid = key.vrid, "sending adverts works again");
                             }
@@ -539,6 +724,7 @@ where
                         spacing_ms = spacing.as_millis() as u64,
                         "{} burst", if key.family == IpFamily::V4 { "gratuitous ARP" } else { "unsolicited NA" }
                     );
+                    let garps = self.group_metrics(&key).garps.clone();
                     announce_burst::spawn_burst(
                         Arc::clone(&self.net),
                         nic,
@@ -546,9 +732,13 @@ where
                         count,
                         spacing,
                         self.held.clone(),
+                        garps,
                     );
                 }
                 Action::StateChanged { from, to, reason } => {
+                    let g = self.group_metrics(&key);
+                    g.state.set(state_value(to));
+                    g.transitions.inc();
                     let group = self.agent.group_id(&key).map(GroupId::to_string).unwrap_or_default();
                     tracing::info!(
                         vrid = key.vrid, interface = %key.interface, nic = %nic.name, family = %key.family,
@@ -562,6 +752,9 @@ where
                 }
                 Action::ArmTimer { .. } | Action::CancelTimer(_) => {}
             }
+        }
+        if held_changes {
+            self.sync_held();
         }
     }
 }

@@ -1,19 +1,28 @@
 //! The VIP-mode speaker: one per node, running the built-in VRRPv3 engine of `openelb_core::vrrp` over a
-//! `openelb_net::ops::NetOps` backend. Today it reads its cluster objects from manifests (the
-//! `openelb-speaker` binary, runnable without Kubernetes); Kubernetes watches will feed the same
-//! [`driver::Control::Reload`] later.
+//! `openelb_net::ops::NetOps` backend. Its cluster objects come from the Kubernetes API ([`source`]) or, offline,
+//! from manifests (the binary's `--manifests`); both feed the same [`driver::Control::Reload`].
 //!
 //! - [`config`]: settings and their command-line parsers.
-//! - [`desired`]: cluster objects → allocation → VIP-mode targets → VRRP plan, and per-node interface
+//! - [`desired`]: cluster objects → addresses → VIP-mode targets → VRRP plan, and per-node interface
 //!   resolution (pure).
 //! - [`driver`]: the event loop that runs the agent and carries out its actions.
 //! - [`announce_burst`]: gratuitous ARP / NA bursts that never block the loop.
+//! - [`snapshot`]: watched objects → the cluster snapshot the speaker plans from (pure).
+//! - [`source`]: the Kubernetes watches, their caches, coalescing and API connectivity.
+//! - [`events`]: `VIPAnnounced` / `VIPWithdrawn` Events, queued without blocking the loop.
+//! - [`metrics`]: the Prometheus series.
 
 pub mod announce_burst;
 pub mod config;
 pub mod desired;
 pub mod driver;
+pub mod events;
+pub mod metrics;
+pub mod snapshot;
+pub mod source;
 
-pub use config::SpeakerConfig;
+pub use config::{AddressSource, SpeakerConfig};
 pub use desired::{Desired, INTERNAL_IP_SPEC, desired};
-pub use driver::{Control, Speaker, SpeakerError};
+pub use driver::{Control, Speaker, SpeakerError, first_snapshot};
+pub use events::{EventSink, ServiceRefs, VipChange, VipEvent};
+pub use metrics::SpeakerMetrics;

@@ -348,3 +348,65 @@ impl Lab {
 pub fn path_str(p: &Path) -> String {
     p.display().to_string()
 }
+
+impl Lab {
+    /// Whether `node`'s eth0 carries `vip` as a /32 (IPv4) with the label openelb gives its VIPs.
+    pub fn has_marked_ip(&self, node: &str, vip: &str) -> bool {
+        let ns = &self.node(node).ns;
+        ip(&["-n", ns, "addr", "show", "dev", "eth0"]).is_ok_and(|s| {
+            s.lines().any(|l| l.contains(&format!("inet {vip}/32")) && l.trim_end().ends_with("eth0:oelb"))
+        })
+    }
+
+    /// Whether `node`'s eth0 carries `vip` at all (marked or not).
+    pub fn has_ip(&self, node: &str, vip: &str) -> bool {
+        let ns = &self.node(node).ns;
+        ip(&["-n", ns, "addr", "show", "dev", "eth0"]).is_ok_and(|s| s.contains(&format!("inet {vip}/")))
+    }
+
+    /// Nodes among `among` with `vip` on eth0.
+    pub fn holders_of(&self, vip: &str, among: &[String]) -> Vec<String> {
+        among.iter().filter(|n| self.has_ip(n, vip)).cloned().collect()
+    }
+
+    /// Polls until exactly `want` hold `vip` among `among`; `extra` is appended to the failure message.
+    pub fn wait_holders_of(
+        &self,
+        vip: &str,
+        among: &[String],
+        want: &[&str],
+        timeout: Duration,
+        extra: &dyn Fn() -> String,
+    ) {
+        let mut want: Vec<String> = want.iter().map(|s| s.to_string()).collect();
+        want.sort();
+        let t0 = Instant::now();
+        loop {
+            let mut h = self.holders_of(vip, among);
+            h.sort();
+            if h == want {
+                return;
+            }
+            if t0.elapsed() > timeout {
+                panic!("{vip}: holders {h:?}, expected {want:?}\n{}", extra());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Polls until the client's ping of `vip` succeeds and its neighbour entry shows `mac`.
+    pub fn wait_client_reaches_vip(&self, vip: &str, mac: &str, timeout: Duration) {
+        let t0 = Instant::now();
+        loop {
+            let ping = in_ns(&self.client, &["ping", "-c", "1", "-W", "1", vip]).is_ok();
+            let neigh = ip(&["-n", &self.client, "neigh", "show", vip, "dev", "eth0"]).unwrap_or_default();
+            if ping && neigh.contains(mac) {
+                return;
+            }
+            if t0.elapsed() > timeout {
+                panic!("client: ping {vip} ok {ping}, neigh {neigh:?}, expected {mac}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}

@@ -5,19 +5,28 @@ use openelb_core::ipam::Change;
 use openelb_core::model::FINALIZER_SERVICE;
 use serde_json::json;
 
-use super::{concerns_us, plan};
+use super::concerns_us;
+use crate::controller::eip_object::EipObject;
 use crate::crd::Eip;
 
 const EIP: &str = include_str!("../../../../examples/vip-mode/vip-eip.yaml");
 const SVC: &str = include_str!("../../../../examples/vip-mode/vip-svc.yaml");
 
-fn seed() -> (corev1::Service, Arc<Eip>) {
+fn plan(
+    svc: &corev1::Service,
+    eips: &[Arc<EipObject>],
+    namespaces: &[Arc<corev1::Namespace>],
+) -> Result<super::Plan, crate::convert::ConvertError> {
+    super::plan(svc, eips, namespaces, &crate::controller::eip_status::now())
+}
+
+fn seed() -> (corev1::Service, Arc<EipObject>) {
     let mut svc: corev1::Service = serde_yaml::from_str(SVC).unwrap();
     svc.metadata.namespace = Some("default".into());
     svc.metadata.resource_version = Some("7".into());
     let mut eip: Eip = serde_yaml::from_str(EIP).unwrap();
     eip.metadata.resource_version = Some("3".into());
-    (svc, Arc::new(eip))
+    (svc, Arc::new(EipObject::from(eip)))
 }
 
 #[test]
@@ -26,7 +35,7 @@ fn new_service_claims_the_first_address_in_the_eip_then_the_service() {
     let p = plan(&svc, &[eip], &[]).unwrap();
     assert!(matches!(p.outcome.change, Change::Assigned { ref pool, .. } if pool == "vip-eip"), "{:?}", p.outcome);
     assert_eq!(p.eips.len(), 1);
-    let status = p.eips[0].status.clone().unwrap();
+    let status = p.eips[0].status.clone().unwrap().pool;
     assert_eq!(status.usage, 1);
     assert_eq!(status.pool_size, 10);
     assert_eq!(status.used.get("192.168.0.91").map(String::as_str), Some("default/vip-svc"));
@@ -65,7 +74,7 @@ fn deleting_service_frees_its_address_and_drops_the_finalizer() {
 
     let p = plan(&svc, &[eip], &[]).unwrap();
     assert!(matches!(p.outcome.change, Change::Released { .. }), "{:?}", p.outcome);
-    let status = p.eips[0].status.clone().unwrap();
+    let status = p.eips[0].status.clone().unwrap().pool;
     assert_eq!(status.usage, 0);
     assert!(status.used.is_empty());
     assert_eq!(p.service_status, Some(json!({"status": {"loadBalancer": {"ingress": null}}})));
@@ -92,4 +101,38 @@ fn service_of_another_load_balancer_is_left_alone() {
 #[test]
 fn seed_service_concerns_us() {
     assert!(concerns_us(&seed().0));
+}
+
+/// The Service path writes the Eip's conditions along with `used`, so the Eip reconcile has nothing to add.
+#[test]
+fn an_eip_written_for_a_service_carries_up_to_date_conditions() {
+    let (svc, eip) = seed();
+    let p = plan(&svc, &[eip], &[]).unwrap();
+    let status = p.eips[0].status.clone().unwrap();
+    let ready = status.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+    assert_eq!((ready.status.as_str(), ready.message.as_str()), ("True", "9 of 10 addresses free"));
+    assert!(status.conditions.iter().any(|c| c.type_ == "Invalid" && c.status == "False"));
+}
+
+/// A Service keeps its address while its Eip drains, and gives it back when it goes itself.
+#[test]
+fn a_holder_keeps_its_address_in_a_deleting_eip() {
+    let (mut svc, eip) = seed();
+    let p = plan(&svc, &[eip], &[]).unwrap();
+    crate::convert::apply_service_patch(&mut svc, &p.outcome.patch.clone().unwrap());
+    let mut deleting = p.eips[0].clone();
+    deleting.metadata.deletion_timestamp =
+        Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Default::default()));
+    let deleting = Arc::new(deleting);
+
+    let kept = plan(&svc, std::slice::from_ref(&deleting), &[]).unwrap();
+    assert!(matches!(kept.outcome.change, Change::Kept { .. }), "{:?}", kept.outcome);
+    assert!(kept.service_status.is_none() && kept.service_meta.is_none());
+    let ready = kept.eips.first().and_then(|e| e.status.as_ref()).map(|s| s.conditions.clone());
+    assert!(ready.is_none(), "keeping writes nothing: {ready:?}");
+
+    svc.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Default::default()));
+    let released = plan(&svc, &[deleting], &[]).unwrap();
+    assert!(matches!(released.outcome.change, Change::Released { .. }), "{:?}", released.outcome);
+    assert!(released.eips[0].status.as_ref().unwrap().pool.used.is_empty());
 }

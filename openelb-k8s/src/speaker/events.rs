@@ -1,0 +1,225 @@
+//! Kubernetes Events on a Service when this node takes or gives up one of its VIPs (`events.k8s.io/v1`).
+//!
+//! The VRRP loop must never wait for the API server: it hands a [`VipEvent`] to an [`EventSink`], which puts
+//! it on a bounded queue without waiting and drops (and counts) it when the queue is full. A separate task,
+//! [`publish_events`], turns queued events into API writes, each bounded by [`PUBLISH_TIMEOUT`], so a slow or
+//! absent API server costs dropped Events, never a late advert.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::Client;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use openelb_core::model::ServiceKey;
+use prometheus_client::metrics::counter::Counter;
+use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TrySendError;
+
+/// Reason of the Event recorded when this node starts answering for a Service's VIP.
+pub const REASON_ANNOUNCED: &str = "VIPAnnounced";
+/// Reason of the Event recorded when this node stops answering for it.
+pub const REASON_WITHDRAWN: &str = "VIPWithdrawn";
+/// Events waiting for the publisher; a takeover of many VIPs at once beyond this drops the rest.
+pub const EVENT_QUEUE: usize = 1024;
+/// Longest an Event write may take before the publisher gives up on it and moves on.
+pub const PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
+/// `reportingController` of the speaker's Events.
+pub const REPORTING_CONTROLLER: &str = "openelb-speaker";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VipChange {
+    Announced,
+    Withdrawn,
+}
+
+/// One VIP of one Service that this node took or gave up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VipEvent {
+    pub service: ServiceKey,
+    pub change: VipChange,
+    pub node: String,
+    pub vip: IpAddr,
+    /// The NIC the VIP is (or was) configured on.
+    pub interface: String,
+    /// The VRRP group's VRID, when the plan still names one.
+    pub vrid: Option<u8>,
+}
+
+impl VipEvent {
+    pub fn reason(&self) -> &'static str {
+        match self.change {
+            VipChange::Announced => REASON_ANNOUNCED,
+            VipChange::Withdrawn => REASON_WITHDRAWN,
+        }
+    }
+
+    fn action(&self) -> &'static str {
+        match self.change {
+            VipChange::Announced => "Announce",
+            VipChange::Withdrawn => "Withdraw",
+        }
+    }
+
+    pub fn note(&self) -> String {
+        let vrid = self.vrid.map(|v| format!(" (VRRP VRID {v})")).unwrap_or_default();
+        match self.change {
+            VipChange::Announced => {
+                format!("node {} announces {} on {}{vrid}", self.node, self.vip, self.interface)
+            }
+            VipChange::Withdrawn => {
+                format!("node {} no longer announces {} on {}{vrid}", self.node, self.vip, self.interface)
+            }
+        }
+    }
+}
+
+/// Where the driver drops its events. Never blocks; a disabled sink (manifest mode) discards everything.
+#[derive(Debug, Clone, Default)]
+pub struct EventSink {
+    tx: Option<mpsc::Sender<VipEvent>>,
+    dropped: Counter,
+    /// Whether a drop was logged already (one warning, then the counter tells).
+    warned: Arc<AtomicBool>,
+}
+
+impl EventSink {
+    pub fn disabled() -> Self {
+        EventSink::default()
+    }
+
+    /// A sink and the receiving end of its queue of `capacity`; drops are counted in `dropped`.
+    pub fn channel(capacity: usize, dropped: Counter) -> (Self, mpsc::Receiver<VipEvent>) {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        (EventSink { tx: Some(tx), dropped, warned: Arc::default() }, rx)
+    }
+
+    pub fn is_enabled(&self) -> bool {
+        self.tx.is_some()
+    }
+
+    /// Queues `event` if there is room; `false` when it was dropped (full, or the publisher is gone).
+    pub fn emit(&self, event: VipEvent) -> bool {
+        let Some(tx) = &self.tx else { return false };
+        match tx.try_send(event) {
+            Ok(()) => true,
+            Err(TrySendError::Full(e) | TrySendError::Closed(e)) => {
+                self.dropped.inc();
+                if !self.warned.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        service = %e.service, reason = e.reason(),
+                        "Event dropped: the queue to the API server is full (counted in \
+                         openelb_speaker_events_dropped_total)"
+                    );
+                }
+                false
+            }
+        }
+    }
+}
+
+/// The object references of the Services the speaker knows, for attaching Events (uid included, so that
+/// `kubectl describe` finds them). Written by the source at every snapshot, read by the publisher.
+#[derive(Debug, Clone, Default)]
+pub struct ServiceRefs(Arc<RwLock<HashMap<ServiceKey, ObjectReference>>>);
+
+impl ServiceRefs {
+    pub fn replace(&self, refs: HashMap<ServiceKey, ObjectReference>) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = refs;
+    }
+
+    pub fn get(&self, key: &ServiceKey) -> Option<ObjectReference> {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).get(key).cloned()
+    }
+}
+
+/// Publishes queued events until the queue closes (every sink dropped). Events of Services the source no
+/// longer knows (deleted) are skipped: there is nothing to attach them to.
+pub async fn publish_events(client: Client, node: String, refs: ServiceRefs, mut rx: mpsc::Receiver<VipEvent>) {
+    let recorder =
+        Recorder::new(client, Reporter { controller: REPORTING_CONTROLLER.to_string(), instance: Some(node) });
+    let mut failures: u64 = 0;
+    while let Some(ev) = rx.recv().await {
+        let Some(reference) = refs.get(&ev.service) else {
+            tracing::debug!(service = %ev.service, reason = ev.reason(), "Service gone; Event not recorded");
+            continue;
+        };
+        let event = Event {
+            type_: EventType::Normal,
+            reason: ev.reason().to_string(),
+            note: Some(ev.note()),
+            action: ev.action().to_string(),
+            secondary: None,
+        };
+        let result = tokio::time::timeout(PUBLISH_TIMEOUT, recorder.publish(&event, &reference)).await;
+        let error = match result {
+            Ok(Ok(())) => {
+                if failures > 0 {
+                    tracing::info!(failed_before = failures, "recording Events works again");
+                }
+                failures = 0;
+                continue;
+            }
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("no answer within {}s", PUBLISH_TIMEOUT.as_secs()),
+        };
+        if failures == 0 {
+            tracing::warn!(service = %ev.service, reason = ev.reason(), %error, "cannot record Event");
+        } else {
+            tracing::debug!(service = %ev.service, reason = ev.reason(), %error, "cannot record Event");
+        }
+        failures += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(change: VipChange) -> VipEvent {
+        VipEvent {
+            service: ServiceKey::new("default", "web"),
+            change,
+            node: "node-a".into(),
+            vip: "192.0.2.91".parse().unwrap(),
+            interface: "eth0".into(),
+            vrid: Some(7),
+        }
+    }
+
+    #[test]
+    fn notes_name_node_address_and_interface() {
+        let a = ev(VipChange::Announced);
+        assert_eq!(a.reason(), "VIPAnnounced");
+        assert_eq!(a.note(), "node node-a announces 192.0.2.91 on eth0 (VRRP VRID 7)");
+        let w = VipEvent { vrid: None, ..ev(VipChange::Withdrawn) };
+        assert_eq!(w.reason(), "VIPWithdrawn");
+        assert_eq!(w.note(), "node node-a no longer announces 192.0.2.91 on eth0");
+    }
+
+    #[test]
+    fn a_full_queue_drops_and_counts_instead_of_waiting() {
+        let dropped = Counter::default();
+        let (sink, mut rx) = EventSink::channel(2, dropped.clone());
+        assert!(sink.emit(ev(VipChange::Announced)));
+        assert!(sink.emit(ev(VipChange::Withdrawn)));
+        assert!(!sink.emit(ev(VipChange::Announced)));
+        assert_eq!(dropped.get(), 1);
+        assert_eq!(rx.try_recv().map(|e| e.change), Ok(VipChange::Announced));
+        assert!(sink.emit(ev(VipChange::Announced)), "room again after the publisher took one");
+        drop(rx);
+        assert!(!sink.emit(ev(VipChange::Announced)), "publisher gone");
+        assert_eq!(dropped.get(), 2);
+    }
+
+    #[test]
+    fn a_disabled_sink_discards_without_counting() {
+        let sink = EventSink::disabled();
+        assert!(!sink.is_enabled());
+        assert!(!sink.emit(ev(VipChange::Announced)));
+        assert_eq!(sink.dropped.get(), 0);
+    }
+}

@@ -1,0 +1,177 @@
+//! The speaker's Prometheus metrics. Per-group series are labelled by VRID, interface and address family; the
+//! driver keeps one [`GroupMetrics`] handle per running instance, so counting an advert is an atomic add on a
+//! cached handle, never a lookup in the family's lock.
+
+use openelb_core::model::IpFamily;
+use openelb_core::vrrp::state::State;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+/// One VRRP instance: the labels of every per-group series.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct GroupLabels {
+    pub vrid: u8,
+    /// The NIC the group runs on (the plan's interface spec while it is not resolved).
+    pub interface: String,
+    /// `IPv4` or `IPv6`.
+    pub family: String,
+}
+
+impl GroupLabels {
+    pub fn new(vrid: u8, interface: &str, family: IpFamily) -> Self {
+        GroupLabels { vrid, interface: interface.to_string(), family: family.to_string() }
+    }
+}
+
+/// The value of `openelb_speaker_vrrp_state`.
+pub fn state_value(state: State) -> i64 {
+    match state {
+        State::Initialize => 0,
+        State::Backup => 1,
+        State::Master => 2,
+    }
+}
+
+/// Every metric of one speaker process. Cloning shares the series (they are reference-counted atomics), so a
+/// default instance that is never registered simply counts into nothing.
+#[derive(Debug, Clone, Default)]
+pub struct SpeakerMetrics {
+    pub vrrp_state: Family<GroupLabels, Gauge>,
+    pub transitions: Family<GroupLabels, Counter>,
+    pub adverts_sent: Family<GroupLabels, Counter>,
+    pub adverts_received: Family<GroupLabels, Counter>,
+    pub garps: Family<GroupLabels, Counter>,
+    /// VIPs configured on this node's interfaces right now.
+    pub vips: Gauge,
+    /// 1 while the Kubernetes API answers, 0 while it does not (registered only with the Kubernetes source).
+    pub api_connected: Gauge,
+    /// Events dropped because the queue to the publisher was full.
+    pub events_dropped: Counter,
+    /// Cluster snapshots that changed the objects the speaker plans from.
+    pub reloads: Counter,
+}
+
+impl SpeakerMetrics {
+    /// Registers everything but `openelb_speaker_api_connected` (see [`SpeakerMetrics::register_api`]).
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "openelb_speaker_vrrp_state",
+            "State of a VRRP group on this node: 0 initialize, 1 backup, 2 master",
+            self.vrrp_state.clone(),
+        );
+        registry.register(
+            "openelb_speaker_vrrp_transitions",
+            "VRRP state changes of a group on this node",
+            self.transitions.clone(),
+        );
+        registry.register(
+            "openelb_speaker_vrrp_adverts_sent",
+            "VRRP advertisements this node sent for a group",
+            self.adverts_sent.clone(),
+        );
+        registry.register(
+            "openelb_speaker_vrrp_adverts_received",
+            "VRRP advertisements from peers handed to a group of this node",
+            self.adverts_received.clone(),
+        );
+        registry.register(
+            "openelb_speaker_garps",
+            "Gratuitous ARPs / unsolicited neighbour advertisements sent for a group's VIPs",
+            self.garps.clone(),
+        );
+        registry.register("openelb_speaker_vips", "VIPs configured on this node's interfaces", self.vips.clone());
+        registry.register(
+            "openelb_speaker_events_dropped",
+            "Kubernetes Events not published because the queue to the publisher was full",
+            self.events_dropped.clone(),
+        );
+        registry.register(
+            "openelb_speaker_reloads",
+            "Changed cluster snapshots the speaker re-planned from",
+            self.reloads.clone(),
+        );
+    }
+
+    /// Registers `openelb_speaker_api_connected`; only meaningful when the speaker reads the Kubernetes API.
+    pub fn register_api(&self, registry: &mut Registry) {
+        registry.register(
+            "openelb_speaker_api_connected",
+            "1 while the Kubernetes API server answers the speaker's watches, 0 while it does not",
+            self.api_connected.clone(),
+        );
+    }
+
+    /// Handles on the series of one group (creates them; call once per instance, not per packet).
+    pub fn group(&self, labels: GroupLabels) -> GroupMetrics {
+        GroupMetrics {
+            state: self.vrrp_state.get_or_create_owned(&labels),
+            transitions: self.transitions.get_or_create_owned(&labels),
+            sent: self.adverts_sent.get_or_create_owned(&labels),
+            received: self.adverts_received.get_or_create_owned(&labels),
+            garps: self.garps.get_or_create_owned(&labels),
+            labels,
+        }
+    }
+
+    /// Drops the state series of a group that no longer runs here (its counters stay: they only grow).
+    pub fn forget_group(&self, labels: &GroupLabels) {
+        self.vrrp_state.remove(labels);
+    }
+}
+
+/// Cached handles on one group's series.
+#[derive(Debug, Clone)]
+pub struct GroupMetrics {
+    pub labels: GroupLabels,
+    pub state: Gauge,
+    pub transitions: Counter,
+    pub sent: Counter,
+    pub received: Counter,
+    pub garps: Counter,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(registry: &Registry) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, registry).unwrap();
+        out
+    }
+
+    #[test]
+    fn group_handles_count_into_the_registered_families() {
+        let m = SpeakerMetrics::default();
+        let mut registry = Registry::default();
+        m.register(&mut registry);
+        m.register_api(&mut registry);
+        let g = m.group(GroupLabels::new(7, "eth0", IpFamily::V4));
+        g.sent.inc();
+        g.sent.inc();
+        g.state.set(state_value(State::Master));
+        m.api_connected.set(1);
+        let t = text(&registry);
+        assert!(
+            t.contains(r#"openelb_speaker_vrrp_adverts_sent_total{vrid="7",interface="eth0",family="IPv4"} 2"#),
+            "{t}"
+        );
+        assert!(t.contains(r#"openelb_speaker_vrrp_state{vrid="7",interface="eth0",family="IPv4"} 2"#), "{t}");
+        assert!(t.contains("openelb_speaker_api_connected 1"), "{t}");
+
+        m.forget_group(&g.labels);
+        let t = text(&registry);
+        assert!(!t.contains("openelb_speaker_vrrp_state{"), "{t}");
+        assert!(t.contains("openelb_speaker_vrrp_adverts_sent_total{"), "counters stay: {t}");
+    }
+
+    #[test]
+    fn state_values_follow_the_documented_encoding() {
+        assert_eq!(state_value(State::Initialize), 0);
+        assert_eq!(state_value(State::Backup), 1);
+        assert_eq!(state_value(State::Master), 2);
+    }
+}
