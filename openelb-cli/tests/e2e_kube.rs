@@ -167,12 +167,11 @@ fn seed_walkthrough_against_a_real_apiserver() {
         .unwrap();
 
         let metrics = kube.controller_metrics().unwrap();
-        assert!(
-            metrics
-                .lines()
-                .any(|l| l.starts_with("openelb_eip_pool_size{") && l.contains("vip-eip") && l.ends_with(" 10")),
-            "{metrics}"
-        );
+        let pool_size = metrics
+            .lines()
+            .find(|l| l.starts_with("openelb_eip_pool_size{") && l.contains("\"vip-eip\""))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok());
+        assert_eq!(pool_size, Some(10.0), "{metrics}");
 
         // Step 4, Cluster: the first preference among the workers answers; both Pods serve.
         let holder = lab.wait_holder(None, SETTLE).unwrap();

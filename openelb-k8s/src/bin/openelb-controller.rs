@@ -9,6 +9,7 @@ use anyhow::Context as _;
 use clap::{Parser, ValueEnum};
 use futures::FutureExt;
 use openelb_k8s::controller::{self, LeaderElection, Options, Telemetry, leader};
+use openelb_k8s::webhook::{self, WebhookArgs};
 use tokio::signal::unix::{SignalKind, signal};
 use tracing_subscriber::EnvFilter;
 
@@ -20,6 +21,12 @@ state: a restart rebuilds every allocation from the Eips and changes none.
 Replicas elect a leader on the Lease `openelb-controller` (coordination.k8s.io/v1); only the leader writes, and a
 standby is ready as soon as its caches are synced. On SIGTERM/SIGINT the leader finishes its running reconciles and
 releases the Lease, so a standby takes over at once. /metrics, /healthz and /readyz are served on --metrics-addr.
+
+Every replica (leader or not) also serves the validating admission webhook for Eips on --webhook-addr (HTTPS):
+Eips with a bad address, protocol, interface or namespace selector, or overlapping another Eip, are refused with
+the field and value named. By default it keeps its own CA and serving certificate in the Secret --webhook-secret
+(created when missing, renewed 30 days before expiry) and writes the CA into the caBundle of the
+ValidatingWebhookConfiguration --webhook-config-name; --webhook-cert-dir serves certificates issued elsewhere.
 Logs go to stderr; RUST_LOG sets the level (default info).";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -51,6 +58,8 @@ struct Args {
     metrics_addr: SocketAddr,
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    #[command(flatten)]
+    webhook: WebhookArgs,
 }
 
 async fn terminated() {
@@ -89,8 +98,19 @@ async fn main_async(args: Args) -> anyhow::Result<()> {
     tracing::info!(addr = %bound, "serving /metrics, /healthz and /readyz");
     let server = tokio::spawn(server);
     let client = controller::client(args.kubeconfig.as_deref()).await?;
+    let webhook = match args.webhook.config_from_env() {
+        Some(config) => {
+            let (addr, run) = webhook::bind(client.clone(), config, stop.clone()).await?;
+            tracing::info!(%addr, "serving the Eip admission webhook");
+            Some(tokio::spawn(run))
+        }
+        None => None,
+    };
     controller::run(client, options, telemetry, stop).await?;
     server.await.context("metrics server task")??;
+    if let Some(webhook) = webhook {
+        webhook.await.context("admission webhook task")??;
+    }
     Ok(())
 }
 
