@@ -287,20 +287,6 @@ fn wait_gone(kc: &str, kind: &str, name: &str) {
     });
 }
 
-/// Whether the installed CRD keeps `status.conditions`; the condition checks below need it.
-fn crd_keeps_conditions(kc: &str) -> bool {
-    let crd = get(kc, "crd", "eips.network.kubesphere.io").unwrap_or(Value::Null);
-    let versions = crd["spec"]["versions"].as_array().cloned().unwrap_or_default();
-    let keeps = versions.iter().filter(|v| v["storage"] == true).any(|v| {
-        let status = &v["schema"]["openAPIV3Schema"]["properties"]["status"];
-        status["x-kubernetes-preserve-unknown-fields"] == true || !status["properties"]["conditions"].is_null()
-    });
-    if !keeps {
-        println!("note: the Eip CRD has no status.conditions; condition checks are skipped");
-    }
-    keeps
-}
-
 fn condition(eip: &Value, type_: &str) -> Option<Value> {
     eip["status"]["conditions"].as_array()?.iter().find(|c| c["type"] == type_).cloned()
 }
@@ -400,11 +386,14 @@ fn eips_get_finalizer_status_conditions_and_metrics() {
     });
     assert_eq!(v6["status"]["firstIP"], "2001:db8:1::", "{}", v6["status"]);
     assert!(v6["status"].get("v4").is_none_or(|v| v == false), "{}", v6["status"]);
-    if crd_keeps_conditions(&kc) {
-        let ready = wait_condition(&kc, "oelb-ready", "Ready", "True", "Available");
-        assert_eq!(ready["message"], "16 of 16 addresses free", "{ready}");
-        wait_condition(&kc, "oelb-ready", "Invalid", "False", "Valid");
-    }
+    let ready = wait_condition(&kc, "oelb-ready", "Ready", "True", "Available");
+    assert_eq!(ready["message"], "16 of 16 addresses free", "{ready}");
+    assert!(ready["lastTransitionTime"].is_string(), "{ready}");
+    wait_condition(&kc, "oelb-ready", "Invalid", "False", "Valid");
+    // The stored object served as v1alpha1 shows the same conditions.
+    let old = get(&kc, "eips.v1alpha1.network.kubesphere.io", "oelb-ready").expect("served as v1alpha1");
+    assert_eq!(old["apiVersion"], "network.kubesphere.io/v1alpha1");
+    assert_eq!(condition(&old, "Ready").map(|c| c["reason"].clone()), Some("Available".into()), "{old}");
     wait_metric(addr, "openelb_eip_pool_size{eip=\"oelb-ready\"}", 16.0);
     wait_metric(addr, "openelb_eip_pool_size{eip=\"oelb-ready-v6\"}", 256.0);
     wait_metric(addr, "openelb_eip_usage{eip=\"oelb-ready\"}", 0.0);
@@ -417,12 +406,16 @@ fn eips_get_finalizer_status_conditions_and_metrics() {
     assert!(assigned.contains("192.0.2.16") && assigned.contains("oelb-ready"), "{assigned}");
     wait_metric(addr, "openelb_eip_usage{eip=\"oelb-ready\"}", 1.0);
     wait_metric(addr, "openelb_allocations_total", allocations + 1.0);
-    if crd_keeps_conditions(&kc) {
-        wait_for("Ready to count the address in use", || {
-            let c = condition(&eip_of(&kc, "oelb-ready").unwrap_or_default(), "Ready").unwrap_or_default();
-            if c["message"] == "15 of 16 addresses free" { Ok(()) } else { Err(c.to_string()) }
-        });
-    }
+    wait_for("Ready to count the address in use", || {
+        let c = condition(&eip_of(&kc, "oelb-ready").unwrap_or_default(), "Ready").unwrap_or_default();
+        if c["message"] == "15 of 16 addresses free" { Ok(()) } else { Err(c.to_string()) }
+    });
+    // What `kubectl get eip` users read.
+    let ready = kubectl(
+        &kc,
+        &["get", "eip", "oelb-ready", "-o", r#"jsonpath={.status.conditions[?(@.type=="Ready")].message}"#],
+    );
+    assert_eq!(ready, "15 of 16 addresses free");
     let (_, body) = http_get(addr, "/metrics");
     assert!(body.contains("openelb_reconcile_duration_seconds_count{kind=\"Service\"}"), "{body}");
     assert!(body.contains("openelb_reconcile_duration_seconds_count{kind=\"Eip\"}"), "{body}");
@@ -467,30 +460,28 @@ fn invalid_eips_are_marked_invalid() {
     };
     assert_eq!(status("oelb-overlap-a")["poolSize"], 16);
     assert_eq!(status("oelb-overlap-b")["poolSize"], 19);
-    // An Event says it even where the CRD keeps no conditions.
+    // An Event says it too, for those who read Events rather than conditions.
     let note = wait_event(&kc, "kube-system", "Eip", "oelb-overlap-a", "InvalidSpec");
     assert!(note.contains("overlaps Eip/oelb-overlap-b"), "{note}");
     let note = wait_event(&kc, "kube-system", "Eip", "oelb-garbage", "InvalidSpec");
     assert!(note.contains("198.51.100.300"), "{note}");
     let garbage = status("oelb-garbage");
     assert!(garbage.get("poolSize").is_none() && garbage.get("firstIP").is_none(), "{garbage}");
-    if crd_keeps_conditions(&kc) {
-        let a = wait_condition(&kc, "oelb-overlap-a", "Invalid", "True", "InvalidSpec");
-        assert!(a["message"].as_str().unwrap_or("").contains("overlaps Eip/oelb-overlap-b"), "{a}");
-        let b = wait_condition(&kc, "oelb-overlap-b", "Invalid", "True", "InvalidSpec");
-        assert!(b["message"].as_str().unwrap_or("").contains("198.51.100.72-198.51.100.79"), "{b}");
-        let garbage = wait_condition(&kc, "oelb-garbage", "Invalid", "True", "InvalidSpec");
-        assert!(garbage["message"].as_str().unwrap_or("").contains("spec.address"), "{garbage}");
-        wait_condition(&kc, "oelb-garbage", "Ready", "False", "InvalidAddress");
-        // Overlapping pools still give out addresses (the one that was there first must keep working).
-        wait_condition(&kc, "oelb-overlap-a", "Ready", "True", "Available");
-    }
-    // The fix clears the condition.
+    let a = wait_condition(&kc, "oelb-overlap-a", "Invalid", "True", "InvalidSpec");
+    assert!(a["message"].as_str().unwrap_or("").contains("overlaps Eip/oelb-overlap-b"), "{a}");
+    let b = wait_condition(&kc, "oelb-overlap-b", "Invalid", "True", "InvalidSpec");
+    assert!(b["message"].as_str().unwrap_or("").contains("198.51.100.72-198.51.100.79"), "{b}");
+    let garbage = wait_condition(&kc, "oelb-garbage", "Invalid", "True", "InvalidSpec");
+    assert!(garbage["message"].as_str().unwrap_or("").contains("spec.address"), "{garbage}");
+    wait_condition(&kc, "oelb-garbage", "Ready", "False", "InvalidAddress");
+    // Overlapping pools still give out addresses (the one that was there first must keep working).
+    wait_condition(&kc, "oelb-overlap-a", "Ready", "True", "Available");
+    let since = a["lastTransitionTime"].clone();
+    // The fix clears the condition, and dates the change.
     apply_stdin(&kc, &eip_manifest("oelb-overlap-b", "198.51.100.80-198.51.100.90"));
-    if crd_keeps_conditions(&kc) {
-        wait_condition(&kc, "oelb-overlap-a", "Invalid", "False", "Valid");
-        wait_condition(&kc, "oelb-overlap-b", "Invalid", "False", "Valid");
-    }
+    let cleared = wait_condition(&kc, "oelb-overlap-a", "Invalid", "False", "Valid");
+    assert!(cleared["lastTransitionTime"].as_str() >= since.as_str(), "{cleared} vs {since}");
+    wait_condition(&kc, "oelb-overlap-b", "Invalid", "False", "Valid");
     controller.stop().unwrap();
 }
 
@@ -514,10 +505,8 @@ fn deleting_an_eip_in_use_waits_for_its_services() {
     kubectl(&kc, &["delete", "eip", "oelb-drain", "--wait=false"]);
     let held = wait_event(&kc, "kube-system", "Eip", "oelb-drain", "DeletionHeld");
     assert!(held.contains("192.0.2.32 (default/oelb-drain-svc)"), "{held}");
-    if crd_keeps_conditions(&kc) {
-        let ready = wait_condition(&kc, "oelb-drain", "Ready", "False", "Deleting");
-        assert!(ready["message"].as_str().unwrap_or("").contains("192.0.2.32"), "{ready}");
-    }
+    let ready = wait_condition(&kc, "oelb-drain", "Ready", "False", "Deleting");
+    assert!(ready["message"].as_str().unwrap_or("").contains("192.0.2.32"), "{ready}");
     let eip = eip_of(&kc, "oelb-drain").expect("the Eip must wait for its Service");
     assert!(eip["metadata"]["deletionTimestamp"].is_string(), "{eip}");
     assert_eq!(eip["status"]["used"]["192.0.2.32"], "default/oelb-drain-svc", "{eip}");
@@ -525,7 +514,7 @@ fn deleting_an_eip_in_use_waits_for_its_services() {
 
     apply_stdin(&kc, &service_manifest("oelb-drain-late", "oelb-drain"));
     let failed = wait_event(&kc, "default", "Service", "oelb-drain-late", "AssignIPFailed");
-    assert!(failed.contains("oelb-drain"), "{failed}");
+    assert_eq!(failed, "pinned to Eip oelb-drain, which is being deleted");
     assert_eq!(ingress_ip(&kc, "oelb-drain-late"), "", "a draining Eip gives out nothing new");
 
     kubectl(&kc, &["delete", "svc", "oelb-drain-svc", "--wait=false"]);

@@ -162,6 +162,8 @@ pub struct DataPlane {
     segment: Segment,
     nodes: BTreeMap<String, SimNode>,
     plan: Plan,
+    /// The speakers have had their first plan (the one at start, even when it has no VRRP group).
+    planned: bool,
     now: Time,
     /// Gratuitous ARP / NA still to send: (time, sequence, node, address).
     bursts: BinaryHeap<Reverse<(Time, u64, String, IpAddr)>>,
@@ -243,6 +245,7 @@ impl DataPlane {
             segment,
             nodes: map,
             plan: Plan::default(),
+            planned: false,
             now: Time::ZERO,
             bursts: BinaryHeap::new(),
             burst_seq: 0,
@@ -294,7 +297,9 @@ impl DataPlane {
     // ---- the cluster's decisions ----
 
     /// Recomputes the VRRP plan from the announcement targets (keeping VRIDs of unchanged groups) and applies
-    /// it to every running speaker. The client starts pinging every allocated VIP of a `vip` pool.
+    /// it to every running speaker. The client starts pinging every allocated VIP of a `vip` pool. The first
+    /// call is every speaker's first plan even when it has no group, as the speaker applies its first snapshot:
+    /// a VIP that appears later is new to them, and its first preference takes it at once (the agent's rule).
     pub fn set_targets(&mut self, targets: &[VipTarget]) -> Result<()> {
         let vrrp: Vec<&VipTarget> = targets.iter().filter(|t| t.protocol == Protocol::Vip).collect();
         let inputs: Vec<VipInput> = vrrp
@@ -308,9 +313,10 @@ impl DataPlane {
         for v in vips {
             self.client.entry(v).or_default();
         }
-        if new == self.plan {
+        if new == self.plan && self.planned {
             return Ok(());
         }
+        self.planned = true;
         self.log_plan_change(&new);
         self.plan = new;
         let names: Vec<String> = self.nodes.keys().cloned().collect();

@@ -86,6 +86,49 @@ fn steady_state_holder_is_the_first_preference_elected_after_its_master_down_int
     assert!(doc["conflicts"].as_array().unwrap().is_empty());
 }
 
+/// A Service created while the speakers run gets a VIP that is new to every node's plan: its first preference
+/// takes it the moment the plan changes instead of after Master_Down_Interval, and nobody else becomes Master.
+/// The seed without its Service, so the speakers' first plan has no VRRP group at all: it still counts as one.
+#[test]
+fn a_service_created_later_is_taken_by_its_first_preference_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["cluster.yaml", "vip-eip.yaml", "vip-openelb.yaml"] {
+        std::fs::copy(root().join("examples/vip-mode").join(f), dir.path().join(f)).unwrap();
+    }
+    // Not beside the manifests: `-f DIR` reads every file in it.
+    let scenario_dir = tempfile::tempdir().unwrap();
+    let file = scenario_dir.path().join("scenario.yaml");
+    std::fs::write(
+        &file,
+        "events:\n\
+         - at: 5s\n  \
+           createService:\n    \
+             apiVersion: v1\n    kind: Service\n    metadata: {name: web, namespace: default, annotations: \
+             {lb.kubesphere.io/v1alpha1: openelb, eip.openelb.kubesphere.io/v1alpha2: vip-eip}}\n    \
+             spec: {selector: {app: vip-openelb}, type: LoadBalancer, ports: [{port: 80, targetPort: 8080}]}\n",
+    )
+    .unwrap();
+    let files = dir.path().to_str().unwrap();
+    let doc = json(&["simulate", "-f", files, "--scenario", file.to_str().unwrap(), "-o", "json"]);
+    let steps = steps(&doc);
+    assert!(steps[0]["vips"].as_array().unwrap().is_empty(), "no Service at start: {}", steps[0]);
+    let created = &steps[1];
+    let vip = &created["vips"][0];
+    let prios = priorities(vip);
+    assert_eq!(vip["holder"], prios[0].0.as_str(), "{vip}");
+    let t = &created["takeovers"][0];
+    assert!(t["from"].is_null(), "{t}");
+    assert_eq!(t["to"], prios[0].0.as_str());
+    assert_eq!(t["master_after_ms"].as_f64().unwrap(), 0.0, "no Master_Down_Interval to wait: {t}");
+    // The client resolves as soon as it pings; well within one advert interval either way.
+    assert!(t["neigh_after_ms"].as_f64().unwrap() <= DELAY_MS, "{t}");
+    let masters = states(created, "MASTER");
+    assert_eq!(masters, vec![(5000.0, prios[0].0.clone())], "only the first preference becomes Master");
+    let backups = states(created, "BACKUP");
+    assert_eq!(backups.len(), prios.len() - 1, "{backups:?}");
+    assert!(doc["conflicts"].as_array().unwrap().is_empty());
+}
+
 #[test]
 fn node_crash_is_taken_over_by_the_next_preference_within_master_down_interval() {
     let doc = scenario("scenario-node-failure.yaml", &[]);

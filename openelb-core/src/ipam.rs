@@ -4,8 +4,10 @@
 //!
 //! Rules, and where they part from upstream (reference §5):
 //! - **Sticky.** A recorded address is kept while [`lifecycle::check_holding`] accepts it: only a change of the
-//!   request (pin, address, protocol), the pool's deletion or a range that no longer contains it moves it. A
-//!   pool that is re-ranked, full, outranked or disabled keeps what it gave out (#322, §5.2 flip-flop).
+//!   request (pin, address, protocol), the pool's removal or a range that no longer contains it moves it. A
+//!   pool that is re-ranked, full, outranked, disabled or being deleted keeps what it gave out (#322, §5.2
+//!   flip-flop); one being deleted drains: it gives out nothing new, not even to a Service asking for an
+//!   address its holders share.
 //! - **Release, then allocate.** When an address must go, it is released first and a new one chosen by
 //!   [`select::select_pool`]; both show in the outcome and in events.
 //! - **Sharing** is implicit as upstream (same requested address), but refused when two sharers use one port
@@ -446,19 +448,21 @@ impl Ipam {
     ) -> Result<String, ReleaseReason> {
         let not_adoptable = |why: String| ReleaseReason::NotAdoptable { ip, why };
         let label = svc.labels.get(LABEL_EIP_POOL);
-        let fits = |e: &PoolEntry| !e.spec.deleting && e.range.is_some_and(|r| r.contains(&ip));
+        // A pool being deleted still counts: the record would have been kept there (it drains, see
+        // `lifecycle::check_holding`), so losing the record must not move the Service either.
+        let fits = |e: &PoolEntry| e.range.is_some_and(|r| r.contains(&ip));
         let labelled = label.and_then(|l| self.pools.get(l)).filter(|e| fits(e));
         let entry = match labelled {
             Some(e) => e,
             None => {
                 let mut containing: Vec<&PoolEntry> = self.pools.values().filter(|e| fits(e)).collect();
-                containing.sort_by(|a, b| (a.spec.priority, &a.spec.name).cmp(&(b.spec.priority, &b.spec.name)));
+                // Overlapping pools are invalid anyway; if they exist, a live one is the better home.
+                containing.sort_by_key(|e| (e.spec.deleting, e.spec.priority, &e.spec.name));
                 match containing.first().copied() {
                     Some(e) => e,
                     None => {
                         return Err(match label.map(|l| (l, self.pools.get(l))) {
                             Some((l, None)) => ReleaseReason::PoolDeleted { pool: l.clone() },
-                            Some((l, Some(e))) if e.spec.deleting => ReleaseReason::PoolDeleted { pool: l.clone() },
                             Some((l, Some(_))) => ReleaseReason::OutsidePool { ip, pool: l.clone() },
                             None => not_adoptable("no Eip contains it".to_string()),
                         });

@@ -8,7 +8,8 @@
 //! - The protocol annotation is honoured as in the seed (v0.5), and an unknown value is an error instead of
 //!   silently meaning `bgp`.
 //! - A held address is kept unless the request itself changed (pin, address, protocol) or its pool went away
-//!   or shrank: a pool that is disabled, full, or outranked keeps what it gave out (upstream #322, §5.2).
+//!   or shrank: a pool that is disabled, full, outranked or being deleted keeps what it gave out (upstream
+//!   #322, §5.2).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -121,7 +122,7 @@ pub enum ReleaseReason {
         pool_protocol: Protocol,
         requested: Protocol,
     },
-    /// The pool is gone or being deleted.
+    /// The pool is gone (one that is only being deleted keeps its holders: see [`check_holding`]).
     PoolDeleted {
         pool: String,
     },
@@ -176,6 +177,11 @@ impl fmt::Display for ReleaseReason {
 ///
 /// A disabled pool keeps the addresses it gave out: `disable` stops new allocations only. Moving live traffic
 /// because an operator closed a pool to newcomers would be the flip-flop of reference §5.2 again.
+///
+/// A pool being deleted (`deleting`: its Eip has a deletionTimestamp) keeps them too: it drains. The Eip's
+/// finalizer holds the object until its last holder lets go, and selection gives out nothing from it meanwhile;
+/// releasing at once would pull live addresses from under Services because someone typed `kubectl delete eip`.
+/// Only a pool that is gone (`pool` is `None`) releases.
 pub fn check_holding(
     req: &Request,
     pool_name: &str,
@@ -183,7 +189,7 @@ pub fn check_holding(
     range: Option<&AddrRange>,
     ip: IpAddr,
 ) -> Result<(), ReleaseReason> {
-    let Some(pool) = pool.filter(|p| !p.deleting) else {
+    let Some(pool) = pool else {
         return Err(ReleaseReason::PoolDeleted { pool: pool_name.to_string() });
     };
     if !range.is_some_and(|r| r.contains(&ip)) {
@@ -344,6 +350,27 @@ mod tests {
         s.labels.clear();
         s.finalizers.push(FINALIZER_SERVICE.into());
         assert!(has_our_marks(&s));
+    }
+
+    #[test]
+    fn a_pool_being_deleted_keeps_its_holders_and_a_gone_one_releases() {
+        let range = AddrRange::parse("192.0.2.1-192.0.2.9").unwrap();
+        let ip: IpAddr = "192.0.2.3".parse().unwrap();
+        let mut pool = Pool { name: "p".into(), address: range.to_string(), ..Default::default() };
+        let req = Request::default();
+        assert_eq!(check_holding(&req, "p", Some(&pool), Some(&range), ip), Ok(()));
+        pool.deleting = true;
+        pool.disable = true;
+        assert_eq!(check_holding(&req, "p", Some(&pool), Some(&range), ip), Ok(()));
+        let gone = check_holding(&req, "p", None, None, ip).unwrap_err();
+        assert_eq!(gone, ReleaseReason::PoolDeleted { pool: "p".into() });
+        assert_eq!(gone.to_string(), "Eip p was deleted");
+        // Draining does not excuse a changed request.
+        let pinned = Request { pool: Some("q".into()), ..Default::default() };
+        assert!(matches!(
+            check_holding(&pinned, "p", Some(&pool), Some(&range), ip),
+            Err(ReleaseReason::PinChanged { .. })
+        ));
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Property tests of the IPAM over random histories: Services created, patched (pin, address, protocol,
-//! policy, port) and deleted, pools added, re-ranked, disabled and removed, controller restarts.
+//! policy, port) and deleted, pools added, re-ranked, disabled, marked for deletion (they drain) and removed,
+//! controller restarts.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -40,6 +41,8 @@ enum Op {
     AddPool(usize, i32),
     Priority(usize, i32),
     Disable(usize, bool),
+    /// The Eip gets a deletionTimestamp: it drains, and stays so until removed.
+    MarkDeleting(usize),
     RemovePool(usize),
     Restart,
     ReconcileAll,
@@ -71,6 +74,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0..POOLS.len(), -2i32..3).prop_map(|(p, prio)| Op::AddPool(p, prio)),
         1 => (0..POOLS.len(), -2i32..3).prop_map(|(p, prio)| Op::Priority(p, prio)),
         1 => (0..POOLS.len(), any::<bool>()).prop_map(|(p, d)| Op::Disable(p, d)),
+        1 => (0..POOLS.len()).prop_map(Op::MarkDeleting),
         1 => (0..POOLS.len()).prop_map(Op::RemovePool),
         1 => Just(Op::Restart),
         1 => Just(Op::ReconcileAll),
@@ -286,6 +290,12 @@ fn step(world: &mut World, op: &Op) -> Result<(), TestCaseError> {
                 world.ipam.upsert_pool(pool.clone());
             }
         }
+        Op::MarkDeleting(p) => {
+            if let Some(pool) = world.pools.get_mut(POOLS[*p].0) {
+                pool.deleting = true;
+                world.ipam.upsert_pool(pool.clone());
+            }
+        }
         Op::RemovePool(p) => {
             let name = POOLS[*p].0;
             if world.pools.remove(name).is_some() {
@@ -313,6 +323,13 @@ fn step(world: &mut World, op: &Op) -> Result<(), TestCaseError> {
             continue;
         }
         prop_assert_eq!(after.get(key), Some(held), "{} moved during {:?}", key, op);
+    }
+    // A pool being deleted gives out nothing: whoever holds an address there held that same one before.
+    for (key, (pool, ip)) in &after {
+        if world.pools.get(pool).is_some_and(|p| p.deleting) {
+            let same = before.get(key) == Some(&(pool.clone(), *ip));
+            prop_assert!(same, "{} got {} from {}, which is being deleted, during {:?}", key, ip, pool, op);
+        }
     }
     check_invariants(world)
 }

@@ -552,16 +552,6 @@ fn release_on_each_reason() {
             "protocol annotation says bgp",
         ),
         (
-            "pool deleting",
-            |_, ipam| {
-                let mut p = seed_pools()[1].clone();
-                p.deleting = true;
-                ipam.upsert_pool(p);
-            },
-            true,
-            "Eip vip-eip was deleted",
-        ),
-        (
             "pool removed",
             |_, ipam| {
                 ipam.remove_pool("vip-eip");
@@ -681,6 +671,83 @@ fn pool_deleted_reallocates_from_another_pool_or_fails() {
     let out = run(&mut ipam, &mut s);
     assert!(failure(&out).starts_with("no Eip matches: bgp-eip is of protocol bgp"));
     assert!(s.ingress.is_empty() && s.labels.is_empty() && s.finalizers.is_empty());
+}
+
+/// An Eip being deleted drains: holders keep their addresses (through restarts too), nobody gets a new one
+/// (any address, a pinned one, or a share of a holder's address), and only its removal releases the holders.
+#[test]
+fn pool_being_deleted_drains_until_it_is_gone() {
+    let mut ipam = Ipam::new(&seed_pools());
+    let mut a = with(svc("default", "a"), ANNOTATION_EIP_POOL, "vip-eip");
+    let mut b = with(svc("default", "b"), ANNOTATION_PROTOCOL, "vip");
+    assert_eq!(holds(&run(&mut ipam, &mut a)), ("vip-eip".into(), ip("192.168.0.91")));
+    assert_eq!(holds(&run(&mut ipam, &mut b)), ("vip-eip".into(), ip("192.168.0.92")));
+    let mut deleting = seed_pools()[1].clone();
+    deleting.deleting = true;
+    ipam.upsert_pool(deleting);
+
+    for s in [&mut a, &mut b] {
+        let out = run(&mut ipam, s);
+        assert!(matches!(out.change, Change::Kept { ref pool, .. } if pool == "vip-eip"), "{out:?}");
+        assert!(out.events.is_empty(), "{out:?}");
+    }
+    let restarted = Ipam::new(&ipam.pools());
+    assert!(restarted.warnings().is_empty(), "{:?}", restarted.warnings());
+    assert_eq!(restarted.allocation(&a.key()), Some(("vip-eip", ip("192.168.0.91"))));
+    ipam = restarted;
+    assert!(matches!(
+        ipam.reconcile_all(&[a.clone(), b.clone()], &[])[..],
+        [Outcome { change: Change::Kept { .. }, .. }, Outcome { change: Change::Kept { .. }, .. }]
+    ));
+
+    let mut pinned = with(svc("default", "pinned"), ANNOTATION_EIP_POOL, "vip-eip");
+    assert_eq!(failure(&run(&mut ipam, &mut pinned)), "pinned to Eip vip-eip, which is being deleted");
+    let mut any_vip = with(svc("default", "any"), ANNOTATION_PROTOCOL, "vip");
+    assert_eq!(
+        failure(&run(&mut ipam, &mut any_vip)),
+        "no Eip matches: bgp-eip is of protocol bgp but the annotation asks for vip, vip-eip is being deleted"
+    );
+    let mut sharer = with(svc("default", "sharer"), ANNOTATION_EIP_IP, "192.168.0.91");
+    sharer.ports[0].port = 8080;
+    assert_eq!(
+        failure(&run(&mut ipam, &mut sharer)),
+        "requested address 192.168.0.91 is in Eip vip-eip, which is being deleted"
+    );
+    let st = ipam.pool_status("vip-eip").unwrap();
+    assert_eq!((st.usage, st.used.len()), (2, 2), "{st:?}");
+
+    // A holder that goes drains the pool; the last one leaving leaves nothing in use.
+    b.deleting = true;
+    assert!(matches!(run(&mut ipam, &mut b).change, Change::Released { .. }));
+    assert_eq!(ipam.pool_status("vip-eip").unwrap().used.len(), 1);
+
+    // Gone (the finalizer forced off): the remaining holder is released and served elsewhere if it can be.
+    assert_eq!(ipam.remove_pool("vip-eip"), vec![key("default", "a")]);
+    let out = run(&mut ipam, &mut a);
+    assert!(failure(&out).contains("pinned to Eip vip-eip, which does not exist"), "{out:?}");
+    assert!(out.events.iter().any(|e| e.message.contains("Eip vip-eip was deleted")), "{out:?}");
+    assert!(a.ingress.is_empty() && a.labels.is_empty());
+}
+
+/// A Service showing an address whose record was lost is re-adopted in a pool being deleted (it would have
+/// kept it had the record survived), but a pool that is gone releases it.
+#[test]
+fn ingress_without_record_in_a_pool_being_deleted_is_kept() {
+    let mut pools = seed_pools();
+    pools[1].deleting = true;
+    let mut ipam = Ipam::new(&pools);
+    let mut s = svc("default", "a");
+    s.ingress = vec!["192.168.0.95".into()];
+    s.labels.insert(LABEL_EIP_POOL.into(), "vip-eip".into());
+    s.finalizers.push(FINALIZER_SERVICE.into());
+    let out = run(&mut ipam, &mut s);
+    assert_eq!(out.change, Change::Assigned { pool: "vip-eip".into(), ip: ip("192.168.0.95"), released: None });
+    assert_eq!(ipam.pool_status("vip-eip").unwrap().used.get("192.168.0.95").map(String::as_str), Some("default/a"));
+
+    let mut gone = Ipam::new(&seed_pools()[..1]);
+    let out = run(&mut gone, &mut s);
+    assert!(out.events.iter().any(|e| e.message.contains("Eip vip-eip was deleted")), "{out:?}");
+    assert_eq!(holds(&out).0, "bgp-eip");
 }
 
 #[test]

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use openelb_core::election::rank;
 use openelb_core::vrrp::agent::{Agent, AgentConfig, NodeAction};
-use openelb_core::vrrp::plan::{Plan, PlanConfig, VipInput, plan};
+use openelb_core::vrrp::plan::{Group, GroupId, Plan, PlanConfig, VipInput, plan};
 use openelb_core::vrrp::state::{Action, State, TimerKind, master_down_interval, skew_time};
 use openelb_core::vrrp::{PRIORITY_RELEASE, Received, Time};
 use proptest::prelude::*;
@@ -56,6 +56,8 @@ struct Lab {
     nics: Vec<BTreeSet<IpAddr>>,
     /// Every change of a VIP's set of live NIC holders, as clients would see it: (time, vip, holders).
     history: Vec<(Time, IpAddr, BTreeSet<usize>)>,
+    /// (time, node, VRID, reason) for every change to Master.
+    masters: Vec<(Time, usize, u8, &'static str)>,
 }
 
 impl Lab {
@@ -75,6 +77,7 @@ impl Lab {
             announces: Vec::new(),
             nics: vec![BTreeSet::new(); NAMES.len()],
             history: Vec::new(),
+            masters: Vec::new(),
         };
         for (i, name) in NAMES.iter().enumerate() {
             lab.nodes.push(Node {
@@ -104,6 +107,9 @@ impl Lab {
                 }
                 Action::RemoveVips(v) => self.set_nic(src, |nic| v.iter().for_each(|a| _ = nic.remove(a))),
                 Action::Announce { addresses, .. } => self.announces.push((self.now, src, addresses.clone())),
+                Action::StateChanged { to: State::Master, reason, .. } => {
+                    self.masters.push((self.now, src, na.key.vrid, reason));
+                }
                 Action::SendAdvert(adv) => {
                     self.adverts.push((self.now, src, adv.priority));
                     for j in 0..self.nodes.len() {
@@ -505,6 +511,232 @@ fn groups_wait_for_a_primary_address() {
     assert_eq!(agent.instances().count(), plan.groups.len());
 }
 
+// ---- new VIPs on a re-plan ----
+
+const UNCLAIMED: &str = "startup as first preference of VIPs new to the plan";
+const NEW_VIP: u8 = 100;
+
+/// The seed's VIPs .91-.99 under Cluster policy (every node a candidate).
+fn base_plan() -> Plan {
+    plan_with_new(None, None)
+}
+
+/// `base_plan` plus `.100` with its first two Cluster preferences as candidates: a candidate set no other VIP
+/// has, so it forms a group of its own.
+fn plan_with_new_vip(previous: &Plan) -> Plan {
+    plan_with_new(Some(ip(NEW_VIP)), Some(previous))
+}
+
+fn plan_with_new(extra: Option<IpAddr>, previous: Option<&Plan>) -> Plan {
+    let mut vips: Vec<VipInput> = (91..NEW_VIP)
+        .map(ip)
+        .map(|vip| VipInput {
+            vip,
+            interface: IFACE.into(),
+            candidates: rank(&vip, &NAMES).iter().map(|s| s.to_string()).collect(),
+        })
+        .collect();
+    if let Some(vip) = extra {
+        let order = rank(&vip, &NAMES);
+        vips.push(VipInput {
+            vip,
+            interface: IFACE.into(),
+            candidates: order[..2].iter().map(|s| s.to_string()).collect(),
+        });
+    }
+    plan(&vips, &PlanConfig::default(), previous).unwrap()
+}
+
+/// The new VIP's group in `plan` with its nodes' lab indexes in preference order.
+fn new_group(plan: &Plan) -> (Group, Vec<usize>) {
+    let g = plan.group_of(&ip(NEW_VIP)).unwrap().clone();
+    assert_eq!(g.vips, vec![ip(NEW_VIP)], "a group of its own");
+    let order = g.priorities.iter().map(|(n, _)| index(n)).collect();
+    (g, order)
+}
+
+/// Transitions of `out` for `vrid`: (from, to, reason).
+fn transitions(out: &[NodeAction], vrid: u8) -> Vec<(State, State, &'static str)> {
+    out.iter()
+        .filter(|na| na.key.vrid == vrid)
+        .filter_map(|na| match na.action {
+            Action::StateChanged { from, to, reason } => Some((from, to, reason)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn replan_adding_a_new_group_starts_it_master_on_the_first_preference_and_backup_elsewhere() {
+    let mut lab = Lab::with_plan(AgentConfig::default(), base_plan());
+    lab.run_until(ms(2000));
+    let new = plan_with_new_vip(&lab.plan);
+    let (g, order) = new_group(&new);
+    lab.plan = new.clone();
+    let replan = lab.now;
+    let mut outs = Vec::new();
+    for i in 0..NAMES.len() {
+        let out = lab.nodes[i].agent.apply_plan(replan, &new);
+        outs.push(transitions(&out, g.vrid));
+        lab.deliver(i, out);
+    }
+    assert_eq!(outs[order[0]], vec![(State::Initialize, State::Master, UNCLAIMED)]);
+    assert_eq!(outs[order[1]], vec![(State::Initialize, State::Backup, "startup")]);
+    let outsider = (0..NAMES.len()).find(|i| !order.contains(i)).unwrap();
+    assert!(outs[outsider].is_empty(), "not a candidate: {:?}", outs[outsider]);
+    // Taken at the instant of the plan, not a Master_Down_Interval later, and kept.
+    assert_eq!(lab.first_takeover_after(replan, &ip(NEW_VIP)), Some((replan, order[0])));
+    lab.run_until(ms(5000));
+    assert_eq!(lab.holders(&ip(NEW_VIP)), vec![order[0]]);
+    assert_eq!(lab.masters.iter().filter(|m| m.2 == g.vrid).count(), 1, "{:?}", lab.masters);
+    // The groups that were there keep their masters.
+    for vip in (91..NEW_VIP).map(ip) {
+        assert_eq!(lab.holders(&vip), vec![index(&lab.plan.group_of(&vip).unwrap().priorities[0].0)], "{vip}");
+    }
+}
+
+#[test]
+fn the_first_plan_starts_every_group_as_backup_even_on_its_first_preference() {
+    let plan = plan_with_new_vip(&base_plan());
+    let (g, order) = new_group(&plan);
+    let mut agent = Agent::new(NAMES[order[0]], AgentConfig::default()).unwrap();
+    agent.set_primary(Time::ZERO, IFACE, ip(2));
+    let out = agent.apply_plan(ms(10), &plan);
+    assert_eq!(transitions(&out, g.vrid), vec![(State::Initialize, State::Backup, "startup")]);
+    assert!(!out.iter().any(|na| matches!(na.action, Action::AddVips(_))), "{out:?}");
+    // The same plan again changes nothing, and the timeout path takes over as before.
+    assert!(agent.apply_plan(ms(20), &plan).iter().all(|na| !matches!(na.action, Action::StateChanged { .. })));
+    let key = agent.instances().find(|(k, _)| k.vrid == g.vrid).map(|(k, _)| k.clone()).unwrap();
+    assert_eq!(agent.instance(&key).unwrap().state(), State::Backup);
+}
+
+#[test]
+fn a_node_that_restarts_into_a_cluster_waits_even_for_a_vip_it_is_first_for() {
+    // The others run the plan with the new VIP already; a restarted first preference joins as Backup.
+    let mut lab = Lab::with_plan(AgentConfig::default(), base_plan());
+    lab.run_until(ms(1000));
+    let new = plan_with_new_vip(&lab.plan);
+    let (g, order) = new_group(&new);
+    lab.crash(order[0]);
+    lab.plan = new.clone();
+    for i in (0..NAMES.len()).filter(|i| *i != order[0]) {
+        let out = lab.nodes[i].agent.apply_plan(lab.now, &new);
+        lab.deliver(i, out);
+    }
+    lab.run_until(ms(2000));
+    assert_eq!(lab.holders(&ip(NEW_VIP)), vec![order[1]], "the second preference took it by timeout");
+    let back = ms(2000);
+    lab.restart(order[0]);
+    assert!(
+        !lab.masters.iter().any(|(t, n, v, _)| *t == back && *n == order[0] && *v == g.vrid),
+        "the restarted node must not claim a VIP it cannot know to be new: {:?}",
+        lab.masters
+    );
+    lab.run_until(ms(10_000));
+    // It takes the VIP back after its preempt delay, by the ordinary rule.
+    let (at, who) = lab.first_takeover_after(back, &ip(NEW_VIP)).unwrap();
+    assert_eq!(who, order[0]);
+    assert!(at >= back + AgentConfig::default().preempt_delay, "{at:?}");
+}
+
+#[test]
+fn a_group_with_a_vip_of_the_previous_plan_is_not_new() {
+    // .91 moves to a group of its own together with .100: the first preference does not know who holds .91.
+    let first_plan = base_plan();
+    let order91 = rank(&ip(91), &NAMES);
+    let mut agent = Agent::new(order91[1], AgentConfig::default()).unwrap();
+    agent.set_primary(Time::ZERO, IFACE, ip(2));
+    agent.apply_plan(Time::ZERO, &first_plan);
+    let candidates: Vec<String> = vec![order91[1].to_string(), order91[0].to_string()];
+    let mut vips: Vec<VipInput> = (92..NEW_VIP)
+        .map(|last| VipInput {
+            vip: ip(last),
+            interface: IFACE.into(),
+            candidates: rank(&ip(last), &NAMES).iter().map(|s| s.to_string()).collect(),
+        })
+        .collect();
+    for vip in [ip(91), ip(NEW_VIP)] {
+        vips.push(VipInput { vip, interface: IFACE.into(), candidates: candidates.clone() });
+    }
+    let next = plan(&vips, &PlanConfig::default(), Some(&first_plan)).unwrap();
+    let g = next.group_of(&ip(NEW_VIP)).unwrap().clone();
+    assert_eq!(g.vips, vec![ip(91), ip(NEW_VIP)]);
+    assert_eq!(g.priorities[0].0, order91[1]);
+    let out = agent.apply_plan(ms(50), &next);
+    assert_eq!(transitions(&out, g.vrid), vec![(State::Initialize, State::Backup, "startup")]);
+}
+
+#[test]
+fn a_primary_set_right_after_the_plan_still_starts_new_vips_as_master_but_not_later() {
+    for (delay, expect) in [(ms(0), State::Master), (ms(299), State::Master), (ms(300), State::Backup)] {
+        let first = base_plan();
+        let next = plan_with_new_vip(&first);
+        let (g, order) = new_group(&next);
+        let mut agent = Agent::new(NAMES[order[0]], AgentConfig::default()).unwrap();
+        agent.apply_plan(ms(0), &first);
+        let applied = ms(1000);
+        assert!(transitions(&agent.apply_plan(applied, &next), g.vrid).is_empty(), "no primary yet");
+        assert!(agent.waiting().contains(&g.id));
+        let out = agent.set_primary(applied + delay, IFACE, ip(2));
+        let t = transitions(&out, g.vrid);
+        assert_eq!(t.len(), 1, "{delay:?}: {t:?}");
+        assert_eq!(t[0].1, expect, "{delay:?}: {t:?}");
+    }
+}
+
+#[test]
+fn a_new_group_on_a_down_interface_waits_for_the_link_and_then_starts_as_backup() {
+    let first = base_plan();
+    let next = plan_with_new_vip(&first);
+    let (g, order) = new_group(&next);
+    let mut agent = Agent::new(NAMES[order[0]], AgentConfig::default()).unwrap();
+    agent.set_primary(Time::ZERO, IFACE, ip(2));
+    agent.apply_plan(Time::ZERO, &first);
+    agent.interface_down(ms(500), IFACE);
+    let out = agent.apply_plan(ms(1000), &next);
+    assert!(transitions(&out, g.vrid).is_empty(), "{out:?}");
+    assert!(agent.held_vips().is_empty());
+    assert!(agent.next_deadline().is_none(), "nothing runs on a down link");
+    let out = agent.interface_up(ms(2000), IFACE);
+    assert_eq!(transitions(&out, g.vrid), vec![(State::Initialize, State::Backup, "interface up")]);
+}
+
+#[test]
+fn two_nodes_that_both_believe_they_are_first_settle_on_the_higher_primary_address() {
+    // Their candidate views differ but the group has one VRID: both start Master at the top priority.
+    let vip = ip(NEW_VIP);
+    let view = |me: &str, other: &str| Plan {
+        groups: vec![Group {
+            id: GroupId {
+                interface: IFACE.into(),
+                family: openelb_core::model::IpFamily::V4,
+                first: me.into(),
+                candidates: vec![NAMES[0].into(), NAMES[1].into()],
+                part: 0,
+            },
+            vrid: 42,
+            vips: vec![vip],
+            priorities: vec![(me.into(), 250), (other.into(), 240)],
+        }],
+    };
+    for applies_first in [0, 1] {
+        let mut lab = Lab::with_plan(AgentConfig::default(), Plan::default());
+        lab.run_until(ms(1000));
+        let plans = [view(NAMES[0], NAMES[1]), view(NAMES[1], NAMES[0])];
+        for i in [applies_first, 1 - applies_first] {
+            let out = lab.nodes[i].agent.apply_plan(lab.now, &plans[i]);
+            assert_eq!(transitions(&out, 42), vec![(State::Initialize, State::Master, UNCLAIMED)], "node {i}");
+            lab.deliver(i, out);
+        }
+        // Node 1 (192.0.2.3) outranks node 0 (192.0.2.2) at equal priority, whoever started first.
+        assert_eq!(lab.holders(&vip), vec![1], "order {applies_first}");
+        lab.run_until(ms(3000));
+        assert_eq!(lab.holders(&vip), vec![1], "order {applies_first}");
+        assert_eq!(lab.nic_holders(&vip), BTreeSet::from([1]));
+        assert_no_gap_and_no_long_overlap(&lab, &vip, ms(1000));
+    }
+}
+
 // ---- property ----
 
 #[derive(Debug, Clone)]
@@ -563,5 +795,52 @@ proptest! {
                 }
             }
         }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// A new VIP reaches the nodes at different moments (each applies the plan when its watches deliver it).
+    /// Whatever the order and the lag: only its first preference starts it as Master, and does so the moment it
+    /// applies the plan; another node becomes Master only by the ordinary timeout; two nodes hold it for no
+    /// longer than one advert interval; in the end the first preference alone holds it.
+    #[test]
+    fn a_new_vip_seen_at_different_moments_ends_on_its_first_preference(
+        lags in prop::collection::vec(0u64..800, 3),
+    ) {
+        let mut lab = Lab::with_plan(AgentConfig::default(), base_plan());
+        lab.run_until(ms(1000));
+        let new = plan_with_new_vip(&lab.plan);
+        let (g, order) = new_group(&new);
+        let replan = lab.now;
+        let mut schedule: Vec<(Time, usize)> = (0..NAMES.len()).map(|i| (replan + ms(lags[i]), i)).collect();
+        schedule.sort();
+        for (at, i) in schedule {
+            lab.run_until(at);
+            let out = lab.nodes[i].agent.apply_plan(at, &new);
+            lab.deliver(i, out);
+        }
+        lab.plan = new.clone();
+        let settled = replan + ms(800) + ms(1000);
+        lab.run_until(settled);
+        let vip = ip(NEW_VIP);
+        prop_assert_eq!(lab.holders(&vip), vec![order[0]]);
+        let first_applied = replan + ms(lags[order[0]]);
+        for (at, node, vrid, reason) in lab.masters.iter().filter(|m| m.2 == g.vrid) {
+            if *reason == UNCLAIMED {
+                prop_assert_eq!(*node, order[0], "only the first preference claims a new VIP");
+                prop_assert_eq!(*at, first_applied);
+            } else {
+                // The second preference by timeout, only while the first had not applied the plan yet.
+                prop_assert_eq!(*node, order[1], "{} {:?} {}", vrid, at, reason);
+                prop_assert_eq!(*reason, "master down interval elapsed without an advert");
+                let applied = replan + ms(lags[order[1]]);
+                prop_assert_eq!(*at, applied + master_down_interval(g.priorities[1].1, 10));
+                prop_assert!(*at <= first_applied);
+            }
+        }
+        prop_assert!(lab.masters.iter().any(|m| m.2 == g.vrid && m.1 == order[0] && m.3 == UNCLAIMED));
+        assert_no_gap_and_no_long_overlap(&lab, &vip, replan);
     }
 }

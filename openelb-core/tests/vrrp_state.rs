@@ -530,6 +530,44 @@ fn start_as_master_takes_the_vips_without_waiting() {
 }
 
 #[test]
+fn start_unclaimed_takes_the_vips_without_waiting_and_says_why() {
+    let mut i = instance(config());
+    assert_eq!(
+        i.handle(ms(5.0), Input::StartUnclaimed),
+        become_master(State::Initialize, ms(5.0), "startup as first preference of VIPs new to the plan", &[], 100)
+    );
+}
+
+#[test]
+fn start_unclaimed_on_a_down_link_waits_and_comes_back_as_backup() {
+    let mut i = instance(config());
+    assert_eq!(i.handle(ms(1.0), Input::InterfaceDown), vec![]);
+    assert_eq!(i.handle(ms(2.0), Input::StartUnclaimed), vec![]);
+    assert_eq!(i.state(), State::Initialize);
+    let down = master_down_interval(100, 10);
+    assert_eq!(
+        i.handle(ms(3.0), Input::InterfaceUp),
+        vec![changed(State::Initialize, State::Backup, "interface up"), arm(TimerKind::MasterDown, ms(3.0) + down)]
+    );
+}
+
+#[test]
+fn two_unclaimed_starts_at_equal_priority_leave_the_higher_primary_address() {
+    // Us at 192.0.2.3 against a peer that also started as Master at our priority.
+    let mut i = instance(config());
+    i.handle(ms(5.0), Input::StartUnclaimed);
+    let lower = i.handle(ms(6.0), rx(2, 100));
+    assert_eq!(lower, vec![Action::SendAdvert(advert(100, 10)), announce()], "we win and say so at once");
+    assert_eq!(i.state(), State::Master);
+    let mut j = instance(config());
+    j.handle(ms(5.0), Input::StartUnclaimed);
+    let higher = j.handle(ms(6.0), rx(4, 100));
+    assert_eq!(higher[0], changed(State::Master, State::Backup, HIGHER));
+    assert!(higher.contains(&Action::RemoveVips(vips())));
+    assert_eq!(j.state(), State::Backup);
+}
+
+#[test]
 fn invalid_configs_are_refused_with_the_value() {
     let e = |cfg: Config| Instance::new(cfg).unwrap_err();
     assert_eq!(e(Config { vrid: 0, ..config() }), ConfigError::Vrid);
@@ -561,6 +599,7 @@ fn arb_input() -> impl Strategy<Value = Input> {
     prop_oneof![
         1 => Just(Input::Start),
         1 => Just(Input::StartAsMaster),
+        1 => Just(Input::StartUnclaimed),
         1 => Just(Input::Shutdown),
         1 => Just(Input::Retire),
         1 => Just(Input::InterfaceDown),

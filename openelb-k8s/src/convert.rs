@@ -311,9 +311,11 @@ pub fn endpoints_from_slice(slice: &discoveryv1::EndpointSlice) -> Result<(Servi
     Ok((key, out))
 }
 
-/// Writes what the controller computed into the Eip's status. `ready` is left as found (dead upstream).
+/// Writes what the allocator computed into the Eip's status. `ready` (dead upstream) and `conditions` (decided
+/// by the controller from more than the pool's numbers) are left as found.
 pub fn apply_pool_status(eip: &mut Eip, status: &PoolStatus) {
     let ready = eip.status.as_ref().is_some_and(|s| s.ready);
+    let conditions = eip.status.as_mut().map(|s| std::mem::take(&mut s.conditions)).unwrap_or_default();
     eip.status = Some(EipStatus {
         occupied: status.occupied,
         usage: status.usage_i64(),
@@ -323,6 +325,7 @@ pub fn apply_pool_status(eip: &mut Eip, status: &PoolStatus) {
         last_ip: status.last_ip.clone(),
         ready,
         v4: status.v4,
+        conditions,
     });
 }
 

@@ -4,10 +4,13 @@
 //! `apiVersion`); v1alpha1 differs in its protocol enum (no `vip`) and has no status subresource. Every
 //! optional field is an `Option` or a skipped-when-empty collection and [`crd`] strips every `default` from
 //! the schema: kube-apiserver 1.20 rejects the `default: ''` schemars emits for defaulted strings.
+//! `status.conditions` (upstream has none) is in both versions' schema: the API server prunes what a schema
+//! does not name, and it serves one stored object as either version.
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{CustomResourceDefinition, JSONSchemaProps};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::CustomResourceExt;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -29,7 +32,7 @@ fn is_zero(n: &i64) -> bool {
 // Upstream declares the sizes as Go `int`; `i64` is what that is on every platform upstream ships, and sizes
 // beyond it saturate (see `PoolStatus::pool_size_i64`). Doc comments here become CRD descriptions.
 /// Written by the controller only.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default, JsonSchema)]
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Default, JsonSchema)]
 pub struct EipStatus {
     #[serde(default, skip_serializing_if = "is_false")]
     pub occupied: bool,
@@ -49,6 +52,10 @@ pub struct EipStatus {
     pub ready: bool,
     #[serde(default, skip_serializing_if = "is_false")]
     pub v4: bool,
+    /// `Ready` (gives out new addresses now) and `Invalid` (the spec breaks a validation rule), each with a
+    /// reason and a message saying why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
 }
 
 pub mod v1alpha2 {
@@ -370,6 +377,58 @@ mod tests {
         };
         assert_eq!(protocols("v1alpha2"), ["bgp", "layer2", "vip"]);
         assert_eq!(protocols("v1alpha1"), ["bgp", "layer2"]);
+    }
+
+    /// Without `status.conditions` in the schema the API server prunes the controller's Ready and Invalid
+    /// conditions on every write. Both versions carry them: the API server serves one stored object as either.
+    #[test]
+    fn both_versions_keep_status_conditions() {
+        let crd = try_crd().unwrap();
+        for v in &crd.spec.versions {
+            let root = v.schema.as_ref().and_then(|s| s.open_api_v3_schema.as_ref()).unwrap();
+            let status = &root.properties.as_ref().unwrap()["status"];
+            let conditions = &status.properties.as_ref().unwrap()["conditions"];
+            assert_eq!(conditions.type_.as_deref(), Some("array"), "version {}", v.name);
+            let Some(
+                k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::JSONSchemaPropsOrArray::Schema(
+                    item,
+                ),
+            ) = conditions.items.as_ref()
+            else {
+                panic!("version {}: conditions has no item schema", v.name)
+            };
+            let fields: Vec<&str> = item.properties.as_ref().unwrap().keys().map(String::as_str).collect();
+            assert_eq!(fields, ["lastTransitionTime", "message", "observedGeneration", "reason", "status", "type"]);
+            assert!(item.required.as_ref().unwrap().contains(&"type".to_string()), "version {}", v.name);
+        }
+    }
+
+    const V1ALPHA2_WITH_CONDITIONS: &str = r#"{
+        "apiVersion": "network.kubesphere.io/v1alpha2", "kind": "Eip",
+        "metadata": {"name": "pool", "resourceVersion": "12"},
+        "spec": {"address": "192.0.2.1-192.0.2.9", "protocol": "layer2", "interface": "eth0"},
+        "status": {"poolSize": 9, "usage": 1, "used": {"192.0.2.1": "ns/a"}, "firstIP": "192.0.2.1",
+                   "lastIP": "192.0.2.9", "v4": true,
+                   "conditions": [{"type": "Ready", "status": "True", "reason": "Available", "message": "8 of 9",
+                                   "lastTransitionTime": "2026-01-02T03:04:05Z", "observedGeneration": 2}]}
+    }"#;
+
+    #[test]
+    fn conditions_survive_serde_and_both_versions() {
+        let original: serde_json::Value = serde_json::from_str(V1ALPHA2_WITH_CONDITIONS).unwrap();
+        let eip: Eip = serde_json::from_value(original.clone()).unwrap();
+        let conditions = &eip.status.as_ref().unwrap().conditions;
+        assert_eq!(conditions.len(), 1);
+        assert_eq!((conditions[0].reason.as_str(), conditions[0].observed_generation), ("Available", Some(2)));
+        assert_eq!(serde_json::to_value(&eip).unwrap(), original, "nothing lost or added on a round trip");
+
+        // Served as v1alpha1 (the API server only rewrites apiVersion), then read back as v1alpha2.
+        let mut as_old = original.clone();
+        as_old["apiVersion"] = "network.kubesphere.io/v1alpha1".into();
+        let old: v1alpha1::Eip = serde_json::from_value(as_old).unwrap();
+        assert_eq!(old.status.as_ref().unwrap().conditions, *conditions);
+        let back: Eip = old.into();
+        assert_eq!(back, eip);
     }
 
     #[test]

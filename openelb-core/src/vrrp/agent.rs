@@ -20,6 +20,32 @@
 //!   only the one node that was Master of a VIP holds it, so only that node starts the new group as Master; if
 //!   a new group merges VIPs from two holders, both start as Master and the lower priority steps down on the
 //!   first advert it hears (sent at once on becoming Master).
+//! - **New VIPs.** On a re-plan (not the first plan after [`Agent::new`]), a group none of whose VIPs was in any
+//!   group of the previous plan is held by nobody as far as this node can tell: a VIP leaves a plan only through
+//!   a Shutdown that removes it (or a crash, which takes the holder off the segment), and a node whose view
+//!   still holds it is settled by the election below. Its first preference starts it as Master
+//!   ([`Input::StartUnclaimed`]), every other node as Backup, so a Service that just got its address is answered
+//!   at once instead of after Master_Down_Interval. The first plan is excluded: a restarted node cannot tell
+//!   new VIPs from ones another node has held all along, and must not take those without its preempt delay.
+//!   A node that is not the first preference never starts a new group as Master. Views differ for a moment
+//!   (each node applies a snapshot when its watches deliver it); one advert settles every ordering:
+//!   - the first preference applies first: the others start Backup and hear its adverts well within their
+//!     Master_Down_Interval;
+//!   - another node applies first: it starts Backup, and follows the first preference's advert, sent on start,
+//!     if that comes within its Master_Down_Interval; if the first preference lags by more, the other node has
+//!     become Master by timeout and steps down on that advert (higher priority wins), so the VIP moves once,
+//!     without the preempt delay, and the two overlap for one delivery;
+//!   - two nodes both believe they are first (their candidate views differ): if their groups share the VRID
+//!     both start Master at the top priority and the higher primary address wins on the first advert
+//!     exchanged; if the VRIDs differ, the two groups run side by side until the views agree, exactly as they
+//!     would after Master_Down_Interval without this rule.
+//! - A new group whose primary address arrives after its plan ([`Agent::set_primary`]) still counts as new
+//!   within three advert intervals of the plan that added its VIPs (the driver sets primaries right after
+//!   applying a plan); after that, peers that started at the same moment may have become Master by timeout, and
+//!   it starts as Backup like any late joiner.
+//! - Interfaces reported down ([`Agent::interface_down`]) stay down for instances created later: a group that
+//!   appears while the link is down waits in Initialize for [`Agent::interface_up`] instead of claiming VIPs
+//!   it cannot announce.
 //! - A replaced Master whose VIPs all stay on this node (through the new Master instances) retires without the
 //!   priority-0 advert ([`Input::Retire`]): a release would let the old group's backups on nodes that have not
 //!   applied the new plan yet take the VIPs after Skew_Time. Otherwise it shuts down with the release.
@@ -31,7 +57,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::time::Duration;
 
-use super::plan::{GroupId, Plan};
+use super::plan::{Group, GroupId, Plan};
 use super::state::{
     Action, Config, ConfigError, DEFAULT_ADVERT_INTERVAL_CS, DEFAULT_GARP_COUNT, DEFAULT_GARP_SPACING,
     DEFAULT_PREEMPT_DELAY, Input, Instance, State, TimerKind,
@@ -94,6 +120,12 @@ pub struct Agent {
     primaries: BTreeMap<(String, IpFamily), IpAddr>,
     instances: BTreeMap<InstanceKey, Slot>,
     plan: Option<Plan>,
+    /// VIPs of `plan` that were in no group of the plan before it (empty after the first plan), and when `plan`
+    /// was applied; see the module notes on new VIPs.
+    fresh: BTreeSet<IpAddr>,
+    fresh_at: Time,
+    /// Interfaces reported down and not up since.
+    down: BTreeSet<String>,
     stopped: bool,
 }
 
@@ -112,6 +144,9 @@ impl Agent {
             primaries: BTreeMap::new(),
             instances: BTreeMap::new(),
             plan: None,
+            fresh: BTreeSet::new(),
+            fresh_at: Time::ZERO,
+            down: BTreeSet::new(),
             stopped: false,
         })
     }
@@ -120,25 +155,61 @@ impl Agent {
         &self.node
     }
 
-    /// Records this node's own address on `interface` (for its family) and re-applies the last plan.
+    /// Records this node's own address on `interface` (for its family) and re-applies the last plan; the VIPs
+    /// that plan added still count as new for a short while (see the module notes).
     pub fn set_primary(&mut self, now: Time, interface: &str, addr: IpAddr) -> Vec<NodeAction> {
         self.primaries.insert((interface.to_string(), IpFamily::of(&addr)), addr);
-        match self.plan.take() {
-            Some(plan) => self.apply_plan(now, &plan),
-            None => Vec::new(),
-        }
+        let Some(plan) = self.plan.take() else { return Vec::new() };
+        let fresh =
+            if now.saturating_sub(self.fresh_at) < self.fresh_window() { self.fresh.clone() } else { BTreeSet::new() };
+        let out = self.apply(now, &plan, &fresh);
+        self.plan = Some(plan);
+        out
     }
 
     /// Brings the instances in line with `plan`: new groups start, changed ones get their new priority and
-    /// addresses, removed ones shut down (a Master sends priority 0 and removes its VIPs).
+    /// addresses, removed ones shut down (a Master sends priority 0 and removes its VIPs). A new group starts
+    /// as Master on this node when this node holds some of its VIPs now, or when it is the group's first
+    /// preference and none of the group's VIPs was in the previous plan (never on the first plan).
     pub fn apply_plan(&mut self, now: Time, plan: &Plan) -> Vec<NodeAction> {
         if self.stopped {
             return Vec::new();
         }
+        let fresh: BTreeSet<IpAddr> = match &self.plan {
+            None => BTreeSet::new(),
+            Some(previous) => {
+                let before: BTreeSet<&IpAddr> = previous.groups.iter().flat_map(|g| &g.vips).collect();
+                plan.groups.iter().flat_map(|g| &g.vips).filter(|v| !before.contains(v)).copied().collect()
+            }
+        };
+        let out = self.apply(now, plan, &fresh);
         self.plan = Some(plan.clone());
+        self.fresh = fresh;
+        self.fresh_at = now;
+        out
+    }
+
+    /// How long after a plan its new VIPs may still be started as Master by a late [`Agent::set_primary`]: the
+    /// least Master_Down_Interval any peer can have (3 advert intervals plus a skew time above zero), so a peer
+    /// that applied the same plan at the same moment cannot have taken them by timeout yet.
+    fn fresh_window(&self) -> Duration {
+        Duration::from_millis(u64::from(self.config.advert_interval) * 10).saturating_mul(3)
+    }
+
+    /// Whether this node starts `group` as the Master of VIPs nobody holds (see the module notes).
+    fn starts_unclaimed(&self, group: &Group, fresh: &BTreeSet<IpAddr>) -> bool {
+        group.priorities.first().is_some_and(|(n, _)| *n == self.node)
+            && !group.vips.is_empty()
+            && group.vips.iter().all(|v| fresh.contains(v))
+    }
+
+    fn apply(&mut self, now: Time, plan: &Plan, fresh: &BTreeSet<IpAddr>) -> Vec<NodeAction> {
+        if self.stopped {
+            return Vec::new();
+        }
         let held_before = self.held_vips();
 
-        let mut desired: BTreeMap<InstanceKey, (GroupId, Config)> = BTreeMap::new();
+        let mut desired: BTreeMap<InstanceKey, (GroupId, Config, bool)> = BTreeMap::new();
         for (group, priority) in plan.for_node(&self.node) {
             let Some(primary) = self.primaries.get(&(group.id.interface.clone(), group.id.family)) else {
                 continue;
@@ -155,7 +226,7 @@ impl Agent {
                 primary: *primary,
                 addresses: group.vips.clone(),
             };
-            desired.insert(key, (group.id.clone(), cfg));
+            desired.insert(key, (group.id.clone(), cfg, self.starts_unclaimed(group, fresh)));
         }
 
         let stale: Vec<InstanceKey> = self
@@ -163,19 +234,20 @@ impl Agent {
             .iter()
             .filter(|(k, slot)| match desired.get(k) {
                 None => true,
-                Some((id, cfg)) => slot.id != *id || slot.instance.config().primary != cfg.primary,
+                Some((id, cfg, _)) => slot.id != *id || slot.instance.config().primary != cfg.primary,
             })
             .map(|(k, _)| k.clone())
             .collect();
         // What this node will hold afterwards, by interface: kept Master instances' new addresses, and those of
-        // new instances that start as Master because this node holds some of their VIPs now.
+        // new instances that start as Master (this node holds some of their VIPs now, or they are unclaimed).
         let mut held_after: BTreeMap<&str, BTreeSet<IpAddr>> = BTreeMap::new();
-        for (key, (_, cfg)) in &desired {
+        for (key, (_, cfg, unclaimed)) in &desired {
             let kept_master =
                 !stale.contains(key) && self.instances.get(key).is_some_and(|s| s.instance.state() == State::Master);
             let new_master = !self.instances.contains_key(key) || stale.contains(key);
             let holds = held_before.get(&key.interface).is_some_and(|h| cfg.addresses.iter().any(|a| h.contains(a)));
-            if kept_master || (new_master && holds) {
+            let link_up = !self.down.contains(&key.interface);
+            if kept_master || (new_master && link_up && (holds || *unclaimed)) {
                 held_after.entry(key.interface.as_str()).or_default().extend(cfg.addresses.iter().copied());
             }
         }
@@ -192,7 +264,7 @@ impl Agent {
                 tag(key, slot.instance.handle(now, input), &mut out);
             }
         }
-        for (key, (id, cfg)) in desired {
+        for (key, (id, cfg, unclaimed)) in desired {
             if let Some(slot) = self.instances.get_mut(&key) {
                 let actions = slot.instance.handle(now, Input::SetPriority(cfg.priority));
                 tag(&key, actions, &mut out);
@@ -202,7 +274,17 @@ impl Agent {
             }
             let holds = held_before.get(&key.interface).is_some_and(|h| cfg.addresses.iter().any(|a| h.contains(a)));
             let Ok(mut instance) = Instance::new(cfg) else { continue };
-            let start = if holds { Input::StartAsMaster } else { Input::Start };
+            if self.down.contains(&key.interface) {
+                // Nothing to undo in Initialize: this only marks the link, so the start below waits for it.
+                tag(&key, instance.handle(now, Input::InterfaceDown), &mut out);
+            }
+            let start = if holds {
+                Input::StartAsMaster
+            } else if unclaimed {
+                Input::StartUnclaimed
+            } else {
+                Input::Start
+            };
             tag(&key, instance.handle(now, start), &mut out);
             self.instances.insert(key, Slot { id, instance });
         }
@@ -227,11 +309,16 @@ impl Agent {
         self.filter_removals(out)
     }
 
+    /// The link of `interface` is down (or unusable): its Masters drop their VIPs without a release, and its
+    /// instances, also those created later, wait in Initialize until [`Agent::interface_up`].
     pub fn interface_down(&mut self, now: Time, interface: &str) -> Vec<NodeAction> {
+        self.down.insert(interface.to_string());
         self.for_interface(now, interface, Input::InterfaceDown)
     }
 
+    /// The link of `interface` is back: its instances start again as Backup.
     pub fn interface_up(&mut self, now: Time, interface: &str) -> Vec<NodeAction> {
+        self.down.remove(interface);
         self.for_interface(now, interface, Input::InterfaceUp)
     }
 

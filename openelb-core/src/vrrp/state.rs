@@ -6,7 +6,11 @@
 //! - **Never the address owner.** VIPs are added on takeover, so the priority is clamped to 1..=254 and a
 //!   start always goes through Backup (RFC §6.4.1), except [`Input::StartAsMaster`], which the agent uses when
 //!   this node already holds the group's VIPs through a group that is being replaced (a re-grouping must not
-//!   cost a Master_Down_Interval of outage). Peers settle any disagreement by the normal election.
+//!   cost a Master_Down_Interval of outage), and [`Input::StartUnclaimed`], which it uses when this node is the
+//!   first preference of a group whose VIPs no node can hold yet (a new Service's address must not wait a
+//!   Master_Down_Interval either). Peers settle any disagreement by the normal election: the higher priority,
+//!   or at equal priority the higher primary address, stays Master, and the other steps down on the first
+//!   advert it hears, which a new Master sends at once.
 //! - **Preempt delay.** RFC 5798 preempts as soon as a lower-priority master's adverts are discarded long enough
 //!   for Master_Down_Timer to fire. We add a delay so that a returning first preference takes its VIPs back once,
 //!   after it has been up for a while, rather than on its first advert: in Backup with `preempt` on, an advert
@@ -109,8 +113,10 @@ impl TimerKind {
 pub enum Input {
     /// RFC Startup event: Initialize → Backup (when the interface is up).
     Start,
-    /// Start directly as Master; see the module notes.
+    /// Start directly as Master, holding the VIPs of a replaced group; see the module notes.
     StartAsMaster,
+    /// Start directly as Master of VIPs nobody holds yet, as their first preference; see the module notes.
+    StartUnclaimed,
     /// RFC Shutdown event: a Master sends priority 0 and removes its VIPs.
     Shutdown,
     /// Shutdown without the priority-0 advert; see the module notes.
@@ -364,6 +370,12 @@ impl Instance {
                 self.enabled = true;
                 if self.state == State::Initialize && self.link_up {
                     self.enter_master(now, "startup holding the VIPs of a replaced group", &mut out);
+                }
+            }
+            Input::StartUnclaimed => {
+                self.enabled = true;
+                if self.state == State::Initialize && self.link_up {
+                    self.enter_master(now, "startup as first preference of VIPs new to the plan", &mut out);
                 }
             }
             Input::Shutdown => {

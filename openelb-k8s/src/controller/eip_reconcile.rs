@@ -8,17 +8,17 @@ use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
-use super::eip_object::EipObject;
 use super::eip_plan::{self, EipPlan};
 use super::eip_status;
 use super::reconcile::{CACHE_RETRY, Context, FIELD_MANAGER, RESYNC, ReconcileError, is_not_found, retry_after};
+use crate::crd::{Eip, EipStatus};
 
 /// Event reason on an Eip whose deletion waits for addresses in use.
 pub const REASON_DELETION_HELD: &str = "DeletionHeld";
-/// Event reason on an Eip whose spec breaks a validation rule (also where the CRD keeps no conditions).
+/// Event reason on an Eip whose spec breaks a validation rule (the `Invalid` condition says the same).
 pub const REASON_INVALID_SPEC: &str = "InvalidSpec";
 
-pub async fn reconcile(eip: Arc<EipObject>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
+pub async fn reconcile(eip: Arc<Eip>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
     let started = Instant::now();
     let result = reconcile_eip(&eip.name_any(), &ctx).await;
     ctx.observe_duration("Eip", started);
@@ -37,7 +37,7 @@ async fn reconcile_eip(name: &str, ctx: &Context) -> Result<Action, ReconcileErr
             // and the retry finds nothing to do).
             return Ok(Action::requeue(CACHE_RETRY));
         };
-        let plan = eip_plan::plan(&current, &all, &eip_status::now(), ctx.conditions_kept())
+        let plan = eip_plan::plan(&current, &all, &eip_status::now())
             .map_err(|source| ReconcileError::Convert { object: object(), source: Box::new(source) })?;
         if !write(ctx, &current, &plan).await? {
             return Ok(Action::await_change());
@@ -56,12 +56,12 @@ async fn reconcile_eip(name: &str, ctx: &Context) -> Result<Action, ReconcileErr
     Ok(Action::requeue(RESYNC))
 }
 
-fn condition_line(status: Option<&super::eip_object::EipObjectStatus>, type_: &str) -> Option<(String, String)> {
+fn condition_line(status: Option<&EipStatus>, type_: &str) -> Option<(String, String)> {
     let c = status?.conditions.iter().find(|c| c.type_ == type_)?;
     Some((c.status.clone(), format!("{}: {}", c.reason, c.message)))
 }
 
-fn log_changes(name: &str, before: &EipObject, plan: &EipPlan) {
+fn log_changes(name: &str, before: &Eip, plan: &EipPlan) {
     if plan.remove_finalizer {
         tracing::info!(eip = %name, "deleted: no address in use any more, finalizer removed");
     }
@@ -83,10 +83,10 @@ fn log_changes(name: &str, before: &EipObject, plan: &EipPlan) {
 
 /// Carries the plan out; each step is guarded by the `resourceVersion` the plan was computed from (or that the
 /// previous step produced). `false` when the Eip turned out to be gone.
-async fn write(ctx: &Context, eip: &EipObject, plan: &EipPlan) -> Result<bool, ReconcileError> {
+async fn write(ctx: &Context, eip: &Eip, plan: &EipPlan) -> Result<bool, ReconcileError> {
     let name = eip.name_any();
     let object = || format!("Eip {name}");
-    let api: Api<EipObject> = Api::all(ctx.client.clone());
+    let api: Api<Eip> = Api::all(ctx.client.clone());
     let pp = PatchParams { field_manager: Some(FIELD_MANAGER.to_string()), ..Default::default() };
     let mut version = eip.metadata.resource_version.clone();
     if plan.add_finalizer {
@@ -127,6 +127,6 @@ async fn write(ctx: &Context, eip: &EipObject, plan: &EipPlan) -> Result<bool, R
     Ok(true)
 }
 
-pub fn error_policy(eip: Arc<EipObject>, error: &ReconcileError, ctx: Arc<Context>) -> Action {
+pub fn error_policy(eip: Arc<Eip>, error: &ReconcileError, ctx: Arc<Context>) -> Action {
     retry_after(error, &format!("Eip {}", eip.name_any()), &ctx)
 }

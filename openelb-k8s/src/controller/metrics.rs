@@ -20,7 +20,7 @@ use kube::ResourceExt;
 use kube::runtime::reflector::Store;
 use openelb_core::addr::AddrRange;
 
-use super::eip_object::EipObject;
+use crate::crd::Eip;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct FailureLabels {
@@ -49,7 +49,7 @@ pub struct Metrics {
 
 impl Metrics {
     /// Registers the controller's metrics in `registry`; the per-Eip gauges read `eips` at each scrape.
-    pub fn register(registry: &mut Registry, eips: Store<EipObject>) -> Self {
+    pub fn register(registry: &mut Registry, eips: Store<Eip>) -> Self {
         let metrics = Metrics {
             allocations: Counter::default(),
             allocation_failures: Family::default(),
@@ -74,7 +74,7 @@ impl Metrics {
 }
 
 /// Per-Eip gauges computed from the cache at scrape time.
-struct EipGauges(Store<EipObject>);
+struct EipGauges(Store<Eip>);
 
 impl std::fmt::Debug for EipGauges {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -89,7 +89,7 @@ impl Collector for EipGauges {
             .state()
             .iter()
             .map(|eip| {
-                let status = eip.pool_status();
+                let status = eip.status.as_ref();
                 // The exact size from the spec; the status field saturates for IPv6 pools.
                 let size = AddrRange::parse(&eip.spec.address)
                     .map(|r| r.size() as f64)
@@ -209,15 +209,15 @@ mod tests {
         assert_eq!(failure_kind("something new"), "other");
     }
 
-    fn eip(name: &str, address: &str, usage: i64) -> EipObject {
-        let mut e = crate::crd::Eip::new(name, crate::crd::EipSpec { address: address.into(), ..Default::default() });
+    fn eip(name: &str, address: &str, usage: i64) -> Eip {
+        let mut e = Eip::new(name, crate::crd::EipSpec { address: address.into(), ..Default::default() });
         e.status = Some(crate::crd::EipStatus { usage, pool_size: i64::MAX, ..Default::default() });
-        EipObject::from(e)
+        e
     }
 
     #[test]
     fn registers_every_metric_under_its_name() {
-        let (store, mut writer) = kube::runtime::reflector::store::<EipObject>();
+        let (store, mut writer) = kube::runtime::reflector::store::<Eip>();
         for e in [eip("v4", "192.0.2.0/24", 3), eip("v6", "2001:db8::/64", 1)] {
             writer.apply_watcher_event(&kube::runtime::watcher::Event::Apply(e));
         }

@@ -17,7 +17,6 @@
 //! Lease is lost nothing more is written. [`events`] and [`metrics`] report what happened.
 
 pub mod conditions;
-pub mod eip_object;
 pub mod eip_plan;
 pub mod eip_reconcile;
 pub mod eip_status;
@@ -37,17 +36,16 @@ use std::time::{Duration, SystemTime};
 use futures::future::{BoxFuture, Shared};
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1 as corev1;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{Controller, WatchStreamExt, controller, watcher};
 use kube::{Api, Client, ResourceExt};
 use prometheus_client::registry::Registry;
 use tokio::sync::oneshot;
 
-pub use eip_object::EipObject;
 pub use leader::{ElectionError, LeaderElection};
 pub use reconcile::{Context, FIELD_MANAGER, ReconcileError};
 
+use crate::crd::Eip;
 use crate::serve::{self, Readiness, ServeError};
 use events::Events;
 use metrics::Metrics;
@@ -110,7 +108,7 @@ pub struct Telemetry {
     registry: Arc<Registry>,
     readiness: Readiness,
     metrics: Metrics,
-    eip_cache: reflector::store::Writer<EipObject>,
+    eip_cache: reflector::store::Writer<Eip>,
 }
 
 impl Default for Telemetry {
@@ -176,45 +174,10 @@ fn services_to_recheck(services: &Store<corev1::Service>, namespace: Option<&str
         .collect()
 }
 
-/// Whether the installed Eip CRD keeps `status.conditions` (its storage version's schema names the field, or
-/// keeps unknown fields). When it cannot be read, conditions are still sent but never a reason to write.
-async fn crd_keeps_conditions(client: &Client) -> bool {
-    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let crd = match api.get(crate::crd::CRD_NAME).await {
-        Ok(crd) => crd,
-        Err(e) => {
-            tracing::warn!(
-                "cannot read CRD {}: {e}; Eip conditions are written only with other changes",
-                crate::crd::CRD_NAME
-            );
-            return false;
-        }
-    };
-    let keeps = crd.spec.versions.iter().filter(|v| v.storage).any(|v| {
-        let status = v
-            .schema
-            .as_ref()
-            .and_then(|s| s.open_api_v3_schema.as_ref())
-            .and_then(|s| s.properties.as_ref())
-            .and_then(|p| p.get("status"));
-        status.is_some_and(|s| {
-            s.x_kubernetes_preserve_unknown_fields == Some(true)
-                || s.properties.as_ref().is_some_and(|p| p.contains_key("conditions"))
-        })
-    });
-    if !keeps {
-        tracing::warn!(
-            "CRD {} has no status.conditions: the API server drops the Eips' Ready and Invalid conditions",
-            crate::crd::CRD_NAME
-        );
-    }
-    keeps
-}
-
 /// What each term takes from the process.
 struct Parts {
     client: Client,
-    eips: Store<EipObject>,
+    eips: Store<Eip>,
     namespaces: Store<corev1::Namespace>,
     metrics: Metrics,
     identity: String,
@@ -225,7 +188,6 @@ const SWEEP_RETRY_MAX: Duration = Duration::from_secs(30);
 
 /// One leadership term: the sweep, then both controllers until `stop`.
 async fn term(parts: &Parts, stop: Stop) {
-    let conditions_kept = crd_keeps_conditions(&parts.client).await;
     let events = Events::new(parts.client.clone(), parts.identity.clone());
     let ctx = Arc::new(Context::new(
         parts.client.clone(),
@@ -233,7 +195,6 @@ async fn term(parts: &Parts, stop: Stop) {
         parts.namespaces.clone(),
         events,
         parts.metrics.clone(),
-        conditions_kept,
     ));
     let sweep = async {
         let mut retry = SWEEP_RETRY_FIRST;
@@ -266,9 +227,7 @@ async fn term(parts: &Parts, stop: Stop) {
     let services = svc_controller.store();
     let for_eips = services.clone();
     let services_done = svc_controller
-        .watches(Api::<EipObject>::all(parts.client.clone()), wc(), move |_: EipObject| {
-            services_to_recheck(&for_eips, None)
-        })
+        .watches(Api::<Eip>::all(parts.client.clone()), wc(), move |_: Eip| services_to_recheck(&for_eips, None))
         .watches(Api::<corev1::Namespace>::all(parts.client.clone()), wc(), move |ns: corev1::Namespace| {
             services_to_recheck(&services, Some(&ns.name_any()))
         })
@@ -284,11 +243,10 @@ async fn term(parts: &Parts, stop: Stop) {
             }
         });
 
-    let eip_controller =
-        Controller::new(Api::<EipObject>::all(parts.client.clone()), wc()).with_config(one_at_a_time());
+    let eip_controller = Controller::new(Api::<Eip>::all(parts.client.clone()), wc()).with_config(one_at_a_time());
     let all_eips = eip_controller.store();
     let eips_done = eip_controller
-        .watches(Api::<EipObject>::all(parts.client.clone()), wc(), move |_: EipObject| {
+        .watches(Api::<Eip>::all(parts.client.clone()), wc(), move |_: Eip| {
             all_eips.state().iter().map(|e| ObjectRef::from_obj(e.as_ref())).collect::<Vec<_>>()
         })
         .graceful_shutdown_on(stop.clone())
@@ -319,7 +277,7 @@ pub async fn run(
 ) -> Result<(), ControllerError> {
     let stop: Stop = shutdown.boxed().shared();
     let Telemetry { readiness, metrics, eip_cache, .. } = telemetry;
-    let (eips, eip_task) = mirror(Api::<EipObject>::all(client.clone()), eip_cache);
+    let (eips, eip_task) = mirror(Api::<Eip>::all(client.clone()), eip_cache);
     let (namespaces, ns_task) = mirror(Api::<corev1::Namespace>::all(client.clone()), Default::default());
     let _tasks = Tasks(vec![eip_task, ns_task]);
     let ready = async {

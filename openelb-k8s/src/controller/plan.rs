@@ -14,9 +14,9 @@ use openelb_core::lifecycle;
 use openelb_core::model::LABEL_EIP_POOL;
 use serde_json::{Value, json};
 
-use super::eip_object::EipObject;
 use super::eip_status;
 use crate::convert::{self, ConvertError};
+use crate::crd::Eip;
 
 /// What to write, in the order the caller must write it: Eips first (they claim or free addresses), then the
 /// Service's status, then its metadata (removing the finalizer last lets a deleted Service go only once
@@ -26,7 +26,7 @@ pub struct Plan {
     pub outcome: Outcome,
     /// Eips whose allocations changed: whole objects (with the `resourceVersion` read) for a status replace,
     /// their conditions brought up to date on the way.
-    pub eips: Vec<EipObject>,
+    pub eips: Vec<Eip>,
     /// Merge patch for the Service's `/status`.
     pub service_status: Option<Value>,
     /// Merge patch for the Service's label and finalizers, guarded by its `resourceVersion`.
@@ -51,7 +51,7 @@ pub fn concerns_us(svc: &corev1::Service) -> bool {
 /// the conditions that change.
 pub fn plan(
     svc: &corev1::Service,
-    eips: &[Arc<EipObject>],
+    eips: &[Arc<Eip>],
     namespaces: &[Arc<corev1::Namespace>],
     now: &Time,
 ) -> Result<Plan, ConvertError> {
@@ -63,9 +63,7 @@ pub fn plan(
         .map(|n| convert::namespace_from_k8s(n))
         .transpose()?;
     let mut ipam = Ipam::new(&pools);
-    let draining: Vec<&str> =
-        eips.iter().filter(|e| e.is_deleting()).filter_map(|e| e.metadata.name.as_deref()).collect();
-    let outcome = eip_status::explain_draining(ipam.reconcile(&service, namespace.as_ref()), &draining);
+    let outcome = ipam.reconcile(&service, namespace.as_ref());
 
     let mut changed_eips = Vec::new();
     // Validation compares every pair of Eips: only worth it when a status is written anyway.
@@ -73,9 +71,9 @@ pub fn plan(
     for eip in eips {
         let Some(name) = eip.metadata.name.as_deref() else { continue };
         let Some(status) = ipam.pool_status(name) else { continue };
-        let mut typed = eip.to_eip();
+        let mut typed = Eip::clone(eip);
         convert::apply_pool_status(&mut typed, &status);
-        if typed.status.as_ref() == eip.pool_status() {
+        if typed.status == eip.status {
             continue;
         }
         let problems = match &problems {
@@ -83,7 +81,7 @@ pub fn plan(
             None => problems.insert(eip_status::problems(eips)?),
         };
         let found = problems.get(name).map_or(&[][..], Vec::as_slice);
-        let mut updated = EipObject::clone(eip);
+        let mut updated = Eip::clone(eip);
         updated.status = Some(eip_status::desired_status(eip, &status, found, now));
         changed_eips.push(updated);
     }

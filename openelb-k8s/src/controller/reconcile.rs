@@ -12,12 +12,12 @@ use kube::runtime::reflector::Store;
 use kube::{Client, Resource, ResourceExt};
 use openelb_core::ipam::{Change, EventType};
 
-use super::eip_object::EipObject;
 use super::eip_status;
 use super::events::{Events, RateLimiter, WARNING_INTERVAL};
 use super::metrics::{FailureLabels, KindLabels, Metrics, failure_kind};
 use super::plan::{self, Plan};
 use crate::convert::{self, ConvertError};
+use crate::crd::Eip;
 
 /// Field manager shown in `managedFields` for what the controller writes.
 pub const FIELD_MANAGER: &str = "openelb-controller";
@@ -70,13 +70,10 @@ impl ReconcileError {
 /// replica may still write, and the per-object failure counts for back-off.
 pub struct Context {
     pub client: Client,
-    pub eips: Store<EipObject>,
+    pub eips: Store<Eip>,
     pub namespaces: Store<corev1::Namespace>,
     pub events: Events,
     pub metrics: Metrics,
-    /// Whether Eip conditions are written (the installed CRD keeps `status.conditions`, and the API server
-    /// has not refused them); otherwise they are left out of writes and comparisons.
-    conditions: AtomicBool,
     /// Open while this replica holds the Lease (or runs without leader election).
     leading: AtomicBool,
     /// Reconciles of Services and of Eips both decide from the whole Eip cache and write Eips: one at a time,
@@ -89,11 +86,10 @@ pub struct Context {
 impl Context {
     pub fn new(
         client: Client,
-        eips: Store<EipObject>,
+        eips: Store<Eip>,
         namespaces: Store<corev1::Namespace>,
         events: Events,
         metrics: Metrics,
-        conditions_kept: bool,
     ) -> Self {
         Context {
             client,
@@ -101,7 +97,6 @@ impl Context {
             namespaces,
             events,
             metrics,
-            conditions: AtomicBool::new(conditions_kept),
             leading: AtomicBool::new(true),
             writer: tokio::sync::Mutex::new(()),
             failures: Mutex::new(HashMap::new()),
@@ -123,38 +118,10 @@ impl Context {
         }
     }
 
-    pub fn conditions_kept(&self) -> bool {
-        self.conditions.load(Ordering::SeqCst)
-    }
-
-    /// Replaces an Eip's status (guarded by the `resourceVersion` `eip` carries). Conditions go along only
-    /// while they are kept; if the API server refuses them (a CRD whose schema does not fit), they are dropped
-    /// for the rest of the term and the write is retried without them: allocation must not depend on them.
-    pub(super) async fn write_eip_status(&self, eip: &EipObject) -> Result<EipObject, kube::Error> {
-        let api: Api<EipObject> = Api::all(self.client.clone());
-        let name = eip.name_any();
-        let without_conditions = || {
-            let mut bare = eip.clone();
-            if let Some(status) = bare.status.as_mut() {
-                status.conditions.clear();
-            }
-            bare
-        };
-        if !self.conditions_kept() {
-            return api.replace_status(&name, &PostParams::default(), &without_conditions()).await;
-        }
-        match api.replace_status(&name, &PostParams::default(), eip).await {
-            Err(kube::Error::Api(status)) if status.code == 422 && status.message.contains("status.conditions") => {
-                tracing::warn!(
-                    eip = %name,
-                    "the API server refuses the Eips' conditions ({}); Eip status is written without them",
-                    status.message
-                );
-                self.conditions.store(false, Ordering::SeqCst);
-                api.replace_status(&name, &PostParams::default(), &without_conditions()).await
-            }
-            other => other,
-        }
+    /// Replaces an Eip's status, conditions included, guarded by the `resourceVersion` `eip` carries.
+    pub(super) async fn write_eip_status(&self, eip: &Eip) -> Result<Eip, kube::Error> {
+        let api: Api<Eip> = Api::all(self.client.clone());
+        api.replace_status(&eip.name_any(), &PostParams::default(), eip).await
     }
 
     pub(super) async fn write_lock(&self) -> tokio::sync::MutexGuard<'_, ()> {

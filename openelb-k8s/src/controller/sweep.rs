@@ -16,10 +16,10 @@ use kube::api::{Api, ListParams};
 use openelb_core::ipam::Ipam;
 use openelb_core::model::ServiceKey;
 
-use super::eip_object::EipObject;
 use super::eip_status;
 use super::reconcile::{Context, ReconcileError};
 use crate::convert::{self, ConvertError};
+use crate::crd::Eip;
 
 /// Services listed per request.
 const PAGE: u32 = 500;
@@ -29,12 +29,12 @@ pub struct Sweep {
     /// What was released: the Service, its Eip and address.
     pub released: Vec<(ServiceKey, String, IpAddr)>,
     /// Eips whose status must be written (with the `resourceVersion` they were read at).
-    pub eips: Vec<EipObject>,
+    pub eips: Vec<Eip>,
 }
 
 /// Decides the sweep (pure). `existing` must list every Service, taken *after* `eips` were read: a Service
 /// recorded in an Eip existed when it was recorded, so it is in a later list unless it was deleted since.
-pub fn plan(eips: &[Arc<EipObject>], existing: &[ServiceKey], now: &Time) -> Result<Sweep, ConvertError> {
+pub fn plan(eips: &[Arc<Eip>], existing: &[ServiceKey], now: &Time) -> Result<Sweep, ConvertError> {
     let before = Ipam::new(&eip_status::pools(eips)?);
     let mut after = before.clone();
     let gone = after.release_absent(existing);
@@ -55,7 +55,7 @@ pub fn plan(eips: &[Arc<EipObject>], existing: &[ServiceKey], now: &Time) -> Res
                 continue;
             }
             let found = problems.get(&name).map_or(&[][..], Vec::as_slice);
-            let mut updated = EipObject::clone(eip);
+            let mut updated = Eip::clone(eip);
             updated.status = Some(eip_status::desired_status(eip, &new, found, now));
             changed.push(updated);
         }
@@ -113,16 +113,16 @@ pub async fn run(ctx: &Context) -> Result<Vec<(ServiceKey, String, IpAddr)>, Rec
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crd::{Eip, EipSpec, EipStatus};
+    use crate::crd::{EipSpec, EipStatus};
 
-    fn eip(name: &str, address: &str, used: &[(&str, &str)]) -> Arc<EipObject> {
+    fn eip(name: &str, address: &str, used: &[(&str, &str)]) -> Arc<Eip> {
         let mut e = Eip::new(name, EipSpec { address: address.into(), ..Default::default() });
         e.status = Some(EipStatus {
             used: used.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect(),
             usage: used.len() as i64,
             ..Default::default()
         });
-        Arc::new(EipObject::from(e))
+        Arc::new(e)
     }
 
     fn now() -> Time {
@@ -140,7 +140,7 @@ mod tests {
         let sweep = plan(&eips, &existing, &now()).unwrap();
         assert_eq!(sweep.released, [(ServiceKey::new("ns", "gone"), "a".to_string(), "192.0.2.2".parse().unwrap())]);
         assert_eq!(sweep.eips.len(), 1, "only Eip a changes");
-        let used = &sweep.eips[0].status.as_ref().unwrap().pool.used;
+        let used = &sweep.eips[0].status.as_ref().unwrap().used;
         assert_eq!(used.get("192.0.2.2").map(String::as_str), Some("ns/shared"));
         assert_eq!(used.len(), 2);
     }

@@ -275,8 +275,13 @@ fn endpoint_slice_ready_unless_false_and_keyed_by_service_label() {
 }
 
 #[test]
-fn apply_pool_status_saturates_and_keeps_ready() {
-    let mut e = eip("", "{address: 2001:db8::/64}", "status: {ready: true}");
+fn apply_pool_status_saturates_and_keeps_ready_and_conditions() {
+    let mut e = eip(
+        "",
+        "{address: 2001:db8::/64}",
+        "status: {ready: true, conditions: [{type: Ready, status: 'True', reason: Available, message: m, \
+         lastTransitionTime: '2026-01-02T03:04:05Z'}]}",
+    );
     let st = PoolStatus {
         pool_size: 1u128 << 64,
         usage: 1,
@@ -291,6 +296,8 @@ fn apply_pool_status_saturates_and_keeps_ready() {
     assert_eq!(s.pool_size, i64::MAX);
     assert_eq!(s.usage, 1);
     assert!(s.ready);
+    assert_eq!(s.conditions.len(), 1);
+    assert_eq!((s.conditions[0].type_.as_str(), s.conditions[0].reason.as_str()), ("Ready", "Available"));
     assert_eq!(s.used, st.used);
     assert_eq!(s.first_ip.as_deref(), Some("2001:db8::"));
     assert_eq!(pool_from_eip(&e).unwrap().used, st.used);

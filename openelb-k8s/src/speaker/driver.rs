@@ -20,11 +20,10 @@
 //! - **Bursts** of gratuitous ARP / NA run in a spawned task (first round at once) that stops announcing an
 //!   address as soon as the node no longer holds it. The binary uses a multi-threaded runtime so a burst
 //!   never delays an advert.
-//! - **New VIPs start fast.** A group none of whose VIPs was in the previous plan is held by nobody, so on a
-//!   reload its first preference does not wait Master_Down_Interval (3.5 advert intervals) before taking it:
-//!   the driver hands the new instance a priority-0 advert, the RFC's release, and it becomes Master after
-//!   Skew_Time. A Service that just got its address is answered within milliseconds of the snapshot. (The
-//!   first plan after start does not do this: other nodes may hold anything.)
+//! - **New VIPs start fast** without anything here: on a reload the agent starts a group whose VIPs are all new
+//!   to the plan as Master on its first preference (see `openelb_core::vrrp::agent`), and the primary address
+//!   of a new interface is set right after the plan, in time to count. The first plan after start does not do
+//!   this: other nodes may hold anything.
 //! - **Metrics and Events** are side effects that must not slow the loop: per-group counters are cached
 //!   atomics ([`SpeakerMetrics`]); an Event is a non-blocking push onto a bounded queue ([`EventSink`]).
 
@@ -35,9 +34,9 @@ use std::time::Duration;
 
 use openelb_core::model::{Cluster, IpFamily, ServiceKey};
 use openelb_core::vrrp::agent::{Agent, InstanceKey, NodeAction};
-use openelb_core::vrrp::plan::{GroupId, Plan, PlanError};
-use openelb_core::vrrp::state::{Action, ConfigError, State};
-use openelb_core::vrrp::{Advert, PRIORITY_RELEASE, Received, Time};
+use openelb_core::vrrp::plan::{GroupId, PlanError};
+use openelb_core::vrrp::state::{Action, ConfigError};
+use openelb_core::vrrp::{Received, Time};
 use openelb_net::ops::{AdvertReceiver, Family, IfaceSpec, Interface, NetOps};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -254,9 +253,6 @@ where
                 tracing::info!(groups = d.plan.groups.len(), vips = d.targets.len(), "reloaded cluster objects");
                 self.metrics.reloads.inc();
                 self.apply(d).await;
-                if let Some(previous) = previous {
-                    self.fast_start_new_groups(&previous).await;
-                }
             }
             Err(e) => tracing::error!(error = %e, "reload: cannot plan the new objects; keeping the running plan"),
         }
@@ -296,42 +292,6 @@ where
         self.cleanup_stale().await;
         self.sync_held();
         self.prune_group_metrics();
-    }
-
-    /// See the module notes: new groups whose first preference is this node skip Master_Down_Interval.
-    async fn fast_start_new_groups(&mut self, previous: &Plan) {
-        let planned_before: BTreeSet<IpAddr> = previous.groups.iter().flat_map(|g| g.vips.iter().copied()).collect();
-        let Some(d) = &self.desired else { return };
-        let mut releases = Vec::new();
-        for (g, _) in d.plan.for_node(&self.config.node_name) {
-            if g.id.first != self.config.node_name || g.vips.iter().any(|v| planned_before.contains(v)) {
-                continue;
-            }
-            let key = InstanceKey { interface: g.id.interface.clone(), family: g.id.family, vrid: g.vrid };
-            let Some(instance) = self.agent.instance(&key) else { continue };
-            if instance.state() != State::Backup {
-                continue;
-            }
-            let src = match g.id.family {
-                IpFamily::V4 => IpAddr::from([0, 0, 0, 0]),
-                IpFamily::V6 => IpAddr::from([0u16; 8]),
-            };
-            let advert = Advert {
-                vrid: g.vrid,
-                priority: PRIORITY_RELEASE,
-                max_advert_int: self.config.advert_interval_cs,
-                addresses: instance.addresses().to_vec(),
-            };
-            tracing::info!(
-                vrid = g.vrid, interface = %g.id.interface, vips = ?g.vips,
-                "new VRRP group held by nobody yet, this node first: taking it after Skew_Time"
-            );
-            releases.push((key, Received { src, ttl: openelb_core::vrrp::state::REQUIRED_TTL, advert }));
-        }
-        for (key, rx) in releases {
-            let actions = self.agent.handle_advert(self.now(), &key.interface, rx);
-            self.execute(actions).await;
-        }
     }
 
     /// Series handles of an instance, created on first use.

@@ -6,7 +6,6 @@ use openelb_core::model::FINALIZER_SERVICE;
 use serde_json::json;
 
 use super::concerns_us;
-use crate::controller::eip_object::EipObject;
 use crate::crd::Eip;
 
 const EIP: &str = include_str!("../../../../examples/vip-mode/vip-eip.yaml");
@@ -14,19 +13,19 @@ const SVC: &str = include_str!("../../../../examples/vip-mode/vip-svc.yaml");
 
 fn plan(
     svc: &corev1::Service,
-    eips: &[Arc<EipObject>],
+    eips: &[Arc<Eip>],
     namespaces: &[Arc<corev1::Namespace>],
 ) -> Result<super::Plan, crate::convert::ConvertError> {
     super::plan(svc, eips, namespaces, &crate::controller::eip_status::now())
 }
 
-fn seed() -> (corev1::Service, Arc<EipObject>) {
+fn seed() -> (corev1::Service, Arc<Eip>) {
     let mut svc: corev1::Service = serde_yaml::from_str(SVC).unwrap();
     svc.metadata.namespace = Some("default".into());
     svc.metadata.resource_version = Some("7".into());
     let mut eip: Eip = serde_yaml::from_str(EIP).unwrap();
     eip.metadata.resource_version = Some("3".into());
-    (svc, Arc::new(EipObject::from(eip)))
+    (svc, Arc::new(eip))
 }
 
 #[test]
@@ -35,7 +34,7 @@ fn new_service_claims_the_first_address_in_the_eip_then_the_service() {
     let p = plan(&svc, &[eip], &[]).unwrap();
     assert!(matches!(p.outcome.change, Change::Assigned { ref pool, .. } if pool == "vip-eip"), "{:?}", p.outcome);
     assert_eq!(p.eips.len(), 1);
-    let status = p.eips[0].status.clone().unwrap().pool;
+    let status = p.eips[0].status.clone().unwrap();
     assert_eq!(status.usage, 1);
     assert_eq!(status.pool_size, 10);
     assert_eq!(status.used.get("192.168.0.91").map(String::as_str), Some("default/vip-svc"));
@@ -74,7 +73,7 @@ fn deleting_service_frees_its_address_and_drops_the_finalizer() {
 
     let p = plan(&svc, &[eip], &[]).unwrap();
     assert!(matches!(p.outcome.change, Change::Released { .. }), "{:?}", p.outcome);
-    let status = p.eips[0].status.clone().unwrap().pool;
+    let status = p.eips[0].status.clone().unwrap();
     assert_eq!(status.usage, 0);
     assert!(status.used.is_empty());
     assert_eq!(p.service_status, Some(json!({"status": {"loadBalancer": {"ingress": null}}})));
@@ -131,8 +130,18 @@ fn a_holder_keeps_its_address_in_a_deleting_eip() {
     let ready = kept.eips.first().and_then(|e| e.status.as_ref()).map(|s| s.conditions.clone());
     assert!(ready.is_none(), "keeping writes nothing: {ready:?}");
 
+    let mut newcomer = svc.clone();
+    newcomer.metadata.name = Some("newcomer".into());
+    newcomer.metadata.finalizers = None;
+    newcomer.metadata.labels = None;
+    newcomer.status = None;
+    let refused = plan(&newcomer, std::slice::from_ref(&deleting), &[]).unwrap();
+    let Change::Failed { reason, .. } = &refused.outcome.change else { panic!("{:?}", refused.outcome) };
+    assert!(reason.contains("vip-eip") && reason.contains("being deleted"), "{reason}");
+    assert!(refused.eips.is_empty(), "a refusal writes no Eip: {:?}", refused.eips);
+
     svc.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Default::default()));
     let released = plan(&svc, &[deleting], &[]).unwrap();
     assert!(matches!(released.outcome.change, Change::Released { .. }), "{:?}", released.outcome);
-    assert!(released.eips[0].status.as_ref().unwrap().pool.used.is_empty());
+    assert!(released.eips[0].status.as_ref().unwrap().used.is_empty());
 }
