@@ -228,7 +228,9 @@ fn seed_walkthrough_against_a_real_apiserver() {
         assert_eq!(ingress(&kube), vip, "the address survives the apiserver restart");
 
         // Deleting the Service withdraws the VIP and releases the address.
-        kube.kubectl(&["delete", "svc", "vip-svc", "--wait=true", "--timeout=60s"]).unwrap();
+        if let Err(e) = kube.kubectl(&["delete", "svc", "vip-svc", "--wait=true", "--timeout=60s"]) {
+            panic!("{e:#}\nend of the controller's log:\n{}", kube.controller_log_tail(60));
+        }
         kube.wait_for("VIP withdrawn from every node", SETTLE, || holders_of(&lab).is_empty().then_some(())).unwrap();
         kube.wait_for("eip usage 0", SETTLE, || {
             let eip = kube.kubectl(&["get", "eip", "vip-eip"]).ok()?;

@@ -143,7 +143,10 @@ impl KubeLab {
                 return Ok(v);
             }
             if Instant::now() >= deadline {
-                bail!("{what}: not seen after {timeout:?} (controller log: {})", self.controller_log().display());
+                bail!(
+                    "{what}: not seen after {timeout:?}; end of the controller's log:\n{}",
+                    self.controller_log_tail(40)
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -212,6 +215,13 @@ impl KubeLab {
 
     pub fn controller_log(&self) -> PathBuf {
         self.dir.join("controller.log")
+    }
+
+    /// The last `lines` lines of the controller's log, for failure messages (the lab's directory goes away).
+    pub fn controller_log_tail(&self, lines: usize) -> String {
+        let text = fs::read_to_string(self.controller_log()).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
     }
 
     /// Starts openelb-controller in the host namespace (leader election on, metrics on [`CONTROLLER_METRICS`]).
