@@ -151,6 +151,30 @@ fn fence_deadline(seen: &Seen, identity: &str, config: &LeaderElection) -> Optio
     expires.checked_sub(config.grace() / 2)
 }
 
+/// When the leader of a term that began at `since` must stop writing, given what it last saw of the Lease, and
+/// whether that sighting confirms the term (a renewal by this replica dated within the term, clock skew
+/// tolerated). Until confirmed, the acquisition itself dates the lease: a renewal from before the term (the Lease
+/// still names us after an API outage or a restart with the same identity) says nothing about it, and fencing on
+/// that stale time would end every term at once, before the manager's first renewal is seen. Once confirmed,
+/// a Lease that stops showing this replica ends the term.
+fn term_deadline(
+    seen: &Seen,
+    config: &LeaderElection,
+    since: SystemTime,
+    confirmed: bool,
+) -> Result<(SystemTime, bool), Lost> {
+    let fresh = seen.renewed.is_some_and(|r| r + config.grace() >= since);
+    match fence_deadline(seen, &config.identity, config) {
+        Some(deadline) if confirmed || fresh => Ok((deadline, true)),
+        _ if !confirmed => Ok((since + config.duration - config.grace() / 2, false)),
+        _ => Err(match &seen.holder {
+            Some(holder) if *holder != config.identity => Lost::TakenBy(holder.clone()),
+            Some(_) => Lost::NotRenewed,
+            None => Lost::Released,
+        }),
+    }
+}
+
 /// Follows the Lease in `namespace`, publishing what it shows (the default when it does not exist).
 fn watch_lease(client: Client, namespace: &str, seen: watch::Sender<Seen>) -> JoinHandle<()> {
     let api: Api<Lease> = Api::namespaced(client, namespace);
@@ -257,20 +281,12 @@ impl Elector {
         let mut renewing = Box::pin(manager.changed());
         loop {
             let now_seen = seen.borrow_and_update().clone();
-            let deadline = match fence_deadline(&now_seen, &self.config.identity, &self.config) {
-                Some(deadline) => {
-                    confirmed = true;
+            let deadline = match term_deadline(&now_seen, &self.config, since, confirmed) {
+                Ok((deadline, now_confirmed)) => {
+                    confirmed = now_confirmed;
                     deadline
                 }
-                // Until the watch has shown our acquisition, the acquisition itself dates the lease.
-                None if !confirmed => since + self.config.duration - self.config.grace() / 2,
-                None => {
-                    return match now_seen.holder {
-                        Some(holder) if holder != self.config.identity => Lost::TakenBy(holder),
-                        Some(_) => Lost::NotRenewed,
-                        None => Lost::Released,
-                    };
-                }
+                Err(lost) => return lost,
             };
             let Ok(left) = deadline.duration_since(SystemTime::now()) else { return Lost::NotRenewed };
             tokio::select! {
@@ -393,5 +409,28 @@ mod tests {
         }
         let id = default_identity();
         assert!(id.ends_with(&format!("-{}", std::process::id())), "{id}");
+    }
+
+    #[test]
+    fn a_renewal_from_before_the_term_does_not_end_it() {
+        let config = LeaderElection::new("ns".into(), "me".into(), Duration::from_secs(15)).unwrap();
+        let since = SystemTime::now();
+        let stale = Seen {
+            holder: Some("me".into()),
+            renewed: Some(since - Duration::from_secs(600)),
+            duration: Some(Duration::from_secs(15)),
+        };
+        let (deadline, confirmed) = term_deadline(&stale, &config, since, false).unwrap();
+        assert!(!confirmed);
+        assert_eq!(deadline, since + Duration::from_secs(15) - config.grace() / 2);
+        let renewed = Seen { renewed: Some(since + Duration::from_secs(1)), ..stale.clone() };
+        let (deadline, confirmed) = term_deadline(&renewed, &config, since, false).unwrap();
+        assert!(confirmed);
+        assert_eq!(deadline, since + Duration::from_secs(16) - config.grace() / 2);
+        // Once confirmed, the Lease showing someone else (or nobody) ends the term.
+        let other = Seen { holder: Some("you".into()), ..renewed.clone() };
+        assert_eq!(term_deadline(&other, &config, since, true), Err(Lost::TakenBy("you".into())));
+        let none = Seen { holder: None, ..renewed };
+        assert_eq!(term_deadline(&none, &config, since, true), Err(Lost::Released));
     }
 }

@@ -337,7 +337,16 @@ async fn elect_and_run(parts: &Parts, election: LeaderElection, stop: Stop) {
         };
         parts.metrics.leader.set(0);
         match lost {
-            Some(why) => tracing::warn!(%lease, holder = ?elector.holder(), "leader lost: {why}; writes stopped"),
+            Some(why) => {
+                tracing::warn!(%lease, holder = ?elector.holder(), "leader lost: {why}; writes stopped");
+                // Whatever ended the term, never compete again in a tight loop.
+                if since.elapsed().unwrap_or_default() < MIN_TERM_GAP {
+                    tokio::select! {
+                        () = tokio::time::sleep(MIN_TERM_GAP) => {}
+                        () = stop.clone() => break,
+                    }
+                }
+            }
             // The term ended because the process stops.
             None => break,
         }
@@ -345,6 +354,9 @@ async fn elect_and_run(parts: &Parts, election: LeaderElection, stop: Stop) {
     // A leader lets a standby take over now rather than when the Lease expires.
     elector.release().await;
 }
+
+/// A term shorter than this is followed by a pause before competing again.
+const MIN_TERM_GAP: Duration = Duration::from_secs(1);
 
 /// A controller on its own thread and runtime, for callers that have none (tests, tools).
 pub struct Background {
