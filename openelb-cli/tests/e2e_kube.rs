@@ -232,9 +232,11 @@ fn seed_walkthrough_against_a_real_apiserver() {
             panic!("{e:#}\nend of the controller's log:\n{}", kube.controller_log_tail(60));
         }
         kube.wait_for("VIP withdrawn from every node", SETTLE, || holders_of(&lab).is_empty().then_some(())).unwrap();
+        // `usage` is omitted at zero (as upstream's `omitempty`), so the column shows <none>.
         kube.wait_for("eip usage 0", SETTLE, || {
             let eip = kube.kubectl(&["get", "eip", "vip-eip"]).ok()?;
-            (column(&eip, "USAGE") == "0").then_some(())
+            let used = kube.jsonpath(&["eip", "vip-eip"], "{.status.used}").ok()?;
+            (matches!(column(&eip, "USAGE").as_str(), "0" | "<none>") && used.trim().is_empty()).then_some(())
         })
         .unwrap();
         assert!(!lab.client_pings(2), "nobody answers for the VIP once the Service is gone");
