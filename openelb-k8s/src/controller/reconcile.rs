@@ -57,12 +57,15 @@ pub enum ReconcileError {
     },
     #[error("{action} {object}: this replica no longer holds the Lease, so it writes nothing more")]
     NotLeading { action: &'static str, object: String },
+    #[error("{object} changed since the cache saw it; deciding again once the cache catches up")]
+    Stale { object: String },
 }
 
 impl ReconcileError {
     /// Someone wrote the object since our cache saw it: not a failure, a retry after the cache catches up.
     pub fn is_conflict(&self) -> bool {
-        matches!(self, ReconcileError::Write { source: kube::Error::Api(status), .. } if status.is_conflict())
+        matches!(self, ReconcileError::Stale { .. })
+            || matches!(self, ReconcileError::Write { source: kube::Error::Api(status), .. } if status.is_conflict())
     }
 }
 
@@ -241,6 +244,9 @@ async fn publish_events(ctx: &Context, svc: &corev1::Service, plan: &Plan) {
 /// Carries the plan out in its order; stops at the first failure so nothing later is written on top of it.
 /// `false` when the Service turned out to be gone.
 async fn write(ctx: &Context, svc: &corev1::Service, plan: &Plan) -> Result<bool, ReconcileError> {
+    if !plan.eips.is_empty() && !service_is_current(ctx, svc).await? {
+        return Ok(false);
+    }
     for eip in &plan.eips {
         let name = eip.name_any();
         let object = || format!("Eip {name}");
@@ -279,6 +285,23 @@ async fn write(ctx: &Context, svc: &corev1::Service, plan: &Plan) -> Result<bool
         }
     }
     Ok(true)
+}
+
+/// Whether the cached `svc` is the Service's current version, read from the API. An Eip write is guarded by the
+/// Eip's `resourceVersion` only, so a decision made from a stale copy of the Service (the cache lags, e.g. while
+/// a watch re-lists after an API server restart) would otherwise put back an address the Service already gave
+/// up: the Eip is current, and the Service writes that follow fail only after the damage. One read per Eip
+/// change; decisions that change no Eip need none.
+async fn service_is_current(ctx: &Context, svc: &corev1::Service) -> Result<bool, ReconcileError> {
+    let ns = convert::namespace_of(&svc.metadata);
+    let name = svc.name_any();
+    let api: Api<corev1::Service> = Api::namespaced(ctx.client.clone(), &ns);
+    match api.get_metadata_opt(&name).await {
+        Ok(Some(current)) if current.metadata.resource_version == svc.metadata.resource_version => Ok(true),
+        Ok(Some(_)) => Err(ReconcileError::Stale { object: format!("Service {ns}/{name}") }),
+        Ok(None) => Ok(false),
+        Err(source) => Err(ReconcileError::Read { action: "read", object: format!("Service {ns}/{name}"), source }),
+    }
 }
 
 /// An object that is gone needs nothing more: its cached copy was stale (typically the last one seen while it
