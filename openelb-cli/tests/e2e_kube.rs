@@ -233,12 +233,15 @@ fn seed_walkthrough_against_a_real_apiserver() {
         }
         kube.wait_for("VIP withdrawn from every node", SETTLE, || holders_of(&lab).is_empty().then_some(())).unwrap();
         // `usage` is omitted at zero (as upstream's `omitempty`), so the column shows <none>.
-        kube.wait_for("eip usage 0", SETTLE, || {
+        let released = kube.wait_for("eip usage 0", SETTLE, || {
             let eip = kube.kubectl(&["get", "eip", "vip-eip"]).ok()?;
             let used = kube.jsonpath(&["eip", "vip-eip"], "{.status.used}").ok()?;
             (matches!(column(&eip, "USAGE").as_str(), "0" | "<none>") && used.trim().is_empty()).then_some(())
-        })
-        .unwrap();
+        });
+        if let Err(e) = released {
+            let eip = kube.kubectl(&["get", "eip", "vip-eip", "-o", "yaml"]).unwrap_or_default();
+            panic!("{e:#}\nthe Eip:\n{eip}");
+        }
         assert!(!lab.client_pings(2), "nobody answers for the VIP once the Service is gone");
     }
     lab.teardown().unwrap();
