@@ -104,13 +104,14 @@ fn backends(lab: &Lab, holder: &str) -> BTreeSet<String> {
     lab.plan.backends(holder).into_iter().map(|p| p.name.clone()).collect()
 }
 
-/// The column `name` of the single object row of a `kubectl get` table.
+/// The column `name` of the single object row of a `kubectl get` table, by the header's character positions
+/// (kubectl leaves an empty cell blank, so splitting on whitespace would shift the columns after it).
 fn column(table: &str, name: &str) -> String {
     let mut lines = table.lines();
     let header = lines.next().unwrap_or_default();
-    let idx = header.split_whitespace().position(|h| h == name).unwrap_or_else(|| panic!("no {name} in {table}"));
+    let start = header.find(&format!(" {name}")).map(|i| i + 1).unwrap_or_else(|| panic!("no {name} in {table}"));
     let row = lines.next().unwrap_or_else(|| panic!("no row in {table}"));
-    row.split_whitespace().nth(idx).unwrap_or_default().to_string()
+    row.get(start..).unwrap_or_default().split_whitespace().next().unwrap_or_default().to_string()
 }
 
 fn ingress(kube: &KubeLab) -> String {
@@ -232,11 +233,11 @@ fn seed_walkthrough_against_a_real_apiserver() {
             panic!("{e:#}\nend of the controller's log:\n{}", kube.controller_log_tail(60));
         }
         kube.wait_for("VIP withdrawn from every node", SETTLE, || holders_of(&lab).is_empty().then_some(())).unwrap();
-        // `usage` is omitted at zero (as upstream's `omitempty`), so the column shows <none>.
+        // `usage` is omitted at zero (as upstream's `omitempty`), so the column is blank.
         let released = kube.wait_for("eip usage 0", SETTLE, || {
             let eip = kube.kubectl(&["get", "eip", "vip-eip"]).ok()?;
             let used = kube.jsonpath(&["eip", "vip-eip"], "{.status.used}").ok()?;
-            (matches!(column(&eip, "USAGE").as_str(), "0" | "<none>") && used.trim().is_empty()).then_some(())
+            (matches!(column(&eip, "USAGE").as_str(), "" | "0") && used.trim().is_empty()).then_some(())
         });
         if let Err(e) = released {
             let eip = kube.kubectl(&["get", "eip", "vip-eip", "-o", "yaml"]).unwrap_or_default();
