@@ -111,7 +111,16 @@ fn column(table: &str, name: &str) -> String {
     let header = lines.next().unwrap_or_default();
     let start = header.find(&format!(" {name}")).map(|i| i + 1).unwrap_or_else(|| panic!("no {name} in {table}"));
     let row = lines.next().unwrap_or_else(|| panic!("no row in {table}"));
-    row.get(start..).unwrap_or_default().split_whitespace().next().unwrap_or_default().to_string()
+    // The cell ends where the next column's header starts.
+    let end = header[start..].find("  ").and_then(|gap| {
+        let rest = &header[start + gap..];
+        rest.find(|c: char| c != ' ').map(|k| start + gap + k)
+    });
+    let cell = match end {
+        Some(end) => row.get(start..end.min(row.len())),
+        None => row.get(start..),
+    };
+    cell.unwrap_or_default().trim().to_string()
 }
 
 fn ingress(kube: &KubeLab) -> String {
@@ -120,6 +129,16 @@ fn ingress(kube: &KubeLab) -> String {
 
 fn holders_of(lab: &Lab) -> Vec<String> {
     lab.holders().unwrap()
+}
+
+#[test]
+fn table_cells_are_read_by_position() {
+    let t = "NAME      CIDR                     USAGE   TOTAL\nvip-eip   192.0.2.91-192.0.2.100           10\n";
+    assert_eq!(column(t, "USAGE"), "");
+    assert_eq!(column(t, "TOTAL"), "10");
+    assert_eq!(column(t, "CIDR"), "192.0.2.91-192.0.2.100");
+    let t = "NAME      CIDR                     USAGE   TOTAL\nvip-eip   192.0.2.91-192.0.2.100   1       10\n";
+    assert_eq!(column(t, "USAGE"), "1");
 }
 
 #[test]
