@@ -34,7 +34,7 @@ the Services' status.loadBalancer.ingress, never one of its own choosing. It pla
 has been listed once, and re-plans a few milliseconds after a change. If the API server goes away it keeps
 the last state: VIPs stay announced and VRRP failover goes on while the watches retry. When this node takes or
 gives up a Service's VIP it records an Event on the Service (VIPAnnounced / VIPWithdrawn), without ever
-delaying VRRP. It needs get/list/watch on eips (network.kubesphere.io), services, nodes, endpoints and
+delaying VRRP. It needs list/watch on eips (network.kubesphere.io), services, nodes, endpoints and
 endpointslices (discovery.k8s.io), and create/patch on events (events.k8s.io).
 
 With --manifests it runs without Kubernetes: it reads Eips, Services, Nodes, Endpoints and Pods from YAML
