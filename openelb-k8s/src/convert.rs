@@ -131,8 +131,15 @@ pub fn service_from_k8s(svc: &corev1::Service) -> Result<model::Service, Convert
     let namespace = namespace_of(&svc.metadata);
     let qualified = format!("{namespace}/{name}");
     let spec = svc.spec.clone().unwrap_or_default();
-    let ip_families =
+    let mut ip_families =
         spec.ip_families.iter().flatten().map(|f| parse_ip_family(&qualified, f)).collect::<Result<Vec<_>, _>>()?;
+    // Clusters without dual-stack (before 1.21, or with the feature off) leave ipFamilies empty; the family of
+    // the cluster IP is then the Service's family (an IPv6-only cluster must not be treated as IPv4).
+    if ip_families.is_empty()
+        && let Some(ip) = spec.cluster_ip.as_deref().and_then(|ip| ip.parse::<std::net::IpAddr>().ok())
+    {
+        ip_families.push(model::IpFamily::of(&ip));
+    }
     let external_traffic_policy = match spec.external_traffic_policy.as_deref() {
         None | Some("") => TrafficPolicy::default(),
         Some(p) => parse_traffic_policy(&qualified, p)?,

@@ -22,7 +22,7 @@ use serde_json::json;
 
 use super::kube::KubeLab;
 use super::netns::{self, Sig};
-use super::plan::LabPlan;
+use super::plan::{CLIENT_IP, LabPlan};
 use super::probe::proc_usage;
 use super::speaker::{OpenelbSpeaker, Speaker, find_openelb_speaker};
 use super::topology::{Lab, LabConfig};
@@ -214,20 +214,24 @@ pub fn client(kubeconfig: &Path, client_ns: &str, count: usize) -> Result<()> {
     })
 }
 
-/// `arping -f` in the client namespace, a request every 5 ms; its exit time is when the VIP resolved.
+/// `lab arp-probe` in the client namespace, a request every 2 ms; its exit time is when the VIP resolved.
 struct Arping {
     child: Child,
 }
 
 fn spawn_arping(client_ns: &str, vip: Ipv4Addr) -> Result<Arping> {
+    let exe = std::env::current_exe().context("cannot find openelb-cli to run the ARP probe")?;
     let vip = vip.to_string();
+    let source = CLIENT_IP.to_string();
     let child = Command::new("ip")
-        .args(["netns", "exec", client_ns, "arping", "-q", "-f", "-w", "10", "-i", "0.005", "-I", "eth0", &vip])
+        .args(["netns", "exec", client_ns])
+        .arg(exe)
+        .args(["lab", "arp-probe", "--source", &source, "--target", &vip, "--interval", "2ms", "--timeout", "10s"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::inherit())
         .spawn()
-        .context("cannot run arping in the client namespace")?;
+        .context("cannot run the ARP probe in the client namespace")?;
     // Give it time to open its socket: the first requests must precede the Service.
     std::thread::sleep(Duration::from_millis(50));
     Ok(Arping { child })

@@ -3,6 +3,7 @@
 //! Needs root. Only 192.0.2.0/24, 198.51.100.0/24 and 2001:db8::/32 are ever configured, and only inside
 //! namespaces named `oelb-<id>-...` that the lab creates and removes.
 
+pub mod arp_probe;
 pub mod bench;
 pub mod demo;
 pub mod keepalived;
@@ -141,6 +142,21 @@ pub enum LabCommand {
         #[arg(long)]
         count: usize,
     },
+    /// ARP requests for --target every --interval until it answers (run inside the client namespace by
+    /// kube-bench); exit 0 on a reply, 1 on timeout.
+    #[command(hide = true)]
+    ArpProbe {
+        #[arg(long, default_value = "eth0")]
+        iface: String,
+        #[arg(long)]
+        source: std::net::Ipv4Addr,
+        #[arg(long)]
+        target: std::net::Ipv4Addr,
+        #[arg(long, default_value = "2ms", value_parser = parse_duration)]
+        interval: Duration,
+        #[arg(long, default_value = "10s", value_parser = parse_duration)]
+        timeout: Duration,
+    },
     /// The Pods' HTTP responder (run inside a Pod namespace by the lab).
     #[command(hide = true)]
     PodHttp {
@@ -269,7 +285,7 @@ pub fn run(args: LabArgs) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         LabCommand::KubeBench { paths, services, restart_services, kapi_script } => {
-            require_lab(&["arping", "kubectl"])?;
+            require_lab(&["kubectl"])?;
             install_ctrl_c();
             let input = kube_bench::KubeBenchInput {
                 paths,
@@ -281,6 +297,12 @@ pub fn run(args: LabArgs) -> Result<ExitCode> {
             };
             kube_bench::run(&input)?;
             Ok(ExitCode::SUCCESS)
+        }
+        LabCommand::ArpProbe { iface, source, target, interval, timeout } => {
+            Ok(match arp_probe::probe(&iface, source, target, interval, timeout)? {
+                Some(_) => ExitCode::SUCCESS,
+                None => ExitCode::FAILURE,
+            })
         }
         LabCommand::KubeBenchClient { kubeconfig, client_ns, count } => {
             kube_bench::client(&kubeconfig, &client_ns, count)?;

@@ -333,3 +333,15 @@ fn parse_mac_round_trip() {
     assert_eq!(parse_mac("00:ff:10:ab:cd:"), None);
     assert_eq!(parse_mac("+0:ff:10:ab:cd:ef"), None);
 }
+
+#[test]
+fn without_ip_families_the_cluster_ip_gives_the_family() {
+    let v6 = service_from_k8s(&svc("spec:\n  type: LoadBalancer\n  clusterIP: \"2001:db8:ffff::12\"\n")).unwrap();
+    assert_eq!(v6.ip_families, [model::IpFamily::V6]);
+    let v4 = service_from_k8s(&svc("spec:\n  type: LoadBalancer\n  clusterIP: 10.96.0.12\n")).unwrap();
+    assert_eq!(v4.ip_families, [model::IpFamily::V4]);
+    let headless = service_from_k8s(&svc("spec:\n  clusterIP: None\n")).unwrap();
+    assert!(headless.ip_families.is_empty());
+    let explicit = service_from_k8s(&svc("spec:\n  clusterIP: 10.96.0.12\n  ipFamilies: [IPv4, IPv6]\n")).unwrap();
+    assert_eq!(explicit.ip_families, [model::IpFamily::V4, model::IpFamily::V6]);
+}
