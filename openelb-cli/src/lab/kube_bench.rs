@@ -347,7 +347,16 @@ fn restart_part(input: &KubeBenchInput) -> Result<()> {
         if let Some(mb) = rss_mb(controller.id()) {
             println!("  RSS: controller {mb:.1} MB with {n} Services");
         }
-        let versions_before = rt.block_on(eip_versions(&kc))?;
+        // Quiet first: the Eip reconciles that follow the last allocations must be done before the snapshot.
+        let mut versions_before = rt.block_on(eip_versions(&kc))?;
+        for _ in 0..30 {
+            std::thread::sleep(Duration::from_secs(2));
+            let now = rt.block_on(eip_versions(&kc))?;
+            if now == versions_before {
+                break;
+            }
+            versions_before = now;
+        }
         netns::stop_child(&mut controller, Sig::Term, Duration::from_secs(10));
         let t0 = Instant::now();
         controller = start_controller(&exe, &kc, &log)?;

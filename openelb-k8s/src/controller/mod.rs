@@ -45,6 +45,7 @@ use tokio::sync::oneshot;
 pub use leader::{ElectionError, LeaderElection};
 pub use reconcile::{Context, FIELD_MANAGER, ReconcileError};
 
+use crate::convert;
 use crate::crd::Eip;
 use crate::serve::{self, Readiness, ServeError};
 use events::Events;
@@ -174,6 +175,41 @@ fn services_to_recheck(services: &Store<corev1::Service>, namespace: Option<&str
         .collect()
 }
 
+/// What of an Eip decides which Services a change of it concerns: its spec (by generation) and its deletion.
+type EipShape = (Option<i64>, bool);
+
+/// The Services an Eip change may concern. Still waiting for an address: always (a pool appeared, grew, was
+/// enabled or freed one). Holding an address from it or pinned to it: only when its spec or deletion changed
+/// (`shapes` remembers what was seen), because a status write (one per allocation) changes nothing for them.
+/// Re-checking every Service on every status write made allocating N Services cost N² reconciles.
+fn services_for_eip(
+    services: &Store<corev1::Service>,
+    eip: &Eip,
+    shapes: &std::sync::Mutex<std::collections::HashMap<String, EipShape>>,
+) -> Vec<ObjectRef<corev1::Service>> {
+    let name = eip.name_any();
+    let shape = (eip.metadata.generation, eip.metadata.deletion_timestamp.is_some());
+    let reshaped = {
+        let mut shapes = shapes.lock().unwrap_or_else(|p| p.into_inner());
+        shapes.insert(name.clone(), shape) != Some(shape)
+    };
+    services
+        .state()
+        .iter()
+        .filter(|s| plan::concerns_us(s))
+        .filter(|s| {
+            let waiting = convert::ingress_ips(s).is_empty();
+            let tied = || {
+                let label = s.metadata.labels.as_ref().and_then(|l| l.get(openelb_core::model::LABEL_EIP_POOL));
+                let pin = s.metadata.annotations.as_ref().and_then(|a| a.get(openelb_core::model::ANNOTATION_EIP_POOL));
+                label == Some(&name) || pin == Some(&name)
+            };
+            waiting || (reshaped && tied())
+        })
+        .map(|s| ObjectRef::from_obj(s.as_ref()))
+        .collect()
+}
+
 /// What each term takes from the process.
 struct Parts {
     client: Client,
@@ -226,8 +262,11 @@ async fn term(parts: &Parts, stop: Stop) {
         Controller::new(Api::<corev1::Service>::all(parts.client.clone()), wc()).with_config(one_at_a_time());
     let services = svc_controller.store();
     let for_eips = services.clone();
+    let shapes = std::sync::Mutex::new(std::collections::HashMap::new());
     let services_done = svc_controller
-        .watches(Api::<Eip>::all(parts.client.clone()), wc(), move |_: Eip| services_to_recheck(&for_eips, None))
+        .watches(Api::<Eip>::all(parts.client.clone()), wc(), move |eip: Eip| {
+            services_for_eip(&for_eips, &eip, &shapes)
+        })
         .watches(Api::<corev1::Namespace>::all(parts.client.clone()), wc(), move |ns: corev1::Namespace| {
             services_to_recheck(&services, Some(&ns.name_any()))
         })
