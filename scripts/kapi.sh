@@ -13,6 +13,7 @@
 #   KAPI_ETCD_CLIENT_PORT / KAPI_ETCD_PEER_PORT      (default 23790 / 23800)
 #   KAPI_SERVICE_CIDR  Service cluster IP range (default 10.96.0.0/24: bookkeeping only, never configured on an
 #                     interface or routed; 2001:db8:ffff::/108 makes every Service single-stack IPv6)
+#   KAPI_NODE_PORT_RANGE  NodePort range (default 30000-32767: 2768 LoadBalancer Services at most)
 #   KAPI_KEEP_DATA=1  `start` keeps the etcd data and token of an earlier start in the same KAPI_DIR (a restart:
 #                     objects survive, as when a real control plane comes back)
 # `start` writes $KAPI_DIR/kubeconfig (bearer token, insecure-skip-tls-verify); `stop` ends only the PIDs
@@ -156,6 +157,7 @@ start() {
     --token-auth-file "$D/tokens.csv" --authorization-mode AlwaysAllow \
     --service-account-issuer https://kubernetes.default.svc --service-account-key-file "$D/sa.key" \
     --service-account-signing-key-file "$D/sa.key" --service-cluster-ip-range "${KAPI_SERVICE_CIDR:-10.96.0.0/24}" \
+    --service-node-port-range "${KAPI_NODE_PORT_RANGE:-30000-32767}" \
     --enable-priority-and-fairness=false --endpoint-reconciler-type none >"$D/apiserver.log" 2>&1 &
   echo $! >"$D/apiserver.pid"
   for i in $(seq 1200); do

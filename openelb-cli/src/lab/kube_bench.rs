@@ -264,6 +264,8 @@ impl LoopbackApi {
             ("KAPI_ETCD_CLIENT_PORT".into(), RESTART_PORTS.1.into()),
             ("KAPI_ETCD_PEER_PORT".into(), RESTART_PORTS.2.into()),
             ("KAPI_SERVICE_CIDR".into(), "2001:db8:ffff::/108".into()),
+            // Every LoadBalancer Service takes a NodePort: the default range holds 2768.
+            ("KAPI_NODE_PORT_RANGE".into(), "20000-32767".into()),
         ]
     }
 
