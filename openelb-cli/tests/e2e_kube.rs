@@ -93,15 +93,6 @@ fn assert_client_sees(lab: &Lab, node: &str) {
     }
 }
 
-fn pods_seen(lab: &Lab, requests: usize) -> BTreeSet<String> {
-    (0..requests)
-        .map(|_| {
-            let body = lab.curl().unwrap();
-            body.strip_prefix("You've hit ").unwrap_or_else(|| panic!("unexpected reply {body:?}")).trim().to_string()
-        })
-        .collect()
-}
-
 fn backends(lab: &Lab, holder: &str) -> BTreeSet<String> {
     lab.plan.backends(holder).into_iter().map(|p| p.name.clone()).collect()
 }
@@ -199,7 +190,7 @@ fn seed_walkthrough_against_a_real_apiserver() {
         let holder = lab.wait_holder(None, SETTLE).unwrap();
         assert_eq!(Some(&holder), lab.plan.candidates.first());
         assert_client_sees(&lab, &holder);
-        assert_eq!(pods_seen(&lab, 4), backends(&lab, &holder));
+        assert_eq!(lab.pods_seen(4).unwrap(), backends(&lab, &holder));
 
         // Step 4, Local: only nodes with a ready Pod may hold it; the holder serves its own Pods only.
         kube.kubectl(&["patch", "svc", "vip-svc", "-p", r#"{"spec":{"externalTrafficPolicy":"Local"}}"#]).unwrap();
@@ -210,7 +201,7 @@ fn seed_walkthrough_against_a_real_apiserver() {
         let holder = lab.wait_holder(None, SETTLE).unwrap();
         assert_eq!(Some(&holder), local.candidates.first());
         assert_client_sees(&lab, &holder);
-        assert_eq!(pods_seen(&lab, 4), backends(&lab, &holder));
+        assert_eq!(lab.pods_seen(4).unwrap(), backends(&lab, &holder));
         assert_eq!(ingress(&kube), vip, "a policy change moves no address");
 
         // The holder crashes: the next candidate takes over and the client follows it.
@@ -219,7 +210,7 @@ fn seed_walkthrough_against_a_real_apiserver() {
         assert_ne!(next, holder);
         lab.resync_kube_proxy().unwrap();
         assert_client_sees(&lab, &next);
-        assert_eq!(pods_seen(&lab, 2), backends(&lab, &next));
+        assert_eq!(lab.pods_seen(2).unwrap(), backends(&lab, &next));
         lab.restore(&holder).unwrap();
         let back = lab.wait_holder(None, SETTLE).unwrap();
         assert_eq!(back, holder, "the first preference takes its VIP back after the preempt delay");

@@ -57,15 +57,6 @@ fn holder_mac(lab: &Lab, node: &str) -> String {
     lab.plan.node(node).unwrap().mac_string()
 }
 
-fn pods_seen(lab: &Lab, requests: usize) -> BTreeSet<String> {
-    (0..requests)
-        .map(|_| {
-            let body = lab.curl().unwrap();
-            body.strip_prefix("You've hit ").unwrap_or_else(|| panic!("unexpected reply {body:?}")).trim().to_string()
-        })
-        .collect()
-}
-
 #[test]
 fn seed_step4_cluster_client_sees_holder_mac_and_both_pods() {
     if skip() {
@@ -80,7 +71,7 @@ fn seed_step4_cluster_client_sees_holder_mac_and_both_pods() {
     assert_eq!(neigh.mac.as_deref(), Some(holder_mac(&lab, &holder).as_str()), "{neigh:?}");
     let all: BTreeSet<String> = lab.plan.pods.iter().map(|p| p.name.clone()).collect();
     assert_eq!(all.len(), 2);
-    assert_eq!(pods_seen(&lab, 4), all, "Cluster: requests reach the Pods on every node");
+    assert_eq!(lab.pods_seen(4).unwrap(), all, "Cluster: requests reach the Pods on every node");
     lab.teardown().unwrap();
     drop(lab);
     assert_removed(&id);
@@ -100,7 +91,7 @@ fn seed_step4_local_client_reaches_only_the_holders_pod() {
     assert_eq!(neigh.mac.as_deref(), Some(holder_mac(&lab, &holder).as_str()));
     let local: BTreeSet<String> = lab.plan.pods.iter().filter(|p| p.node == holder).map(|p| p.name.clone()).collect();
     assert_eq!(local.len(), 1);
-    assert_eq!(pods_seen(&lab, 4), local, "Local: only the holder's Pod answers");
+    assert_eq!(lab.pods_seen(4).unwrap(), local, "Local: only the holder's Pod answers");
     lab.teardown().unwrap();
     drop(lab);
     assert_removed(&id);
@@ -123,7 +114,7 @@ fn crash_of_the_holder_moves_the_vip_and_the_clients_neighbour_entry() {
     assert_eq!(neigh.mac.as_deref(), Some(holder_mac(&lab, &new).as_str()), "{neigh:?}");
     lab.resync_kube_proxy().unwrap();
     let alive: BTreeSet<String> = lab.plan.pods.iter().filter(|p| p.node != old).map(|p| p.name.clone()).collect();
-    assert_eq!(pods_seen(&lab, 2), alive);
+    assert_eq!(lab.pods_seen(2).unwrap(), alive);
     drop(lab); // the guard alone must clean up
     assert_removed(&id);
 }

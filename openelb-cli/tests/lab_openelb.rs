@@ -97,15 +97,6 @@ fn wait_client_neigh(lab: &Lab, node: &str, timeout: Duration) -> Option<String>
     }
 }
 
-fn pods_seen(lab: &Lab, requests: usize) -> BTreeSet<String> {
-    (0..requests)
-        .map(|_| {
-            let body = lab.curl().unwrap();
-            body.strip_prefix("You've hit ").unwrap_or_else(|| panic!("unexpected reply {body:?}")).trim().to_string()
-        })
-        .collect()
-}
-
 /// Every node with the VIP on eth0, whatever the state of its link ([`Lab::holders`] skips crashed nodes
 /// only, and these tests crash none).
 fn all_holders(lab: &Lab) -> Vec<String> {
@@ -185,7 +176,7 @@ fn seed_step4_cluster_first_preference_holds_and_both_pods_answer() {
     assert_eq!(neigh.mac.as_deref(), Some(mac_of(&lab, &holder).as_str()), "{neigh:?}");
     let all: BTreeSet<String> = lab.plan.pods.iter().map(|p| p.name.clone()).collect();
     assert_eq!(all.len(), 2);
-    assert_eq!(pods_seen(&lab, 4), all, "Cluster: requests reach the Pods on every node");
+    assert_eq!(lab.pods_seen(4).unwrap(), all, "Cluster: requests reach the Pods on every node");
     finish(lab);
 }
 
@@ -211,7 +202,7 @@ fn seed_step4_local_master1_never_holds_and_only_the_holders_pod_answers() {
     assert_eq!(neigh.mac.as_deref(), Some(mac_of(&lab, &holder).as_str()), "{neigh:?}");
     let local: BTreeSet<String> = lab.plan.pods.iter().filter(|p| p.node == holder).map(|p| p.name.clone()).collect();
     assert_eq!(local.len(), 1);
-    assert_eq!(pods_seen(&lab, 4), local, "Local: only the holder's Pod answers");
+    assert_eq!(lab.pods_seen(4).unwrap(), local, "Local: only the holder's Pod answers");
     assert!(!all_holders(&lab).iter().any(|n| n == "master1"));
     finish(lab);
 }
@@ -293,7 +284,7 @@ fn policy_change_to_local_moves_the_vip_off_a_node_without_pods() {
     let mac = wait_client_neigh(&lab, &settled, Duration::from_secs(10));
     assert_eq!(mac.as_deref(), Some(mac_of(&lab, &settled).as_str()));
     let local: BTreeSet<String> = lab.plan.pods.iter().filter(|p| p.node == settled).map(|p| p.name.clone()).collect();
-    assert_eq!(pods_seen(&lab, 4), local, "Local: only the new holder's Pod answers");
+    assert_eq!(lab.pods_seen(4).unwrap(), local, "Local: only the new holder's Pod answers");
     finish(lab);
 }
 

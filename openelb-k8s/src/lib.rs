@@ -1,5 +1,6 @@
 //! Kubernetes side of openelb-rs: the Eip CRD, conversion of API objects into core values, manifest loading.
 
+pub mod client;
 pub mod controller;
 pub mod convert;
 pub mod crd;

@@ -171,8 +171,8 @@ fn lab_part(input: &KubeBenchInput) -> Result<()> {
 pub fn client(kubeconfig: &Path, client_ns: &str, count: usize) -> Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async {
-        let client = openelb_k8s::controller::client(Some(kubeconfig)).await?;
-        let api: Api<corev1::Service> = Api::namespaced(client, "default");
+        let client = openelb_k8s::client::client(Some(kubeconfig)).await?;
+        let api: Api<corev1::Service> = Api::namespaced(client.clone(), "default");
         for i in 0..count {
             let expected = Ipv4Addr::from(u32::from(BENCH_POOL_FIRST) + u32::try_from(i)?);
             let name = format!("bench-{i}");
@@ -341,19 +341,20 @@ fn restart_part(input: &KubeBenchInput) -> Result<()> {
     let mut controller = start_controller(&exe, &kc, &log)?;
     let result = (|| -> Result<()> {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-        rt.block_on(create_many(&kc, n, pools, per_pool))?;
+        let client = rt.block_on(openelb_k8s::client::client(Some(&kc)))?;
+        rt.block_on(create_many(&client, n, pools, per_pool))?;
         println!("controller restart with {n} Services over {pools} Eips (IPv6 single-stack apiserver):");
         let t0 = Instant::now();
-        let assigned = rt.block_on(wait_assigned(&kc, n, Duration::from_secs(1800)))?;
+        let assigned = rt.block_on(wait_assigned(&client, n, Duration::from_secs(1800)))?;
         println!("  first controller assigned all {n} in {:.1} s", t0.elapsed().as_secs_f64());
         if let Some(mb) = rss_mb(controller.id()) {
             println!("  RSS: controller {mb:.1} MB with {n} Services");
         }
         // Quiet first: the Eip reconciles that follow the last allocations must be done before the snapshot.
-        let mut versions_before = rt.block_on(eip_versions(&kc))?;
+        let mut versions_before = rt.block_on(eip_versions(&client))?;
         for _ in 0..30 {
             std::thread::sleep(Duration::from_secs(2));
-            let now = rt.block_on(eip_versions(&kc))?;
+            let now = rt.block_on(eip_versions(&client))?;
             if now == versions_before {
                 break;
             }
@@ -375,9 +376,9 @@ fn restart_part(input: &KubeBenchInput) -> Result<()> {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        let after = rt.block_on(wait_assigned(&kc, n, Duration::from_secs(60)))?;
+        let after = rt.block_on(wait_assigned(&client, n, Duration::from_secs(60)))?;
         let changed = assigned.iter().filter(|(k, v)| after.get(*k) != Some(v)).count();
-        let versions_after = rt.block_on(eip_versions(&kc))?;
+        let versions_after = rt.block_on(eip_versions(&client))?;
         let rewritten = versions_before.iter().filter(|(k, v)| versions_after.get(*k) != Some(v)).count();
         let secs = |d: Option<Duration>| d.map_or("never".to_string(), |d| format!("{:.2} s", d.as_secs_f64()));
         println!("  restart: /readyz after {}, every Service reconciled after {}", secs(ready_at), secs(done_at));
@@ -392,9 +393,8 @@ fn restart_part(input: &KubeBenchInput) -> Result<()> {
     result
 }
 
-async fn create_many(kc: &Path, n: usize, pools: usize, per_pool: usize) -> Result<()> {
+async fn create_many(client: &kube::Client, n: usize, pools: usize, per_pool: usize) -> Result<()> {
     use futures::StreamExt;
-    let client = openelb_k8s::controller::client(Some(kc)).await?;
     let eips: Api<openelb_k8s::Eip> = Api::all(client.clone());
     for p in 0..pools {
         let eip: openelb_k8s::Eip = serde_json::from_value(json!({
@@ -404,7 +404,7 @@ async fn create_many(kc: &Path, n: usize, pools: usize, per_pool: usize) -> Resu
         }))?;
         eips.create(&PostParams::default(), &eip).await.with_context(|| format!("creating Eip restart-{p}"))?;
     }
-    let svcs: Api<corev1::Service> = Api::namespaced(client, "default");
+    let svcs: Api<corev1::Service> = Api::namespaced(client.clone(), "default");
     let results = futures::stream::iter(0..n)
         .map(|i| {
             let svcs = svcs.clone();
@@ -430,9 +430,12 @@ async fn create_many(kc: &Path, n: usize, pools: usize, per_pool: usize) -> Resu
 }
 
 /// Waits until `n` Services named restart-* have an address; returns name → address.
-async fn wait_assigned(kc: &Path, n: usize, timeout: Duration) -> Result<std::collections::BTreeMap<String, String>> {
-    let client = openelb_k8s::controller::client(Some(kc)).await?;
-    let svcs: Api<corev1::Service> = Api::namespaced(client, "default");
+async fn wait_assigned(
+    client: &kube::Client,
+    n: usize,
+    timeout: Duration,
+) -> Result<std::collections::BTreeMap<String, String>> {
+    let svcs: Api<corev1::Service> = Api::namespaced(client.clone(), "default");
     let t0 = Instant::now();
     loop {
         let list = svcs.list(&ListParams::default()).await?;
@@ -455,9 +458,8 @@ async fn wait_assigned(kc: &Path, n: usize, timeout: Duration) -> Result<std::co
     }
 }
 
-async fn eip_versions(kc: &Path) -> Result<std::collections::BTreeMap<String, String>> {
-    let client = openelb_k8s::controller::client(Some(kc)).await?;
-    let eips: Api<openelb_k8s::Eip> = Api::all(client);
+async fn eip_versions(client: &kube::Client) -> Result<std::collections::BTreeMap<String, String>> {
+    let eips: Api<openelb_k8s::Eip> = Api::all(client.clone());
     Ok(eips
         .list(&ListParams::default())
         .await?

@@ -384,6 +384,20 @@ impl Lab {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
+    /// The Pods that answered `requests` curls from the client (`You've hit <pod>`); a failed request or any
+    /// other reply is an error.
+    #[allow(dead_code)] // for the root tests (tests/lab_*.rs, tests/e2e_kube.rs include this module)
+    pub fn pods_seen(&self, requests: usize) -> Result<BTreeSet<String>> {
+        (0..requests)
+            .map(|_| {
+                let body = self.curl()?;
+                body.strip_prefix("You've hit ")
+                    .map(|pod| pod.trim().to_string())
+                    .ok_or_else(|| anyhow!("unexpected reply {body:?}"))
+            })
+            .collect()
+    }
+
     /// Hands the lab over to `lab down`: dropping it no longer removes anything.
     pub fn detach(mut self) -> State {
         self.detached = true;

@@ -29,7 +29,7 @@ pub mod sweep;
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -53,16 +53,8 @@ use metrics::Metrics;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ControllerError {
-    #[error("kubeconfig {path}: {source}")]
-    Kubeconfig {
-        path: PathBuf,
-        #[source]
-        source: kube::config::KubeconfigError,
-    },
-    #[error("no usable Kubernetes configuration (in-cluster or KUBECONFIG): {0}")]
-    Infer(#[source] kube::config::InferConfigError),
-    #[error("cannot build a Kubernetes client: {0}")]
-    Client(#[source] kube::Error),
+    #[error(transparent)]
+    Client(#[from] ClientError),
     #[error("the {0} cache stopped before its first listing")]
     CacheNeverReady(&'static str),
     #[error(transparent)]
@@ -73,20 +65,7 @@ pub enum ControllerError {
     Panicked,
 }
 
-/// A client from `kubeconfig`, or else from the environment (in-cluster service account or `KUBECONFIG`).
-pub async fn client(kubeconfig: Option<&Path>) -> Result<Client, ControllerError> {
-    let config = match kubeconfig {
-        Some(path) => {
-            let file = kube::config::Kubeconfig::read_from(path)
-                .map_err(|source| ControllerError::Kubeconfig { path: path.to_path_buf(), source })?;
-            kube::Config::from_custom_kubeconfig(file, &kube::config::KubeConfigOptions::default())
-                .await
-                .map_err(|source| ControllerError::Kubeconfig { path: path.to_path_buf(), source })?
-        }
-        None => kube::Config::infer().await.map_err(ControllerError::Infer)?,
-    };
-    Client::try_from(config).map_err(ControllerError::Client)
-}
+pub use crate::client::{ClientError, client};
 
 /// How a controller process runs.
 #[derive(Debug, Clone)]

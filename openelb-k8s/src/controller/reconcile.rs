@@ -127,6 +127,22 @@ impl Context {
         api.replace_status(&eip.name_any(), &PostParams::default(), eip).await
     }
 
+    /// Writes whole Eip statuses in order, each guarded by the `resourceVersion` it carries; stops at the first
+    /// failure.
+    pub(super) async fn write_eip_statuses(&self, eips: &[Eip]) -> Result<(), ReconcileError> {
+        for eip in eips {
+            let name = eip.name_any();
+            let object = || format!("Eip {name}");
+            self.may_write("write status of", object)?;
+            self.write_eip_status(eip).await.map_err(|source| ReconcileError::Write {
+                action: "write status of",
+                object: object(),
+                source,
+            })?;
+        }
+        Ok(())
+    }
+
     pub(super) async fn write_lock(&self) -> tokio::sync::MutexGuard<'_, ()> {
         self.writer.lock().await
     }
@@ -247,16 +263,7 @@ async fn write(ctx: &Context, svc: &corev1::Service, plan: &Plan) -> Result<bool
     if !plan.eips.is_empty() && !service_is_current(ctx, svc).await? {
         return Ok(false);
     }
-    for eip in &plan.eips {
-        let name = eip.name_any();
-        let object = || format!("Eip {name}");
-        ctx.may_write("write status of", object)?;
-        ctx.write_eip_status(eip).await.map_err(|source| ReconcileError::Write {
-            action: "write status of",
-            object: object(),
-            source,
-        })?;
-    }
+    ctx.write_eip_statuses(&plan.eips).await?;
     let ns = convert::namespace_of(&svc.metadata);
     let name = svc.name_any();
     let svc_api: Api<corev1::Service> = Api::namespaced(ctx.client.clone(), &ns);

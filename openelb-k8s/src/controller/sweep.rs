@@ -89,16 +89,7 @@ pub async fn run(ctx: &Context) -> Result<Vec<(ServiceKey, String, IpAddr)>, Rec
     let existing = list_services(&ctx.client).await?;
     let sweep = plan(&eips, &existing, &eip_status::now())
         .map_err(|source| ReconcileError::Convert { object: "the Eips".to_string(), source: Box::new(source) })?;
-    for eip in &sweep.eips {
-        let name = eip.name_any();
-        let object = || format!("Eip {name}");
-        ctx.may_write("write status of", object)?;
-        ctx.write_eip_status(eip).await.map_err(|source| ReconcileError::Write {
-            action: "write status of",
-            object: object(),
-            source,
-        })?;
-    }
+    ctx.write_eip_statuses(&sweep.eips).await?;
     let mut by_pool: BTreeMap<&str, usize> = BTreeMap::new();
     for (key, pool, ip) in &sweep.released {
         tracing::info!(service = %key, %pool, %ip, "released: the Service no longer exists");

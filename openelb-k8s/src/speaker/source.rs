@@ -17,7 +17,6 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -53,34 +52,7 @@ pub const PROBE_PERIOD_CONNECTED: Duration = Duration::from_secs(30);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 const DISCOVERY_BACKOFF_MAX: Duration = Duration::from_secs(30);
 
-#[derive(Debug, thiserror::Error)]
-pub enum SourceError {
-    #[error("kubeconfig {path}: {source}")]
-    Kubeconfig {
-        path: PathBuf,
-        #[source]
-        source: kube::config::KubeconfigError,
-    },
-    #[error("no usable Kubernetes configuration (in-cluster or KUBECONFIG): {0}")]
-    Infer(#[source] kube::config::InferConfigError),
-    #[error("cannot build a Kubernetes client: {0}")]
-    Client(#[source] kube::Error),
-}
-
-/// A client from `kubeconfig`, or else from the environment (in-cluster service account or `KUBECONFIG`).
-pub async fn client(kubeconfig: Option<&Path>) -> Result<Client, SourceError> {
-    let config = match kubeconfig {
-        Some(path) => {
-            let file = kube::config::Kubeconfig::read_from(path)
-                .map_err(|source| SourceError::Kubeconfig { path: path.to_path_buf(), source })?;
-            kube::Config::from_custom_kubeconfig(file, &kube::config::KubeConfigOptions::default())
-                .await
-                .map_err(|source| SourceError::Kubeconfig { path: path.to_path_buf(), source })?
-        }
-        None => kube::Config::infer().await.map_err(SourceError::Infer)?,
-    };
-    Client::try_from(config).map_err(SourceError::Client)
-}
+pub use crate::client::client;
 
 type WatchItem<K> = Result<watcher::Event<K>, watcher::Error>;
 

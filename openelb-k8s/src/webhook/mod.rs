@@ -109,14 +109,8 @@ pub enum WebhookError {
         #[source]
         source: std::io::Error,
     },
-    #[error("kubeconfig {path}: {source}")]
-    Kubeconfig {
-        path: PathBuf,
-        #[source]
-        source: kube::config::KubeconfigError,
-    },
-    #[error("cannot build a Kubernetes client: {0}")]
-    Client(#[source] kube::Error),
+    #[error(transparent)]
+    Client(#[from] crate::client::ClientError),
     #[error("cannot start the webhook runtime: {0}")]
     Runtime(#[source] std::io::Error),
     #[error("the webhook thread panicked")]
@@ -183,14 +177,6 @@ pub async fn serve(
     run.await
 }
 
-async fn client_from(kubeconfig: &Path) -> Result<kube::Client, WebhookError> {
-    let err = |source| WebhookError::Kubeconfig { path: kubeconfig.to_path_buf(), source };
-    let file = kube::config::Kubeconfig::read_from(kubeconfig).map_err(err)?;
-    let config =
-        kube::Config::from_custom_kubeconfig(file, &kube::config::KubeConfigOptions::default()).await.map_err(err)?;
-    kube::Client::try_from(config).map_err(WebhookError::Client)
-}
-
 /// A webhook on its own thread and runtime, for callers that have none (integration tests, tools).
 pub struct Background {
     addr: SocketAddr,
@@ -211,7 +197,7 @@ impl Background {
                 .build()
                 .map_err(WebhookError::Runtime)?;
             runtime.block_on(async move {
-                let client = client_from(&kubeconfig).await?;
+                let client = crate::client::client(Some(&kubeconfig)).await?;
                 let (addr, run) = bind(client, config, async move {
                     let _ = stopped.await;
                 })
