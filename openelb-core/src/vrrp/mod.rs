@@ -7,6 +7,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 pub mod agent;
+pub mod consts;
 pub mod plan;
 pub mod state;
 
