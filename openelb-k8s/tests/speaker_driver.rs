@@ -7,11 +7,11 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use openelb_core::model::Cluster;
+use openelb_core::model::{Cluster, IpFamily};
 use openelb_core::vrrp::{Advert, Received};
 use openelb_k8s::manifest::Manifests;
 use openelb_k8s::speaker::{Control, Speaker, SpeakerConfig, desired};
-use openelb_net::ops::{AdvertReceiver, Family, IfaceSpec, Interface, NetError, NetOps};
+use openelb_net::ops::{AdvertReceiver, IfaceSpec, Interface, NetError, NetOps};
 use openelb_net::wire::MacAddr;
 use tokio::sync::mpsc;
 
@@ -88,8 +88,8 @@ impl NetOps for FakeNet {
         Ok(eth0())
     }
 
-    async fn source_address(&self, _: &Interface, family: Family) -> Result<IpAddr, NetError> {
-        assert_eq!(family, Family::V4);
+    async fn source_address(&self, _: &Interface, family: IpFamily) -> Result<IpAddr, NetError> {
+        assert_eq!(family, IpFamily::V4);
         Ok("192.0.2.3".parse().unwrap())
     }
 
@@ -124,7 +124,7 @@ impl NetOps for FakeNet {
         Ok(())
     }
 
-    fn advert_receiver(&self, _: &Interface, _: Family) -> Result<FakeReceiver, NetError> {
+    fn advert_receiver(&self, _: &Interface, _: IpFamily) -> Result<FakeReceiver, NetError> {
         // One receiver only: the injection channel.
         let rx = self.inject.lock().unwrap().take().expect("one receiver per interface and family");
         Ok(FakeReceiver(rx))

@@ -9,14 +9,14 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use openelb_core::model::{Cluster, ServiceKey};
+use openelb_core::model::{Cluster, IpFamily, ServiceKey};
 use openelb_core::vrrp::{Advert, Received};
 use openelb_k8s::manifest::Manifests;
 use openelb_k8s::serve::Readiness;
 use openelb_k8s::speaker::{
     AddressSource, Control, EventSink, Speaker, SpeakerConfig, SpeakerMetrics, VipChange, VipEvent,
 };
-use openelb_net::ops::{AdvertReceiver, Family, IfaceSpec, Interface, NetError, NetOps};
+use openelb_net::ops::{AdvertReceiver, IfaceSpec, Interface, NetError, NetOps};
 use openelb_net::wire::MacAddr;
 use prometheus_client::registry::Registry;
 use tokio::sync::mpsc;
@@ -59,7 +59,7 @@ impl NetOps for FakeNet {
         Ok(Interface { name: "eth0".into(), index: 2, mac: Some(MacAddr([2, 0, 0, 0, 0, 3])) })
     }
 
-    async fn source_address(&self, _: &Interface, _: Family) -> Result<IpAddr, NetError> {
+    async fn source_address(&self, _: &Interface, _: IpFamily) -> Result<IpAddr, NetError> {
         Ok("192.0.2.3".parse().unwrap())
     }
 
@@ -89,7 +89,7 @@ impl NetOps for FakeNet {
         Ok(())
     }
 
-    fn advert_receiver(&self, _: &Interface, _: Family) -> Result<Silent, NetError> {
+    fn advert_receiver(&self, _: &Interface, _: IpFamily) -> Result<Silent, NetError> {
         Ok(Silent)
     }
 }

@@ -12,6 +12,7 @@ use std::future::Future;
 use std::net::IpAddr;
 use std::str::FromStr;
 
+use openelb_core::model::IpFamily;
 use openelb_core::vrrp::{Advert, Received};
 
 use crate::wire::MacAddr;
@@ -21,31 +22,6 @@ pub const IFNAME_MAX: usize = 15;
 
 /// Prefix of an interface spec that picks the interface by a route lookup.
 pub const CAN_REACH_PREFIX: &str = "can_reach:";
-
-/// Address family, used to pick a VRRP socket or the interface's VRRP source address.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Family {
-    V4,
-    V6,
-}
-
-impl Family {
-    pub fn of(ip: &IpAddr) -> Family {
-        match ip {
-            IpAddr::V4(_) => Family::V4,
-            IpAddr::V6(_) => Family::V6,
-        }
-    }
-}
-
-impl fmt::Display for Family {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Family::V4 => "IPv4",
-            Family::V6 => "IPv6",
-        })
-    }
-}
 
 /// How the operator (or an Eip) names the interface VIPs live on.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -126,7 +102,7 @@ pub enum NetError {
     #[error("no interface holds {0}")]
     NoInterfaceHolds(IpAddr),
     #[error("{iface}: no {family} address to use as the VRRP source")]
-    NoSourceAddress { iface: String, family: Family },
+    NoSourceAddress { iface: String, family: IpFamily },
     #[error("{iface}: has no Ethernet address, cannot announce {ip}")]
     NoMac { iface: String, ip: IpAddr },
     #[error("{iface}: {ip} is configured but not by openelb, refusing to {op} it")]
@@ -164,7 +140,7 @@ pub trait NetOps: Send + Sync {
     fn source_address(
         &self,
         iface: &Interface,
-        family: Family,
+        family: IpFamily,
     ) -> impl Future<Output = Result<IpAddr, NetError>> + Send;
 
     /// Adds `ip` as a /32 or /128, marked as ours. Adding a VIP we already hold succeeds (idempotent).
@@ -203,7 +179,7 @@ pub trait NetOps: Send + Sync {
     }
 
     /// Opens a receiver for adverts arriving on the interface in the family (joins the VRRP group there).
-    fn advert_receiver(&self, iface: &Interface, family: Family) -> Result<Self::Receiver, NetError>;
+    fn advert_receiver(&self, iface: &Interface, family: IpFamily) -> Result<Self::Receiver, NetError>;
 }
 
 /// A stream of received adverts. Packets that fail validation (TTL ≠ 255, bad checksum, wrong version) are

@@ -15,9 +15,10 @@ use std::process::Command;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use openelb_core::model::IpFamily;
 use openelb_core::vrrp::Advert;
 use openelb_net::linux::LinuxNet;
-use openelb_net::ops::{AdvertReceiver, Family, IfaceSpec, NetError, NetOps};
+use openelb_net::ops::{AdvertReceiver, IfaceSpec, NetError, NetOps};
 use openelb_net::wire::MacAddr;
 
 const N1_MAC: MacAddr = MacAddr([0x02, 0x42, 0xc0, 0x00, 0x02, 0x0b]);
@@ -259,7 +260,7 @@ fn gratuitous_arp_does_not_create_client_entry() {
     assert!(neigh.trim().is_empty(), "arp_accept=0 must ignore a GARP without an entry: {neigh}");
 }
 
-fn advert_round_trip(lab: &Lab, family: Family, unicast: bool) {
+fn advert_round_trip(lab: &Lab, family: IpFamily, unicast: bool) {
     let (ready_tx, ready_rx) = mpsc::channel();
     let receiver = in_ns(&lab.n2, move || async move {
         let net = LinuxNet::new().unwrap();
@@ -274,8 +275,8 @@ fn advert_round_trip(lab: &Lab, family: Family, unicast: bool) {
     });
     let n2_src = ready_rx.recv().unwrap();
     let addresses = match family {
-        Family::V4 => vec![v4("192.0.2.91"), v4("192.0.2.92")],
-        Family::V6 => vec![v4("2001:db8::91")],
+        IpFamily::V4 => vec![v4("192.0.2.91"), v4("192.0.2.92")],
+        IpFamily::V6 => vec![v4("2001:db8::91")],
     };
     let advert = Advert { vrid: 42, priority: 200, max_advert_int: 10, addresses };
     let sent = advert.clone();
@@ -295,7 +296,7 @@ fn advert_round_trip(lab: &Lab, family: Family, unicast: bool) {
     assert_eq!(got.ttl, 255);
     assert_eq!(got.src, src);
     assert_eq!(got.advert, advert);
-    if family == Family::V4 {
+    if family == IpFamily::V4 {
         assert_eq!(src, v4("192.0.2.11"));
     } else {
         assert!(matches!(src, IpAddr::V6(v6) if v6.segments()[0] == 0xfe80), "IPv6 source must be link-local: {src}");
@@ -305,19 +306,19 @@ fn advert_round_trip(lab: &Lab, family: Family, unicast: bool) {
 #[test]
 fn vrrp_advert_v4_multicast_received_with_ttl_255() {
     let Some(lab) = Lab::new("vr4") else { return };
-    advert_round_trip(&lab, Family::V4, false);
+    advert_round_trip(&lab, IpFamily::V4, false);
 }
 
 #[test]
 fn vrrp_advert_v4_unicast_received_with_ttl_255() {
     let Some(lab) = Lab::new("vr4u") else { return };
-    advert_round_trip(&lab, Family::V4, true);
+    advert_round_trip(&lab, IpFamily::V4, true);
 }
 
 #[test]
 fn vrrp_advert_v6_multicast_received_with_hop_limit_255() {
     let Some(lab) = Lab::new("vr6") else { return };
-    advert_round_trip(&lab, Family::V6, false);
+    advert_round_trip(&lab, IpFamily::V6, false);
 }
 
 #[test]
@@ -342,7 +343,7 @@ fn interface_resolution() {
         assert!(matches!(missing, Err(NetError::NoSuchInterface(ref n)) if n == "nope0"), "{missing:?}");
         let nobody = net.resolve(&IfaceSpec::Holding(v4("192.0.2.200"))).await;
         assert!(matches!(nobody, Err(NetError::NoInterfaceHolds(_))), "{nobody:?}");
-        assert_eq!(net.source_address(&by_route, Family::V4).await.unwrap(), v4("192.0.2.11"));
+        assert_eq!(net.source_address(&by_route, IpFamily::V4).await.unwrap(), v4("192.0.2.11"));
     });
 }
 
@@ -353,7 +354,7 @@ fn vrrp_advert_with_ttl_below_255_is_dropped() {
     let receiver = in_ns(&lab.n2, move || async move {
         let net = LinuxNet::new().unwrap();
         let eth0 = net.resolve(&IfaceSpec::Name("eth0".into())).await.unwrap();
-        let mut rx = net.advert_receiver(&eth0, Family::V4).unwrap();
+        let mut rx = net.advert_receiver(&eth0, IpFamily::V4).unwrap();
         ready_tx.send(()).unwrap();
         tokio::time::timeout(Duration::from_secs(3), AdvertReceiver::recv(&mut rx)).await.expect("no advert").unwrap()
     });

@@ -37,7 +37,7 @@ use openelb_core::vrrp::agent::{Agent, InstanceKey, NodeAction};
 use openelb_core::vrrp::plan::{GroupId, PlanError};
 use openelb_core::vrrp::state::{Action, ConfigError};
 use openelb_core::vrrp::{Received, Time};
-use openelb_net::ops::{AdvertReceiver, Family, IfaceSpec, Interface, NetOps};
+use openelb_net::ops::{AdvertReceiver, IfaceSpec, Interface, NetOps};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -97,14 +97,7 @@ pub enum SpeakerError {
     Agent(#[from] ConfigError),
 }
 
-type NicKey = (u32, Family);
-
-fn net_family(f: IpFamily) -> Family {
-    match f {
-        IpFamily::V4 => Family::V4,
-        IpFamily::V6 => Family::V6,
-    }
-}
+type NicKey = (u32, IpFamily);
 
 pub struct Speaker<N: NetOps> {
     net: Arc<N>,
@@ -389,7 +382,7 @@ where
         for (spec, family) in needed {
             let Some(nic) = self.nics.get(&spec).cloned() else { continue };
             let what = format!("source {spec} {family}");
-            match self.net.source_address(&nic, net_family(family)).await {
+            match self.net.source_address(&nic, family).await {
                 Ok(addr) => {
                     self.reported.remove(&what);
                     tracing::info!(interface = %spec, nic = %nic.name, %family, source = %addr, "VRRP source address");
@@ -403,11 +396,8 @@ where
     }
 
     fn ensure_receivers(&mut self) {
-        let wanted: BTreeSet<NicKey> = self
-            .primaries
-            .keys()
-            .filter_map(|(spec, fam)| self.nics.get(spec).map(|n| (n.index, net_family(*fam))))
-            .collect();
+        let wanted: BTreeSet<NicKey> =
+            self.primaries.keys().filter_map(|(spec, fam)| self.nics.get(spec).map(|n| (n.index, *fam))).collect();
         for key in wanted {
             if self.receivers.get(&key).is_some_and(|h| !h.is_finished()) {
                 continue;

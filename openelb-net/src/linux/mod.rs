@@ -14,16 +14,17 @@ use std::sync::{Arc, Mutex};
 use openelb_core::vrrp::{Advert, Received};
 use rtnetlink::Handle;
 
-use crate::ops::{AdvertReceiver, Family, IfaceSpec, Interface, NetError, NetOps};
+use crate::ops::{AdvertReceiver, IfaceSpec, Interface, NetError, NetOps};
 use crate::wire::MacAddr;
 pub use netlink::{VIP_ADDR_PROTO, VIP_LABEL_SUFFIX, vip_label};
+use openelb_core::model::IpFamily;
 pub use vrrp_socket::{VRRP_GROUP_V4, VRRP_GROUP_V6, VrrpReceiver, VrrpSender};
 
 /// The Linux backend. Cheap to share behind an `Arc`; VRRP send sockets are opened on first use per
 /// interface and family and kept.
 pub struct LinuxNet {
     handle: Handle,
-    senders: Mutex<HashMap<(u32, Family), Arc<VrrpSender>>>,
+    senders: Mutex<HashMap<(u32, IpFamily), Arc<VrrpSender>>>,
     /// Opened on first use and kept: see [`frames`] for why.
     frames: Mutex<Option<Arc<frames::FrameSocket>>>,
     snapshots: Mutex<HashMap<u32, ForeignListing>>,
@@ -85,7 +86,7 @@ impl LinuxNet {
         Ok(sock)
     }
 
-    fn sender(&self, iface: &Interface, family: Family) -> Result<Arc<VrrpSender>, NetError> {
+    fn sender(&self, iface: &Interface, family: IpFamily) -> Result<Arc<VrrpSender>, NetError> {
         let mut map = self.senders.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(s) = map.get(&(iface.index, family)) {
             return Ok(Arc::clone(s));
@@ -108,7 +109,7 @@ impl NetOps for LinuxNet {
         netlink::resolve(&self.handle, spec).await
     }
 
-    async fn source_address(&self, iface: &Interface, family: Family) -> Result<IpAddr, NetError> {
+    async fn source_address(&self, iface: &Interface, family: IpFamily) -> Result<IpAddr, NetError> {
         netlink::source_address(&self.handle, iface, family).await
     }
 
@@ -154,10 +155,10 @@ impl NetOps for LinuxNet {
         advert: &Advert,
         peers: &[IpAddr],
     ) -> Result<(), NetError> {
-        let family = Family::of(&src);
+        let family = IpFamily::of(&src);
         let group = match family {
-            Family::V4 => IpAddr::V4(VRRP_GROUP_V4),
-            Family::V6 => IpAddr::V6(VRRP_GROUP_V6),
+            IpFamily::V4 => IpAddr::V4(VRRP_GROUP_V4),
+            IpFamily::V6 => IpAddr::V6(VRRP_GROUP_V6),
         };
         let sender = self.sender(iface, family)?;
         let dsts: &[IpAddr] = if peers.is_empty() { std::slice::from_ref(&group) } else { peers };
@@ -169,7 +170,7 @@ impl NetOps for LinuxNet {
         Ok(())
     }
 
-    fn advert_receiver(&self, iface: &Interface, family: Family) -> Result<VrrpReceiver, NetError> {
+    fn advert_receiver(&self, iface: &Interface, family: IpFamily) -> Result<VrrpReceiver, NetError> {
         VrrpReceiver::open(iface, family)
     }
 }

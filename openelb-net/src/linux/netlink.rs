@@ -22,8 +22,9 @@ use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
 use netlink_packet_route::route::RouteAttribute;
 use rtnetlink::{Handle, RouteMessageBuilder};
 
-use crate::ops::{Family, IfaceSpec, Interface, NetError};
+use crate::ops::{IfaceSpec, Interface, NetError};
 use crate::wire::MacAddr;
+use openelb_core::model::IpFamily;
 
 /// The `IFA_PROTO` value marking addresses added by openelb ('O'). Values 0-3 belong to the kernel.
 pub const VIP_ADDR_PROTO: u8 = 0x4f;
@@ -269,15 +270,15 @@ pub(crate) async fn list_our_vips(handle: &Handle, iface: &Interface) -> Result<
     Ok(ips)
 }
 
-pub(crate) async fn source_address(handle: &Handle, iface: &Interface, family: Family) -> Result<IpAddr, NetError> {
+pub(crate) async fn source_address(handle: &Handle, iface: &Interface, family: IpFamily) -> Result<IpAddr, NetError> {
     let all = addresses(handle, iface).await?;
     let candidates = all.iter().filter(|m| !is_ours(&iface.name, m));
     let found = match family {
-        Family::V4 => candidates
+        IpFamily::V4 => candidates
             .filter(|m| !flags_of(m).contains(AddressFlags::Secondary))
             .filter_map(address_of)
             .find(IpAddr::is_ipv4),
-        Family::V6 => {
+        IpFamily::V6 => {
             let link_local: Vec<(IpAddr, bool)> = candidates
                 .filter_map(|m| {
                     let ip = address_of(m)?;

@@ -20,7 +20,8 @@ use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 
 use super::codec;
-use crate::ops::{Family, Interface, NetError};
+use crate::ops::{Interface, NetError};
+use openelb_core::model::IpFamily;
 
 /// IP protocol number of VRRP.
 pub const IPPROTO_VRRP: i32 = 112;
@@ -37,10 +38,10 @@ fn io_err(iface: &Interface, op: impl Into<String>) -> impl FnOnce(io::Error) ->
     move |source| NetError::Io { iface, op, source }
 }
 
-fn raw_socket(iface: &Interface, family: Family) -> Result<Socket, NetError> {
+fn raw_socket(iface: &Interface, family: IpFamily) -> Result<Socket, NetError> {
     let domain = match family {
-        Family::V4 => Domain::IPV4,
-        Family::V6 => Domain::IPV6,
+        IpFamily::V4 => Domain::IPV4,
+        IpFamily::V6 => Domain::IPV6,
     };
     let sock = Socket::new(domain, Type::RAW.cloexec(), Some(Protocol::from(IPPROTO_VRRP)))
         .map_err(io_err(iface, "open raw VRRP socket"))?;
@@ -89,21 +90,21 @@ fn drop_all_filter(sock: &Socket) -> io::Result<()> {
 pub struct VrrpSender {
     fd: AsyncFd<Socket>,
     iface: Interface,
-    family: Family,
+    family: IpFamily,
 }
 
 impl VrrpSender {
     /// Needs a tokio runtime with I/O enabled.
-    pub fn open(iface: &Interface, family: Family) -> Result<Self, NetError> {
+    pub fn open(iface: &Interface, family: IpFamily) -> Result<Self, NetError> {
         let sock = raw_socket(iface, family)?;
         drop_all_filter(&sock).map_err(io_err(iface, "attach drop-all filter"))?;
         match family {
-            Family::V4 => {
+            IpFamily::V4 => {
                 sock.set_ttl_v4(u32::from(VRRP_TTL)).map_err(io_err(iface, "IP_TTL 255"))?;
                 sock.set_multicast_ttl_v4(u32::from(VRRP_TTL)).map_err(io_err(iface, "IP_MULTICAST_TTL 255"))?;
                 sock.set_multicast_loop_v4(false).map_err(io_err(iface, "IP_MULTICAST_LOOP off"))?;
             }
-            Family::V6 => {
+            IpFamily::V6 => {
                 sock.set_unicast_hops_v6(u32::from(VRRP_TTL)).map_err(io_err(iface, "IPV6_UNICAST_HOPS 255"))?;
                 sock.set_multicast_hops_v6(u32::from(VRRP_TTL)).map_err(io_err(iface, "IPV6_MULTICAST_HOPS 255"))?;
                 sock.set_multicast_loop_v6(false).map_err(io_err(iface, "IPV6_MULTICAST_LOOP off"))?;
@@ -114,14 +115,14 @@ impl VrrpSender {
         Ok(VrrpSender { fd, iface: iface.clone(), family })
     }
 
-    pub fn family(&self) -> Family {
+    pub fn family(&self) -> IpFamily {
         self.family
     }
 
     /// Sends one VRRP payload from `src` to `dst` (the group or a unicast peer).
     pub async fn send(&self, src: IpAddr, dst: IpAddr, payload: &[u8]) -> Result<(), NetError> {
         let what = format!("send VRRP {src} -> {dst}");
-        if Family::of(&src) != self.family || Family::of(&dst) != self.family {
+        if IpFamily::of(&src) != self.family || IpFamily::of(&dst) != self.family {
             return Err(NetError::Io {
                 iface: self.iface.name.clone(),
                 op: what,
@@ -201,21 +202,21 @@ fn send_with_pktinfo(sock: &Socket, ifindex: u32, src: IpAddr, dst: IpAddr, payl
 pub struct VrrpReceiver {
     fd: AsyncFd<Socket>,
     iface: Interface,
-    family: Family,
+    family: IpFamily,
     buf: Vec<u8>,
 }
 
 impl VrrpReceiver {
     /// Needs a tokio runtime with I/O enabled.
-    pub fn open(iface: &Interface, family: Family) -> Result<Self, NetError> {
+    pub fn open(iface: &Interface, family: IpFamily) -> Result<Self, NetError> {
         let sock = raw_socket(iface, family)?;
         match family {
-            Family::V4 => {
+            IpFamily::V4 => {
                 sock.set_multicast_all_v4(false).map_err(io_err(iface, "IP_MULTICAST_ALL off"))?;
                 sock.join_multicast_v4_n(&VRRP_GROUP_V4, &InterfaceIndexOrAddress::Index(iface.index))
                     .map_err(io_err(iface, "join 224.0.0.18"))?;
             }
-            Family::V6 => {
+            IpFamily::V6 => {
                 sock.set_multicast_all_v6(false).map_err(io_err(iface, "IPV6_MULTICAST_ALL off"))?;
                 sock.join_multicast_v6(&VRRP_GROUP_V6, iface.index).map_err(io_err(iface, "join ff02::12"))?;
                 sock.set_recv_hoplimit_v6(true).map_err(io_err(iface, "IPV6_RECVHOPLIMIT"))?;
@@ -227,7 +228,7 @@ impl VrrpReceiver {
         Ok(VrrpReceiver { fd, iface: iface.clone(), family, buf: vec![0; 2048] })
     }
 
-    pub fn family(&self) -> Family {
+    pub fn family(&self) -> IpFamily {
         self.family
     }
 
@@ -253,7 +254,7 @@ impl VrrpReceiver {
 }
 
 /// One datagram; Ok(None) if it was not a valid advert.
-fn recv_one(sock: &Socket, family: Family, buf: &mut [u8]) -> io::Result<Option<Received>> {
+fn recv_one(sock: &Socket, family: IpFamily, buf: &mut [u8]) -> io::Result<Option<Received>> {
     // SAFETY: sockaddr_storage is plain old data.
     let mut name: libc::sockaddr_storage = unsafe { zeroed() };
     let mut control = [0u64; 16];
@@ -272,7 +273,7 @@ fn recv_one(sock: &Socket, family: Family, buf: &mut [u8]) -> io::Result<Option<
         return Err(io::Error::last_os_error());
     }
     let data = &buf[..n as usize];
-    if family == Family::V4 {
+    if family == IpFamily::V4 {
         return Ok(codec::parse_ipv4_packet(data));
     }
     if i32::from(name.ss_family) != libc::AF_INET6 {
