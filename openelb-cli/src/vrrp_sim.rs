@@ -28,6 +28,7 @@ use openelb_core::vrrp::plan::{self, Plan, PlanConfig, VipInput};
 use openelb_core::vrrp::state::{Action, State};
 use openelb_core::{IpFamily, Node, Protocol};
 use openelb_net::memory::{Loss, Message, Segment};
+use openelb_net::ops::Incoming;
 use openelb_net::wire::MacAddr;
 use serde::Serialize;
 
@@ -640,7 +641,7 @@ impl DataPlane {
             let mut progressed = false;
             for d in self.segment.poll(t) {
                 progressed = true;
-                let Some(rx) = d.received() else { continue };
+                let Some(Incoming::Advert(rx)) = d.incoming() else { continue };
                 let Some(n) = self.nodes.get_mut(&d.to) else { continue };
                 let Some(agent) = n.agent.as_mut() else { continue };
                 let mut out = Vec::new();

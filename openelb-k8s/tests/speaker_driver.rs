@@ -11,7 +11,7 @@ use openelb_core::model::{Cluster, IpFamily};
 use openelb_core::vrrp::{Advert, Received};
 use openelb_k8s::manifest::Manifests;
 use openelb_k8s::speaker::{Control, Speaker, SpeakerConfig, desired};
-use openelb_net::ops::{AdvertReceiver, IfaceSpec, Interface, NetError, NetOps};
+use openelb_net::ops::{AdvertReceiver, IfaceSpec, Incoming, Interface, NetError, NetOps};
 use openelb_net::wire::MacAddr;
 use tokio::sync::mpsc;
 
@@ -68,9 +68,9 @@ impl FakeNet {
 struct FakeReceiver(mpsc::Receiver<Received>);
 
 impl AdvertReceiver for FakeReceiver {
-    async fn recv(&mut self) -> Result<Received, NetError> {
+    async fn recv(&mut self) -> Result<Incoming, NetError> {
         match self.0.recv().await {
-            Some(r) => Ok(r),
+            Some(r) => Ok(Incoming::Advert(r)),
             None => std::future::pending().await,
         }
     }

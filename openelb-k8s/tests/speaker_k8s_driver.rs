@@ -10,13 +10,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use openelb_core::model::{Cluster, IpFamily, ServiceKey};
-use openelb_core::vrrp::{Advert, Received};
+use openelb_core::vrrp::Advert;
 use openelb_k8s::manifest::Manifests;
 use openelb_k8s::serve::Readiness;
 use openelb_k8s::speaker::{
     AddressSource, Control, EventSink, Speaker, SpeakerConfig, SpeakerMetrics, VipChange, VipEvent,
 };
-use openelb_net::ops::{AdvertReceiver, IfaceSpec, Interface, NetError, NetOps};
+use openelb_net::ops::{AdvertReceiver, IfaceSpec, Incoming, Interface, NetError, NetOps};
 use openelb_net::wire::MacAddr;
 use prometheus_client::registry::Registry;
 use tokio::sync::mpsc;
@@ -46,7 +46,7 @@ impl FakeNet {
 struct Silent;
 
 impl AdvertReceiver for Silent {
-    async fn recv(&mut self) -> Result<Received, NetError> {
+    async fn recv(&mut self) -> Result<Incoming, NetError> {
         std::future::pending().await
     }
 }

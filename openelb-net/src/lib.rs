@@ -8,5 +8,5 @@ pub mod linux;
 pub mod memory;
 pub mod ops;
 
-pub use ops::{AdvertReceiver, IfaceSpec, Interface, NetError, NetOps};
+pub use ops::{AdvertReceiver, IfaceSpec, Incoming, Interface, NetError, NetOps};
 pub mod wire;

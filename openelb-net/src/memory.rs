@@ -7,7 +7,7 @@
 //! xorshift generator seeded by the caller, so every run with the same inputs is identical.
 //!
 //! What is modelled: nodes (name, MAC, primary address, link up/down), VRRP adverts (multicast to every
-//! node, or unicast to named peers), gratuitous ARP / unsolicited NA announcements, a fixed delivery delay,
+//! node, or unicast to named peers; as values, or as bytes decoded on delivery like a socket's), gratuitous ARP / unsolicited NA announcements, a fixed delivery delay,
 //! loss, partitions (pairs of parties that cannot hear each other, both ways) and heal. Clients attached to
 //! the segment keep a neighbour table with Linux's `arp_accept=0` semantics: an announcement only *updates*
 //! an existing entry; an entry is *created* by [`Segment::resolve`] (an ARP request answered by the node
@@ -18,15 +18,21 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::net::IpAddr;
 
+use openelb_core::vrrp::consts::TTL;
 use openelb_core::vrrp::{Advert, Received, Time};
 
+use crate::ops::Incoming;
 use crate::wire::MacAddr;
+use crate::wire::vrrp::{self, V4Checksum};
 
 /// What travels on the segment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Message {
     /// A VRRP advert from `src` (the sender's primary address). Delivered to nodes only.
     Advert { src: IpAddr, advert: Advert },
+    /// A VRRP message as bytes, with the IP header's addresses and TTL, for malformed or foreign adverts:
+    /// decoded on delivery by the codec the Linux receiver uses. Delivered to nodes only.
+    Raw { src: IpAddr, dst: IpAddr, ttl: u8, message: Vec<u8> },
     /// A gratuitous ARP (IPv4) or unsolicited NA (IPv6): `ip` is at `mac`. Delivered to clients only, where
     /// it updates existing neighbour entries.
     Announce { ip: IpAddr, mac: MacAddr },
@@ -42,10 +48,17 @@ pub struct Delivery {
 }
 
 impl Delivery {
-    /// The advert as a receiving socket would report it (TTL 255: nothing on one segment decrements it).
-    pub fn received(&self) -> Option<Received> {
+    /// What a node's advert receiver reports for this delivery (adverts as values arrive with TTL 255:
+    /// nothing on one segment decrements it); None for announcements, which reach clients only.
+    pub fn incoming(&self) -> Option<Incoming> {
         match &self.message {
-            Message::Advert { src, advert } => Some(Received { src: *src, ttl: 255, advert: advert.clone() }),
+            Message::Advert { src, advert } => {
+                Some(Incoming::Advert(Received { src: *src, ttl: TTL, advert: advert.clone() }))
+            }
+            Message::Raw { src, dst, ttl, message } => {
+                let cx = vrrp::Context { src: *src, dst: *dst, v4_checksum: V4Checksum::PseudoHeader };
+                Some(vrrp::receive(message, cx, *ttl).into())
+            }
             Message::Announce { .. } => None,
         }
     }
@@ -295,7 +308,7 @@ impl Segment {
             return Ok(0);
         }
         let targets: Vec<String> = match &message {
-            Message::Advert { .. } => self
+            Message::Advert { .. } | Message::Raw { .. } => self
                 .nodes
                 .iter()
                 .filter(|(name, n)| *name != from && (unicast.is_empty() || unicast.contains(&n.primary)))

@@ -13,9 +13,10 @@ use std::net::IpAddr;
 use std::str::FromStr;
 
 use openelb_core::model::IpFamily;
+use openelb_core::vrrp::consts::TTL;
 use openelb_core::vrrp::{Advert, Received};
 
-use crate::wire::MacAddr;
+use crate::wire::{DropReason, MacAddr, WireError};
 
 /// Linux interface names are at most 15 bytes (IFNAMSIZ - 1).
 pub const IFNAME_MAX: usize = 15;
@@ -182,10 +183,29 @@ pub trait NetOps: Send + Sync {
     fn advert_receiver(&self, iface: &Interface, family: IpFamily) -> Result<Self::Receiver, NetError>;
 }
 
-/// A stream of received adverts. Packets that fail validation (TTL ≠ 255, bad checksum, wrong version) are
-/// dropped inside and never surface; only I/O errors do.
+/// One packet off a VRRP receiver: a valid advert, or why the packet was dropped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Incoming {
+    Advert(Received),
+    /// Failed validation (TTL ≠ 255, bad checksum, wrong version, ...): count it by reason, act on nothing.
+    Dropped(DropReason),
+}
+
+impl From<Result<Received, WireError>> for Incoming {
+    /// A decoded advert stands only if it arrived with TTL / hop limit 255 (RFC 5798 §7.1).
+    fn from(decoded: Result<Received, WireError>) -> Self {
+        match decoded {
+            Ok(rx) if rx.ttl == TTL => Incoming::Advert(rx),
+            Ok(_) => Incoming::Dropped(DropReason::BadTtl),
+            Err(e) => Incoming::Dropped(e.kind()),
+        }
+    }
+}
+
+/// A stream of packets from the VRRP group: each is a valid advert or a drop with its reason; `Err` is an
+/// I/O error of the socket.
 pub trait AdvertReceiver: Send {
-    fn recv(&mut self) -> impl Future<Output = Result<Received, NetError>> + Send;
+    fn recv(&mut self) -> impl Future<Output = Result<Incoming, NetError>> + Send;
 }
 
 #[cfg(test)]

@@ -16,10 +16,11 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use openelb_core::model::IpFamily;
-use openelb_core::vrrp::Advert;
+use openelb_core::vrrp::consts::{MULTICAST_V4, PROTOCOL};
+use openelb_core::vrrp::{Advert, Received};
 use openelb_net::linux::LinuxNet;
-use openelb_net::ops::{AdvertReceiver, IfaceSpec, NetError, NetOps};
-use openelb_net::wire::MacAddr;
+use openelb_net::ops::{AdvertReceiver, IfaceSpec, Incoming, NetError, NetOps};
+use openelb_net::wire::{self, DropReason, MacAddr, vrrp};
 
 const N1_MAC: MacAddr = MacAddr([0x02, 0x42, 0xc0, 0x00, 0x02, 0x0b]);
 const N2_MAC: MacAddr = MacAddr([0x02, 0x42, 0xc0, 0x00, 0x02, 0x0c]);
@@ -260,6 +261,13 @@ fn gratuitous_arp_does_not_create_client_entry() {
     assert!(neigh.trim().is_empty(), "arp_accept=0 must ignore a GARP without an entry: {neigh}");
 }
 
+fn advert_of(incoming: Incoming) -> Received {
+    match incoming {
+        Incoming::Advert(rx) => rx,
+        Incoming::Dropped(reason) => panic!("our own advert was dropped: {reason}"),
+    }
+}
+
 fn advert_round_trip(lab: &Lab, family: IpFamily, unicast: bool) {
     let (ready_tx, ready_rx) = mpsc::channel();
     let receiver = in_ns(&lab.n2, move || async move {
@@ -292,7 +300,7 @@ fn advert_round_trip(lab: &Lab, family: IpFamily, unicast: bool) {
         }
         src
     });
-    let got = receiver.join().unwrap();
+    let got = advert_of(receiver.join().unwrap());
     assert_eq!(got.ttl, 255);
     assert_eq!(got.src, src);
     assert_eq!(got.advert, advert);
@@ -356,15 +364,23 @@ fn vrrp_advert_with_ttl_below_255_is_dropped() {
         let eth0 = net.resolve(&IfaceSpec::Name("eth0".into())).await.unwrap();
         let mut rx = net.advert_receiver(&eth0, IpFamily::V4).unwrap();
         ready_tx.send(()).unwrap();
-        tokio::time::timeout(Duration::from_secs(3), AdvertReceiver::recv(&mut rx)).await.expect("no advert").unwrap()
+        let mut drops = Vec::new();
+        loop {
+            let next = tokio::time::timeout(Duration::from_secs(3), AdvertReceiver::recv(&mut rx));
+            match next.await.expect("no advert").unwrap() {
+                Incoming::Advert(rx) => return (drops, rx),
+                Incoming::Dropped(reason) => drops.push(reason),
+            }
+        }
     });
     ready_rx.recv().unwrap();
     run_in(&lab.n1, || async {
         let src = v4("192.0.2.11");
-        let group = v4("224.0.0.18");
+        let group = IpAddr::V4(MULTICAST_V4);
         let forged = Advert { vrid: 7, priority: 254, max_advert_int: 10, addresses: vec![v4("192.0.2.91")] };
-        let payload = openelb_net::wire::vrrp::emit(&forged, src, group).unwrap();
-        let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::RAW, Some(112.into())).unwrap();
+        let payload = wire::encode(&forged, vrrp::Context::new(src, group), &[]).unwrap();
+        let protocol = i32::from(PROTOCOL).into();
+        let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::RAW, Some(protocol)).unwrap();
         sock.bind_device(Some(b"eth0")).unwrap();
         sock.bind(&SocketAddr::new(src, 0).into()).unwrap();
         sock.set_multicast_ttl_v4(254).unwrap();
@@ -375,6 +391,7 @@ fn vrrp_advert_with_ttl_below_255_is_dropped() {
         let genuine = Advert { priority: 100, ..forged };
         net.send_advert(&eth0, src, &genuine, &[]).await.unwrap();
     });
-    let got = receiver.join().unwrap();
+    let (drops, got) = receiver.join().unwrap();
     assert_eq!((got.ttl, got.advert.priority), (255, 100), "the TTL-254 advert must not surface");
+    assert_eq!(drops, vec![DropReason::BadTtl], "the TTL-254 advert is reported as a drop");
 }

@@ -4,8 +4,10 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use openelb_core::vrrp::Advert;
+use openelb_core::vrrp::consts::{MULTICAST_V4, TTL};
 use openelb_net::memory::{Loss, Message, Segment, SegmentError};
-use openelb_net::wire::MacAddr;
+use openelb_net::ops::Incoming;
+use openelb_net::wire::{self, DropReason, MacAddr, vrrp};
 use proptest::prelude::*;
 
 const NODES: [&str; 3] = ["n1", "n2", "n3"];
@@ -48,9 +50,32 @@ fn advert_reaches_every_other_node_after_the_delay() {
     let to: Vec<_> = got.iter().map(|d| d.to.as_str()).collect();
     assert_eq!(to, vec!["n2", "n3"]);
     assert!(got.iter().all(|d| d.at == ms(12) && d.from == "n1"));
-    let rx = got[0].received().unwrap();
+    let Some(Incoming::Advert(rx)) = got[0].incoming() else { panic!("{:?}", got[0]) };
     assert_eq!((rx.ttl, rx.src, rx.advert.priority), (255, ip("192.0.2.11"), 100));
     assert_eq!(seg.next_delivery_time(), None);
+}
+
+/// Adverts sent as bytes go through the Linux receiver's codec on delivery, so drops carry their reason.
+#[test]
+fn raw_adverts_are_decoded_on_delivery_and_drops_say_why() {
+    let mut seg = segment(1);
+    let (src, dst) = (ip("192.0.2.11"), IpAddr::V4(MULTICAST_V4));
+    let Message::Advert { advert, .. } = advert(100) else { unreachable!() };
+    let bytes = wire::encode(&advert, vrrp::Context::new(src, dst), &[]).unwrap();
+    let mut corrupt = bytes.clone();
+    corrupt[vrrp::field::PRIORITY] = 101;
+    let cases = vec![
+        (TTL, bytes.clone(), Incoming::Advert(openelb_core::vrrp::Received { src, ttl: TTL, advert })),
+        (254, bytes.clone(), Incoming::Dropped(DropReason::BadTtl)),
+        (TTL, corrupt, Incoming::Dropped(DropReason::BadChecksum)),
+        (TTL, bytes[..7].to_vec(), Incoming::Dropped(DropReason::Truncated)),
+    ];
+    for (ttl, message, want) in cases {
+        seg.send("n1", Message::Raw { src, dst, ttl, message }, &[ip("192.0.2.12")], ms(0)).unwrap();
+        let got = seg.poll(ms(5));
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].incoming(), Some(want));
+    }
 }
 
 #[test]

@@ -2,9 +2,9 @@
 
 use std::net::Ipv4Addr;
 
-use openelb_net::wire::WireError;
 use openelb_net::wire::arp::{self, ArpRepr, GratuitousForm, Operation};
 use openelb_net::wire::ethernet::{self, EthernetRepr, Frame, MacAddr};
+use openelb_net::wire::{self, Repr, WireError};
 use proptest::prelude::*;
 
 const MAC: MacAddr = MacAddr([0x52, 0x54, 0x00, 0x12, 0x34, 0x56]);
@@ -57,13 +57,13 @@ fn ethernet_frame_short_of_a_header_is_truncated() {
     );
     let mut small = [0u8; 10];
     let eth = EthernetRepr { dst: MacAddr::BROADCAST, src: MAC, ethertype: ethernet::ETHERTYPE_ARP };
-    assert!(matches!(eth.emit(&mut small), Err(WireError::Truncated { need: 14, have: 10, .. })));
+    assert!(matches!(eth.emit(&mut small, ()), Err(WireError::Truncated { need: 14, have: 10, .. })));
 }
 
 /// The frame `arping -U`-style announcements use, written out byte by byte.
 #[test]
 fn gratuitous_request_known_answer() {
-    let frame = arp::gratuitous(MAC, VIP, GratuitousForm::Request);
+    let frame = arp::gratuitous(MAC, VIP, GratuitousForm::Request).unwrap();
     #[rustfmt::skip]
     let expected: [u8; 42] = [
         0xff, 0xff, 0xff, 0xff, 0xff, 0xff, // broadcast
@@ -84,7 +84,7 @@ fn gratuitous_request_known_answer() {
 
 #[test]
 fn gratuitous_reply_form_targets_our_own_mac() {
-    let frame = arp::gratuitous(MAC, VIP, GratuitousForm::Reply);
+    let frame = arp::gratuitous(MAC, VIP, GratuitousForm::Reply).unwrap();
     assert_eq!(frame.len(), arp::FRAME_LEN);
     let (eth, parsed) = arp::parse_frame(&frame).unwrap();
     assert_eq!(eth, EthernetRepr { dst: MacAddr::BROADCAST, src: MAC, ethertype: ethernet::ETHERTYPE_ARP });
@@ -102,30 +102,33 @@ fn arp_parse_refuses_non_ethernet_ipv4_and_unknown_operations() {
         sender_ip: VIP,
         target_mac: MacAddr::ZERO,
         target_ip: Ipv4Addr::new(192, 0, 2, 5),
-    }
-    .to_bytes();
-    let mut b = good;
+    };
+    let good = wire::encode(&good, (), &[]).unwrap();
+    let mut b = good.clone();
     b[1] = 6; // IEEE 802 hardware
-    assert!(matches!(ArpRepr::parse_bytes(&b), Err(WireError::Malformed { .. })));
-    let mut b = good;
+    assert!(matches!(wire::decode::<ArpRepr>(&b, ()), Err(WireError::Malformed { .. })));
+    let mut b = good.clone();
     b[5] = 16; // protocol length of IPv6
-    assert!(matches!(ArpRepr::parse_bytes(&b), Err(WireError::Malformed { .. })));
-    let mut b = good;
+    assert!(matches!(wire::decode::<ArpRepr>(&b, ()), Err(WireError::Malformed { .. })));
+    let mut b = good.clone();
     b[7] = 3; // RARP request
-    assert!(matches!(ArpRepr::parse_bytes(&b), Err(WireError::BadType { got: 3, .. })));
-    assert_eq!(ArpRepr::parse_bytes(&good[..27]), Err(WireError::Truncated { what: "ARP packet", need: 28, have: 27 }));
+    assert!(matches!(wire::decode::<ArpRepr>(&b, ()), Err(WireError::BadType { got: 3, .. })));
+    assert_eq!(
+        wire::decode::<ArpRepr>(&good[..27], ()),
+        Err(WireError::Truncated { what: "ARP packet", need: 28, have: 27 })
+    );
 }
 
 #[test]
 fn arp_parse_frame_refuses_other_ethertypes() {
-    let mut frame = arp::gratuitous(MAC, VIP, GratuitousForm::Request);
+    let mut frame = arp::gratuitous(MAC, VIP, GratuitousForm::Request).unwrap();
     frame[12..14].copy_from_slice(&[0x08, 0x00]);
     assert!(matches!(arp::parse_frame(&frame), Err(WireError::BadType { got: 0x0800, .. })));
 }
 
 #[test]
 fn arp_parse_ignores_ethernet_padding() {
-    let mut frame = arp::gratuitous(MAC, VIP, GratuitousForm::Request);
+    let mut frame = arp::gratuitous(MAC, VIP, GratuitousForm::Request).unwrap();
     frame.resize(60, 0);
     assert!(arp::parse_frame(&frame).is_ok());
 }
@@ -148,12 +151,12 @@ proptest! {
         payload in prop::collection::vec(any::<u8>(), 0..64),
     ) {
         let repr = EthernetRepr { dst, src, ethertype };
-        let frame = repr.frame(&payload);
-        let (parsed, rest) = EthernetRepr::parse_bytes(&frame).unwrap();
-        prop_assert_eq!(parsed, repr);
-        prop_assert_eq!(rest, &payload[..]);
+        let frame = wire::encode(&repr, (), &payload).unwrap();
+        let view = Frame::new_checked(&frame).unwrap();
+        prop_assert_eq!(EthernetRepr::parse(&view, ()), Ok(repr));
+        prop_assert_eq!(view.payload(), &payload[..]);
         let mut buf = [0u8; 14];
-        repr.emit(&mut buf).unwrap();
+        repr.emit(&mut buf, ()).unwrap();
         prop_assert_eq!(&buf[..], &frame[..14]);
     }
 
@@ -173,15 +176,15 @@ proptest! {
             target_ip: ti.into(),
         };
         let mut buf = [0u8; 28];
-        repr.emit(&mut buf).unwrap();
-        prop_assert_eq!(ArpRepr::parse_bytes(&buf), Ok(repr));
+        repr.emit(&mut buf, ()).unwrap();
+        prop_assert_eq!(wire::decode::<ArpRepr>(&buf, ()), Ok(repr));
     }
 
     #[test]
     fn gratuitous_round_trip(m in mac(), vip in any::<[u8; 4]>(), reply in any::<bool>()) {
         let form = if reply { GratuitousForm::Reply } else { GratuitousForm::Request };
         let vip = Ipv4Addr::from(vip);
-        let (eth, a) = arp::parse_frame(&arp::gratuitous(m, vip, form)).unwrap();
+        let (eth, a) = arp::parse_frame(&arp::gratuitous(m, vip, form).unwrap()).unwrap();
         prop_assert_eq!(eth.src, m);
         prop_assert_eq!((a.sender_mac, a.sender_ip, a.target_ip), (m, vip, vip));
     }

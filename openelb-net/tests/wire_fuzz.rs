@@ -8,6 +8,8 @@ mod wire_common;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use openelb_net::core::vrrp::Advert;
+use openelb_net::core::vrrp::consts::{MULTICAST_V4, MULTICAST_V6, PROTOCOL};
+use openelb_net::wire;
 use openelb_net::wire::arp::{self, ArpRepr, GratuitousForm};
 use openelb_net::wire::ethernet::{self, EthernetRepr, MacAddr};
 use openelb_net::wire::icmpv6::{self, NdpRepr};
@@ -17,44 +19,50 @@ use openelb_net::wire::vrrp::{self, V4Checksum};
 use proptest::prelude::*;
 use wire_common::slow_checksum;
 
+fn vrrp_cx(src: IpAddr, dst: IpAddr, v4_checksum: V4Checksum) -> vrrp::Context {
+    vrrp::Context { src, dst, v4_checksum }
+}
+
 /// Runs every parser and every view accessor over `b`, treating it as each layer in turn.
 fn run_all_parsers(b: &[u8]) {
-    let _ = EthernetRepr::parse_bytes(b);
+    let _ = wire::decode::<EthernetRepr>(b, ());
     if let Ok(f) = ethernet::Frame::new_checked(b) {
         let _ = (f.dst(), f.src(), f.ethertype(), f.payload());
     }
-    let _ = ArpRepr::parse_bytes(b);
+    let _ = wire::decode::<ArpRepr>(b, ());
     if let Ok(p) = arp::Packet::new_checked(b) {
         let _ = (p.hardware_type(), p.protocol_type(), p.hardware_len(), p.protocol_len(), p.operation());
         let _ = (p.sender_mac(), p.sender_ip(), p.target_mac(), p.target_ip());
     }
     let _ = arp::parse_frame(b);
-    let _ = Ipv4Repr::parse_bytes(b);
+    let _ = wire::decode::<Ipv4Repr>(b, ());
     if let Ok(p) = ipv4::Packet::new_checked(b) {
         let _ = (p.version(), p.header_len(), p.total_len(), p.ident(), p.is_fragment(), p.ttl(), p.protocol());
         let _ = (p.src(), p.dst(), p.verify_checksum(), p.expected_checksum(), p.payload(), p.dscp_ecn());
     }
-    let _ = Ipv6Repr::parse_bytes(b);
+    let _ = wire::decode::<Ipv6Repr>(b, ());
     if let Ok(p) = ipv6::Packet::new_checked(b) {
         let _ = (p.traffic_class(), p.flow_label(), p.next_header(), p.hop_limit(), p.src(), p.dst(), p.payload());
     }
-    let _ = vrrp::parse_ipv4_packet(b);
-    let _ = vrrp::parse_ipv4_packet_with(b, &[V4Checksum::MessageOnly, V4Checksum::PseudoHeader]);
-    let (s4, d4) = (IpAddr::V4(Ipv4Addr::new(192, 0, 2, 3)), IpAddr::V4(vrrp::MULTICAST_V4));
-    let _ = vrrp::parse(b, s4, d4);
-    let _ = vrrp::parse_with(b, s4, d4, &[V4Checksum::MessageOnly]);
-    let _ = vrrp::parse_with(b, s4, d4, &[]);
+    for form in [V4Checksum::PseudoHeader, V4Checksum::MessageOnly, V4Checksum::Either] {
+        let _ = vrrp::receive_ipv4(b, form);
+    }
+    let (s4, d4) = (IpAddr::V4(Ipv4Addr::new(192, 0, 2, 3)), IpAddr::V4(MULTICAST_V4));
+    for form in [V4Checksum::PseudoHeader, V4Checksum::MessageOnly, V4Checksum::Either] {
+        let _ = wire::decode::<Advert>(b, vrrp_cx(s4, d4, form));
+    }
     let s6 = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1);
-    let _ = vrrp::parse_ipv6_payload(b, s6, vrrp::MULTICAST_V6, 255);
-    let _ = vrrp::parse(b, s4, IpAddr::V6(s6));
+    let _ = vrrp::receive(b, vrrp::Context::new(IpAddr::V6(s6), IpAddr::V6(MULTICAST_V6)), 255);
+    let _ = wire::decode::<Advert>(b, vrrp::Context::new(s4, IpAddr::V6(s6)));
     if let Ok(p) = vrrp::Packet::new_checked(b) {
         let _ = (p.version(), p.kind(), p.vrid(), p.priority(), p.count(), p.max_advert_int(), p.checksum());
         let _ = p.address_bytes();
     }
-    let _ = NdpRepr::parse(b, s6, icmpv6::ALL_NODES);
-    let _ = NdpRepr::parse(b, Ipv6Addr::UNSPECIFIED, icmpv6::ALL_NODES);
+    let _ = wire::decode::<NdpRepr>(b, icmpv6::Context { src: s6, dst: icmpv6::ALL_NODES });
+    let _ = wire::decode::<NdpRepr>(b, icmpv6::Context { src: Ipv6Addr::UNSPECIFIED, dst: icmpv6::ALL_NODES });
     if let Ok(p) = icmpv6::Packet::new_checked(b) {
         let _ = (p.msg_type(), p.code(), p.checksum(), p.verify_checksum(s6, icmpv6::ALL_NODES));
+        let _ = p.expected_checksum(s6, icmpv6::ALL_NODES);
     }
     let _ = icmpv6::parse_frame(b);
 }
@@ -66,20 +74,18 @@ fn valid_samples() -> Vec<Vec<u8>> {
     let ll: Ipv6Addr = "fe80::1".parse().unwrap();
     let a4 = Advert { vrid: 51, priority: 100, max_advert_int: 100, addresses: vec![IpAddr::V4(vip4); 3] };
     let a6 = Advert { vrid: 51, priority: 100, max_advert_int: 100, addresses: vec![IpAddr::V6(vip6); 2] };
-    let v4_packet = vrrp::ipv4_packet(&a4, Ipv4Addr::new(192, 0, 2, 3), vrrp::MULTICAST_V4).unwrap();
-    let v4_frame = EthernetRepr {
-        dst: MacAddr::ipv4_multicast(vrrp::MULTICAST_V4),
-        src: mac,
-        ethertype: ethernet::ETHERTYPE_IPV4,
-    }
-    .frame(&v4_packet);
+    let v4_packet = vrrp::ipv4_packet(&a4, Ipv4Addr::new(192, 0, 2, 3), MULTICAST_V4).unwrap();
+    let eth4 =
+        EthernetRepr { dst: MacAddr::ipv4_multicast(MULTICAST_V4), src: mac, ethertype: ethernet::ETHERTYPE_IPV4 };
+    let v4_frame = wire::encode(&eth4, (), &v4_packet).unwrap();
+    let s4 = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 3));
     vec![
-        arp::gratuitous(mac, vip4, GratuitousForm::Request),
-        arp::gratuitous(mac, vip4, GratuitousForm::Reply),
-        icmpv6::unsolicited_na_frame(mac, ll, vip6),
-        vrrp::emit(&a4, IpAddr::V4(Ipv4Addr::new(192, 0, 2, 3)), IpAddr::V4(vrrp::MULTICAST_V4)).unwrap(),
-        vrrp::emit(&a6, IpAddr::V6(ll), IpAddr::V6(vrrp::MULTICAST_V6)).unwrap(),
-        vrrp::ipv6_packet(&a6, ll, vrrp::MULTICAST_V6).unwrap(),
+        arp::gratuitous(mac, vip4, GratuitousForm::Request).unwrap(),
+        arp::gratuitous(mac, vip4, GratuitousForm::Reply).unwrap(),
+        icmpv6::unsolicited_na_frame(mac, ll, vip6).unwrap(),
+        wire::encode(&a4, vrrp::Context::new(s4, IpAddr::V4(MULTICAST_V4)), &[]).unwrap(),
+        wire::encode(&a6, vrrp::Context::new(IpAddr::V6(ll), IpAddr::V6(MULTICAST_V6)), &[]).unwrap(),
+        vrrp::ipv6_packet(&a6, ll, MULTICAST_V6).unwrap(),
         v4_packet,
         v4_frame,
     ]
@@ -116,9 +122,9 @@ fn wrapped_ipv4() -> impl Strategy<Value = Vec<u8>> {
             p[0] = 0x40 | (5 + opt_words as u8);
             p[2..4].copy_from_slice(&((header_len + payload.len()) as u16).to_be_bytes());
             p[8] = ttl;
-            p[9] = if vrrp_proto { 112 } else { ttl };
+            p[9] = if vrrp_proto { PROTOCOL } else { ttl };
             p[12..16].copy_from_slice(&[192, 0, 2, 3]);
-            p[16..20].copy_from_slice(&[224, 0, 0, 18]);
+            p[16..20].copy_from_slice(&MULTICAST_V4.octets());
             p.extend_from_slice(&opts[..opt_words * 4]);
             let sum = slow_checksum(&p);
             p[10..12].copy_from_slice(&sum.to_be_bytes());
@@ -136,9 +142,10 @@ fn wrapped_ndp() -> impl Strategy<Value = Vec<u8>> {
             body[1] = 0;
         }
         let src: Ipv6Addr = "fe80::1".parse().unwrap();
-        let ip = Ipv6Repr { src, dst: icmpv6::ALL_NODES, next_header: 58, hop_limit: 255, payload_len: 0 };
-        let packet = ip.packet(&body).unwrap();
-        EthernetRepr { dst: MacAddr::BROADCAST, src: MacAddr::ZERO, ethertype: ethernet::ETHERTYPE_IPV6 }.frame(&packet)
+        let ip = Ipv6Repr { src, dst: icmpv6::ALL_NODES, next_header: 58, hop_limit: 255, payload_len: body.len() };
+        let packet = wire::encode(&ip, (), &body).unwrap();
+        let eth = EthernetRepr { dst: MacAddr::BROADCAST, src: MacAddr::ZERO, ethertype: ethernet::ETHERTYPE_IPV6 };
+        wire::encode(&eth, (), &packet).unwrap()
     })
 }
 
@@ -162,7 +169,7 @@ proptest! {
     fn random_payload_in_valid_ipv4_never_panics(p in wrapped_ipv4()) {
         run_all_parsers(&p);
         // The header is valid, so only the VRRP layer (or the protocol check) can refuse it.
-        let result = vrrp::parse_ipv4_packet(&p);
+        let result = vrrp::receive_ipv4(&p, V4Checksum::PseudoHeader);
         let header_refused =
             matches!(result, Err(openelb_net::wire::WireError::BadChecksum { what: "IPv4 header", .. }));
         prop_assert!(!header_refused, "header checksum was made valid, got {:?}", result);

@@ -4,10 +4,11 @@ mod wire_common;
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use openelb_net::wire::WireError;
+use openelb_net::core::vrrp::consts::{MULTICAST_V4, MULTICAST_V6, PROTOCOL};
 use openelb_net::wire::checksum;
 use openelb_net::wire::ipv4::{self, Ipv4Repr};
 use openelb_net::wire::ipv6::{self, Ipv6Repr};
+use openelb_net::wire::{self, Repr, WireError};
 use proptest::prelude::*;
 use wire_common::{slow_checksum, v4_pseudo, v6_pseudo};
 
@@ -27,7 +28,8 @@ fn textbook_packet() -> Vec<u8> {
 #[test]
 fn ipv4_textbook_header_verifies() {
     let packet = textbook_packet();
-    let (repr, payload) = Ipv4Repr::parse_bytes(&packet).unwrap();
+    let view = ipv4::Packet::new_checked(&packet[..]).unwrap();
+    let (repr, payload) = (Ipv4Repr::parse(&view, ()).unwrap(), view.payload());
     assert_eq!(repr.src, Ipv4Addr::new(192, 168, 0, 1));
     assert_eq!(repr.dst, Ipv4Addr::new(192, 168, 0, 199));
     assert_eq!((repr.protocol, repr.ttl, repr.payload_len), (17, 64, 0x73 - 20));
@@ -42,7 +44,7 @@ fn ipv4_bad_header_checksum_reports_both_values() {
     let mut packet = textbook_packet();
     packet[11] = 0x62;
     assert_eq!(
-        Ipv4Repr::parse_bytes(&packet).err(),
+        wire::decode::<Ipv4Repr>(&packet, ()).err(),
         Some(WireError::BadChecksum { what: "IPv4 header", expected: 0xb861, got: 0xb862 })
     );
 }
@@ -52,46 +54,49 @@ fn ipv4_view_rejects_bad_version_ihl_and_lengths() {
     let mut p = textbook_packet();
     p[0] = 0x65;
     assert_eq!(
-        Ipv4Repr::parse_bytes(&p).err(),
+        wire::decode::<Ipv4Repr>(&p, ()).err(),
         Some(WireError::BadVersion { what: "IPv4 header", expected: 4, got: 6 })
     );
     let mut p = textbook_packet();
     p[0] = 0x44;
-    assert!(matches!(Ipv4Repr::parse_bytes(&p), Err(WireError::Malformed { .. })));
+    assert!(matches!(wire::decode::<Ipv4Repr>(&p, ()), Err(WireError::Malformed { .. })));
     let mut p = textbook_packet();
     p[2..4].copy_from_slice(&19u16.to_be_bytes());
     assert_eq!(
-        Ipv4Repr::parse_bytes(&p).err(),
+        wire::decode::<Ipv4Repr>(&p, ()).err(),
         Some(WireError::BadLength { what: "IPv4 header", expected: 20, got: 19 })
     );
     let p = textbook_packet();
     assert_eq!(
-        Ipv4Repr::parse_bytes(&p[..100]).err(),
+        wire::decode::<Ipv4Repr>(&p[..100], ()).err(),
         Some(WireError::Truncated { what: "IPv4 header", need: 0x73, have: 100 })
     );
     // IHL 15 = 60 bytes of header, more than a 40-byte buffer holds.
     let mut p = textbook_packet();
     p[0] = 0x4f;
-    assert!(matches!(Ipv4Repr::parse_bytes(&p[..40]), Err(WireError::Truncated { need: 60, .. })));
+    assert!(matches!(wire::decode::<Ipv4Repr>(&p[..40], ()), Err(WireError::Truncated { need: 60, .. })));
 }
 
 #[test]
 fn ipv4_fragments_are_refused() {
     let repr = Ipv4Repr {
         src: Ipv4Addr::new(192, 0, 2, 3),
-        dst: Ipv4Addr::new(224, 0, 0, 18),
-        protocol: 112,
+        dst: MULTICAST_V4,
+        protocol: PROTOCOL,
         ttl: 255,
         dscp_ecn: 0,
         payload_len: 0,
     };
     for flags in [0x2000u16, 0x0001] {
-        let mut p = repr.packet(&[1, 2, 3, 4]).unwrap();
+        let mut p = wire::encode(&Ipv4Repr { payload_len: 4, ..repr }, (), &[1, 2, 3, 4]).unwrap();
         p[6..8].copy_from_slice(&flags.to_be_bytes());
         p[10..12].fill(0);
         let sum = slow_checksum(&p[..20]);
         p[10..12].copy_from_slice(&sum.to_be_bytes());
-        assert!(matches!(Ipv4Repr::parse_bytes(&p), Err(WireError::Malformed { reason: "fragmented datagram", .. })));
+        assert!(matches!(
+            wire::decode::<Ipv4Repr>(&p, ()),
+            Err(WireError::Malformed { reason: "fragmented datagram", .. })
+        ));
     }
 }
 
@@ -100,12 +105,12 @@ fn ipv4_payload_stops_at_total_length_not_at_ethernet_padding() {
     let repr = Ipv4Repr {
         src: Ipv4Addr::new(192, 0, 2, 3),
         dst: Ipv4Addr::new(192, 0, 2, 4),
-        protocol: 112,
+        protocol: PROTOCOL,
         ttl: 255,
         dscp_ecn: 0xc0,
         payload_len: 0,
     };
-    let mut p = repr.packet(&[9; 12]).unwrap();
+    let mut p = wire::encode(&Ipv4Repr { payload_len: 12, ..repr }, (), &[9; 12]).unwrap();
     p.resize(46, 0);
     let packet = ipv4::Packet::new_checked(&p[..]).unwrap();
     assert_eq!(packet.payload(), &[9; 12]);
@@ -115,21 +120,21 @@ fn ipv4_payload_stops_at_total_length_not_at_ethernet_padding() {
 fn ipv6_view_checks_version_and_payload_length() {
     let repr = Ipv6Repr {
         src: "fe80::1".parse().unwrap(),
-        dst: "ff02::12".parse().unwrap(),
-        next_header: 112,
+        dst: MULTICAST_V6,
+        next_header: PROTOCOL,
         hop_limit: 255,
-        payload_len: 0,
+        payload_len: 24,
     };
-    let p = repr.packet(&[7; 24]).unwrap();
+    let p = wire::encode(&repr, (), &[7; 24]).unwrap();
     assert_eq!(p.len(), 64);
     let mut bad = p.clone();
     bad[0] = 0x40;
     assert_eq!(
-        Ipv6Repr::parse_bytes(&bad).err(),
+        wire::decode::<Ipv6Repr>(&bad, ()).err(),
         Some(WireError::BadVersion { what: "IPv6 header", expected: 6, got: 4 })
     );
     assert_eq!(
-        Ipv6Repr::parse_bytes(&p[..63]).err(),
+        wire::decode::<Ipv6Repr>(&p[..63], ()).err(),
         Some(WireError::Truncated { what: "IPv6 header", need: 64, have: 63 })
     );
     let view = ipv6::Packet::new_checked(&p[..]).unwrap();
@@ -138,9 +143,9 @@ fn ipv6_view_checks_version_and_payload_length() {
 
 #[test]
 fn pseudo_headers_match_the_byte_layouts() {
-    let (s4, d4) = (Ipv4Addr::new(192, 0, 2, 3), Ipv4Addr::new(224, 0, 0, 18));
-    let acc = checksum::pseudo_header_v4(s4, d4, 112, 12);
-    assert_eq!(checksum::finish(acc), slow_checksum(&v4_pseudo(s4, d4, 112, 12)));
+    let (s4, d4) = (Ipv4Addr::new(192, 0, 2, 3), MULTICAST_V4);
+    let acc = checksum::pseudo_header_v4(s4, d4, PROTOCOL, 12);
+    assert_eq!(checksum::finish(acc), slow_checksum(&v4_pseudo(s4, d4, PROTOCOL, 12)));
     let (s6, d6): (Ipv6Addr, Ipv6Addr) = ("2001:db8::3".parse().unwrap(), "ff02::1".parse().unwrap());
     let acc = checksum::pseudo_header_v6(s6, d6, 58, 32);
     assert_eq!(checksum::finish(acc), slow_checksum(&v6_pseudo(s6, d6, 58, 32)));
@@ -177,11 +182,11 @@ proptest! {
     ) {
         let (src, dst, payload_len) = (src.into(), dst.into(), payload.len());
         let repr = Ipv4Repr { src, dst, protocol, ttl, dscp_ecn: tos, payload_len };
-        let p = repr.packet(&payload).unwrap();
+        let p = wire::encode(&repr, (), &payload).unwrap();
         prop_assert_eq!(slow_checksum(&p[..20]), 0);
-        let (parsed, rest) = Ipv4Repr::parse_bytes(&p).unwrap();
-        prop_assert_eq!(parsed, repr);
-        prop_assert_eq!(rest, &payload[..]);
+        let view = ipv4::Packet::new_checked(&p[..]).unwrap();
+        prop_assert_eq!(Ipv4Repr::parse(&view, ()), Ok(repr));
+        prop_assert_eq!(view.payload(), &payload[..]);
     }
 
     #[test]
@@ -193,9 +198,9 @@ proptest! {
     ) {
         let (src, dst, payload_len) = (src.into(), dst.into(), payload.len());
         let repr = Ipv6Repr { src, dst, next_header, hop_limit, payload_len };
-        let p = repr.packet(&payload).unwrap();
-        let (parsed, rest) = Ipv6Repr::parse_bytes(&p).unwrap();
-        prop_assert_eq!(parsed, repr);
-        prop_assert_eq!(rest, &payload[..]);
+        let p = wire::encode(&repr, (), &payload).unwrap();
+        let view = ipv6::Packet::new_checked(&p[..]).unwrap();
+        prop_assert_eq!(Ipv6Repr::parse(&view, ()), Ok(repr));
+        prop_assert_eq!(view.payload(), &payload[..]);
     }
 }

@@ -7,9 +7,10 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use openelb_net::core::vrrp::Advert;
+use openelb_net::core::vrrp::consts::{MULTICAST_V4, MULTICAST_V6};
 use openelb_net::wire::arp::{self, GratuitousForm};
 use openelb_net::wire::ethernet::{ETHERTYPE_IPV4, ETHERTYPE_IPV6, EthernetRepr, MacAddr};
-use openelb_net::wire::{icmpv6, vrrp};
+use openelb_net::wire::{self, icmpv6, vrrp};
 
 const MAC: MacAddr = MacAddr([0x52, 0x54, 0x00, 0x12, 0x34, 0x56]);
 
@@ -42,18 +43,18 @@ fn frames() -> Vec<Vec<u8>> {
         max_advert_int: 100,
         addresses: vec![IpAddr::V4(Ipv4Addr::new(192, 0, 2, 91))],
     };
-    let v4 = vrrp::ipv4_packet(&a4, src4, vrrp::MULTICAST_V4).unwrap();
-    let eth4 = EthernetRepr { dst: MacAddr::ipv4_multicast(vrrp::MULTICAST_V4), src: MAC, ethertype: ETHERTYPE_IPV4 };
+    let v4 = vrrp::ipv4_packet(&a4, src4, MULTICAST_V4).unwrap();
+    let eth4 = EthernetRepr { dst: MacAddr::ipv4_multicast(MULTICAST_V4), src: MAC, ethertype: ETHERTYPE_IPV4 };
     let ll: Ipv6Addr = "fe80::5054:ff:fe12:3456".parse().unwrap();
     let vip6: Ipv6Addr = "2001:db8::91".parse().unwrap();
     let a6 = Advert { vrid: 52, priority: 150, max_advert_int: 100, addresses: vec![IpAddr::V6(vip6)] };
-    let v6 = vrrp::ipv6_packet(&a6, ll, vrrp::MULTICAST_V6).unwrap();
-    let eth6 = EthernetRepr { dst: MacAddr::ipv6_multicast(vrrp::MULTICAST_V6), src: MAC, ethertype: ETHERTYPE_IPV6 };
+    let v6 = vrrp::ipv6_packet(&a6, ll, MULTICAST_V6).unwrap();
+    let eth6 = EthernetRepr { dst: MacAddr::ipv6_multicast(MULTICAST_V6), src: MAC, ethertype: ETHERTYPE_IPV6 };
     vec![
-        eth4.frame(&v4),
-        eth6.frame(&v6),
-        arp::gratuitous(MAC, Ipv4Addr::new(192, 0, 2, 91), GratuitousForm::Request),
-        icmpv6::unsolicited_na_frame(MAC, ll, vip6),
+        wire::encode(&eth4, (), &v4).unwrap(),
+        wire::encode(&eth6, (), &v6).unwrap(),
+        arp::gratuitous(MAC, Ipv4Addr::new(192, 0, 2, 91), GratuitousForm::Request).unwrap(),
+        icmpv6::unsolicited_na_frame(MAC, ll, vip6).unwrap(),
     ]
 }
 

@@ -6,6 +6,7 @@ use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use openelb_net::wire;
 use openelb_net::wire::arp::{ArpRepr, Operation, parse_frame};
 use openelb_net::wire::ethernet::{ETHERTYPE_ARP, EthernetRepr, MacAddr};
 
@@ -130,7 +131,8 @@ pub fn probe(
         target_mac: MacAddr::ZERO,
         target_ip: target,
     };
-    let frame = EthernetRepr { dst: MacAddr::BROADCAST, src: mac, ethertype: ETHERTYPE_ARP }.frame(&request.to_bytes());
+    let eth = EthernetRepr { dst: MacAddr::BROADCAST, src: mac, ethertype: ETHERTYPE_ARP };
+    let frame = wire::encode(&eth, (), &wire::encode(&request, (), &[])?)?;
     let start = Instant::now();
     let mut next = start;
     let mut buf = [0u8; 2048];

@@ -37,7 +37,7 @@ use openelb_core::vrrp::agent::{Agent, InstanceKey, NodeAction};
 use openelb_core::vrrp::plan::{GroupId, PlanError};
 use openelb_core::vrrp::state::{Action, ConfigError};
 use openelb_core::vrrp::{Received, Time};
-use openelb_net::ops::{AdvertReceiver, IfaceSpec, Interface, NetOps};
+use openelb_net::ops::{AdvertReceiver, IfaceSpec, Incoming, Interface, NetOps};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -719,12 +719,14 @@ fn spawn_receiver<R: AdvertReceiver + 'static>(
         let mut failures: u64 = 0;
         loop {
             match rx.recv().await {
-                Ok(r) => {
+                Ok(Incoming::Advert(r)) => {
                     failures = 0;
                     if tx.send((key, r)).await.is_err() {
                         return;
                     }
                 }
+                // Not counted yet: openelb_vrrp_packets_dropped_total{reason = reason.as_str()} belongs here.
+                Ok(Incoming::Dropped(_reason)) => failures = 0,
                 Err(e) => {
                     if failures.is_multiple_of(LOG_EVERY) {
                         tracing::warn!(%nic, family = %key.1, error = %e, failures = failures + 1, "advert receive failed");

@@ -11,14 +11,15 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
-use openelb_core::vrrp::{Advert, Received};
+use openelb_core::vrrp::Advert;
+use openelb_core::vrrp::consts::{MULTICAST_V4, MULTICAST_V6};
 use rtnetlink::Handle;
 
-use crate::ops::{AdvertReceiver, IfaceSpec, Interface, NetError, NetOps};
+use crate::ops::{AdvertReceiver, IfaceSpec, Incoming, Interface, NetError, NetOps};
 use crate::wire::MacAddr;
 pub use netlink::{VIP_ADDR_PROTO, VIP_LABEL_SUFFIX, vip_label};
 use openelb_core::model::IpFamily;
-pub use vrrp_socket::{VRRP_GROUP_V4, VRRP_GROUP_V6, VrrpReceiver, VrrpSender};
+pub use vrrp_socket::{VrrpReceiver, VrrpSender};
 
 /// The Linux backend. Cheap to share behind an `Arc`; VRRP send sockets are opened on first use per
 /// interface and family and kept.
@@ -141,11 +142,9 @@ impl NetOps for LinuxNet {
             IpAddr::V6(v6) => codec::unsolicited_na(mac, v6),
         };
         let what = if ip.is_ipv4() { "gratuitous ARP" } else { "unsolicited NA" };
-        self.frame_socket().and_then(|sock| sock.send(iface.index, &frame)).map_err(|source| NetError::Io {
-            iface: iface.name.clone(),
-            op: format!("send {what} for {ip}"),
-            source,
-        })
+        let frame = frame.map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e));
+        let sent = frame.and_then(|frame| self.frame_socket().and_then(|sock| sock.send(iface.index, &frame)));
+        sent.map_err(|source| NetError::Io { iface: iface.name.clone(), op: format!("send {what} for {ip}"), source })
     }
 
     async fn send_advert(
@@ -157,8 +156,8 @@ impl NetOps for LinuxNet {
     ) -> Result<(), NetError> {
         let family = IpFamily::of(&src);
         let group = match family {
-            IpFamily::V4 => IpAddr::V4(VRRP_GROUP_V4),
-            IpFamily::V6 => IpAddr::V6(VRRP_GROUP_V6),
+            IpFamily::V4 => IpAddr::V4(MULTICAST_V4),
+            IpFamily::V6 => IpAddr::V6(MULTICAST_V6),
         };
         let sender = self.sender(iface, family)?;
         let dsts: &[IpAddr] = if peers.is_empty() { std::slice::from_ref(&group) } else { peers };
@@ -176,7 +175,7 @@ impl NetOps for LinuxNet {
 }
 
 impl AdvertReceiver for VrrpReceiver {
-    async fn recv(&mut self) -> Result<Received, NetError> {
+    async fn recv(&mut self) -> Result<Incoming, NetError> {
         VrrpReceiver::recv(self).await
     }
 }

@@ -11,26 +11,18 @@
 
 use std::io;
 use std::mem::{size_of, zeroed};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::AsRawFd;
 
-use openelb_core::vrrp::Received;
+use openelb_core::vrrp::consts::{MULTICAST_V4, MULTICAST_V6, PROTOCOL, TTL};
 use socket2::{Domain, InterfaceIndexOrAddress, Protocol, SockAddr, Socket, Type};
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 
 use super::codec;
-use crate::ops::{Interface, NetError};
+use crate::ops::{Incoming, Interface, NetError};
+use crate::wire::DropReason;
 use openelb_core::model::IpFamily;
-
-/// IP protocol number of VRRP.
-pub const IPPROTO_VRRP: i32 = 112;
-/// VRRP's IPv4 multicast group.
-pub const VRRP_GROUP_V4: Ipv4Addr = Ipv4Addr::new(224, 0, 0, 18);
-/// VRRP's IPv6 multicast group.
-pub const VRRP_GROUP_V6: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 0x12);
-/// The only TTL / hop limit VRRP accepts.
-pub const VRRP_TTL: u8 = 255;
 
 fn io_err(iface: &Interface, op: impl Into<String>) -> impl FnOnce(io::Error) -> NetError {
     let iface = iface.name.clone();
@@ -43,7 +35,7 @@ fn raw_socket(iface: &Interface, family: IpFamily) -> Result<Socket, NetError> {
         IpFamily::V4 => Domain::IPV4,
         IpFamily::V6 => Domain::IPV6,
     };
-    let sock = Socket::new(domain, Type::RAW.cloexec(), Some(Protocol::from(IPPROTO_VRRP)))
+    let sock = Socket::new(domain, Type::RAW.cloexec(), Some(Protocol::from(i32::from(PROTOCOL))))
         .map_err(io_err(iface, "open raw VRRP socket"))?;
     sock.bind_device(Some(iface.name.as_bytes())).map_err(io_err(iface, "SO_BINDTODEVICE"))?;
     sock.set_nonblocking(true).map_err(io_err(iface, "set non-blocking"))?;
@@ -100,13 +92,13 @@ impl VrrpSender {
         drop_all_filter(&sock).map_err(io_err(iface, "attach drop-all filter"))?;
         match family {
             IpFamily::V4 => {
-                sock.set_ttl_v4(u32::from(VRRP_TTL)).map_err(io_err(iface, "IP_TTL 255"))?;
-                sock.set_multicast_ttl_v4(u32::from(VRRP_TTL)).map_err(io_err(iface, "IP_MULTICAST_TTL 255"))?;
+                sock.set_ttl_v4(u32::from(TTL)).map_err(io_err(iface, "IP_TTL 255"))?;
+                sock.set_multicast_ttl_v4(u32::from(TTL)).map_err(io_err(iface, "IP_MULTICAST_TTL 255"))?;
                 sock.set_multicast_loop_v4(false).map_err(io_err(iface, "IP_MULTICAST_LOOP off"))?;
             }
             IpFamily::V6 => {
-                sock.set_unicast_hops_v6(u32::from(VRRP_TTL)).map_err(io_err(iface, "IPV6_UNICAST_HOPS 255"))?;
-                sock.set_multicast_hops_v6(u32::from(VRRP_TTL)).map_err(io_err(iface, "IPV6_MULTICAST_HOPS 255"))?;
+                sock.set_unicast_hops_v6(u32::from(TTL)).map_err(io_err(iface, "IPV6_UNICAST_HOPS 255"))?;
+                sock.set_multicast_hops_v6(u32::from(TTL)).map_err(io_err(iface, "IPV6_MULTICAST_HOPS 255"))?;
                 sock.set_multicast_loop_v6(false).map_err(io_err(iface, "IPV6_MULTICAST_LOOP off"))?;
                 sock.set_multicast_if_v6(iface.index).map_err(io_err(iface, "IPV6_MULTICAST_IF"))?;
             }
@@ -198,7 +190,7 @@ fn send_with_pktinfo(sock: &Socket, ifindex: u32, src: IpAddr, dst: IpAddr, payl
     Ok(())
 }
 
-/// Receives adverts on one interface in one family; invalid packets are dropped silently.
+/// Receives adverts on one interface in one family, reporting invalid packets as drops.
 pub struct VrrpReceiver {
     fd: AsyncFd<Socket>,
     iface: Interface,
@@ -213,12 +205,12 @@ impl VrrpReceiver {
         match family {
             IpFamily::V4 => {
                 sock.set_multicast_all_v4(false).map_err(io_err(iface, "IP_MULTICAST_ALL off"))?;
-                sock.join_multicast_v4_n(&VRRP_GROUP_V4, &InterfaceIndexOrAddress::Index(iface.index))
+                sock.join_multicast_v4_n(&MULTICAST_V4, &InterfaceIndexOrAddress::Index(iface.index))
                     .map_err(io_err(iface, "join 224.0.0.18"))?;
             }
             IpFamily::V6 => {
                 sock.set_multicast_all_v6(false).map_err(io_err(iface, "IPV6_MULTICAST_ALL off"))?;
-                sock.join_multicast_v6(&VRRP_GROUP_V6, iface.index).map_err(io_err(iface, "join ff02::12"))?;
+                sock.join_multicast_v6(&MULTICAST_V6, iface.index).map_err(io_err(iface, "join ff02::12"))?;
                 sock.set_recv_hoplimit_v6(true).map_err(io_err(iface, "IPV6_RECVHOPLIMIT"))?;
                 setsockopt_int(&sock, libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO, 1)
                     .map_err(io_err(iface, "IPV6_RECVPKTINFO"))?;
@@ -232,29 +224,24 @@ impl VrrpReceiver {
         self.family
     }
 
-    /// The next valid advert (TTL 255, VRRPv3, checksum correct).
-    pub async fn recv(&mut self) -> Result<Received, NetError> {
-        loop {
-            let family = self.family;
-            let buf = &mut self.buf;
-            let got = self
-                .fd
-                .async_io(Interest::READABLE, |sock| recv_one(sock, family, buf))
-                .await
-                .map_err(io_err(&self.iface, "receive VRRP"))?;
-            match got {
-                Some(rx) if rx.ttl == VRRP_TTL => return Ok(rx),
-                Some(rx) => {
-                    tracing::debug!(iface = %self.iface.name, src = %rx.src, ttl = rx.ttl, "advert dropped: TTL is not 255")
-                }
-                None => tracing::trace!(iface = %self.iface.name, "invalid VRRP packet dropped"),
-            }
+    /// The next packet: a valid advert (TTL 255, VRRPv3, checksum correct) or why it was dropped.
+    pub async fn recv(&mut self) -> Result<Incoming, NetError> {
+        let family = self.family;
+        let buf = &mut self.buf;
+        let got = self
+            .fd
+            .async_io(Interest::READABLE, |sock| recv_one(sock, family, buf))
+            .await
+            .map_err(io_err(&self.iface, "receive VRRP"))?;
+        if let Incoming::Dropped(reason) = got {
+            tracing::trace!(iface = %self.iface.name, %reason, "VRRP packet dropped");
         }
+        Ok(got)
     }
 }
 
-/// One datagram; Ok(None) if it was not a valid advert.
-fn recv_one(sock: &Socket, family: IpFamily, buf: &mut [u8]) -> io::Result<Option<Received>> {
+/// One datagram, decoded.
+fn recv_one(sock: &Socket, family: IpFamily, buf: &mut [u8]) -> io::Result<Incoming> {
     // SAFETY: sockaddr_storage is plain old data.
     let mut name: libc::sockaddr_storage = unsafe { zeroed() };
     let mut control = [0u64; 16];
@@ -274,10 +261,10 @@ fn recv_one(sock: &Socket, family: IpFamily, buf: &mut [u8]) -> io::Result<Optio
     }
     let data = &buf[..n as usize];
     if family == IpFamily::V4 {
-        return Ok(codec::parse_ipv4_packet(data));
+        return Ok(codec::decode_ipv4_packet(data));
     }
     if i32::from(name.ss_family) != libc::AF_INET6 {
-        return Ok(None);
+        return Ok(Incoming::Dropped(DropReason::MissingAncillaryData));
     }
     // SAFETY: the kernel filled a sockaddr_in6 (checked family above).
     let sin6: libc::sockaddr_in6 = unsafe { std::ptr::read_unaligned((&name as *const libc::sockaddr_storage).cast()) };
@@ -300,7 +287,7 @@ fn recv_one(sock: &Socket, family: IpFamily, buf: &mut [u8]) -> io::Result<Optio
         }
     }
     let (Some(hop), Some(dst)) = (hop, dst) else {
-        return Ok(None);
+        return Ok(Incoming::Dropped(DropReason::MissingAncillaryData));
     };
-    Ok(codec::parse_ipv6_payload(src, dst, hop, data))
+    Ok(codec::decode_ipv6_payload(src, dst, hop, data))
 }

@@ -1,12 +1,31 @@
-//! ARP for IPv4 over Ethernet (RFC 826), and the gratuitous ARP a new VIP holder broadcasts.
+//! ARP for IPv4 over Ethernet (RFC 826), read and written through pnet's `ArpPacket`, and the gratuitous ARP
+//! a new VIP holder broadcasts.
 
 use std::net::Ipv4Addr;
 
+use pnet_packet::arp::{ArpHardwareType, ArpOperation, ArpPacket, MutableArpPacket};
+use pnet_packet::ethernet::EtherType;
+
 use super::ethernet::{self, ETHERTYPE_ARP, EthernetRepr, MacAddr};
-use super::{WireError, array, be16, head_mut, need};
+use super::{Repr, WireError};
+
+/// Byte offsets of the packet's fields.
+pub mod field {
+    use std::ops::Range;
+
+    pub const HARDWARE_TYPE: Range<usize> = 0..2;
+    pub const PROTOCOL_TYPE: Range<usize> = 2..4;
+    pub const HARDWARE_LEN: usize = 4;
+    pub const PROTOCOL_LEN: usize = 5;
+    pub const OPERATION: Range<usize> = 6..8;
+    pub const SENDER_MAC: Range<usize> = 8..14;
+    pub const SENDER_IP: Range<usize> = 14..18;
+    pub const TARGET_MAC: Range<usize> = 18..24;
+    pub const TARGET_IP: Range<usize> = 24..28;
+}
 
 /// htype, ptype, hlen, plen, oper, then sender and target MAC and IPv4 addresses.
-pub const PACKET_LEN: usize = 28;
+pub const PACKET_LEN: usize = field::TARGET_IP.end;
 /// An Ethernet header plus the ARP packet, without the padding a NIC adds to reach 60 bytes.
 pub const FRAME_LEN: usize = ethernet::HEADER_LEN + PACKET_LEN;
 const HTYPE_ETHERNET: u16 = 1;
@@ -30,46 +49,44 @@ impl Operation {
 
 /// A checked view of an ARP packet: at least [`PACKET_LEN`] bytes. Field widths are *not* checked here
 /// (see [`ArpRepr::parse`]), so the view can show what a foreign packet carried.
-#[derive(Debug, Clone, Copy)]
-pub struct Packet<T: AsRef<[u8]>> {
-    buffer: T,
+#[derive(Debug)]
+pub struct Packet<'a> {
+    inner: ArpPacket<'a>,
 }
 
-impl<T: AsRef<[u8]>> Packet<T> {
-    pub fn new_checked(buffer: T) -> Result<Self, WireError> {
-        need(WHAT, buffer.as_ref(), PACKET_LEN)?;
-        Ok(Packet { buffer })
+impl<'a> Packet<'a> {
+    pub fn new_checked(bytes: &'a [u8]) -> Result<Self, WireError> {
+        let inner =
+            ArpPacket::new(bytes).ok_or(WireError::Truncated { what: WHAT, need: PACKET_LEN, have: bytes.len() })?;
+        Ok(Packet { inner })
     }
 
-    fn b(&self) -> &[u8] {
-        self.buffer.as_ref()
-    }
     pub fn hardware_type(&self) -> u16 {
-        be16(self.b(), 0)
+        self.inner.get_hardware_type().0
     }
     pub fn protocol_type(&self) -> u16 {
-        be16(self.b(), 2)
+        self.inner.get_protocol_type().0
     }
     pub fn hardware_len(&self) -> u8 {
-        self.b().get(4).copied().unwrap_or(0)
+        self.inner.get_hw_addr_len()
     }
     pub fn protocol_len(&self) -> u8 {
-        self.b().get(5).copied().unwrap_or(0)
+        self.inner.get_proto_addr_len()
     }
     pub fn operation(&self) -> u16 {
-        be16(self.b(), 6)
+        self.inner.get_operation().0
     }
     pub fn sender_mac(&self) -> MacAddr {
-        MacAddr(array(self.b(), 8))
+        self.inner.get_sender_hw_addr().into()
     }
     pub fn sender_ip(&self) -> Ipv4Addr {
-        Ipv4Addr::from(array::<4>(self.b(), 14))
+        self.inner.get_sender_proto_addr()
     }
     pub fn target_mac(&self) -> MacAddr {
-        MacAddr(array(self.b(), 18))
+        self.inner.get_target_hw_addr().into()
     }
     pub fn target_ip(&self) -> Ipv4Addr {
-        Ipv4Addr::from(array::<4>(self.b(), 24))
+        self.inner.get_target_proto_addr()
     }
 }
 
@@ -84,8 +101,22 @@ pub struct ArpRepr {
 }
 
 impl ArpRepr {
+    /// Whether this announces the sender's own binding (sender IP = target IP), as a GARP does.
+    pub fn is_gratuitous(&self) -> bool {
+        self.sender_ip == self.target_ip
+    }
+}
+
+impl Repr for ArpRepr {
+    type Context = ();
+    type View<'a> = Packet<'a>;
+
+    fn view(bytes: &[u8]) -> Result<Packet<'_>, WireError> {
+        Packet::new_checked(bytes)
+    }
+
     /// Accepts only Ethernet (1) / IPv4 (0x0800) with 6- and 4-byte addresses, operation request or reply.
-    pub fn parse<T: AsRef<[u8]>>(packet: &Packet<T>) -> Result<Self, WireError> {
+    fn parse(packet: &Packet<'_>, (): ()) -> Result<Self, WireError> {
         if packet.hardware_type() != HTYPE_ETHERNET || packet.hardware_len() != 6 {
             return Err(WireError::Malformed { what: WHAT, reason: "hardware is not Ethernet with 6-byte addresses" });
         }
@@ -106,47 +137,34 @@ impl ArpRepr {
         })
     }
 
-    pub fn parse_bytes(bytes: &[u8]) -> Result<Self, WireError> {
-        Self::parse(&Packet::new_checked(bytes)?)
-    }
-
-    pub const fn buffer_len(&self) -> usize {
+    fn buffer_len(&self) -> usize {
         PACKET_LEN
     }
 
-    /// Writes the packet into the first [`PACKET_LEN`] bytes of `buf`.
-    pub fn emit(&self, buf: &mut [u8]) -> Result<(), WireError> {
-        head_mut(WHAT, buf, PACKET_LEN)?.copy_from_slice(&self.to_bytes());
+    fn emit(&self, buf: &mut [u8], (): ()) -> Result<(), WireError> {
+        let have = buf.len();
+        let mut p = MutableArpPacket::new(buf).ok_or(WireError::Truncated { what: WHAT, need: PACKET_LEN, have })?;
+        p.set_hardware_type(ArpHardwareType(HTYPE_ETHERNET));
+        p.set_protocol_type(EtherType(ethernet::ETHERTYPE_IPV4));
+        p.set_hw_addr_len(6);
+        p.set_proto_addr_len(4);
+        p.set_operation(ArpOperation(self.operation.code()));
+        p.set_sender_hw_addr(self.sender_mac.into());
+        p.set_sender_proto_addr(self.sender_ip);
+        p.set_target_hw_addr(self.target_mac.into());
+        p.set_target_proto_addr(self.target_ip);
         Ok(())
-    }
-
-    pub fn to_bytes(&self) -> [u8; PACKET_LEN] {
-        let mut b = [0u8; PACKET_LEN];
-        b[0..2].copy_from_slice(&HTYPE_ETHERNET.to_be_bytes());
-        b[2..4].copy_from_slice(&ethernet::ETHERTYPE_IPV4.to_be_bytes());
-        b[4] = 6;
-        b[5] = 4;
-        b[6..8].copy_from_slice(&self.operation.code().to_be_bytes());
-        b[8..14].copy_from_slice(&self.sender_mac.0);
-        b[14..18].copy_from_slice(&self.sender_ip.octets());
-        b[18..24].copy_from_slice(&self.target_mac.0);
-        b[24..28].copy_from_slice(&self.target_ip.octets());
-        b
-    }
-
-    /// Whether this announces the sender's own binding (sender IP = target IP), as a GARP does.
-    pub fn is_gratuitous(&self) -> bool {
-        self.sender_ip == self.target_ip
     }
 }
 
 /// Parses an Ethernet frame carrying ARP; `BadType` if the EtherType is not ARP.
 pub fn parse_frame(frame: &[u8]) -> Result<(EthernetRepr, ArpRepr), WireError> {
-    let (eth, payload) = EthernetRepr::parse_bytes(frame)?;
+    let view = ethernet::Frame::new_checked(frame)?;
+    let eth = EthernetRepr::parse(&view, ())?;
     if eth.ethertype != ETHERTYPE_ARP {
         return Err(WireError::BadType { what: "Ethernet frame", expected: "0x0806 (ARP)", got: eth.ethertype });
     }
-    Ok((eth, ArpRepr::parse_bytes(payload)?))
+    Ok((eth, super::decode(view.payload(), ())?))
 }
 
 /// Which of the two customary gratuitous ARP encodings to send.
@@ -167,12 +185,12 @@ pub enum GratuitousForm {
 
 /// The full Ethernet frame (42 bytes, unpadded) of a gratuitous ARP for `vip` at `mac`. Send it only after
 /// the address is on the interface: the takeover must already answer the traffic it attracts.
-pub fn gratuitous(mac: MacAddr, vip: Ipv4Addr, form: GratuitousForm) -> Vec<u8> {
+pub fn gratuitous(mac: MacAddr, vip: Ipv4Addr, form: GratuitousForm) -> Result<Vec<u8>, WireError> {
     let (operation, target_mac) = match form {
         GratuitousForm::Request => (Operation::Request, MacAddr::ZERO),
         GratuitousForm::Reply => (Operation::Reply, mac),
     };
     let arp = ArpRepr { operation, sender_mac: mac, sender_ip: vip, target_mac, target_ip: vip };
     let eth = EthernetRepr { dst: MacAddr::BROADCAST, src: mac, ethertype: ETHERTYPE_ARP };
-    eth.frame(&arp.to_bytes())
+    super::encode(&eth, (), &super::encode(&arp, (), &[])?)
 }

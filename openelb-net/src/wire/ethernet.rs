@@ -1,13 +1,25 @@
-//! Ethernet II framing and MAC addresses.
+//! Ethernet II framing, read and written through pnet's `EthernetPacket`, and MAC addresses.
 
 use std::fmt;
 use std::net::Ipv6Addr;
 use std::str::FromStr;
 
-use super::{WireError, array, be16, head_mut, need};
+use pnet_packet::ethernet::{EtherType, EthernetPacket, MutableEthernetPacket};
+
+use super::{Repr, WireError};
+
+/// Byte offsets of the header's fields.
+pub mod field {
+    use std::ops::Range;
+
+    pub const DESTINATION: Range<usize> = 0..6;
+    pub const SOURCE: Range<usize> = 6..12;
+    pub const ETHERTYPE: Range<usize> = 12..14;
+    pub const PAYLOAD: usize = 14;
+}
 
 /// Destination, source, EtherType.
-pub const HEADER_LEN: usize = 14;
+pub const HEADER_LEN: usize = field::PAYLOAD;
 pub const ETHERTYPE_IPV4: u16 = 0x0800;
 pub const ETHERTYPE_ARP: u16 = 0x0806;
 pub const ETHERTYPE_IPV6: u16 = 0x86dd;
@@ -42,6 +54,19 @@ impl MacAddr {
     pub fn ipv4_multicast(group: std::net::Ipv4Addr) -> MacAddr {
         let o = group.octets();
         MacAddr([0x01, 0x00, 0x5e, o[1] & 0x7f, o[2], o[3]])
+    }
+}
+
+impl From<pnet_base::MacAddr> for MacAddr {
+    fn from(m: pnet_base::MacAddr) -> Self {
+        MacAddr(m.octets())
+    }
+}
+
+impl From<MacAddr> for pnet_base::MacAddr {
+    fn from(m: MacAddr) -> Self {
+        let [a, b, c, d, e, f] = m.0;
+        pnet_base::MacAddr::new(a, b, c, d, e, f)
     }
 }
 
@@ -82,35 +107,35 @@ impl FromStr for MacAddr {
 }
 
 /// A checked view of an Ethernet II frame: at least [`HEADER_LEN`] bytes.
-#[derive(Debug, Clone, Copy)]
-pub struct Frame<T: AsRef<[u8]>> {
-    buffer: T,
+#[derive(Debug)]
+pub struct Frame<'a> {
+    inner: EthernetPacket<'a>,
 }
 
-impl<T: AsRef<[u8]>> Frame<T> {
-    pub fn new_checked(buffer: T) -> Result<Self, WireError> {
-        need(WHAT, buffer.as_ref(), HEADER_LEN)?;
-        Ok(Frame { buffer })
+impl<'a> Frame<'a> {
+    pub fn new_checked(bytes: &'a [u8]) -> Result<Self, WireError> {
+        let inner = EthernetPacket::new(bytes).ok_or(WireError::Truncated {
+            what: WHAT,
+            need: HEADER_LEN,
+            have: bytes.len(),
+        })?;
+        Ok(Frame { inner })
     }
 
     pub fn dst(&self) -> MacAddr {
-        MacAddr(array(self.buffer.as_ref(), 0))
+        self.inner.get_destination().into()
     }
 
     pub fn src(&self) -> MacAddr {
-        MacAddr(array(self.buffer.as_ref(), 6))
+        self.inner.get_source().into()
     }
 
     pub fn ethertype(&self) -> u16 {
-        be16(self.buffer.as_ref(), 12)
+        self.inner.get_ethertype().0
     }
 
     pub fn payload(&self) -> &[u8] {
-        self.buffer.as_ref().get(HEADER_LEN..).unwrap_or_default()
-    }
-
-    pub fn into_inner(self) -> T {
-        self.buffer
+        pnet_packet::Packet::payload(&self.inner)
     }
 }
 
@@ -123,37 +148,29 @@ pub struct EthernetRepr {
     pub ethertype: u16,
 }
 
-impl EthernetRepr {
-    pub fn parse<T: AsRef<[u8]>>(frame: &Frame<T>) -> Self {
-        EthernetRepr { dst: frame.dst(), src: frame.src(), ethertype: frame.ethertype() }
+impl Repr for EthernetRepr {
+    type Context = ();
+    type View<'a> = Frame<'a>;
+
+    fn view(bytes: &[u8]) -> Result<Frame<'_>, WireError> {
+        Frame::new_checked(bytes)
     }
 
-    /// Parses the header of `bytes` and returns it with the payload that follows.
-    pub fn parse_bytes(bytes: &[u8]) -> Result<(Self, &[u8]), WireError> {
-        let frame = Frame::new_checked(bytes)?;
-        Ok((Self::parse(&frame), bytes.get(HEADER_LEN..).unwrap_or_default()))
+    fn parse(frame: &Frame<'_>, (): ()) -> Result<Self, WireError> {
+        Ok(EthernetRepr { dst: frame.dst(), src: frame.src(), ethertype: frame.ethertype() })
     }
 
-    pub const fn buffer_len(&self) -> usize {
+    fn buffer_len(&self) -> usize {
         HEADER_LEN
     }
 
-    /// Writes the header into the first [`HEADER_LEN`] bytes of `buf`.
-    pub fn emit(&self, buf: &mut [u8]) -> Result<(), WireError> {
-        let header = head_mut(WHAT, buf, HEADER_LEN)?;
-        header[..6].copy_from_slice(&self.dst.0);
-        header[6..12].copy_from_slice(&self.src.0);
-        header[12..14].copy_from_slice(&self.ethertype.to_be_bytes());
+    fn emit(&self, buf: &mut [u8], (): ()) -> Result<(), WireError> {
+        let have = buf.len();
+        let mut frame =
+            MutableEthernetPacket::new(buf).ok_or(WireError::Truncated { what: WHAT, need: HEADER_LEN, have })?;
+        frame.set_destination(self.dst.into());
+        frame.set_source(self.src.into());
+        frame.set_ethertype(EtherType(self.ethertype));
         Ok(())
-    }
-
-    /// A whole frame: this header followed by `payload`.
-    pub fn frame(&self, payload: &[u8]) -> Vec<u8> {
-        let mut out = Vec::with_capacity(HEADER_LEN + payload.len());
-        out.extend_from_slice(&self.dst.0);
-        out.extend_from_slice(&self.src.0);
-        out.extend_from_slice(&self.ethertype.to_be_bytes());
-        out.extend_from_slice(payload);
-        out
     }
 }

@@ -1,102 +1,120 @@
-//! The IPv4 header (RFC 791). Raw IPv4 sockets deliver it in front of the VRRP advert, so it is parsed to
-//! learn the sender, the destination (part of the VRRP checksum) and the TTL.
+//! The IPv4 header (RFC 791), read and written through pnet's `Ipv4Packet`. Raw IPv4 sockets deliver it in
+//! front of the VRRP advert, so it is parsed to learn the sender, the destination (part of the VRRP
+//! checksum) and the TTL.
 
 use std::net::Ipv4Addr;
 
-use super::{WireError, array, be16, checksum, head_mut, need};
+use pnet_packet::Packet as _;
+use pnet_packet::ip::IpNextHeaderProtocol;
+use pnet_packet::ipv4::{Ipv4Packet, MutableIpv4Packet};
+
+use super::{Repr, WireError, checksum, need};
+
+/// Byte offsets of the header's fields.
+pub mod field {
+    use std::ops::Range;
+
+    pub const VERSION_IHL: usize = 0;
+    pub const DSCP_ECN: usize = 1;
+    pub const TOTAL_LEN: Range<usize> = 2..4;
+    pub const IDENT: Range<usize> = 4..6;
+    pub const FLAGS_FRAGMENT: Range<usize> = 6..8;
+    pub const TTL: usize = 8;
+    pub const PROTOCOL: usize = 9;
+    pub const CHECKSUM: Range<usize> = 10..12;
+    pub const SRC: Range<usize> = 12..16;
+    pub const DST: Range<usize> = 16..20;
+    /// Where options (IHL > 5) or, without them, the payload start.
+    pub const OPTIONS: usize = 20;
+}
 
 /// Header length without options; this is what we emit.
-pub const MIN_HEADER_LEN: usize = 20;
+pub const MIN_HEADER_LEN: usize = field::OPTIONS;
 
 const WHAT: &str = "IPv4 header";
-const FLAG_MORE_FRAGMENTS: u16 = 0x2000;
-const FRAGMENT_OFFSET_MASK: u16 = 0x1fff;
+/// pnet's 3-bit flags field: reserved, don't fragment, more fragments.
+const FLAG_MORE_FRAGMENTS: u8 = 0b001;
 
 /// A checked view of an IPv4 packet. `new_checked` guarantees: version 4, IHL ≥ 5, the header (with its
 /// options) fits, and the total length covers the header and fits in the buffer. Bytes after the total
 /// length (Ethernet padding) are outside [`Packet::payload`].
-#[derive(Debug, Clone, Copy)]
-pub struct Packet<T: AsRef<[u8]>> {
-    buffer: T,
+#[derive(Debug)]
+pub struct Packet<'a> {
+    inner: Ipv4Packet<'a>,
 }
 
-impl<T: AsRef<[u8]>> Packet<T> {
-    pub fn new_checked(buffer: T) -> Result<Self, WireError> {
-        let b = buffer.as_ref();
-        need(WHAT, b, MIN_HEADER_LEN)?;
-        let version = b.first().map_or(0, |v| v >> 4);
-        if version != 4 {
-            return Err(WireError::BadVersion { what: WHAT, expected: 4, got: version });
+impl<'a> Packet<'a> {
+    pub fn new_checked(bytes: &'a [u8]) -> Result<Self, WireError> {
+        need(WHAT, bytes, MIN_HEADER_LEN)?;
+        let inner = Ipv4Packet::new(bytes).ok_or(WireError::Truncated {
+            what: WHAT,
+            need: MIN_HEADER_LEN,
+            have: bytes.len(),
+        })?;
+        let packet = Packet { inner };
+        if packet.version() != 4 {
+            return Err(WireError::BadVersion { what: WHAT, expected: 4, got: packet.version() });
         }
-        let packet = Packet { buffer };
         let header_len = packet.header_len();
         if header_len < MIN_HEADER_LEN {
             return Err(WireError::Malformed { what: WHAT, reason: "IHL is below 5 words" });
         }
-        need(WHAT, packet.buffer.as_ref(), header_len)?;
+        need(WHAT, bytes, header_len)?;
         let total = usize::from(packet.total_len());
         if total < header_len {
             return Err(WireError::BadLength { what: WHAT, expected: header_len, got: total });
         }
-        need(WHAT, packet.buffer.as_ref(), total)?;
+        need(WHAT, bytes, total)?;
         Ok(packet)
     }
 
-    fn b(&self) -> &[u8] {
-        self.buffer.as_ref()
-    }
     pub fn version(&self) -> u8 {
-        self.b().first().map_or(0, |v| v >> 4)
+        self.inner.get_version()
     }
     /// IHL in bytes, options included.
     pub fn header_len(&self) -> usize {
-        usize::from(self.b().first().map_or(0, |v| v & 0x0f)) * 4
+        usize::from(self.inner.get_header_length()) * 4
     }
     pub fn dscp_ecn(&self) -> u8 {
-        self.b().get(1).copied().unwrap_or(0)
+        (self.inner.get_dscp() << 2) | self.inner.get_ecn()
     }
     pub fn total_len(&self) -> u16 {
-        be16(self.b(), 2)
+        self.inner.get_total_length()
     }
     pub fn ident(&self) -> u16 {
-        be16(self.b(), 4)
-    }
-    pub fn flags_fragment(&self) -> u16 {
-        be16(self.b(), 6)
+        self.inner.get_identification()
     }
     /// More-fragments set or a non-zero offset: the payload is only part of the datagram.
     pub fn is_fragment(&self) -> bool {
-        let f = self.flags_fragment();
-        f & FLAG_MORE_FRAGMENTS != 0 || f & FRAGMENT_OFFSET_MASK != 0
+        self.inner.get_flags() & FLAG_MORE_FRAGMENTS != 0 || self.inner.get_fragment_offset() != 0
     }
     pub fn ttl(&self) -> u8 {
-        self.b().get(8).copied().unwrap_or(0)
+        self.inner.get_ttl()
     }
     pub fn protocol(&self) -> u8 {
-        self.b().get(9).copied().unwrap_or(0)
+        self.inner.get_next_level_protocol().0
     }
     pub fn checksum(&self) -> u16 {
-        be16(self.b(), 10)
+        self.inner.get_checksum()
     }
     pub fn src(&self) -> Ipv4Addr {
-        Ipv4Addr::from(array::<4>(self.b(), 12))
+        self.inner.get_source()
     }
     pub fn dst(&self) -> Ipv4Addr {
-        Ipv4Addr::from(array::<4>(self.b(), 16))
+        self.inner.get_destination()
     }
-    /// The header checksum covers the options too.
+    /// The header checksum covers the options too. Verified as RFC 1071 does (the sum including the
+    /// transmitted field), which also accepts the other zero, 0xffff, where recomputing would not.
     pub fn verify_checksum(&self) -> bool {
-        checksum::verify(checksum::sum(0, self.b().get(..self.header_len()).unwrap_or_default()))
+        checksum::verify(checksum::sum(0, self.inner.packet().get(..self.header_len()).unwrap_or_default()))
     }
     /// The header's checksum as it should be (computed with the field taken as zero).
     pub fn expected_checksum(&self) -> u16 {
-        let header = self.b().get(..self.header_len()).unwrap_or_default();
-        let acc = checksum::sum(0, header.get(..10).unwrap_or_default());
-        checksum::finish(checksum::sum(acc, header.get(12..).unwrap_or_default()))
+        pnet_packet::ipv4::checksum(&self.inner)
     }
     /// The bytes between the header (after any options) and the total length.
     pub fn payload(&self) -> &[u8] {
-        self.b().get(self.header_len()..usize::from(self.total_len())).unwrap_or_default()
+        self.inner.payload()
     }
 }
 
@@ -113,10 +131,17 @@ pub struct Ipv4Repr {
     pub payload_len: usize,
 }
 
-impl Ipv4Repr {
+impl Repr for Ipv4Repr {
+    type Context = ();
+    type View<'a> = Packet<'a>;
+
+    fn view(bytes: &[u8]) -> Result<Packet<'_>, WireError> {
+        Packet::new_checked(bytes)
+    }
+
     /// Verifies the header checksum and rejects fragments (a VRRP advert is never fragmented, so a
     /// fragment can only be a partial or forged message).
-    pub fn parse<T: AsRef<[u8]>>(packet: &Packet<T>) -> Result<Self, WireError> {
+    fn parse(packet: &Packet<'_>, (): ()) -> Result<Self, WireError> {
         if !packet.verify_checksum() {
             return Err(WireError::BadChecksum {
                 what: WHAT,
@@ -137,44 +162,35 @@ impl Ipv4Repr {
         })
     }
 
-    /// Parses a whole datagram and returns its header with the payload.
-    pub fn parse_bytes(bytes: &[u8]) -> Result<(Self, &[u8]), WireError> {
-        let packet = Packet::new_checked(bytes)?;
-        let repr = Self::parse(&packet)?;
-        let payload = bytes.get(packet.header_len()..usize::from(packet.total_len())).unwrap_or_default();
-        Ok((repr, payload))
-    }
-
-    pub const fn buffer_len(&self) -> usize {
+    fn buffer_len(&self) -> usize {
         MIN_HEADER_LEN
     }
 
-    /// Writes the 20-byte header, checksum included, into the start of `buf`.
-    pub fn emit(&self, buf: &mut [u8]) -> Result<(), WireError> {
+    /// The 20-byte header, checksum included; the total length counts `payload_len`.
+    fn emit(&self, buf: &mut [u8], (): ()) -> Result<(), WireError> {
         let total = MIN_HEADER_LEN + self.payload_len;
         let total =
             u16::try_from(total).map_err(|_| WireError::BadLength { what: WHAT, expected: 65535, got: total })?;
-        let b = head_mut(WHAT, buf, MIN_HEADER_LEN)?;
-        b[0] = 0x45;
-        b[1] = self.dscp_ecn;
-        b[2..4].copy_from_slice(&total.to_be_bytes());
-        b[4..8].fill(0);
-        b[8] = self.ttl;
-        b[9] = self.protocol;
-        b[10..12].fill(0);
-        b[12..16].copy_from_slice(&self.src.octets());
-        b[16..20].copy_from_slice(&self.dst.octets());
-        let sum = checksum::checksum(b);
-        b[10..12].copy_from_slice(&sum.to_be_bytes());
+        let have = buf.len();
+        let header =
+            buf.get_mut(..MIN_HEADER_LEN).ok_or(WireError::Truncated { what: WHAT, need: MIN_HEADER_LEN, have })?;
+        let mut p =
+            MutableIpv4Packet::new(header).ok_or(WireError::Truncated { what: WHAT, need: MIN_HEADER_LEN, have })?;
+        p.set_version(4);
+        p.set_header_length(5);
+        p.set_dscp(self.dscp_ecn >> 2);
+        p.set_ecn(self.dscp_ecn & 0b11);
+        p.set_total_length(total);
+        p.set_identification(0);
+        p.set_flags(0);
+        p.set_fragment_offset(0);
+        p.set_ttl(self.ttl);
+        p.set_next_level_protocol(IpNextHeaderProtocol(self.protocol));
+        p.set_checksum(0);
+        p.set_source(self.src);
+        p.set_destination(self.dst);
+        let sum = pnet_packet::ipv4::checksum(&p.to_immutable());
+        p.set_checksum(sum);
         Ok(())
-    }
-
-    /// A whole datagram: this header (with `payload_len` taken from `payload`) followed by `payload`.
-    pub fn packet(&self, payload: &[u8]) -> Result<Vec<u8>, WireError> {
-        let repr = Ipv4Repr { payload_len: payload.len(), ..*self };
-        let mut out = vec![0u8; MIN_HEADER_LEN];
-        repr.emit(&mut out)?;
-        out.extend_from_slice(payload);
-        Ok(out)
     }
 }

@@ -1,61 +1,79 @@
-//! The fixed IPv6 header (RFC 8200 §3). Extension headers are not walked: VRRP and NDP packets carry none,
-//! and a packet whose next header is not the expected protocol is refused by the caller.
+//! The fixed IPv6 header (RFC 8200 §3), read and written through pnet's `Ipv6Packet`. Extension headers are
+//! not walked: VRRP and NDP packets carry none, and a packet whose next header is not the expected protocol
+//! is refused by the caller.
 
 use std::net::Ipv6Addr;
 
-use super::{WireError, array, be16, head_mut, need};
+use pnet_packet::Packet as _;
+use pnet_packet::ip::IpNextHeaderProtocol;
+use pnet_packet::ipv6::{Ipv6Packet, MutableIpv6Packet};
 
-pub const HEADER_LEN: usize = 40;
+use super::{Repr, WireError, need};
+
+/// Byte offsets of the header's fields.
+pub mod field {
+    use std::ops::Range;
+
+    /// Version (4 bits), traffic class (8), flow label (20).
+    pub const VERSION_CLASS_FLOW: Range<usize> = 0..4;
+    pub const PAYLOAD_LEN: Range<usize> = 4..6;
+    pub const NEXT_HEADER: usize = 6;
+    pub const HOP_LIMIT: usize = 7;
+    pub const SRC: Range<usize> = 8..24;
+    pub const DST: Range<usize> = 24..40;
+    pub const PAYLOAD: usize = 40;
+}
+
+pub const HEADER_LEN: usize = field::PAYLOAD;
 pub const NEXT_HEADER_ICMPV6: u8 = 58;
 
 const WHAT: &str = "IPv6 header";
 
 /// A checked view of an IPv6 packet: version 6, and the payload length fits in the buffer. Bytes after
 /// the payload length (Ethernet padding) are outside [`Packet::payload`].
-#[derive(Debug, Clone, Copy)]
-pub struct Packet<T: AsRef<[u8]>> {
-    buffer: T,
+#[derive(Debug)]
+pub struct Packet<'a> {
+    inner: Ipv6Packet<'a>,
 }
 
-impl<T: AsRef<[u8]>> Packet<T> {
-    pub fn new_checked(buffer: T) -> Result<Self, WireError> {
-        let b = buffer.as_ref();
-        need(WHAT, b, HEADER_LEN)?;
-        let version = b.first().map_or(0, |v| v >> 4);
-        if version != 6 {
-            return Err(WireError::BadVersion { what: WHAT, expected: 6, got: version });
+impl<'a> Packet<'a> {
+    pub fn new_checked(bytes: &'a [u8]) -> Result<Self, WireError> {
+        let inner =
+            Ipv6Packet::new(bytes).ok_or(WireError::Truncated { what: WHAT, need: HEADER_LEN, have: bytes.len() })?;
+        let packet = Packet { inner };
+        if packet.version() != 6 {
+            return Err(WireError::BadVersion { what: WHAT, expected: 6, got: packet.version() });
         }
-        need(WHAT, b, HEADER_LEN + usize::from(be16(b, 4)))?;
-        Ok(Packet { buffer })
+        need(WHAT, bytes, HEADER_LEN + usize::from(packet.payload_len()))?;
+        Ok(packet)
     }
 
-    fn b(&self) -> &[u8] {
-        self.buffer.as_ref()
+    pub fn version(&self) -> u8 {
+        self.inner.get_version()
     }
     pub fn traffic_class(&self) -> u8 {
-        let w = be16(self.b(), 0);
-        ((w >> 4) & 0xff) as u8
+        self.inner.get_traffic_class()
     }
     pub fn flow_label(&self) -> u32 {
-        u32::from_be_bytes(array(self.b(), 0)) & 0x000f_ffff
+        self.inner.get_flow_label()
     }
     pub fn payload_len(&self) -> u16 {
-        be16(self.b(), 4)
+        self.inner.get_payload_length()
     }
     pub fn next_header(&self) -> u8 {
-        self.b().get(6).copied().unwrap_or(0)
+        self.inner.get_next_header().0
     }
     pub fn hop_limit(&self) -> u8 {
-        self.b().get(7).copied().unwrap_or(0)
+        self.inner.get_hop_limit()
     }
     pub fn src(&self) -> Ipv6Addr {
-        Ipv6Addr::from(array::<16>(self.b(), 8))
+        self.inner.get_source()
     }
     pub fn dst(&self) -> Ipv6Addr {
-        Ipv6Addr::from(array::<16>(self.b(), 24))
+        self.inner.get_destination()
     }
     pub fn payload(&self) -> &[u8] {
-        self.b().get(HEADER_LEN..HEADER_LEN + usize::from(self.payload_len())).unwrap_or_default()
+        self.inner.payload()
     }
 }
 
@@ -69,50 +87,44 @@ pub struct Ipv6Repr {
     pub payload_len: usize,
 }
 
-impl Ipv6Repr {
-    pub fn parse<T: AsRef<[u8]>>(packet: &Packet<T>) -> Self {
-        Ipv6Repr {
+impl Repr for Ipv6Repr {
+    type Context = ();
+    type View<'a> = Packet<'a>;
+
+    fn view(bytes: &[u8]) -> Result<Packet<'_>, WireError> {
+        Packet::new_checked(bytes)
+    }
+
+    fn parse(packet: &Packet<'_>, (): ()) -> Result<Self, WireError> {
+        Ok(Ipv6Repr {
             src: packet.src(),
             dst: packet.dst(),
             next_header: packet.next_header(),
             hop_limit: packet.hop_limit(),
             payload_len: usize::from(packet.payload_len()),
-        }
+        })
     }
 
-    /// Parses the fixed header of `bytes` and returns it with the payload.
-    pub fn parse_bytes(bytes: &[u8]) -> Result<(Self, &[u8]), WireError> {
-        let packet = Packet::new_checked(bytes)?;
-        let repr = Self::parse(&packet);
-        Ok((repr, bytes.get(HEADER_LEN..HEADER_LEN + repr.payload_len).unwrap_or_default()))
-    }
-
-    pub const fn buffer_len(&self) -> usize {
+    fn buffer_len(&self) -> usize {
         HEADER_LEN
     }
 
-    pub fn emit(&self, buf: &mut [u8]) -> Result<(), WireError> {
+    fn emit(&self, buf: &mut [u8], (): ()) -> Result<(), WireError> {
         let len = u16::try_from(self.payload_len).map_err(|_| WireError::BadLength {
             what: WHAT,
             expected: 65535,
             got: self.payload_len,
         })?;
-        let b = head_mut(WHAT, buf, HEADER_LEN)?;
-        b[0..4].copy_from_slice(&[0x60, 0, 0, 0]);
-        b[4..6].copy_from_slice(&len.to_be_bytes());
-        b[6] = self.next_header;
-        b[7] = self.hop_limit;
-        b[8..24].copy_from_slice(&self.src.octets());
-        b[24..40].copy_from_slice(&self.dst.octets());
+        let have = buf.len();
+        let mut p = MutableIpv6Packet::new(buf).ok_or(WireError::Truncated { what: WHAT, need: HEADER_LEN, have })?;
+        p.set_version(6);
+        p.set_traffic_class(0);
+        p.set_flow_label(0);
+        p.set_payload_length(len);
+        p.set_next_header(IpNextHeaderProtocol(self.next_header));
+        p.set_hop_limit(self.hop_limit);
+        p.set_source(self.src);
+        p.set_destination(self.dst);
         Ok(())
-    }
-
-    /// A whole packet: this header (with `payload_len` taken from `payload`) followed by `payload`.
-    pub fn packet(&self, payload: &[u8]) -> Result<Vec<u8>, WireError> {
-        let repr = Ipv6Repr { payload_len: payload.len(), ..*self };
-        let mut out = vec![0u8; HEADER_LEN];
-        repr.emit(&mut out)?;
-        out.extend_from_slice(payload);
-        Ok(out)
     }
 }

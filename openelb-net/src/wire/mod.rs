@@ -1,50 +1,57 @@
-//! Packet codecs for the frames the data plane sends and receives: Ethernet II, ARP, IPv4 and IPv6 headers,
-//! VRRPv3 adverts and the NDP messages (NA, NS) of ICMPv6.
+//! Packet codecs for the frames the data plane sends and receives: Ethernet II, ARP, IPv4, IPv6, the NDP
+//! messages of ICMPv6 (NS, NA) and VRRPv3 adverts. `docs/wire.md` says which headers pnet reads and why.
 //!
-//! Each protocol follows the smoltcp split: a *checked view* (`Packet<T>` / `Frame<T>`) over borrowed bytes,
-//! which can only be built by `new_checked` after every length the accessors rely on has been validated, and
-//! a plain *representation* (`…Repr`, or the core [`openelb_core::vrrp::Advert`]) with `parse` and `emit`.
-//! Bytes come from the network, so nothing here may panic: every parser either returns a value or a
-//! [`WireError`] naming the layer and what was wrong, and emitters check the buffer they are given.
-//!
-//! Only `std` is used; sending and receiving belong to the Linux implementation.
+//! Every protocol module has one shape: `mod field` with the byte offsets of its fields, a checked view
+//! (`new_checked` validates every length its accessors rely on) and a representation implementing [`Repr`]:
+//! `parse(&view, cx)`, `buffer_len()` and `emit(&mut [u8], cx)`, where `cx` is what a checksum needs besides
+//! the bytes (the IP pseudo-header's addresses) or `()`. [`decode`] and [`encode`] do the same for plain bytes.
+//! Bytes come from the network, so nothing here panics: a parser returns a value or a [`WireError`] naming
+//! the layer and the fault, and [`WireError::kind`] sorts it into a bounded [`DropReason`].
 
 pub mod arp;
 pub mod checksum;
+mod error;
 pub mod ethernet;
 pub mod icmpv6;
 pub mod ipv4;
 pub mod ipv6;
 pub mod vrrp;
 
+pub use error::{DropReason, WireError};
 pub use ethernet::MacAddr;
 
-/// Why bytes could not be decoded or a representation could not be encoded. `what` names the layer
-/// (e.g. `"VRRP advert"`), so a log line says which header of a frame was at fault.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum WireError {
-    #[error("{what}: truncated, need {need} bytes, have {have}")]
-    Truncated { what: &'static str, need: usize, have: usize },
-    #[error("{what}: version {got}, expected {expected}")]
-    BadVersion { what: &'static str, expected: u8, got: u8 },
-    #[error("{what}: type {got}, expected {expected}")]
-    BadType { what: &'static str, expected: &'static str, got: u16 },
-    #[error("{what}: protocol {got}, expected {expected}")]
-    BadProtocol { what: &'static str, expected: u8, got: u8 },
-    #[error("{what}: checksum {got:#06x}, expected {expected:#06x}")]
-    BadChecksum { what: &'static str, expected: u16, got: u16 },
-    #[error("{what}: length {got}, expected {expected}")]
-    BadLength { what: &'static str, expected: usize, got: usize },
-    #[error("{what}: hop limit {got}, expected 255 (the packet may have crossed a router)")]
-    BadHopLimit { what: &'static str, got: u8 },
-    #[error("{what}: address {addr} is not of the packet's address family")]
-    FamilyMismatch { what: &'static str, addr: std::net::IpAddr },
-    #[error("{what}: {count} addresses, at most {max} fit")]
-    TooManyAddresses { what: &'static str, count: usize, max: usize },
-    #[error("{what}: max advert interval {centis} cs does not fit in 12 bits (at most 4095)")]
-    IntervalTooLarge { what: &'static str, centis: u16 },
-    #[error("{what}: {reason}")]
-    Malformed { what: &'static str, reason: &'static str },
+/// A protocol's header or message as values, read from and written to its checked view.
+pub trait Repr: Sized {
+    /// What parsing and emitting need besides the bytes: `()` unless a checksum covers a pseudo-header.
+    type Context: Copy;
+    /// The checked view [`Repr::parse`] reads.
+    type View<'a>;
+
+    /// The checked view of `bytes` (the protocol's `new_checked`).
+    fn view(bytes: &[u8]) -> Result<Self::View<'_>, WireError>;
+    /// Decodes the view, with the protocol's validity checks.
+    fn parse(view: &Self::View<'_>, cx: Self::Context) -> Result<Self, WireError>;
+    /// How many bytes [`Repr::emit`] writes: the header alone for the layers that carry a payload.
+    fn buffer_len(&self) -> usize;
+    /// Writes the first [`Repr::buffer_len`] bytes of `buf` (checksum included); `Truncated` if `buf` is
+    /// shorter. A header's length fields count the payload its representation names.
+    fn emit(&self, buf: &mut [u8], cx: Self::Context) -> Result<(), WireError>;
+}
+
+/// [`Repr::parse`] of the checked view of `bytes`.
+pub fn decode<R: Repr>(bytes: &[u8], cx: R::Context) -> Result<R, WireError> {
+    R::parse(&R::view(bytes)?, cx)
+}
+
+/// `repr` emitted, followed by `payload` (empty for messages without one).
+pub fn encode<R: Repr>(repr: &R, cx: R::Context, payload: &[u8]) -> Result<Vec<u8>, WireError> {
+    let len = repr.buffer_len();
+    let mut out = vec![0u8; len + payload.len()];
+    repr.emit(&mut out, cx)?;
+    if let Some(tail) = out.get_mut(len..) {
+        tail.copy_from_slice(payload);
+    }
+    Ok(out)
 }
 
 /// Returns `Truncated` unless `buf` holds at least `need` bytes; the accessors of every view rely on it.

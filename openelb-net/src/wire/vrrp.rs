@@ -20,29 +20,38 @@
 //! VRRP message (older releases always used 224.0.0.18 as `dst`, which only differs for unicast peers).
 //! Its `v3_checksum_as_v2` option switches to the message-only sum that Cisco and RFC 9568 (which obsoletes
 //! RFC 5798 and drops the IPv4 pseudo-header) use. So we *send* the pseudo-header form
-//! ([`V4Checksum::PseudoHeader`], keepalived's default) and [`parse_with`] can additionally accept the
-//! message-only form for such peers.
+//! ([`V4Checksum::PseudoHeader`], keepalived's default) and parsing can also accept the message-only form for
+//! such peers ([`V4Checksum::Either`]).
+//!
+//! No crate implements VRRPv3, so the view is ours, in the same shape as the pnet-backed headers.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use openelb_core::vrrp::consts::{MAX_ADDRESSES, MAX_ADVERT_INT, PROTOCOL, TTL, VERSION};
 use openelb_core::vrrp::{Advert, Received};
 
-use super::ipv4::Ipv4Repr;
-use super::{WireError, be16, checksum, need};
+use super::ipv4::{self, Ipv4Repr};
+use super::ipv6::Ipv6Repr;
+use super::{Repr, WireError, be16, checksum, head_mut, need};
 
-pub const PROTOCOL: u8 = 112;
-pub const VERSION: u8 = 3;
+/// Byte offsets of the message's fields.
+pub mod field {
+    use std::ops::Range;
+
+    /// Version (high 4 bits) and type (low 4 bits).
+    pub const VERSION_TYPE: usize = 0;
+    pub const VRID: usize = 1;
+    pub const PRIORITY: usize = 2;
+    pub const COUNT: usize = 3;
+    /// 4 reserved bits, then the 12-bit Max Adver Int.
+    pub const MAX_ADVERT_INT: Range<usize> = 4..6;
+    pub const CHECKSUM: Range<usize> = 6..8;
+    pub const ADDRESSES: usize = 8;
+}
+
 pub const TYPE_ADVERTISEMENT: u8 = 1;
 /// Version/type, VRID, priority, count, reserved + Max Adver Int, checksum.
-pub const HEADER_LEN: usize = 8;
-/// TTL / hop limit an advert is sent with and must arrive with (RFC 5798 §5.1.1.3, §7.1).
-pub const TTL: u8 = 255;
-pub const MULTICAST_V4: Ipv4Addr = Ipv4Addr::new(224, 0, 0, 18);
-pub const MULTICAST_V6: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 0x12);
-/// Max Adver Int is a 12-bit field of centiseconds.
-pub const MAX_ADVERT_INT: u16 = 0x0fff;
-/// Count IPvX Addr is one byte.
-pub const MAX_ADDRESSES: usize = 255;
+pub const HEADER_LEN: usize = field::ADDRESSES;
 /// DSCP/ECN byte keepalived puts on IPv4 adverts (IP precedence "internetwork control").
 pub const TOS: u8 = 0xc0;
 
@@ -56,203 +65,252 @@ pub enum V4Checksum {
     PseudoHeader,
     /// The message alone: RFC 9568, Cisco, keepalived's `v3_checksum_as_v2`.
     MessageOnly,
+    /// Parsing accepts either form; emitting writes [`V4Checksum::PseudoHeader`].
+    Either,
+}
+
+impl V4Checksum {
+    /// The forms to try, in order; the first one names the expected value in a `BadChecksum` error.
+    fn forms(self) -> &'static [V4Checksum] {
+        match self {
+            V4Checksum::PseudoHeader => &[V4Checksum::PseudoHeader],
+            V4Checksum::MessageOnly => &[V4Checksum::MessageOnly],
+            V4Checksum::Either => &[V4Checksum::PseudoHeader, V4Checksum::MessageOnly],
+        }
+    }
+}
+
+/// What the checksum covers besides the message: the addresses of the IP header it travels in (the
+/// family of the advert's addresses follows `src`), and for IPv4 which form.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Context {
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    pub v4_checksum: V4Checksum,
+}
+
+impl Context {
+    /// `src` to `dst` with keepalived's default IPv4 checksum form.
+    pub fn new(src: IpAddr, dst: IpAddr) -> Self {
+        Context { src, dst, v4_checksum: V4Checksum::PseudoHeader }
+    }
+
+    fn addr_len(&self) -> usize {
+        if self.src.is_ipv4() { 4 } else { 16 }
+    }
+
+    fn check_family(&self) -> Result<(), WireError> {
+        if self.src.is_ipv4() != self.dst.is_ipv4() {
+            return Err(WireError::FamilyMismatch { what: WHAT, addr: self.dst });
+        }
+        Ok(())
+    }
 }
 
 /// A checked view of a VRRP message: at least the 8-byte fixed part. The address list is checked against
-/// the count by [`parse_with`], not here, so the view can describe a malformed advert in a log line.
+/// the count by [`Advert`]'s [`Repr::parse`], not here, so the view can describe a malformed advert in a
+/// log line.
 #[derive(Debug, Clone, Copy)]
-pub struct Packet<T: AsRef<[u8]>> {
-    buffer: T,
+pub struct Packet<'a> {
+    buffer: &'a [u8],
 }
 
-impl<T: AsRef<[u8]>> Packet<T> {
-    pub fn new_checked(buffer: T) -> Result<Self, WireError> {
-        need(WHAT, buffer.as_ref(), HEADER_LEN)?;
+impl<'a> Packet<'a> {
+    pub fn new_checked(buffer: &'a [u8]) -> Result<Self, WireError> {
+        need(WHAT, buffer, HEADER_LEN)?;
         Ok(Packet { buffer })
     }
 
     fn byte(&self, at: usize) -> u8 {
-        self.buffer.as_ref().get(at).copied().unwrap_or(0)
+        self.buffer.get(at).copied().unwrap_or(0)
     }
     pub fn version(&self) -> u8 {
-        self.byte(0) >> 4
+        self.byte(field::VERSION_TYPE) >> 4
     }
     pub fn kind(&self) -> u8 {
-        self.byte(0) & 0x0f
+        self.byte(field::VERSION_TYPE) & 0x0f
     }
     pub fn vrid(&self) -> u8 {
-        self.byte(1)
+        self.byte(field::VRID)
     }
     pub fn priority(&self) -> u8 {
-        self.byte(2)
+        self.byte(field::PRIORITY)
     }
     pub fn count(&self) -> u8 {
-        self.byte(3)
+        self.byte(field::COUNT)
     }
     /// The low 12 bits; the 4 reserved bits are ignored on receipt (RFC 5798 §5.2.6).
     pub fn max_advert_int(&self) -> u16 {
-        be16(self.buffer.as_ref(), 4) & MAX_ADVERT_INT
+        be16(self.buffer, field::MAX_ADVERT_INT.start) & MAX_ADVERT_INT
     }
     pub fn checksum(&self) -> u16 {
-        be16(self.buffer.as_ref(), 6)
+        be16(self.buffer, field::CHECKSUM.start)
     }
-    pub fn address_bytes(&self) -> &[u8] {
-        self.buffer.as_ref().get(HEADER_LEN..).unwrap_or_default()
+    pub fn address_bytes(&self) -> &'a [u8] {
+        self.buffer.get(field::ADDRESSES..).unwrap_or_default()
+    }
+    /// The whole message.
+    pub fn bytes(&self) -> &'a [u8] {
+        self.buffer
     }
 }
 
-/// The checksum's starting sum: the pseudo-header for the family, or nothing for the message-only form.
-fn pseudo_sum(src: IpAddr, dst: IpAddr, len: usize, v4: V4Checksum) -> Result<u64, WireError> {
-    match (src, dst) {
-        (IpAddr::V4(s), IpAddr::V4(d)) => match v4 {
-            V4Checksum::PseudoHeader => {
-                let len =
-                    u16::try_from(len).map_err(|_| WireError::BadLength { what: WHAT, expected: 65535, got: len })?;
-                Ok(checksum::pseudo_header_v4(s, d, PROTOCOL, len))
-            }
+/// The checksum's starting sum for one form: the pseudo-header for the family, or nothing for the
+/// message-only form.
+fn pseudo_sum(cx: &Context, len: usize, form: V4Checksum) -> Result<u64, WireError> {
+    let too_long = |_| WireError::BadLength { what: WHAT, expected: 65535, got: len };
+    match (cx.src, cx.dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => match form {
             V4Checksum::MessageOnly => Ok(0),
+            V4Checksum::PseudoHeader | V4Checksum::Either => {
+                Ok(checksum::pseudo_header_v4(s, d, PROTOCOL, u16::try_from(len).map_err(too_long)?))
+            }
         },
         (IpAddr::V6(s), IpAddr::V6(d)) => {
-            let len = u32::try_from(len).map_err(|_| WireError::BadLength { what: WHAT, expected: 65535, got: len })?;
-            Ok(checksum::pseudo_header_v6(s, d, PROTOCOL, len))
+            Ok(checksum::pseudo_header_v6(s, d, PROTOCOL, u32::try_from(len).map_err(too_long)?))
         }
         (_, d) => Err(WireError::FamilyMismatch { what: WHAT, addr: d }),
     }
 }
 
-/// The VRRP message for `advert` from `src` to `dst` (224.0.0.18 / ff02::12 or a unicast peer): what a raw
-/// socket of protocol 112 sends; the kernel adds the IP header, which must carry [`TTL`].
-pub fn emit(advert: &Advert, src: IpAddr, dst: IpAddr) -> Result<Vec<u8>, WireError> {
-    emit_with(advert, src, dst, V4Checksum::PseudoHeader)
-}
-
-/// [`emit`] with a chosen IPv4 checksum form (ignored for IPv6).
-pub fn emit_with(advert: &Advert, src: IpAddr, dst: IpAddr, v4: V4Checksum) -> Result<Vec<u8>, WireError> {
-    if src.is_ipv4() != dst.is_ipv4() {
-        return Err(WireError::FamilyMismatch { what: WHAT, addr: dst });
-    }
-    if let Some(&addr) = advert.addresses.iter().find(|a| a.is_ipv4() != src.is_ipv4()) {
-        return Err(WireError::FamilyMismatch { what: WHAT, addr });
-    }
-    let count = u8::try_from(advert.addresses.len()).map_err(|_| WireError::TooManyAddresses {
-        what: WHAT,
-        count: advert.addresses.len(),
-        max: MAX_ADDRESSES,
-    })?;
-    if advert.max_advert_int > MAX_ADVERT_INT {
-        return Err(WireError::IntervalTooLarge { what: WHAT, centis: advert.max_advert_int });
-    }
-    let addr_len = if src.is_ipv4() { 4 } else { 16 };
-    let mut out = Vec::with_capacity(HEADER_LEN + advert.addresses.len() * addr_len);
-    out.push((VERSION << 4) | TYPE_ADVERTISEMENT);
-    out.push(advert.vrid);
-    out.push(advert.priority);
-    out.push(count);
-    out.extend_from_slice(&advert.max_advert_int.to_be_bytes());
-    out.extend_from_slice(&[0, 0]);
-    for addr in &advert.addresses {
-        match addr {
-            IpAddr::V4(a) => out.extend_from_slice(&a.octets()),
-            IpAddr::V6(a) => out.extend_from_slice(&a.octets()),
-        }
-    }
-    let sum = checksum::finish(checksum::sum(pseudo_sum(src, dst, out.len(), v4)?, &out));
-    if let Some(field) = out.get_mut(6..8) {
-        field.copy_from_slice(&sum.to_be_bytes());
-    }
-    Ok(out)
-}
-
-/// Decodes a VRRP message received from `src` for `dst`, accepting only keepalived's default IPv4 checksum
-/// form. The family of the addresses follows `src`.
-pub fn parse(payload: &[u8], src: IpAddr, dst: IpAddr) -> Result<Advert, WireError> {
-    parse_with(payload, src, dst, &[V4Checksum::PseudoHeader])
-}
-
-/// [`parse`] accepting any of the IPv4 checksum forms in `accept` (ignored for IPv6). Checks, in order:
-/// the fixed part is present, version 3, type 1 (advertisement), length = 8 + count × address size,
-/// checksum.
-pub fn parse_with(payload: &[u8], src: IpAddr, dst: IpAddr, accept: &[V4Checksum]) -> Result<Advert, WireError> {
-    if src.is_ipv4() != dst.is_ipv4() {
-        return Err(WireError::FamilyMismatch { what: WHAT, addr: dst });
-    }
-    let packet = Packet::new_checked(payload)?;
-    if packet.version() != VERSION {
-        return Err(WireError::BadVersion { what: WHAT, expected: VERSION, got: packet.version() });
-    }
-    if packet.kind() != TYPE_ADVERTISEMENT {
-        return Err(WireError::BadType { what: WHAT, expected: "1 (advertisement)", got: packet.kind().into() });
-    }
-    let addr_len = if src.is_ipv4() { 4 } else { 16 };
-    let expected_len = HEADER_LEN + usize::from(packet.count()) * addr_len;
-    if payload.len() != expected_len {
-        return Err(WireError::BadLength { what: WHAT, expected: expected_len, got: payload.len() });
-    }
-    verify_checksum(payload, src, dst, accept, packet.checksum())?;
-    let addresses = packet
-        .address_bytes()
-        .chunks_exact(addr_len)
-        .map(|c| match (<[u8; 4]>::try_from(c), <[u8; 16]>::try_from(c)) {
-            (Ok(v4), _) => IpAddr::V4(Ipv4Addr::from(v4)),
-            (_, Ok(v6)) => IpAddr::V6(Ipv6Addr::from(v6)),
-            _ => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-        })
-        .collect();
-    Ok(Advert { vrid: packet.vrid(), priority: packet.priority(), max_advert_int: packet.max_advert_int(), addresses })
-}
-
-fn verify_checksum(payload: &[u8], src: IpAddr, dst: IpAddr, accept: &[V4Checksum], got: u16) -> Result<(), WireError> {
-    let forms: &[V4Checksum] = if src.is_ipv6() || accept.is_empty() { &[V4Checksum::PseudoHeader] } else { accept };
+fn verify_checksum(packet: &Packet<'_>, cx: &Context) -> Result<(), WireError> {
+    let message = packet.bytes();
+    let forms = if cx.src.is_ipv6() { &[V4Checksum::PseudoHeader][..] } else { cx.v4_checksum.forms() };
     let mut first_expected = None;
     for &form in forms {
-        let start = pseudo_sum(src, dst, payload.len(), form)?;
-        if checksum::verify(checksum::sum(start, payload)) {
+        let start = pseudo_sum(cx, message.len(), form)?;
+        if checksum::verify(checksum::sum(start, message)) {
             return Ok(());
         }
         if first_expected.is_none() {
-            let acc = checksum::sum(start, payload.get(..6).unwrap_or_default());
-            first_expected = Some(checksum::finish(checksum::sum(acc, payload.get(8..).unwrap_or_default())));
+            let acc = checksum::sum(start, message.get(..field::CHECKSUM.start).unwrap_or_default());
+            first_expected =
+                Some(checksum::finish(checksum::sum(acc, message.get(field::CHECKSUM.end..).unwrap_or_default())));
         }
     }
-    Err(WireError::BadChecksum { what: WHAT, expected: first_expected.unwrap_or(0), got })
+    Err(WireError::BadChecksum { what: WHAT, expected: first_expected.unwrap_or(0), got: packet.checksum() })
+}
+
+/// The VRRP message of a core [`Advert`]: what a raw socket of protocol 112 sends and receives (the
+/// kernel adds the IP header, which must carry [`TTL`]).
+impl Repr for Advert {
+    type Context = Context;
+    type View<'a> = Packet<'a>;
+
+    fn view(bytes: &[u8]) -> Result<Packet<'_>, WireError> {
+        Packet::new_checked(bytes)
+    }
+
+    /// Checks, in order: the families of `src` and `dst` agree, version 3, type 1 (advertisement),
+    /// length = 8 + count × address size, checksum.
+    fn parse(packet: &Packet<'_>, cx: Context) -> Result<Self, WireError> {
+        cx.check_family()?;
+        if packet.version() != VERSION {
+            return Err(WireError::BadVersion { what: WHAT, expected: VERSION, got: packet.version() });
+        }
+        if packet.kind() != TYPE_ADVERTISEMENT {
+            return Err(WireError::BadType { what: WHAT, expected: "1 (advertisement)", got: packet.kind().into() });
+        }
+        let addr_len = cx.addr_len();
+        let expected_len = HEADER_LEN + usize::from(packet.count()) * addr_len;
+        if packet.bytes().len() != expected_len {
+            return Err(WireError::BadLength { what: WHAT, expected: expected_len, got: packet.bytes().len() });
+        }
+        verify_checksum(packet, &cx)?;
+        let addresses = packet
+            .address_bytes()
+            .chunks_exact(addr_len)
+            .map(|c| match (<[u8; 4]>::try_from(c), <[u8; 16]>::try_from(c)) {
+                (Ok(v4), _) => IpAddr::V4(Ipv4Addr::from(v4)),
+                (_, Ok(v6)) => IpAddr::V6(Ipv6Addr::from(v6)),
+                _ => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            })
+            .collect();
+        Ok(Advert {
+            vrid: packet.vrid(),
+            priority: packet.priority(),
+            max_advert_int: packet.max_advert_int(),
+            addresses,
+        })
+    }
+
+    /// 8 bytes plus 4 or 16 per address (the family of the first address; emit refuses mixed lists).
+    fn buffer_len(&self) -> usize {
+        let addr_len = if self.addresses.first().is_some_and(IpAddr::is_ipv6) { 16 } else { 4 };
+        HEADER_LEN + self.addresses.len() * addr_len
+    }
+
+    fn emit(&self, buf: &mut [u8], cx: Context) -> Result<(), WireError> {
+        cx.check_family()?;
+        if let Some(&addr) = self.addresses.iter().find(|a| a.is_ipv4() != cx.src.is_ipv4()) {
+            return Err(WireError::FamilyMismatch { what: WHAT, addr });
+        }
+        let count = u8::try_from(self.addresses.len()).map_err(|_| WireError::TooManyAddresses {
+            what: WHAT,
+            count: self.addresses.len(),
+            max: MAX_ADDRESSES,
+        })?;
+        if self.max_advert_int > MAX_ADVERT_INT {
+            return Err(WireError::IntervalTooLarge { what: WHAT, centis: self.max_advert_int });
+        }
+        let len = self.buffer_len();
+        let out = head_mut(WHAT, buf, len)?;
+        out[field::VERSION_TYPE] = (VERSION << 4) | TYPE_ADVERTISEMENT;
+        out[field::VRID] = self.vrid;
+        out[field::PRIORITY] = self.priority;
+        out[field::COUNT] = count;
+        out[field::MAX_ADVERT_INT].copy_from_slice(&self.max_advert_int.to_be_bytes());
+        out[field::CHECKSUM].fill(0);
+        let mut at = field::ADDRESSES;
+        for addr in &self.addresses {
+            let octets: &[u8] = match addr {
+                IpAddr::V4(a) => &a.octets(),
+                IpAddr::V6(a) => &a.octets(),
+            };
+            out[at..at + octets.len()].copy_from_slice(octets);
+            at += octets.len();
+        }
+        let form =
+            if cx.v4_checksum == V4Checksum::MessageOnly { V4Checksum::MessageOnly } else { V4Checksum::PseudoHeader };
+        let sum = checksum::finish(checksum::sum(pseudo_sum(&cx, len, form)?, out));
+        out[field::CHECKSUM].copy_from_slice(&sum.to_be_bytes());
+        Ok(())
+    }
+}
+
+/// Decodes an advert as a socket delivers it: the VRRP message, the addresses of its IP header and its TTL
+/// (for IPv6, from `recvmsg`'s address, `IPV6_PKTINFO` and `IPV6_HOPLIMIT`). The TTL is returned, not
+/// checked: the receive path drops adverts whose TTL is not [`TTL`] (RFC 5798 §7.1) and counts them. Our
+/// own checksum check stays even when the socket sets `IPV6_CHECKSUM`, because the in-memory segment has
+/// no kernel.
+pub fn receive(message: &[u8], cx: Context, ttl: u8) -> Result<Received, WireError> {
+    let advert = super::decode(message, cx)?;
+    Ok(Received { src: cx.src, ttl, advert })
 }
 
 /// Decodes what a raw IPv4 socket of protocol 112 delivers: the IP header (checksum verified, options
-/// skipped), then the advert. The TTL is returned, not checked: the caller drops adverts whose TTL is not
-/// [`TTL`] (RFC 5798 §7.1) and can count them.
-pub fn parse_ipv4_packet(bytes: &[u8]) -> Result<Received, WireError> {
-    parse_ipv4_packet_with(bytes, &[V4Checksum::PseudoHeader])
-}
-
-/// [`parse_ipv4_packet`] accepting any of the IPv4 checksum forms in `accept`.
-pub fn parse_ipv4_packet_with(bytes: &[u8], accept: &[V4Checksum]) -> Result<Received, WireError> {
-    let (ip, payload) = Ipv4Repr::parse_bytes(bytes)?;
+/// skipped), then the advert, as [`receive`] does.
+pub fn receive_ipv4(bytes: &[u8], v4_checksum: V4Checksum) -> Result<Received, WireError> {
+    let view = ipv4::Packet::new_checked(bytes)?;
+    let ip = Ipv4Repr::parse(&view, ())?;
     if ip.protocol != PROTOCOL {
         return Err(WireError::BadProtocol { what: "IPv4 header", expected: PROTOCOL, got: ip.protocol });
     }
-    let advert = parse_with(payload, IpAddr::V4(ip.src), IpAddr::V4(ip.dst), accept)?;
-    Ok(Received { src: IpAddr::V4(ip.src), ttl: ip.ttl, advert })
-}
-
-/// Decodes what a raw IPv6 socket of protocol 112 delivers: the advert alone (the kernel strips the
-/// header; `src`/`dst` come from `recvmsg`'s address and `IPV6_PKTINFO`, the hop limit from
-/// `IPV6_HOPLIMIT`). The hop limit is returned, not checked, as in [`parse_ipv4_packet`]. Our own checksum
-/// check stays even when the socket sets `IPV6_CHECKSUM`, because the in-memory segment has no kernel.
-pub fn parse_ipv6_payload(payload: &[u8], src: Ipv6Addr, dst: Ipv6Addr, hop_limit: u8) -> Result<Received, WireError> {
-    let advert = parse(payload, IpAddr::V6(src), IpAddr::V6(dst))?;
-    Ok(Received { src: IpAddr::V6(src), ttl: hop_limit, advert })
+    let cx = Context { src: IpAddr::V4(ip.src), dst: IpAddr::V4(ip.dst), v4_checksum };
+    receive(view.payload(), cx, ip.ttl)
 }
 
 /// A whole IPv4 datagram (TTL 255, TOS 0xc0, protocol 112) carrying the advert: for `IP_HDRINCL` sockets,
-/// captures and the in-memory segment.
+/// captures and tests.
 pub fn ipv4_packet(advert: &Advert, src: Ipv4Addr, dst: Ipv4Addr) -> Result<Vec<u8>, WireError> {
-    let payload = emit(advert, IpAddr::V4(src), IpAddr::V4(dst))?;
-    Ipv4Repr { src, dst, protocol: PROTOCOL, ttl: TTL, dscp_ecn: TOS, payload_len: payload.len() }.packet(&payload)
+    let payload = super::encode(advert, Context::new(IpAddr::V4(src), IpAddr::V4(dst)), &[])?;
+    let ip = Ipv4Repr { src, dst, protocol: PROTOCOL, ttl: TTL, dscp_ecn: TOS, payload_len: payload.len() };
+    super::encode(&ip, (), &payload)
 }
 
 /// A whole IPv6 packet (hop limit 255, next header 112) carrying the advert.
 pub fn ipv6_packet(advert: &Advert, src: Ipv6Addr, dst: Ipv6Addr) -> Result<Vec<u8>, WireError> {
-    let payload = emit(advert, IpAddr::V6(src), IpAddr::V6(dst))?;
-    super::ipv6::Ipv6Repr { src, dst, next_header: PROTOCOL, hop_limit: TTL, payload_len: payload.len() }
-        .packet(&payload)
+    let payload = super::encode(advert, Context::new(IpAddr::V6(src), IpAddr::V6(dst)), &[])?;
+    let ip = Ipv6Repr { src, dst, next_header: PROTOCOL, hop_limit: TTL, payload_len: payload.len() };
+    super::encode(&ip, (), &payload)
 }
