@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use openelb_core::model::{Cluster, IpFamily};
+use openelb_core::vrrp::consts::TTL;
 use openelb_core::vrrp::{Advert, Received};
 use openelb_k8s::manifest::Manifests;
 use openelb_k8s::speaker::{Control, Speaker, SpeakerConfig, desired};
@@ -196,7 +197,7 @@ async fn a_better_master_makes_it_step_down_and_drop_the_vip() {
 
     let better = Received {
         src: "192.0.2.4".parse().unwrap(),
-        ttl: 255,
+        ttl: TTL,
         advert: Advert { vrid, priority: 254, max_advert_int: 10, addresses: vec![vip()] },
     };
     inject.send(better.clone()).await.unwrap();

@@ -16,7 +16,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use openelb_core::model::IpFamily;
-use openelb_core::vrrp::consts::{MULTICAST_V4, PROTOCOL};
+use openelb_core::vrrp::consts::{MULTICAST_V4, PROTOCOL, TTL};
 use openelb_core::vrrp::{Advert, Received};
 use openelb_net::linux::LinuxNet;
 use openelb_net::ops::{AdvertReceiver, IfaceSpec, Incoming, NetError, NetOps};
@@ -301,7 +301,7 @@ fn advert_round_trip(lab: &Lab, family: IpFamily, unicast: bool) {
         src
     });
     let got = advert_of(receiver.join().unwrap());
-    assert_eq!(got.ttl, 255);
+    assert_eq!(got.ttl, TTL);
     assert_eq!(got.src, src);
     assert_eq!(got.advert, advert);
     if family == IpFamily::V4 {
@@ -392,6 +392,6 @@ fn vrrp_advert_with_ttl_below_255_is_dropped() {
         net.send_advert(&eth0, src, &genuine, &[]).await.unwrap();
     });
     let (drops, got) = receiver.join().unwrap();
-    assert_eq!((got.ttl, got.advert.priority), (255, 100), "the TTL-254 advert must not surface");
+    assert_eq!((got.ttl, got.advert.priority), (TTL, 100), "the TTL-254 advert must not surface");
     assert_eq!(drops, vec![DropReason::BadTtl], "the TTL-254 advert is reported as a drop");
 }

@@ -51,7 +51,7 @@ fn advert_reaches_every_other_node_after_the_delay() {
     assert_eq!(to, vec!["n2", "n3"]);
     assert!(got.iter().all(|d| d.at == ms(12) && d.from == "n1"));
     let Some(Incoming::Advert(rx)) = got[0].incoming() else { panic!("{:?}", got[0]) };
-    assert_eq!((rx.ttl, rx.src, rx.advert.priority), (255, ip("192.0.2.11"), 100));
+    assert_eq!((rx.ttl, rx.src, rx.advert.priority), (TTL, ip("192.0.2.11"), 100));
     assert_eq!(seg.next_delivery_time(), None);
 }
 

@@ -2,6 +2,7 @@
 
 use std::net::Ipv4Addr;
 
+use openelb_net::core::vrrp::consts::MULTICAST_V4;
 use openelb_net::wire::arp::{self, ArpRepr, GratuitousForm, Operation};
 use openelb_net::wire::ethernet::{self, EthernetRepr, Frame, MacAddr};
 use openelb_net::wire::{self, Repr, WireError};
@@ -41,7 +42,7 @@ fn mac_rejects_malformed_text_and_names_it() {
 
 #[test]
 fn multicast_macs_follow_rfc_1112_and_rfc_2464() {
-    assert_eq!(MacAddr::ipv4_multicast(Ipv4Addr::new(224, 0, 0, 18)).to_string(), "01:00:5e:00:00:12");
+    assert_eq!(MacAddr::ipv4_multicast(MULTICAST_V4).to_string(), "01:00:5e:00:00:12");
     assert_eq!(MacAddr::ipv4_multicast(Ipv4Addr::new(239, 200, 1, 2)).to_string(), "01:00:5e:48:01:02");
     assert_eq!(MacAddr::ipv6_multicast("ff02::1".parse().unwrap()).to_string(), "33:33:00:00:00:01");
     assert_eq!(MacAddr::ipv6_multicast("ff02::1:ff00:91".parse().unwrap()).to_string(), "33:33:ff:00:00:91");

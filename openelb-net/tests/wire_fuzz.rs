@@ -8,7 +8,7 @@ mod wire_common;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use openelb_net::core::vrrp::Advert;
-use openelb_net::core::vrrp::consts::{MULTICAST_V4, MULTICAST_V6, PROTOCOL};
+use openelb_net::core::vrrp::consts::{MULTICAST_V4, MULTICAST_V6, PROTOCOL, TTL};
 use openelb_net::wire;
 use openelb_net::wire::arp::{self, ArpRepr, GratuitousForm};
 use openelb_net::wire::ethernet::{self, EthernetRepr, MacAddr};
@@ -52,7 +52,7 @@ fn run_all_parsers(b: &[u8]) {
         let _ = wire::decode::<Advert>(b, vrrp_cx(s4, d4, form));
     }
     let s6 = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1);
-    let _ = vrrp::receive(b, vrrp::Context::new(IpAddr::V6(s6), IpAddr::V6(MULTICAST_V6)), 255);
+    let _ = vrrp::receive(b, vrrp::Context::new(IpAddr::V6(s6), IpAddr::V6(MULTICAST_V6)), TTL);
     let _ = wire::decode::<Advert>(b, vrrp::Context::new(s4, IpAddr::V6(s6)));
     if let Ok(p) = vrrp::Packet::new_checked(b) {
         let _ = (p.version(), p.kind(), p.vrid(), p.priority(), p.count(), p.max_advert_int(), p.checksum());
@@ -142,7 +142,13 @@ fn wrapped_ndp() -> impl Strategy<Value = Vec<u8>> {
             body[1] = 0;
         }
         let src: Ipv6Addr = "fe80::1".parse().unwrap();
-        let ip = Ipv6Repr { src, dst: icmpv6::ALL_NODES, next_header: 58, hop_limit: 255, payload_len: body.len() };
+        let ip = Ipv6Repr {
+            src,
+            dst: icmpv6::ALL_NODES,
+            next_header: 58,
+            hop_limit: icmpv6::HOP_LIMIT,
+            payload_len: body.len(),
+        };
         let packet = wire::encode(&ip, (), &body).unwrap();
         let eth = EthernetRepr { dst: MacAddr::BROADCAST, src: MacAddr::ZERO, ethertype: ethernet::ETHERTYPE_IPV6 };
         wire::encode(&eth, (), &packet).unwrap()

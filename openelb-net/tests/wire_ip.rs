@@ -4,7 +4,7 @@ mod wire_common;
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use openelb_net::core::vrrp::consts::{MULTICAST_V4, MULTICAST_V6, PROTOCOL};
+use openelb_net::core::vrrp::consts::{MULTICAST_V4, MULTICAST_V6, PROTOCOL, TTL};
 use openelb_net::wire::checksum;
 use openelb_net::wire::ipv4::{self, Ipv4Repr};
 use openelb_net::wire::ipv6::{self, Ipv6Repr};
@@ -83,7 +83,7 @@ fn ipv4_fragments_are_refused() {
         src: Ipv4Addr::new(192, 0, 2, 3),
         dst: MULTICAST_V4,
         protocol: PROTOCOL,
-        ttl: 255,
+        ttl: TTL,
         dscp_ecn: 0,
         payload_len: 0,
     };
@@ -106,7 +106,7 @@ fn ipv4_payload_stops_at_total_length_not_at_ethernet_padding() {
         src: Ipv4Addr::new(192, 0, 2, 3),
         dst: Ipv4Addr::new(192, 0, 2, 4),
         protocol: PROTOCOL,
-        ttl: 255,
+        ttl: TTL,
         dscp_ecn: 0xc0,
         payload_len: 0,
     };
@@ -122,7 +122,7 @@ fn ipv6_view_checks_version_and_payload_length() {
         src: "fe80::1".parse().unwrap(),
         dst: MULTICAST_V6,
         next_header: PROTOCOL,
-        hop_limit: 255,
+        hop_limit: TTL,
         payload_len: 24,
     };
     let p = wire::encode(&repr, (), &[7; 24]).unwrap();

@@ -4,7 +4,7 @@ mod wire_common;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use openelb_net::core::vrrp::consts::{MULTICAST_V4, MULTICAST_V6, PROTOCOL};
+use openelb_net::core::vrrp::consts::{MAX_ADDRESSES, MULTICAST_V4, MULTICAST_V6, PROTOCOL, TTL};
 use openelb_net::core::vrrp::{Advert, Received};
 use openelb_net::wire::vrrp::{self, Context, V4Checksum};
 use openelb_net::wire::{self, WireError};
@@ -78,8 +78,8 @@ fn ipv6_advert_checksum_matches_reference_over_rfc8200_pseudo_header() {
     let pseudo = v6_pseudo(src, MULTICAST_V6, PROTOCOL, 24);
     let want = reference_checksum(&pseudo, &bytes, 6);
     assert_eq!(u16::from_be_bytes([bytes[6], bytes[7]]), want);
-    let got = receive_v6(&bytes, src, MULTICAST_V6, 255).unwrap();
-    assert_eq!(got, Received { src: IpAddr::V6(src), ttl: 255, advert });
+    let got = receive_v6(&bytes, src, MULTICAST_V6, TTL).unwrap();
+    assert_eq!(got, Received { src: IpAddr::V6(src), ttl: TTL, advert });
 }
 
 #[test]
@@ -112,10 +112,10 @@ fn ipv4_header(ihl_words: u8, options: &[u8], ttl: u8, proto: u8, payload_len: u
 fn parse_ipv4_packet_reads_src_and_ttl_and_skips_options() {
     let payload = emit(&seed_advert(), v4(SRC4), v4(MULTICAST_V4)).unwrap();
     // IHL 6: a Router Alert option (RFC 2113), which the kernel may deliver in front of the advert.
-    let mut packet = ipv4_header(6, &[0x94, 0x04, 0x00, 0x00], 255, PROTOCOL, payload.len());
+    let mut packet = ipv4_header(6, &[0x94, 0x04, 0x00, 0x00], TTL, PROTOCOL, payload.len());
     packet.extend_from_slice(&payload);
     let got = vrrp::receive_ipv4(&packet, V4Checksum::PseudoHeader).unwrap();
-    assert_eq!(got, Received { src: v4(SRC4), ttl: 255, advert: seed_advert() });
+    assert_eq!(got, Received { src: v4(SRC4), ttl: TTL, advert: seed_advert() });
 }
 
 #[test]
@@ -129,13 +129,13 @@ fn parse_ipv4_packet_returns_a_wrong_ttl_for_the_caller_to_drop() {
 #[test]
 fn parse_ipv4_packet_refuses_other_protocols_and_bad_header_checksums() {
     let payload = emit(&seed_advert(), v4(SRC4), v4(MULTICAST_V4)).unwrap();
-    let mut packet = ipv4_header(5, &[], 255, 17, payload.len());
+    let mut packet = ipv4_header(5, &[], TTL, 17, payload.len());
     packet.extend_from_slice(&payload);
     assert_eq!(
         vrrp::receive_ipv4(&packet, V4Checksum::PseudoHeader),
         Err(WireError::BadProtocol { what: "IPv4 header", expected: PROTOCOL, got: 17 })
     );
-    let mut packet = ipv4_header(5, &[], 255, PROTOCOL, payload.len());
+    let mut packet = ipv4_header(5, &[], TTL, PROTOCOL, payload.len());
     packet.extend_from_slice(&payload);
     packet[8] = 254; // TTL changed without fixing the header checksum
     assert!(matches!(
@@ -151,7 +151,7 @@ fn ipv4_packet_helper_builds_what_parse_ipv4_packet_reads() {
     assert_eq!(&packet[..2], &[0x45, 0xc0]);
     assert_eq!(slow_checksum(&packet[..20]), 0, "IPv4 header checksum must verify");
     let got = vrrp::receive_ipv4(&packet, V4Checksum::PseudoHeader).unwrap();
-    assert_eq!(got, Received { src: v4(SRC4), ttl: 255, advert: seed_advert() });
+    assert_eq!(got, Received { src: v4(SRC4), ttl: TTL, advert: seed_advert() });
 }
 
 #[test]
@@ -186,7 +186,7 @@ fn receiver_rejects_count_that_disagrees_with_length() {
     assert!(matches!(parse(&bytes[..7], v4(SRC4), v4(MULTICAST_V4)), Err(WireError::Truncated { .. })));
     // The same bytes read as IPv6 (family follows src) need 8 + 16 bytes.
     let v6: IpAddr = "fe80::1".parse().unwrap();
-    let ff: IpAddr = "ff02::12".parse().unwrap();
+    let ff = IpAddr::V6(MULTICAST_V6);
     assert_eq!(parse(&bytes, v6, ff), Err(WireError::BadLength { what: "VRRP advert", expected: 24, got: 12 }));
 }
 
@@ -213,7 +213,7 @@ fn emit_refuses_what_the_wire_cannot_carry() {
     a.addresses = (0..256u32).map(|i| IpAddr::V4(Ipv4Addr::from(0xc000_0200 + i))).collect();
     assert!(matches!(
         emit(&a, v4(SRC4), v4(MULTICAST_V4)),
-        Err(WireError::TooManyAddresses { count: 256, max: 255, .. })
+        Err(WireError::TooManyAddresses { count: 256, max: MAX_ADDRESSES, .. })
     ));
     let mut a = seed_advert();
     let v6: IpAddr = "2001:db8::1".parse().unwrap();
@@ -282,7 +282,7 @@ proptest! {
         let src = Ipv4Addr::from(src);
         let packet = vrrp::ipv4_packet(&advert, src, MULTICAST_V4).unwrap();
         let got = vrrp::receive_ipv4(&packet, V4Checksum::PseudoHeader).unwrap();
-        prop_assert_eq!(got, Received { src: IpAddr::V4(src), ttl: 255, advert });
+        prop_assert_eq!(got, Received { src: IpAddr::V4(src), ttl: TTL, advert });
     }
 
     #[test]
@@ -317,7 +317,7 @@ proptest! {
         let mut bytes = emit(&advert, IpAddr::V6(src), IpAddr::V6(MULTICAST_V6)).unwrap();
         let b = bit.index(bytes.len() * 8);
         bytes[b / 8] ^= 0x80 >> (b % 8);
-        let result = receive_v6(&bytes, src, MULTICAST_V6, 255);
+        let result = receive_v6(&bytes, src, MULTICAST_V6, TTL);
         if b / 8 == 0 || b / 8 == 3 {
             prop_assert!(result.is_err(), "bit {} gave {:?}", b, result);
         } else {

@@ -92,13 +92,14 @@ impl VrrpSender {
         drop_all_filter(&sock).map_err(io_err(iface, "attach drop-all filter"))?;
         match family {
             IpFamily::V4 => {
-                sock.set_ttl_v4(u32::from(TTL)).map_err(io_err(iface, "IP_TTL 255"))?;
-                sock.set_multicast_ttl_v4(u32::from(TTL)).map_err(io_err(iface, "IP_MULTICAST_TTL 255"))?;
+                sock.set_ttl_v4(u32::from(TTL)).map_err(io_err(iface, format!("IP_TTL {TTL}")))?;
+                sock.set_multicast_ttl_v4(u32::from(TTL)).map_err(io_err(iface, format!("IP_MULTICAST_TTL {TTL}")))?;
                 sock.set_multicast_loop_v4(false).map_err(io_err(iface, "IP_MULTICAST_LOOP off"))?;
             }
             IpFamily::V6 => {
-                sock.set_unicast_hops_v6(u32::from(TTL)).map_err(io_err(iface, "IPV6_UNICAST_HOPS 255"))?;
-                sock.set_multicast_hops_v6(u32::from(TTL)).map_err(io_err(iface, "IPV6_MULTICAST_HOPS 255"))?;
+                sock.set_unicast_hops_v6(u32::from(TTL)).map_err(io_err(iface, format!("IPV6_UNICAST_HOPS {TTL}")))?;
+                sock.set_multicast_hops_v6(u32::from(TTL))
+                    .map_err(io_err(iface, format!("IPV6_MULTICAST_HOPS {TTL}")))?;
                 sock.set_multicast_loop_v6(false).map_err(io_err(iface, "IPV6_MULTICAST_LOOP off"))?;
                 sock.set_multicast_if_v6(iface.index).map_err(io_err(iface, "IPV6_MULTICAST_IF"))?;
             }
@@ -206,11 +207,12 @@ impl VrrpReceiver {
             IpFamily::V4 => {
                 sock.set_multicast_all_v4(false).map_err(io_err(iface, "IP_MULTICAST_ALL off"))?;
                 sock.join_multicast_v4_n(&MULTICAST_V4, &InterfaceIndexOrAddress::Index(iface.index))
-                    .map_err(io_err(iface, "join 224.0.0.18"))?;
+                    .map_err(io_err(iface, format!("join {MULTICAST_V4}")))?;
             }
             IpFamily::V6 => {
                 sock.set_multicast_all_v6(false).map_err(io_err(iface, "IPV6_MULTICAST_ALL off"))?;
-                sock.join_multicast_v6(&MULTICAST_V6, iface.index).map_err(io_err(iface, "join ff02::12"))?;
+                sock.join_multicast_v6(&MULTICAST_V6, iface.index)
+                    .map_err(io_err(iface, format!("join {MULTICAST_V6}")))?;
                 sock.set_recv_hoplimit_v6(true).map_err(io_err(iface, "IPV6_RECVHOPLIMIT"))?;
                 setsockopt_int(&sock, libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO, 1)
                     .map_err(io_err(iface, "IPV6_RECVPKTINFO"))?;
