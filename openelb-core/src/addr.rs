@@ -9,6 +9,8 @@
 //!   integers without a family check, reference §5.8).
 //! - The IPv4 subnet-mask form `a.b.c.d/255.255.255.0` is refused with the equivalent prefix length in the
 //!   message: upstream's `GetSize`, which its webhook runs, refuses it too.
+//! - Parsing is hand-written, not `ipnetwork`'s: that crate accepts the mask form and `/+8`, reports a bad
+//!   prefix without its value, and its `size()` overflows on `::/0`, so it would need every check here anyway.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -52,6 +54,16 @@ impl AddrRange {
             (None, None) => {
                 let ip = parse_ip(text).ok_or_else(|| AddressError::invalid(input, "not an IPv4 or IPv6 address"))?;
                 Ok(Self { start: ip, end: ip })
+            }
+        }
+    }
+
+    /// Every address of `family`: `0.0.0.0-255.255.255.255` or `::-ffff:...:ffff`.
+    pub fn whole(family: IpFamily) -> Self {
+        match family {
+            IpFamily::V4 => Self { start: IpAddr::V4(Ipv4Addr::UNSPECIFIED), end: IpAddr::V4(Ipv4Addr::BROADCAST) },
+            IpFamily::V6 => {
+                Self { start: IpAddr::V6(Ipv6Addr::UNSPECIFIED), end: IpAddr::V6(Ipv6Addr::from(u128::MAX)) }
             }
         }
     }
@@ -101,6 +113,12 @@ impl AddrRange {
         self.family() == other.family() && self.lo() <= other.lo() && other.hi() <= self.hi()
     }
 
+    /// The addresses both ranges hold, `None` when they share none.
+    pub fn intersection(&self, other: &AddrRange) -> Option<AddrRange> {
+        // `IpAddr` orders numerically within a family, and overlapping ranges are of one family.
+        self.overlaps(other).then(|| AddrRange { start: self.start.max(other.start), end: self.end.min(other.end) })
+    }
+
     /// Offset of `end`, i.e. `size - 1` without the saturation `size` needs for `::/0`.
     pub fn last_offset(&self) -> u128 {
         self.hi() - self.lo()
@@ -119,6 +137,36 @@ impl fmt::Display for AddrRange {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.start == self.end { write!(f, "{}", self.start) } else { write!(f, "{}-{}", self.start, self.end) }
     }
+}
+
+/// Every pair of ranges that share an address, as indices into `ranges` (`i < j`, sorted) with the common
+/// part. `None` entries (addresses that do not parse) overlap nothing. Sorted first, so the cost is
+/// O(n log n + pairs) rather than comparing every pair.
+pub fn overlapping_pairs(ranges: &[Option<AddrRange>]) -> Vec<(usize, usize, AddrRange)> {
+    let mut sorted: Vec<(AddrRange, usize)> =
+        ranges.iter().enumerate().filter_map(|(i, r)| r.map(|r| (r, i))).collect();
+    sorted.sort();
+    let mut out = Vec::new();
+    for (a, (ra, i)) in sorted.iter().enumerate() {
+        // Later ranges start at or after `ra`; they overlap it until one starts past its end.
+        for (rb, j) in sorted.iter().skip(a + 1) {
+            match ra.intersection(rb) {
+                Some(common) => out.push(((*i).min(*j), (*i).max(*j), common)),
+                None => break,
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The network and broadcast addresses of an IPv4 CIDR of prefix /0 to /30: upstream hands them out like any
+/// other address of the pool (its tests assert it), so we do too, but many routers and hosts treat them
+/// specially. `None` for anything else (ranges, single addresses, /31, /32, IPv6, what does not parse).
+pub fn network_and_broadcast(input: &str) -> Option<(IpAddr, IpAddr)> {
+    let range = AddrRange::parse(input).ok()?;
+    let cidr = input.contains('/') && range.family() == IpFamily::V4 && range.size() >= 4;
+    cidr.then_some((range.start, range.end))
 }
 
 /// Address as an integer (IPv4 in the low 32 bits).
@@ -457,6 +505,48 @@ mod tests {
         assert_eq!(u128_to_ip(IpFamily::V4, 258), Some(ip("0.0.1.2")));
         assert_eq!(u128_to_ip(IpFamily::V4, 1 << 32), None);
         assert_eq!(u128_to_ip(IpFamily::V6, 1 << 32), Some(ip("::1:0:0")));
+    }
+
+    #[test]
+    fn intersection_is_the_common_part() {
+        assert_eq!(r("10.0.0.0/24").intersection(&r("10.0.0.200-10.0.1.5")), Some(r("10.0.0.200-10.0.0.255")));
+        assert_eq!(r("10.0.0.5").intersection(&r("10.0.0.0/24")), Some(r("10.0.0.5")));
+        assert_eq!(r("10.0.0.0/24").intersection(&r("10.0.1.0/24")), None);
+        assert_eq!(r("::/96").intersection(&r("0.0.0.0/0")), None);
+    }
+
+    #[test]
+    fn overlapping_pairs_finds_every_pair_once() {
+        let ranges = [
+            Some(r("10.0.0.0/24")),
+            None,
+            Some(r("10.0.0.10-10.0.0.20")),
+            Some(r("10.0.1.0/24")),
+            Some(r("10.0.0.15-10.0.1.0")),
+            Some(r("::/0")),
+        ];
+        let pairs: Vec<(usize, usize, String)> =
+            overlapping_pairs(&ranges).into_iter().map(|(i, j, c)| (i, j, c.to_string())).collect();
+        assert_eq!(
+            pairs,
+            vec![
+                (0, 2, "10.0.0.10-10.0.0.20".to_string()),
+                (0, 4, "10.0.0.15-10.0.0.255".to_string()),
+                (2, 4, "10.0.0.15-10.0.0.20".to_string()),
+                (3, 4, "10.0.1.0".to_string()),
+            ]
+        );
+    }
+
+    #[test]
+    fn network_and_broadcast_only_for_ipv4_cidrs_of_four_addresses_or_more() {
+        assert_eq!(network_and_broadcast("192.0.2.0/24"), Some((ip("192.0.2.0"), ip("192.0.2.255"))));
+        assert_eq!(network_and_broadcast(" 192.0.2.9/30"), Some((ip("192.0.2.8"), ip("192.0.2.11"))));
+        assert_eq!(network_and_broadcast("192.0.2.0/31"), None);
+        assert_eq!(network_and_broadcast("192.0.2.0/32"), None);
+        assert_eq!(network_and_broadcast("192.0.2.0-192.0.2.255"), None);
+        assert_eq!(network_and_broadcast("2001:db8::/64"), None);
+        assert_eq!(network_and_broadcast("192.0.2.0/33"), None);
     }
 
     #[test]

@@ -51,6 +51,31 @@ impl PoolAllocator {
             .ok_or(AllocError::Full { range: self.range, size: self.range.size() })
     }
 
+    /// Gives `holder` the lowest free address of `within`, a part of this allocator's range. This is how one
+    /// allocator over a whole address family serves every pool ([`crate::ipam`]), so an address is never held
+    /// twice whatever the pools overlap.
+    pub fn allocate_any_in(&mut self, within: &AddrRange, holder: HolderId) -> Result<IpAddr, AllocError> {
+        let full = AllocError::Full { range: *within, size: within.size() };
+        let (lo, hi) = self.offsets_of(within).ok_or(full.clone())?;
+        let offset = self.slots.lowest_free_in(lo, hi).ok_or(full.clone())?;
+        match self.slots.claim(offset, holder, false) {
+            Claim::Done => self.range.nth(offset).ok_or(full),
+            Claim::Held | Claim::OutOfRange => Err(full),
+        }
+    }
+
+    /// The address [`Self::allocate_any_in`] would give next, without giving it; `None` when `within` has no
+    /// free address (or is not inside this allocator's range).
+    pub fn lowest_free_in(&self, within: &AddrRange) -> Option<IpAddr> {
+        let (lo, hi) = self.offsets_of(within)?;
+        self.slots.lowest_free_in(lo, hi).and_then(|offset| self.range.nth(offset))
+    }
+
+    /// First and last offset of `within`, when this allocator's range covers it.
+    fn offsets_of(&self, within: &AddrRange) -> Option<(u128, u128)> {
+        Some((self.range.offset_of(&within.start())?, self.range.offset_of(&within.end())?))
+    }
+
     /// Gives `holder` exactly `ip`. When `ip` is held already: with `share` the holder joins the others
     /// (idempotent if it is one of them), without it the result is `InUse` (unless `holder` alone holds it).
     pub fn allocate_specific(&mut self, ip: IpAddr, holder: HolderId, share: bool) -> Result<(), AllocError> {
@@ -147,6 +172,9 @@ impl Slots {
     fn take_lowest(&mut self, last: u128, holder: HolderId) -> Option<u128> {
         each!(self, t => t.take_lowest(last, holder))
     }
+    fn lowest_free_in(&self, lo: u128, hi: u128) -> Option<u128> {
+        each!(self, t => t.lowest_free_in(lo, hi))
+    }
     fn claim(&mut self, offset: u128, holder: HolderId, share: bool) -> Claim {
         each!(self, t => t.claim(offset, holder, share))
     }
@@ -199,6 +227,19 @@ impl<K: Offset> Table<K> {
         }
         let end: u128 = (*self.run_ends.first()?).into();
         end.checked_add(1).filter(|&next| next <= last)
+    }
+
+    /// The lowest free offset in `lo..=hi`. When `lo` is used, the run of used offsets holding it ends at the
+    /// first run end at or after `lo`, and the offset after that is free: O(log n) as [`Self::lowest_free`].
+    fn lowest_free_in(&self, lo: u128, hi: u128) -> Option<u128> {
+        if lo > hi {
+            return None;
+        }
+        if !self.is_used(lo) {
+            return Some(lo);
+        }
+        let end: u128 = (*self.run_ends.range(key::<K>(lo)?..).next()?).into();
+        end.checked_add(1).filter(|&next| next <= hi)
     }
 
     /// Offset 0 is used iff it is the smallest key: a walk down the left edge, no comparisons.

@@ -4,10 +4,19 @@
 //!
 //! Rules, and where they part from upstream (reference §5):
 //! - **Sticky.** A recorded address is kept while [`lifecycle::check_holding`] accepts it: only a change of the
-//!   request (pin, address, protocol), the pool's removal or a range that no longer contains it moves it. A
-//!   pool that is re-ranked, full, outranked, disabled or being deleted keeps what it gave out (#322, §5.2
-//!   flip-flop); one being deleted drains: it gives out nothing new, not even to a Service asking for an
-//!   address its holders share.
+//!   request (pin, address, protocol), the pool's removal or an address no host can hold moves it. A pool that
+//!   is re-ranked, full, outranked, disabled, being deleted, invalid or shrunk under its holders keeps what it
+//!   gave out (#322, §5.2 flip-flop); one being deleted or invalid drains: it gives out nothing new, not even
+//!   to a Service asking for an address its holders share.
+//! - **One set of used addresses** across all pools ([`UsedAddresses`]): an address is never held by Services
+//!   that do not share it, whatever the pools overlap, and all sharers of an address hold it through one pool.
+//! - **Invalid pools drain** ([`PoolInvalid`]): an Eip whose address does not parse, includes an address no
+//!   host can hold, overlaps another Eip, or no longer contains addresses in use gives out nothing new; the
+//!   reasons are in [`PoolStatus::invalid`] for the controller's condition and Event.
+//! - **Addresses no host can hold** ([`crate::reserved`]) are never handed out. One found in `status.used`
+//!   (it predates the rule) is dropped when rebuilding, with a warning, and its Service is released on its
+//!   next reconcile with that reason and given a valid address if one fits its request: it never worked, so
+//!   stickiness protects nothing there.
 //! - **Release, then allocate.** When an address must go, it is released first and a new one chosen by
 //!   [`select::select_pool`]; both show in the outcome and in events.
 //! - **Sharing** is implicit as upstream (same requested address), but refused when two sharers use one port
@@ -16,14 +25,18 @@
 //! - **Failure holds nothing**: a Service that cannot get an address gets an empty ingress and no label, so the
 //!   speakers never announce an address no pool records for it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
+use std::ops::Bound;
 
-use crate::addr::AddrRange;
-use crate::alloc::{HolderId, PoolAllocator};
+use crate::addr::{self, AddrRange, AddressError};
+use crate::alloc::HolderId;
 use crate::lifecycle::{self, ReleaseReason, Request, ShareProfile};
 use crate::model::{FINALIZER_SERVICE, IpFamily, LABEL_EIP_POOL, Namespace, Pool, Service, ServiceKey};
+use crate::pool_invalid::{OUTSIDE_LISTED, PoolInvalid, PoolProblem};
+use crate::reserved::{self, ReservedIp};
 use crate::select::{self, PoolView};
+use crate::used::UsedAddresses;
 
 /// What the Service must look like after a decision (desired values; the caller diffs and patches).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -105,6 +118,8 @@ pub struct PoolStatus {
     pub first_ip: Option<String>,
     pub last_ip: Option<String>,
     pub v4: bool,
+    /// Why it gives out no new addresses although neither disabled nor being deleted; empty when it is valid.
+    pub invalid: Vec<PoolInvalid>,
 }
 
 impl PoolStatus {
@@ -126,18 +141,39 @@ struct Held {
 
 #[derive(Debug, Clone)]
 struct PoolEntry {
-    /// The spec as last given; its `used` is left empty, the allocator is the truth.
+    /// The spec as last given; its `used` is left empty, [`Ipam::used`] is the truth.
     spec: Pool,
-    /// `None` when `spec.address` does not parse: such a pool gives out nothing.
-    range: Option<AddrRange>,
-    alloc: Option<PoolAllocator>,
+    /// An error when `spec.address` does not parse: such a pool gives out nothing.
+    range: Result<AddrRange, AddressError>,
+    /// The lowest address of the range no host can hold, if any.
+    reserved: Option<ReservedIp>,
+    /// Other pools whose range shares addresses with this one: `(name, spec.address, common part)`.
+    overlaps: Vec<(String, String, AddrRange)>,
+    /// Addresses held through this pool, inside its range or (after a shrink) not.
+    addrs: BTreeSet<IpAddr>,
 }
 
 impl PoolEntry {
     fn new(mut spec: Pool) -> Self {
         spec.used.clear();
-        let range = AddrRange::parse(&spec.address).ok();
-        Self { spec, range, alloc: range.map(PoolAllocator::new) }
+        let range = AddrRange::parse(&spec.address);
+        let reserved = range.as_ref().ok().and_then(reserved::first_in);
+        Self { spec, range, reserved, overlaps: Vec::new(), addrs: BTreeSet::new() }
+    }
+
+    fn range(&self) -> Option<AddrRange> {
+        self.range.as_ref().ok().copied()
+    }
+
+    /// Addresses held through this pool that its range does not contain, in numeric order.
+    fn outside(&self) -> Box<dyn Iterator<Item = &IpAddr> + '_> {
+        match &self.range {
+            Err(_) => Box::new(self.addrs.iter()),
+            // `IpAddr` orders by family then number, so the range is one interval of the set.
+            Ok(r) => Box::new(
+                self.addrs.range(..r.start()).chain(self.addrs.range((Bound::Excluded(r.end()), Bound::Unbounded))),
+            ),
+        }
     }
 }
 
@@ -198,6 +234,7 @@ pub struct Ipam {
     /// yet reconciled has no entry and is treated as compatible; [`Ipam::reconcile_all`] reconciles holders
     /// first, so after it the picture is complete.
     profiles: BTreeMap<ServiceKey, ShareProfile>,
+    used: UsedAddresses,
     warnings: Vec<String>,
 }
 
@@ -206,6 +243,8 @@ const REASON_RELEASE: &str = "ReleaseIP";
 const REASON_ASSIGN_FAILED: &str = "AssignIPFailed";
 /// A Service keeps a shared address although it now conflicts with another sharer (see [`Ipam::reconcile`]).
 const REASON_SHARE_CONFLICT: &str = "SharedIPConflict";
+/// A Service keeps an address its pool's `spec.address` no longer contains (the pool drains).
+const REASON_OUTSIDE_POOL: &str = "IPOutsideEip";
 
 fn event(type_: EventType, reason: &str, message: String) -> Event {
     Event { type_, reason: reason.to_string(), message }
@@ -231,54 +270,54 @@ fn shown_ip(svc: &Service) -> Option<IpAddr> {
 }
 
 impl Ipam {
-    /// Rebuilds every allocation from the pools' `status.used`. Entries that do not parse or lie outside their
-    /// pool are dropped and reported in [`Ipam::warnings`].
+    /// Rebuilds every allocation from the pools' `status.used`. Entries that do not parse, name an address no
+    /// host can hold, or an address already recorded through another pool are dropped and reported in
+    /// [`Ipam::warnings`]; entries outside their pool's range are kept (the pool drains, see
+    /// [`PoolProblem::Outside`]).
     ///
     /// Pools are read in name order and addresses in numeric order, so a Service recorded twice (a corrupted
-    /// status) keeps the same one of its records on every restart.
+    /// status), or an address recorded in two pools, keeps the same one of its records on every restart.
     pub fn new(pools: &[Pool]) -> Self {
         let mut ipam = Ipam::default();
         let mut sorted: Vec<&Pool> = pools.iter().collect();
         sorted.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut imported = Vec::new();
         for pool in sorted {
             if ipam.pools.contains_key(&pool.name) {
                 ipam.warnings.push(format!("Eip {} is listed more than once; the first one is used", pool.name));
                 continue;
             }
-            ipam.insert_new_pool(pool);
+            ipam.pools.insert(pool.name.clone(), PoolEntry::new(pool.clone()));
+            imported.push(pool);
+        }
+        ipam.find_overlaps();
+        for pool in imported {
+            ipam.import_used(pool);
         }
         ipam
     }
 
-    fn insert_new_pool(&mut self, pool: &Pool) {
-        let entry = PoolEntry::new(pool.clone());
-        let name = pool.name.clone();
-        if entry.range.is_none() && !pool.used.is_empty() {
-            self.warnings.push(format!(
-                "Eip {name}: spec.address {:?} does not parse; its {} status.used entries are dropped",
-                pool.address,
-                pool.used.len()
-            ));
-        }
-        let range = entry.range;
-        self.pools.insert(name.clone(), entry);
-        let Some(range) = range else { return };
+    fn import_used(&mut self, pool: &Pool) {
+        let name = &pool.name;
         let mut records: Vec<(IpAddr, &str)> = Vec::new();
         for (key, users) in &pool.used {
             match key.trim().parse::<IpAddr>() {
                 Err(_) => self
                     .warnings
                     .push(format!("Eip {name}: status.used key {key:?} is not an IP address; entry {users:?} dropped")),
-                Ok(ip) if !range.contains(&ip) => self.warnings.push(format!(
-                    "Eip {name}: status.used records {ip} for {users:?} but it is outside {range}; dropped"
-                )),
-                Ok(ip) => records.push((ip, users)),
+                Ok(ip) => match reserved::classify(ip) {
+                    Some(r) => self.warnings.push(format!(
+                        "Eip {name}: status.used[{key}] records {users:?} but {r}; dropped, the Service is released \
+                         on its next reconcile"
+                    )),
+                    None => records.push((ip, users)),
+                },
             }
         }
         records.sort();
         for (ip, users) in records {
             for user in users.split(';').map(str::trim).filter(|u| !u.is_empty()) {
-                self.import(&name, ip, user);
+                self.import(name, ip, user);
             }
         }
     }
@@ -295,25 +334,19 @@ impl Ipam {
             ));
             return;
         }
-        let Some(id) = self.holders.intern(&key) else {
-            self.warnings.push(format!("Eip {pool}: too many holders to record {key} on {ip}"));
+        if let Some(owner) = self.pool_of(ip).filter(|owner| *owner != pool) {
+            let others: Vec<String> = self.other_holders(ip, &key).iter().map(ToString::to_string).collect();
+            self.warnings.push(format!(
+                "Eip {pool}: status.used[{ip}] records {key} but Eip {owner} records {ip} for {}; an address is \
+                 held through one Eip only, so {key}'s record is dropped and it is reconciled again",
+                others.join(";")
+            ));
             return;
-        };
-        let result = match self.pools.get_mut(pool).and_then(|e| e.alloc.as_mut()) {
-            Some(alloc) => alloc.allocate_specific(ip, id, true).map_err(|e| e.to_string()),
-            None => Err(format!("Eip {pool} gives out no addresses")),
-        };
-        match result {
-            Ok(()) => {
-                self.held.insert(key, Held { pool: pool.to_string(), ip });
-            }
-            Err(e) => {
-                self.holders.forget(&key);
-                self.warnings.push(format!("Eip {pool}: cannot record {key} on {ip}: {e}"));
-            }
+        }
+        if let Err(e) = self.record(&key, pool, Some(ip), None) {
+            self.warnings.push(format!("cannot record {key} on {ip}: {e}"));
         }
     }
-
     /// Problems found while rebuilding (never fatal).
     pub fn warnings(&self) -> &[String] {
         &self.warnings
@@ -350,16 +383,10 @@ impl Ipam {
         let mut released: Option<(String, IpAddr, String)> = None;
         if let Some(held) = self.held.get(&key).cloned() {
             let entry = self.pools.get(&held.pool);
-            let check = lifecycle::check_holding(
-                &req,
-                &held.pool,
-                entry.map(|e| &e.spec),
-                entry.and_then(|e| e.range.as_ref()),
-                held.ip,
-            );
-            match check {
+            match lifecycle::check_holding(&req, &held.pool, entry.map(|e| &e.spec), held.ip) {
                 Ok(()) => {
-                    let events = self.share_warnings(&key, &profile, held.ip);
+                    let mut events = self.share_warnings(&key, &profile, held.ip);
+                    events.extend(entry.and_then(|e| outside_warning(e, held.ip)));
                     self.profiles.insert(key.clone(), profile);
                     return Outcome {
                         service: key,
@@ -446,33 +473,17 @@ impl Ipam {
         profile: &ShareProfile,
         ip: IpAddr,
     ) -> Result<String, ReleaseReason> {
+        if let Some(r) = reserved::classify(ip) {
+            return Err(ReleaseReason::Reserved(r));
+        }
         let not_adoptable = |why: String| ReleaseReason::NotAdoptable { ip, why };
-        let label = svc.labels.get(LABEL_EIP_POOL);
-        // A pool being deleted still counts: the record would have been kept there (it drains, see
-        // `lifecycle::check_holding`), so losing the record must not move the Service either.
-        let fits = |e: &PoolEntry| e.range.is_some_and(|r| r.contains(&ip));
-        let labelled = label.and_then(|l| self.pools.get(l)).filter(|e| fits(e));
-        let entry = match labelled {
-            Some(e) => e,
-            None => {
-                let mut containing: Vec<&PoolEntry> = self.pools.values().filter(|e| fits(e)).collect();
-                // Overlapping pools are invalid anyway; if they exist, a live one is the better home.
-                containing.sort_by_key(|e| (e.spec.deleting, e.spec.priority, &e.spec.name));
-                match containing.first().copied() {
-                    Some(e) => e,
-                    None => {
-                        return Err(match label.map(|l| (l, self.pools.get(l))) {
-                            Some((l, None)) => ReleaseReason::PoolDeleted { pool: l.clone() },
-                            Some((l, Some(_))) => ReleaseReason::OutsidePool { ip, pool: l.clone() },
-                            None => not_adoptable("no Eip contains it".to_string()),
-                        });
-                    }
-                }
-            }
+        let pool = match self.pool_of(ip) {
+            // Its holders hold it through one pool: that is the only one to join.
+            Some(owner) => owner.to_string(),
+            None => self.adoptive_pool(svc, ip)?,
         };
-        let pool = entry.spec.name.clone();
-        lifecycle::check_holding(req, &pool, Some(&entry.spec), entry.range.as_ref(), ip)?;
-        let others = self.other_holders(&pool, ip, key);
+        lifecycle::check_holding(req, &pool, self.pools.get(&pool).map(|e| &e.spec), ip)?;
+        let others = self.other_holders(ip, key);
         if !others.is_empty() {
             if req.ip != Some(ip) {
                 let names: Vec<String> = others.iter().map(ToString::to_string).collect();
@@ -482,7 +493,28 @@ impl Ipam {
                 return Err(not_adoptable(why));
             }
         }
-        self.record(key, &pool, Some(ip), profile.clone()).map(|_| pool).map_err(not_adoptable)
+        self.record(key, &pool, Some(ip), Some(profile.clone())).map(|_| pool).map_err(not_adoptable)
+    }
+
+    /// The pool a free address the Service shows would have been recorded in: the one its label names when
+    /// that contains it, else the best containing one.
+    fn adoptive_pool(&self, svc: &Service, ip: IpAddr) -> Result<String, ReleaseReason> {
+        let label = svc.labels.get(LABEL_EIP_POOL);
+        // A pool being deleted or invalid still counts: the record would have been kept there (it drains, see
+        // `lifecycle::check_holding`), so losing the record must not move the Service either.
+        let fits = |e: &PoolEntry| e.range().is_some_and(|r| r.contains(&ip));
+        if let Some(e) = label.and_then(|l| self.pools.get(l)).filter(|e| fits(e)) {
+            return Ok(e.spec.name.clone());
+        }
+        let mut containing: Vec<&PoolEntry> = self.pools.values().filter(|e| fits(e)).collect();
+        // Overlapping pools are invalid anyway; if they exist, a live one is the better home.
+        containing.sort_by_key(|e| (e.spec.deleting, e.spec.priority, &e.spec.name));
+        match (containing.first(), label.map(|l| (l, self.pools.get(l)))) {
+            (Some(e), _) => Ok(e.spec.name.clone()),
+            (None, Some((l, None))) => Err(ReleaseReason::PoolDeleted { pool: l.clone() }),
+            (None, Some((l, Some(_)))) => Err(ReleaseReason::OutsidePool { ip, pool: l.clone() }),
+            (None, None) => Err(ReleaseReason::NotAdoptable { ip, why: "no Eip contains it".to_string() }),
+        }
     }
 
     /// Picks a pool and an address for a Service that holds nothing.
@@ -495,48 +527,61 @@ impl Ipam {
         profile: ShareProfile,
     ) -> Result<(String, IpAddr), String> {
         let selected = {
+            let invalid: Vec<Option<PoolInvalid>> =
+                self.pools.values().map(|e| self.problems(e).into_iter().next()).collect();
             let views: Vec<PoolView<'_>> = self
                 .pools
                 .values()
-                .map(|e| PoolView {
+                .zip(&invalid)
+                .map(|(e, invalid)| PoolView {
                     pool: &e.spec,
-                    range: e.range,
-                    full: e.alloc.as_ref().is_none_or(PoolAllocator::is_full),
+                    range: e.range(),
+                    full: e.range().is_none_or(|r| self.used.lowest_free_in(&r).is_none()),
+                    invalid: invalid.as_ref(),
                 })
                 .collect();
             select::select_pool(&views, svc, namespace, req).map_err(|e| e.to_string())?
         };
         if let Some(ip) = req.ip {
-            let others = self.other_holders(&selected.pool, ip, key);
+            let others = self.other_holders(ip, key);
+            if let Some(owner) = self.pool_of(ip).filter(|owner| *owner != selected.pool) {
+                let names: Vec<String> = others.iter().map(ToString::to_string).collect();
+                return Err(format!("{ip} is held by {} through Eip {owner}", names.join(", ")));
+            }
             if let Some(why) = self.share_refusal(ip, &profile, &others) {
                 return Err(why);
             }
         }
-        let ip = self.record(key, &selected.pool, req.ip, profile)?;
+        let ip = self.record(key, &selected.pool, req.ip, Some(profile))?;
         Ok((selected.pool, ip))
     }
 
-    /// Allocates in `pool` (`ip` or the lowest free address) and remembers who holds it.
+    /// Makes `key` hold `ip` (or the lowest free address of the pool's range) through `pool`. With `ip`, the
+    /// caller has made sure it is free or held through `pool` by Services `key` may share it with.
     fn record(
         &mut self,
         key: &ServiceKey,
         pool: &str,
         ip: Option<IpAddr>,
-        profile: ShareProfile,
+        profile: Option<ShareProfile>,
     ) -> Result<IpAddr, String> {
         let id = self.holders.intern(key).ok_or_else(|| format!("too many Services hold addresses to add {key}"))?;
-        let result = match self.pools.get_mut(pool).and_then(|e| e.alloc.as_mut()) {
-            None => Err(format!("Eip {pool} gives out no addresses")),
-            Some(alloc) => match ip {
-                Some(ip) => alloc.allocate_specific(ip, id, true).map(|()| ip),
-                None => alloc.allocate_any(id),
-            }
-            .map_err(|e| format!("Eip {pool}: {e}")),
+        let Some(entry) = self.pools.get_mut(pool) else {
+            self.holders.forget(key);
+            return Err(format!("Eip {pool} does not exist"));
+        };
+        let result = match (ip, entry.range()) {
+            (Some(ip), _) => self.used.join(ip, id).map(|()| ip).map_err(|e| format!("Eip {pool}: {e}")),
+            (None, Some(range)) => self.used.allocate_any_in(&range, id).map_err(|e| format!("Eip {pool}: {e}")),
+            (None, None) => Err(format!("Eip {pool} gives out no addresses")),
         };
         match result {
             Ok(ip) => {
+                entry.addrs.insert(ip);
                 self.held.insert(key.clone(), Held { pool: pool.to_string(), ip });
-                self.profiles.insert(key.clone(), profile);
+                if let Some(profile) = profile {
+                    self.profiles.insert(key.clone(), profile);
+                }
                 Ok(ip)
             }
             Err(e) => {
@@ -546,10 +591,16 @@ impl Ipam {
         }
     }
 
-    /// Services other than `key` holding `ip` in `pool`, sorted.
-    fn other_holders(&self, pool: &str, ip: IpAddr, key: &ServiceKey) -> Vec<ServiceKey> {
-        let Some(alloc) = self.pools.get(pool).and_then(|e| e.alloc.as_ref()) else { return Vec::new() };
-        let mut keys: Vec<ServiceKey> = alloc
+    /// The pool the holders of `ip` hold it through, `None` when it is free.
+    fn pool_of(&self, ip: IpAddr) -> Option<&str> {
+        let first = *self.used.holders(ip).first()?;
+        self.holders.key(first).and_then(|k| self.held.get(k)).map(|h| h.pool.as_str())
+    }
+
+    /// Services other than `key` holding `ip`, sorted.
+    fn other_holders(&self, ip: IpAddr, key: &ServiceKey) -> Vec<ServiceKey> {
+        let mut keys: Vec<ServiceKey> = self
+            .used
             .holders(ip)
             .into_iter()
             .filter_map(|id| self.holders.key(id))
@@ -569,8 +620,7 @@ impl Ipam {
     }
 
     fn share_warnings(&self, key: &ServiceKey, profile: &ShareProfile, ip: IpAddr) -> Vec<Event> {
-        let Some(held) = self.held.get(key) else { return Vec::new() };
-        self.other_holders(&held.pool, ip, key)
+        self.other_holders(ip, key)
             .iter()
             .filter_map(|other| {
                 let conflict = profile.conflict_with(self.profiles.get(other)?)?;
@@ -586,10 +636,13 @@ impl Ipam {
     /// Forgets a Service's allocation, returning it.
     fn drop_holding(&mut self, key: &ServiceKey) -> Option<Held> {
         let held = self.held.remove(key)?;
-        if let Some(id) = self.holders.get(key)
-            && let Some(alloc) = self.pools.get_mut(&held.pool).and_then(|e| e.alloc.as_mut())
-        {
-            alloc.release(held.ip, id);
+        if let Some(id) = self.holders.get(key) {
+            self.used.release(held.ip, id);
+            if self.used.holders(held.ip).is_empty()
+                && let Some(entry) = self.pools.get_mut(&held.pool)
+            {
+                entry.addrs.remove(&held.ip);
+            }
         }
         self.holders.forget(key);
         self.profiles.remove(key);
@@ -645,59 +698,93 @@ impl Ipam {
             .collect()
     }
 
-    /// Adds or replaces a pool's spec; allocations inside it are kept.
+    /// Adds or replaces a pool's spec. Nothing held moves: addresses a new `spec.address` no longer contains
+    /// stay with their Services and the pool drains ([`PoolProblem::Outside`]) instead of renumbering them.
     ///
     /// The `used` of a pool already known is ignored (ours is newer than any copy the caller has); a new pool's
-    /// `used` is imported as [`Ipam::new`] does. When the range changes, allocations outside the new range are
-    /// dropped; their Services then show an address no pool records and are released on their next reconcile.
+    /// `used` is imported as [`Ipam::new`] does.
     pub fn upsert_pool(&mut self, pool: Pool) {
-        let Some(entry) = self.pools.get_mut(&pool.name) else {
-            self.insert_new_pool(&pool);
-            return;
-        };
-        let fresh = PoolEntry::new(pool);
-        let old_range = entry.range;
-        let old_alloc = entry.alloc.take();
-        entry.spec = fresh.spec;
-        entry.range = fresh.range;
-        if old_range == entry.range {
-            entry.alloc = old_alloc;
-            return;
-        }
-        entry.alloc = fresh.alloc;
-        let mut dropped = Vec::new();
-        for (ip, ids) in old_alloc.iter().flat_map(|a| a.iter()) {
-            for id in ids {
-                let kept = match entry.alloc.as_mut() {
-                    Some(a) if a.range().contains(&ip) => a.allocate_specific(ip, id, true).is_ok(),
-                    _ => false,
-                };
-                if !kept {
-                    dropped.push(id);
-                }
+        match self.pools.get_mut(&pool.name) {
+            Some(entry) => {
+                let addrs = std::mem::take(&mut entry.addrs);
+                *entry = PoolEntry { addrs, ..PoolEntry::new(pool) };
+                self.find_overlaps();
             }
-        }
-        for id in dropped {
-            if let Some(key) = self.holders.key(id).cloned() {
-                self.held.remove(&key);
-                self.profiles.remove(&key);
-                self.holders.forget(&key);
+            None => {
+                self.pools.insert(pool.name.clone(), PoolEntry::new(pool.clone()));
+                self.find_overlaps();
+                self.import_used(&pool);
             }
         }
     }
 
     /// Removes a pool; returns the Services that held addresses in it (they must be reconciled again).
     pub fn remove_pool(&mut self, name: &str) -> Vec<ServiceKey> {
-        if self.pools.remove(name).is_none() {
+        if !self.pools.contains_key(name) {
             return Vec::new();
         }
         let keys: Vec<ServiceKey> = self.held.iter().filter(|(_, h)| h.pool == name).map(|(k, _)| k.clone()).collect();
         for key in &keys {
-            self.held.remove(key);
-            self.profiles.remove(key);
-            self.holders.forget(key);
+            self.drop_holding(key);
         }
+        self.pools.remove(name);
+        self.find_overlaps();
         keys
+    }
+
+    /// Recomputes which pools overlap which, after the set of pools or a range changed.
+    fn find_overlaps(&mut self) {
+        let ranges: Vec<Option<AddrRange>> = self.pools.values().map(PoolEntry::range).collect();
+        let ids: Vec<(String, String)> =
+            self.pools.values().map(|e| (e.spec.name.clone(), e.spec.address.clone())).collect();
+        let mut found: Vec<Vec<(String, String, AddrRange)>> = vec![Vec::new(); ids.len()];
+        for (i, j, common) in addr::overlapping_pairs(&ranges) {
+            if let (Some((ni, ai)), Some((nj, aj))) = (ids.get(i), ids.get(j)) {
+                if let Some(f) = found.get_mut(i) {
+                    f.push((nj.clone(), aj.clone(), common));
+                }
+                if let Some(f) = found.get_mut(j) {
+                    f.push((ni.clone(), ai.clone(), common));
+                }
+            }
+        }
+        for (entry, overlaps) in self.pools.values_mut().zip(found) {
+            entry.overlaps = overlaps;
+        }
+    }
+
+    /// Why `entry` gives out no new addresses, in a fixed order (address, reserved, overlaps, outside).
+    fn problems(&self, entry: &PoolEntry) -> Vec<PoolInvalid> {
+        let mut problems = Vec::new();
+        if let Err(e) = &entry.range {
+            problems.push(PoolProblem::from(e));
+        }
+        if let Some(r) = entry.reserved {
+            problems.push(PoolProblem::Reserved(r));
+        }
+        for (other, other_address, common) in &entry.overlaps {
+            problems.push(PoolProblem::Overlap {
+                other: other.clone(),
+                other_address: other_address.clone(),
+                common: *common,
+            });
+        }
+        let mut outside = entry.outside().peekable();
+        if outside.peek().is_some() {
+            let mut listed = Vec::new();
+            let mut total = 0;
+            for ip in outside {
+                if listed.len() < OUTSIDE_LISTED {
+                    listed.push((*ip, self.holder_list(*ip)));
+                }
+                total += 1;
+            }
+            problems.push(PoolProblem::Outside { listed, total });
+        }
+        problems
+            .into_iter()
+            .map(|problem| PoolInvalid { pool: entry.spec.name.clone(), address: entry.spec.address.clone(), problem })
+            .collect()
     }
 
     /// Current allocation of a Service.
@@ -707,19 +794,17 @@ impl Ipam {
 
     pub fn pool_status(&self, name: &str) -> Option<PoolStatus> {
         let entry = self.pools.get(name)?;
-        let Some(range) = entry.range else {
-            return Some(PoolStatus::default());
-        };
-        let usage = entry.alloc.as_ref().map_or(0, PoolAllocator::used);
-        let pool_size = range.size();
+        let usage = entry.addrs.len() as u128;
+        let status =
+            PoolStatus { usage, used: self.used_map(entry), invalid: self.problems(entry), ..PoolStatus::default() };
+        let Some(range) = entry.range() else { return Some(status) };
         Some(PoolStatus {
-            pool_size,
-            usage,
-            occupied: usage >= pool_size,
-            used: self.used_map(entry),
+            pool_size: range.size(),
+            occupied: self.used.lowest_free_in(&range).is_none(),
             first_ip: Some(range.start().to_string()),
             last_ip: Some(range.end().to_string()),
             v4: range.family() == IpFamily::V4,
+            ..status
         })
     }
 
@@ -730,17 +815,32 @@ impl Ipam {
 
     /// `status.used`: address → holders sorted and joined with `;` as upstream writes them.
     fn used_map(&self, entry: &PoolEntry) -> BTreeMap<String, String> {
-        let Some(alloc) = entry.alloc.as_ref() else { return BTreeMap::new() };
-        alloc
-            .iter()
-            .map(|(ip, ids)| {
-                let mut keys: Vec<String> =
-                    ids.into_iter().filter_map(|id| self.holders.key(id)).map(ToString::to_string).collect();
-                keys.sort();
-                (ip.to_string(), keys.join(";"))
-            })
-            .collect()
+        entry.addrs.iter().map(|ip| (ip.to_string(), self.holder_list(*ip))).collect()
     }
+
+    /// Holders of `ip` as `status.used` writes them: `ns/a;ns/b`, sorted.
+    fn holder_list(&self, ip: IpAddr) -> String {
+        let mut keys: Vec<String> =
+            self.used.holders(ip).into_iter().filter_map(|id| self.holders.key(id)).map(ToString::to_string).collect();
+        keys.sort();
+        keys.join(";")
+    }
+}
+
+/// The Warning a holder gets on every reconcile while its pool no longer contains its address.
+fn outside_warning(entry: &PoolEntry, ip: IpAddr) -> Option<Event> {
+    if entry.range().is_some_and(|r| r.contains(&ip)) {
+        return None;
+    }
+    Some(event(
+        EventType::Warning,
+        REASON_OUTSIDE_POOL,
+        format!(
+            "keeps {ip} although Eip {}'s spec.address {:?} no longer contains it; the Eip gives out no new \
+             addresses until it is released",
+            entry.spec.name, entry.spec.address
+        ),
+    ))
 }
 
 fn failed(service: ServiceKey, reason: String, released: Option<(String, IpAddr)>, why: &str) -> Outcome {

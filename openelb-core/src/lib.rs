@@ -7,10 +7,14 @@ pub mod alloc;
 pub mod announce;
 pub mod election;
 pub mod endpoints;
+pub mod iface;
 pub mod ipam;
 pub mod lifecycle;
 pub mod model;
+pub mod pool_invalid;
+pub mod reserved;
 pub mod select;
+pub mod used;
 pub mod validate;
 pub mod vrrp;
 

@@ -7,19 +7,19 @@
 //! - `spec.loadBalancerClass: kubesphere.io/openelb` opts in like the annotation does.
 //! - The protocol annotation is honoured as in the seed (v0.5), and an unknown value is an error instead of
 //!   silently meaning `bgp`.
-//! - A held address is kept unless the request itself changed (pin, address, protocol) or its pool went away
-//!   or shrank: a pool that is disabled, full, outranked or being deleted keeps what it gave out (upstream
-//!   #322, §5.2).
+//! - A held address is kept unless the request itself changed (pin, address, protocol), its pool went away, or
+//!   no host can hold it ([`crate::reserved`]): a pool that is disabled, full, outranked, being deleted, invalid
+//!   or shrunk under its holders keeps what it gave out (upstream #322, §5.2).
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
 
-use crate::addr::AddrRange;
 use crate::model::{
     ANNOTATION_EIP_IP, ANNOTATION_EIP_POOL, ANNOTATION_LB, ANNOTATION_LB_VALUE, ANNOTATION_PROTOCOL, FINALIZER_SERVICE,
     LABEL_EIP_POOL, LOAD_BALANCER_CLASS, Pool, Protocol, Service, TrafficPolicy,
 };
+use crate::reserved::{self, ReservedIp};
 
 /// `spec.type` of the Services we serve.
 pub const TYPE_LOAD_BALANCER: &str = "LoadBalancer";
@@ -69,6 +69,8 @@ pub struct Request {
 pub enum RequestError {
     #[error("{field}={value:?} is not an IP address")]
     MalformedIp { field: String, value: String },
+    #[error("{field}={value:?}: {reserved}")]
+    ReservedIp { field: String, value: String, reserved: ReservedIp },
     #[error("annotation {ANNOTATION_PROTOCOL}={value:?} is not a protocol: expected \"bgp\", \"layer2\" or \"vip\"")]
     UnknownProtocol { value: String },
 }
@@ -83,7 +85,10 @@ pub fn request(svc: &Service) -> Result<Request, RequestError> {
     let ip = match ip_source {
         None => None,
         Some((field, value)) => match value.parse::<IpAddr>() {
-            Ok(ip) => Some(ip),
+            Ok(ip) => match reserved::classify(ip) {
+                None => Some(ip),
+                Some(reserved) => return Err(RequestError::ReservedIp { field, value: value.to_string(), reserved }),
+            },
             Err(_) => return Err(RequestError::MalformedIp { field, value: value.to_string() }),
         },
     };
@@ -126,7 +131,7 @@ pub enum ReleaseReason {
     PoolDeleted {
         pool: String,
     },
-    /// The pool's range no longer contains the address (its `spec.address` changed).
+    /// The Service shows an address no pool records, and the pool its label names does not contain it.
     OutsidePool {
         ip: IpAddr,
         pool: String,
@@ -140,6 +145,8 @@ pub enum ReleaseReason {
         ip: IpAddr,
         why: String,
     },
+    /// No host can hold the address (an allocation that predates the rule, or a status written by hand).
+    Reserved(ReservedIp),
 }
 
 impl fmt::Display for ReleaseReason {
@@ -168,33 +175,34 @@ impl fmt::Display for ReleaseReason {
             ReleaseReason::OutsidePool { ip, pool } => write!(f, "{ip} is no longer inside Eip {pool}"),
             ReleaseReason::InvalidRequest { error } => write!(f, "{error}"),
             ReleaseReason::NotAdoptable { ip, why } => write!(f, "{ip} cannot be kept: {why}"),
+            ReleaseReason::Reserved(r) => write!(f, "{r}"),
         }
     }
 }
 
 /// Whether an address the Service holds in `pool_name` still answers its request. `pool` is `None` when the
-/// pool no longer exists; `range` is `None` when its address does not parse.
+/// pool no longer exists.
 ///
 /// A disabled pool keeps the addresses it gave out: `disable` stops new allocations only. Moving live traffic
 /// because an operator closed a pool to newcomers would be the flip-flop of reference §5.2 again.
+///
+/// So does a pool whose `spec.address` no longer contains the address (it was shrunk, or made unparsable, with
+/// the webhook bypassed), and one invalid for any other reason ([`crate::pool_invalid`]): it drains. Upstream
+/// makes the address immutable; renumbering a live Service because of a spec edit is the worse failure.
+///
+/// An address no host can hold ([`crate::reserved`]) is released whatever else holds: it never worked.
 ///
 /// A pool being deleted (`deleting`: its Eip has a deletionTimestamp) keeps them too: it drains. The Eip's
 /// finalizer holds the object until its last holder lets go, and selection gives out nothing from it meanwhile;
 /// releasing at once would pull live addresses from under Services because someone typed `kubectl delete eip`.
 /// Only a pool that is gone (`pool` is `None`) releases.
-pub fn check_holding(
-    req: &Request,
-    pool_name: &str,
-    pool: Option<&Pool>,
-    range: Option<&AddrRange>,
-    ip: IpAddr,
-) -> Result<(), ReleaseReason> {
+pub fn check_holding(req: &Request, pool_name: &str, pool: Option<&Pool>, ip: IpAddr) -> Result<(), ReleaseReason> {
+    if let Some(r) = reserved::classify(ip) {
+        return Err(ReleaseReason::Reserved(r));
+    }
     let Some(pool) = pool else {
         return Err(ReleaseReason::PoolDeleted { pool: pool_name.to_string() });
     };
-    if !range.is_some_and(|r| r.contains(&ip)) {
-        return Err(ReleaseReason::OutsidePool { ip, pool: pool_name.to_string() });
-    }
     if let Some(pinned) = &req.pool
         && pinned != pool_name
     {
@@ -354,23 +362,46 @@ mod tests {
 
     #[test]
     fn a_pool_being_deleted_keeps_its_holders_and_a_gone_one_releases() {
-        let range = AddrRange::parse("192.0.2.1-192.0.2.9").unwrap();
         let ip: IpAddr = "192.0.2.3".parse().unwrap();
-        let mut pool = Pool { name: "p".into(), address: range.to_string(), ..Default::default() };
+        let mut pool = Pool { name: "p".into(), address: "192.0.2.1-192.0.2.9".into(), ..Default::default() };
         let req = Request::default();
-        assert_eq!(check_holding(&req, "p", Some(&pool), Some(&range), ip), Ok(()));
+        assert_eq!(check_holding(&req, "p", Some(&pool), ip), Ok(()));
         pool.deleting = true;
         pool.disable = true;
-        assert_eq!(check_holding(&req, "p", Some(&pool), Some(&range), ip), Ok(()));
-        let gone = check_holding(&req, "p", None, None, ip).unwrap_err();
+        assert_eq!(check_holding(&req, "p", Some(&pool), ip), Ok(()));
+        let gone = check_holding(&req, "p", None, ip).unwrap_err();
         assert_eq!(gone, ReleaseReason::PoolDeleted { pool: "p".into() });
         assert_eq!(gone.to_string(), "Eip p was deleted");
         // Draining does not excuse a changed request.
         let pinned = Request { pool: Some("q".into()), ..Default::default() };
-        assert!(matches!(
-            check_holding(&pinned, "p", Some(&pool), Some(&range), ip),
-            Err(ReleaseReason::PinChanged { .. })
-        ));
+        assert!(matches!(check_holding(&pinned, "p", Some(&pool), ip), Err(ReleaseReason::PinChanged { .. })));
+    }
+
+    #[test]
+    fn a_shrunk_pool_keeps_its_holders_and_a_reserved_address_is_released() {
+        let pool = Pool { name: "p".into(), address: "192.0.2.1-192.0.2.2".into(), ..Default::default() };
+        let req = Request::default();
+        assert_eq!(check_holding(&req, "p", Some(&pool), "192.0.2.5".parse().unwrap()), Ok(()));
+        let loopback = check_holding(&req, "p", Some(&pool), "127.0.0.1".parse().unwrap()).unwrap_err();
+        assert_eq!(
+            loopback.to_string(),
+            "127.0.0.1 is a loopback address (127.0.0.0/8), which no host can hold as a VIP"
+        );
+    }
+
+    #[test]
+    fn a_reserved_request_names_field_value_and_kind() {
+        let mut s = svc();
+        s.load_balancer_ip = Some("224.0.0.18".into());
+        assert_eq!(
+            request(&s).unwrap_err().to_string(),
+            "spec.loadBalancerIP=\"224.0.0.18\": 224.0.0.18 is a multicast address (224.0.0.0/4), which no host \
+             can hold as a VIP"
+        );
+        s.annotations.insert(ANNOTATION_EIP_IP.into(), "::ffff:192.0.2.1".into());
+        let e = request(&s).unwrap_err().to_string();
+        assert!(e.starts_with(&format!("annotation {ANNOTATION_EIP_IP}=\"::ffff:192.0.2.1\": ")), "{e}");
+        assert!(e.contains("IPv4-mapped"), "{e}");
     }
 
     #[test]

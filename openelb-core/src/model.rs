@@ -21,6 +21,9 @@ pub const ANNOTATION_PROTOCOL: &str = "protocol.openelb.kubesphere.io/v1alpha1";
 pub const ANNOTATION_DEFAULT_EIP: &str = "eip.openelb.kubesphere.io/is-default-eip";
 pub const FINALIZER_SERVICE: &str = "finalizer.lb.kubesphere.io/v1alpha1";
 pub const FINALIZER_EIP: &str = "finalizer.ipam.kubesphere.io/v1alpha1";
+/// Bounds of `Eip.spec.priority` in the CRD schema (an `int32`, as Kubernetes integers usually are).
+pub const PRIORITY_MIN: i64 = i32::MIN as i64;
+pub const PRIORITY_MAX: i64 = i32::MAX as i64;
 /// Node label that removes a node from the candidates for every VIP.
 pub const LABEL_EXCLUDE_LB: &str = "node.kubernetes.io/exclude-from-external-load-balancers";
 
@@ -117,7 +120,10 @@ pub struct Pool {
     pub protocol: Protocol,
     pub interface: Option<String>,
     pub disable: bool,
-    pub priority: i32,
+    /// `spec.priority`, lower wins. Upstream declares a Go `int` (64 bits); our CRD bounds it to
+    /// [`PRIORITY_MIN`]..=[`PRIORITY_MAX`], and validation reports a value outside that an object that bypassed
+    /// the schema carries. The allocator ranks by any value.
+    pub priority: i64,
     pub namespaces: Vec<String>,
     pub namespace_selector: BTreeMap<String, String>,
     /// Annotation `eip.openelb.kubesphere.io/is-default-eip` is exactly `"true"`.

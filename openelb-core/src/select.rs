@@ -7,7 +7,7 @@
 //! 5. the first pool matching the protocol annotation (any pool without one), by ascending priority then name.
 //!
 //! Steps 1-2 name one pool, so anything wrong with it is an error. Steps 3-5 skip pools that are disabled,
-//! deleting, full, of the wrong address family or (when the annotation is set) of another protocol, and when
+//! deleting, invalid ([`PoolInvalid`]: they drain), full, of the wrong address family or (when the annotation is set) of another protocol, and when
 //! nothing is left the error lists why each pool was skipped. Namespace binding is a preference, not a fence
 //! (as upstream): a bound pool is still reachable through steps 4-5 from other namespaces.
 //!
@@ -19,14 +19,18 @@ use std::net::IpAddr;
 use crate::addr::AddrRange;
 use crate::lifecycle::Request;
 use crate::model::{IpFamily, Namespace, Pool, Protocol, Service};
+use crate::pool_invalid::{PoolInvalid, PoolProblem};
 
-/// A pool as selection sees it: its spec, its parsed range and whether it has a free address.
+/// A pool as selection sees it: its spec, its parsed range, whether it has a free address and whether the
+/// allocator refuses it.
 #[derive(Debug, Clone, Copy)]
 pub struct PoolView<'a> {
     pub pool: &'a Pool,
     /// `None` when `spec.address` does not parse.
     pub range: Option<AddrRange>,
     pub full: bool,
+    /// The first reason it gives out nothing new, if any (always set when `range` is `None`).
+    pub invalid: Option<&'a PoolInvalid>,
 }
 
 /// Which rule chose the pool.
@@ -51,7 +55,7 @@ pub enum Unusable {
     Disabled,
     Deleting,
     Full,
-    InvalidAddress(String),
+    Invalid(Box<PoolInvalid>),
 }
 
 impl fmt::Display for Unusable {
@@ -60,7 +64,7 @@ impl fmt::Display for Unusable {
             Unusable::Disabled => f.write_str("disabled"),
             Unusable::Deleting => f.write_str("being deleted"),
             Unusable::Full => f.write_str("full"),
-            Unusable::InvalidAddress(a) => write!(f, "of invalid address {a:?}"),
+            Unusable::Invalid(p) => write!(f, "invalid: spec.address {:?} {}", p.address, p.problem),
         }
     }
 }
@@ -128,8 +132,16 @@ fn unusable(view: &PoolView<'_>, need_free: bool) -> Option<Unusable> {
         Some(Unusable::Deleting)
     } else if view.pool.disable {
         Some(Unusable::Disabled)
+    } else if let Some(invalid) = view.invalid {
+        Some(Unusable::Invalid(Box::new(invalid.clone())))
     } else if view.range.is_none() {
-        Some(Unusable::InvalidAddress(view.pool.address.clone()))
+        // Callers say why a pool without a range is invalid; this keeps the rule total if one does not.
+        let reason = AddrRange::parse(&view.pool.address).err().map_or_else(String::new, |e| e.to_string());
+        Some(Unusable::Invalid(Box::new(PoolInvalid {
+            pool: view.pool.name.clone(),
+            address: view.pool.address.clone(),
+            problem: PoolProblem::Unparsable { reason },
+        })))
     } else if need_free && view.full {
         Some(Unusable::Full)
     } else {
@@ -234,7 +246,7 @@ fn containing(
     families: &[IpFamily],
 ) -> Result<Selected, SelectError> {
     let holders: Vec<&&PoolView<'_>> = ranked.iter().filter(|v| v.range.is_some_and(|r| r.contains(&ip))).collect();
-    // Overlapping pools are a validation error; if they exist anyway, the best-ranked usable one wins.
+    // Overlapping pools are invalid (both give out nothing new); the best-ranked usable one would win.
     let view = match holders.iter().find(|v| unusable(v, false).is_none()) {
         Some(v) => v,
         None => {

@@ -9,11 +9,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::IpAddr;
 
-use crate::addr::AddrRange;
+use crate::addr::{self, AddrRange};
+use crate::iface;
 use crate::model::{
     ANNOTATION_DEFAULT_EIP, ANNOTATION_EIP_IP, ANNOTATION_EIP_POOL, ANNOTATION_LB, ANNOTATION_LB_VALUE,
-    ANNOTATION_PROTOCOL, Cluster, LOAD_BALANCER_CLASS, Pool, Protocol, Service,
+    ANNOTATION_PROTOCOL, Cluster, LOAD_BALANCER_CLASS, PRIORITY_MAX, PRIORITY_MIN, Pool, Protocol, Service,
 };
+use crate::reserved;
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Problem {
@@ -50,9 +52,6 @@ impl fmt::Display for Problem {
 
 /// How many stranded addresses an update problem lists before summarising the rest.
 const STRANDED_LISTED: usize = 5;
-/// Linux `IFNAMSIZ` minus the terminating NUL.
-const MAX_NIC_NAME: usize = 15;
-const CAN_REACH_PREFIX: &str = "can_reach";
 
 /// Problems of a set of pools taken together (parse errors, overlaps, missing interface, several defaults).
 pub fn validate_pools(pools: &[Pool]) -> Vec<Problem> {
@@ -149,6 +148,38 @@ fn check_pool(pool: &Pool, skip_used: &BTreeSet<&str>, out: &mut Vec<Problem>) {
             None
         }
     };
+    if let Some(r) = range.as_ref().and_then(reserved::first_in) {
+        out.push(problem(
+            obj.clone(),
+            "spec.address",
+            &pool.address,
+            format!("{}; the allocator gives out no new addresses from this Eip", r.contained()),
+        ));
+    } else if let Some((network, broadcast)) = addr::network_and_broadcast(&pool.address) {
+        out.push(warning(
+            obj.clone(),
+            "spec.address",
+            &pool.address,
+            format!(
+                "the CIDR includes its network address {network} and broadcast address {broadcast}, and they are \
+                 handed out like the others (as upstream OpenELB does); some hosts and routers do not reach them, \
+                 so write a range such as {}-{} to leave them out",
+                next(network),
+                prev(broadcast)
+            ),
+        ));
+    }
+    if !(PRIORITY_MIN..=PRIORITY_MAX).contains(&pool.priority) {
+        out.push(problem(
+            obj.clone(),
+            "spec.priority",
+            &pool.priority.to_string(),
+            format!(
+                "out of range: the Eip schema allows {PRIORITY_MIN} to {PRIORITY_MAX} (this object bypassed it); \
+                 the allocator still ranks the Eip by this value"
+            ),
+        ));
+    }
     check_interface(pool, &obj, out);
     for (i, ns) in pool.namespaces.iter().enumerate() {
         if let Err(why) = dns1123_label(ns) {
@@ -189,7 +220,10 @@ fn check_pool(pool: &Pool, skip_used: &BTreeSet<&str>, out: &mut Vec<Problem>) {
                         obj.clone(),
                         &field,
                         users,
-                        format!("{ip} is recorded as used by {users} but is outside the pool's range {r}"),
+                        format!(
+                            "{ip} is recorded as used by {users} but is outside the pool's range {r}; the Service \
+                             keeps it and the Eip gives out no new addresses until it is released"
+                        ),
                     ));
                 }
             }
@@ -222,32 +256,18 @@ fn check_interface(pool: &Pool, obj: &str, out: &mut Vec<Problem>) {
         }
         return;
     }
-    if let Err(why) = interface_shape(iface) {
-        out.push(problem(obj.to_string(), "spec.interface", iface, why));
+    if let Err(why) = iface::parse(iface) {
+        out.push(problem(obj.to_string(), "spec.interface", iface, why.to_string()));
     }
 }
 
-/// A NIC name or `can_reach:<ip>` (reference §1.4); the speaker rejects any other `prefix:`.
-fn interface_shape(iface: &str) -> Result<(), String> {
-    if let Some((prefix, rest)) = iface.split_once(':') {
-        if prefix != CAN_REACH_PREFIX {
-            return Err(format!("unknown prefix {prefix:?}: expected a NIC name or {CAN_REACH_PREFIX}:<ip>"));
-        }
-        return match rest.parse::<IpAddr>() {
-            Ok(_) => Ok(()),
-            Err(_) => Err(format!("{rest:?} after {CAN_REACH_PREFIX}: is not an IP address")),
-        };
-    }
-    if let Some(c) = iface.chars().find(|c| *c == '/' || c.is_whitespace()) {
-        return Err(format!("a NIC name cannot contain {c:?}"));
-    }
-    if iface.len() > MAX_NIC_NAME {
-        return Err(format!("a NIC name has at most {MAX_NIC_NAME} bytes, this one has {}", iface.len()));
-    }
-    if iface == "." || iface == ".." {
-        return Err("\".\" and \"..\" are not NIC names".to_string());
-    }
-    Ok(())
+/// The address after `ip` (or `ip` at the end of its family), for the suggested range in a message.
+fn next(ip: IpAddr) -> IpAddr {
+    addr::ip_to_u128(&ip).checked_add(1).and_then(|v| addr::u128_to_ip(crate::IpFamily::of(&ip), v)).unwrap_or(ip)
+}
+
+fn prev(ip: IpAddr) -> IpAddr {
+    addr::ip_to_u128(&ip).checked_sub(1).and_then(|v| addr::u128_to_ip(crate::IpFamily::of(&ip), v)).unwrap_or(ip)
 }
 
 fn check_duplicate_names(pools: &[Pool], out: &mut Vec<Problem>) {
@@ -266,36 +286,23 @@ fn check_duplicate_names(pools: &[Pool], out: &mut Vec<Problem>) {
 }
 
 fn check_overlaps(pools: &[Pool], out: &mut Vec<Problem>) {
-    let parsed: Vec<(&Pool, AddrRange)> =
-        pools.iter().filter_map(|p| AddrRange::parse(&p.address).ok().map(|r| (p, r))).collect();
-    for (i, (a, ra)) in parsed.iter().enumerate() {
-        for (b, rb) in &parsed[i + 1..] {
-            // `overlaps` is family-aware: upstream's big-int test would let 0.0.0.0/0 overlap ::/96.
-            if !ra.overlaps(rb) {
-                continue;
-            }
-            let common = intersection(ra, rb);
-            for (this, other) in [(a, b), (b, a)] {
-                out.push(problem(
-                    eip(this),
-                    "spec.address",
-                    &this.address,
-                    format!(
-                        "overlaps Eip/{} (spec.address {:?}) on {common}; both would hand out these addresses",
-                        other.name, other.address
-                    ),
-                ));
-            }
+    // Family-aware: upstream's big-int test would let 0.0.0.0/0 overlap ::/96.
+    let ranges: Vec<Option<AddrRange>> = pools.iter().map(|p| AddrRange::parse(&p.address).ok()).collect();
+    for (i, j, common) in addr::overlapping_pairs(&ranges) {
+        let (Some(a), Some(b)) = (pools.get(i), pools.get(j)) else { continue };
+        for (this, other) in [(a, b), (b, a)] {
+            out.push(problem(
+                eip(this),
+                "spec.address",
+                &this.address,
+                format!(
+                    "overlaps Eip/{} (spec.address {:?}) on {common}; neither gives out new addresses while they \
+                     overlap",
+                    other.name, other.address
+                ),
+            ));
         }
     }
-}
-
-/// The common part of two overlapping ranges of one family, as `a` or `a-b`.
-fn intersection(a: &AddrRange, b: &AddrRange) -> String {
-    // `IpAddr` orders numerically within a family, and callers only pass overlapping same-family ranges.
-    let start = a.start().max(b.start());
-    let end = a.end().min(b.end());
-    if start == end { start.to_string() } else { format!("{start}-{end}") }
 }
 
 fn check_defaults(pools: &[Pool], out: &mut Vec<Problem>) {
@@ -366,6 +373,18 @@ fn check_service(svc: &Service, pools: &[ParsedPool<'_>], out: &mut Vec<Problem>
 
     check_requested_ip(svc, &obj, pools, pinned_pool, out);
 
+    // The API server refuses these; manifests read offline (and sharing decisions) do not pass through it.
+    for (i, port) in svc.ports.iter().enumerate() {
+        if !(1..=65535).contains(&port.port) {
+            out.push(problem(
+                obj.clone(),
+                &format!("spec.ports[{i}].port"),
+                &port.port.to_string(),
+                "out of range: a port is 1 to 65535".to_string(),
+            ));
+        }
+    }
+
     if let Some(proto) = svc.annotations.get(ANNOTATION_PROTOCOL) {
         let field = annotation_field(ANNOTATION_PROTOCOL);
         match parse_protocol(proto) {
@@ -405,6 +424,10 @@ fn check_requested_ip(
         out.push(problem(obj.to_string(), &field, value, "not an IP address".to_string()));
         return;
     };
+    if let Some(r) = reserved::classify(ip) {
+        out.push(problem(obj.to_string(), &field, value, r.to_string()));
+        return;
+    }
     match pinned {
         Some((pool, Some(range))) => {
             if !range.contains(&ip) {

@@ -15,6 +15,8 @@ enum Op {
     /// Offset is taken modulo a window a little larger than the pool so out-of-range requests happen.
     Specific(u128, HolderId, bool),
     Release(u128, HolderId),
+    /// Lowest free address of a window `len + 1` addresses wide starting where `Specific` would.
+    AnyIn(u128, u128, HolderId),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -22,6 +24,7 @@ fn op() -> impl Strategy<Value = Op> {
         4 => (0u32..8).prop_map(Op::Any),
         3 => (any::<u128>(), 0u32..8, any::<bool>()).prop_map(|(o, h, s)| Op::Specific(o, h, s)),
         4 => (any::<u128>(), 0u32..8).prop_map(|(o, h)| Op::Release(o, h)),
+        3 => (any::<u128>(), 0u128..12, 0u32..8).prop_map(|(o, len, h)| Op::AnyIn(o, len, h)),
     ]
 }
 
@@ -45,7 +48,11 @@ struct Model {
 
 impl Model {
     fn lowest_free(&self, size: u128) -> Option<u128> {
-        (0..size).find(|o| !self.used.contains_key(o))
+        self.lowest_free_in(0, size.saturating_sub(1)).filter(|_| size > 0)
+    }
+
+    fn lowest_free_in(&self, lo: u128, hi: u128) -> Option<u128> {
+        (lo..=hi).find(|o| !self.used.contains_key(o))
     }
 }
 
@@ -117,6 +124,22 @@ proptest! {
                             }
                         }
                         Some(_) => prop_assert_eq!(got, Err(AllocError::InUse { ip })),
+                    }
+                }
+                Op::AnyIn(raw, len, h) => {
+                    let (lo, Some(first)) = place(raw, &range) else { continue };
+                    let hi = lo.saturating_add(len).min(range.last_offset());
+                    let Some(last) = range.nth(hi) else { continue };
+                    let within = AddrRange::new(first, last).unwrap();
+                    let want = model.lowest_free_in(lo, hi);
+                    prop_assert_eq!(alloc.lowest_free_in(&within).and_then(|ip| range.offset_of(&ip)), want);
+                    match (alloc.allocate_any_in(&within, h), want) {
+                        (Ok(ip), Some(o)) => {
+                            prop_assert_eq!(range.offset_of(&ip), Some(o));
+                            model.used.insert(o, vec![h]);
+                        }
+                        (Err(AllocError::Full { range: r, .. }), None) => prop_assert_eq!(r, within),
+                        (got, want) => prop_assert!(false, "allocate_any_in: got {:?}, model {:?}", got, want),
                     }
                 }
                 Op::Release(raw, h) => {

@@ -290,6 +290,7 @@ fn apply_pool_status_saturates_and_keeps_ready_and_conditions() {
         first_ip: Some("2001:db8::".into()),
         last_ip: Some("2001:db8::ffff:ffff:ffff:ffff".into()),
         v4: false,
+        invalid: Vec::new(),
     };
     apply_pool_status(&mut e, &st);
     let s = e.status.clone().unwrap();
