@@ -2,8 +2,9 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use openelb_core::addr::{AddrRange, ip_to_u128, u128_to_ip};
+use openelb_core::addr::{AddrRange, ip_to_u128, overlapping_pairs, u128_to_ip};
 use openelb_core::model::IpFamily;
+use openelb_core::reserved;
 use proptest::prelude::*;
 
 fn any_ip() -> impl Strategy<Value = IpAddr> {
@@ -13,7 +14,48 @@ fn any_ip() -> impl Strategy<Value = IpAddr> {
         // Near the edges and IPv4-mapped, where off-by-one and family mistakes live.
         prop_oneof![Just(0u32), Just(u32::MAX), Just(u32::MAX - 1)].prop_map(|v| IpAddr::V4(Ipv4Addr::from(v))),
         any::<u32>().prop_map(|v| IpAddr::V6(Ipv4Addr::from(v).to_ipv6_mapped())),
+        // Every reserved block's edges, inside and out.
+        prop_oneof![
+            Just("127.0.0.0"),
+            Just("126.255.255.255"),
+            Just("128.0.0.0"),
+            Just("169.254.0.0"),
+            Just("169.253.255.255"),
+            Just("169.255.0.0"),
+            Just("224.0.0.0"),
+            Just("223.255.255.255"),
+            Just("239.255.255.255"),
+            Just("240.0.0.0"),
+            Just("::"),
+            Just("::1"),
+            Just("::2"),
+            Just("fe80::"),
+            Just("fe7f:ffff:ffff:ffff:ffff:ffff:ffff:ffff"),
+            Just("febf:ffff:ffff:ffff:ffff:ffff:ffff:ffff"),
+            Just("fec0::"),
+            Just("ff00::"),
+            Just("feff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"),
+            Just("::fffe:ffff:ffff"),
+            Just("::1:0:0:0"),
+        ]
+        .prop_map(|s| s.parse::<IpAddr>().unwrap()),
     ]
+}
+
+/// The standard library's view of the same classes, written independently of the block table.
+fn std_reserved(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v) => {
+            v.is_unspecified() || v.is_broadcast() || v.is_multicast() || v.is_loopback() || v.is_link_local()
+        }
+        IpAddr::V6(v) => {
+            v.is_unspecified()
+                || v.is_loopback()
+                || v.is_multicast()
+                || v.is_unicast_link_local()
+                || v.to_ipv4_mapped().is_some()
+        }
+    }
 }
 
 /// A valid range of either family, built from two addresses of the same family in order.
@@ -134,5 +176,39 @@ proptest! {
             prop_assert!(a.contains(&b.start()) && a.contains(&b.end()));
         }
         prop_assert!(a.covers(&a));
+    }
+
+    #[test]
+    fn reserved_agrees_with_the_standard_library(ip in any_ip()) {
+        prop_assert_eq!(reserved::classify(ip).is_some(), std_reserved(ip), "{}", ip);
+    }
+
+    /// `first_in` is the lowest address of the range `classify` refuses, checked by walking small ranges that
+    /// straddle block edges.
+    #[test]
+    fn first_in_is_the_lowest_reserved_address(start in any_ip(), back in 0u128..6, len in 0u128..12) {
+        let family = IpFamily::of(&start);
+        let lo = ip_to_u128(&start).saturating_sub(back);
+        let max = if family == IpFamily::V4 { u128::from(u32::MAX) } else { u128::MAX };
+        let hi = lo.saturating_add(len).min(max);
+        let (a, b) = (u128_to_ip(family, lo).unwrap(), u128_to_ip(family, hi).unwrap());
+        let range = AddrRange::new(a, b).unwrap();
+        let walked = (lo..=hi).filter_map(|v| u128_to_ip(family, v)).find(|ip| reserved::classify(*ip).is_some());
+        prop_assert_eq!(reserved::first_in(&range).map(|r| r.ip), walked);
+    }
+
+    /// Every overlapping pair is found once, and only those.
+    #[test]
+    fn overlapping_pairs_is_every_overlapping_pair(ranges in prop::collection::vec(prop::option::of(any_range()), 0..8)) {
+        let got: Vec<(usize, usize)> = overlapping_pairs(&ranges).into_iter().map(|(i, j, _)| (i, j)).collect();
+        let mut want = Vec::new();
+        for (i, a) in ranges.iter().enumerate() {
+            for (j, b) in ranges.iter().enumerate().skip(i + 1) {
+                if let (Some(a), Some(b)) = (a, b) && a.overlaps(b) {
+                    want.push((i, j));
+                }
+            }
+        }
+        prop_assert_eq!(got, want);
     }
 }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use openelb_core::validate::{Problem, validate_cluster, validate_pool_update, validate_pools};
 use openelb_core::{
     ANNOTATION_DEFAULT_EIP, ANNOTATION_EIP_IP, ANNOTATION_EIP_POOL, ANNOTATION_LB, ANNOTATION_PROTOCOL, AddrRange,
-    Cluster, LOAD_BALANCER_CLASS, Pool, Protocol, Service, TrafficPolicy,
+    Cluster, LOAD_BALANCER_CLASS, PRIORITY_MAX, PRIORITY_MIN, Pool, Protocol, Service, ServicePort, TrafficPolicy,
 };
 use proptest::prelude::*;
 
@@ -217,6 +217,76 @@ fn negative_priority_is_allowed() {
     assert_eq!(validate_pools(&[Pool { priority: -5, ..pool("a", "10.0.0.1") }]), []);
 }
 
+/// The schema bounds priority to int32; an object that bypassed it (upstream declares a Go int) is reported
+/// with the field and the value.
+#[test]
+fn priority_outside_the_schema_bounds_is_an_error() {
+    for ok in [PRIORITY_MIN, PRIORITY_MAX, 0] {
+        assert_eq!(validate_pools(&[Pool { priority: ok, ..pool("a", "10.0.0.1") }]), [], "{ok}");
+    }
+    for bad in [3_000_000_000, PRIORITY_MAX + 1, PRIORITY_MIN - 1, i64::MIN] {
+        let got = validate_pools(&[Pool { priority: bad, ..pool("a", "10.0.0.1") }]);
+        let p = only(&got);
+        assert!(p.is_error());
+        assert_eq!((p.object.as_str(), p.field.as_str(), p.value.clone()), ("Eip/a", "spec.priority", bad.to_string()));
+        assert!(p.message.contains("-2147483648 to 2147483647"), "{p}");
+    }
+}
+
+/// Issue 9: each of these was accepted and handed out. Now an error naming the Eip, the field and the value.
+#[test]
+fn addresses_no_host_can_hold_are_refused() {
+    let cases = [
+        ("0.0.0.0/0", "0.0.0.0, the unspecified address"),
+        ("0.0.0.0", "0.0.0.0, the unspecified address"),
+        ("255.255.255.255", "255.255.255.255, the limited broadcast address"),
+        ("224.0.0.18", "224.0.0.18, a multicast address (224.0.0.0/4)"),
+        ("239.0.0.1-239.0.0.9", "239.0.0.1, a multicast address"),
+        ("127.0.0.1", "127.0.0.1, a loopback address (127.0.0.0/8)"),
+        ("126.255.255.0-127.0.0.3", "127.0.0.0, a loopback address"),
+        ("169.254.10.0/24", "169.254.10.0, a link-local address (169.254.0.0/16)"),
+        ("fe80::/10", "fe80::, a link-local address (fe80::/10)"),
+        ("::ffff:192.0.2.1", "::ffff:192.0.2.1, an IPv4-mapped IPv6 address (::ffff:0:0/96)"),
+        ("::", ":: , the unspecified address"),
+        ("::1", "::1, a loopback address (::1/128)"),
+        ("ff02::12", "ff02::12, a multicast address (ff00::/8)"),
+    ];
+    for (address, why) in cases {
+        let why = why.replace(":: ,", "::,");
+        let got = validate_pools(&[pool("p", address)]);
+        let p = only(&got);
+        assert!(p.is_error(), "{p}");
+        assert_eq!((p.object.as_str(), p.field.as_str(), p.value.as_str()), ("Eip/p", "spec.address", address));
+        assert!(p.message.starts_with(&format!("contains {why}")), "{address}: {p}");
+        assert!(
+            p.message
+                .ends_with("which no host can hold as a VIP; the allocator gives out no new addresses from this Eip"),
+            "{p}"
+        );
+    }
+    for fine in ["192.0.2.1", "223.255.255.255", "240.0.0.1", "169.255.0.0", "fec0::1", "2001:db8::/32", "::2"] {
+        assert_eq!(validate_pools(&[pool("p", fine)]), [], "{fine}");
+    }
+}
+
+#[test]
+fn network_and_broadcast_of_an_ipv4_cidr_are_a_warning_saying_they_are_handed_out() {
+    let got = validate_pools(&[pool("p", "192.0.2.0/24")]);
+    let p = only(&got);
+    assert!(!p.is_error());
+    assert_eq!((p.field.as_str(), p.value.as_str()), ("spec.address", "192.0.2.0/24"));
+    assert_eq!(
+        p.message,
+        "the CIDR includes its network address 192.0.2.0 and broadcast address 192.0.2.255, and they are handed out \
+         like the others (as upstream OpenELB does); some hosts and routers do not reach them, so write a range such \
+         as 192.0.2.1-192.0.2.254 to leave them out"
+    );
+    assert!(only(&validate_pools(&[pool("p", "192.0.2.4/30")])).message.contains("192.0.2.5-192.0.2.6"));
+    for quiet in ["192.0.2.0/31", "192.0.2.7/32", "192.0.2.0-192.0.2.255", "2001:db8::/64"] {
+        assert_eq!(validate_pools(&[pool("p", quiet)]), [], "{quiet}");
+    }
+}
+
 #[test]
 fn pool_name_must_be_a_dns1123_subdomain() {
     for good in ["a", "eip-1", "eip.pool.1", "0a", &"a".repeat(253)] {
@@ -258,7 +328,7 @@ fn used_entries_must_be_inside_the_range() {
     let fields: Vec<&str> = got.iter().map(|p| p.field.as_str()).collect();
     assert_eq!(fields, ["status.used[10.0.0.9]", "status.used[2001:db8::1]", "status.used[oops]"], "{got:#?}");
     assert_eq!(got[0].value, "default/b;ns/c");
-    assert!(got[0].message.contains("outside the pool's range 10.0.0.0-10.0.0.3"), "{}", got[0]);
+    assert!(got[0].message.contains("outside the pool's range 10.0.0.0-10.0.0.3; the Service keeps it"), "{}", got[0]);
     assert!(got[2].message.contains("not an IP address"));
 }
 
@@ -362,6 +432,38 @@ fn requested_ip_must_be_an_ip() {
         (p.object.as_str(), p.field.as_str(), p.value.as_str()),
         ("Service/default/a", "spec.loadBalancerIP", "10.0.0.x")
     );
+}
+
+#[test]
+fn requested_ip_no_host_can_hold_is_an_error_naming_field_and_value() {
+    let c = cluster(
+        vec![pool("p", P)],
+        vec![
+            Service { load_balancer_ip: Some("127.0.0.1".into()), ..lb("a", &[]) },
+            lb("b", &[(ANNOTATION_EIP_IP, "ff02::12")]),
+        ],
+    );
+    let got = validate_cluster(&c);
+    assert_eq!(got.len(), 2, "{got:#?}");
+    assert_eq!(
+        got[0].to_string(),
+        "Service/default/a: spec.loadBalancerIP=\"127.0.0.1\": 127.0.0.1 is a loopback address (127.0.0.0/8), which \
+         no host can hold as a VIP"
+    );
+    assert_eq!((got[1].field.as_str(), got[1].value.as_str()), (ann(ANNOTATION_EIP_IP).as_str(), "ff02::12"));
+}
+
+#[test]
+fn service_port_out_of_range_is_an_error() {
+    let mut s = lb("a", &[]);
+    s.ports = vec![
+        ServicePort { port: 80, protocol: "TCP".into(), ..Default::default() },
+        ServicePort { port: 0, ..Default::default() },
+        ServicePort { port: 70000, ..Default::default() },
+    ];
+    let got = validate_cluster(&cluster(vec![pool("p", P)], vec![s]));
+    let fields: Vec<(&str, &str)> = got.iter().map(|p| (p.field.as_str(), p.value.as_str())).collect();
+    assert_eq!(fields, [("spec.ports[1].port", "0"), ("spec.ports[2].port", "70000")]);
 }
 
 #[test]
