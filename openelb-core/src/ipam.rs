@@ -165,6 +165,20 @@ impl PoolEntry {
         self.range.as_ref().ok().copied()
     }
 
+    /// Whether some address held through this pool lies outside its range: O(log n), no allocation.
+    fn has_outside(&self) -> bool {
+        match (&self.range, self.addrs.first(), self.addrs.last()) {
+            (_, None, _) | (_, _, None) => false,
+            (Err(_), Some(_), Some(_)) => true,
+            (Ok(r), Some(first), Some(last)) => *first < r.start() || r.end() < *last,
+        }
+    }
+
+    /// Whether the allocator refuses this pool ([`Ipam::problems`] says why).
+    fn is_invalid(&self) -> bool {
+        self.range.is_err() || self.reserved.is_some() || !self.overlaps.is_empty() || self.has_outside()
+    }
+
     /// Addresses held through this pool that its range does not contain, in numeric order.
     fn outside(&self) -> Box<dyn Iterator<Item = &IpAddr> + '_> {
         match &self.range {
@@ -527,8 +541,11 @@ impl Ipam {
         profile: ShareProfile,
     ) -> Result<(String, IpAddr), String> {
         let selected = {
-            let invalid: Vec<Option<PoolInvalid>> =
-                self.pools.values().map(|e| self.problems(e).into_iter().next()).collect();
+            let invalid: Vec<Option<PoolInvalid>> = self
+                .pools
+                .values()
+                .map(|e| if e.is_invalid() { self.problems(e).into_iter().next() } else { None })
+                .collect();
             let views: Vec<PoolView<'_>> = self
                 .pools
                 .values()
@@ -769,11 +786,10 @@ impl Ipam {
                 common: *common,
             });
         }
-        let mut outside = entry.outside().peekable();
-        if outside.peek().is_some() {
+        if entry.has_outside() {
             let mut listed = Vec::new();
             let mut total = 0;
-            for ip in outside {
+            for ip in entry.outside() {
                 if listed.len() < OUTSIDE_LISTED {
                     listed.push((*ip, self.holder_list(*ip)));
                 }

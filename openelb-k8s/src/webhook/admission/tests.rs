@@ -60,12 +60,12 @@ fn an_overlap_with_another_eip_is_denied_and_names_it() {
 #[test]
 fn a_good_eip_is_allowed_and_a_vip_pool_without_interface_gets_a_warning() {
     let existing = [eip("b", "192.0.2.0/28")];
-    let r = answer(&body("CREATE", "v1alpha2", Some(eip("a", "192.0.2.16/28")), None), &existing);
+    let r = answer(&body("CREATE", "v1alpha2", Some(eip("a", "192.0.2.16-192.0.2.31")), None), &existing);
     assert!(r.allowed, "{r:?}");
     assert!(r.status.is_none() && r.warnings.is_empty(), "{r:?}");
 
     let vip = json!({"apiVersion": "network.kubesphere.io/v1alpha2", "kind": "Eip", "metadata": {"name": "a"},
-                     "spec": {"address": "192.0.2.16/28", "protocol": "vip"}});
+                     "spec": {"address": "192.0.2.16-192.0.2.31", "protocol": "vip"}});
     let r = answer(&body("CREATE", "v1alpha2", Some(vip), None), &existing);
     assert!(r.allowed, "{r:?}");
     assert_eq!(r.warnings.len(), 1, "{r:?}");
