@@ -71,8 +71,9 @@ pub fn local_spec(spec: &str, override_iface: Option<&str>, internal_ip: Option<
 }
 
 /// The pools with their `status.used` replaced by what the Services' ingress shows: every address a Service
-/// of ours lists, recorded in the pool its label names when that pool contains it, else in the containing pool
-/// of lowest (priority, name), and all sharers of one address in the same pool. Rebuilding an [`Ipam`] from
+/// of ours lists, recorded in the pool its label names (even outside that pool's range: a pool shrunk under its
+/// holders keeps them, see `openelb_core::ipam`), else in the containing pool of lowest (priority, name), and
+/// all sharers of one address in the same pool. Rebuilding an [`Ipam`] from
 /// them (without reconciling) yields exactly the ingress addresses: nothing is allocated, moved or adopted.
 /// Services that are not ours (any more), or are being deleted, contribute nothing.
 pub fn pools_from_ingress(cluster: &Cluster) -> (Vec<Pool>, Vec<String>) {
@@ -96,11 +97,7 @@ pub fn pools_from_ingress(cluster: &Cluster) -> (Vec<Pool>, Vec<String>) {
                 continue;
             };
             let contains = |i: &usize| ranges[*i].is_some_and(|r| r.contains(&ip));
-            let labelled = svc
-                .labels
-                .get(LABEL_EIP_POOL)
-                .and_then(|l| pools.iter().position(|p| &p.name == l))
-                .filter(|i| contains(i));
+            let labelled = svc.labels.get(LABEL_EIP_POOL).and_then(|l| pools.iter().position(|p| &p.name == l));
             let chosen =
                 pool_of.get(&ip).copied().or(labelled).or_else(|| ranked.iter().copied().find(|i| contains(i)));
             match chosen {
@@ -317,6 +314,17 @@ mod tests {
         assert_eq!(names, ["s", "t"]);
         assert!(d.warnings.iter().any(|w| w.contains("203.0.113.5") && w.contains("default/u")), "{:?}", d.warnings);
         assert!(d.warnings.iter().any(|w| w.contains("not-an-ip")), "{:?}", d.warnings);
+    }
+
+    #[test]
+    fn from_ingress_an_address_outside_its_shrunk_pool_is_still_announced() {
+        let mut c = cluster("  interface: eth0\n");
+        c.services[0].ingress = vec!["192.0.2.99".into()];
+        c.services[0].labels.insert(LABEL_EIP_POOL.into(), "vip".into());
+        c.pools.iter_mut().find(|p| p.name == "vip").unwrap().address = "192.0.2.91-192.0.2.95".into();
+        let d = desired(&c, &ingress_config("a"), None).unwrap();
+        assert_eq!(vips(&d), ["192.0.2.99"]);
+        assert_eq!(d.targets[0].pool, "vip");
     }
 
     #[test]
