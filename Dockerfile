@@ -1,7 +1,8 @@
 # One image with every binary: openelb-controller (Deployment), openelb-speaker (DaemonSet) and openelb-cli.
 #   docker build -t openelb-rs:0.1.0 .
 # Not built here: the development machine has no container engine. What it relies on is checked elsewhere:
-# `cargo build --release --locked --bins` (CI) and the manifests in deploy/ (server dry run in tests/apiserver_crd.rs).
+# `cargo build --release --locked --workspace --bins` (CI; without --workspace cargo builds only the root facade,
+# which has no binaries) and the manifests in deploy/ (server dry run in tests/apiserver_crd.rs).
 #
 # TLS everywhere is rustls with the ring provider (no OpenSSL, no aws-lc), so the runtime image needs only CA
 # certificates, and the build needs no C toolchain beyond what the rust image has.
@@ -9,7 +10,7 @@
 FROM rust:1-bookworm AS build
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked --bins \
+RUN cargo build --release --locked --workspace --bins \
  && mkdir /out \
  && cp target/release/openelb-controller target/release/openelb-speaker target/release/openelb-cli /out/
 

@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use openelb::k8s::controller::{Background, LeaderElection, Options};
+use openelb::controller::{Background, LeaderElection, Options};
 use serde_json::Value;
 
 mod common;

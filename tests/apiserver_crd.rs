@@ -203,7 +203,7 @@ fn port(container: &Value, name: &str) -> i64 {
 
 #[test]
 fn deployed_controller_and_webhook_agree_with_each_other_and_with_the_code() {
-    use openelb::k8s::webhook::{PATH, args};
+    use openelb::webhook::{PATH, args};
     let Some(kc) = kubeconfig() else { return };
     crd_ready(&kc);
     let objects = deploy_objects(&kc);

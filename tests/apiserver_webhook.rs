@@ -10,7 +10,7 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use openelb::k8s::webhook::{Background, CertSource, WebhookConfig};
+use openelb::webhook::{Background, CertSource, WebhookConfig};
 
 mod common;
 use common::{crd_ready, kubeconfig, kubectl, run, run_with_stdin};

@@ -67,7 +67,7 @@ impl SimTime {
 }
 
 /// Durations on the command line and in scenarios: one parser for every binary (`100us`, `0.1ms`, `3s`, `1m`).
-pub use openelb_k8s::speaker::config::parse_duration;
+pub use openelb_k8s::duration::parse_duration;
 
 impl<'de> Deserialize<'de> for SimTime {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {

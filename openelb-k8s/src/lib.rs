@@ -1,13 +1,18 @@
-//! Kubernetes side of openelb-rs: the Eip CRD, conversion of API objects into core values, manifest loading.
+//! What the openelb-rs programs share on the Kubernetes side: the Eip CRD, conversion of API objects into core
+//! values, manifest loading, and (by feature) the client builder, the `/metrics` and health endpoints and the
+//! log setup. The programs themselves are the crates beside it: `openelb-controller`, `openelb-webhook`,
+//! `openelb-speaker` (docs/crates.md).
 
+#[cfg(feature = "client")]
 pub mod client;
-pub mod controller;
 pub mod convert;
 pub mod crd;
+pub mod duration;
+#[cfg(feature = "logging")]
+pub mod logging;
 pub mod manifest;
+#[cfg(feature = "serve")]
 pub mod serve;
-pub mod speaker;
-pub mod webhook;
 
 pub use crd::{Eip, EipSpec, EipStatus};
 pub use manifest::{ManifestError, ManifestErrorKind, Manifests, ObjectKind, Origin, to_cluster};

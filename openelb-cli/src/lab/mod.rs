@@ -16,7 +16,7 @@ pub mod probe;
 pub mod speaker;
 pub mod topology;
 
-use openelb_k8s::speaker::config::parse_duration;
+use openelb_k8s::duration::parse_duration;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;

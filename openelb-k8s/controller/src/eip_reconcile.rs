@@ -1,0 +1,132 @@
+//! The reconcile step for one Eip: finalizer, status and conditions, and the end of a deletion.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+
+use super::eip_plan::{self, EipPlan};
+use super::eip_status;
+use super::reconcile::{CACHE_RETRY, Context, FIELD_MANAGER, RESYNC, ReconcileError, is_not_found, retry_after};
+use openelb_k8s::crd::{Eip, EipStatus};
+
+/// Event reason on an Eip whose deletion waits for addresses in use.
+pub const REASON_DELETION_HELD: &str = "DeletionHeld";
+/// Event reason on an Eip whose spec breaks a validation rule (the `Invalid` condition says the same).
+pub const REASON_INVALID_SPEC: &str = "InvalidSpec";
+
+pub async fn reconcile(eip: Arc<Eip>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
+    let started = Instant::now();
+    let result = reconcile_eip(&eip.name_any(), &ctx).await;
+    ctx.observe_duration("Eip", started);
+    result
+}
+
+async fn reconcile_eip(name: &str, ctx: &Context) -> Result<Action, ReconcileError> {
+    let object = || format!("Eip {name}");
+    ctx.may_write("reconcile", object)?;
+    let (current, plan) = {
+        let _writer = ctx.write_lock().await;
+        // Decide from the same cache the Service reconciles use, so both agree on every Eip.
+        let all = ctx.eips.state();
+        let Some(current) = all.iter().find(|e| e.name_any() == name).cloned() else {
+            // The shared cache has not caught up with this controller's own watch yet (or the Eip is gone,
+            // and the retry finds nothing to do).
+            return Ok(Action::requeue(CACHE_RETRY));
+        };
+        let plan = eip_plan::plan(&current, &all, &eip_status::now())
+            .map_err(|source| ReconcileError::Convert { object: object(), source: Box::new(source) })?;
+        if !write(ctx, &current, &plan).await? {
+            return Ok(Action::await_change());
+        }
+        (current, plan)
+    };
+    log_changes(name, &current, &plan);
+    if let Some(held_by) = &plan.held_by {
+        let note = format!("deletion waits until no Service uses its addresses; in use: {held_by}");
+        ctx.events.publish(&current.object_ref(&()), true, REASON_DELETION_HELD, &note).await;
+    }
+    if let Some(problems) = &plan.invalid {
+        ctx.events.publish(&current.object_ref(&()), true, REASON_INVALID_SPEC, problems).await;
+    }
+    ctx.clear_failures(&object());
+    Ok(Action::requeue(RESYNC))
+}
+
+fn condition_line(status: Option<&EipStatus>, type_: &str) -> Option<(String, String)> {
+    let c = status?.conditions.iter().find(|c| c.type_ == type_)?;
+    Some((c.status.clone(), format!("{}: {}", c.reason, c.message)))
+}
+
+fn log_changes(name: &str, before: &Eip, plan: &EipPlan) {
+    if plan.remove_finalizer {
+        tracing::info!(eip = %name, "deleted: no address in use any more, finalizer removed");
+    }
+    if plan.add_finalizer {
+        tracing::debug!(eip = %name, "finalizer added");
+    }
+    let Some(status) = &plan.status else { return };
+    for type_ in [super::conditions::READY, super::conditions::INVALID] {
+        let old = condition_line(before.status.as_ref(), type_);
+        let new = condition_line(Some(status), type_);
+        if let Some((state, detail)) = new.filter(|n| old.as_ref().is_none_or(|o| o.0 != n.0)) {
+            tracing::info!(eip = %name, "{type_}={state} ({detail})");
+        }
+    }
+    if let Some(held_by) = &plan.held_by {
+        tracing::info!(eip = %name, "deletion held: addresses in use: {held_by}");
+    }
+}
+
+/// Carries the plan out; each step is guarded by the `resourceVersion` the plan was computed from (or that the
+/// previous step produced). `false` when the Eip turned out to be gone.
+async fn write(ctx: &Context, eip: &Eip, plan: &EipPlan) -> Result<bool, ReconcileError> {
+    let name = eip.name_any();
+    let object = || format!("Eip {name}");
+    let api: Api<Eip> = Api::all(ctx.client.clone());
+    let pp = PatchParams { field_manager: Some(FIELD_MANAGER.to_string()), ..Default::default() };
+    let mut version = eip.metadata.resource_version.clone();
+    if plan.add_finalizer {
+        ctx.may_write("add the finalizer to", object)?;
+        let patch =
+            json!({"metadata": {"resourceVersion": version, "finalizers": eip_plan::finalizers_with(eip, true)}});
+        match api.patch(&name, &pp, &Patch::Merge(&patch)).await {
+            Ok(written) => version = written.metadata.resource_version,
+            Err(source) if is_not_found(&source) => return Ok(false),
+            Err(source) => {
+                return Err(ReconcileError::Write { action: "add the finalizer to", object: object(), source });
+            }
+        }
+    }
+    if let Some(status) = &plan.status {
+        ctx.may_write("write status of", object)?;
+        let mut updated = eip.clone();
+        updated.metadata.resource_version = version.clone();
+        updated.status = Some(status.clone());
+        match ctx.write_eip_status(&updated).await {
+            Ok(written) => version = written.metadata.resource_version,
+            Err(source) if is_not_found(&source) => return Ok(false),
+            Err(source) => return Err(ReconcileError::Write { action: "write status of", object: object(), source }),
+        }
+    }
+    if plan.remove_finalizer {
+        ctx.may_write("remove the finalizer of", object)?;
+        let patch =
+            json!({"metadata": {"resourceVersion": version, "finalizers": eip_plan::finalizers_with(eip, false)}});
+        match api.patch(&name, &pp, &Patch::Merge(&patch)).await {
+            Ok(_) => {}
+            Err(source) if is_not_found(&source) => return Ok(false),
+            Err(source) => {
+                return Err(ReconcileError::Write { action: "remove the finalizer of", object: object(), source });
+            }
+        }
+    }
+    Ok(true)
+}
+
+pub fn error_policy(eip: Arc<Eip>, error: &ReconcileError, ctx: Arc<Context>) -> Action {
+    retry_after(error, &format!("Eip {}", eip.name_any()), &ctx)
+}

@@ -1,0 +1,468 @@
+//! `openelb-controller`: gives LoadBalancer Services addresses from Eips, against the Kubernetes API.
+//!
+//! A process mirrors the Eips and Namespaces into caches and is ready (`/readyz`) once they are synced. With
+//! leader election one replica at a time holds the Lease ([`leader`]) and runs a *term*: it gives back the
+//! addresses of Services deleted while no one watched ([`sweep`]), then runs two kube-runtime controllers
+//! until the term ends (the Lease is lost, or the process stops):
+//!
+//! - on Services ([`reconcile`], decisions in [`plan`]): allocation, Service status, label and finalizer,
+//!   the Eip's `used`; Eip and Namespace changes re-enqueue every Service that concerns us, because either
+//!   can change a Service's answer (a pool appears, a selector starts matching);
+//! - on Eips ([`eip_reconcile`], decisions in [`eip_plan`]): finalizer, the rest of the status and the
+//!   conditions ([`conditions`]), and the end of a deletion; any Eip change re-enqueues every Eip, since
+//!   validity (overlaps, a second default) depends on the others.
+//!
+//! Both decide from the shared Eip cache and compute Eip status through [`eip_status`], one reconcile at a
+//! time. Every write is guarded by the `resourceVersion` it was computed from, and by the term: once the
+//! Lease is lost nothing more is written. [`events`] and [`metrics`] report what happened.
+
+pub mod conditions;
+pub mod eip_plan;
+pub mod eip_reconcile;
+pub mod eip_status;
+pub mod events;
+pub mod leader;
+pub mod metrics;
+pub mod plan;
+pub mod reconcile;
+pub mod sweep;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use futures::future::{BoxFuture, Shared};
+use futures::{FutureExt, StreamExt};
+use k8s_openapi::api::core::v1 as corev1;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{Controller, WatchStreamExt, controller, watcher};
+use kube::{Api, Client, ResourceExt};
+use prometheus_client::registry::Registry;
+use tokio::sync::oneshot;
+
+pub use leader::{ElectionError, LeaderElection};
+pub use reconcile::{Context, FIELD_MANAGER, ReconcileError};
+
+use events::Events;
+use metrics::Metrics;
+use openelb_k8s::convert;
+use openelb_k8s::crd::Eip;
+use openelb_k8s::serve::{self, Readiness, ServeError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControllerError {
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error("the {0} cache stopped before its first listing")]
+    CacheNeverReady(&'static str),
+    #[error(transparent)]
+    Serve(#[from] ServeError),
+    #[error("cannot start the controller runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+    #[error("the controller thread panicked")]
+    Panicked,
+}
+
+pub use openelb_k8s::client::{ClientError, client};
+
+/// How a controller process runs.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// `None`: this replica always writes (a single replica, or tests).
+    pub leader_election: Option<LeaderElection>,
+    /// Names this replica in Events (`reportingInstance`); the Lease identity when electing.
+    pub identity: String,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { leader_election: None, identity: leader::default_identity() }
+    }
+}
+
+/// What the controller shares with its HTTP endpoints: the metrics registry, readiness, and the Eip cache
+/// (the per-Eip gauges read it at each scrape, so it exists before the controller fills it).
+pub struct Telemetry {
+    registry: Arc<Registry>,
+    readiness: Readiness,
+    metrics: Metrics,
+    eip_cache: reflector::store::Writer<Eip>,
+}
+
+impl Default for Telemetry {
+    fn default() -> Self {
+        let (store, eip_cache) = reflector::store();
+        let mut registry = Registry::default();
+        let metrics = Metrics::register(&mut registry, store);
+        Telemetry { registry: Arc::new(registry), readiness: Readiness::default(), metrics, eip_cache }
+    }
+}
+
+impl Telemetry {
+    /// Binds `/metrics`, `/healthz` and `/readyz` on `addr`; the returned future serves until `shutdown`.
+    pub async fn serve<F>(
+        &self,
+        addr: SocketAddr,
+        shutdown: F,
+    ) -> Result<(SocketAddr, impl Future<Output = Result<(), ServeError>> + use<F>), ServeError>
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        serve::bind(addr, self.registry.clone(), self.readiness.clone(), shutdown).await
+    }
+}
+
+/// Stops a term or the whole process; every part waiting on it gets a clone.
+type Stop = Shared<BoxFuture<'static, ()>>;
+
+/// Mirrors every object of `api` into `writer`'s cache; the returned task keeps it current until aborted.
+fn mirror<K>(api: Api<K>, writer: reflector::store::Writer<K>) -> (Store<K>, tokio::task::JoinHandle<()>)
+where
+    K: kube::Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+{
+    let store = writer.as_reader();
+    let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()).default_backoff());
+    let task = tokio::spawn(stream.for_each(|event| async move {
+        if let Err(e) = event {
+            tracing::warn!("watch of {}: {e}", K::kind(&()));
+        }
+    }));
+    (store, task)
+}
+
+/// Aborts the cache tasks however `run` ends.
+struct Tasks(Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for Tasks {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
+}
+
+/// Every Service in the cache that a change of its pools or namespace could concern.
+fn services_to_recheck(services: &Store<corev1::Service>, namespace: Option<&str>) -> Vec<ObjectRef<corev1::Service>> {
+    services
+        .state()
+        .iter()
+        .filter(|s| namespace.is_none_or(|ns| s.namespace().as_deref() == Some(ns)))
+        .filter(|s| plan::concerns_us(s))
+        .map(|s| ObjectRef::from_obj(s.as_ref()))
+        .collect()
+}
+
+/// What of an Eip decides which Services a change of it concerns: its spec (by generation) and its deletion.
+type EipShape = (Option<i64>, bool);
+
+/// The Services an Eip change may concern. Still waiting for an address: always (a pool appeared, grew, was
+/// enabled or freed one). Holding an address from it or pinned to it: only when its spec or deletion changed
+/// (`shapes` remembers what was seen), because a status write (one per allocation) changes nothing for them.
+/// Re-checking every Service on every status write made allocating N Services cost N² reconciles.
+fn services_for_eip(
+    services: &Store<corev1::Service>,
+    eip: &Eip,
+    shapes: &std::sync::Mutex<std::collections::HashMap<String, EipShape>>,
+) -> Vec<ObjectRef<corev1::Service>> {
+    let name = eip.name_any();
+    let shape = (eip.metadata.generation, eip.metadata.deletion_timestamp.is_some());
+    let reshaped = {
+        let mut shapes = shapes.lock().unwrap_or_else(|p| p.into_inner());
+        shapes.insert(name.clone(), shape) != Some(shape)
+    };
+    services
+        .state()
+        .iter()
+        .filter(|s| plan::concerns_us(s))
+        .filter(|s| {
+            let waiting = convert::ingress_ips(s).is_empty();
+            let tied = || {
+                let label = s.metadata.labels.as_ref().and_then(|l| l.get(openelb_core::model::LABEL_EIP_POOL));
+                let pin = s.metadata.annotations.as_ref().and_then(|a| a.get(openelb_core::model::ANNOTATION_EIP_POOL));
+                label == Some(&name) || pin == Some(&name)
+            };
+            waiting || (reshaped && tied())
+        })
+        .map(|s| ObjectRef::from_obj(s.as_ref()))
+        .collect()
+}
+
+/// What each term takes from the process.
+struct Parts {
+    client: Client,
+    eips: Store<Eip>,
+    namespaces: Store<corev1::Namespace>,
+    metrics: Metrics,
+    identity: String,
+}
+
+const SWEEP_RETRY_FIRST: Duration = Duration::from_millis(500);
+const SWEEP_RETRY_MAX: Duration = Duration::from_secs(30);
+
+/// One leadership term: the sweep, then both controllers until `stop`.
+async fn term(parts: &Parts, stop: Stop) {
+    let events = Events::new(parts.client.clone(), parts.identity.clone());
+    let ctx = Arc::new(Context::new(
+        parts.client.clone(),
+        parts.eips.clone(),
+        parts.namespaces.clone(),
+        events,
+        parts.metrics.clone(),
+    ));
+    let sweep = async {
+        let mut retry = SWEEP_RETRY_FIRST;
+        loop {
+            match sweep::run(&ctx).await {
+                Ok(_) => return,
+                Err(e) => {
+                    tracing::warn!("releasing the addresses of deleted Services: {e}; retrying in {retry:?}");
+                    tokio::time::sleep(retry).await;
+                    retry = (retry * 2).min(SWEEP_RETRY_MAX);
+                }
+            }
+        }
+    };
+    tokio::select! {
+        () = sweep => {}
+        () = stop.clone() => {
+            ctx.stop_writing();
+            return;
+        }
+    }
+    tracing::info!(eips = parts.eips.state().len(), "starting the Service and Eip controllers");
+    let wc = watcher::Config::default;
+    // One reconcile at a time per controller: decisions are cheap, and the two controllers share one writer
+    // lock anyway (the resourceVersion guard still makes parallel writers safe).
+    let one_at_a_time = || controller::Config::default().concurrency(1);
+
+    let svc_controller =
+        Controller::new(Api::<corev1::Service>::all(parts.client.clone()), wc()).with_config(one_at_a_time());
+    let services = svc_controller.store();
+    let for_eips = services.clone();
+    let shapes = std::sync::Mutex::new(std::collections::HashMap::new());
+    let services_done = svc_controller
+        .watches(Api::<Eip>::all(parts.client.clone()), wc(), move |eip: Eip| {
+            services_for_eip(&for_eips, &eip, &shapes)
+        })
+        .watches(Api::<corev1::Namespace>::all(parts.client.clone()), wc(), move |ns: corev1::Namespace| {
+            services_to_recheck(&services, Some(&ns.name_any()))
+        })
+        .graceful_shutdown_on(stop.clone())
+        .run(reconcile::reconcile, reconcile::error_policy, ctx.clone())
+        .for_each(|result| async move {
+            match result {
+                Ok((svc, _)) => tracing::trace!(service = %svc, "reconciled"),
+                Err(controller::Error::ReconcilerFailed(e, svc)) => tracing::debug!(service = %svc, "{e}"),
+                // Re-enqueued by an Eip or Namespace change just after it was deleted: nothing to do.
+                Err(controller::Error::ObjectNotFound(svc)) => tracing::debug!(service = %svc, "gone"),
+                Err(e) => tracing::warn!("Service controller: {e}"),
+            }
+        });
+
+    let eip_controller = Controller::new(Api::<Eip>::all(parts.client.clone()), wc()).with_config(one_at_a_time());
+    let all_eips = eip_controller.store();
+    let eips_done = eip_controller
+        .watches(Api::<Eip>::all(parts.client.clone()), wc(), move |_: Eip| {
+            all_eips.state().iter().map(|e| ObjectRef::from_obj(e.as_ref())).collect::<Vec<_>>()
+        })
+        .graceful_shutdown_on(stop.clone())
+        .run(eip_reconcile::reconcile, eip_reconcile::error_policy, ctx.clone())
+        .for_each(|result| async move {
+            match result {
+                Ok((eip, _)) => tracing::trace!(eip = %eip, "reconciled"),
+                Err(controller::Error::ReconcilerFailed(e, eip)) => tracing::debug!(eip = %eip, "{e}"),
+                Err(controller::Error::ObjectNotFound(eip)) => tracing::debug!(eip = %eip, "gone"),
+                Err(e) => tracing::warn!("Eip controller: {e}"),
+            }
+        });
+
+    // The gate closes the moment the term is told to stop; running reconciles then stop at their next write.
+    let close_gate = async {
+        stop.clone().await;
+        ctx.stop_writing();
+    };
+    futures::join!(services_done, eips_done, close_gate);
+}
+
+/// Runs the controller until `shutdown` completes; see the module documentation.
+pub async fn run(
+    client: Client,
+    options: Options,
+    telemetry: Telemetry,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ControllerError> {
+    let stop: Stop = shutdown.boxed().shared();
+    let Telemetry { readiness, metrics, eip_cache, .. } = telemetry;
+    let (eips, eip_task) = mirror(Api::<Eip>::all(client.clone()), eip_cache);
+    let (namespaces, ns_task) = mirror(Api::<corev1::Namespace>::all(client.clone()), Default::default());
+    let _tasks = Tasks(vec![eip_task, ns_task]);
+    let ready = async {
+        eips.wait_until_ready().await.map_err(|_| ControllerError::CacheNeverReady("Eip"))?;
+        namespaces.wait_until_ready().await.map_err(|_| ControllerError::CacheNeverReady("Namespace"))
+    };
+    tokio::select! {
+        r = ready => r?,
+        () = stop.clone() => return Ok(()),
+    }
+    readiness.set(true);
+    tracing::info!(eips = eips.state().len(), identity = %options.identity, "caches ready");
+
+    let parts =
+        Parts { client: client.clone(), eips, namespaces, metrics: metrics.clone(), identity: options.identity };
+    match options.leader_election {
+        None => {
+            tracing::info!("leader election disabled: this replica writes");
+            metrics.leader.set(1);
+            term(&parts, stop.clone()).await;
+        }
+        Some(election) => elect_and_run(&parts, election, stop.clone()).await,
+    }
+    metrics.leader.set(0);
+    readiness.set(false);
+    Ok(())
+}
+
+/// Standby until this replica holds the Lease, leader for a term, and again, until `stop`.
+async fn elect_and_run(parts: &Parts, election: LeaderElection, stop: Stop) {
+    let lease = format!("{}/{}", election.namespace(), leader::LEASE_NAME);
+    let mut elector = leader::Elector::start(parts.client.clone(), election);
+    loop {
+        tracing::info!(%lease, "standby: waiting for the Lease");
+        tokio::select! {
+            () = elector.acquire() => {}
+            () = stop.clone() => break,
+        }
+        let since = SystemTime::now();
+        parts.metrics.leader.set(1);
+        tracing::info!(%lease, identity = %parts.identity, "leader acquired: this replica writes");
+
+        let (lost_tx, lost_rx) = oneshot::channel::<()>();
+        let term_stop: Stop = futures::future::select(stop.clone(), lost_rx).map(|_| ()).boxed().shared();
+        let lost = {
+            let mut running = std::pin::pin!(term(parts, term_stop));
+            let holding = elector.hold(since);
+            tokio::select! {
+                lost = holding => {
+                    // Stop writing first, then let the term wind down.
+                    let _ = lost_tx.send(());
+                    running.await;
+                    Some(lost)
+                }
+                () = &mut running => None,
+            }
+        };
+        parts.metrics.leader.set(0);
+        match lost {
+            Some(why) => {
+                tracing::warn!(%lease, holder = ?elector.holder(), "leader lost: {why}; writes stopped");
+                // Whatever ended the term, never compete again in a tight loop.
+                if since.elapsed().unwrap_or_default() < MIN_TERM_GAP {
+                    tokio::select! {
+                        () = tokio::time::sleep(MIN_TERM_GAP) => {}
+                        () = stop.clone() => break,
+                    }
+                }
+            }
+            // The term ended because the process stops.
+            None => break,
+        }
+    }
+    // A leader lets a standby take over now rather than when the Lease expires.
+    elector.release().await;
+}
+
+/// A term shorter than this is followed by a pause before competing again.
+const MIN_TERM_GAP: Duration = Duration::from_secs(1);
+
+/// A controller on its own thread and runtime, for callers that have none (tests, tools).
+pub struct Background {
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<Result<(), ControllerError>>>,
+    metrics_addr: Option<SocketAddr>,
+}
+
+impl Background {
+    /// Starts a controller with the client from `kubeconfig`, without leader election or HTTP endpoints.
+    pub fn spawn(kubeconfig: PathBuf) -> Self {
+        Self::spawn_with(kubeconfig, Options::default(), None)
+    }
+
+    /// Starts a controller with `options`, serving `/metrics`, `/healthz` and `/readyz` on `metrics_addr`
+    /// when given (port 0 picks a free port: see [`Background::metrics_addr`]). Returns once they are bound.
+    pub fn spawn_with(kubeconfig: PathBuf, options: Options, metrics_addr: Option<SocketAddr>) -> Self {
+        let (stop, stopped) = oneshot::channel::<()>();
+        let (bound_tx, bound_rx) = std::sync::mpsc::channel::<Option<SocketAddr>>();
+        let thread = std::thread::spawn(move || {
+            let bound_tx2 = bound_tx.clone();
+            let result = (|| {
+                let runtime = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()
+                    .map_err(ControllerError::Runtime)?;
+                runtime.block_on(async move {
+                    let stop: Stop = async move {
+                        let _ = stopped.await;
+                    }
+                    .boxed()
+                    .shared();
+                    let telemetry = Telemetry::default();
+                    let server = match metrics_addr {
+                        Some(addr) => {
+                            let (bound, server) = telemetry.serve(addr, stop.clone()).await?;
+                            let _ = bound_tx.send(Some(bound));
+                            Some(tokio::spawn(server))
+                        }
+                        None => {
+                            let _ = bound_tx.send(None);
+                            None
+                        }
+                    };
+                    let client = client(Some(&kubeconfig)).await?;
+                    let result = run(client, options, telemetry, stop).await;
+                    if let Some(server) = server {
+                        match server.await {
+                            Ok(Ok(())) => {}
+                            Ok(Err(e)) => tracing::warn!("{e}"),
+                            Err(e) => tracing::warn!("metrics server task: {e}"),
+                        }
+                    }
+                    result
+                })
+            })();
+            // Unblocks `spawn_with` when setting up failed before the address was known.
+            let _ = bound_tx2.send(None);
+            result
+        });
+        let metrics_addr = bound_rx.recv().ok().flatten();
+        Background { stop: Some(stop), thread: Some(thread), metrics_addr }
+    }
+
+    /// Where `/metrics`, `/healthz` and `/readyz` are served, if they are.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
+    }
+
+    /// Stops the controller (a leader releases its Lease) and waits for it; returns how it ended.
+    pub fn stop(mut self) -> Result<(), ControllerError> {
+        self.shutdown()
+    }
+
+    fn shutdown(&mut self) -> Result<(), ControllerError> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        match self.thread.take() {
+            Some(thread) => thread.join().map_err(|_| ControllerError::Panicked)?,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        let _ = self.shutdown();
+    }
+}

@@ -1,0 +1,353 @@
+//! The reconcile step for one Service, what every reconcile shares, and what to do when one fails.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1 as corev1;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::runtime::controller::Action;
+use kube::runtime::reflector::Store;
+use kube::{Client, Resource, ResourceExt};
+use openelb_core::ipam::{Change, EventType};
+
+use super::eip_status;
+use super::events::{Events, RateLimiter, WARNING_INTERVAL};
+use super::metrics::{FailureLabels, KindLabels, Metrics, failure_kind};
+use super::plan::{self, Plan};
+use openelb_k8s::convert::{self, ConvertError};
+use openelb_k8s::crd::Eip;
+
+/// Field manager shown in `managedFields` for what the controller writes.
+pub const FIELD_MANAGER: &str = "openelb-controller";
+/// A lost race is cheap to retry once the caches have caught up.
+const CONFLICT_RETRY: Duration = Duration::from_millis(200);
+/// How soon to look again when the shared Eip cache is behind a controller's own watch.
+pub(super) const CACHE_RETRY: Duration = Duration::from_millis(200);
+/// How soon a Service that got no address is tried again without any change: the Eip that would serve it
+/// may have reached the shared cache only after the event that re-enqueued the Service.
+const FAILED_RETRY: Duration = Duration::from_secs(30);
+const BACKOFF_FIRST: Duration = Duration::from_millis(500);
+const BACKOFF_MAX: Duration = Duration::from_secs(60);
+/// Periodic re-check, so a write lost without an error is repaired eventually.
+pub(super) const RESYNC: Duration = Duration::from_secs(600);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error("cannot read the objects of {object}: {source}")]
+    Convert {
+        object: String,
+        #[source]
+        source: Box<ConvertError>,
+    },
+    #[error("{action} {object}: {source}")]
+    Write {
+        action: &'static str,
+        object: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("{action} {object}: {source}")]
+    Read {
+        action: &'static str,
+        object: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("{action} {object}: this replica no longer holds the Lease, so it writes nothing more")]
+    NotLeading { action: &'static str, object: String },
+    #[error("{object} changed since the cache saw it; deciding again once the cache catches up")]
+    Stale { object: String },
+}
+
+impl ReconcileError {
+    /// Someone wrote the object since our cache saw it: not a failure, a retry after the cache catches up.
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, ReconcileError::Stale { .. })
+            || matches!(self, ReconcileError::Write { source: kube::Error::Api(status), .. } if status.is_conflict())
+    }
+}
+
+/// What every reconcile of one leadership term shares: the client, the caches, Events, metrics, whether this
+/// replica may still write, and the per-object failure counts for back-off.
+pub struct Context {
+    pub client: Client,
+    pub eips: Store<Eip>,
+    pub namespaces: Store<corev1::Namespace>,
+    pub events: Events,
+    pub metrics: Metrics,
+    /// Open while this replica holds the Lease (or runs without leader election).
+    leading: AtomicBool,
+    /// Reconciles of Services and of Eips both decide from the whole Eip cache and write Eips: one at a time,
+    /// so they do not make each other's writes stale (the resourceVersion guard would catch it, at a retry).
+    writer: tokio::sync::Mutex<()>,
+    failures: Mutex<HashMap<String, u32>>,
+    log_limiter: Mutex<RateLimiter>,
+}
+
+impl Context {
+    pub fn new(
+        client: Client,
+        eips: Store<Eip>,
+        namespaces: Store<corev1::Namespace>,
+        events: Events,
+        metrics: Metrics,
+    ) -> Self {
+        Context {
+            client,
+            eips,
+            namespaces,
+            events,
+            metrics,
+            leading: AtomicBool::new(true),
+            writer: tokio::sync::Mutex::new(()),
+            failures: Mutex::new(HashMap::new()),
+            log_limiter: Mutex::new(RateLimiter::new(WARNING_INTERVAL)),
+        }
+    }
+
+    /// Stops every write from now on: the Lease is lost or the process is stopping.
+    pub fn stop_writing(&self) {
+        self.leading.store(false, Ordering::SeqCst);
+    }
+
+    /// Checked before each write, so a reconcile running when the Lease is lost stops at its next write.
+    pub fn may_write(&self, action: &'static str, object: impl FnOnce() -> String) -> Result<(), ReconcileError> {
+        if self.leading.load(Ordering::SeqCst) {
+            Ok(())
+        } else {
+            Err(ReconcileError::NotLeading { action, object: object() })
+        }
+    }
+
+    /// Replaces an Eip's status, conditions included, guarded by the `resourceVersion` `eip` carries.
+    pub(super) async fn write_eip_status(&self, eip: &Eip) -> Result<Eip, kube::Error> {
+        let api: Api<Eip> = Api::all(self.client.clone());
+        api.replace_status(&eip.name_any(), &PostParams::default(), eip).await
+    }
+
+    /// Writes whole Eip statuses in order, each guarded by the `resourceVersion` it carries; stops at the first
+    /// failure.
+    pub(super) async fn write_eip_statuses(&self, eips: &[Eip]) -> Result<(), ReconcileError> {
+        for eip in eips {
+            let name = eip.name_any();
+            let object = || format!("Eip {name}");
+            self.may_write("write status of", object)?;
+            self.write_eip_status(eip).await.map_err(|source| ReconcileError::Write {
+                action: "write status of",
+                object: object(),
+                source,
+            })?;
+        }
+        Ok(())
+    }
+
+    pub(super) async fn write_lock(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.writer.lock().await
+    }
+
+    pub(super) fn record_failure(&self, key: &str) -> u32 {
+        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        let n = failures.entry(key.to_string()).or_insert(0);
+        *n = n.saturating_add(1);
+        *n
+    }
+
+    pub(super) fn clear_failures(&self, key: &str) {
+        self.failures.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
+    }
+
+    pub(super) fn observe_duration(&self, kind: &'static str, started: Instant) {
+        self.metrics.reconcile_duration.get_or_create(&KindLabels { kind }).observe(started.elapsed().as_secs_f64());
+    }
+}
+
+fn service_key(svc: &corev1::Service) -> String {
+    format!("Service {}/{}", convert::namespace_of(&svc.metadata), svc.name_any())
+}
+
+/// Exponential: 0.5 s, 1 s, 2 s ... capped at a minute.
+pub fn backoff(failures: u32) -> Duration {
+    let factor = 1u32.checked_shl(failures.saturating_sub(1)).unwrap_or(u32::MAX);
+    BACKOFF_FIRST.saturating_mul(factor).min(BACKOFF_MAX)
+}
+
+pub async fn reconcile(svc: Arc<corev1::Service>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
+    let started = Instant::now();
+    let result = reconcile_service(&svc, &ctx).await;
+    ctx.observe_duration("Service", started);
+    result
+}
+
+async fn reconcile_service(svc: &corev1::Service, ctx: &Context) -> Result<Action, ReconcileError> {
+    let key = service_key(svc);
+    ctx.may_write("reconcile", || key.clone())?;
+    let (plan, written) = {
+        let _writer = ctx.write_lock().await;
+        let plan = plan::plan(svc, &ctx.eips.state(), &ctx.namespaces.state(), &eip_status::now())
+            .map_err(|source| ReconcileError::Convert { object: key.clone(), source: Box::new(source) })?;
+        for warning in &plan.warnings {
+            tracing::warn!(service = %key, "{warning}");
+        }
+        let written = write(ctx, svc, &plan).await?;
+        (plan, written)
+    };
+    if written {
+        log_outcome(ctx, &key, &plan);
+        count_outcome(ctx, &plan);
+        publish_events(ctx, svc, &plan).await;
+    } else {
+        tracing::debug!(service = %key, "gone before its writes; the cached copy was stale");
+    }
+    ctx.clear_failures(&key);
+    match plan.outcome.change {
+        Change::Failed { .. } => Ok(Action::requeue(FAILED_RETRY)),
+        _ => Ok(Action::requeue(RESYNC)),
+    }
+}
+
+fn log_outcome(ctx: &Context, key: &str, plan: &Plan) {
+    match &plan.outcome.change {
+        Change::NotOurs | Change::Kept { .. } => tracing::debug!(service = %key, change = ?plan.outcome.change),
+        Change::Assigned { pool, ip, released: None } => tracing::info!(service = %key, %pool, %ip, "assigned"),
+        Change::Assigned { pool, ip, released: Some((old_pool, old_ip)) } => {
+            tracing::info!(service = %key, %pool, %ip, %old_pool, %old_ip, "assigned after releasing its address")
+        }
+        Change::Released { pool, ip, reason } => {
+            tracing::info!(service = %key, ?pool, ?ip, %reason, "released")
+        }
+        // Retried on every Eip change: the same failure is a warning once per interval, like its Event.
+        Change::Failed { reason, released } => {
+            let mut limiter = ctx.log_limiter.lock().unwrap_or_else(|p| p.into_inner());
+            if released.is_some() || limiter.admit(key, "no address", reason, Instant::now()) {
+                tracing::warn!(service = %key, %reason, ?released, "no address")
+            } else {
+                tracing::debug!(service = %key, %reason, "still no address")
+            }
+        }
+    }
+}
+
+fn count_outcome(ctx: &Context, plan: &Plan) {
+    match &plan.outcome.change {
+        Change::Assigned { .. } => {
+            ctx.metrics.allocations.inc();
+        }
+        Change::Failed { reason, .. } => {
+            ctx.metrics.allocation_failures.get_or_create(&FailureLabels { reason: failure_kind(reason) }).inc();
+        }
+        Change::NotOurs | Change::Kept { .. } | Change::Released { .. } => {}
+    }
+}
+
+/// The core's Events, on the Service. `AssignIP` also names the Eip (the core's message, kept upstream's,
+/// names the address only).
+async fn publish_events(ctx: &Context, svc: &corev1::Service, plan: &Plan) {
+    if plan.outcome.events.is_empty() {
+        return;
+    }
+    let regarding = svc.object_ref(&());
+    for event in &plan.outcome.events {
+        let note = match &plan.outcome.change {
+            Change::Assigned { pool, .. } if event.reason == "AssignIP" => format!("{} (Eip {pool})", event.message),
+            _ => event.message.clone(),
+        };
+        ctx.events.publish(&regarding, event.type_ == EventType::Warning, &event.reason, &note).await;
+    }
+}
+
+/// Carries the plan out in its order; stops at the first failure so nothing later is written on top of it.
+/// `false` when the Service turned out to be gone.
+async fn write(ctx: &Context, svc: &corev1::Service, plan: &Plan) -> Result<bool, ReconcileError> {
+    if !plan.eips.is_empty() && !service_is_current(ctx, svc).await? {
+        return Ok(false);
+    }
+    ctx.write_eip_statuses(&plan.eips).await?;
+    let ns = convert::namespace_of(&svc.metadata);
+    let name = svc.name_any();
+    let svc_api: Api<corev1::Service> = Api::namespaced(ctx.client.clone(), &ns);
+    let pp = PatchParams { field_manager: Some(FIELD_MANAGER.to_string()), ..Default::default() };
+    let object = || format!("Service {ns}/{name}");
+    let mut version = svc.metadata.resource_version.clone();
+    if let Some(status) = &plan.service_status {
+        ctx.may_write("write status of", object)?;
+        match svc_api.patch_status(&name, &pp, &Patch::Merge(status)).await {
+            // Our own status write bumped the version the metadata patch is guarded by.
+            Ok(written) => version = written.metadata.resource_version,
+            Err(source) if is_not_found(&source) => return Ok(false),
+            Err(source) => return Err(ReconcileError::Write { action: "write status of", object: object(), source }),
+        }
+    }
+    if let Some(meta) = &plan.service_meta {
+        let mut meta = meta.clone();
+        meta["metadata"]["resourceVersion"] = serde_json::json!(version);
+        ctx.may_write("write label and finalizer of", object)?;
+        match svc_api.patch(&name, &pp, &Patch::Merge(&meta)).await {
+            Ok(_) => {}
+            Err(source) if is_not_found(&source) => return Ok(false),
+            Err(source) => {
+                return Err(ReconcileError::Write { action: "write label and finalizer of", object: object(), source });
+            }
+        }
+    }
+    Ok(true)
+}
+
+/// Whether the cached `svc` is the Service's current version, read from the API. An Eip write is guarded by the
+/// Eip's `resourceVersion` only, so a decision made from a stale copy of the Service (the cache lags, e.g. while
+/// a watch re-lists after an API server restart) would otherwise put back an address the Service already gave
+/// up: the Eip is current, and the Service writes that follow fail only after the damage. One read per Eip
+/// change; decisions that change no Eip need none.
+async fn service_is_current(ctx: &Context, svc: &corev1::Service) -> Result<bool, ReconcileError> {
+    let ns = convert::namespace_of(&svc.metadata);
+    let name = svc.name_any();
+    let api: Api<corev1::Service> = Api::namespaced(ctx.client.clone(), &ns);
+    match api.get_metadata_opt(&name).await {
+        Ok(Some(current)) if current.metadata.resource_version == svc.metadata.resource_version => Ok(true),
+        Ok(Some(_)) => Err(ReconcileError::Stale { object: format!("Service {ns}/{name}") }),
+        Ok(None) => Ok(false),
+        Err(source) => Err(ReconcileError::Read { action: "read", object: format!("Service {ns}/{name}"), source }),
+    }
+}
+
+/// An object that is gone needs nothing more: its cached copy was stale (typically the last one seen while it
+/// was being deleted, after our finalizer came off).
+pub(super) fn is_not_found(error: &kube::Error) -> bool {
+    matches!(error, kube::Error::Api(status) if status.is_not_found())
+}
+
+/// What to do after a failed reconcile of the object called `key`: retry soon after a conflict, back off
+/// after anything else, and wait for the next term when the Lease is gone.
+pub(super) fn retry_after(error: &ReconcileError, key: &str, ctx: &Context) -> Action {
+    if matches!(error, ReconcileError::NotLeading { .. }) {
+        tracing::debug!("{error}");
+        return Action::await_change();
+    }
+    if error.is_conflict() {
+        tracing::debug!("{error}; retrying");
+        return Action::requeue(CONFLICT_RETRY);
+    }
+    let failures = ctx.record_failure(key);
+    let delay = backoff(failures);
+    tracing::warn!("{error}; retry {failures} in {delay:?}");
+    Action::requeue(delay)
+}
+
+pub fn error_policy(svc: Arc<corev1::Service>, error: &ReconcileError, ctx: Arc<Context>) -> Action {
+    retry_after(error, &service_key(&svc), &ctx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_from_half_a_second_and_stops_at_a_minute() {
+        assert_eq!(backoff(1), Duration::from_millis(500));
+        assert_eq!(backoff(2), Duration::from_secs(1));
+        assert_eq!(backoff(4), Duration::from_secs(4));
+        assert_eq!(backoff(8), Duration::from_secs(60));
+        assert_eq!(backoff(u32::MAX), Duration::from_secs(60));
+    }
+}

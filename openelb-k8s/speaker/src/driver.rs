@@ -1,0 +1,740 @@
+//! The speaker's event loop: feeds the core's VRRP [`Agent`] with received adverts, timer expiries, plan
+//! changes and shutdown, and carries out the actions it returns through a [`NetOps`] backend. Generic over
+//! the backend so tests can drive it without root; the binary uses `openelb_net::linux::LinuxNet`.
+//!
+//! Choices:
+//! - **Time** is a `tokio::time::Instant` origin taken at construction; the agent sees offsets from it. Timers
+//!   are driven by polling [`Agent::next_deadline`] after every call (the agent's ArmTimer/CancelTimer actions
+//!   are therefore ignored).
+//! - **Interfaces** are resolved once per plan interface spec and kept; several specs may resolve to one NIC,
+//!   so adverts received on a NIC are offered to the agent under every spec that maps to it (VRIDs are global
+//!   per family by default, so only the right instance takes it).
+//! - **Network errors never stop the loop.** Send failures are logged (rate-limited per instance). A failed
+//!   `add_vip` is retried every [`MAINTENANCE_PERIOD`] while the agent still holds the VIP; the node keeps
+//!   advertising meanwhile, because the usual causes are transient (netlink busy) and moving the VIP would
+//!   not help a peer with the same problem. After [`ADD_ATTEMPTS_BEFORE_GIVING_UP`] consecutive failures the
+//!   node gives up mastership on that interface: the agent sees the interface as down (VIPs removed, adverts
+//!   stop, a backup takes over within Master_Down_Interval) and it comes back up after [`GIVE_UP_COOLDOWN`].
+//! - **Startup and reload cleanup**: addresses marked as ours inside a VIP-mode pool that the agent does not
+//!   hold are removed (a crashed speaker leaves them behind; keepalived's `kill -9` does the same).
+//! - **Bursts** of gratuitous ARP / NA run in a spawned task (first round at once) that stops announcing an
+//!   address as soon as the node no longer holds it. The binary uses a multi-threaded runtime so a burst
+//!   never delays an advert.
+//! - **New VIPs start fast** without anything here: on a reload the agent starts a group whose VIPs are all new
+//!   to the plan as Master on its first preference (see `openelb_core::vrrp::agent`), and the primary address
+//!   of a new interface is set right after the plan, in time to count. The first plan after start does not do
+//!   this: other nodes may hold anything.
+//! - **Metrics and Events** are side effects that must not slow the loop: per-group counters are cached
+//!   atomics ([`SpeakerMetrics`]); an Event is a non-blocking push onto a bounded queue ([`EventSink`]).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openelb_core::model::{Cluster, IpFamily, ServiceKey};
+use openelb_core::vrrp::agent::{Agent, InstanceKey, NodeAction};
+use openelb_core::vrrp::plan::{GroupId, PlanError};
+use openelb_core::vrrp::state::{Action, ConfigError};
+use openelb_core::vrrp::{Received, Time};
+use openelb_net::ops::{AdvertReceiver, IfaceSpec, Incoming, Interface, NetOps};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use super::announce_burst::{self, HeldSet};
+use super::config::SpeakerConfig;
+use super::desired::{self, Desired};
+use super::events::{EventSink, VipChange, VipEvent};
+use super::metrics::{GroupLabels, GroupMetrics, SpeakerMetrics, state_value};
+use openelb_k8s::serve::Readiness;
+
+/// How often failed VIP additions, missing source addresses and missing receivers are retried.
+pub const MAINTENANCE_PERIOD: Duration = Duration::from_secs(1);
+/// How often link state is read (one netlink request per interface): a link that goes down loses its VIPs
+/// within this, and one that returns rejoins as backup instead of claiming its VIPs at once.
+pub const LINK_CHECK_PERIOD: Duration = Duration::from_millis(200);
+/// Consecutive `add_vip` failures after which the node gives up mastership on that interface.
+pub const ADD_ATTEMPTS_BEFORE_GIVING_UP: u32 = 5;
+/// How long an interface stays "down" for the agent after giving up.
+pub const GIVE_UP_COOLDOWN: Duration = Duration::from_secs(30);
+/// Log one of this many consecutive send or receive failures (the first one always).
+const LOG_EVERY: u64 = 100;
+
+/// Commands from outside the loop (the binary maps signals to these).
+#[derive(Debug)]
+pub enum Control {
+    /// New cluster objects (SIGHUP re-read the manifests, or a watch saw a change).
+    Reload(Box<Cluster>),
+    /// Release everything (priority-0 adverts, VIPs removed) and return.
+    Shutdown,
+}
+
+/// Waits for the first [`Control::Reload`], for sources that deliver the cluster later than the speaker starts
+/// (the Kubernetes watches): the first plan is made from a complete snapshot or not at all. `None` when a
+/// shutdown (or the channel's end) comes first.
+pub async fn first_snapshot(control: &mut mpsc::Receiver<Control>) -> Option<Cluster> {
+    match control.recv().await {
+        Some(Control::Reload(cluster)) => Some(*cluster),
+        Some(Control::Shutdown) | None => None,
+    }
+}
+
+/// A VIP this node holds, as its Events described it (kept so that the withdrawal names the same Services even
+/// when the snapshot that caused it no longer lists them).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Announced {
+    nic: String,
+    services: Vec<ServiceKey>,
+    vrid: Option<u8>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SpeakerError {
+    #[error("planning VRRP groups: {0}")]
+    Plan(#[from] PlanError),
+    #[error("VRRP settings: {0}")]
+    Agent(#[from] ConfigError),
+}
+
+type NicKey = (u32, IpFamily);
+
+pub struct Speaker<N: NetOps> {
+    net: Arc<N>,
+    config: SpeakerConfig,
+    agent: Agent,
+    origin: Instant,
+    desired: Option<Desired>,
+    /// Plan interface spec → the NIC it resolved to on this node.
+    nics: BTreeMap<String, Interface>,
+    /// What was given to `Agent::set_primary`, also the source of our adverts (kept here because the agent
+    /// forgets instances on shutdown, when the priority-0 adverts still need a source).
+    primaries: BTreeMap<(String, IpFamily), IpAddr>,
+    receivers: HashMap<NicKey, JoinHandle<()>>,
+    advert_tx: mpsc::Sender<(NicKey, Received)>,
+    advert_rx: Option<mpsc::Receiver<(NicKey, Received)>>,
+    held: HeldSet,
+    failed_adds: BTreeMap<(String, IpAddr), u32>,
+    given_up: BTreeMap<String, Time>,
+    /// Plan interface specs whose link is down: the agent was told (`interface_down`), so VIPs are off it and
+    /// its instances wait in Initialize until the link returns (then Backup, so preemption waits its delay).
+    links_down: BTreeSet<String>,
+    /// Problems already logged (cleared when they go away), so retries do not flood the log.
+    reported: BTreeSet<String>,
+    send_failures: BTreeMap<InstanceKey, u64>,
+    metrics: SpeakerMetrics,
+    /// Cached series handles per running instance.
+    groups: HashMap<InstanceKey, GroupMetrics>,
+    events: EventSink,
+    readiness: Option<Readiness>,
+    announced: BTreeMap<IpAddr, Announced>,
+}
+
+impl<N: NetOps + 'static> Speaker<N>
+where
+    N::Receiver: 'static,
+{
+    pub fn new(net: Arc<N>, config: SpeakerConfig) -> Result<Self, SpeakerError> {
+        let agent = Agent::new(config.node_name.clone(), config.agent_config())?;
+        let (advert_tx, advert_rx) = mpsc::channel(1024);
+        Ok(Speaker {
+            net,
+            config,
+            agent,
+            origin: Instant::now(),
+            desired: None,
+            nics: BTreeMap::new(),
+            primaries: BTreeMap::new(),
+            receivers: HashMap::new(),
+            advert_tx,
+            advert_rx: Some(advert_rx),
+            held: HeldSet::default(),
+            failed_adds: BTreeMap::new(),
+            given_up: BTreeMap::new(),
+            links_down: BTreeSet::new(),
+            reported: BTreeSet::new(),
+            send_failures: BTreeMap::new(),
+            metrics: SpeakerMetrics::default(),
+            groups: HashMap::new(),
+            events: EventSink::disabled(),
+            readiness: None,
+            announced: BTreeMap::new(),
+        })
+    }
+
+    /// Counts into `metrics` (register them in a registry to expose them).
+    pub fn with_metrics(mut self, metrics: SpeakerMetrics) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// Records `VIPAnnounced` / `VIPWithdrawn` through `events` (disabled by default).
+    pub fn with_events(mut self, events: EventSink) -> Self {
+        self.events = events;
+        self
+    }
+
+    /// Marked ready once the first plan is applied, not ready again once shut down.
+    pub fn with_readiness(mut self, readiness: Readiness) -> Self {
+        self.readiness = Some(readiness);
+        self
+    }
+
+    pub fn agent(&self) -> &Agent {
+        &self.agent
+    }
+
+    pub fn desired(&self) -> Option<&Desired> {
+        self.desired.as_ref()
+    }
+
+    fn now(&self) -> Time {
+        self.origin.elapsed()
+    }
+
+    /// Runs until [`Control::Shutdown`] (or until the control channel closes, which also shuts down).
+    /// Fails only when the first cluster snapshot cannot be planned; later bad snapshots are logged and
+    /// ignored (the running plan stays).
+    pub async fn run(mut self, cluster: Cluster, mut control: mpsc::Receiver<Control>) -> Result<(), SpeakerError> {
+        let initial = desired::desired(&cluster, &self.config, None)?;
+        self.apply(initial).await;
+        if let Some(r) = &self.readiness {
+            r.set(true);
+        }
+        let Some(mut adverts) = self.advert_rx.take() else { return Ok(()) };
+        let mut tick = tokio::time::interval(MAINTENANCE_PERIOD);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut link_tick = tokio::time::interval(LINK_CHECK_PERIOD);
+        link_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let deadline = self.agent.next_deadline();
+            let wake = deadline.as_ref().map(|(t, _)| self.origin + *t);
+            let sleep = async move {
+                match wake {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                ctl = control.recv() => match ctl {
+                    Some(Control::Reload(cluster)) => self.reload(&cluster).await,
+                    Some(Control::Shutdown) | None => {
+                        self.shutdown().await;
+                        return Ok(());
+                    }
+                },
+                Some((nic, rx)) = adverts.recv() => self.on_advert(nic, rx).await,
+                _ = sleep => {
+                    if let Some((at, key)) = deadline {
+                        // sleep_until never wakes early, but a clock read can round below the deadline; the
+                        // agent ignores early expiries, which would spin.
+                        let now = self.now().max(at);
+                        let actions = self.agent.timer_fired(now, &key);
+                        self.execute(actions).await;
+                    }
+                }
+                _ = tick.tick() => self.maintain().await,
+                _ = link_tick.tick() => self.check_links().await,
+            }
+        }
+    }
+
+    async fn reload(&mut self, cluster: &Cluster) {
+        let previous = self.desired.as_ref().map(|d| d.plan.clone());
+        match desired::desired(cluster, &self.config, previous.as_ref()) {
+            Ok(d) => {
+                tracing::info!(groups = d.plan.groups.len(), vips = d.targets.len(), "reloaded cluster objects");
+                self.metrics.reloads.inc();
+                self.apply(d).await;
+            }
+            Err(e) => tracing::error!(error = %e, "reload: cannot plan the new objects; keeping the running plan"),
+        }
+    }
+
+    /// Brings the node in line with `d`: resolve interfaces, apply the plan, set primaries, open receivers,
+    /// remove stale addresses.
+    async fn apply(&mut self, d: Desired) {
+        // Frequent reloads (every watched change) must not repeat the same warnings: only new ones are logged.
+        let known: BTreeSet<&String> = self.desired.iter().flat_map(|d| d.warnings.iter()).collect();
+        for w in d.warnings.iter().filter(|w| !known.contains(w)) {
+            tracing::warn!("{w}");
+        }
+        // Re-resolve every spec: an interface may have been recreated since the last plan.
+        self.nics.clear();
+        self.desired = Some(d);
+        self.resolve_missing().await;
+        let Some(d) = &self.desired else { return };
+        for g in &d.plan.groups {
+            let me = g.priority_of(&self.config.node_name);
+            tracing::info!(
+                vrid = g.vrid,
+                interface = %g.id.interface,
+                family = %g.id.family,
+                first = %g.id.first,
+                priority = me.map(i64::from).unwrap_or(-1),
+                vips = ?g.vips,
+                "VRRP group{}",
+                if me.is_some() { "" } else { " (this node is not a candidate)" }
+            );
+        }
+        let plan = d.plan.clone();
+        let actions = self.agent.apply_plan(self.now(), &plan);
+        self.execute(actions).await;
+        self.ensure_primaries().await;
+        self.ensure_receivers();
+        self.cleanup_stale().await;
+        self.sync_held();
+        self.prune_group_metrics();
+    }
+
+    /// Series handles of an instance, created on first use.
+    fn group_metrics(&mut self, key: &InstanceKey) -> &GroupMetrics {
+        if !self.groups.contains_key(key) {
+            let nic = self.nics.get(&key.interface).map_or(key.interface.as_str(), |n| n.name.as_str());
+            let handles = self.metrics.group(GroupLabels::new(key.vrid, nic, key.family));
+            self.groups.insert(key.clone(), handles);
+        }
+        // Inserted just above when missing.
+        &self.groups[key]
+    }
+
+    /// Forgets the series of instances that no longer run (their state gauge disappears from /metrics).
+    fn prune_group_metrics(&mut self) {
+        let gone: Vec<InstanceKey> = self.groups.keys().filter(|k| self.agent.instance(k).is_none()).cloned().collect();
+        for key in gone {
+            if let Some(g) = self.groups.remove(&key) {
+                self.metrics.forget_group(&g.labels);
+            }
+        }
+    }
+
+    /// Brings the `vips` gauge and the Events in line with the addresses configured now: `VIPAnnounced` for
+    /// each Service of a newly held VIP (or a new sharer of a held one), `VIPWithdrawn` for each one given up.
+    fn sync_held(&mut self) {
+        let held: BTreeMap<IpAddr, u32> = self.held.snapshot().into_iter().map(|(index, ip)| (ip, index)).collect();
+        self.metrics.vips.set(i64::try_from(held.len()).unwrap_or(i64::MAX));
+        let node = self.config.node_name.clone();
+        let gone: Vec<IpAddr> = self.announced.keys().filter(|ip| !held.contains_key(ip)).copied().collect();
+        for ip in gone {
+            if let Some(a) = self.announced.remove(&ip) {
+                for service in a.services {
+                    self.emit(VipChange::Withdrawn, service, &node, ip, &a.nic, a.vrid);
+                }
+            }
+        }
+        for (ip, index) in held {
+            let target = self.desired.as_ref().and_then(|d| d.target(&ip));
+            let Some(services) = target.map(|t| t.services.clone()) else { continue };
+            let vrid = self.desired.as_ref().and_then(|d| d.plan.group_of(&ip)).map(|g| g.vrid);
+            let nic = match self.nics.values().find(|n| n.index == index) {
+                Some(n) => n.name.clone(),
+                None => format!("interface #{index}"),
+            };
+            let before = self.announced.insert(ip, Announced { nic: nic.clone(), services: services.clone(), vrid });
+            let old = before.map(|a| a.services).unwrap_or_default();
+            for s in services.iter().filter(|s| !old.contains(s)) {
+                self.emit(VipChange::Announced, s.clone(), &node, ip, &nic, vrid);
+            }
+            for s in old.into_iter().filter(|s| !services.contains(s)) {
+                self.emit(VipChange::Withdrawn, s, &node, ip, &nic, vrid);
+            }
+        }
+    }
+
+    fn emit(&self, change: VipChange, service: ServiceKey, node: &str, vip: IpAddr, nic: &str, vrid: Option<u8>) {
+        self.events.emit(VipEvent { service, change, node: node.to_string(), vip, interface: nic.to_string(), vrid });
+    }
+
+    /// Resolves the specs of the current plan that have no NIC yet (failures are logged once and retried by
+    /// the maintenance tick, so an interface that appears later is picked up).
+    async fn resolve_missing(&mut self) -> bool {
+        let Some(d) = &self.desired else { return false };
+        let missing: Vec<(String, Result<IfaceSpec, String>)> =
+            d.specs.iter().filter(|(s, _)| !self.nics.contains_key(*s)).map(|(s, l)| (s.clone(), l.clone())).collect();
+        let mut resolved = false;
+        for (spec, local) in missing {
+            let what = format!("resolve {spec}");
+            match local {
+                Ok(ifspec) => match self.net.resolve(&ifspec).await {
+                    Ok(nic) => {
+                        tracing::info!(interface = %spec, nic = %nic.name, index = nic.index, "interface resolved");
+                        self.reported.remove(&what);
+                        self.nics.insert(spec, nic);
+                        resolved = true;
+                    }
+                    Err(e) => self.report(what, format!("interface {spec}: {e}")),
+                },
+                Err(why) => self.report(what, format!("interface {spec}: {why}")),
+            }
+        }
+        resolved
+    }
+
+    /// Gives the agent this node's address on every (interface, family) its groups need and does not have.
+    async fn ensure_primaries(&mut self) {
+        let Some(d) = &self.desired else { return };
+        let needed: BTreeSet<(String, IpFamily)> = d
+            .plan
+            .for_node(&self.config.node_name)
+            .map(|(g, _)| (g.id.interface.clone(), g.id.family))
+            .filter(|k| !self.primaries.contains_key(k))
+            .collect();
+        for (spec, family) in needed {
+            let Some(nic) = self.nics.get(&spec).cloned() else { continue };
+            let what = format!("source {spec} {family}");
+            match self.net.source_address(&nic, family).await {
+                Ok(addr) => {
+                    self.reported.remove(&what);
+                    tracing::info!(interface = %spec, nic = %nic.name, %family, source = %addr, "VRRP source address");
+                    self.primaries.insert((spec.clone(), family), addr);
+                    let actions = self.agent.set_primary(self.now(), &spec, addr);
+                    self.execute(actions).await;
+                }
+                Err(e) => self.report(what, format!("{e}; its VRRP groups wait until it has one")),
+            }
+        }
+    }
+
+    fn ensure_receivers(&mut self) {
+        let wanted: BTreeSet<NicKey> =
+            self.primaries.keys().filter_map(|(spec, fam)| self.nics.get(spec).map(|n| (n.index, *fam))).collect();
+        for key in wanted {
+            if self.receivers.get(&key).is_some_and(|h| !h.is_finished()) {
+                continue;
+            }
+            let Some(nic) = self.nics.values().find(|n| n.index == key.0).cloned() else { continue };
+            let what = format!("receiver {} {}", nic.name, key.1);
+            match self.net.advert_receiver(&nic, key.1) {
+                Ok(rx) => {
+                    self.reported.remove(&what);
+                    tracing::debug!(nic = %nic.name, family = %key.1, "listening for VRRP adverts");
+                    self.receivers.insert(key, spawn_receiver(rx, key, nic.name.clone(), self.advert_tx.clone()));
+                }
+                Err(e) => self.report(what, format!("cannot receive VRRP adverts: {e}")),
+            }
+        }
+    }
+
+    /// Removes our addresses inside VIP-mode pools that the agent does not hold.
+    async fn cleanup_stale(&mut self) {
+        let Some(d) = &self.desired else { return };
+        let held = self.agent.held_vips();
+        let mut by_index: BTreeMap<u32, (Interface, BTreeSet<IpAddr>)> = BTreeMap::new();
+        for (spec, nic) in &self.nics {
+            let entry = by_index.entry(nic.index).or_insert_with(|| (nic.clone(), BTreeSet::new()));
+            entry.1.extend(held.get(spec).into_iter().flatten().copied());
+        }
+        for (_, (nic, keep)) in by_index {
+            let ours = match self.net.list_our_vips(&nic).await {
+                Ok(v) => v,
+                Err(e) => {
+                    tracing::warn!(nic = %nic.name, error = %e, "cannot list our addresses for cleanup");
+                    continue;
+                }
+            };
+            for ip in ours.into_iter().filter(|ip| d.in_vip_pool(ip) && !keep.contains(ip)) {
+                match self.net.remove_vip(&nic, ip).await {
+                    Ok(_) => {
+                        self.held.remove(nic.index, ip);
+                        tracing::info!(nic = %nic.name, vip = %ip, "removed stale VIP this node does not hold");
+                    }
+                    Err(e) => tracing::warn!(nic = %nic.name, vip = %ip, error = %e, "cannot remove stale VIP"),
+                }
+            }
+        }
+    }
+
+    async fn on_advert(&mut self, nic: NicKey, rx: Received) {
+        let specs: Vec<String> = self.nics.iter().filter(|(_, n)| n.index == nic.0).map(|(s, _)| s.clone()).collect();
+        let now = self.now();
+        let mut actions = Vec::new();
+        for spec in specs {
+            let key = InstanceKey { interface: spec, family: IpFamily::of(&rx.src), vrid: rx.advert.vrid };
+            if self.agent.instance(&key).is_some() {
+                self.group_metrics(&key).received.inc();
+            }
+            actions.extend(self.agent.handle_advert(now, &key.interface, rx.clone()));
+        }
+        self.execute(actions).await;
+    }
+
+    /// Tells the agent when a link goes down or comes back. Down: VIPs removed and adverts stopped at once
+    /// (the peers take over after their Master_Down_Interval, whatever we do). Up: the instances restart as
+    /// Backup, so this node takes its VIPs back only after the preempt delay instead of at once.
+    async fn check_links(&mut self) {
+        let nics: Vec<(String, Interface)> = self.nics.iter().map(|(s, n)| (s.clone(), n.clone())).collect();
+        for (spec, nic) in nics {
+            let up = match self.net.link_up(&nic).await {
+                Ok(up) => up,
+                Err(e) => {
+                    self.report(format!("link {}", nic.name), format!("cannot read link state: {e}"));
+                    continue;
+                }
+            };
+            let was_down = self.links_down.contains(&spec);
+            let now = self.now();
+            if !up && !was_down {
+                tracing::warn!(interface = %spec, nic = %nic.name, "link down: releasing its VIPs and stopping adverts");
+                self.links_down.insert(spec.clone());
+                let actions = self.agent.interface_down(now, &spec);
+                self.execute(actions).await;
+            } else if up && was_down {
+                self.links_down.remove(&spec);
+                if self.given_up.contains_key(&spec) {
+                    continue;
+                }
+                tracing::info!(interface = %spec, nic = %nic.name, "link up: rejoining as backup");
+                let actions = self.agent.interface_up(now, &spec);
+                self.execute(actions).await;
+            }
+        }
+    }
+
+    async fn maintain(&mut self) {
+        let now = self.now();
+        // Interfaces given up on come back after the cool-off.
+        let back: Vec<String> = self.given_up.iter().filter(|(_, t)| **t <= now).map(|(s, _)| s.clone()).collect();
+        for spec in back {
+            self.given_up.remove(&spec);
+            if self.links_down.contains(&spec) {
+                continue;
+            }
+            tracing::info!(interface = %spec, "retrying mastership after giving up");
+            let actions = self.agent.interface_up(now, &spec);
+            self.execute(actions).await;
+        }
+        self.retry_failed_adds().await;
+        if !self.agent.waiting().is_empty() && self.resolve_missing().await {
+            self.cleanup_stale().await;
+        }
+        if !self.agent.waiting().is_empty() {
+            self.ensure_primaries().await;
+        }
+        self.ensure_receivers();
+    }
+
+    async fn retry_failed_adds(&mut self) {
+        let held = self.agent.held_vips();
+        let pending: Vec<((String, IpAddr), u32)> = self.failed_adds.iter().map(|(k, v)| (k.clone(), *v)).collect();
+        for ((spec, ip), attempts) in pending {
+            if !held.get(&spec).is_some_and(|h| h.contains(&ip)) {
+                self.failed_adds.remove(&(spec, ip));
+                continue;
+            }
+            let Some(nic) = self.nics.get(&spec).cloned() else { continue };
+            match self.net.add_vip(&nic, ip).await {
+                Ok(()) => {
+                    tracing::info!(interface = %spec, nic = %nic.name, vip = %ip, attempts, "VIP added after retrying");
+                    self.failed_adds.remove(&(spec.clone(), ip));
+                    self.held.insert(nic.index, ip);
+                    let group = self.desired.as_ref().and_then(|d| d.plan.group_of(&ip)).map(|g| InstanceKey {
+                        interface: g.id.interface.clone(),
+                        family: g.id.family,
+                        vrid: g.vrid,
+                    });
+                    let garps = match group {
+                        Some(key) => self.group_metrics(&key).garps.clone(),
+                        None => Default::default(),
+                    };
+                    announce_burst::spawn_burst(
+                        Arc::clone(&self.net),
+                        nic,
+                        vec![ip],
+                        self.config.garp_count,
+                        self.config.garp_spacing,
+                        self.held.clone(),
+                        garps,
+                    );
+                    self.sync_held();
+                }
+                Err(e) if attempts + 1 >= ADD_ATTEMPTS_BEFORE_GIVING_UP => {
+                    tracing::error!(
+                        interface = %spec, nic = %nic.name, vip = %ip, error = %e, attempts = attempts + 1,
+                        "cannot add VIP: giving up mastership on this interface for {}s", GIVE_UP_COOLDOWN.as_secs()
+                    );
+                    self.failed_adds.retain(|(s, _), _| *s != spec);
+                    self.given_up.insert(spec.clone(), self.now() + GIVE_UP_COOLDOWN);
+                    let actions = self.agent.interface_down(self.now(), &spec);
+                    self.execute(actions).await;
+                }
+                Err(e) => {
+                    tracing::warn!(interface = %spec, vip = %ip, error = %e, attempts = attempts + 1, "VIP add failed again");
+                    self.failed_adds.insert((spec, ip), attempts + 1);
+                }
+            }
+        }
+    }
+
+    async fn shutdown(&mut self) {
+        tracing::info!("shutting down: releasing VRRP groups");
+        let actions = self.agent.shutdown(self.now());
+        self.execute(actions).await;
+        // Anything still configured (e.g. added by a retry the agent no longer knows about) goes too.
+        let nics: Vec<Interface> = self.nics.values().cloned().collect();
+        for nic in nics {
+            if let Ok(ours) = self.net.list_our_vips(&nic).await {
+                for ip in ours.into_iter().filter(|ip| self.held.contains(nic.index, *ip)) {
+                    if self.net.remove_vip(&nic, ip).await.is_ok() {
+                        self.held.remove(nic.index, ip);
+                    }
+                }
+            }
+        }
+        for (_, h) in self.receivers.drain() {
+            h.abort();
+        }
+        self.sync_held();
+        self.prune_group_metrics();
+        if let Some(r) = &self.readiness {
+            r.set(false);
+        }
+        tracing::info!("shut down");
+    }
+
+    fn report(&mut self, key: String, message: String) {
+        if self.reported.insert(key) {
+            tracing::warn!("{message}");
+        }
+    }
+
+    /// The VIPs of an instance, also after the agent dropped it (shutdown), from the plan.
+    fn vips_of(&self, key: &InstanceKey) -> Vec<IpAddr> {
+        if let Some(i) = self.agent.instance(key) {
+            return i.addresses().to_vec();
+        }
+        self.desired
+            .as_ref()
+            .and_then(|d| {
+                d.plan
+                    .groups
+                    .iter()
+                    .find(|g| g.vrid == key.vrid && g.id.interface == key.interface && g.id.family == key.family)
+            })
+            .map(|g| g.vips.clone())
+            .unwrap_or_default()
+    }
+
+    async fn execute(&mut self, actions: Vec<NodeAction>) {
+        let held_changes = actions.iter().any(|a| matches!(a.action, Action::AddVips(_) | Action::RemoveVips(_)));
+        for NodeAction { key, action } in actions {
+            let Some(nic) = self.nics.get(&key.interface).cloned() else {
+                tracing::warn!(interface = %key.interface, vrid = key.vrid, ?action, "no resolved interface for action");
+                continue;
+            };
+            match action {
+                Action::SendAdvert(advert) => {
+                    let Some(src) = self.primaries.get(&(key.interface.clone(), key.family)).copied() else {
+                        continue;
+                    };
+                    let peers = self.config.peers_of(src.is_ipv4());
+                    match self.net.send_advert(&nic, src, &advert, &peers).await {
+                        Ok(()) => {
+                            self.group_metrics(&key).sent.inc();
+                            if self.send_failures.remove(&key).is_some() {
+                                tracing::info!(nic = %nic.name, vrid = key.vrid, "sending adverts works again");
+                            }
+                        }
+                        Err(e) => {
+                            let n = self.send_failures.entry(key.clone()).or_default();
+                            if n.is_multiple_of(LOG_EVERY) {
+                                tracing::warn!(nic = %nic.name, vrid = key.vrid, failures = *n + 1, error = %e, "advert not sent");
+                            }
+                            *n += 1;
+                        }
+                    }
+                }
+                Action::AddVips(ips) => {
+                    for ip in ips {
+                        match self.net.add_vip(&nic, ip).await {
+                            Ok(()) => {
+                                self.held.insert(nic.index, ip);
+                                self.failed_adds.remove(&(key.interface.clone(), ip));
+                            }
+                            Err(e) => {
+                                tracing::error!(nic = %nic.name, vrid = key.vrid, vip = %ip, error = %e,
+                                    "cannot add VIP; retrying while this node is master");
+                                self.failed_adds.entry((key.interface.clone(), ip)).or_insert(0);
+                            }
+                        }
+                    }
+                }
+                Action::RemoveVips(ips) => {
+                    for ip in ips {
+                        self.failed_adds.remove(&(key.interface.clone(), ip));
+                        // Mark first so a running burst stops announcing it at once.
+                        self.held.remove(nic.index, ip);
+                        if let Err(e) = self.net.remove_vip(&nic, ip).await {
+                            tracing::error!(nic = %nic.name, vrid = key.vrid, vip = %ip, error = %e, "cannot remove VIP");
+                        }
+                    }
+                }
+                Action::Announce { addresses, count, spacing } => {
+                    tracing::info!(
+                        nic = %nic.name, vrid = key.vrid, vips = ?addresses, count,
+                        spacing_ms = spacing.as_millis() as u64,
+                        "{} burst", if key.family == IpFamily::V4 { "gratuitous ARP" } else { "unsolicited NA" }
+                    );
+                    let garps = self.group_metrics(&key).garps.clone();
+                    announce_burst::spawn_burst(
+                        Arc::clone(&self.net),
+                        nic,
+                        addresses,
+                        count,
+                        spacing,
+                        self.held.clone(),
+                        garps,
+                    );
+                }
+                Action::StateChanged { from, to, reason } => {
+                    let g = self.group_metrics(&key);
+                    g.state.set(state_value(to));
+                    g.transitions.inc();
+                    let group = self.agent.group_id(&key).map(GroupId::to_string).unwrap_or_default();
+                    tracing::info!(
+                        vrid = key.vrid, interface = %key.interface, nic = %nic.name, family = %key.family,
+                        from = %from, to = %to, reason, vips = ?self.vips_of(&key), group = %group,
+                        "VRRP state {from} -> {to}"
+                    );
+                }
+                Action::AddressMismatch { from, advertised } => {
+                    tracing::warn!(vrid = key.vrid, nic = %nic.name, peer = %from, advertised = ?advertised,
+                        ours = ?self.vips_of(&key), "peer advertises a different VIP list for our VRID");
+                }
+                Action::ArmTimer { .. } | Action::CancelTimer(_) => {}
+            }
+        }
+        if held_changes {
+            self.sync_held();
+        }
+    }
+}
+
+fn spawn_receiver<R: AdvertReceiver + 'static>(
+    mut rx: R,
+    key: NicKey,
+    nic: String,
+    tx: mpsc::Sender<(NicKey, Received)>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut failures: u64 = 0;
+        loop {
+            match rx.recv().await {
+                Ok(Incoming::Advert(r)) => {
+                    failures = 0;
+                    if tx.send((key, r)).await.is_err() {
+                        return;
+                    }
+                }
+                // Not counted yet: openelb_vrrp_packets_dropped_total{reason = reason.as_str()} belongs here.
+                Ok(Incoming::Dropped(_reason)) => failures = 0,
+                Err(e) => {
+                    if failures.is_multiple_of(LOG_EVERY) {
+                        tracing::warn!(%nic, family = %key.1, error = %e, failures = failures + 1, "advert receive failed");
+                    }
+                    failures += 1;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    })
+}

@@ -1,0 +1,339 @@
+//! `openelb-speaker`: the per-node VIP-mode speaker. Reads the Kubernetes API by default, or manifests offline.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{CommandFactory, Parser};
+use openelb_core::model::Cluster;
+use openelb_k8s::duration::parse_duration;
+use openelb_k8s::logging::{self, LogFormat};
+use openelb_k8s::manifest::Manifests;
+use openelb_k8s::serve::{self, Readiness};
+use openelb_net::linux::LinuxNet;
+use openelb_speaker::config::{parse_advert_interval, parse_vrid_range};
+use openelb_speaker::events::{EVENT_QUEUE, publish_events};
+use openelb_speaker::source::{self, KubeSource};
+use openelb_speaker::{
+    AddressSource, Control, EventSink, ServiceRefs, Speaker, SpeakerConfig, SpeakerMetrics, first_snapshot,
+};
+use prometheus_client::registry::Registry;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::{mpsc, oneshot};
+
+const ABOUT: &str = "OpenELB VIP-mode speaker: holds LoadBalancer VIPs on this node with built-in VRRPv3.";
+
+const LONG_ABOUT: &str = "\
+OpenELB VIP-mode speaker: holds LoadBalancer VIPs on this node with built-in VRRPv3 (RFC 5798).
+
+Runs on every node (a DaemonSet). By default it watches the Kubernetes API (in-cluster service account,
+--kubeconfig, or $KUBECONFIG): Eips, Services, Nodes, and EndpointSlices (discovery.k8s.io/v1) or, where the
+API server does not serve them, Endpoints. It announces exactly the addresses openelb-controller wrote to
+the Services' status.loadBalancer.ingress, never one of its own choosing. It plans nothing before every kind
+has been listed once, and re-plans a few milliseconds after a change. If the API server goes away it keeps
+the last state: VIPs stay announced and VRRP failover goes on while the watches retry. When this node takes or
+gives up a Service's VIP it records an Event on the Service (VIPAnnounced / VIPWithdrawn), without ever
+delaying VRRP. It needs list/watch on eips (network.kubesphere.io), services, nodes, endpoints and
+endpointslices (discovery.k8s.io), and create/patch on events (events.k8s.io).
+
+With --manifests it runs without Kubernetes: it reads Eips, Services, Nodes, Endpoints and Pods from YAML
+files (the same files `kubectl apply` takes) and allocates addresses exactly as the controller would; no
+Events are recorded.
+
+For every Eip with `protocol: vip` the VIPs are grouped by candidate nodes and first preference into VRRP
+instances; every node computes the same groups, VRIDs and priorities from the same objects. The master of an
+instance adds its VIPs (/32 or /128, with this node's MAC) to the interface and sends a burst of gratuitous
+ARPs / unsolicited NAs; backups take over when adverts stop. On start it removes addresses it added earlier
+(marked as openelb's) inside VIP-mode pools that it does not hold.
+
+Metrics (Prometheus) on --metrics-addr: /metrics with openelb_speaker_vrrp_state{vrid,interface,family}
+(0 init, 1 backup, 2 master), _vrrp_transitions_total, _vrrp_adverts_sent_total, _vrrp_adverts_received_total,
+_garps_total, _vips, _api_connected, _events_dropped_total; /healthz; /readyz (ready once the first plan is
+applied).
+
+SIGTERM/SIGINT: priority-0 adverts, VIPs removed, exit 0. SIGHUP: re-read the manifests, or re-list every
+watched kind from the API, and re-plan (running groups keep their VRIDs). Logs go to stderr; RUST_LOG sets
+the level (default info).";
+
+/// Default address of /metrics, /healthz and /readyz.
+const DEFAULT_METRICS_ADDR: &str = "0.0.0.0:7473";
+/// How long queued Events may still be written after the speaker stopped (SIGTERM's withdrawals).
+const EVENT_FLUSH: Duration = Duration::from_secs(2);
+
+/// `--metrics-addr`: an address, or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct MetricsAddr(Option<SocketAddr>);
+
+fn parse_metrics_addr(value: &str) -> Result<MetricsAddr, String> {
+    match value.trim() {
+        "off" | "none" | "" => Ok(MetricsAddr(None)),
+        v => v
+            .parse::<SocketAddr>()
+            .map(|a| MetricsAddr(Some(a)))
+            .map_err(|_| format!("{value:?}: expected ADDRESS:PORT (e.g. 0.0.0.0:7473) or off")),
+    }
+}
+
+#[derive(Debug, Parser)]
+#[command(name = "openelb-speaker", version, about = ABOUT, long_about = LONG_ABOUT)]
+struct Args {
+    /// This node's name, as in its Node object (decides its candidacies and priorities). Defaults to the
+    /// environment variable NODE_NAME.
+    #[arg(long, value_name = "NAME")]
+    node_name: Option<String>,
+
+    /// Kubeconfig for the API server; without it the in-cluster service account, else $KUBECONFIG.
+    #[arg(long, value_name = "PATH", conflicts_with = "manifests")]
+    kubeconfig: Option<PathBuf>,
+
+    /// Run offline from a manifest file or a directory of *.yaml/*.yml files (read recursively) instead of
+    /// the Kubernetes API.
+    #[arg(long, value_name = "PATH")]
+    manifests: Option<PathBuf>,
+
+    /// Where to serve /metrics, /healthz and /readyz, or `off`.
+    #[arg(long, value_name = "ADDR|off", default_value = DEFAULT_METRICS_ADDR, value_parser = parse_metrics_addr)]
+    metrics_addr: MetricsAddr,
+
+    /// Interface for the VIPs of every VIP-mode pool on this node, overriding the Eips' `interface`
+    /// (a NIC name or `can_reach:<ip>`). Without it: the Eip's interface, else the NIC holding the node's
+    /// InternalIP.
+    #[arg(long, value_name = "IFACE")]
+    interface: Option<String>,
+
+    /// VRRP advertisement interval: 10ms to 40.95s in steps of 10ms (sent in centiseconds). A dead master
+    /// is detected after about 3.5 intervals.
+    #[arg(long, value_name = "DURATION", default_value = "100ms", value_parser = parse_advert_interval)]
+    advert_interval: u16,
+
+    /// VRIDs the planner may use, `FIRST-LAST` (1-255). Keep it clear of other VRRP users on the segment.
+    #[arg(long, value_name = "FIRST-LAST", default_value = "1-255", value_parser = parse_vrid_range)]
+    vrid_range: std::ops::RangeInclusive<u8>,
+
+    /// Rotates every group's VRID within the range; give clusters that share a segment different offsets.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    vrid_offset: u8,
+
+    /// Gratuitous ARPs / unsolicited NAs sent per VIP on takeover (0: none), the first one at once.
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    garp_count: u32,
+
+    /// Spacing between the announcements of one burst (e.g. 50ms).
+    #[arg(long, value_name = "DURATION", default_value = "50ms", value_parser = parse_duration)]
+    garp_spacing: Duration,
+
+    /// How long a returning higher-priority node waits before taking its VIPs back from a lower-priority
+    /// master (0s: at once).
+    #[arg(long, value_name = "DURATION", default_value = "3s", value_parser = parse_duration)]
+    preempt_delay: Duration,
+
+    /// Never take a VIP back from a live lower-priority master.
+    #[arg(long)]
+    no_preempt: bool,
+
+    /// Send adverts to this address instead of the VRRP multicast group (repeat for every peer).
+    #[arg(long = "unicast-peer", value_name = "IP")]
+    unicast_peers: Vec<IpAddr>,
+
+    /// Log format on stderr.
+    #[arg(long, value_enum, default_value = "text")]
+    log_format: LogFormat,
+}
+
+impl Args {
+    fn config(&self, node_name: String, addresses: AddressSource) -> SpeakerConfig {
+        SpeakerConfig {
+            interface: self.interface.clone(),
+            advert_interval_cs: self.advert_interval,
+            vrids: self.vrid_range.clone(),
+            vrid_offset: self.vrid_offset,
+            garp_count: self.garp_count,
+            garp_spacing: self.garp_spacing,
+            preempt: !self.no_preempt,
+            preempt_delay: self.preempt_delay,
+            unicast_peers: self.unicast_peers.clone(),
+            addresses,
+            ..SpeakerConfig::new(node_name)
+        }
+    }
+}
+
+/// `--node-name`, else `$NODE_NAME`; exits like any other usage error (status 2) when neither is set.
+fn node_name(args: &Args) -> String {
+    let from_env = || std::env::var("NODE_NAME").ok().map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
+    match args.node_name.clone().filter(|s| !s.trim().is_empty()).or_else(from_env) {
+        Some(name) => name,
+        None => Args::command()
+            .error(
+                clap::error::ErrorKind::MissingRequiredArgument,
+                "this node's name is required: --node-name NAME or the environment variable NODE_NAME",
+            )
+            .exit(),
+    }
+}
+
+fn load(path: &Path) -> Result<Cluster> {
+    // Manifest errors name the file, document and field already, and repeat their cause in their message.
+    let manifests = Manifests::load_paths(&[path]).map_err(|e| anyhow::anyhow!("{e}"))?;
+    for w in &manifests.warnings {
+        tracing::debug!("{w}");
+    }
+    manifests.to_cluster().map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// What SIGHUP does.
+enum Hangup {
+    /// Re-read the manifests and reload.
+    Reload(PathBuf),
+    /// Ask the Kubernetes source to re-list.
+    Relist(mpsc::Sender<()>),
+}
+
+/// Maps signals to controls: TERM/INT shut down, HUP reloads or re-lists (a bad reload is logged and ignored).
+fn forward_signals(hangup: Hangup, tx: mpsc::Sender<Control>) -> Result<()> {
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = term.recv() => { tracing::info!("SIGTERM"); let _ = tx.send(Control::Shutdown).await; }
+                _ = int.recv() => { tracing::info!("SIGINT"); let _ = tx.send(Control::Shutdown).await; }
+                _ = hup.recv() => match &hangup {
+                    Hangup::Reload(manifests) => {
+                        tracing::info!(manifests = %manifests.display(), "SIGHUP: reloading manifests");
+                        match load(manifests) {
+                            Ok(c) => { let _ = tx.send(Control::Reload(Box::new(c))).await; }
+                            Err(e) => tracing::error!("reload failed, keeping the running plan: {e:#}"),
+                        }
+                    }
+                    Hangup::Relist(relist) => {
+                        tracing::info!("SIGHUP: re-listing from the API server");
+                        // A full queue means a re-list is pending already.
+                        let _ = relist.try_send(());
+                    }
+                },
+            }
+        }
+    });
+    Ok(())
+}
+
+/// The metrics server, running until [`MetricsServer::stop`].
+struct MetricsServer {
+    stop: oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Result<(), serve::ServeError>>,
+}
+
+impl MetricsServer {
+    async fn start(addr: MetricsAddr, registry: Registry, readiness: Readiness) -> Result<Option<Self>> {
+        let Some(addr) = addr.0 else { return Ok(None) };
+        let (stop, stopped) = oneshot::channel::<()>();
+        let (bound, server) = serve::bind(addr, Arc::new(registry), readiness, async {
+            let _ = stopped.await;
+        })
+        .await?;
+        tracing::info!(addr = %bound, "serving /metrics, /healthz and /readyz");
+        Ok(Some(MetricsServer { stop, task: tokio::spawn(server) }))
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        if let Ok(Ok(Err(e))) = tokio::time::timeout(Duration::from_secs(2), self.task).await {
+            tracing::warn!("{e}");
+        }
+    }
+}
+
+async fn run(args: Args, node: String) -> Result<()> {
+    let metrics = SpeakerMetrics::default();
+    let mut registry = Registry::default();
+    metrics.register(&mut registry);
+    let readiness = Readiness::default();
+    let (tx, mut rx) = mpsc::channel(8);
+
+    if let Some(path) = args.manifests.clone() {
+        let config = args.config(node, AddressSource::Allocate);
+        let cluster = load(&path)?;
+        let server = MetricsServer::start(args.metrics_addr, registry, readiness.clone()).await?;
+        forward_signals(Hangup::Reload(path.clone()), tx)?;
+        let net = Arc::new(LinuxNet::new().context("opening the Linux network backend")?);
+        tracing::info!(
+            node = %config.node_name, manifests = %path.display(),
+            advert_interval_ms = u64::from(config.advert_interval_cs) * 10,
+            vrids = ?config.vrids, "openelb-speaker starting from manifests"
+        );
+        let speaker = Speaker::new(net, config)?.with_metrics(metrics).with_readiness(readiness);
+        let result = speaker.run(cluster, rx).await;
+        if let Some(s) = server {
+            s.stop().await;
+        }
+        return result.map_err(Into::into);
+    }
+
+    let config = args.config(node.clone(), AddressSource::Ingress);
+    let client = source::client(args.kubeconfig.as_deref()).await?;
+    metrics.register_api(&mut registry);
+    let server = MetricsServer::start(args.metrics_addr, registry, readiness.clone()).await?;
+    let (relist_tx, relist_rx) = mpsc::channel(1);
+    forward_signals(Hangup::Relist(relist_tx), tx.clone())?;
+    let net = Arc::new(LinuxNet::new().context("opening the Linux network backend")?);
+
+    let refs = ServiceRefs::default();
+    let (sink, events) = EventSink::channel(EVENT_QUEUE, metrics.events_dropped.clone());
+    let publisher = tokio::spawn(publish_events(client.clone(), node.clone(), refs.clone(), events));
+    let (stop_source, source_stopped) = oneshot::channel::<()>();
+    let source = KubeSource::new(client).with_refs(refs).with_api_gauge(metrics.api_connected.clone());
+    let source = tokio::spawn(source.run(tx, relist_rx, async {
+        let _ = source_stopped.await;
+    }));
+    tracing::info!(
+        node = %config.node_name,
+        advert_interval_ms = u64::from(config.advert_interval_cs) * 10,
+        vrids = ?config.vrids, "openelb-speaker starting from the Kubernetes API"
+    );
+    let speaker = Speaker::new(net, config)?.with_metrics(metrics).with_events(sink).with_readiness(readiness);
+    let result = match first_snapshot(&mut rx).await {
+        Some(cluster) => speaker.run(cluster, rx).await,
+        None => {
+            tracing::info!("stopped before the first complete listing; nothing was announced");
+            drop(speaker);
+            Ok(())
+        }
+    };
+    let _ = stop_source.send(());
+    let _ = source.await;
+    // The speaker (and with it the last event sink) is gone: the publisher writes what is queued, then ends.
+    if tokio::time::timeout(EVENT_FLUSH, publisher).await.is_err() {
+        tracing::warn!("Events still queued after {}s were not recorded", EVENT_FLUSH.as_secs());
+    }
+    if let Some(s) = server {
+        s.stop().await;
+    }
+    result.map_err(Into::into)
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let node = node_name(&args);
+    logging::init(args.log_format);
+    // Two workers: bursts of announcements (each one may block its thread for a few ms in the kernel) and the
+    // API watches run beside the VRRP loop instead of delaying its adverts.
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("openelb-speaker: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args, node)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

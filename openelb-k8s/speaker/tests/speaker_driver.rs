@@ -1,0 +1,253 @@
+//! The speaker's event loop over a recording fake backend, in tokio's paused (virtual) time: no root, no
+//! network. Checks what the loop does with the agent's decisions: startup cleanup, takeover with a burst,
+//! stepping down on a better advert, graceful shutdown, and giving up after VIP additions keep failing.
+
+use std::net::IpAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use openelb_core::model::{Cluster, IpFamily};
+use openelb_core::vrrp::consts::TTL;
+use openelb_core::vrrp::{Advert, Received};
+use openelb_k8s::manifest::Manifests;
+use openelb_net::ops::{AdvertReceiver, IfaceSpec, Incoming, Interface, NetError, NetOps};
+use openelb_net::wire::MacAddr;
+use openelb_speaker::{Control, Speaker, SpeakerConfig, desired};
+use tokio::sync::mpsc;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Event {
+    Add(IpAddr),
+    Remove(IpAddr),
+    Announce(IpAddr),
+    Advert(u8),
+}
+
+struct FakeNet {
+    events: Mutex<Vec<Event>>,
+    ours: Mutex<Vec<IpAddr>>,
+    fail_adds: bool,
+    inject: Mutex<Option<mpsc::Receiver<Received>>>,
+}
+
+impl FakeNet {
+    fn new(stale: &[&str], fail_adds: bool) -> (Arc<Self>, mpsc::Sender<Received>) {
+        let (tx, rx) = mpsc::channel(16);
+        let net = FakeNet {
+            events: Mutex::new(Vec::new()),
+            ours: Mutex::new(stale.iter().map(|s| s.parse().unwrap()).collect()),
+            fail_adds,
+            inject: Mutex::new(Some(rx)),
+        };
+        (Arc::new(net), tx)
+    }
+
+    fn events(&self) -> Vec<Event> {
+        self.events.lock().unwrap().clone()
+    }
+
+    fn count(&self, e: &Event) -> usize {
+        self.events().iter().filter(|x| *x == e).count()
+    }
+
+    fn adverts(&self) -> Vec<u8> {
+        self.events()
+            .into_iter()
+            .filter_map(|e| match e {
+                Event::Advert(p) => Some(p),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn push(&self, e: Event) {
+        self.events.lock().unwrap().push(e);
+    }
+}
+
+struct FakeReceiver(mpsc::Receiver<Received>);
+
+impl AdvertReceiver for FakeReceiver {
+    async fn recv(&mut self) -> Result<Incoming, NetError> {
+        match self.0.recv().await {
+            Some(r) => Ok(Incoming::Advert(r)),
+            None => std::future::pending().await,
+        }
+    }
+}
+
+fn eth0() -> Interface {
+    Interface { name: "eth0".into(), index: 2, mac: Some(MacAddr([2, 0, 0, 0, 0, 3])) }
+}
+
+impl NetOps for FakeNet {
+    type Receiver = FakeReceiver;
+
+    async fn resolve(&self, spec: &IfaceSpec) -> Result<Interface, NetError> {
+        assert_eq!(spec, &IfaceSpec::Name("eth0".into()));
+        Ok(eth0())
+    }
+
+    async fn source_address(&self, _: &Interface, family: IpFamily) -> Result<IpAddr, NetError> {
+        assert_eq!(family, IpFamily::V4);
+        Ok("192.0.2.3".parse().unwrap())
+    }
+
+    async fn add_vip(&self, iface: &Interface, ip: IpAddr) -> Result<(), NetError> {
+        self.push(Event::Add(ip));
+        if self.fail_adds {
+            return Err(NetError::NotOurs { iface: iface.name.clone(), ip, op: "add" });
+        }
+        self.ours.lock().unwrap().push(ip);
+        Ok(())
+    }
+
+    async fn remove_vip(&self, _: &Interface, ip: IpAddr) -> Result<bool, NetError> {
+        self.push(Event::Remove(ip));
+        let mut ours = self.ours.lock().unwrap();
+        let had = ours.contains(&ip);
+        ours.retain(|x| *x != ip);
+        Ok(had)
+    }
+
+    async fn list_our_vips(&self, _: &Interface) -> Result<Vec<IpAddr>, NetError> {
+        Ok(self.ours.lock().unwrap().clone())
+    }
+
+    async fn announce(&self, _: &Interface, ip: IpAddr, _: MacAddr) -> Result<(), NetError> {
+        self.push(Event::Announce(ip));
+        Ok(())
+    }
+
+    async fn send_advert(&self, _: &Interface, _: IpAddr, advert: &Advert, _: &[IpAddr]) -> Result<(), NetError> {
+        self.push(Event::Advert(advert.priority));
+        Ok(())
+    }
+
+    fn advert_receiver(&self, _: &Interface, _: IpFamily) -> Result<FakeReceiver, NetError> {
+        // One receiver only: the injection channel.
+        let rx = self.inject.lock().unwrap().take().expect("one receiver per interface and family");
+        Ok(FakeReceiver(rx))
+    }
+}
+
+const VIP: &str = "192.0.2.91";
+
+fn cluster() -> Cluster {
+    let mut y = String::from(
+        "apiVersion: network.kubesphere.io/v1alpha2\nkind: Eip\nmetadata:\n  name: vip-eip\nspec:\n  \
+         address: 192.0.2.91-192.0.2.95\n  protocol: vip\n  interface: eth0\n---\n\
+         apiVersion: v1\nkind: Service\nmetadata:\n  name: svc\n  namespace: default\n  annotations:\n    \
+         lb.kubesphere.io/v1alpha1: openelb\nspec:\n  type: LoadBalancer\n  ports:\n    - port: 80\n",
+    );
+    for (name, ip) in [("node-a", "192.0.2.3"), ("node-b", "192.0.2.4")] {
+        y.push_str(&format!(
+            "---\napiVersion: v1\nkind: Node\nmetadata:\n  name: {name}\nstatus:\n  addresses:\n    - type: InternalIP\n      \
+             address: {ip}\n  conditions:\n    - type: Ready\n      status: \"True\"\n"
+        ));
+    }
+    Manifests::parse_str(Path::new("test.yaml"), &y).unwrap().to_cluster().unwrap()
+}
+
+/// The speaker on `node-a`, running in a task, with its control channel.
+fn start(
+    net: Arc<FakeNet>,
+) -> (mpsc::Sender<Control>, tokio::task::JoinHandle<Result<(), openelb_speaker::SpeakerError>>, u8) {
+    let config = SpeakerConfig::new("node-a");
+    let vrid = desired(&cluster(), &config, None).unwrap().plan.group_of(&VIP.parse().unwrap()).unwrap().vrid;
+    let speaker = Speaker::new(net, config).unwrap();
+    let (tx, rx) = mpsc::channel(4);
+    let task = tokio::spawn(speaker.run(cluster(), rx));
+    (tx, task, vrid)
+}
+
+fn vip() -> IpAddr {
+    VIP.parse().unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn startup_removes_stale_pool_addresses_only_then_takes_over_with_a_burst() {
+    let (net, _inject) = FakeNet::new(&["192.0.2.93", "198.51.100.7"], false);
+    let (ctl, task, _) = start(Arc::clone(&net));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let ev = net.events();
+    assert_eq!(ev.first(), Some(&Event::Remove("192.0.2.93".parse().unwrap())), "{ev:?}");
+    assert!(!ev.contains(&Event::Remove("198.51.100.7".parse().unwrap())), "outside VIP pools: not ours to touch");
+    let add = ev.iter().position(|e| *e == Event::Add(vip())).expect("takeover adds the VIP");
+    let first_garp = ev.iter().position(|e| *e == Event::Announce(vip())).expect("GARP");
+    assert!(add < first_garp, "the address exists before it is announced: {ev:?}");
+    assert_eq!(net.count(&Event::Announce(vip())), 3, "default burst of three");
+    assert!(net.adverts().len() >= 10, "a master advertises every 100 ms: {ev:?}");
+
+    // Graceful shutdown: a priority-0 advert, the VIP removed, run() returns.
+    ctl.send(Control::Shutdown).await.unwrap();
+    task.await.unwrap().unwrap();
+    assert_eq!(net.adverts().last(), Some(&0));
+    assert_eq!(net.events().last(), Some(&Event::Remove(vip())));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_better_master_makes_it_step_down_and_drop_the_vip() {
+    let (net, inject) = FakeNet::new(&[], false);
+    let (ctl, task, vrid) = start(Arc::clone(&net));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(net.events().contains(&Event::Add(vip())));
+
+    let better = Received {
+        src: "192.0.2.4".parse().unwrap(),
+        ttl: TTL,
+        advert: Advert { vrid, priority: 254, max_advert_int: 10, addresses: vec![vip()] },
+    };
+    inject.send(better.clone()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(net.events().last(), Some(&Event::Remove(vip())), "{:?}", net.events());
+
+    // As a backup it sends nothing and, on shutdown, has nothing to release.
+    let before = net.adverts().len();
+    inject.send(better).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(net.adverts().len(), before);
+    ctl.send(Control::Shutdown).await.unwrap();
+    task.await.unwrap().unwrap();
+    assert_eq!(net.adverts().len(), before, "a backup sends no release advert");
+}
+
+#[tokio::test(start_paused = true)]
+async fn persistent_add_failures_make_the_node_give_up_mastership() {
+    let (net, _inject) = FakeNet::new(&[], true);
+    let (ctl, task, _) = start(Arc::clone(&net));
+    // 1 s maintenance period, five failures, then the interface counts as down for 30 s.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let adds = net.count(&Event::Add(vip()));
+    assert!((5..=7).contains(&adds), "retried, then gave up: {adds} adds");
+    let adverts = net.adverts().len();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(net.adverts().len(), adverts, "no adverts while given up, so a backup takes over");
+    assert_eq!(net.count(&Event::Add(vip())), adds);
+
+    // After the cool-off it tries again (and, alone on the segment, becomes master again).
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    assert!(net.count(&Event::Add(vip())) > adds);
+    ctl.send(Control::Shutdown).await.unwrap();
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn reload_without_the_service_releases_the_vip() {
+    let (net, _inject) = FakeNet::new(&[], false);
+    let (ctl, task, _) = start(Arc::clone(&net));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(net.events().contains(&Event::Add(vip())));
+
+    let mut c = cluster();
+    c.services.clear();
+    ctl.send(Control::Reload(Box::new(c))).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let ev = net.events();
+    assert_eq!(ev.iter().rev().find(|e| matches!(e, Event::Remove(_))), Some(&Event::Remove(vip())), "{ev:?}");
+    assert_eq!(net.adverts().last(), Some(&0), "the group is released with priority 0");
+    ctl.send(Control::Shutdown).await.unwrap();
+    task.await.unwrap().unwrap();
+}
