@@ -14,6 +14,8 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use openelb::controller::conditions::ConditionReason;
+use openelb::controller::events::EventReason;
 use openelb::controller::{Background, LeaderElection, Options};
 use serde_json::Value;
 
@@ -292,7 +294,8 @@ fn condition(eip: &Value, type_: &str) -> Option<Value> {
 }
 
 /// Waits until `eip` shows condition `type_` with `status` and `reason`; returns it.
-fn wait_condition(kc: &str, eip: &str, type_: &str, status: &str, reason: &str) -> Value {
+fn wait_condition(kc: &str, eip: &str, type_: &str, status: &str, reason: ConditionReason) -> Value {
+    let reason = reason.as_str();
     wait_for(&format!("Eip {eip} to show {type_}={status} ({reason})"), || {
         let object = eip_of(kc, eip).ok_or("no such Eip")?;
         match condition(&object, type_) {
@@ -315,7 +318,8 @@ fn events_about(kc: &str, namespace: &str, kind: &str, name: &str) -> Vec<(Strin
         .collect()
 }
 
-fn wait_event(kc: &str, namespace: &str, kind: &str, name: &str, reason: &str) -> String {
+fn wait_event(kc: &str, namespace: &str, kind: &str, name: &str, reason: EventReason) -> String {
+    let reason = reason.as_str();
     wait_for(&format!("a {reason} event about {kind} {name}"), || {
         let events = events_about(kc, namespace, kind, name);
         events.iter().find(|(r, _)| r == reason).map(|(_, m)| m.clone()).ok_or(format!("{events:?}"))
@@ -386,10 +390,10 @@ fn eips_get_finalizer_status_conditions_and_metrics() {
     });
     assert_eq!(v6["status"]["firstIP"], "2001:db8:1::", "{}", v6["status"]);
     assert!(v6["status"].get("v4").is_none_or(|v| v == false), "{}", v6["status"]);
-    let ready = wait_condition(&kc, "oelb-ready", "Ready", "True", "Available");
+    let ready = wait_condition(&kc, "oelb-ready", "Ready", "True", ConditionReason::Available);
     assert_eq!(ready["message"], "16 of 16 addresses free", "{ready}");
     assert!(ready["lastTransitionTime"].is_string(), "{ready}");
-    wait_condition(&kc, "oelb-ready", "Invalid", "False", "Valid");
+    wait_condition(&kc, "oelb-ready", "Invalid", "False", ConditionReason::Valid);
     // The stored object served as v1alpha1 shows the same conditions.
     let old = get(&kc, "eips.v1alpha1.network.kubesphere.io", "oelb-ready").expect("served as v1alpha1");
     assert_eq!(old["apiVersion"], "network.kubesphere.io/v1alpha1");
@@ -402,7 +406,7 @@ fn eips_get_finalizer_status_conditions_and_metrics() {
 
     apply_stdin(&kc, &service_manifest("oelb-ready-svc", "oelb-ready"));
     assert_eq!(wait_for_ip(&kc, "oelb-ready-svc"), "192.0.2.16");
-    let assigned = wait_event(&kc, "default", "Service", "oelb-ready-svc", "AssignIP");
+    let assigned = wait_event(&kc, "default", "Service", "oelb-ready-svc", EventReason::AssignIp);
     assert!(assigned.contains("192.0.2.16") && assigned.contains("oelb-ready"), "{assigned}");
     wait_metric(addr, "openelb_eip_usage{eip=\"oelb-ready\"}", 1.0);
     wait_metric(addr, "openelb_allocations_total", allocations + 1.0);
@@ -422,7 +426,7 @@ fn eips_get_finalizer_status_conditions_and_metrics() {
 
     kubectl(&kc, &["delete", "svc", "oelb-ready-svc", "--wait=false"]);
     wait_gone(&kc, "svc", "oelb-ready-svc");
-    let released = wait_event(&kc, "default", "Service", "oelb-ready-svc", "ReleaseIP");
+    let released = wait_event(&kc, "default", "Service", "oelb-ready-svc", EventReason::ReleaseIp);
     assert!(released.contains("192.0.2.16") && released.contains("being deleted"), "{released}");
     wait_metric(addr, "openelb_eip_usage{eip=\"oelb-ready\"}", 0.0);
     controller.stop().unwrap();
@@ -461,27 +465,27 @@ fn invalid_eips_are_marked_invalid() {
     assert_eq!(status("oelb-overlap-a")["poolSize"], 16);
     assert_eq!(status("oelb-overlap-b")["poolSize"], 19);
     // An Event says it too, for those who read Events rather than conditions.
-    let note = wait_event(&kc, "kube-system", "Eip", "oelb-overlap-a", "InvalidSpec");
+    let note = wait_event(&kc, "kube-system", "Eip", "oelb-overlap-a", EventReason::InvalidSpec);
     assert!(note.contains("overlaps Eip/oelb-overlap-b"), "{note}");
-    let note = wait_event(&kc, "kube-system", "Eip", "oelb-garbage", "InvalidSpec");
+    let note = wait_event(&kc, "kube-system", "Eip", "oelb-garbage", EventReason::InvalidSpec);
     assert!(note.contains("198.51.100.300"), "{note}");
     let garbage = status("oelb-garbage");
     assert!(garbage.get("poolSize").is_none() && garbage.get("firstIP").is_none(), "{garbage}");
-    let a = wait_condition(&kc, "oelb-overlap-a", "Invalid", "True", "InvalidSpec");
+    let a = wait_condition(&kc, "oelb-overlap-a", "Invalid", "True", ConditionReason::InvalidSpec);
     assert!(a["message"].as_str().unwrap_or("").contains("overlaps Eip/oelb-overlap-b"), "{a}");
-    let b = wait_condition(&kc, "oelb-overlap-b", "Invalid", "True", "InvalidSpec");
+    let b = wait_condition(&kc, "oelb-overlap-b", "Invalid", "True", ConditionReason::InvalidSpec);
     assert!(b["message"].as_str().unwrap_or("").contains("198.51.100.72-198.51.100.79"), "{b}");
-    let garbage = wait_condition(&kc, "oelb-garbage", "Invalid", "True", "InvalidSpec");
+    let garbage = wait_condition(&kc, "oelb-garbage", "Invalid", "True", ConditionReason::InvalidSpec);
     assert!(garbage["message"].as_str().unwrap_or("").contains("spec.address"), "{garbage}");
-    wait_condition(&kc, "oelb-garbage", "Ready", "False", "InvalidAddress");
+    wait_condition(&kc, "oelb-garbage", "Ready", "False", ConditionReason::InvalidAddress);
     // Overlapping pools still give out addresses (the one that was there first must keep working).
-    wait_condition(&kc, "oelb-overlap-a", "Ready", "True", "Available");
+    wait_condition(&kc, "oelb-overlap-a", "Ready", "True", ConditionReason::Available);
     let since = a["lastTransitionTime"].clone();
     // The fix clears the condition, and dates the change.
     apply_stdin(&kc, &eip_manifest("oelb-overlap-b", "198.51.100.80-198.51.100.90"));
-    let cleared = wait_condition(&kc, "oelb-overlap-a", "Invalid", "False", "Valid");
+    let cleared = wait_condition(&kc, "oelb-overlap-a", "Invalid", "False", ConditionReason::Valid);
     assert!(cleared["lastTransitionTime"].as_str() >= since.as_str(), "{cleared} vs {since}");
-    wait_condition(&kc, "oelb-overlap-b", "Invalid", "False", "Valid");
+    wait_condition(&kc, "oelb-overlap-b", "Invalid", "False", ConditionReason::Valid);
     controller.stop().unwrap();
 }
 
@@ -503,9 +507,9 @@ fn deleting_an_eip_in_use_waits_for_its_services() {
     });
 
     kubectl(&kc, &["delete", "eip", "oelb-drain", "--wait=false"]);
-    let held = wait_event(&kc, "kube-system", "Eip", "oelb-drain", "DeletionHeld");
+    let held = wait_event(&kc, "kube-system", "Eip", "oelb-drain", EventReason::DeletionHeld);
     assert!(held.contains("192.0.2.32 (default/oelb-drain-svc)"), "{held}");
-    let ready = wait_condition(&kc, "oelb-drain", "Ready", "False", "Deleting");
+    let ready = wait_condition(&kc, "oelb-drain", "Ready", "False", ConditionReason::Deleting);
     assert!(ready["message"].as_str().unwrap_or("").contains("192.0.2.32"), "{ready}");
     let eip = eip_of(&kc, "oelb-drain").expect("the Eip must wait for its Service");
     assert!(eip["metadata"]["deletionTimestamp"].is_string(), "{eip}");
@@ -513,7 +517,7 @@ fn deleting_an_eip_in_use_waits_for_its_services() {
     assert_eq!(ingress_ip(&kc, "oelb-drain-svc"), "192.0.2.32", "the holder keeps its address while the Eip drains");
 
     apply_stdin(&kc, &service_manifest("oelb-drain-late", "oelb-drain"));
-    let failed = wait_event(&kc, "default", "Service", "oelb-drain-late", "AssignIPFailed");
+    let failed = wait_event(&kc, "default", "Service", "oelb-drain-late", EventReason::AssignIpFailed);
     assert_eq!(failed, "pinned to Eip oelb-drain, which is being deleted");
     assert_eq!(ingress_ip(&kc, "oelb-drain-late"), "", "a draining Eip gives out nothing new");
 

@@ -19,13 +19,34 @@ use openelb_core::validate::Problem;
 pub const READY: &str = "Ready";
 pub const INVALID: &str = "Invalid";
 
-pub const REASON_AVAILABLE: &str = "Available";
-pub const REASON_DELETING: &str = "Deleting";
-pub const REASON_DISABLED: &str = "Disabled";
-pub const REASON_INVALID_ADDRESS: &str = "InvalidAddress";
-pub const REASON_EXHAUSTED: &str = "Exhausted";
-pub const REASON_VALID: &str = "Valid";
-pub const REASON_INVALID_SPEC: &str = "InvalidSpec";
+/// Why a condition has its status (its `reason` on the wire).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConditionReason {
+    /// `Ready=True`: free addresses left.
+    Available,
+    Deleting,
+    Disabled,
+    InvalidAddress,
+    Exhausted,
+    /// `Invalid=False`.
+    Valid,
+    /// `Invalid=True`.
+    InvalidSpec,
+}
+
+impl ConditionReason {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ConditionReason::Available => "Available",
+            ConditionReason::Deleting => "Deleting",
+            ConditionReason::Disabled => "Disabled",
+            ConditionReason::InvalidAddress => "InvalidAddress",
+            ConditionReason::Exhausted => "Exhausted",
+            ConditionReason::Valid => "Valid",
+            ConditionReason::InvalidSpec => "InvalidSpec",
+        }
+    }
+}
 
 const VALID_MESSAGE: &str = "the spec passes validation";
 /// How many addresses in use a message lists before summarising the rest.
@@ -38,7 +59,7 @@ const MAX_MESSAGE: usize = 2048;
 pub struct Desired {
     pub type_: &'static str,
     pub status: bool,
-    pub reason: &'static str,
+    pub reason: ConditionReason,
     pub message: String,
 }
 
@@ -74,17 +95,17 @@ pub fn ready(facts: PoolFacts<'_>) -> Desired {
                 in_use_summary(status)
             )
         };
-        (false, REASON_DELETING, message)
+        (false, ConditionReason::Deleting, message)
     } else if facts.disabled {
         let message = format!("spec.disable is true: gives out no new addresses and keeps the {} in use", status.usage);
-        (false, REASON_DISABLED, message)
+        (false, ConditionReason::Disabled, message)
     } else if let Some(error) = facts.address_error {
-        (false, REASON_INVALID_ADDRESS, format!("spec.address does not parse: {error}"))
+        (false, ConditionReason::InvalidAddress, format!("spec.address does not parse: {error}"))
     } else if status.occupied {
-        (false, REASON_EXHAUSTED, format!("all {} addresses are in use", status.pool_size))
+        (false, ConditionReason::Exhausted, format!("all {} addresses are in use", status.pool_size))
     } else {
         let free = status.pool_size.saturating_sub(status.usage);
-        (true, REASON_AVAILABLE, format!("{free} of {} addresses free", status.pool_size))
+        (true, ConditionReason::Available, format!("{free} of {} addresses free", status.pool_size))
     };
     Desired { type_: READY, status: ok, reason, message }
 }
@@ -96,7 +117,7 @@ pub fn invalid(problems: &[&Problem]) -> Desired {
         // Never an empty message: some API servers (the test one among them) store "" as null, which a
         // schema of `type: string` then refuses, failing the whole status write.
         let message = VALID_MESSAGE.to_string();
-        return Desired { type_: INVALID, status: false, reason: REASON_VALID, message };
+        return Desired { type_: INVALID, status: false, reason: ConditionReason::Valid, message };
     }
     let mut message = String::new();
     for (i, p) in errors.iter().enumerate() {
@@ -109,7 +130,7 @@ pub fn invalid(problems: &[&Problem]) -> Desired {
         message.push_str(separator);
         message.push_str(&part);
     }
-    Desired { type_: INVALID, status: true, reason: REASON_INVALID_SPEC, message }
+    Desired { type_: INVALID, status: true, reason: ConditionReason::InvalidSpec, message }
 }
 
 /// The conditions to write: `desired` in order (keeping the transition time of a condition whose status did
@@ -126,7 +147,7 @@ pub fn merge(existing: &[Condition], desired: &[Desired], generation: Option<i64
             Condition {
                 type_: d.type_.to_string(),
                 status: status.to_string(),
-                reason: d.reason.to_string(),
+                reason: d.reason.as_str().to_string(),
                 message: d.message.clone(),
                 last_transition_time: since,
                 observed_generation: generation,
@@ -165,28 +186,36 @@ mod tests {
     }
 
     #[test]
+    fn reasons_on_the_wire() {
+        use ConditionReason::*;
+        let wire: Vec<&str> =
+            [Available, Deleting, Disabled, InvalidAddress, Exhausted, Valid, InvalidSpec].map(|r| r.as_str()).into();
+        assert_eq!(wire, ["Available", "Deleting", "Disabled", "InvalidAddress", "Exhausted", "Valid", "InvalidSpec"]);
+    }
+
+    #[test]
     fn ready_says_how_many_addresses_are_free_with_the_exact_size() {
         let s = status(1 << 64, &[("2001:db8::1", "ns/a")]);
         let d = ready(facts(&s));
         assert!(d.status);
-        assert_eq!(d.reason, REASON_AVAILABLE);
+        assert_eq!(d.reason, ConditionReason::Available);
         assert_eq!(d.message, "18446744073709551615 of 18446744073709551616 addresses free");
     }
 
     #[test]
     fn ready_is_false_and_says_why() {
         let full = status(1, &[("192.0.2.1", "ns/a")]);
-        assert_eq!(ready(facts(&full)).reason, REASON_EXHAUSTED);
+        assert_eq!(ready(facts(&full)).reason, ConditionReason::Exhausted);
         assert!(!ready(facts(&full)).status);
         let disabled = PoolFacts { disabled: true, ..facts(&full) };
-        assert_eq!(ready(disabled).reason, REASON_DISABLED);
+        assert_eq!(ready(disabled).reason, ConditionReason::Disabled);
         let empty = status(0, &[]);
         let bad = PoolFacts { address_error: Some("\"x\" is not an address"), ..facts(&empty) };
-        assert_eq!(ready(bad).reason, REASON_INVALID_ADDRESS);
+        assert_eq!(ready(bad).reason, ConditionReason::InvalidAddress);
         assert!(ready(bad).message.contains("is not an address"), "{}", ready(bad).message);
         // Deletion wins over everything else: it is what the user is waiting for.
         let deleting = PoolFacts { deleting: true, disabled: true, ..facts(&full) };
-        assert_eq!(ready(deleting).reason, REASON_DELETING);
+        assert_eq!(ready(deleting).reason, ConditionReason::Deleting);
     }
 
     #[test]
@@ -221,12 +250,12 @@ mod tests {
         let warning = problem("spec.interface", Severity::Warning, "not set");
         let d = invalid(&[&warning]);
         assert!(!d.status);
-        assert_eq!(d.reason, REASON_VALID);
+        assert_eq!(d.reason, ConditionReason::Valid);
         assert!(!d.message.is_empty());
         let overlap = problem("spec.address", Severity::Error, "overlaps Eip/y");
         let d = invalid(&[&warning, &overlap]);
         assert!(d.status);
-        assert_eq!(d.reason, REASON_INVALID_SPEC);
+        assert_eq!(d.reason, ConditionReason::InvalidSpec);
         assert_eq!(d.message, "spec.address=\"v\": overlaps Eip/y");
     }
 

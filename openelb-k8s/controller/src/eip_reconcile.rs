@@ -10,13 +10,9 @@ use serde_json::json;
 
 use super::eip_plan::{self, EipPlan};
 use super::eip_status;
+use super::events::EventReason;
 use super::reconcile::{CACHE_RETRY, Context, FIELD_MANAGER, RESYNC, ReconcileError, is_not_found, retry_after};
 use openelb_k8s::crd::{Eip, EipStatus};
-
-/// Event reason on an Eip whose deletion waits for addresses in use.
-pub const REASON_DELETION_HELD: &str = "DeletionHeld";
-/// Event reason on an Eip whose spec breaks a validation rule (the `Invalid` condition says the same).
-pub const REASON_INVALID_SPEC: &str = "InvalidSpec";
 
 pub async fn reconcile(eip: Arc<Eip>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
     let started = Instant::now();
@@ -47,10 +43,10 @@ async fn reconcile_eip(name: &str, ctx: &Context) -> Result<Action, ReconcileErr
     log_changes(name, &current, &plan);
     if let Some(held_by) = &plan.held_by {
         let note = format!("deletion waits until no Service uses its addresses; in use: {held_by}");
-        ctx.events.publish(&current.object_ref(&()), true, REASON_DELETION_HELD, &note).await;
+        ctx.events.publish(&current.object_ref(&()), true, EventReason::DeletionHeld, &note).await;
     }
     if let Some(problems) = &plan.invalid {
-        ctx.events.publish(&current.object_ref(&()), true, REASON_INVALID_SPEC, problems).await;
+        ctx.events.publish(&current.object_ref(&()), true, EventReason::InvalidSpec, problems).await;
     }
     ctx.clear_failures(&object());
     Ok(Action::requeue(RESYNC))

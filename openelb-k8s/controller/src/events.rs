@@ -8,6 +8,7 @@
 //! 1.22 refuse for `events.k8s.io` Events; `kube-system` is accepted by every version.
 
 use std::collections::HashMap;
+use std::fmt;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -25,6 +26,68 @@ pub const CLUSTER_EVENTS_NAMESPACE: &str = "kube-system";
 /// API limits on `note` (bytes) and on `reportingInstance`, `action` and `reason` (characters).
 const MAX_NOTE: usize = 1024;
 const MAX_SHORT: usize = 128;
+
+/// Why the controller records an Event. On the wire these are upstream OpenELB's reasons, so whatever
+/// watches for them keeps working.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EventReason {
+    /// A Service got an address.
+    AssignIp,
+    /// A Service wanted an address and got none.
+    AssignIpFailed,
+    /// A Service gave its address back.
+    ReleaseIp,
+    /// A Service keeps a shared address although it now conflicts with another sharer.
+    SharedIpConflict,
+    /// An Eip's deletion waits for addresses in use.
+    DeletionHeld,
+    /// An Eip's spec breaks a validation rule (the `Invalid` condition says the same).
+    InvalidSpec,
+}
+
+impl EventReason {
+    pub const ALL: [EventReason; 6] = [
+        EventReason::AssignIp,
+        EventReason::AssignIpFailed,
+        EventReason::ReleaseIp,
+        EventReason::SharedIpConflict,
+        EventReason::DeletionHeld,
+        EventReason::InvalidSpec,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            EventReason::AssignIp => "AssignIP",
+            EventReason::AssignIpFailed => "AssignIPFailed",
+            EventReason::ReleaseIp => "ReleaseIP",
+            EventReason::SharedIpConflict => "SharedIPConflict",
+            EventReason::DeletionHeld => "DeletionHeld",
+            EventReason::InvalidSpec => "InvalidSpec",
+        }
+    }
+
+    /// What the controller was doing; `kubectl describe` shows the reason.
+    pub const fn action(self) -> &'static str {
+        match self {
+            EventReason::AssignIp | EventReason::AssignIpFailed => "Assign",
+            EventReason::ReleaseIp => "Release",
+            EventReason::SharedIpConflict => "Share",
+            EventReason::DeletionHeld => "Delete",
+            EventReason::InvalidSpec => "Validate",
+        }
+    }
+
+    /// The reason of an Event the core decided (`openelb_core::ipam::Event::reason`, a string there).
+    pub fn from_core(reason: &str) -> Option<Self> {
+        EventReason::ALL.into_iter().find(|r| r.as_str() == reason)
+    }
+}
+
+impl fmt::Display for EventReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// Remembers when each warning was last let through. Memory is bounded by the warnings of the last interval.
 #[derive(Debug)]
@@ -69,7 +132,7 @@ pub fn event(
     regarding: &ObjectReference,
     instance: &str,
     warning: bool,
-    reason: &str,
+    reason: EventReason,
     note: &str,
     now: Timestamp,
 ) -> Event {
@@ -81,8 +144,8 @@ pub fn event(
             namespace: Some(namespace),
             ..Default::default()
         },
-        action: Some(action_of(reason).to_string()),
-        reason: Some(bounded(reason, MAX_SHORT)),
+        action: Some(reason.action().to_string()),
+        reason: Some(reason.as_str().to_string()),
         note: Some(bounded(note, MAX_NOTE)),
         type_: Some(if warning { "Warning" } else { "Normal" }.to_string()),
         event_time: Some(MicroTime(now)),
@@ -100,18 +163,6 @@ pub struct Events {
     limiter: Mutex<RateLimiter>,
 }
 
-/// `kubectl describe` shows the reason; the action is what the controller was doing.
-fn action_of(reason: &str) -> &'static str {
-    match reason {
-        "AssignIP" | "AssignIPFailed" => "Assign",
-        "ReleaseIP" => "Release",
-        "SharedIPConflict" => "Share",
-        "DeletionHeld" => "Delete",
-        "InvalidSpec" => "Validate",
-        _ => "Reconcile",
-    }
-}
-
 impl Events {
     /// `instance` tells replicas apart (the leader-election identity).
     pub fn new(client: Client, instance: String) -> Self {
@@ -120,7 +171,7 @@ impl Events {
 
     /// Publishes one event about `regarding`. Failures are logged, never returned: an Event that cannot be
     /// written must not undo or repeat the work it describes.
-    pub async fn publish(&self, regarding: &ObjectReference, warning: bool, reason: &str, note: &str) {
+    pub async fn publish(&self, regarding: &ObjectReference, warning: bool, reason: EventReason, note: &str) {
         let object = format!(
             "{}/{}/{}",
             regarding.kind.as_deref().unwrap_or_default(),
@@ -129,8 +180,8 @@ impl Events {
         );
         if warning {
             let mut limiter = self.limiter.lock().unwrap_or_else(|p| p.into_inner());
-            if !limiter.admit(&object, reason, note, Instant::now()) {
-                tracing::debug!(%object, reason, "event held back: sent less than {WARNING_INTERVAL:?} ago");
+            if !limiter.admit(&object, reason.as_str(), note, Instant::now()) {
+                tracing::debug!(%object, %reason, "event held back: sent less than {WARNING_INTERVAL:?} ago");
                 return;
             }
         }
@@ -138,7 +189,7 @@ impl Events {
         let namespace = event.metadata.namespace.clone().unwrap_or_default();
         let api: Api<Event> = Api::namespaced(self.client.clone(), &namespace);
         if let Err(e) = api.create(&PostParams::default(), &event).await {
-            tracing::warn!(%object, reason, "cannot record event: {e}");
+            tracing::warn!(%object, %reason, "cannot record event: {e}");
         }
     }
 }
@@ -189,7 +240,7 @@ mod tests {
     #[test]
     fn events_about_cluster_scoped_objects_go_to_kube_system() {
         let now = Timestamp::from_second(1_700_000_000).unwrap();
-        let e = event(&reference(None), "replica-1", true, "DeletionHeld", "in use", now);
+        let e = event(&reference(None), "replica-1", true, EventReason::DeletionHeld, "in use", now);
         assert_eq!(e.metadata.namespace.as_deref(), Some("kube-system"));
         assert_eq!(e.regarding.as_ref().and_then(|r| r.namespace.clone()), None);
         assert_eq!(e.type_.as_deref(), Some("Warning"));
@@ -197,15 +248,16 @@ mod tests {
         assert_eq!(e.reporting_controller.as_deref(), Some("openelb-controller"));
         assert_eq!(e.reporting_instance.as_deref(), Some("replica-1"));
         assert!(e.metadata.name.as_deref().is_some_and(|n| n.starts_with("pool.")));
-        let namespaced = event(&reference(Some("ns")), "replica-1", false, "AssignIP", "ok", now);
+        let namespaced = event(&reference(Some("ns")), "replica-1", false, EventReason::AssignIp, "ok", now);
         assert_eq!(namespaced.metadata.namespace.as_deref(), Some("ns"));
         assert_eq!(namespaced.type_.as_deref(), Some("Normal"));
+        assert_eq!(namespaced.reason.as_deref(), Some("AssignIP"));
     }
 
     #[test]
     fn long_notes_are_cut_to_the_api_limit_on_a_character_boundary() {
         let note = "é".repeat(1000);
-        let e = event(&reference(None), "r", true, "AssignIPFailed", &note, Timestamp::UNIX_EPOCH);
+        let e = event(&reference(None), "r", true, EventReason::AssignIpFailed, &note, Timestamp::UNIX_EPOCH);
         let cut = e.note.unwrap();
         assert!(cut.len() <= MAX_NOTE, "{}", cut.len());
         assert!(cut.ends_with('…'));
@@ -213,10 +265,22 @@ mod tests {
     }
 
     #[test]
-    fn actions_follow_the_reason() {
-        assert_eq!(action_of("AssignIP"), "Assign");
-        assert_eq!(action_of("AssignIPFailed"), "Assign");
-        assert_eq!(action_of("ReleaseIP"), "Release");
-        assert_eq!(action_of("DeletionHeld"), "Delete");
+    fn reasons_and_actions_on_the_wire_are_upstreams() {
+        let wire: Vec<(&str, &str)> = EventReason::ALL.iter().map(|r| (r.as_str(), r.action())).collect();
+        assert_eq!(
+            wire,
+            [
+                ("AssignIP", "Assign"),
+                ("AssignIPFailed", "Assign"),
+                ("ReleaseIP", "Release"),
+                ("SharedIPConflict", "Share"),
+                ("DeletionHeld", "Delete"),
+                ("InvalidSpec", "Validate"),
+            ]
+        );
+        for r in EventReason::ALL {
+            assert_eq!(EventReason::from_core(r.as_str()), Some(r));
+        }
+        assert_eq!(EventReason::from_core("SomethingNew"), None);
     }
 }

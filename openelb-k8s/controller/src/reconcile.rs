@@ -13,7 +13,7 @@ use kube::{Client, Resource, ResourceExt};
 use openelb_core::ipam::{Change, EventType};
 
 use super::eip_status;
-use super::events::{Events, RateLimiter, WARNING_INTERVAL};
+use super::events::{EventReason, Events, RateLimiter, WARNING_INTERVAL};
 use super::metrics::{FailureLabels, KindLabels, Metrics, failure_kind};
 use super::plan::{self, Plan};
 use openelb_k8s::convert::{self, ConvertError};
@@ -249,11 +249,17 @@ async fn publish_events(ctx: &Context, svc: &corev1::Service, plan: &Plan) {
     }
     let regarding = svc.object_ref(&());
     for event in &plan.outcome.events {
+        let Some(reason) = EventReason::from_core(&event.reason) else {
+            tracing::warn!(reason = %event.reason, "the core decided an Event of a reason the controller does not know; not recorded");
+            continue;
+        };
         let note = match &plan.outcome.change {
-            Change::Assigned { pool, .. } if event.reason == "AssignIP" => format!("{} (Eip {pool})", event.message),
+            Change::Assigned { pool, .. } if reason == EventReason::AssignIp => {
+                format!("{} (Eip {pool})", event.message)
+            }
             _ => event.message.clone(),
         };
-        ctx.events.publish(&regarding, event.type_ == EventType::Warning, &event.reason, &note).await;
+        ctx.events.publish(&regarding, event.type_ == EventType::Warning, reason, &note).await;
     }
 }
 

@@ -19,10 +19,6 @@ use prometheus_client::metrics::counter::Counter;
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 
-/// Reason of the Event recorded when this node starts answering for a Service's VIP.
-pub const REASON_ANNOUNCED: &str = "VIPAnnounced";
-/// Reason of the Event recorded when this node stops answering for it.
-pub const REASON_WITHDRAWN: &str = "VIPWithdrawn";
 /// Events waiting for the publisher; a takeover of many VIPs at once beyond this drops the rest.
 pub const EVENT_QUEUE: usize = 1024;
 /// Longest an Event write may take before the publisher gives up on it and moves on.
@@ -30,10 +26,30 @@ pub const PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
 /// `reportingController` of the speaker's Events.
 pub const REPORTING_CONTROLLER: &str = "openelb-speaker";
 
+/// What happened to a VIP on this node: the reason of the Event recorded on its Service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum VipChange {
+    /// This node started answering for the VIP.
     Announced,
+    /// This node stopped answering for it.
     Withdrawn,
+}
+
+impl VipChange {
+    /// The Event's `reason` on the wire.
+    pub const fn reason(self) -> &'static str {
+        match self {
+            VipChange::Announced => "VIPAnnounced",
+            VipChange::Withdrawn => "VIPWithdrawn",
+        }
+    }
+
+    const fn action(self) -> &'static str {
+        match self {
+            VipChange::Announced => "Announce",
+            VipChange::Withdrawn => "Withdraw",
+        }
+    }
 }
 
 /// One VIP of one Service that this node took or gave up.
@@ -50,20 +66,6 @@ pub struct VipEvent {
 }
 
 impl VipEvent {
-    pub fn reason(&self) -> &'static str {
-        match self.change {
-            VipChange::Announced => REASON_ANNOUNCED,
-            VipChange::Withdrawn => REASON_WITHDRAWN,
-        }
-    }
-
-    fn action(&self) -> &'static str {
-        match self.change {
-            VipChange::Announced => "Announce",
-            VipChange::Withdrawn => "Withdraw",
-        }
-    }
-
     pub fn note(&self) -> String {
         let vrid = self.vrid.map(|v| format!(" (VRRP VRID {v})")).unwrap_or_default();
         match self.change {
@@ -110,7 +112,7 @@ impl EventSink {
                 self.dropped.inc();
                 if !self.warned.swap(true, Ordering::Relaxed) {
                     tracing::warn!(
-                        service = %e.service, reason = e.reason(),
+                        service = %e.service, reason = e.change.reason(),
                         "Event dropped: the queue to the API server is full (counted in \
                          openelb_speaker_events_dropped_total)"
                     );
@@ -144,14 +146,14 @@ pub async fn publish_events(client: Client, node: String, refs: ServiceRefs, mut
     let mut failures: u64 = 0;
     while let Some(ev) = rx.recv().await {
         let Some(reference) = refs.get(&ev.service) else {
-            tracing::debug!(service = %ev.service, reason = ev.reason(), "Service gone; Event not recorded");
+            tracing::debug!(service = %ev.service, reason = ev.change.reason(), "Service gone; Event not recorded");
             continue;
         };
         let event = Event {
             type_: EventType::Normal,
-            reason: ev.reason().to_string(),
+            reason: ev.change.reason().to_string(),
             note: Some(ev.note()),
-            action: ev.action().to_string(),
+            action: ev.change.action().to_string(),
             secondary: None,
         };
         let result = tokio::time::timeout(PUBLISH_TIMEOUT, recorder.publish(&event, &reference)).await;
@@ -167,9 +169,9 @@ pub async fn publish_events(client: Client, node: String, refs: ServiceRefs, mut
             Err(_) => format!("no answer within {}s", PUBLISH_TIMEOUT.as_secs()),
         };
         if failures == 0 {
-            tracing::warn!(service = %ev.service, reason = ev.reason(), %error, "cannot record Event");
+            tracing::warn!(service = %ev.service, reason = ev.change.reason(), %error, "cannot record Event");
         } else {
-            tracing::debug!(service = %ev.service, reason = ev.reason(), %error, "cannot record Event");
+            tracing::debug!(service = %ev.service, reason = ev.change.reason(), %error, "cannot record Event");
         }
         failures += 1;
     }
@@ -193,10 +195,10 @@ mod tests {
     #[test]
     fn notes_name_node_address_and_interface() {
         let a = ev(VipChange::Announced);
-        assert_eq!(a.reason(), "VIPAnnounced");
+        assert_eq!((a.change.reason(), a.change.action()), ("VIPAnnounced", "Announce"));
         assert_eq!(a.note(), "node node-a announces 192.0.2.91 on eth0 (VRRP VRID 7)");
         let w = VipEvent { vrid: None, ..ev(VipChange::Withdrawn) };
-        assert_eq!(w.reason(), "VIPWithdrawn");
+        assert_eq!((w.change.reason(), w.change.action()), ("VIPWithdrawn", "Withdraw"));
         assert_eq!(w.note(), "node node-a no longer announces 192.0.2.91 on eth0");
     }
 

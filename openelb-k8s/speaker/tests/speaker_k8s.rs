@@ -38,7 +38,7 @@ use openelb_net::ops::{IfaceSpec, NetOps};
 use openelb_speaker::events::{EVENT_QUEUE, publish_events};
 use openelb_speaker::source::KubeSource;
 use openelb_speaker::{
-    AddressSource, Control, EventSink, ServiceRefs, Speaker, SpeakerConfig, SpeakerMetrics, first_snapshot,
+    AddressSource, Control, EventSink, ServiceRefs, Speaker, SpeakerConfig, SpeakerMetrics, VipChange, first_snapshot,
 };
 use prometheus_client::registry::Registry;
 use serde_json::json;
@@ -412,7 +412,7 @@ fn the_vip_follows_the_ingress_the_controller_wrote() {
     let t0 = Instant::now();
     let vrid = loop {
         let events = rt.block_on(objects.events());
-        let announced = events.iter().find(|(reason, _, _)| reason == "VIPAnnounced");
+        let announced = events.iter().find(|(reason, _, _)| reason == VipChange::Announced.reason());
         if let Some((_, note, instance)) = announced {
             assert!(note.contains(&first_k8s) && note.contains(vip) && note.contains("eth0"), "{note}");
             assert_eq!(instance, &first_k8s);
@@ -444,7 +444,7 @@ fn the_vip_follows_the_ingress_the_controller_wrote() {
     lab.wait_holders_of(vip, &lab_names, &[], WAIT, &String::new);
     holder.wait_sample("openelb_speaker_vips ", held_before[first]);
     let t0 = Instant::now();
-    while !rt.block_on(objects.events()).iter().any(|(r, n, _)| r == "VIPWithdrawn" && n.contains(vip)) {
+    while !rt.block_on(objects.events()).iter().any(|(r, n, _)| r == VipChange::Withdrawn.reason() && n.contains(vip)) {
         assert!(t0.elapsed() < WAIT, "no VIPWithdrawn Event");
         std::thread::sleep(Duration::from_millis(100));
     }
