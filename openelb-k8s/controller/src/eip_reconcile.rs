@@ -1,7 +1,6 @@
 //! The reconcile step for one Eip: finalizer, status and conditions, and the end of a deletion.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -11,14 +10,15 @@ use serde_json::json;
 use super::eip_plan::{self, EipPlan};
 use super::eip_status;
 use super::events::EventReason;
-use super::reconcile::{CACHE_RETRY, Context, FIELD_MANAGER, RESYNC, ReconcileError, is_not_found, retry_after};
+use super::reconcile::{
+    CACHE_RETRY, Context, FIELD_MANAGER, RESYNC, ReconcileError, is_not_found, retry_after, run, span,
+};
 use openelb_k8s::crd::{Eip, EipStatus};
+use openelb_k8s::manifest::ObjectKind;
 
 pub async fn reconcile(eip: Arc<Eip>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
-    let started = Instant::now();
-    let result = reconcile_eip(&eip.name_any(), &ctx).await;
-    ctx.observe_duration("Eip", started);
-    result
+    let name = eip.name_any();
+    run(&ctx, ObjectKind::Eip, &name, reconcile_eip(&name, &ctx)).await
 }
 
 async fn reconcile_eip(name: &str, ctx: &Context) -> Result<Action, ReconcileError> {
@@ -40,7 +40,7 @@ async fn reconcile_eip(name: &str, ctx: &Context) -> Result<Action, ReconcileErr
         }
         (current, plan)
     };
-    log_changes(name, &current, &plan);
+    log_changes(&current, &plan);
     if let Some(held_by) = &plan.held_by {
         let note = format!("deletion waits until no Service uses its addresses; in use: {held_by}");
         ctx.events.publish(&current.object_ref(&()), true, EventReason::DeletionHeld, &note).await;
@@ -57,23 +57,23 @@ fn condition_line(status: Option<&EipStatus>, type_: &str) -> Option<(String, St
     Some((c.status.clone(), format!("{}: {}", c.reason, c.message)))
 }
 
-fn log_changes(name: &str, before: &Eip, plan: &EipPlan) {
+fn log_changes(before: &Eip, plan: &EipPlan) {
     if plan.remove_finalizer {
-        tracing::info!(eip = %name, "deleted: no address in use any more, finalizer removed");
+        tracing::info!("deleted: no address in use any more, finalizer removed");
     }
     if plan.add_finalizer {
-        tracing::debug!(eip = %name, "finalizer added");
+        tracing::debug!("finalizer added");
     }
     let Some(status) = &plan.status else { return };
     for type_ in [super::conditions::READY, super::conditions::INVALID] {
         let old = condition_line(before.status.as_ref(), type_);
         let new = condition_line(Some(status), type_);
         if let Some((state, detail)) = new.filter(|n| old.as_ref().is_none_or(|o| o.0 != n.0)) {
-            tracing::info!(eip = %name, "{type_}={state} ({detail})");
+            tracing::info!("{type_}={state} ({detail})");
         }
     }
     if let Some(held_by) = &plan.held_by {
-        tracing::info!(eip = %name, "deletion held: addresses in use: {held_by}");
+        tracing::info!("deletion held: addresses in use: {held_by}");
     }
 }
 
@@ -124,5 +124,7 @@ async fn write(ctx: &Context, eip: &Eip, plan: &EipPlan) -> Result<bool, Reconci
 }
 
 pub fn error_policy(eip: Arc<Eip>, error: &ReconcileError, ctx: Arc<Context>) -> Action {
-    retry_after(error, &format!("Eip {}", eip.name_any()), &ctx)
+    let name = eip.name_any();
+    let _span = span(ObjectKind::Eip, &name).entered();
+    retry_after(error, &format!("Eip {name}"), &ctx)
 }

@@ -1,6 +1,7 @@
 //! The reconcile step for one Service, what every reconcile shares, and what to do when one fails.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -11,6 +12,8 @@ use kube::runtime::controller::Action;
 use kube::runtime::reflector::Store;
 use kube::{Client, Resource, ResourceExt};
 use openelb_core::ipam::{Change, EventType};
+use openelb_k8s::manifest::ObjectKind;
+use tracing::Instrument;
 
 use super::eip_status;
 use super::events::{EventReason, Events, RateLimiter, WARNING_INTERVAL};
@@ -158,13 +161,37 @@ impl Context {
         self.failures.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
     }
 
-    pub(super) fn observe_duration(&self, kind: &'static str, started: Instant) {
-        self.metrics.reconcile_duration.get_or_create(&KindLabels { kind }).observe(started.elapsed().as_secs_f64());
+    fn observe_duration(&self, kind: ObjectKind, started: Instant) {
+        let labels = KindLabels { kind: kind.as_str() };
+        self.metrics.reconcile_duration.get_or_create(&labels).observe(started.elapsed().as_secs_f64());
     }
 }
 
+/// The span of one reconcile: every line logged while reconciling `object` (`namespace/name`, or the name of a
+/// cluster-scoped object) carries it.
+pub(super) fn span(kind: ObjectKind, object: &str) -> tracing::Span {
+    tracing::info_span!("reconcile", kind = kind.as_str(), object)
+}
+
+/// Runs one reconcile of `kind` `object` in its span, and times it.
+pub(super) async fn run(
+    ctx: &Context,
+    kind: ObjectKind,
+    object: &str,
+    reconcile: impl Future<Output = Result<Action, ReconcileError>>,
+) -> Result<Action, ReconcileError> {
+    let started = Instant::now();
+    let result = reconcile.instrument(span(kind, object)).await;
+    ctx.observe_duration(kind, started);
+    result
+}
+
+fn service_name(svc: &corev1::Service) -> String {
+    format!("{}/{}", convert::namespace_of(&svc.metadata), svc.name_any())
+}
+
 fn service_key(svc: &corev1::Service) -> String {
-    format!("Service {}/{}", convert::namespace_of(&svc.metadata), svc.name_any())
+    format!("Service {}", service_name(svc))
 }
 
 /// Exponential: 0.5 s, 1 s, 2 s ... capped at a minute.
@@ -174,10 +201,7 @@ pub fn backoff(failures: u32) -> Duration {
 }
 
 pub async fn reconcile(svc: Arc<corev1::Service>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
-    let started = Instant::now();
-    let result = reconcile_service(&svc, &ctx).await;
-    ctx.observe_duration("Service", started);
-    result
+    run(&ctx, ObjectKind::Service, &service_name(&svc), reconcile_service(&svc, &ctx)).await
 }
 
 async fn reconcile_service(svc: &corev1::Service, ctx: &Context) -> Result<Action, ReconcileError> {
@@ -188,7 +212,7 @@ async fn reconcile_service(svc: &corev1::Service, ctx: &Context) -> Result<Actio
         let plan = plan::plan(svc, &ctx.eips.state(), &ctx.namespaces.state(), &eip_status::now())
             .map_err(|source| ReconcileError::Convert { object: key.clone(), source: Box::new(source) })?;
         for warning in &plan.warnings {
-            tracing::warn!(service = %key, "{warning}");
+            tracing::warn!("{warning}");
         }
         let written = write(ctx, svc, &plan).await?;
         (plan, written)
@@ -198,7 +222,7 @@ async fn reconcile_service(svc: &corev1::Service, ctx: &Context) -> Result<Actio
         count_outcome(ctx, &plan);
         publish_events(ctx, svc, &plan).await;
     } else {
-        tracing::debug!(service = %key, "gone before its writes; the cached copy was stale");
+        tracing::debug!("gone before its writes; the cached copy was stale");
     }
     ctx.clear_failures(&key);
     match plan.outcome.change {
@@ -209,21 +233,21 @@ async fn reconcile_service(svc: &corev1::Service, ctx: &Context) -> Result<Actio
 
 fn log_outcome(ctx: &Context, key: &str, plan: &Plan) {
     match &plan.outcome.change {
-        Change::NotOurs | Change::Kept { .. } => tracing::debug!(service = %key, change = ?plan.outcome.change),
-        Change::Assigned { pool, ip, released: None } => tracing::info!(service = %key, %pool, %ip, "assigned"),
+        Change::NotOurs | Change::Kept { .. } => tracing::debug!(change = ?plan.outcome.change),
+        Change::Assigned { pool, ip, released: None } => tracing::info!(%pool, %ip, "assigned"),
         Change::Assigned { pool, ip, released: Some((old_pool, old_ip)) } => {
-            tracing::info!(service = %key, %pool, %ip, %old_pool, %old_ip, "assigned after releasing its address")
+            tracing::info!(%pool, %ip, %old_pool, %old_ip, "assigned after releasing its address")
         }
         Change::Released { pool, ip, reason } => {
-            tracing::info!(service = %key, ?pool, ?ip, %reason, "released")
+            tracing::info!(?pool, ?ip, %reason, "released")
         }
         // Retried on every Eip change: the same failure is a warning once per interval, like its Event.
         Change::Failed { reason, released } => {
             let mut limiter = ctx.log_limiter.lock().unwrap_or_else(|p| p.into_inner());
             if released.is_some() || limiter.admit(key, "no address", reason, Instant::now()) {
-                tracing::warn!(service = %key, %reason, ?released, "no address")
+                tracing::warn!(%reason, ?released, "no address")
             } else {
-                tracing::debug!(service = %key, %reason, "still no address")
+                tracing::debug!(%reason, "still no address")
             }
         }
     }
@@ -341,6 +365,7 @@ pub(super) fn retry_after(error: &ReconcileError, key: &str, ctx: &Context) -> A
 }
 
 pub fn error_policy(svc: Arc<corev1::Service>, error: &ReconcileError, ctx: Arc<Context>) -> Action {
+    let _span = span(ObjectKind::Service, &service_name(&svc)).entered();
     retry_after(error, &service_key(&svc), &ctx)
 }
 

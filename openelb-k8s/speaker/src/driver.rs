@@ -41,6 +41,7 @@ use openelb_net::ops::{AdvertReceiver, IfaceSpec, Incoming, Interface, NetOps};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use super::announce_burst::{self, HeldSet};
 use super::config::SpeakerConfig;
@@ -125,6 +126,9 @@ pub struct Speaker<N: NetOps> {
     metrics: SpeakerMetrics,
     /// Cached series handles per running instance.
     groups: HashMap<InstanceKey, GroupMetrics>,
+    /// One span per running instance, with the NIC index it was made for: what is logged about an instance
+    /// carries its VRID, interface and family.
+    spans: HashMap<InstanceKey, (u32, tracing::Span)>,
     events: EventSink,
     readiness: Option<Readiness>,
     announced: BTreeMap<IpAddr, Announced>,
@@ -156,6 +160,7 @@ where
             send_failures: BTreeMap::new(),
             metrics: SpeakerMetrics::default(),
             groups: HashMap::new(),
+            spans: HashMap::new(),
             events: EventSink::disabled(),
             readiness: None,
             announced: BTreeMap::new(),
@@ -298,7 +303,20 @@ where
         &self.groups[key]
     }
 
-    /// Forgets the series of instances that no longer run (their state gauge disappears from /metrics).
+    /// The span of an instance on `nic` (a new one when the instance moved to another NIC).
+    fn span_of(&mut self, key: &InstanceKey, nic: &Interface) -> tracing::Span {
+        if let Some((index, span)) = self.spans.get(key)
+            && *index == nic.index
+        {
+            return span.clone();
+        }
+        let span = tracing::info_span!("vrrp", vrid = key.vrid, interface = %nic.name, family = %key.family);
+        self.spans.insert(key.clone(), (nic.index, span.clone()));
+        span
+    }
+
+    /// Forgets the series of instances that no longer run (their state gauge disappears from /metrics), and
+    /// their spans.
     fn prune_group_metrics(&mut self) {
         let gone: Vec<InstanceKey> = self.groups.keys().filter(|k| self.agent.instance(k).is_none()).cloned().collect();
         for key in gone {
@@ -306,6 +324,7 @@ where
                 self.metrics.forget_group(&g.labels);
             }
         }
+        self.spans.retain(|k, _| self.agent.instance(k).is_some());
     }
 
     /// Brings the `vips` gauge and the Events in line with the addresses configured now: `VIPAnnounced` for
@@ -621,90 +640,95 @@ where
                 tracing::warn!(interface = %key.interface, vrid = key.vrid, ?action, "no resolved interface for action");
                 continue;
             };
-            match action {
-                Action::SendAdvert(advert) => {
-                    let Some(src) = self.primaries.get(&(key.interface.clone(), key.family)).copied() else {
-                        continue;
-                    };
-                    let peers = self.config.peers_of(src.is_ipv4());
-                    match self.net.send_advert(&nic, src, &advert, &peers).await {
-                        Ok(()) => {
-                            self.group_metrics(&key).sent.inc();
-                            if self.send_failures.remove(&key).is_some() {
-                                tracing::info!(nic = %nic.name, vrid = key.vrid, "sending adverts works again");
-                            }
-                        }
-                        Err(e) => {
-                            let n = self.send_failures.entry(key.clone()).or_default();
-                            if n.is_multiple_of(LOG_EVERY) {
-                                tracing::warn!(nic = %nic.name, vrid = key.vrid, failures = *n + 1, error = %e, "advert not sent");
-                            }
-                            *n += 1;
-                        }
-                    }
-                }
-                Action::AddVips(ips) => {
-                    for ip in ips {
-                        match self.net.add_vip(&nic, ip).await {
-                            Ok(()) => {
-                                self.held.insert(nic.index, ip);
-                                self.failed_adds.remove(&(key.interface.clone(), ip));
-                            }
-                            Err(e) => {
-                                tracing::error!(nic = %nic.name, vrid = key.vrid, vip = %ip, error = %e,
-                                    "cannot add VIP; retrying while this node is master");
-                                self.failed_adds.entry((key.interface.clone(), ip)).or_insert(0);
-                            }
-                        }
-                    }
-                }
-                Action::RemoveVips(ips) => {
-                    for ip in ips {
-                        self.failed_adds.remove(&(key.interface.clone(), ip));
-                        // Mark first so a running burst stops announcing it at once.
-                        self.held.remove(nic.index, ip);
-                        if let Err(e) = self.net.remove_vip(&nic, ip).await {
-                            tracing::error!(nic = %nic.name, vrid = key.vrid, vip = %ip, error = %e, "cannot remove VIP");
-                        }
-                    }
-                }
-                Action::Announce { addresses, count, spacing } => {
-                    tracing::info!(
-                        nic = %nic.name, vrid = key.vrid, vips = ?addresses, count,
-                        spacing_ms = spacing.as_millis() as u64,
-                        "{} burst", if key.family == IpFamily::V4 { "gratuitous ARP" } else { "unsolicited NA" }
-                    );
-                    let garps = self.group_metrics(&key).garps.clone();
-                    announce_burst::spawn_burst(
-                        Arc::clone(&self.net),
-                        nic,
-                        addresses,
-                        count,
-                        spacing,
-                        self.held.clone(),
-                        garps,
-                    );
-                }
-                Action::StateChanged { from, to, reason } => {
-                    let g = self.group_metrics(&key);
-                    g.state.set(state_value(to));
-                    g.transitions.inc();
-                    let group = self.agent.group_id(&key).map(GroupId::to_string).unwrap_or_default();
-                    tracing::info!(
-                        vrid = key.vrid, interface = %key.interface, nic = %nic.name, family = %key.family,
-                        from = %from, to = %to, reason, vips = ?self.vips_of(&key), group = %group,
-                        "VRRP state {from} -> {to}"
-                    );
-                }
-                Action::AddressMismatch { from, advertised } => {
-                    tracing::warn!(vrid = key.vrid, nic = %nic.name, peer = %from, advertised = ?advertised,
-                        ours = ?self.vips_of(&key), "peer advertises a different VIP list for our VRID");
-                }
-                Action::ArmTimer { .. } | Action::CancelTimer(_) => {}
-            }
+            let span = self.span_of(&key, &nic);
+            self.execute_one(key, nic, action).instrument(span).await;
         }
         if held_changes {
             self.sync_held();
+        }
+    }
+
+    /// Carries out one action of the instance `key`, inside its span.
+    async fn execute_one(&mut self, key: InstanceKey, nic: Interface, action: Action) {
+        match action {
+            Action::SendAdvert(advert) => {
+                let Some(src) = self.primaries.get(&(key.interface.clone(), key.family)).copied() else {
+                    return;
+                };
+                let peers = self.config.peers_of(src.is_ipv4());
+                match self.net.send_advert(&nic, src, &advert, &peers).await {
+                    Ok(()) => {
+                        self.group_metrics(&key).sent.inc();
+                        if self.send_failures.remove(&key).is_some() {
+                            tracing::info!("sending adverts works again");
+                        }
+                    }
+                    Err(e) => {
+                        let n = self.send_failures.entry(key.clone()).or_default();
+                        if n.is_multiple_of(LOG_EVERY) {
+                            tracing::warn!(failures = *n + 1, error = %e, "advert not sent");
+                        }
+                        *n += 1;
+                    }
+                }
+            }
+            Action::AddVips(ips) => {
+                for ip in ips {
+                    match self.net.add_vip(&nic, ip).await {
+                        Ok(()) => {
+                            self.held.insert(nic.index, ip);
+                            self.failed_adds.remove(&(key.interface.clone(), ip));
+                        }
+                        Err(e) => {
+                            tracing::error!(vip = %ip, error = %e, "cannot add VIP; retrying while this node is master");
+                            self.failed_adds.entry((key.interface.clone(), ip)).or_insert(0);
+                        }
+                    }
+                }
+            }
+            Action::RemoveVips(ips) => {
+                for ip in ips {
+                    self.failed_adds.remove(&(key.interface.clone(), ip));
+                    // Mark first so a running burst stops announcing it at once.
+                    self.held.remove(nic.index, ip);
+                    if let Err(e) = self.net.remove_vip(&nic, ip).await {
+                        tracing::error!(vip = %ip, error = %e, "cannot remove VIP");
+                    }
+                }
+            }
+            Action::Announce { addresses, count, spacing } => {
+                tracing::info!(
+                    vips = ?addresses, count, spacing_ms = spacing.as_millis() as u64,
+                    "{} burst", if key.family == IpFamily::V4 { "gratuitous ARP" } else { "unsolicited NA" }
+                );
+                let garps = self.group_metrics(&key).garps.clone();
+                announce_burst::spawn_burst(
+                    Arc::clone(&self.net),
+                    nic,
+                    addresses,
+                    count,
+                    spacing,
+                    self.held.clone(),
+                    garps,
+                );
+            }
+            Action::StateChanged { from, to, reason } => {
+                let g = self.group_metrics(&key);
+                g.state.set(state_value(to));
+                g.transitions.inc();
+                let group = self.agent.group_id(&key).map(GroupId::to_string).unwrap_or_default();
+                tracing::info!(
+                    from = %from, to = %to, reason, vips = ?self.vips_of(&key), group = %group,
+                    "VRRP state {from} -> {to}"
+                );
+            }
+            Action::AddressMismatch { from, advertised } => {
+                tracing::warn!(
+                    peer = %from, advertised = ?advertised, ours = ?self.vips_of(&key),
+                    "peer advertises a different VIP list for our VRID"
+                );
+            }
+            Action::ArmTimer { .. } | Action::CancelTimer(_) => {}
         }
     }
 }
