@@ -6,10 +6,14 @@
 //! - `openelb_allocations_total`, `openelb_allocation_failures_total{reason}`: what reconciles decided.
 //!   `reason` is a small fixed set (see [`failure_kind`]); the full text is in the Service's Event.
 //! - `openelb_reconcile_duration_seconds{kind}`: one reconcile of a Service or an Eip, writes included.
+//! - `openelb_reconcile_errors_total{kind,error}`: reconciles that failed, by object kind and
+//!   [`ReconcileErrorKind`] (the message is in the log).
 //! - `openelb_leader`: 1 while this replica holds the Lease (or runs without leader election).
 
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeLabelSet, EncodeLabelValue, EncodeMetric, LabelValueEncoder,
+};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
@@ -22,6 +26,8 @@ use openelb_core::addr::AddrRange;
 
 use openelb_k8s::crd::Eip;
 
+use super::reconcile::ReconcileErrorKind;
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct FailureLabels {
     pub reason: &'static str,
@@ -30,6 +36,18 @@ pub struct FailureLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabels {
     pub kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    pub kind: &'static str,
+    pub error: ReconcileErrorKind,
+}
+
+impl EncodeLabelValue for ReconcileErrorKind {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        std::fmt::Write::write_str(encoder, self.as_str())
+    }
 }
 
 type HistogramFamily = Family<KindLabels, Histogram, fn() -> Histogram>;
@@ -44,6 +62,7 @@ pub struct Metrics {
     pub allocations: Counter,
     pub allocation_failures: Family<FailureLabels, Counter>,
     pub reconcile_duration: HistogramFamily,
+    pub reconcile_errors: Family<ErrorLabels, Counter>,
     pub leader: Gauge,
 }
 
@@ -54,6 +73,7 @@ impl Metrics {
             allocations: Counter::default(),
             allocation_failures: Family::default(),
             reconcile_duration: HistogramFamily::new_with_constructor(duration_histogram),
+            reconcile_errors: Family::default(),
             leader: Gauge::default(),
         };
         registry.register("openelb_allocations", "Addresses assigned to Services", metrics.allocations.clone());
@@ -66,6 +86,11 @@ impl Metrics {
             "openelb_reconcile_duration_seconds",
             "Duration of one reconcile of a Service or an Eip, writes included",
             metrics.reconcile_duration.clone(),
+        );
+        registry.register(
+            "openelb_reconcile_errors",
+            "Reconciles that failed, by object kind and kind of error",
+            metrics.reconcile_errors.clone(),
         );
         registry.register("openelb_leader", "1 while this replica is the one that writes", metrics.leader.clone());
         registry.register_collector(Box::new(EipGauges(eips)));
@@ -226,6 +251,8 @@ mod tests {
         metrics.allocations.inc();
         metrics.allocation_failures.get_or_create(&FailureLabels { reason: "no_eip" }).inc();
         metrics.reconcile_duration.get_or_create(&KindLabels { kind: "Service" }).observe(0.01);
+        let conflict = ErrorLabels { kind: "Eip", error: ReconcileErrorKind::Conflict };
+        metrics.reconcile_errors.get_or_create(&conflict).inc();
         metrics.leader.set(1);
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
@@ -233,6 +260,7 @@ mod tests {
             "openelb_allocations_total 1",
             "openelb_allocation_failures_total{reason=\"no_eip\"} 1",
             "openelb_reconcile_duration_seconds_count{kind=\"Service\"} 1",
+            "openelb_reconcile_errors_total{kind=\"Eip\",error=\"conflict\"} 1",
             "openelb_leader 1",
             "# TYPE openelb_eip_pool_size gauge",
             "openelb_eip_pool_size{eip=\"v4\"} 256.0",

@@ -17,7 +17,7 @@ use tracing::Instrument;
 
 use super::eip_status;
 use super::events::{EventReason, Events, RateLimiter, WARNING_INTERVAL};
-use super::metrics::{FailureLabels, KindLabels, Metrics, failure_kind};
+use super::metrics::{ErrorLabels, FailureLabels, KindLabels, Metrics, failure_kind};
 use super::plan::{self, Plan};
 use openelb_k8s::convert::{self, ConvertError};
 use openelb_k8s::crd::Eip;
@@ -64,11 +64,47 @@ pub enum ReconcileError {
     Stale { object: String },
 }
 
+/// What kind of failure ended a reconcile: the `error` label of `openelb_reconcile_errors_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ReconcileErrorKind {
+    /// An object the decision needs does not convert to core values.
+    InvalidObject,
+    ApiRead,
+    ApiWrite,
+    /// Someone wrote the object since our cache saw it (a stale copy, or a write refused with 409).
+    Conflict,
+    /// The Lease was lost during the reconcile.
+    NotLeading,
+}
+
+impl ReconcileErrorKind {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ReconcileErrorKind::InvalidObject => "invalid_object",
+            ReconcileErrorKind::ApiRead => "api_read",
+            ReconcileErrorKind::ApiWrite => "api_write",
+            ReconcileErrorKind::Conflict => "conflict",
+            ReconcileErrorKind::NotLeading => "not_leading",
+        }
+    }
+}
+
 impl ReconcileError {
     /// Someone wrote the object since our cache saw it: not a failure, a retry after the cache catches up.
     pub fn is_conflict(&self) -> bool {
         matches!(self, ReconcileError::Stale { .. })
             || matches!(self, ReconcileError::Write { source: kube::Error::Api(status), .. } if status.is_conflict())
+    }
+
+    pub fn kind(&self) -> ReconcileErrorKind {
+        match self {
+            _ if self.is_conflict() => ReconcileErrorKind::Conflict,
+            ReconcileError::Convert { .. } => ReconcileErrorKind::InvalidObject,
+            ReconcileError::Read { .. } => ReconcileErrorKind::ApiRead,
+            ReconcileError::Write { .. } => ReconcileErrorKind::ApiWrite,
+            ReconcileError::NotLeading { .. } => ReconcileErrorKind::NotLeading,
+            ReconcileError::Stale { .. } => ReconcileErrorKind::Conflict,
+        }
     }
 }
 
@@ -173,7 +209,7 @@ pub(super) fn span(kind: ObjectKind, object: &str) -> tracing::Span {
     tracing::info_span!("reconcile", kind = kind.as_str(), object)
 }
 
-/// Runs one reconcile of `kind` `object` in its span, and times it.
+/// Runs one reconcile of `kind` `object` in its span, times it and counts its failure.
 pub(super) async fn run(
     ctx: &Context,
     kind: ObjectKind,
@@ -183,6 +219,10 @@ pub(super) async fn run(
     let started = Instant::now();
     let result = reconcile.instrument(span(kind, object)).await;
     ctx.observe_duration(kind, started);
+    if let Err(e) = &result {
+        let labels = ErrorLabels { kind: kind.as_str(), error: e.kind() };
+        ctx.metrics.reconcile_errors.get_or_create(&labels).inc();
+    }
     result
 }
 
@@ -372,6 +412,30 @@ pub fn error_policy(svc: Arc<corev1::Service>, error: &ReconcileError, ctx: Arc<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An API server's refusal, as it reports one: the reason with its code.
+    fn api_error(code: u16) -> kube::Error {
+        let reason = if code == 409 { "Conflict" } else { "InternalError" };
+        kube::Error::Api(Box::new(kube::core::Status::failure("refused", reason).with_code(code)))
+    }
+
+    #[test]
+    fn errors_fall_into_a_few_kinds() {
+        let object = || "Service ns/a".to_string();
+        let write =
+            |code| ReconcileError::Write { action: "write status of", object: object(), source: api_error(code) };
+        assert_eq!(write(409).kind(), ReconcileErrorKind::Conflict);
+        assert_eq!(ReconcileError::Stale { object: object() }.kind(), ReconcileErrorKind::Conflict);
+        assert_eq!(write(500).kind(), ReconcileErrorKind::ApiWrite);
+        let read = ReconcileError::Read { action: "read", object: object(), source: api_error(500) };
+        assert_eq!(read.kind(), ReconcileErrorKind::ApiRead);
+        assert_eq!(
+            ReconcileError::NotLeading { action: "reconcile", object: object() }.kind(),
+            ReconcileErrorKind::NotLeading
+        );
+        let source = Box::new(ConvertError::MissingName { kind: "Service" });
+        assert_eq!(ReconcileError::Convert { object: object(), source }.kind(), ReconcileErrorKind::InvalidObject);
+    }
 
     #[test]
     fn backoff_doubles_from_half_a_second_and_stops_at_a_minute() {
