@@ -10,15 +10,12 @@ use serde_json::json;
 use super::eip_plan::{self, EipPlan};
 use super::eip_status;
 use super::events::EventReason;
-use super::reconcile::{
-    CACHE_RETRY, Context, FIELD_MANAGER, RESYNC, ReconcileError, is_not_found, retry_after, run, span,
-};
+use super::reconcile::{CACHE_RETRY, Context, FIELD_MANAGER, RESYNC, ReconcileError, is_not_found, retry_after, run};
 use openelb_k8s::crd::{Eip, EipStatus};
 use openelb_k8s::manifest::ObjectKind;
 
 pub async fn reconcile(eip: Arc<Eip>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
-    let name = eip.name_any();
-    run(&ctx, ObjectKind::Eip, &name, reconcile_eip(&name, &ctx)).await
+    run(&ctx, ObjectKind::Eip, reconcile_eip(&eip.name_any(), &ctx)).await
 }
 
 async fn reconcile_eip(name: &str, ctx: &Context) -> Result<Action, ReconcileError> {
@@ -124,7 +121,5 @@ async fn write(ctx: &Context, eip: &Eip, plan: &EipPlan) -> Result<bool, Reconci
 }
 
 pub fn error_policy(eip: Arc<Eip>, error: &ReconcileError, ctx: Arc<Context>) -> Action {
-    let name = eip.name_any();
-    let _span = span(ObjectKind::Eip, &name).entered();
-    retry_after(error, &format!("Eip {name}"), &ctx)
+    retry_after(error, &format!("Eip {}", eip.name_any()), &ctx)
 }

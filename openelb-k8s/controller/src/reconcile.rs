@@ -13,7 +13,6 @@ use kube::runtime::reflector::Store;
 use kube::{Client, Resource, ResourceExt};
 use openelb_core::ipam::{Change, EventType};
 use openelb_k8s::manifest::ObjectKind;
-use tracing::Instrument;
 
 use super::eip_status;
 use super::events::{EventReason, Events, RateLimiter, WARNING_INTERVAL};
@@ -203,21 +202,15 @@ impl Context {
     }
 }
 
-/// The span of one reconcile: every line logged while reconciling `object` (`namespace/name`, or the name of a
-/// cluster-scoped object) carries it.
-pub(super) fn span(kind: ObjectKind, object: &str) -> tracing::Span {
-    tracing::info_span!("reconcile", kind = kind.as_str(), object)
-}
-
-/// Runs one reconcile of `kind` `object` in its span, times it and counts its failure.
+/// Runs one reconcile of a `kind` object, times it and counts its failure. kube-runtime runs it, and its error
+/// policy, inside its `reconciling object{object.ref,object.reason}` span, so log lines need not name the object.
 pub(super) async fn run(
     ctx: &Context,
     kind: ObjectKind,
-    object: &str,
     reconcile: impl Future<Output = Result<Action, ReconcileError>>,
 ) -> Result<Action, ReconcileError> {
     let started = Instant::now();
-    let result = reconcile.instrument(span(kind, object)).await;
+    let result = reconcile.await;
     ctx.observe_duration(kind, started);
     if let Err(e) = &result {
         let labels = ErrorLabels { kind: kind.as_str(), error: e.kind() };
@@ -226,12 +219,8 @@ pub(super) async fn run(
     result
 }
 
-fn service_name(svc: &corev1::Service) -> String {
-    format!("{}/{}", convert::namespace_of(&svc.metadata), svc.name_any())
-}
-
 fn service_key(svc: &corev1::Service) -> String {
-    format!("Service {}", service_name(svc))
+    format!("Service {}/{}", convert::namespace_of(&svc.metadata), svc.name_any())
 }
 
 /// Exponential: 0.5 s, 1 s, 2 s ... capped at a minute.
@@ -241,7 +230,7 @@ pub fn backoff(failures: u32) -> Duration {
 }
 
 pub async fn reconcile(svc: Arc<corev1::Service>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
-    run(&ctx, ObjectKind::Service, &service_name(&svc), reconcile_service(&svc, &ctx)).await
+    run(&ctx, ObjectKind::Service, reconcile_service(&svc, &ctx)).await
 }
 
 async fn reconcile_service(svc: &corev1::Service, ctx: &Context) -> Result<Action, ReconcileError> {
@@ -405,7 +394,6 @@ pub(super) fn retry_after(error: &ReconcileError, key: &str, ctx: &Context) -> A
 }
 
 pub fn error_policy(svc: Arc<corev1::Service>, error: &ReconcileError, ctx: Arc<Context>) -> Action {
-    let _span = span(ObjectKind::Service, &service_name(&svc)).entered();
     retry_after(error, &service_key(&svc), &ctx)
 }
 
