@@ -73,6 +73,7 @@ impl SimFlags {
                 preempt_delay: self.preempt_delay,
                 garp_count: self.garp_count,
                 garp_spacing: self.garp_spacing,
+                peer_interval_bounds: None,
             },
             delay: self.delay,
             loss: self.loss,

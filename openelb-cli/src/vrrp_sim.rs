@@ -24,7 +24,7 @@ use anyhow::{Result, anyhow, bail};
 use openelb_core::announce::VipTarget;
 use openelb_core::vrrp::Time;
 use openelb_core::vrrp::agent::{Agent, AgentConfig, InstanceKey, NodeAction};
-use openelb_core::vrrp::plan::{self, Plan, PlanConfig, VipInput};
+use openelb_core::vrrp::plan::{self, Plan, PlanConfig, PlanContext, VipInput};
 use openelb_core::vrrp::state::{Action, State};
 use openelb_core::{IpFamily, Node, Protocol};
 use openelb_net::memory::{Loss, Message, Segment};
@@ -308,7 +308,7 @@ impl DataPlane {
             .filter(|t| !t.preference.is_empty())
             .map(|t| VipInput { vip: t.vip, interface: interface_of(t), candidates: t.preference.clone() })
             .collect();
-        let new = plan::plan(&inputs, &self.cfg.plan, Some(&self.plan)).map_err(|e| anyhow!("VRRP plan: {e}"))?;
+        let new = plan::plan(&inputs, &self.cfg.plan, &PlanContext { previous: Some(&self.plan), ..Default::default() });
         let vips: BTreeSet<IpAddr> = vrrp.iter().map(|t| t.vip).collect();
         self.client.retain(|v, _| vips.contains(v));
         for v in vips {
@@ -355,8 +355,10 @@ impl DataPlane {
         let plan = self.plan.clone();
         let now = self.now;
         let ifaces: BTreeSet<String> = plan.for_node(name).map(|(g, _)| g.id.interface.clone()).collect();
+        let peers: Vec<IpAddr> = self.nodes.values().flat_map(|n| n.v4.into_iter().chain([n.v6])).collect();
         let Some(n) = self.nodes.get_mut(name) else { return };
         let Some(agent) = n.agent.as_mut() else { return };
+        agent.set_known_peers(peers);
         let mut out = Vec::new();
         for iface in ifaces {
             if n.interfaces.insert(iface.clone()) {
@@ -588,7 +590,7 @@ impl DataPlane {
                         text,
                     });
                 }
-                Action::ArmTimer { .. } | Action::CancelTimer(_) | Action::AddressMismatch { .. } => {}
+                Action::ArmTimer { .. } | Action::CancelTimer(_) => {}
             }
         }
     }

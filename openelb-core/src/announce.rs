@@ -2,12 +2,12 @@
 //! their preference order. The simulator, the speaker and the VRRP planner all start from this one list, so
 //! they can never disagree about who may hold a VIP.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
 
 use crate::election;
 use crate::ipam::Ipam;
-use crate::model::{Cluster, Protocol, Service, ServiceKey};
+use crate::model::{Cluster, Protocol, Service, ServiceKey, TrafficPolicy};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VipTarget {
@@ -26,7 +26,16 @@ pub struct VipTarget {
 
 /// Targets of every pool, in pool-name then address order. Services named in `used` but absent from the
 /// cluster are ignored (they contribute no candidates); a VIP whose sharers are all absent has no candidates.
+///
+/// O(n log n) in Services and addresses (times the node count for candidates and ranking): Services are looked
+/// up through one index, and the `Cluster`-policy candidate list, the same for every Service, is computed once.
 pub fn targets(cluster: &Cluster, ipam: &Ipam) -> Vec<VipTarget> {
+    // The first Service of a key wins, should the list name one twice.
+    let mut by_key: HashMap<ServiceKey, &Service> = HashMap::with_capacity(cluster.services.len());
+    for s in &cluster.services {
+        by_key.entry(s.key()).or_insert(s);
+    }
+    let mut cluster_wide: Option<Vec<&str>> = None;
     let mut pools: Vec<_> = cluster.pools.iter().collect();
     pools.sort_by(|a, b| a.name.cmp(&b.name));
     let mut out = Vec::new();
@@ -37,12 +46,18 @@ pub fn targets(cluster: &Cluster, ipam: &Ipam) -> Vec<VipTarget> {
             let mut keys: Vec<ServiceKey> = holders.split(';').filter_map(ServiceKey::parse).collect();
             keys.sort();
             keys.dedup();
-            let services: Vec<&Service> =
-                keys.iter().filter_map(|k| cluster.services.iter().find(|s| &s.key() == k)).collect();
             let mut cands: BTreeSet<&str> = BTreeSet::new();
-            for s in &services {
-                let eps = cluster.endpoints.get(&s.key()).map(Vec::as_slice).unwrap_or_default();
-                cands.extend(election::candidates(s, &cluster.nodes, eps));
+            for s in keys.iter().filter_map(|k| by_key.get(k)) {
+                match s.external_traffic_policy {
+                    TrafficPolicy::Cluster => {
+                        let all = cluster_wide.get_or_insert_with(|| election::candidates(s, &cluster.nodes, &[]));
+                        cands.extend(all.iter().copied());
+                    }
+                    TrafficPolicy::Local => {
+                        let eps = cluster.endpoints.get(&s.key()).map(Vec::as_slice).unwrap_or_default();
+                        cands.extend(election::candidates(s, &cluster.nodes, eps));
+                    }
+                }
             }
             let candidates: Vec<&str> = cands.into_iter().collect();
             let preference = election::rank(&vip, &candidates).into_iter().map(str::to_string).collect();

@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use openelb_core::election::rank;
 use openelb_core::vrrp::agent::{Agent, AgentConfig, NodeAction};
-use openelb_core::vrrp::plan::{Group, GroupId, Plan, PlanConfig, VipInput, plan};
+use openelb_core::vrrp::plan::{Group, GroupId, Plan, PlanConfig, PlanContext, VipInput, plan};
 use openelb_core::vrrp::state::{Action, State, TimerKind, master_down_interval, skew_time};
-use openelb_core::vrrp::{PRIORITY_RELEASE, Received, Time};
+use openelb_core::vrrp::{GROUP_V4, PRIORITY_RELEASE, Received, Time};
 use proptest::prelude::*;
 
 const IFACE: &str = "eth0";
@@ -23,6 +23,10 @@ fn ms(v: u64) -> Time {
     Duration::from_millis(v)
 }
 
+fn after(previous: Option<&Plan>) -> PlanContext<'_> {
+    PlanContext { previous, ..PlanContext::default() }
+}
+
 /// The seed's pool 192.0.2.91-100, every VIP with all three nodes as candidates (Cluster policy).
 fn seed_plan() -> Plan {
     let vips: Vec<VipInput> = (91..=100)
@@ -32,7 +36,7 @@ fn seed_plan() -> Plan {
             VipInput { vip, interface: IFACE.into(), candidates: order.iter().map(|s| s.to_string()).collect() }
         })
         .collect();
-    plan(&vips, &PlanConfig::default(), None).unwrap()
+    plan(&vips, &PlanConfig::default(), &after(None))
 }
 
 struct Node {
@@ -81,6 +85,7 @@ impl Lab {
         };
         for (i, name) in NAMES.iter().enumerate() {
             lab.nodes.push(Node {
+                // restart() makes these addresses the known peers.
                 addr: ip(2 + i as u8),
                 agent: Agent::new(*name, lab.config.clone()).unwrap(),
                 alive: false,
@@ -116,7 +121,7 @@ impl Lab {
                         if j == src || !self.nodes[j].alive || !self.connected(src, j) {
                             continue;
                         }
-                        let rx = Received { src: self.nodes[src].addr, ttl: 255, advert: adv.clone() };
+                        let rx = Received { src: self.nodes[src].addr, dst: GROUP_V4.into(), ttl: 255, advert: adv.clone() };
                         let out = self.nodes[j].agent.handle_advert(self.now, &na.key.interface, rx);
                         queue.extend(out.into_iter().map(|a| (j, a)));
                     }
@@ -169,6 +174,7 @@ impl Lab {
 
     fn restart(&mut self, i: usize) {
         let mut agent = Agent::new(NAMES[i], self.config.clone()).unwrap();
+        agent.set_known_peers((0..NAMES.len()).map(|j| ip(2 + j as u8)));
         let now = self.now;
         let mut out = agent.set_primary(now, IFACE, self.nodes[i].addr);
         out.extend(agent.apply_plan(now, &self.plan));
@@ -320,7 +326,7 @@ fn plan_change_moves_a_vip_between_groups_without_a_gap_on_its_holder() {
             VipInput { vip, interface: IFACE.into(), candidates: order[..2].iter().map(|s| s.to_string()).collect() }
         })
         .collect();
-    let new_plan = plan(&vips, &PlanConfig::default(), Some(&lab.plan)).unwrap();
+    let new_plan = plan(&vips, &PlanConfig::default(), &after(Some(&lab.plan)));
     let before: BTreeMap<IpAddr, Vec<usize>> = all_vips().iter().map(|v| (*v, lab.holders(v))).collect();
     lab.plan = new_plan.clone();
     let mut removed: Vec<(usize, IpAddr)> = Vec::new();
@@ -348,7 +354,7 @@ fn plan_with(f: impl Fn(&[&str]) -> Vec<String>, previous: Option<&Plan>) -> Pla
         .into_iter()
         .map(|vip| VipInput { vip, interface: IFACE.into(), candidates: f(&rank(&vip, &NAMES)) })
         .collect();
-    plan(&vips, &PlanConfig::default(), previous).unwrap()
+    plan(&vips, &PlanConfig::default(), &after(previous))
 }
 
 /// Checks the client-visible holder history of `vip` from `from` on: never empty, two holders for at most one
@@ -406,11 +412,11 @@ fn vip_added_in_the_middle_shifts_parts_without_a_gap() {
         vips.iter().map(|v| VipInput { vip: *v, interface: IFACE.into(), candidates: candidates.clone() }).collect()
     };
     let without_92: Vec<IpAddr> = all_vips().into_iter().filter(|v| *v != ip(92)).collect();
-    let old = plan(&input(&without_92), &config, None).unwrap();
+    let old = plan(&input(&without_92), &config, &after(None));
     assert_eq!(old.groups.len(), 3);
     let mut lab = Lab::with_plan(AgentConfig::default(), old.clone());
     lab.run_until(ms(2000));
-    let new = plan(&input(&all_vips()), &config, Some(&old)).unwrap();
+    let new = plan(&input(&all_vips()), &config, &after(Some(&old)));
     assert_eq!(new.groups.len(), 4);
     lab.plan = new.clone();
     for (i, name) in NAMES.iter().enumerate() {
@@ -544,7 +550,7 @@ fn plan_with_new(extra: Option<IpAddr>, previous: Option<&Plan>) -> Plan {
             candidates: order[..2].iter().map(|s| s.to_string()).collect(),
         });
     }
-    plan(&vips, &PlanConfig::default(), previous).unwrap()
+    plan(&vips, &PlanConfig::default(), &after(previous))
 }
 
 /// The new VIP's group in `plan` with its nodes' lab indexes in preference order.
@@ -658,7 +664,7 @@ fn a_group_with_a_vip_of_the_previous_plan_is_not_new() {
     for vip in [ip(91), ip(NEW_VIP)] {
         vips.push(VipInput { vip, interface: IFACE.into(), candidates: candidates.clone() });
     }
-    let next = plan(&vips, &PlanConfig::default(), Some(&first_plan)).unwrap();
+    let next = plan(&vips, &PlanConfig::default(), &after(Some(&first_plan)));
     let g = next.group_of(&ip(NEW_VIP)).unwrap().clone();
     assert_eq!(g.vips, vec![ip(91), ip(NEW_VIP)]);
     assert_eq!(g.priorities[0].0, order91[1]);
@@ -718,6 +724,7 @@ fn two_nodes_that_both_believe_they_are_first_settle_on_the_higher_primary_addre
             vips: vec![vip],
             priorities: vec![(me.into(), 250), (other.into(), 240)],
         }],
+        issues: Vec::new(),
     };
     for applies_first in [0, 1] {
         let mut lab = Lab::with_plan(AgentConfig::default(), Plan::default());

@@ -5,7 +5,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use openelb_core::IpFamily;
 use openelb_core::election::rank;
-use openelb_core::vrrp::plan::{GroupId, Plan, PlanConfig, PlanError, VipInput, VridScope, plan};
+use openelb_core::vrrp::plan::{
+    GroupId, Plan, PlanConfig, PlanConfigError, PlanContext, PlanIssue, VipInput, VridScope, plan,
+};
 use proptest::prelude::*;
 
 fn v4(last: u8) -> IpAddr {
@@ -30,6 +32,15 @@ fn cfg() -> PlanConfig {
     PlanConfig::default()
 }
 
+fn after(previous: Option<&Plan>) -> PlanContext<'_> {
+    PlanContext { previous, ..PlanContext::default() }
+}
+
+/// The whole VRID space, as before the default range left 1-99 to others.
+fn full() -> PlanConfig {
+    PlanConfig { vrids: 1..=255, ..cfg() }
+}
+
 fn vrids_unique(p: &Plan, scope: VridScope) -> bool {
     let mut seen = BTreeSet::new();
     p.groups.iter().all(|g| {
@@ -52,7 +63,7 @@ fn same_candidates_first_preference_interface_and_family_form_one_group() {
         vip(v4(95), "eth0", &["a", "b"]),      // other set
         vip(v4(96), "eth0", &[]),              // withdrawn
     ];
-    let p = plan(&input, &cfg(), None).unwrap();
+    let p = plan(&input, &cfg(), &after(None));
     assert_eq!(p.groups.len(), 5);
     let g = p.group_of(&v4(91)).unwrap();
     assert_eq!(g.vips, vec![v4(91), v4(92)]);
@@ -65,7 +76,7 @@ fn same_candidates_first_preference_interface_and_family_form_one_group() {
 
 #[test]
 fn priorities_start_at_250_and_fall_by_the_step_with_preference() {
-    let p = plan(&[vip(v4(91), "eth0", &["c", "a", "b"])], &cfg(), None).unwrap();
+    let p = plan(&[vip(v4(91), "eth0", &["c", "a", "b"])], &cfg(), &after(None));
     let g = &p.groups[0];
     assert_eq!(g.priorities, vec![("c".into(), 250), ("a".into(), 240), ("b".into(), 230)]);
     assert_eq!(g.priority_of("b"), Some(230));
@@ -81,7 +92,7 @@ fn group_backup_order_is_the_borda_count_of_its_vips() {
         vip(v4(92), "eth0", &["a", "b", "c"]),
         vip(v4(93), "eth0", &["a", "c", "b"]),
     ];
-    let p = plan(&input, &cfg(), None).unwrap();
+    let p = plan(&input, &cfg(), &after(None));
     let names: Vec<&str> = p.groups[0].priorities.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(names, vec!["a", "b", "c"]);
 }
@@ -91,7 +102,7 @@ fn priorities_stay_strictly_decreasing_and_at_least_one_for_many_candidates() {
     let names: Vec<String> = (0..300).map(|i| format!("node-{i:03}")).collect();
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
     for n in [1usize, 2, 25, 26, 100, 250, 300] {
-        let p = plan(&[vip(v4(91), "eth0", &refs[..n])], &cfg(), None).unwrap();
+        let p = plan(&[vip(v4(91), "eth0", &refs[..n])], &cfg(), &after(None));
         let prios: Vec<u8> = p.groups[0].priorities.iter().map(|(_, p)| *p).collect();
         assert_eq!(prios.len(), n.min(250), "n={n}");
         assert_eq!(prios[0], 250);
@@ -112,28 +123,40 @@ fn stable_hash_is_pinned() {
     // Part 0 hashes as before parts existed: unsplit groups keep their VRIDs across the upgrade.
     assert_eq!(id.stable_hash(), 0x9038_8f91_dc5c_1c8d);
     assert_ne!(GroupId { part: 1, ..id.clone() }.stable_hash(), id.stable_hash());
-    let p = plan(&[vip(v4(91), "eth0", &["worker-p001", "worker-p002", "master1"])], &cfg(), None).unwrap();
+    let p = plan(&[vip(v4(91), "eth0", &["worker-p001", "worker-p002", "master1"])], &full(), &after(None));
     assert_eq!(p.groups[0].vrid, (0x9038_8f91_dc5c_1c8du64 % 255 + 1) as u8);
+    // The default range 100-255 (156 VRIDs).
+    let p = plan(&[vip(v4(91), "eth0", &["worker-p001", "worker-p002", "master1"])], &cfg(), &after(None));
+    assert_eq!(p.groups[0].vrid, (0x9038_8f91_dc5c_1c8du64 % 156 + 100) as u8);
 }
 
 #[test]
 fn offset_rotates_the_home_slot() {
     let input = [vip(v4(91), "eth0", &["a", "b"])];
-    let a = plan(&input, &cfg(), None).unwrap().groups[0].vrid;
-    let b = plan(&input, &PlanConfig { offset: 1, ..cfg() }, None).unwrap().groups[0].vrid;
+    let a = plan(&input, &full(), &after(None)).groups[0].vrid;
+    let b = plan(&input, &PlanConfig { offset: 1, ..full() }, &after(None)).groups[0].vrid;
     assert_eq!(u16::from(b), u16::from(a) % 255 + 1);
 }
 
 #[test]
-fn range_exhaustion_names_the_count_and_the_range() {
+fn groups_that_share_no_candidate_and_do_not_fit_are_reported_not_given_to_anyone() {
     let input: Vec<VipInput> =
         (0..4).map(|i| vip(v4(91 + i), "eth0", &[["a", "b", "c", "d"][usize::from(i)]])).collect();
-    let err = plan(&input, &PlanConfig { vrids: 10..=12, ..cfg() }, None).unwrap_err();
-    assert_eq!(
-        err,
-        PlanError::RangeExhausted { family: IpFamily::V4, interface: None, groups: 4, first: 10, last: 12 }
-    );
-    assert_eq!(err.to_string(), "IPv4: 4 VRRP groups do not fit in VRID range 10-12 (3 VRIDs)");
+    let p = plan(&input, &PlanConfig { vrids: 10..=12, ..cfg() }, &after(None));
+    assert_eq!(p.groups.len(), 3, "three VRIDs, three groups");
+    assert!(vrids_unique(&p, VridScope::Global));
+    let [PlanIssue::Unplaced { interface, family, vips, .. }] = p.issues.as_slice() else {
+        panic!("{:?}", p.issues)
+    };
+    assert_eq!((interface.as_str(), *family, vips.len()), ("eth0", IpFamily::V4, 1));
+    assert!(p.group_of(&vips[0]).is_none());
+    assert!(p.issues[0].to_string().contains("not announced (vrids_exhausted)"), "{}", p.issues[0]);
+    // Every placed VIP is still held by its only candidate.
+    for v in &input {
+        if let Some(g) = p.group_of(&v.vip) {
+            assert_eq!(g.priorities, vec![(v.candidates[0].clone(), 250)]);
+        }
+    }
     // Per interface the same groups fit when spread over two interfaces.
     let spread: Vec<VipInput> = input
         .iter()
@@ -141,30 +164,57 @@ fn range_exhaustion_names_the_count_and_the_range() {
         .map(|(i, v)| VipInput { interface: if i % 2 == 0 { "eth0".into() } else { "eth1".into() }, ..v.clone() })
         .collect();
     let per_iface = PlanConfig { vrids: 10..=12, scope: VridScope::PerInterface, ..cfg() };
-    let p = plan(&spread, &per_iface, None).unwrap();
+    let p = plan(&spread, &per_iface, &after(None));
+    assert!(p.issues.is_empty(), "{:?}", p.issues);
     assert!(vrids_unique(&p, VridScope::PerInterface));
     assert!(p.groups.iter().all(|g| (10..=12).contains(&g.vrid)));
-    let err = plan(&input, &per_iface, None).unwrap_err();
-    assert_eq!(err.to_string(), "IPv4 on eth0: 4 VRRP groups do not fit in VRID range 10-12 (3 VRIDs)");
 }
 
 #[test]
 #[allow(clippy::reversed_empty_ranges)] // an end before the start is the input under test
-fn invalid_config_and_conflicting_vips_are_refused() {
-    let input = [vip(v4(91), "eth0", &["a"])];
-    let e = |c: PlanConfig| plan(&input, &c, None).unwrap_err().to_string();
-    assert_eq!(e(PlanConfig { vrids: 0..=10, ..cfg() }), "VRID range 0-10: VRID 0 is reserved");
-    assert_eq!(e(PlanConfig { vrids: 20..=10, ..cfg() }), "VRID range 20-10: range end is before its start");
-    assert!(e(PlanConfig { top_priority: 255, ..cfg() }).contains("top 255"));
-    assert!(e(PlanConfig { priority_step: 0, ..cfg() }).contains("step 0"));
-    let clash = [vip(v4(91), "eth0", &["a", "b"]), vip(v4(91), "eth0", &["b", "a"])];
+fn invalid_config_is_reported_and_replaced_by_the_nearest_valid_value() {
+    let input = [vip(v4(91), "eth0", &["a", "b"])];
+    let issue = |c: &PlanConfig| -> (Plan, String) {
+        let p = plan(&input, c, &after(None));
+        let text = p.issues.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
+        (p, text)
+    };
+    let c = PlanConfig { vrids: 0..=10, ..cfg() };
+    assert_eq!(c.validate(), Err(PlanConfigError::InvalidRange { first: 0, last: 10, what: "VRID 0 is reserved" }));
+    let (p, text) = issue(&c);
+    assert!((1..=10).contains(&p.groups[0].vrid), "{p:?}");
+    assert_eq!(text, "VRRP plan settings: VRID range 0-10: VRID 0 is reserved; using the nearest valid value");
+    let (p, text) = issue(&PlanConfig { vrids: 20..=10, ..cfg() });
+    assert!((10..=20).contains(&p.groups[0].vrid), "{p:?}");
+    assert!(text.contains("VRID range 20-10: range end is before its start"), "{text}");
+    let (p, text) = issue(&PlanConfig { top_priority: 255, priority_step: 0, ..cfg() });
+    assert_eq!(p.groups[0].priorities, vec![("a".into(), 254), ("b".into(), 253)]);
+    assert!(text.contains("top 255 step 0"), "{text}");
+    // No VRID at all: nothing placed, everything reported.
+    let (p, text) = issue(&PlanConfig { vrids: 0..=0, ..cfg() });
+    assert!(p.groups.is_empty());
+    assert!(text.contains("1 IPv4 VIPs on eth0 are not announced"), "{text}");
+    assert_eq!(cfg().validate(), Ok(()));
+}
+
+#[test]
+fn a_vip_listed_twice_differently_keeps_the_first_entry_and_is_reported() {
+    let clash = [vip(v4(91), "eth1", &["a", "b"]), vip(v4(91), "eth0", &["b", "a"]), vip(v4(91), "eth0", &[])];
+    let p = plan(&clash, &cfg(), &after(None));
+    assert_eq!(p.groups.len(), 1);
+    assert_eq!((p.groups[0].id.interface.as_str(), p.groups[0].id.first.as_str()), ("eth0", "b"));
     assert_eq!(
-        plan(&clash, &cfg(), None).unwrap_err().to_string(),
-        "VIP 192.0.2.91: listed twice with different interfaces or candidates"
+        p.issues,
+        vec![PlanIssue::ConflictingVip { vip: v4(91), interface: "eth0".into(), candidates: vec!["b".into(), "a".into()] }]
     );
+    // Whatever the order they come in.
+    let mut reversed = clash.to_vec();
+    reversed.reverse();
+    assert_eq!(plan(&reversed, &cfg(), &after(None)), p);
     // Listed twice identically (e.g. two sharers, already merged) is fine.
     let twice = [vip(v4(91), "eth0", &["a", "b"]), vip(v4(91), "eth0", &["a", "b", "a"])];
-    assert_eq!(plan(&twice, &cfg(), None).unwrap().groups.len(), 1);
+    let p = plan(&twice, &cfg(), &after(None));
+    assert_eq!((p.groups.len(), p.issues.len()), (1, 0));
 }
 
 /// 1000 Services with the same candidate set: one group before splitting, which no advert could carry.
@@ -188,7 +238,7 @@ fn thousand(family_v6: bool) -> Vec<VipInput> {
 fn groups_larger_than_one_advert_are_split_into_parts_of_sorted_vips() {
     for (v6, parts, max) in [(false, 4, 255), (true, 12, 90)] {
         let input = thousand(v6);
-        let p = plan(&input, &cfg(), None).unwrap();
+        let p = plan(&input, &cfg(), &after(None));
         assert_eq!(p.groups.len(), parts, "v6={v6}");
         assert!(p.groups.iter().all(|g| !g.vips.is_empty() && g.vips.len() <= max), "v6={v6}");
         assert_eq!(p.groups.iter().map(|g| g.vips.len()).sum::<usize>(), 1000);
@@ -206,7 +256,7 @@ fn groups_larger_than_one_advert_are_split_into_parts_of_sorted_vips() {
         // Deterministic whatever the input order.
         let mut reversed = input.clone();
         reversed.reverse();
-        assert_eq!(plan(&reversed, &cfg(), None).unwrap(), p);
+        assert_eq!(plan(&reversed, &cfg(), &after(None)), p);
         for g in &p.groups {
             assert_eq!(p.group(&g.id), Some(g));
         }
@@ -216,11 +266,11 @@ fn groups_larger_than_one_advert_are_split_into_parts_of_sorted_vips() {
 #[test]
 fn group_size_is_configurable_and_checked() {
     let input = thousand(false);
-    let p = plan(&input, &PlanConfig { max_vips_ipv4: 100, ..cfg() }, None).unwrap();
+    let p = plan(&input, &PlanConfig { max_vips_ipv4: 100, ..cfg() }, &after(None));
     assert_eq!(p.groups.len(), 10);
     assert_eq!(cfg().max_vips_per_group(IpFamily::V4), 255);
     assert_eq!(cfg().max_vips_per_group(IpFamily::V6), 90);
-    let e = |c: PlanConfig| plan(&input, &c, None).unwrap_err().to_string();
+    let e = |c: PlanConfig| c.validate().unwrap_err().to_string();
     assert_eq!(
         e(PlanConfig { max_vips_ipv6: 0, ..cfg() }),
         "IPv6 group size 0: must be 1-255 VIPs (the address count of a VRRPv3 advert is 8 bits)"
@@ -229,15 +279,19 @@ fn group_size_is_configurable_and_checked() {
         e(PlanConfig { max_vips_ipv4: 256, ..cfg() }),
         "IPv4 group size 256: must be 1-255 VIPs (the address count of a VRRPv3 advert is 8 bits)"
     );
+    // Planned anyway, with the nearest valid size.
+    let p = plan(&input, &PlanConfig { max_vips_ipv4: 256, ..cfg() }, &after(None));
+    assert_eq!(p.groups.len(), 4);
+    assert!(matches!(p.issues.as_slice(), [PlanIssue::Config(PlanConfigError::InvalidGroupSize { max: 256, .. })]));
 }
 
 #[test]
 fn parts_keep_their_vrids_when_a_vip_added_in_the_middle_shifts_the_boundaries() {
     let c = PlanConfig { max_vips_ipv4: 3, ..cfg() };
     let mk = |lasts: &[u8]| -> Vec<VipInput> { lasts.iter().map(|l| vip(v4(*l), "eth0", &["a", "b"])).collect() };
-    let old = plan(&mk(&[10, 20, 30, 40, 50, 60]), &c, None).unwrap();
+    let old = plan(&mk(&[10, 20, 30, 40, 50, 60]), &c, &after(None));
     assert_eq!(old.groups.len(), 2);
-    let new = plan(&mk(&[10, 20, 25, 30, 40, 50, 60]), &c, Some(&old)).unwrap();
+    let new = plan(&mk(&[10, 20, 25, 30, 40, 50, 60]), &c, &after(Some(&old)));
     assert_eq!(new.groups.len(), 3);
     assert_eq!(new.groups[0].vips, vec![v4(10), v4(20), v4(25)]);
     assert_eq!(new.groups[1].vips, vec![v4(30), v4(40), v4(50)]);
@@ -251,7 +305,7 @@ fn parts_keep_their_vrids_when_a_vip_added_in_the_middle_shifts_the_boundaries()
 /// Two single-node groups whose home slots collide in a 4-VRID range.
 fn colliding_pair() -> (VipInput, VipInput) {
     let c = PlanConfig { vrids: 1..=4, ..cfg() };
-    let home = |name: &str| plan(&[vip(v4(91), "eth0", &[name])], &c, None).unwrap().groups[0].vrid;
+    let home = |name: &str| plan(&[vip(v4(91), "eth0", &[name])], &c, &after(None)).groups[0].vrid;
     let first = home("n0");
     let other = (1..100).map(|i| format!("n{i}")).find(|n| home(n) == first).unwrap();
     (vip(v4(91), "eth0", &["n0"]), vip(v4(92), "eth0", &[other.as_str()]))
@@ -261,25 +315,25 @@ fn colliding_pair() -> (VipInput, VipInput) {
 fn previous_plan_keeps_a_probed_vrid_when_the_group_that_displaced_it_leaves() {
     let c = PlanConfig { vrids: 1..=4, ..cfg() };
     let (a, b) = colliding_pair();
-    let both = plan(&[a.clone(), b.clone()], &c, None).unwrap();
+    let both = plan(&[a.clone(), b.clone()], &c, &after(None));
     let (ga, gb) = (both.group_of(&a.vip).unwrap(), both.group_of(&b.vip).unwrap());
     assert_ne!(ga.vrid, gb.vrid);
     // The one that probed is the one that sorts later; when the other leaves, a fresh plan moves it home...
     let (stays, stays_vrid) = if ga.id.stable_hash() < gb.id.stable_hash() { (&b, gb.vrid) } else { (&a, ga.vrid) };
-    let fresh = plan(std::slice::from_ref(stays), &c, None).unwrap();
+    let fresh = plan(std::slice::from_ref(stays), &c, &after(None));
     assert_ne!(fresh.groups[0].vrid, stays_vrid, "the residual case: without history the VRID moves");
     // ...and the previous plan keeps it where it runs.
-    let sticky = plan(std::slice::from_ref(stays), &c, Some(&both)).unwrap();
+    let sticky = plan(std::slice::from_ref(stays), &c, &after(Some(&both)));
     assert_eq!(sticky.groups[0].vrid, stays_vrid);
 }
 
 #[test]
 fn previous_vrid_out_of_the_new_range_is_reassigned() {
     let input = [vip(v4(91), "eth0", &["a", "b"])];
-    let old = plan(&input, &cfg(), None).unwrap();
+    let old = plan(&input, &cfg(), &after(None));
     let v = old.groups[0].vrid;
-    let narrow = PlanConfig { vrids: if v > 100 { 1..=50 } else { 150..=200 }, ..cfg() };
-    let new = plan(&input, &narrow, Some(&old)).unwrap();
+    let narrow = PlanConfig { vrids: if v > 150 { 100..=150 } else { 200..=250 }, ..cfg() };
+    let new = plan(&input, &narrow, &after(Some(&old)));
     assert!(narrow.vrids.contains(&new.groups[0].vrid));
 }
 
@@ -318,14 +372,14 @@ proptest! {
             s ^= s << 13; s ^= s >> 7; s ^= s << 17;
             shuffled.swap(i, (s % (i as u64 + 1)) as usize);
         }
-        prop_assert_eq!(plan(&vips, &c, None), plan(&shuffled, &c, None));
+        prop_assert_eq!(plan(&vips, &c, &after(None)), plan(&shuffled, &c, &after(None)));
     }
 
     #[test]
     fn vrids_never_collide_and_stay_in_range(vips in arb_vips(), per_iface in any::<bool>()) {
         let scope = if per_iface { VridScope::PerInterface } else { VridScope::Global };
         let c = PlanConfig { scope, ..small_range() };
-        let p = plan(&vips, &c, None).unwrap();
+        let p = plan(&vips, &c, &after(None));
         prop_assert!(vrids_unique(&p, scope));
         prop_assert!(p.groups.iter().all(|g| c.vrids.contains(&g.vrid)));
         // Every VIP with candidates is in exactly one group, whose first preference is its own.
@@ -345,12 +399,12 @@ proptest! {
         before in arb_vips(), added in arb_vips(), drop_mask in any::<u64>(),
     ) {
         let c = PlanConfig { vrids: 1..=200, ..small_range() };
-        let old = plan(&before, &c, None).unwrap();
+        let old = plan(&before, &c, &after(None));
         let taken: BTreeSet<IpAddr> = before.iter().map(|v| v.vip).collect();
-        let mut after: Vec<VipInput> =
+        let mut later: Vec<VipInput> =
             before.iter().enumerate().filter(|(i, _)| drop_mask >> (i % 64) & 1 == 0).map(|(_, v)| v.clone()).collect();
-        after.extend(added.into_iter().filter(|v| !taken.contains(&v.vip)));
-        let new = plan(&after, &c, Some(&old)).unwrap();
+        later.extend(added.into_iter().filter(|v| !taken.contains(&v.vip)));
+        let new = plan(&later, &c, &after(Some(&old)));
         prop_assert!(vrids_unique(&new, VridScope::Global));
         for g in &new.groups {
             if let Some(prev) = old.group(&g.id) {

@@ -5,10 +5,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
+use openelb_core::vrrp::drop::DropReason;
 use openelb_core::vrrp::state::{
     Action, Config, ConfigError, Input, Instance, State, TimerKind, master_down_interval, skew_time,
 };
-use openelb_core::vrrp::{Advert, Received, Time};
+use openelb_core::vrrp::{Advert, GROUP_V4, Received, Time};
 use proptest::prelude::*;
 
 const VRID: u8 = 7;
@@ -43,7 +44,12 @@ fn rx(src: u8, priority: u8) -> Input {
 }
 
 fn rx_int(src: u8, priority: u8, interval_cs: u16) -> Input {
-    Input::Advert(Received { src: ip(src), ttl: 255, advert: advert(priority, interval_cs) })
+    Input::Advert(received(src, advert(priority, interval_cs)))
+}
+
+/// From 192.0.2.`src` to the VRRP group, TTL 255.
+fn received(src: u8, advert: Advert) -> Received {
+    Received { src: ip(src), dst: GROUP_V4.into(), ttl: 255, advert }
 }
 
 fn changed(from: State, to: State, reason: &'static str) -> Action {
@@ -178,8 +184,10 @@ fn equal_priority_tie_is_broken_by_the_greater_primary_address() {
     let mut i = master_at(ms(400.0), config());
     run(&mut i, vec![(ms(450.0), rx(2, 100), vec![Action::SendAdvert(advert(100, 10)), announce()])]);
     assert_eq!(i.state(), State::Master);
-    // Lower priority from a greater address: still ours (no second burst within a second).
-    run(&mut i, vec![(ms(460.0), rx(9, 99), vec![Action::SendAdvert(advert(100, 10))])]);
+    // Lower priority from a greater address: still ours (no second burst within a second, and no second
+    // extra advert within an advert interval).
+    run(&mut i, vec![(ms(460.0), rx(9, 99), vec![])]);
+    run(&mut i, vec![(ms(550.0), rx(9, 99), vec![Action::SendAdvert(advert(100, 10))])]);
     assert_eq!(i.state(), State::Master);
 }
 
@@ -207,7 +215,7 @@ fn priority_zero_advert_gives_fast_takeover_at_skew_time() {
 }
 
 #[test]
-fn master_hearing_a_lower_master_announces_at_most_once_per_second() {
+fn master_hearing_a_lower_master_answers_at_most_once_per_interval_and_announces_at_most_once_per_second() {
     let mut i = master_at(ms(400.0), config());
     let assert_only = vec![Action::SendAdvert(advert(100, 10))];
     let with_burst = vec![Action::SendAdvert(advert(100, 10)), announce()];
@@ -216,15 +224,22 @@ fn master_hearing_a_lower_master_announces_at_most_once_per_second() {
         vec![
             // The first lower-priority advert of this mastership: assert and announce.
             (ms(1000.0), rx(2, 50), with_burst.clone()),
-            // A persistent lower master (one that cannot hear us): every advert is answered, bursts are not.
+            // Within the advert interval: neither (a flood must not become a flood of ours).
+            (ms(1050.0), rx(2, 50), vec![]),
+            // A persistent lower master (one that cannot hear us): one answer per interval, bursts once a second.
             (ms(1100.0), rx(2, 50), assert_only.clone()),
             (ms(1999.0), rx(2, 50), assert_only.clone()),
-            (ms(2000.0), rx(2, 50), with_burst.clone()),
+            (ms(2050.0), rx(2, 50), vec![announce()]),
+            (ms(2100.0), rx(2, 50), assert_only.clone()),
             (ms(2500.0), rx(2, 50), assert_only.clone()),
             // A release is not a competing master: no burst.
             (ms(3500.0), rx(2, 0), vec![Action::SendAdvert(advert(100, 10)), arm(TimerKind::AdverTimer, ms(3600.0))]),
+            // Its reassertion counts as this interval's extra advert.
+            (ms(3550.0), rx(2, 0), vec![]),
         ],
     );
+    // Held back: 1050 (advert and burst), 1100/1999/2100/2500 (burst), 2050 (advert), 3550 (advert).
+    assert_eq!(i.counters().replies_suppressed, 8);
     // Losing and winning the role again starts a new mastership: its first lower advert is announced at once.
     i.handle(ms(3600.0), rx(4, 200));
     assert_eq!(i.state(), State::Backup);
@@ -387,7 +402,7 @@ fn shutdown_sends_priority_zero_then_removes_vips() {
             (ms(470.0), Input::InterfaceUp, vec![]),
         ],
     );
-    assert_eq!(i.counters().ignored, 1);
+    assert_eq!(i.counters().dropped.get(DropReason::NotRunning), 1);
     // Shutdown of a Backup just stops its timers.
     let mut b = instance(config());
     b.handle(ms(0.0), Input::Start);
@@ -454,7 +469,7 @@ fn zero_advert_interval_from_a_peer_counts_as_one_centisecond() {
 fn adverts_with_bad_ttl_other_vrid_other_family_or_our_own_source_are_dropped() {
     let mut i = instance(config());
     i.handle(ms(0.0), Input::Start);
-    let base = Received { src: ip(4), ttl: 255, advert: advert(200, 10) };
+    let base = received(4, advert(200, 10));
     let bad_ttl = Received { ttl: 254, ..base.clone() };
     let other_vrid = Received { advert: Advert { vrid: VRID + 1, ..base.advert.clone() }, ..base.clone() };
     let v6 = Received { src: IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 4)), ..base.clone() };
@@ -463,32 +478,28 @@ fn adverts_with_bad_ttl_other_vrid_other_family_or_our_own_source_are_dropped() 
         assert_eq!(i.handle(ms(10.0), Input::Advert(r.clone())), vec![], "{r:?}");
     }
     let c = i.counters();
-    assert_eq!((c.dropped_ttl, c.dropped_vrid, c.dropped_family, c.dropped_own), (1, 1, 1, 1));
+    for r in [DropReason::Ttl, DropReason::Vrid, DropReason::Family, DropReason::OwnAdvert] {
+        assert_eq!(c.dropped.get(r), 1, "{r}");
+    }
+    assert_eq!((c.received, c.accepted, c.dropped.total()), (4, 0, 4));
     assert_eq!(i.deadline(TimerKind::MasterDown), Some(ms(360.9375)));
 }
 
 #[test]
-fn address_mismatch_is_reported_once_per_change_and_the_advert_still_counts() {
+fn address_mismatch_is_counted_not_reported_per_advert_and_the_advert_still_counts() {
     let mut i = instance(config());
     i.handle(ms(0.0), Input::Start);
-    let other = Received {
-        src: ip(4),
-        ttl: 255,
-        advert: Advert { vrid: VRID, priority: 200, max_advert_int: 10, addresses: vec![ip(92), ip(93)] },
-    };
+    let other = received(4, Advert { vrid: VRID, priority: 200, max_advert_int: 10, addresses: vec![ip(93), ip(92)] });
     let mdi = ms(360.9375);
-    assert_eq!(
-        i.handle(ms(10.0), Input::Advert(other.clone())),
-        vec![
-            Action::AddressMismatch { from: ip(4), advertised: vec![ip(92), ip(93)] },
-            arm(TimerKind::MasterDown, ms(10.0) + mdi)
-        ]
-    );
+    assert_eq!(i.handle(ms(10.0), Input::Advert(other.clone())), vec![arm(TimerKind::MasterDown, ms(10.0) + mdi)]);
     assert_eq!(i.handle(ms(110.0), Input::Advert(other)), vec![arm(TimerKind::MasterDown, ms(110.0) + mdi)]);
+    assert_eq!(i.last_mismatch(), Some(&(ip(4), vec![ip(92), ip(93)])));
     // Same list in another order: no mismatch.
-    let same = Received { src: ip(4), ttl: 255, advert: Advert { addresses: vec![ip(92), ip(91)], ..advert(200, 10) } };
+    let same = received(4, Advert { addresses: vec![ip(92), ip(91)], ..advert(200, 10) });
     assert_eq!(i.handle(ms(210.0), Input::Advert(same)), vec![arm(TimerKind::MasterDown, ms(210.0) + mdi)]);
-    assert_eq!(i.counters().address_mismatches, 1);
+    let c = i.counters();
+    // Two adverts with another list, one change worth a report.
+    assert_eq!((c.address_mismatches, c.mismatch_changes, c.notable()), (2, 1, 1));
 }
 
 #[test]
@@ -587,14 +598,15 @@ fn arb_input() -> impl Strategy<Value = Input> {
     let addr = prop_oneof![(1u8..8).prop_map(ip), Just(IpAddr::V6(Ipv6Addr::LOCALHOST))];
     let received = (
         addr.clone(),
+        prop_oneof![Just(IpAddr::from(GROUP_V4)), Just(ip(3)), addr.clone()],
         prop_oneof![Just(255u8), any::<u8>()],
         prop_oneof![Just(VRID), any::<u8>()],
         any::<u8>(),
         any::<u16>(),
         prop::collection::vec(addr.clone(), 0..3),
     )
-        .prop_map(|(src, ttl, vrid, priority, max_advert_int, addresses)| {
-            Input::Advert(Received { src, ttl, advert: Advert { vrid, priority, max_advert_int, addresses } })
+        .prop_map(|(src, dst, ttl, vrid, priority, max_advert_int, addresses)| {
+            Input::Advert(Received { src, dst, ttl, advert: Advert { vrid, priority, max_advert_int, addresses } })
         });
     prop_oneof![
         1 => Just(Input::Start),

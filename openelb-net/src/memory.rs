@@ -18,8 +18,9 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::net::IpAddr;
 
+use openelb_core::model::IpFamily;
 use openelb_core::vrrp::consts::TTL;
-use openelb_core::vrrp::{Advert, Received, Time};
+use openelb_core::vrrp::{Advert, Received, Time, group_address};
 
 use crate::ops::Incoming;
 use crate::wire::MacAddr;
@@ -49,11 +50,13 @@ pub struct Delivery {
 
 impl Delivery {
     /// What a node's advert receiver reports for this delivery (adverts as values arrive with TTL 255:
-    /// nothing on one segment decrements it); None for announcements, which reach clients only.
+    /// nothing on one segment decrements it, and as sent to the family's VRRP group, also when unicast, which
+    /// the segment does not tell apart); None for announcements, which reach clients only.
     pub fn incoming(&self) -> Option<Incoming> {
         match &self.message {
             Message::Advert { src, advert } => {
-                Some(Incoming::Advert(Received { src: *src, ttl: TTL, advert: advert.clone() }))
+                let dst = group_address(IpFamily::of(src));
+                Some(Incoming::Advert(Received { src: *src, dst, ttl: TTL, advert: advert.clone() }))
             }
             Message::Raw { src, dst, ttl, message } => {
                 let cx = vrrp::Context { src: *src, dst: *dst, v4_checksum: V4Checksum::PseudoHeader };

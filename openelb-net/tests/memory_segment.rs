@@ -65,7 +65,7 @@ fn raw_adverts_are_decoded_on_delivery_and_drops_say_why() {
     let mut corrupt = bytes.clone();
     corrupt[vrrp::field::PRIORITY] = 101;
     let cases = vec![
-        (TTL, bytes.clone(), Incoming::Advert(openelb_core::vrrp::Received { src, ttl: TTL, advert })),
+        (TTL, bytes.clone(), Incoming::Advert(openelb_core::vrrp::Received { src, dst, ttl: TTL, advert })),
         (254, bytes.clone(), Incoming::Dropped(DropReason::BadTtl)),
         (TTL, corrupt, Incoming::Dropped(DropReason::BadChecksum)),
         (TTL, bytes[..7].to_vec(), Incoming::Dropped(DropReason::Truncated)),

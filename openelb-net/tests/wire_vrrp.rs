@@ -79,7 +79,7 @@ fn ipv6_advert_checksum_matches_reference_over_rfc8200_pseudo_header() {
     let want = reference_checksum(&pseudo, &bytes, 6);
     assert_eq!(u16::from_be_bytes([bytes[6], bytes[7]]), want);
     let got = receive_v6(&bytes, src, MULTICAST_V6, TTL).unwrap();
-    assert_eq!(got, Received { src: IpAddr::V6(src), ttl: TTL, advert });
+    assert_eq!(got, Received { src: IpAddr::V6(src), dst: IpAddr::V6(MULTICAST_V6), ttl: TTL, advert });
 }
 
 #[test]
@@ -115,7 +115,7 @@ fn parse_ipv4_packet_reads_src_and_ttl_and_skips_options() {
     let mut packet = ipv4_header(6, &[0x94, 0x04, 0x00, 0x00], TTL, PROTOCOL, payload.len());
     packet.extend_from_slice(&payload);
     let got = vrrp::receive_ipv4(&packet, V4Checksum::PseudoHeader).unwrap();
-    assert_eq!(got, Received { src: v4(SRC4), ttl: TTL, advert: seed_advert() });
+    assert_eq!(got, Received { src: v4(SRC4), dst: v4(MULTICAST_V4), ttl: TTL, advert: seed_advert() });
 }
 
 #[test]
@@ -151,7 +151,7 @@ fn ipv4_packet_helper_builds_what_parse_ipv4_packet_reads() {
     assert_eq!(&packet[..2], &[0x45, 0xc0]);
     assert_eq!(slow_checksum(&packet[..20]), 0, "IPv4 header checksum must verify");
     let got = vrrp::receive_ipv4(&packet, V4Checksum::PseudoHeader).unwrap();
-    assert_eq!(got, Received { src: v4(SRC4), ttl: TTL, advert: seed_advert() });
+    assert_eq!(got, Received { src: v4(SRC4), dst: v4(MULTICAST_V4), ttl: TTL, advert: seed_advert() });
 }
 
 #[test]
@@ -274,7 +274,7 @@ proptest! {
         let bytes = emit(&advert, IpAddr::V6(src), IpAddr::V6(MULTICAST_V6)).unwrap();
         prop_assert_eq!(bytes.len(), 8 + 16 * advert.addresses.len());
         let got = receive_v6(&bytes, src, MULTICAST_V6, hop).unwrap();
-        prop_assert_eq!(got, Received { src: IpAddr::V6(src), ttl: hop, advert });
+        prop_assert_eq!(got, Received { src: IpAddr::V6(src), dst: IpAddr::V6(MULTICAST_V6), ttl: hop, advert });
     }
 
     #[test]
@@ -282,7 +282,7 @@ proptest! {
         let src = Ipv4Addr::from(src);
         let packet = vrrp::ipv4_packet(&advert, src, MULTICAST_V4).unwrap();
         let got = vrrp::receive_ipv4(&packet, V4Checksum::PseudoHeader).unwrap();
-        prop_assert_eq!(got, Received { src: IpAddr::V4(src), ttl: TTL, advert });
+        prop_assert_eq!(got, Received { src: IpAddr::V4(src), dst: IpAddr::V4(MULTICAST_V4), ttl: TTL, advert });
     }
 
     #[test]

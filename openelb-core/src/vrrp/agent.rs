@@ -52,17 +52,42 @@
 //! - `RemoveVips` never names an address that another Master instance of this node on the same interface holds
 //!   after the call, so an address handed from one instance to another never leaves the NIC.
 //! - After [`Agent::shutdown`] the agent is stopped: later plans are ignored.
+//!
+//! **The LAN is not trusted** (VRRPv3 has no authentication). [`Agent::handle_advert`] screens every advert
+//! before an instance sees it, in this order, and counts each drop under one [`DropReason`] in the instance's
+//! counters (or in [`Agent::unrouted_drops`] when no instance runs that interface, family and VRID):
+//! 1. the instance's own checks that do not depend on content ([`Instance::screen`]: running, TTL 255, family,
+//!    not our own advert, sent to the family's VRRP group or to our primary address);
+//! 2. the source must be a known peer ([`Agent::set_known_peers`]: the addresses the cluster's Node objects
+//!    publish, whatever group they are candidates of, because candidate sets differ between nodes while a
+//!    change propagates; plus configured unicast peers). Anything else is a foreign router;
+//! 3. the advertised addresses must share at least one with the instance's. A known peer whose list shares
+//!    none advertises another group of our plan (`other_group`: plans or VRIDs differ for a moment) or, when
+//!    none of its addresses is a VIP of our current or previous plan, is a foreign router on a cluster node
+//!    (the apiserver's keepalived);
+//! 4. the state machine's content checks (priority 255, Max_Adver_Int bounds, a release only from the
+//!    master it follows).
+//!
+//! A foreign router's adverts therefore never change an instance's state or move a VIP, and never trigger an
+//! advert of ours. The agent remembers them ([`ForeignTracker`]): [`Agent::foreign_vrids`] lists the VRIDs in
+//! use, for the planner to avoid, and reports (rate-limited, see [`super::foreign`]) come out of
+//! [`Agent::take_events`] as [`AgentEvent::ForeignRouter`], with per-instance summaries of notable drops and
+//! address mismatches ([`AgentEvent::Anomalies`], at most one per instance per [`super::event::REPORT_INTERVAL`]).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::net::IpAddr;
+use std::ops::RangeInclusive;
 use std::time::Duration;
 
+use super::drop::{DropCounts, DropReason};
+use super::event::{AgentEvent, Reporter};
+use super::foreign::{ForeignTracker, ForeignVridSeen, Sighting};
 use super::plan::{Group, GroupId, Plan};
 use super::state::{
     Action, Config, ConfigError, DEFAULT_ADVERT_INTERVAL_CS, DEFAULT_GARP_COUNT, DEFAULT_GARP_SPACING,
-    DEFAULT_PREEMPT_DELAY, Input, Instance, State, TimerKind,
+    DEFAULT_PREEMPT_DELAY, Input, Instance, REQUIRED_TTL, State, TimerKind,
 };
-use super::{Received, Time};
+use super::{Received, Time, group_address};
 use crate::model::IpFamily;
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -93,6 +118,9 @@ pub struct AgentConfig {
     pub preempt_delay: Duration,
     pub garp_count: u32,
     pub garp_spacing: Duration,
+    /// Max_Adver_Int values accepted from peers; `None`: `state::default_peer_interval_bounds` of
+    /// `advert_interval`.
+    pub peer_interval_bounds: Option<RangeInclusive<u16>>,
 }
 
 impl Default for AgentConfig {
@@ -103,6 +131,7 @@ impl Default for AgentConfig {
             preempt_delay: DEFAULT_PREEMPT_DELAY,
             garp_count: DEFAULT_GARP_COUNT,
             garp_spacing: DEFAULT_GARP_SPACING,
+            peer_interval_bounds: None,
         }
     }
 }
@@ -127,6 +156,13 @@ pub struct Agent {
     /// Interfaces reported down and not up since.
     down: BTreeSet<String>,
     stopped: bool,
+    known_peers: HashSet<IpAddr>,
+    /// VIPs of the current and the previous plan: a known peer advertising one of them is ours, not foreign.
+    planned_vips: HashSet<IpAddr>,
+    foreign: ForeignTracker,
+    reporter: Reporter,
+    /// Adverts for no instance of this node.
+    unrouted: DropCounts,
 }
 
 impl Agent {
@@ -135,6 +171,7 @@ impl Agent {
         // for their sake.
         let probe = Config {
             advert_interval: config.advert_interval,
+            peer_interval_bounds: config.peer_interval_bounds.clone(),
             ..Config::new(1, IpAddr::from([0, 0, 0, 0]), Vec::new())
         };
         Instance::new(probe)?;
@@ -148,7 +185,23 @@ impl Agent {
             fresh_at: Time::ZERO,
             down: BTreeSet::new(),
             stopped: false,
+            known_peers: HashSet::new(),
+            planned_vips: HashSet::new(),
+            foreign: ForeignTracker::default(),
+            reporter: Reporter::default(),
+            unrouted: DropCounts::default(),
         })
+    }
+
+    /// The addresses adverts are accepted from: every cluster node's published addresses and the configured
+    /// unicast peers (this node's own may be included; they are dropped as our own adverts anyway). Replaces
+    /// the previous set. Until it is called, no advert is accepted.
+    pub fn set_known_peers(&mut self, peers: impl IntoIterator<Item = IpAddr>) {
+        self.known_peers = peers.into_iter().collect();
+    }
+
+    pub fn is_known_peer(&self, addr: &IpAddr) -> bool {
+        self.known_peers.contains(addr)
     }
 
     pub fn node(&self) -> &str {
@@ -183,6 +236,11 @@ impl Agent {
             }
         };
         let out = self.apply(now, plan, &fresh);
+        let mut planned: HashSet<IpAddr> = plan.groups.iter().flat_map(|g| g.vips.iter().copied()).collect();
+        if let Some(previous) = &self.plan {
+            planned.extend(previous.groups.iter().flat_map(|g| g.vips.iter().copied()));
+        }
+        self.planned_vips = planned;
         self.plan = Some(plan.clone());
         self.fresh = fresh;
         self.fresh_at = now;
@@ -225,6 +283,7 @@ impl Agent {
                 garp_spacing: self.config.garp_spacing,
                 primary: *primary,
                 addresses: group.vips.clone(),
+                peer_interval_bounds: self.config.peer_interval_bounds.clone(),
             };
             desired.insert(key, (group.id.clone(), cfg, self.starts_unclaimed(group, fresh)));
         }
@@ -255,6 +314,7 @@ impl Agent {
         let mut out = Vec::new();
         // Removals and replacements first (their VRIDs may be reused right away), then starts and updates.
         for key in &stale {
+            self.reporter.forget(key);
             if let Some(mut slot) = self.instances.remove(key) {
                 let keeps_all = slot.instance.state() == State::Master
                     && held_after
@@ -291,14 +351,120 @@ impl Agent {
         self.filter_removals(out)
     }
 
-    /// Dispatches a received advert by (interface, family of its source, VRID); unknown instances drop it.
+    /// Screens a received advert (see the module notes) and hands what passes to the instance of
+    /// (interface, family of its source, VRID).
     pub fn handle_advert(&mut self, now: Time, interface: &str, rx: Received) -> Vec<NodeAction> {
-        let key = InstanceKey { interface: interface.to_string(), family: IpFamily::of(&rx.src), vrid: rx.advert.vrid };
-        let mut out = Vec::new();
-        if let Some(slot) = self.instances.get_mut(&key) {
-            tag(&key, slot.instance.handle(now, Input::Advert(rx)), &mut out);
+        let family = IpFamily::of(&rx.src);
+        let key = InstanceKey { interface: interface.to_string(), family, vrid: rx.advert.vrid };
+        let Some(slot) = self.instances.get_mut(&key) else {
+            self.unrouted.add(DropReason::NoInstance);
+            self.observe_unrouted(now, interface, &rx);
+            return Vec::new();
+        };
+        let instance = &mut slot.instance;
+        if let Err(reason) = instance.screen(&rx) {
+            instance.note_dropped(reason);
+            if reason.is_notable() {
+                self.reporter.mark(&key);
+            }
+            return Vec::new();
         }
+        let known = self.known_peers.contains(&rx.src);
+        let shares = rx.advert.addresses.iter().any(|a| instance.addresses().binary_search(a).is_ok());
+        if !known || !shares {
+            let claims_ours = shares || rx.advert.addresses.iter().any(|a| self.planned_vips.contains(a));
+            let reason = match (known, claims_ours) {
+                (false, _) => DropReason::UnknownSource,
+                (true, true) => DropReason::OtherGroup,
+                (true, false) => DropReason::ForeignAddresses,
+            };
+            instance.note_dropped(reason);
+            if reason != DropReason::OtherGroup {
+                let sighting = Sighting {
+                    interface,
+                    family,
+                    vrid: rx.advert.vrid,
+                    src: rx.src,
+                    priority: rx.advert.priority,
+                    addresses: &rx.advert.addresses,
+                    known_peer: known,
+                    claims_our_vips: claims_ours,
+                    on_our_vrid: true,
+                };
+                if let Some(report) = self.foreign.observe(now, sighting) {
+                    self.reporter.push(AgentEvent::ForeignRouter(report));
+                }
+            }
+            return Vec::new();
+        }
+        let before = instance.counters().notable();
+        let actions = instance.handle(now, Input::Advert(rx));
+        if instance.counters().notable() != before {
+            self.reporter.mark(&key);
+        }
+        let mut out = Vec::new();
+        tag(&key, actions, &mut out);
         self.filter_removals(out)
+    }
+
+    /// An advert for no instance of ours: remembered when it is a well-formed advert from an unknown source
+    /// for the LAN's VRRP group or for us, so the planner can keep our groups off its VRID.
+    fn observe_unrouted(&mut self, now: Time, interface: &str, rx: &Received) {
+        let family = IpFamily::of(&rx.src);
+        let ours = |a: &IpAddr| self.primaries.get(&(interface.to_string(), family)) == Some(a);
+        let to_us = rx.dst == group_address(family) || ours(&rx.dst);
+        if rx.ttl != REQUIRED_TTL || !to_us || ours(&rx.src) || self.known_peers.contains(&rx.src) {
+            return;
+        }
+        let claims_ours = rx.advert.addresses.iter().any(|a| self.planned_vips.contains(a));
+        let sighting = Sighting {
+            interface,
+            family,
+            vrid: rx.advert.vrid,
+            src: rx.src,
+            priority: rx.advert.priority,
+            addresses: &rx.advert.addresses,
+            known_peer: false,
+            claims_our_vips: claims_ours,
+            on_our_vrid: false,
+        };
+        // Not on one of our VRIDs: remembered, not reported.
+        let _ = self.foreign.observe(now, sighting);
+    }
+
+    /// Foreign-router reports and per-instance anomaly summaries due at `now` (see the module notes); call it
+    /// after handling adverts or on a periodic tick, and log / publish each event.
+    pub fn take_events(&mut self, now: Time) -> Vec<AgentEvent> {
+        let instances = &self.instances;
+        self.reporter.take(now, |key| {
+            instances.get(key).map(|s| (s.instance.counters(), s.instance.last_mismatch()))
+        })
+    }
+
+    /// Whether [`Agent::take_events`] has something at `now`: the "something new to report" signal.
+    pub fn events_pending(&self, now: Time) -> bool {
+        self.reporter.pending(now)
+    }
+
+    /// Events dropped because nobody took them ([`super::event::MAX_QUEUED_EVENTS`]).
+    pub fn events_dropped(&self) -> u64 {
+        self.reporter.overflow()
+    }
+
+    /// VRIDs in use by foreign routers at `now`, with when they were seen: feed `.vrid` to the planner's
+    /// `PlanContext::avoid` (and to the controller, which publishes them).
+    pub fn foreign_vrids(&self, now: Time) -> Vec<ForeignVridSeen> {
+        self.foreign.in_use(now)
+    }
+
+    /// The foreign-router memory (bounded), e.g. for metrics.
+    pub fn foreign_routers(&self) -> &ForeignTracker {
+        &self.foreign
+    }
+
+    /// Adverts for no instance of this node, by reason ([`DropReason::NoInstance`]).
+    pub fn unrouted_drops(&self) -> DropCounts {
+        self.unrouted
     }
 
     pub fn timer_fired(&mut self, now: Time, key: &TimerKey) -> Vec<NodeAction> {

@@ -1,6 +1,7 @@
 //! From VIPs and their ranked candidate nodes to VRRP instances (DESIGN §4): which VIPs form a group, the
 //! group's VRID and every participating node's priority. A pure function of its inputs, so every speaker derives
-//! the same plan from the same objects, whatever order it lists them in.
+//! the same plan from the same objects, whatever order it lists them in. It never fails: what it cannot do
+//! exactly is done by a documented approximation and listed in [`Plan::issues`].
 //!
 //! **Grouping.** VIPs with the same interface, address family (VRRP for IPv4 and for IPv6 are separate protocols
 //! with separate VRID spaces), the same candidate *set* and the same first preference form one group. The
@@ -25,31 +26,59 @@
 //! two parts is removed by one instance and added by the other on the same master (the agent never removes an
 //! address another of its Master instances holds), and a new last part starts as Master on the node that holds
 //! its VIPs (see the agent), so the shift costs no outage, only a gratuitous ARP/NA burst and an advert with a
-//! changed address list (peers report a mismatch for one advert interval).
+//! changed address list (peers count a mismatch for one advert interval).
+//!
+//! **Capacity.** A VRID space (see VRIDs below) has the range's VRIDs minus those in use by foreign routers
+//! ([`PlanContext::avoid`]). When its groups need more (parts counted), groups are merged, in levels, each level
+//! only as far as needed, and every merge is listed as a [`PlanIssue::Merged`]:
+//! 1. whole classes of groups on one interface that share their first two preferences (the holder and first
+//!    backup of every VIP stay the same), the classes saving the most VRIDs first;
+//! 2. then whole classes sharing their first preference (every VIP keeps its holder);
+//! 3. then pairs of groups on one interface whose candidate sets intersect, the smallest group with the
+//!    smallest such partner among the next [`PARTNER_SCAN`] (some VIPs then move to another eligible node:
+//!    `moved` in the issue).
+//!
+//! A merged group's nodes are the intersection of its VIPs' candidate sets (merging never makes a node eligible
+//! for a VIP it is not a candidate of); its order is the shared preferences of its level, then the Borda count
+//! over all its VIPs. Its identity is that of its least member group (so the member that was alone before keeps
+//! its VRID and instances). What still does not fit — VIPs whose groups share no candidate, or more VIPs than the
+//! free VRIDs' adverts can carry — is not announced and listed as [`PlanIssue::Unplaced`], groups kept in hash
+//! order while they fit: a VIP is never given to a node that is not its candidate.
 //!
 //! **VRIDs.** Each group has an identity (interface, family, first preference, sorted candidates, part) and a stable
-//! hash of it (XXH3-64, pinned by a test). Within a VRID domain (per family, and per interface when
+//! hash of it (XXH3-64, pinned by a test). Within a VRID space (per family, and per interface when
 //! [`VridScope::PerInterface`]; the default [`VridScope::Global`] shares one space across interfaces because two
 //! interface specs can resolve to the same NIC on some node) groups are processed in (hash, identity) order:
-//! 1. a group present in `previous` keeps its VRID if that VRID is still in range and not yet taken;
-//! 2. every other group starts at `first + (hash + offset) mod size` and probes upward (wrapping) to a free VRID.
+//! 1. a group in the published assignment ([`PlanContext::published`], the controller's) gets that VRID if it
+//!    is in range, not used by a foreign router and not published for an earlier group too (otherwise a
+//!    [`PlanIssue::PublishedIgnored`]);
+//! 2. a group present in `previous` keeps its VRID if that VRID is still in range, free and not avoided;
+//! 3. every other group starts at `first + (hash + offset) mod size` and probes upward (wrapping) to a free VRID
+//!    not used by a foreign router.
 //!
 //! Without `previous`, a group's VRID depends only on the groups whose home slot or probe chain overlaps its
 //! own: unrelated groups coming and going do not move it, *except* when a group that pushed it off its home slot
-//! (a collision) disappears, or a new group sorting before it takes a slot on its chain. That residual case is
-//! what `previous` is for; it must be state every node shares (e.g. the plan published by the controller, or
-//! the VRIDs recovered from the adverts on the segment), because two nodes with different `previous` plans can
-//! disagree. `offset` separates clusters sharing a segment.
+//! (a collision) disappears, or a new group sorting before it takes a slot on its chain. That residual case, and
+//! speakers that restarted at different moments, are what the published assignment is for: two nodes with
+//! different `previous` plans can disagree, two nodes following one published assignment cannot. `offset`
+//! separates clusters sharing a segment.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
 use std::ops::RangeInclusive;
 
-use thiserror::Error;
 use xxhash_rust::xxh3::xxh3_64;
 
 use crate::model::IpFamily;
+
+mod issue;
+mod merge;
+mod natural;
+mod vrid;
+
+pub use issue::{MergeLevel, PlanConfigError, PlanIssue, PublishedConflict, UnplacedReason};
+pub use merge::PARTNER_SCAN;
 
 pub const DEFAULT_TOP_PRIORITY: u8 = 250;
 pub const DEFAULT_PRIORITY_STEP: u8 = 10;
@@ -59,6 +88,14 @@ pub const MAX_VIPS_PER_ADVERT: usize = 255;
 pub const DEFAULT_MAX_VIPS_IPV4: usize = 255;
 /// 40 + 8 + 16 × 90 = 1488 ≤ 1500 bytes (91 would be 1504).
 pub const DEFAULT_MAX_VIPS_IPV6: usize = 90;
+/// The VRIDs groups use by default: 100-255 (156 VRIDs). VRRP on the same LAN is usually someone else's, set up
+/// by hand with small numbers: keepalived's sample configuration and most Kubernetes HA guides for the
+/// apiserver VIP use VRID 51 (kubeadm's HA guide too), guides and vendor examples 1-10 and 50-60, and routers
+/// (a VRRP gateway pair) commonly use 1 or a small VLAN number. Hashing over the whole 1-255 made a collision
+/// with the cluster's own apiserver keepalived a matter of time. Generated setups (e.g. OpenShift's on-prem
+/// keepalived, which hashes the cluster name) can land anywhere; foreign-router detection and
+/// [`PlanContext::avoid`] handle those.
+pub const DEFAULT_VRIDS: RangeInclusive<u8> = 100..=255;
 
 /// One VIP as the planner sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,6 +118,7 @@ pub enum VridScope {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PlanConfig {
+    /// Default [`DEFAULT_VRIDS`].
     pub vrids: RangeInclusive<u8>,
     /// Rotates every home slot; give clusters that share a segment different offsets.
     pub offset: u8,
@@ -100,12 +138,18 @@ impl PlanConfig {
             IpFamily::V6 => self.max_vips_ipv6,
         }
     }
+
+    /// For settings read at startup (flags): the first value out of bounds. [`plan`] never refuses one; it uses
+    /// the nearest valid value and reports a [`PlanIssue::Config`].
+    pub fn validate(&self) -> Result<(), PlanConfigError> {
+        Effective::new(self).1.into_iter().next().map_or(Ok(()), Err)
+    }
 }
 
 impl Default for PlanConfig {
     fn default() -> Self {
         PlanConfig {
-            vrids: 1..=255,
+            vrids: DEFAULT_VRIDS,
             offset: 0,
             top_priority: DEFAULT_TOP_PRIORITY,
             priority_step: DEFAULT_PRIORITY_STEP,
@@ -116,23 +160,91 @@ impl Default for PlanConfig {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Error)]
-pub enum PlanError {
-    #[error("VRID range {first}-{last}: {what}")]
-    InvalidRange { first: u8, last: u8, what: &'static str },
-    #[error("priorities top {top} step {step}: top must be 1-254 and step at least 1")]
-    InvalidPriority { top: u8, step: u8 },
-    #[error("{family} group size {max}: must be 1-255 VIPs (the address count of a VRRPv3 advert is 8 bits)")]
-    InvalidGroupSize { family: IpFamily, max: usize },
-    #[error("VIP {vip}: listed twice with different interfaces or candidates")]
-    ConflictingVip { vip: IpAddr },
-    #[error("{family}{}: {groups} VRRP groups do not fit in VRID range {first}-{last} ({size} VRIDs)",
-        interface.as_deref().map(|i| format!(" on {i}")).unwrap_or_default(),
-        size = usize::from(*last - *first) + 1)]
-    RangeExhausted { family: IpFamily, interface: Option<String>, groups: usize, first: u8, last: u8 },
+/// The configuration as used: every value within bounds.
+#[derive(Debug, Clone, Copy)]
+struct Effective {
+    /// `None`: no usable VRID at all.
+    range: Option<(u8, u8)>,
+    top: u8,
+    step: u8,
+    max_v4: usize,
+    max_v6: usize,
+}
+
+impl Effective {
+    fn new(c: &PlanConfig) -> (Effective, Vec<PlanConfigError>) {
+        let mut problems = Vec::new();
+        let (start, end) = (*c.vrids.start(), *c.vrids.end());
+        let (mut first, mut last) = (start, end);
+        if first > last {
+            problems.push(PlanConfigError::InvalidRange { first: start, last: end, what: "range end is before its start" });
+            std::mem::swap(&mut first, &mut last);
+        }
+        if first == 0 {
+            problems.push(PlanConfigError::InvalidRange { first: start, last: end, what: "VRID 0 is reserved" });
+            first = 1;
+        }
+        let range = (first <= last).then_some((first, last));
+        let (top, step) = (c.top_priority, c.priority_step);
+        if top == 0 || top == 255 || step == 0 {
+            problems.push(PlanConfigError::InvalidPriority { top, step });
+        }
+        let mut max = |family: IpFamily| {
+            let m = c.max_vips_per_group(family);
+            if !(1..=MAX_VIPS_PER_ADVERT).contains(&m) {
+                problems.push(PlanConfigError::InvalidGroupSize { family, max: m });
+            }
+            m.clamp(1, MAX_VIPS_PER_ADVERT)
+        };
+        let (max_v4, max_v6) = (max(IpFamily::V4), max(IpFamily::V6));
+        let eff = Effective { range, top: top.clamp(1, 254), step: step.max(1), max_v4, max_v6 };
+        (eff, problems)
+    }
+
+    fn max(&self, family: IpFamily) -> usize {
+        match family {
+            IpFamily::V4 => self.max_v4,
+            IpFamily::V6 => self.max_v6,
+        }
+    }
+}
+
+/// A VRID seen in use by a foreign router on a plan interface (the agent's `foreign_vrids`, or the set the
+/// controller publishes). In the [`VridScope::Global`] scope it blocks the VRID on every interface.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ForeignVrid {
+    pub interface: String,
+    pub family: IpFamily,
+    pub vrid: u8,
+}
+
+/// VRIDs by group identity, as the controller publishes them so that every speaker agrees whatever plans it
+/// made before ([`Plan::vrid_assignment`] produces one).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct VridAssignment {
+    pub vrids: BTreeMap<GroupId, u8>,
+}
+
+impl VridAssignment {
+    pub fn get(&self, id: &GroupId) -> Option<u8> {
+        self.vrids.get(id).copied()
+    }
+}
+
+/// What a plan starts from besides the VIPs and the settings.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PlanContext<'a> {
+    /// The plan running now: groups keep their VRIDs.
+    pub previous: Option<&'a Plan>,
+    /// VRIDs in use by foreign routers: never given out.
+    pub avoid: &'a [ForeignVrid],
+    /// The published assignment: followed for the groups it covers (before `previous`).
+    pub published: Option<&'a VridAssignment>,
 }
 
 /// What makes a group the same group over time; a running instance keeps its VRID as long as this is unchanged.
+/// A merged group has the identity of its least member group (see the module notes): the fields identify, they
+/// do not describe (its nodes and order are in [`Group::priorities`]).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct GroupId {
     pub interface: String,
@@ -189,7 +301,8 @@ pub struct Group {
     pub vrid: u8,
     /// Sorted.
     pub vips: Vec<IpAddr>,
-    /// Participating nodes in preference order with their priorities (strictly decreasing).
+    /// Participating nodes in preference order with their priorities (strictly decreasing); all of them are
+    /// candidates of every VIP of the group.
     pub priorities: Vec<(String, u8)>,
 }
 
@@ -203,6 +316,8 @@ impl Group {
 pub struct Plan {
     /// Sorted by identity.
     pub groups: Vec<Group>,
+    /// What had to be approximated, in the order found.
+    pub issues: Vec<PlanIssue>,
 }
 
 impl Plan {
@@ -218,95 +333,119 @@ impl Plan {
     pub fn group_of(&self, vip: &IpAddr) -> Option<&Group> {
         self.groups.iter().find(|g| g.vips.binary_search(vip).is_ok())
     }
+
+    /// The VRID of every group, for the controller to publish.
+    pub fn vrid_assignment(&self) -> VridAssignment {
+        VridAssignment { vrids: self.groups.iter().map(|g| (g.id.clone(), g.vrid)).collect() }
+    }
 }
 
-/// Computes the plan; see the module notes for the rules.
-pub fn plan(vips: &[VipInput], config: &PlanConfig, previous: Option<&Plan>) -> Result<Plan, PlanError> {
-    let (first, last) = (*config.vrids.start(), *config.vrids.end());
-    if first == 0 {
-        return Err(PlanError::InvalidRange { first, last, what: "VRID 0 is reserved" });
-    }
-    if first > last {
-        return Err(PlanError::InvalidRange { first, last, what: "range end is before its start" });
-    }
-    if config.top_priority == 0 || config.top_priority == 255 || config.priority_step == 0 {
-        return Err(PlanError::InvalidPriority { top: config.top_priority, step: config.priority_step });
-    }
-    for family in [IpFamily::V4, IpFamily::V6] {
-        let max = config.max_vips_per_group(family);
-        if !(1..=MAX_VIPS_PER_ADVERT).contains(&max) {
-            return Err(PlanError::InvalidGroupSize { family, max });
-        }
-    }
+/// A VRID space: (interface when per-interface, family).
+type Domain<'a> = (Option<&'a str>, IpFamily);
 
-    // One entry per VIP, deduplicated candidates, conflicts refused.
-    let mut per_vip: BTreeMap<IpAddr, (&str, Vec<&str>)> = BTreeMap::new();
-    for v in vips {
-        let mut seen = BTreeSet::new();
-        let ranked: Vec<&str> = v.candidates.iter().map(String::as_str).filter(|c| seen.insert(*c)).collect();
-        match per_vip.get(&v.vip) {
-            Some((iface, prev)) if *iface != v.interface.as_str() || *prev != ranked => {
-                return Err(PlanError::ConflictingVip { vip: v.vip });
-            }
-            Some(_) => {}
-            None => {
-                per_vip.insert(v.vip, (v.interface.as_str(), ranked));
-            }
-        }
-    }
+/// Computes the plan; see the module notes for the rules. Never fails; see [`Plan::issues`].
+pub fn plan(vips: &[VipInput], config: &PlanConfig, context: &PlanContext<'_>) -> Plan {
+    let (eff, problems) = Effective::new(config);
+    let mut issues: Vec<PlanIssue> = problems.into_iter().map(PlanIssue::Config).collect();
+    let (names, entries) = natural::entries(vips, &mut issues);
+    let mut scratch = natural::Scratch::new(names.len());
+    let naturals = natural::naturals(&names, &entries, &mut scratch);
 
-    let mut members: BTreeMap<GroupId, Vec<(IpAddr, Vec<&str>)>> = BTreeMap::new();
-    for (vip, (iface, ranked)) in per_vip {
-        let Some(first_pref) = ranked.first() else { continue };
-        let mut sorted: Vec<String> = ranked.iter().map(|s| s.to_string()).collect();
-        sorted.sort_unstable();
-        let id = GroupId {
-            interface: iface.to_string(),
-            family: IpFamily::of(&vip),
-            first: first_pref.to_string(),
-            candidates: sorted,
-            part: 0,
+    let mut domains: BTreeMap<Domain<'_>, Vec<usize>> = BTreeMap::new();
+    for (i, n) in naturals.iter().enumerate() {
+        let iface = match config.scope {
+            VridScope::Global => None,
+            VridScope::PerInterface => Some(n.iface),
         };
-        // per_vip iterates in address order, so every list is sorted.
-        members.entry(id).or_default().push((vip, ranked));
+        domains.entry((iface, n.family)).or_default().push(i);
     }
 
-    let mut groups: Vec<Group> = Vec::with_capacity(members.len());
-    for (id, list) in members {
-        let order = group_order(&list);
-        let priorities = priorities(&order, config.top_priority, config.priority_step);
-        let max = config.max_vips_per_group(id.family);
-        for (k, chunk) in list.chunks(max).enumerate() {
-            // More parts than u32 holds cannot exist in memory; saturating keeps the arithmetic total.
-            let part = u32::try_from(k).unwrap_or(u32::MAX);
-            groups.push(Group {
-                id: GroupId { part, ..id.clone() },
-                vrid: 0,
-                vips: chunk.iter().map(|(vip, _)| *vip).collect(),
-                priorities: priorities.clone(),
-            });
+    let mut groups: Vec<Group> = Vec::new();
+    for ((iface, family), members) in domains {
+        let mut avoid: vrid::Mask = [false; 256];
+        for f in context.avoid.iter().filter(|f| f.family == family && iface.is_none_or(|i| i == f.interface)) {
+            avoid[usize::from(f.vrid)] = true;
+        }
+        let cap = eff.range.map_or(0, |(first, last)| (first..=last).filter(|v| !avoid[usize::from(*v)]).count());
+        let max = eff.max(family);
+        let fitted = merge::fit(&naturals, &members, cap, max);
+
+        let mut unplaced: BTreeMap<&str, Vec<IpAddr>> = BTreeMap::new();
+        for u in &fitted.unplaced {
+            let iface = naturals.get(u.anchor).map_or("", |n| n.iface);
+            unplaced.entry(iface).or_default().extend(unit_vips(&naturals, &entries, u).iter().map(|e| e.vip));
+        }
+        let start = groups.len();
+        for u in &fitted.placed {
+            build(&naturals, &entries, &names, u, &eff, max, &mut scratch, &mut groups, &mut issues);
+        }
+        for (iface, mut vips) in unplaced {
+            vips.sort_unstable();
+            let reason = UnplacedReason::VridsExhausted;
+            issues.push(PlanIssue::Unplaced { interface: iface.to_string(), family, vips, reason });
+        }
+        if let (Some(range), Some(slice)) = (eff.range, groups.get_mut(start..)) {
+            vrid::assign(slice, range, config.offset, &avoid, context.previous, context.published, &mut issues);
         }
     }
-    // Parts of one group are adjacent and in part order already; keep the sort explicit for `Plan::group`.
     groups.sort_by(|a, b| a.id.cmp(&b.id));
-
-    assign_vrids(&mut groups, config, previous)?;
-    Ok(Plan { groups })
+    Plan { groups, issues }
 }
 
-/// First preference first, the rest by Borda count over the group's VIPs.
-fn group_order(list: &[(IpAddr, Vec<&str>)]) -> Vec<String> {
-    let Some((_, head)) = list.first() else { return Vec::new() };
-    let Some(first) = head.first() else { return Vec::new() };
-    let mut score: BTreeMap<&str, usize> = BTreeMap::new();
-    for (_, ranked) in list {
-        for (pos, node) in ranked.iter().enumerate() {
-            *score.entry(node).or_default() += pos;
-        }
+/// The entries of a unit's VIPs, in address order.
+fn unit_vips<'e, 'a>(
+    naturals: &[natural::Natural<'a>],
+    entries: &'e [natural::Entry<'a>],
+    unit: &merge::Unit,
+) -> Vec<&'e natural::Entry<'a>> {
+    let mut idx: Vec<usize> =
+        unit.members.iter().filter_map(|m| naturals.get(*m)).flat_map(|n| n.vips.iter().copied()).collect();
+    // Entries are in address order, so their indices are too.
+    idx.sort_unstable();
+    idx.into_iter().filter_map(|k| entries.get(k)).collect()
+}
+
+/// Turns one placed unit into its groups (one per part), VRIDs still 0, and reports a merge.
+#[allow(clippy::too_many_arguments)]
+fn build(
+    naturals: &[natural::Natural<'_>],
+    entries: &[natural::Entry<'_>],
+    names: &[&str],
+    unit: &merge::Unit,
+    eff: &Effective,
+    max: usize,
+    scratch: &mut natural::Scratch,
+    groups: &mut Vec<Group>,
+    issues: &mut Vec<PlanIssue>,
+) {
+    let Some(anchor) = naturals.get(unit.anchor) else { return };
+    let members = unit_vips(naturals, entries, unit);
+    let order = match unit.level {
+        None => anchor.order.clone(),
+        Some(_) => scratch.order(&unit.prefix, &unit.common, members.iter().copied()),
+    };
+    let order: Vec<String> = order.iter().filter_map(|n| names.get(*n as usize)).map(|s| s.to_string()).collect();
+    let priorities = priorities(&order, eff.top, eff.step);
+    if let Some(level) = unit.level {
+        let holder = order.first().map(String::as_str);
+        let moved = members
+            .iter()
+            .filter(|e| e.ranked.first().and_then(|n| names.get(*n as usize)).copied() != holder)
+            .map(|e| e.vip)
+            .collect();
+        let vips = members.iter().map(|e| e.vip).collect();
+        issues.push(PlanIssue::Merged { group: anchor.id.clone(), level, vips, moved });
     }
-    let mut rest: Vec<(usize, &str)> = score.into_iter().filter(|(n, _)| n != first).map(|(n, s)| (s, n)).collect();
-    rest.sort_unstable();
-    std::iter::once(first.to_string()).chain(rest.into_iter().map(|(_, n)| n.to_string())).collect()
+    for (k, chunk) in members.chunks(max.max(1)).enumerate() {
+        // More parts than u32 holds cannot exist in memory; saturating keeps the arithmetic total.
+        let part = u32::try_from(k).unwrap_or(u32::MAX);
+        groups.push(Group {
+            id: GroupId { part, ..anchor.id.clone() },
+            vrid: 0,
+            vips: chunk.iter().map(|e| e.vip).collect(),
+            priorities: priorities.clone(),
+        });
+    }
 }
 
 fn priorities(order: &[String], top: u8, step: u8) -> Vec<(String, u8)> {
@@ -323,57 +462,4 @@ fn priorities(order: &[String], top: u8, step: u8) -> Vec<(String, u8)> {
             (node.clone(), p)
         })
         .collect()
-}
-
-/// A VRID space: (interface when per-interface, family).
-type Domain = (Option<String>, IpFamily);
-
-fn assign_vrids(groups: &mut [Group], config: &PlanConfig, previous: Option<&Plan>) -> Result<(), PlanError> {
-    let (first, last) = (*config.vrids.start(), *config.vrids.end());
-    let size = u64::from(last - first) + 1;
-
-    let mut domains: BTreeMap<Domain, Vec<(u64, usize)>> = BTreeMap::new();
-    for (i, g) in groups.iter().enumerate() {
-        let iface = match config.scope {
-            VridScope::Global => None,
-            VridScope::PerInterface => Some(g.id.interface.clone()),
-        };
-        domains.entry((iface, g.id.family)).or_default().push((g.id.stable_hash(), i));
-    }
-
-    for ((interface, family), mut members) in domains {
-        if members.len() as u64 > size {
-            return Err(PlanError::RangeExhausted { family, interface, groups: members.len(), first, last });
-        }
-        // Deterministic order: hash, then identity (groups is sorted by identity, so the index breaks ties).
-        members.sort_unstable();
-        let mut used = [false; 256];
-        let mut pending = Vec::new();
-        for &(hash, i) in &members {
-            let kept = previous
-                .and_then(|p| p.group(&groups[i].id))
-                .map(|g| g.vrid)
-                .filter(|v| config.vrids.contains(v) && !used[usize::from(*v)]);
-            match kept {
-                Some(v) => {
-                    used[usize::from(v)] = true;
-                    groups[i].vrid = v;
-                }
-                None => pending.push((hash, i)),
-            }
-        }
-        for (hash, i) in pending {
-            let home = (hash % size + u64::from(config.offset)) % size;
-            // There is a free slot: members.len() <= size.
-            for probe in 0..size {
-                let v = (u64::from(first) + (home + probe) % size) as u8;
-                if !used[usize::from(v)] {
-                    used[usize::from(v)] = true;
-                    groups[i].vrid = v;
-                    break;
-                }
-            }
-        }
-    }
-    Ok(())
 }

@@ -22,23 +22,33 @@
 //!   own priority dropping to or below the master's cancels the delay. A `preempt_delay` of zero preempts on the
 //!   first lower-priority advert instead of waiting for Master_Down_Timer. If the lower master goes silent, the
 //!   ordinary Master_Down_Timer takes over earlier than the delay would.
-//! - **Master asserts.** A Master that receives a lower-priority advert (or an equal priority from a lower
-//!   primary address) does not only discard it (RFC §6.4.3) but sends an advert at once, as keepalived does, so a
-//!   second master after a partition heals steps down within one round trip rather than one Advertisement_Interval.
-//!   It also announces its addresses again ([`Action::Announce`]): during the partition the other master's
-//!   gratuitous ARP/NA may have pointed clients at the wrong MAC, and nothing else would correct them until their
-//!   neighbour entries expire. Like keepalived's `garp_lower_prio_repeat` this is rate-limited, to one burst per
-//!   [`LOWER_PRIORITY_ANNOUNCE_INTERVAL`] per mastership (a persistent lower-priority master, e.g. one that cannot
-//!   hear us, must not turn every advert into a burst); the first lower-priority advert after becoming Master is
-//!   always answered with a burst.
+//! - **Master asserts, rate-limited.** A Master that receives a lower-priority advert (or an equal priority from
+//!   a lower primary address) does not only discard it (RFC §6.4.3) but sends an advert at once, as keepalived
+//!   does, so a second master after a partition heals steps down within one round trip rather than one
+//!   Advertisement_Interval. It also announces its addresses again ([`Action::Announce`]): during the partition
+//!   the other master's gratuitous ARP/NA may have pointed clients at the wrong MAC, and nothing else would
+//!   correct them until their neighbour entries expire. Both answers are rate-limited so that a flood of adverts
+//!   never turns into a flood of ours: at most one extra advert per Advertisement_Interval (this one, or the
+//!   reassertion after a priority-0 advert, RFC §6.4.3) and one burst per [`LOWER_PRIORITY_ANNOUNCE_INTERVAL`]
+//!   (like keepalived's `garp_lower_prio_repeat`), counted in [`Counters::replies_suppressed`] when held back.
+//!   The first lower-priority advert after becoming Master is always answered with both.
 //! - **Retire.** [`Input::Retire`] leaves like Shutdown but without the priority-0 advert. The agent uses it for
 //!   a Master replaced by another instance of this node that keeps its VIPs: a release would invite the old
 //!   group's backups (on nodes that have not applied the new plan yet) to take the VIPs over after Skew_Time.
 //! - **Address list mismatch.** RFC §7.1 says log and MAY drop. During a plan change, nodes legitimately advertise
 //!   different lists for a moment; dropping would make a healthy backup take over. Like keepalived we accept the
-//!   advert and report [`Action::AddressMismatch`] once per change of (sender, list), not on every advert.
-//! - **Dropped silently (counted in [`Counters`])**: TTL/hop limit ≠ 255, another VRID, a source of the other
-//!   address family, and our own adverts looped back by multicast (source = our primary address).
+//!   advert; it is counted ([`Counters::address_mismatches`], and [`Counters::mismatch_changes`] when the
+//!   (sender, list) differs from the last one, kept in [`Instance::last_mismatch`]) rather than reported one by
+//!   one: the agent aggregates these into one rate-limited report per instance. (A list sharing nothing with ours
+//!   never gets here through the agent: that is another group or a foreign router.)
+//! - **Dropped (counted in [`Counters::dropped`] by [`DropReason`])**, in this order: in Initialize; TTL/hop
+//!   limit ≠ 255; another VRID; a source of the other address family; our own adverts looped back by multicast
+//!   (source = our primary address); a destination that is neither the family's VRRP group nor our primary
+//!   address; priority 255 (the address owner: we never own VIPs, so no peer of ours sends it); a Max_Adver_Int
+//!   outside [`Config::peer_interval_bounds`] (a Backup adopts the master's interval, so one advert with 4095
+//!   would otherwise silence failover for two minutes); and, in Backup, a priority-0 release from anyone but
+//!   the master it follows (a spoofed release would hand the VIPs over after Skew_Time). A Backup that has not
+//!   heard its master yet therefore ignores a release and waits for Master_Down_Interval instead of Skew_Time.
 //! - **Interface down** behaves like shutdown without the priority-0 advert (it cannot be sent): VIPs are removed
 //!   and the instance waits in Initialize until the interface comes back, then starts as on [`Input::Start`].
 //! - **Timer expiries are checked.** A `TimerExpired(kind)` for a timer that is not armed, or that arrives
@@ -49,11 +59,14 @@
 use std::collections::BTreeSet;
 use std::fmt;
 use std::net::IpAddr;
+use std::ops::RangeInclusive;
 use std::time::Duration;
 
 use thiserror::Error;
 
-use super::{Advert, PRIORITY_OWNER, PRIORITY_RELEASE, Received, Time};
+use super::drop::{DropCounts, DropReason};
+use super::{Advert, PRIORITY_OWNER, PRIORITY_RELEASE, Received, Time, group_address};
+use crate::model::IpFamily;
 
 /// RFC 5798 default Advertisement_Interval is 1 s; we default to 100 ms so a crash costs about 0.35 s.
 pub const DEFAULT_ADVERT_INTERVAL_CS: u16 = 10;
@@ -67,6 +80,19 @@ pub const DEFAULT_GARP_SPACING: Duration = Duration::from_millis(50);
 pub const LOWER_PRIORITY_ANNOUNCE_INTERVAL: Duration = Duration::from_secs(1);
 /// RFC 5798 §5.1.1.3 / §5.1.2.3: adverts must arrive with TTL / hop limit 255 (not forwarded by a router).
 pub const REQUIRED_TTL: u8 = 255;
+/// How far a peer's Max_Adver_Int may stray from our own Advertisement_Interval, either way, by default: our
+/// speakers share one configuration (a DaemonSet), so a peer ten times faster or slower is not one of ours, or is
+/// mid-rollout of a change larger than that (then set the bounds explicitly).
+pub const PEER_INTERVAL_FACTOR: u16 = 10;
+
+/// The Max_Adver_Int values a Backup adopts by default: `own / 10 ..= own × 10`, within 1..=4095 centiseconds.
+/// With the default 10 cs that is 1..=100 cs, so the longest Master_Down_Interval a peer can impose is about
+/// 3.6 s (instead of the 126 s of Max_Adver_Int 4095).
+pub fn default_peer_interval_bounds(own_cs: u16) -> RangeInclusive<u16> {
+    let low = (own_cs / PEER_INTERVAL_FACTOR).max(1);
+    let high = own_cs.saturating_mul(PEER_INTERVAL_FACTOR).clamp(low, MAX_ADVERT_INTERVAL_CS);
+    low..=high
+}
 
 const NANOS_PER_CENTISECOND: u64 = 10_000_000;
 
@@ -154,11 +180,6 @@ pub enum Action {
         to: State,
         reason: &'static str,
     },
-    /// A peer advertises a different VIP list for our VRID (reported once per change, advert still accepted).
-    AddressMismatch {
-        from: IpAddr,
-        advertised: Vec<IpAddr>,
-    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -176,6 +197,9 @@ pub struct Config {
     pub primary: IpAddr,
     /// The VIPs, all of the primary address's family.
     pub addresses: Vec<IpAddr>,
+    /// Max_Adver_Int values (centiseconds) accepted from peers; `None`: [`default_peer_interval_bounds`] of
+    /// `advert_interval`.
+    pub peer_interval_bounds: Option<RangeInclusive<u16>>,
 }
 
 impl Config {
@@ -190,7 +214,13 @@ impl Config {
             garp_spacing: DEFAULT_GARP_SPACING,
             primary,
             addresses,
+            peer_interval_bounds: None,
         }
+    }
+
+    /// The Max_Adver_Int values accepted from peers.
+    pub fn peer_interval_bounds(&self) -> RangeInclusive<u16> {
+        self.peer_interval_bounds.clone().unwrap_or_else(|| default_peer_interval_bounds(self.advert_interval))
     }
 }
 
@@ -204,6 +234,8 @@ pub enum ConfigError {
     AdvertInterval(u16),
     #[error("VIP {vip}: not of the same address family as the primary address {primary}")]
     Family { vip: IpAddr, primary: IpAddr },
+    #[error("peer advert interval bounds {min}-{max} cs: must be 1-4095 centiseconds with min <= max")]
+    PeerIntervalBounds { min: u16, max: u16 },
 }
 
 /// The master a Backup last accepted.
@@ -216,14 +248,24 @@ pub struct Peer {
 /// What was received and what was dropped, for metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Counters {
+    /// Every advert offered to this instance, dropped or not.
     pub received: u64,
-    pub dropped_ttl: u64,
-    pub dropped_vrid: u64,
-    pub dropped_family: u64,
-    pub dropped_own: u64,
-    /// Adverts received in Initialize (link down or not started).
-    pub ignored: u64,
+    /// Adverts the state machine acted upon.
+    pub accepted: u64,
+    pub dropped: DropCounts,
+    /// Accepted adverts whose address list differs from ours.
     pub address_mismatches: u64,
+    /// Of those, the ones whose (sender, list) differs from the previous mismatch: something new to report.
+    pub mismatch_changes: u64,
+    /// Extra adverts and announcement bursts a Master held back (rate limit of its answers).
+    pub replies_suppressed: u64,
+}
+
+impl Counters {
+    /// Grows whenever there is something new worth a warning: a notable drop or a new address mismatch.
+    pub fn notable(&self) -> u64 {
+        self.dropped.notable().saturating_add(self.mismatch_changes)
+    }
 }
 
 /// Skew_Time = ((256 - Priority) * Master_Adver_Interval) / 256, computed in integer nanoseconds and rounded
@@ -239,6 +281,14 @@ pub fn skew_time(priority: u8, master_adver_interval_cs: u16) -> Duration {
 pub fn master_down_interval(priority: u8, master_adver_interval_cs: u16) -> Duration {
     let interval = Duration::from_nanos(u64::from(master_adver_interval_cs) * NANOS_PER_CENTISECOND);
     interval.saturating_mul(3).saturating_add(skew_time(priority, master_adver_interval_cs))
+}
+
+/// A received Max_Adver_Int as used: the low 12 bits, and 0 taken as 1 (see the module notes).
+fn peer_interval(raw: u16) -> u16 {
+    match raw & MAX_ADVERT_INTERVAL_CS {
+        0 => 1,
+        i => i,
+    }
 }
 
 fn interval_duration(cs: u16) -> Duration {
@@ -271,6 +321,8 @@ pub struct Instance {
     mismatch: Option<(IpAddr, Vec<IpAddr>)>,
     /// When this Master last announced because of a lower-priority advert (None since it became Master).
     lower_announced: Option<Time>,
+    /// When this Master last sent an advert out of schedule (None since it became Master).
+    extra_advert_at: Option<Time>,
     counters: Counters,
 }
 
@@ -288,6 +340,12 @@ impl Instance {
         if let Some(vip) = cfg.addresses.iter().find(|a| !same_family(a, &cfg.primary)) {
             return Err(ConfigError::Family { vip: *vip, primary: cfg.primary });
         }
+        if let Some(b) = &cfg.peer_interval_bounds {
+            let (min, max) = (*b.start(), *b.end());
+            if min == 0 || min > max || max > MAX_ADVERT_INTERVAL_CS {
+                return Err(ConfigError::PeerIntervalBounds { min, max });
+            }
+        }
         cfg.addresses = normalize(std::mem::take(&mut cfg.addresses), &cfg.primary);
         let master_adver_interval = cfg.advert_interval;
         Ok(Instance {
@@ -302,6 +360,7 @@ impl Instance {
             release_seen: false,
             mismatch: None,
             lower_announced: None,
+            extra_advert_at: None,
             counters: Counters::default(),
         })
     }
@@ -351,6 +410,42 @@ impl Instance {
 
     pub fn counters(&self) -> Counters {
         self.counters
+    }
+
+    /// The last accepted advert whose address list differed from ours: (sender, its sorted list).
+    pub fn last_mismatch(&self) -> Option<&(IpAddr, Vec<IpAddr>)> {
+        self.mismatch.as_ref()
+    }
+
+    /// Counts an advert the caller (the agent) dropped before it reached this instance, so that every advert
+    /// offered for this instance shows up in its counters.
+    pub fn note_dropped(&mut self, reason: DropReason) {
+        self.counters.received = self.counters.received.saturating_add(1);
+        self.counters.dropped.add(reason);
+    }
+
+    /// The checks that do not depend on the advert's content (see the module notes for the order): whether
+    /// this instance would even look at `rx`.
+    pub fn screen(&self, rx: &Received) -> Result<(), DropReason> {
+        if self.state == State::Initialize {
+            return Err(DropReason::NotRunning);
+        }
+        if rx.ttl != REQUIRED_TTL {
+            return Err(DropReason::Ttl);
+        }
+        if rx.advert.vrid != self.cfg.vrid {
+            return Err(DropReason::Vrid);
+        }
+        if !same_family(&rx.src, &self.cfg.primary) {
+            return Err(DropReason::Family);
+        }
+        if rx.src == self.cfg.primary {
+            return Err(DropReason::OwnAdvert);
+        }
+        if rx.dst != self.cfg.primary && rx.dst != group_address(IpFamily::of(&self.cfg.primary)) {
+            return Err(DropReason::BadDestination);
+        }
+        Ok(())
     }
 
     pub fn is_enabled(&self) -> bool {
@@ -446,6 +541,7 @@ impl Instance {
         self.lower_since = None;
         self.release_seen = false;
         self.lower_announced = None;
+        self.extra_advert_at = None;
         out.push(Action::SendAdvert(self.advert(self.cfg.priority)));
         if !self.cfg.addresses.is_empty() {
             out.push(Action::AddVips(self.cfg.addresses.clone()));
@@ -516,35 +612,17 @@ impl Instance {
     }
 
     fn on_advert(&mut self, now: Time, rx: Received, out: &mut Vec<Action>) {
+        if let Err(reason) = self.check(&rx) {
+            self.note_dropped(reason);
+            return;
+        }
         let c = &mut self.counters;
         c.received = c.received.saturating_add(1);
-        if self.state == State::Initialize {
-            c.ignored = c.ignored.saturating_add(1);
-            return;
-        }
-        if rx.ttl != REQUIRED_TTL {
-            c.dropped_ttl = c.dropped_ttl.saturating_add(1);
-            return;
-        }
-        if rx.advert.vrid != self.cfg.vrid {
-            c.dropped_vrid = c.dropped_vrid.saturating_add(1);
-            return;
-        }
-        if !same_family(&rx.src, &self.cfg.primary) {
-            c.dropped_family = c.dropped_family.saturating_add(1);
-            return;
-        }
-        if rx.src == self.cfg.primary {
-            c.dropped_own = c.dropped_own.saturating_add(1);
-            return;
-        }
-        self.check_addresses(&rx, out);
+        c.accepted = c.accepted.saturating_add(1);
+        self.check_addresses(&rx);
 
         let prio = rx.advert.priority;
-        let interval = match rx.advert.max_advert_int & MAX_ADVERT_INTERVAL_CS {
-            0 => 1,
-            i => i,
-        };
+        let interval = peer_interval(rx.advert.max_advert_int);
         let peer = Peer { src: rx.src, priority: prio };
         match self.state {
             State::Initialize => {}
@@ -582,12 +660,14 @@ impl Instance {
             State::Master => {
                 if prio == PRIORITY_RELEASE {
                     // RFC §6.4.3: another master released; re-assert at once so backups keep following us.
-                    out.push(Action::SendAdvert(self.advert(self.cfg.priority)));
-                    self.arm(
-                        TimerKind::AdverTimer,
-                        now.saturating_add(interval_duration(self.cfg.advert_interval)),
-                        out,
-                    );
+                    if self.extra_advert_due(now) {
+                        out.push(Action::SendAdvert(self.advert(self.cfg.priority)));
+                        self.arm(
+                            TimerKind::AdverTimer,
+                            now.saturating_add(interval_duration(self.cfg.advert_interval)),
+                            out,
+                        );
+                    }
                 } else if prio > self.cfg.priority || (prio == self.cfg.priority && rx.src > self.cfg.primary) {
                     self.change(State::Backup, "advert from a higher-priority master", out);
                     self.cancel(TimerKind::AdverTimer, out);
@@ -600,30 +680,66 @@ impl Instance {
                     self.release_seen = false;
                     self.arm(TimerKind::MasterDown, now.saturating_add(self.master_down_interval()), out);
                 } else {
-                    out.push(Action::SendAdvert(self.advert(self.cfg.priority)));
+                    if self.extra_advert_due(now) {
+                        out.push(Action::SendAdvert(self.advert(self.cfg.priority)));
+                    }
                     let due =
                         self.lower_announced.is_none_or(|t| now >= t.saturating_add(LOWER_PRIORITY_ANNOUNCE_INTERVAL));
                     if due {
                         self.lower_announced = Some(now);
                         self.announce(out);
+                    } else if self.cfg.garp_count > 0 && !self.cfg.addresses.is_empty() {
+                        self.suppressed();
                     }
                 }
             }
         }
     }
 
-    fn check_addresses(&mut self, rx: &Received, out: &mut Vec<Action>) {
+    /// [`Instance::screen`], then the content checks: priority 255, Max_Adver_Int bounds, and a release only
+    /// from the master a Backup follows.
+    fn check(&self, rx: &Received) -> Result<(), DropReason> {
+        self.screen(rx)?;
+        if rx.advert.priority == PRIORITY_OWNER {
+            return Err(DropReason::Priority255);
+        }
+        if !self.cfg.peer_interval_bounds().contains(&peer_interval(rx.advert.max_advert_int)) {
+            return Err(DropReason::IntervalOutOfBounds);
+        }
+        if self.state == State::Backup
+            && rx.advert.priority == PRIORITY_RELEASE
+            && self.master.is_none_or(|m| m.src != rx.src)
+        {
+            return Err(DropReason::ReleaseNotFromMaster);
+        }
+        Ok(())
+    }
+
+    /// Whether a Master may send an advert out of schedule now (at most one per Advertisement_Interval); records
+    /// it when so, counts it as suppressed otherwise.
+    fn extra_advert_due(&mut self, now: Time) -> bool {
+        let interval = interval_duration(self.cfg.advert_interval);
+        if self.extra_advert_at.is_some_and(|t| now < t.saturating_add(interval)) {
+            self.suppressed();
+            return false;
+        }
+        self.extra_advert_at = Some(now);
+        true
+    }
+
+    fn suppressed(&mut self) {
+        self.counters.replies_suppressed = self.counters.replies_suppressed.saturating_add(1);
+    }
+
+    fn check_addresses(&mut self, rx: &Received) {
         let theirs: BTreeSet<IpAddr> = rx.advert.addresses.iter().copied().collect();
-        let ours: BTreeSet<IpAddr> = self.cfg.addresses.iter().copied().collect();
-        if theirs == ours {
-            self.mismatch = None;
+        if theirs.iter().eq(self.cfg.addresses.iter()) {
             return;
         }
-        let advertised: Vec<IpAddr> = theirs.into_iter().collect();
-        let key = (rx.src, advertised);
+        self.counters.address_mismatches = self.counters.address_mismatches.saturating_add(1);
+        let key = (rx.src, theirs.into_iter().collect::<Vec<IpAddr>>());
         if self.mismatch.as_ref() != Some(&key) {
-            self.counters.address_mismatches = self.counters.address_mismatches.saturating_add(1);
-            out.push(Action::AddressMismatch { from: key.0, advertised: key.1.clone() });
+            self.counters.mismatch_changes = self.counters.mismatch_changes.saturating_add(1);
             self.mismatch = Some(key);
         }
     }

@@ -69,6 +69,7 @@ impl SpeakerConfig {
             preempt_delay: self.preempt_delay,
             garp_count: self.garp_count,
             garp_spacing: self.garp_spacing,
+            peer_interval_bounds: None,
         }
     }
 

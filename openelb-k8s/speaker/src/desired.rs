@@ -11,7 +11,7 @@ use openelb_core::announce::{self, VipTarget};
 use openelb_core::ipam::Ipam;
 use openelb_core::lifecycle;
 use openelb_core::model::{Cluster, LABEL_EIP_POOL, Pool, Protocol};
-use openelb_core::vrrp::plan::{self, Plan, PlanError, VipInput};
+use openelb_core::vrrp::plan::{self, Plan, PlanContext, VipInput};
 use openelb_net::ops::IfaceSpec;
 
 use super::config::{AddressSource, SpeakerConfig};
@@ -32,8 +32,10 @@ pub struct Desired {
     /// Every interface spec of a VIP-mode pool (as the plan names it) and how this node resolves it, or why it
     /// cannot.
     pub specs: BTreeMap<String, Result<IfaceSpec, String>>,
-    /// Allocation and pool problems worth a log line (they do not stop the speaker).
+    /// Allocation, pool and planning problems worth a log line (they do not stop the speaker).
     pub warnings: Vec<String>,
+    /// Addresses VRRP adverts are accepted from: every Node's InternalIP.
+    pub peers: Vec<IpAddr>,
 }
 
 impl Desired {
@@ -121,7 +123,7 @@ pub fn pools_from_ingress(cluster: &Cluster) -> (Vec<Pool>, Vec<String>) {
 
 /// Finds the addresses (see [`AddressSource`]), selects the VIP-mode targets and plans them. `previous` keeps
 /// running groups on their VRIDs.
-pub fn desired(cluster: &Cluster, config: &SpeakerConfig, previous: Option<&Plan>) -> Result<Desired, PlanError> {
+pub fn desired(cluster: &Cluster, config: &SpeakerConfig, previous: Option<&Plan>) -> Desired {
     let (ipam, mut warnings) = match config.addresses {
         AddressSource::Allocate => {
             let mut ipam = Ipam::new(&cluster.pools);
@@ -167,8 +169,10 @@ pub fn desired(cluster: &Cluster, config: &SpeakerConfig, previous: Option<&Plan
             candidates: t.preference.clone(),
         })
         .collect();
-    let plan = plan::plan(&inputs, &config.plan_config(), previous)?;
-    Ok(Desired { plan, targets, vip_ranges, specs, warnings })
+    let plan = plan::plan(&inputs, &config.plan_config(), &PlanContext { previous, ..PlanContext::default() });
+    warnings.extend(plan.issues.iter().map(ToString::to_string));
+    let peers = cluster.nodes.iter().filter_map(|n| n.internal_ip).collect();
+    Desired { plan, targets, vip_ranges, specs, warnings, peers }
 }
 
 #[cfg(test)]
@@ -216,10 +220,10 @@ mod tests {
     #[test]
     fn every_node_plans_the_same_groups_whatever_its_interface_override() {
         let c = cluster("  interface: eth0\n");
-        let a = desired(&c, &SpeakerConfig::new("a"), None).unwrap();
+        let a = desired(&c, &SpeakerConfig::new("a"), None);
         let mut cfg = SpeakerConfig::new("b");
         cfg.interface = Some("ens3".into());
-        let b = desired(&c, &cfg, None).unwrap();
+        let b = desired(&c, &cfg, None);
         assert_eq!(a.plan, b.plan);
         assert_eq!(a.plan.groups.len(), 1);
         assert_eq!(a.plan.groups[0].id.interface, "eth0");
@@ -229,7 +233,7 @@ mod tests {
 
     #[test]
     fn only_vip_mode_pools_are_planned_and_cleaned() {
-        let d = desired(&cluster(""), &SpeakerConfig::new("a"), None).unwrap();
+        let d = desired(&cluster(""), &SpeakerConfig::new("a"), None);
         assert!(d.targets.iter().all(|t| t.protocol == Protocol::Vip));
         assert_eq!(d.vip_ranges.len(), 1);
         assert!(d.in_vip_pool(&"192.0.2.95".parse().unwrap()));
@@ -242,7 +246,7 @@ mod tests {
 
     #[test]
     fn an_unknown_node_is_warned_about_and_runs_no_group() {
-        let d = desired(&cluster(""), &SpeakerConfig::new("zz"), None).unwrap();
+        let d = desired(&cluster(""), &SpeakerConfig::new("zz"), None);
         assert!(d.warnings.iter().any(|w| w.contains("\"zz\"")), "{:?}", d.warnings);
         assert_eq!(d.plan.for_node("zz").count(), 0);
         assert!(d.specs.get(INTERNAL_IP_SPEC).is_some_and(|s| s.is_err()));
@@ -259,11 +263,11 @@ mod tests {
     #[test]
     fn from_ingress_a_service_without_ingress_gets_nothing_announced() {
         let c = cluster("  interface: eth0\n");
-        let d = desired(&c, &ingress_config("a"), None).unwrap();
+        let d = desired(&c, &ingress_config("a"), None);
         assert!(d.targets.is_empty(), "{:?}", d.targets);
         assert!(d.plan.groups.is_empty());
         // The same objects allocate .91 when the speaker stands in for the controller (manifests).
-        assert_eq!(vips(&desired(&c, &SpeakerConfig::new("a"), None).unwrap()), ["192.0.2.91"]);
+        assert_eq!(vips(&desired(&c, &SpeakerConfig::new("a"), None)), ["192.0.2.91"]);
     }
 
     #[test]
@@ -273,7 +277,7 @@ mod tests {
         // A stale record elsewhere in the pool (the controller moved the address and has not rewritten it yet).
         let vip_pool = c.pools.iter_mut().find(|p| p.name == "vip").unwrap();
         vip_pool.used.insert("192.0.2.91".into(), "default/s".into());
-        let d = desired(&c, &ingress_config("a"), None).unwrap();
+        let d = desired(&c, &ingress_config("a"), None);
         assert_eq!(vips(&d), ["192.0.2.93"]);
         assert_eq!(d.targets[0].services, [openelb_core::model::ServiceKey::new("default", "s")]);
         assert_eq!(d.targets[0].candidates, ["a", "b"]);
@@ -287,14 +291,14 @@ mod tests {
         c.services[0].ingress = vec!["192.0.2.92".into()];
         let mut opted_out = c.clone();
         opted_out.services[0].annotations.remove(openelb_core::model::ANNOTATION_LB);
-        assert!(desired(&opted_out, &ingress_config("a"), None).unwrap().targets.is_empty());
+        assert!(desired(&opted_out, &ingress_config("a"), None).targets.is_empty());
         let mut deleting = c.clone();
         deleting.services[0].deleting = true;
-        assert!(desired(&deleting, &ingress_config("a"), None).unwrap().targets.is_empty());
+        assert!(desired(&deleting, &ingress_config("a"), None).targets.is_empty());
         let mut cluster_ip = c.clone();
         cluster_ip.services[0].type_ = "ClusterIP".into();
-        assert!(desired(&cluster_ip, &ingress_config("a"), None).unwrap().targets.is_empty());
-        assert_eq!(vips(&desired(&c, &ingress_config("a"), None).unwrap()), ["192.0.2.92"]);
+        assert!(desired(&cluster_ip, &ingress_config("a"), None).targets.is_empty());
+        assert_eq!(vips(&desired(&c, &ingress_config("a"), None)), ["192.0.2.92"]);
     }
 
     #[test]
@@ -308,7 +312,7 @@ mod tests {
         stray.name = "u".into();
         stray.ingress = vec!["203.0.113.5".into(), "not-an-ip".into()];
         c.services.push(stray);
-        let d = desired(&c, &ingress_config("a"), None).unwrap();
+        let d = desired(&c, &ingress_config("a"), None);
         assert_eq!(vips(&d), ["192.0.2.94"]);
         let names: Vec<&str> = d.targets[0].services.iter().map(|k| k.name.as_str()).collect();
         assert_eq!(names, ["s", "t"]);
@@ -337,10 +341,10 @@ mod tests {
         c.pools.push(wide);
         c.services[0].ingress = vec!["192.0.2.92".into()];
         // Without a label the lowest (priority, name) containing pool wins: a-wide.
-        let d = desired(&c, &ingress_config("a"), None).unwrap();
+        let d = desired(&c, &ingress_config("a"), None);
         assert_eq!(d.targets[0].pool, "a-wide");
         c.services[0].labels.insert(LABEL_EIP_POOL.into(), "vip".into());
-        let d = desired(&c, &ingress_config("a"), None).unwrap();
+        let d = desired(&c, &ingress_config("a"), None);
         assert_eq!(d.targets.len(), 1);
         assert_eq!(d.targets[0].pool, "vip");
         assert_eq!(d.plan.groups[0].id.interface, "eth0");

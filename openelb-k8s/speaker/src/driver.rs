@@ -34,7 +34,7 @@ use std::time::Duration;
 
 use openelb_core::model::{Cluster, IpFamily, ServiceKey};
 use openelb_core::vrrp::agent::{Agent, InstanceKey, NodeAction};
-use openelb_core::vrrp::plan::{GroupId, PlanError};
+use openelb_core::vrrp::plan::GroupId;
 use openelb_core::vrrp::state::{Action, ConfigError};
 use openelb_core::vrrp::{Received, Time};
 use openelb_net::ops::{AdvertReceiver, IfaceSpec, Incoming, Interface, NetOps};
@@ -92,8 +92,6 @@ struct Announced {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SpeakerError {
-    #[error("planning VRRP groups: {0}")]
-    Plan(#[from] PlanError),
     #[error("VRRP settings: {0}")]
     Agent(#[from] ConfigError),
 }
@@ -201,7 +199,7 @@ where
     /// Fails only when the first cluster snapshot cannot be planned; later bad snapshots are logged and
     /// ignored (the running plan stays).
     pub async fn run(mut self, cluster: Cluster, mut control: mpsc::Receiver<Control>) -> Result<(), SpeakerError> {
-        let initial = desired::desired(&cluster, &self.config, None)?;
+        let initial = desired::desired(&cluster, &self.config, None);
         self.apply(initial).await;
         if let Some(r) = &self.readiness {
             r.set(true);
@@ -246,14 +244,10 @@ where
 
     async fn reload(&mut self, cluster: &Cluster) {
         let previous = self.desired.as_ref().map(|d| d.plan.clone());
-        match desired::desired(cluster, &self.config, previous.as_ref()) {
-            Ok(d) => {
-                tracing::info!(groups = d.plan.groups.len(), vips = d.targets.len(), "reloaded cluster objects");
-                self.metrics.reloads.inc();
-                self.apply(d).await;
-            }
-            Err(e) => tracing::error!(error = %e, "reload: cannot plan the new objects; keeping the running plan"),
-        }
+        let d = desired::desired(cluster, &self.config, previous.as_ref());
+        tracing::info!(groups = d.plan.groups.len(), vips = d.targets.len(), "reloaded cluster objects");
+        self.metrics.reloads.inc();
+        self.apply(d).await;
     }
 
     /// Brings the node in line with `d`: resolve interfaces, apply the plan, set primaries, open receivers,
@@ -283,6 +277,8 @@ where
             );
         }
         let plan = d.plan.clone();
+        let peers = d.peers.iter().chain(&self.config.unicast_peers).copied().collect::<Vec<_>>();
+        self.agent.set_known_peers(peers);
         let actions = self.agent.apply_plan(self.now(), &plan);
         self.execute(actions).await;
         self.ensure_primaries().await;
@@ -522,6 +518,9 @@ where
             let actions = self.agent.interface_up(now, &spec);
             self.execute(actions).await;
         }
+        for event in self.agent.take_events(now) {
+            tracing::warn!(kind = event.kind(), "{event}");
+        }
         self.retry_failed_adds().await;
         if !self.agent.waiting().is_empty() && self.resolve_missing().await {
             self.cleanup_stale().await;
@@ -720,12 +719,6 @@ where
                 tracing::info!(
                     from = %from, to = %to, reason, vips = ?self.vips_of(&key), group = %group,
                     "VRRP state {from} -> {to}"
-                );
-            }
-            Action::AddressMismatch { from, advertised } => {
-                tracing::warn!(
-                    peer = %from, advertised = ?advertised, ours = ?self.vips_of(&key),
-                    "peer advertises a different VIP list for our VRID"
                 );
             }
             Action::ArmTimer { .. } | Action::CancelTimer(_) => {}

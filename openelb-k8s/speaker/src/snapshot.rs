@@ -281,7 +281,7 @@ mod tests {
         assert!(refs.contains_key(&ServiceKey::new("web", "s")));
         assert!(refs.contains_key(&ServiceKey::new("web", "waiting")), "a withdrawal must find its Service");
         let config = SpeakerConfig { addresses: AddressSource::Ingress, ..SpeakerConfig::new("a") };
-        let d = desired(&cluster, &config, None).unwrap();
+        let d = desired(&cluster, &config, None);
         let vips: Vec<String> = d.targets.iter().map(|t| t.vip.to_string()).collect();
         assert_eq!(vips, ["192.0.2.93"], "exactly the written address; .91 is neither free-picked nor taken from used");
         assert_eq!(d.plan.for_node("a").count(), 1);

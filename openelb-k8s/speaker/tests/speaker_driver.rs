@@ -155,7 +155,7 @@ fn start(
     net: Arc<FakeNet>,
 ) -> (mpsc::Sender<Control>, tokio::task::JoinHandle<Result<(), openelb_speaker::SpeakerError>>, u8) {
     let config = SpeakerConfig::new("node-a");
-    let vrid = desired(&cluster(), &config, None).unwrap().plan.group_of(&VIP.parse().unwrap()).unwrap().vrid;
+    let vrid = desired(&cluster(), &config, None).plan.group_of(&VIP.parse().unwrap()).unwrap().vrid;
     let speaker = Speaker::new(net, config).unwrap();
     let (tx, rx) = mpsc::channel(4);
     let task = tokio::spawn(speaker.run(cluster(), rx));
@@ -197,6 +197,7 @@ async fn a_better_master_makes_it_step_down_and_drop_the_vip() {
 
     let better = Received {
         src: "192.0.2.4".parse().unwrap(),
+        dst: "224.0.0.18".parse().unwrap(),
         ttl: TTL,
         advert: Advert { vrid, priority: 254, max_advert_int: 10, addresses: vec![vip()] },
     };

@@ -285,7 +285,7 @@ impl Repr for Advert {
 /// no kernel.
 pub fn receive(message: &[u8], cx: Context, ttl: u8) -> Result<Received, WireError> {
     let advert = super::decode(message, cx)?;
-    Ok(Received { src: cx.src, ttl, advert })
+    Ok(Received { src: cx.src, dst: cx.dst, ttl, advert })
 }
 
 /// Decodes what a raw IPv4 socket of protocol 112 delivers: the IP header (checksum verified, options

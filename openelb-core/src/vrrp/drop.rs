@@ -1,0 +1,155 @@
+//! Why a received advert was not acted upon, and how many times, per instance: the LAN is not trusted, so every
+//! advert that is dropped is counted under one typed reason with a stable label for metrics.
+
+use std::fmt;
+
+/// One reason per dropped advert; checks run in the order listed in the agent's and state machine's notes, and
+/// the first that fails names the drop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum DropReason {
+    /// The instance is in Initialize (not started, or its link is down).
+    NotRunning,
+    /// TTL / hop limit is not 255: the packet crossed a router (RFC 5798 §7.1).
+    Ttl,
+    /// Another VRID than the instance's (only when an instance is fed directly).
+    Vrid,
+    /// The source is not of the instance's address family.
+    Family,
+    /// Our own advert, looped back by multicast.
+    OwnAdvert,
+    /// Sent neither to the family's VRRP group nor to this node's own address on the interface.
+    BadDestination,
+    /// The source is neither a node of the cluster nor a configured unicast peer: a foreign router (or a spoof).
+    UnknownSource,
+    /// A known peer advertises none of our VIPs, nor any other VIP of our plan: a foreign router on a cluster
+    /// node (typically the apiserver's keepalived on a control-plane node).
+    ForeignAddresses,
+    /// A known peer advertises VIPs of our plan, but none of this instance's: it runs another plan for a
+    /// moment (VRIDs reused while plans propagate), or disagrees on VRIDs.
+    OtherGroup,
+    /// Priority 255 claims address ownership; we never own VIPs, so no peer of ours sends it.
+    Priority255,
+    /// Max_Adver_Int outside the configured bounds: adopting it would let one advert silence failover.
+    IntervalOutOfBounds,
+    /// Priority 0 (release) from a node other than the master this backup follows.
+    ReleaseNotFromMaster,
+    /// No instance of this node runs that (interface, family, VRID).
+    NoInstance,
+}
+
+impl DropReason {
+    pub const ALL: [DropReason; 13] = [
+        DropReason::NotRunning,
+        DropReason::Ttl,
+        DropReason::Vrid,
+        DropReason::Family,
+        DropReason::OwnAdvert,
+        DropReason::BadDestination,
+        DropReason::UnknownSource,
+        DropReason::ForeignAddresses,
+        DropReason::OtherGroup,
+        DropReason::Priority255,
+        DropReason::IntervalOutOfBounds,
+        DropReason::ReleaseNotFromMaster,
+        DropReason::NoInstance,
+    ];
+
+    /// Stable label (metrics, logs); never renamed.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DropReason::NotRunning => "not_running",
+            DropReason::Ttl => "ttl",
+            DropReason::Vrid => "vrid",
+            DropReason::Family => "family",
+            DropReason::OwnAdvert => "own_advert",
+            DropReason::BadDestination => "bad_destination",
+            DropReason::UnknownSource => "unknown_source",
+            DropReason::ForeignAddresses => "foreign_addresses",
+            DropReason::OtherGroup => "other_group",
+            DropReason::Priority255 => "priority_255",
+            DropReason::IntervalOutOfBounds => "interval_out_of_bounds",
+            DropReason::ReleaseNotFromMaster => "release_not_from_master",
+            DropReason::NoInstance => "no_instance",
+        }
+    }
+
+    /// Worth a warning: something on the LAN misbehaves. The rest is routine (our own loopback, another
+    /// group's adverts, a plan in flight) or reported another way (foreign routers have their own report).
+    pub fn is_notable(self) -> bool {
+        matches!(
+            self,
+            DropReason::Ttl
+                | DropReason::Family
+                | DropReason::BadDestination
+                | DropReason::Priority255
+                | DropReason::IntervalOutOfBounds
+                | DropReason::ReleaseNotFromMaster
+        )
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl fmt::Display for DropReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A counter per [`DropReason`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DropCounts([u64; DropReason::ALL.len()]);
+
+impl DropCounts {
+    pub fn get(&self, reason: DropReason) -> u64 {
+        self.0[reason.index()]
+    }
+
+    pub fn add(&mut self, reason: DropReason) {
+        let c = &mut self.0[reason.index()];
+        *c = c.saturating_add(1);
+    }
+
+    pub fn total(&self) -> u64 {
+        self.0.iter().fold(0u64, |a, b| a.saturating_add(*b))
+    }
+
+    /// Drops of [`DropReason::is_notable`] reasons.
+    pub fn notable(&self) -> u64 {
+        self.iter().filter(|(r, _)| r.is_notable()).fold(0u64, |a, (_, n)| a.saturating_add(n))
+    }
+
+    /// Every reason with its count, zeros included, in [`DropReason::ALL`] order.
+    pub fn iter(&self) -> impl Iterator<Item = (DropReason, u64)> + '_ {
+        DropReason::ALL.iter().map(|r| (*r, self.get(*r)))
+    }
+
+    /// `self - earlier`, per reason (counters only grow; saturates at zero otherwise).
+    pub fn since(&self, earlier: &DropCounts) -> DropCounts {
+        let mut out = DropCounts::default();
+        for (i, (a, b)) in self.0.iter().zip(earlier.0.iter()).enumerate() {
+            out.0[i] = a.saturating_sub(*b);
+        }
+        out
+    }
+}
+
+impl fmt::Display for DropCounts {
+    /// `unknown_source 3, ttl 1` (non-zero reasons only), or `none`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut first = true;
+        for (r, n) in self.iter().filter(|(_, n)| *n > 0) {
+            if !first {
+                f.write_str(", ")?;
+            }
+            write!(f, "{r} {n}")?;
+            first = false;
+        }
+        if first {
+            f.write_str("none")?;
+        }
+        Ok(())
+    }
+}

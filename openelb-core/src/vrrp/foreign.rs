@@ -1,0 +1,248 @@
+//! VRRP routers on the LAN that are not ours. The agent attributes an advert to a foreign router when it comes
+//! from an address that is no known peer, or from a known peer but for addresses that are in no group of our
+//! plan (the apiserver's keepalived often runs on the control-plane nodes themselves). Such adverts never
+//! reach a state machine; this module only remembers them, decides when one is worth a report, and tells which
+//! VRIDs are in use so the planner can move our groups off them.
+//!
+//! Choices:
+//! - **In use** means sighted over at least [`FOREIGN_CONFIRM`] and again within the last [`FOREIGN_STALE`].
+//!   One stray advert does not move our groups, and neither does a peer whose plan is a moment ahead of ours
+//!   (brand-new VIPs on a VRID our older plan uses for another group: the next plan makes them ours). Adverts
+//!   that carry VIPs of our plan never count: moving a VRID does not help against an impostor of our own VIPs,
+//!   and a node missing from our peer list for a moment (a new Node object) must not move a group.
+//! - **Reports** go out for foreign routers on the VRIDs of our own instances, one per (interface, family, VRID,
+//!   source) per [`FOREIGN_REPORT_INTERVAL`], a known peer's only once it is in use as above, and never more than
+//!   [`FOREIGN_REPORTS_PER_WINDOW`] per [`FOREIGN_REPORT_WINDOW`] in all (the rest are counted), so a flood of
+//!   adverts with varying sources and address lists yields a bounded number of reports.
+//! - **Memory is bounded**: at most [`MAX_SOURCES_PER_VRID`] sources per (interface, family, VRID) are
+//!   remembered (the others are counted), at most [`MAX_REPORTED_ADDRESSES`] addresses per source, and
+//!   anything not seen for [`FOREIGN_STALE`] is forgotten.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use super::Time;
+use super::plan::ForeignVrid;
+use crate::model::IpFamily;
+
+/// How long a foreign router must have been sighted before its VRID counts as in use.
+pub const FOREIGN_CONFIRM: Duration = Duration::from_secs(5);
+/// A foreign router not heard for this long is gone (keepalived advertises every second by default).
+pub const FOREIGN_STALE: Duration = Duration::from_secs(60);
+/// Least time between two reports of the same foreign router.
+pub const FOREIGN_REPORT_INTERVAL: Duration = Duration::from_secs(600);
+pub const FOREIGN_REPORT_WINDOW: Duration = Duration::from_secs(60);
+pub const FOREIGN_REPORTS_PER_WINDOW: u32 = 16;
+pub const MAX_SOURCES_PER_VRID: usize = 8;
+pub const MAX_REPORTED_ADDRESSES: usize = 16;
+/// Forgetting is amortised: stale entries are dropped at most this often.
+const PRUNE_EVERY: Duration = Duration::from_secs(1);
+
+/// One advert attributed to a foreign router.
+#[derive(Debug, Clone, Copy)]
+pub struct Sighting<'a> {
+    pub interface: &'a str,
+    pub family: IpFamily,
+    pub vrid: u8,
+    pub src: IpAddr,
+    pub priority: u8,
+    pub addresses: &'a [IpAddr],
+    /// The source is a known peer (its address list made it foreign).
+    pub known_peer: bool,
+    /// Some advertised address is a VIP of our plan.
+    pub claims_our_vips: bool,
+    /// One of our instances runs this (interface, family, VRID).
+    pub on_our_vrid: bool,
+}
+
+/// A foreign router on one of our VRIDs, worth a log line, a metric and an Event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForeignRouter {
+    pub interface: String,
+    pub family: IpFamily,
+    pub vrid: u8,
+    pub src: IpAddr,
+    pub priority: u8,
+    /// The first [`MAX_REPORTED_ADDRESSES`] advertised addresses.
+    pub addresses: Vec<IpAddr>,
+    pub address_count: usize,
+    pub known_peer: bool,
+    pub claims_our_vips: bool,
+}
+
+impl fmt::Display for ForeignRouter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let list: Vec<String> = self.addresses.iter().map(ToString::to_string).collect();
+        let more = self.address_count.saturating_sub(self.addresses.len());
+        let who = if self.known_peer { "a cluster node (not for our VIPs)" } else { "an unknown source" };
+        write!(
+            f,
+            "foreign VRRP router on {} {} VRID {}: {} from {who}, priority {}, addresses [{}]{}{}; ignored, our VIPs \
+             stay where they are",
+            self.interface,
+            self.family,
+            self.vrid,
+            self.src,
+            self.priority,
+            list.join(", "),
+            if more > 0 { format!(" and {more} more") } else { String::new() },
+            if self.claims_our_vips { " (it claims VIPs of ours)" } else { "" },
+        )
+    }
+}
+
+/// A VRID in use by a foreign router, with when it was seen: the planner's avoid input plus history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForeignVridSeen {
+    pub vrid: ForeignVrid,
+    /// Start of the current run of sightings.
+    pub first_seen: Time,
+    pub last_seen: Time,
+    pub adverts: u64,
+    /// The sources remembered (at most [`MAX_SOURCES_PER_VRID`])...
+    pub sources: Vec<IpAddr>,
+    /// ...and how many adverts came from sources beyond those.
+    pub untracked_adverts: u64,
+}
+
+#[derive(Debug, Clone)]
+struct Source {
+    last_seen: Time,
+    last_reported: Option<Time>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Entry {
+    adverts: u64,
+    last_seen: Time,
+    /// Sightings that count towards "in use" (not claiming our VIPs): start of the run and latest.
+    foreign_run: Option<(Time, Time)>,
+    sources: BTreeMap<IpAddr, Source>,
+    /// Adverts from sources beyond [`MAX_SOURCES_PER_VRID`], which are not remembered.
+    other_sources: u64,
+}
+
+type Key = (String, IpFamily, u8);
+
+/// The agent's memory of foreign routers.
+#[derive(Debug, Clone, Default)]
+pub struct ForeignTracker {
+    entries: BTreeMap<Key, Entry>,
+    window: Option<(Time, u32)>,
+    suppressed: u64,
+    next_prune: Time,
+}
+
+impl ForeignTracker {
+    /// Records `s`; returns a report when one is due (see the module notes).
+    pub fn observe(&mut self, now: Time, s: Sighting<'_>) -> Option<ForeignRouter> {
+        self.prune(now);
+        let key: Key = (s.interface.to_string(), s.family, s.vrid);
+        let entry = self.entries.entry(key).or_default();
+        entry.adverts = entry.adverts.saturating_add(1);
+        entry.last_seen = now;
+        if !s.claims_our_vips {
+            entry.foreign_run = match entry.foreign_run {
+                Some((start, last)) if now.saturating_sub(last) <= FOREIGN_STALE => Some((start, now)),
+                _ => Some((now, now)),
+            };
+        }
+        let confirmed = confirmed(entry, now);
+        if !entry.sources.contains_key(&s.src) {
+            if entry.sources.len() >= MAX_SOURCES_PER_VRID {
+                entry.other_sources = entry.other_sources.saturating_add(1);
+                return None;
+            }
+            entry.sources.insert(s.src, Source { last_seen: now, last_reported: None });
+        }
+        let source = entry.sources.get_mut(&s.src)?;
+        source.last_seen = now;
+        let due = source.last_reported.is_none_or(|t| now >= t.saturating_add(FOREIGN_REPORT_INTERVAL));
+        if !s.on_our_vrid || !due || (s.known_peer && !confirmed) {
+            return None;
+        }
+        if !take_slot(&mut self.window, now) {
+            self.suppressed = self.suppressed.saturating_add(1);
+            return None;
+        }
+        source.last_reported = Some(now);
+        Some(ForeignRouter {
+            interface: s.interface.to_string(),
+            family: s.family,
+            vrid: s.vrid,
+            src: s.src,
+            priority: s.priority,
+            addresses: s.addresses.iter().take(MAX_REPORTED_ADDRESSES).copied().collect(),
+            address_count: s.addresses.len(),
+            known_peer: s.known_peer,
+            claims_our_vips: s.claims_our_vips,
+        })
+    }
+
+    /// VRIDs in use by foreign routers now (see the module notes), in (interface, family, VRID) order.
+    pub fn in_use(&self, now: Time) -> Vec<ForeignVridSeen> {
+        self.entries
+            .iter()
+            .filter(|(_, e)| confirmed(e, now))
+            .map(|((interface, family, vrid), e)| ForeignVridSeen {
+                vrid: ForeignVrid { interface: interface.clone(), family: *family, vrid: *vrid },
+                first_seen: e.foreign_run.map_or(e.last_seen, |r| r.0),
+                last_seen: e.last_seen,
+                adverts: e.adverts,
+                sources: e.sources.keys().copied().collect(),
+                untracked_adverts: e.other_sources,
+            })
+            .collect()
+    }
+
+    /// Reports held back by the global rate limit.
+    pub fn reports_suppressed(&self) -> u64 {
+        self.suppressed
+    }
+
+    /// How many (interface, family, VRID) entries are remembered (bounded; for tests and metrics).
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    fn prune(&mut self, now: Time) {
+        if now < self.next_prune {
+            return;
+        }
+        self.next_prune = now.saturating_add(PRUNE_EVERY);
+        let fresh = |t: Time| now.saturating_sub(t) <= FOREIGN_STALE;
+        self.entries.retain(|_, e| {
+            e.sources.retain(|_, s| fresh(s.last_seen));
+            fresh(e.last_seen)
+        });
+    }
+}
+
+fn confirmed(e: &Entry, now: Time) -> bool {
+    e.foreign_run.is_some_and(|(start, last)| {
+        last.saturating_sub(start) >= FOREIGN_CONFIRM && now.saturating_sub(last) <= FOREIGN_STALE
+    })
+}
+
+/// Takes one report slot of the current window, opening a new window when the last one is over.
+fn take_slot(window: &mut Option<(Time, u32)>, now: Time) -> bool {
+    match window {
+        Some((start, used)) if now < start.saturating_add(FOREIGN_REPORT_WINDOW) => {
+            if *used >= FOREIGN_REPORTS_PER_WINDOW {
+                return false;
+            }
+            *used += 1;
+            true
+        }
+        _ => {
+            *window = Some((now, 1));
+            true
+        }
+    }
+}

@@ -1,0 +1,162 @@
+//! What a plan had to approximate, typed, so the speaker can count it and raise an Event and `validate` can
+//! warn: a plan never fails, it says what it could not do exactly.
+
+use std::fmt;
+use std::net::IpAddr;
+
+use thiserror::Error;
+
+use super::GroupId;
+use crate::model::IpFamily;
+
+/// A [`super::PlanConfig`] value outside its bounds; the planner uses the nearest valid value instead.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum PlanConfigError {
+    #[error("VRID range {first}-{last}: {what}")]
+    InvalidRange { first: u8, last: u8, what: &'static str },
+    #[error("priorities top {top} step {step}: top must be 1-254 and step at least 1")]
+    InvalidPriority { top: u8, step: u8 },
+    #[error("{family} group size {max}: must be 1-255 VIPs (the address count of a VRRPv3 advert is 8 bits)")]
+    InvalidGroupSize { family: IpFamily, max: usize },
+}
+
+/// How far groups were merged to fit a VRID range (see the planner's notes on capacity).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum MergeLevel {
+    /// Groups sharing their first two preferences: the holder and the first backup are unchanged.
+    FirstTwo,
+    /// Groups sharing their first preference: the holder is unchanged.
+    FirstOnly,
+    /// Groups whose candidate sets intersect: some VIPs move to another eligible node.
+    SharedCandidates,
+}
+
+impl MergeLevel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MergeLevel::FirstTwo => "first_two",
+            MergeLevel::FirstOnly => "first_only",
+            MergeLevel::SharedCandidates => "shared_candidates",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum UnplacedReason {
+    /// Even merged as far as eligibility allows, the groups need more VRIDs than the range has free (range
+    /// too small, VRIDs taken by foreign routers, or more VIPs than the free VRIDs' adverts can carry).
+    VridsExhausted,
+}
+
+impl UnplacedReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UnplacedReason::VridsExhausted => "vrids_exhausted",
+        }
+    }
+}
+
+/// Why a published VRID was not used for its group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum PublishedConflict {
+    OutOfRange,
+    /// A foreign router uses it.
+    Avoided,
+    /// Published for another group of the same VRID space too, which got it.
+    Taken,
+}
+
+impl PublishedConflict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PublishedConflict::OutOfRange => "out_of_range",
+            PublishedConflict::Avoided => "avoided",
+            PublishedConflict::Taken => "taken",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PlanIssue {
+    /// A configuration value was out of bounds and replaced by the nearest valid one.
+    Config(PlanConfigError),
+    /// The VIP was listed more than once with different interfaces or candidates; the entry that sorts first
+    /// (interface, then candidate names) was planned.
+    ConflictingVip { vip: IpAddr, interface: String, candidates: Vec<String> },
+    /// Groups were merged to fit the VRID range: every VIP of `vips` is announced by the group `group` (all
+    /// its parts), whose nodes are eligible for all of them but may be fewer than a VIP's own candidates;
+    /// `moved` are held by a node other than their own first preference.
+    Merged { group: GroupId, level: MergeLevel, vips: Vec<IpAddr>, moved: Vec<IpAddr> },
+    /// Not announced at all.
+    Unplaced { interface: String, family: IpFamily, vips: Vec<IpAddr>, reason: UnplacedReason },
+    /// The published assignment gave `group` a VRID it could not have; it got one by the planner's own rule.
+    PublishedIgnored { group: GroupId, vrid: u8, reason: PublishedConflict },
+}
+
+impl PlanIssue {
+    /// Stable label (metrics, Event reasons).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            PlanIssue::Config(_) => "config",
+            PlanIssue::ConflictingVip { .. } => "conflicting_vip",
+            PlanIssue::Merged { .. } => "merged",
+            PlanIssue::Unplaced { .. } => "unplaced",
+            PlanIssue::PublishedIgnored { .. } => "published_ignored",
+        }
+    }
+
+    /// The VIPs concerned (none for configuration and VRID issues).
+    pub fn vips(&self) -> &[IpAddr] {
+        match self {
+            PlanIssue::ConflictingVip { vip, .. } => std::slice::from_ref(vip),
+            PlanIssue::Merged { vips, .. } | PlanIssue::Unplaced { vips, .. } => vips,
+            PlanIssue::Config(_) | PlanIssue::PublishedIgnored { .. } => &[],
+        }
+    }
+}
+
+fn list(vips: &[IpAddr]) -> String {
+    const SHOWN: usize = 8;
+    let mut s: Vec<String> = vips.iter().take(SHOWN).map(ToString::to_string).collect();
+    if vips.len() > SHOWN {
+        s.push(format!("and {} more", vips.len() - SHOWN));
+    }
+    s.join(", ")
+}
+
+impl fmt::Display for PlanIssue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PlanIssue::Config(e) => write!(f, "VRRP plan settings: {e}; using the nearest valid value"),
+            PlanIssue::ConflictingVip { vip, interface, candidates } => write!(
+                f,
+                "VIP {vip}: listed more than once with different interfaces or candidates; planned on {interface} \
+                 with candidates [{}]",
+                candidates.join(", ")
+            ),
+            PlanIssue::Merged { group, level, vips, moved } => {
+                write!(
+                    f,
+                    "VRID range full: {} VIPs merged into VRRP group {group} ({}): [{}]",
+                    vips.len(),
+                    level.as_str(),
+                    list(vips)
+                )?;
+                if !moved.is_empty() {
+                    write!(f, "; {} held by a node other than their first preference: [{}]", moved.len(), list(moved))?;
+                }
+                Ok(())
+            }
+            PlanIssue::Unplaced { interface, family, vips, reason } => write!(
+                f,
+                "{} {family} VIPs on {interface} are not announced ({}): [{}]",
+                vips.len(),
+                reason.as_str(),
+                list(vips)
+            ),
+            PlanIssue::PublishedIgnored { group, vrid, reason } => {
+                write!(f, "published VRID {vrid} for group {group} not used ({})", reason.as_str())
+            }
+        }
+    }
+}
