@@ -308,7 +308,8 @@ impl DataPlane {
             .filter(|t| !t.preference.is_empty())
             .map(|t| VipInput { vip: t.vip, interface: interface_of(t), candidates: t.preference.clone() })
             .collect();
-        let new = plan::plan(&inputs, &self.cfg.plan, &PlanContext { previous: Some(&self.plan), ..Default::default() });
+        let new =
+            plan::plan(&inputs, &self.cfg.plan, &PlanContext { previous: Some(&self.plan), ..Default::default() });
         let vips: BTreeSet<IpAddr> = vrrp.iter().map(|t| t.vip).collect();
         self.client.retain(|v, _| vips.contains(v));
         for v in vips {

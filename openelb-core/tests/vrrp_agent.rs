@@ -121,7 +121,8 @@ impl Lab {
                         if j == src || !self.nodes[j].alive || !self.connected(src, j) {
                             continue;
                         }
-                        let rx = Received { src: self.nodes[src].addr, dst: GROUP_V4.into(), ttl: 255, advert: adv.clone() };
+                        let rx =
+                            Received { src: self.nodes[src].addr, dst: GROUP_V4.into(), ttl: 255, advert: adv.clone() };
                         let out = self.nodes[j].agent.handle_advert(self.now, &na.key.interface, rx);
                         queue.extend(out.into_iter().map(|a| (j, a)));
                     }

@@ -1,12 +1,13 @@
 //! The group/VRID planner (DESIGN §4): grouping rules, priorities, VRID determinism, collisions and stickiness.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use openelb_core::IpFamily;
 use openelb_core::election::rank;
 use openelb_core::vrrp::plan::{
-    GroupId, Plan, PlanConfig, PlanConfigError, PlanContext, PlanIssue, VipInput, VridScope, plan,
+    ForeignVrid, GroupId, MergeLevel, Plan, PlanConfig, PlanConfigError, PlanContext, PlanIssue, PublishedConflict,
+    VipInput, VridScope, plan,
 };
 use proptest::prelude::*;
 
@@ -145,9 +146,7 @@ fn groups_that_share_no_candidate_and_do_not_fit_are_reported_not_given_to_anyon
     let p = plan(&input, &PlanConfig { vrids: 10..=12, ..cfg() }, &after(None));
     assert_eq!(p.groups.len(), 3, "three VRIDs, three groups");
     assert!(vrids_unique(&p, VridScope::Global));
-    let [PlanIssue::Unplaced { interface, family, vips, .. }] = p.issues.as_slice() else {
-        panic!("{:?}", p.issues)
-    };
+    let [PlanIssue::Unplaced { interface, family, vips, .. }] = p.issues.as_slice() else { panic!("{:?}", p.issues) };
     assert_eq!((interface.as_str(), *family, vips.len()), ("eth0", IpFamily::V4, 1));
     assert!(p.group_of(&vips[0]).is_none());
     assert!(p.issues[0].to_string().contains("not announced (vrids_exhausted)"), "{}", p.issues[0]);
@@ -205,7 +204,11 @@ fn a_vip_listed_twice_differently_keeps_the_first_entry_and_is_reported() {
     assert_eq!((p.groups[0].id.interface.as_str(), p.groups[0].id.first.as_str()), ("eth0", "b"));
     assert_eq!(
         p.issues,
-        vec![PlanIssue::ConflictingVip { vip: v4(91), interface: "eth0".into(), candidates: vec!["b".into(), "a".into()] }]
+        vec![PlanIssue::ConflictingVip {
+            vip: v4(91),
+            interface: "eth0".into(),
+            candidates: vec!["b".into(), "a".into()]
+        }]
     );
     // Whatever the order they come in.
     let mut reversed = clash.to_vec();
@@ -410,6 +413,343 @@ proptest! {
             if let Some(prev) = old.group(&g.id) {
                 prop_assert_eq!(prev.vrid, g.vrid, "{}", g.id);
             }
+        }
+    }
+}
+
+// ---- capacity, foreign VRIDs, published assignment ----
+
+fn nodes(n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("node-{i:03}")).collect()
+}
+
+/// Deterministic xorshift, for inputs that must look random but be the same every run.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+fn vip_n(i: u32) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 51, 100, 0)) + i))
+}
+
+/// `vips` Cluster-policy VIPs over `n` nodes, ranked by the real rendezvous order.
+fn cluster_input(n: usize, vips: u32) -> Vec<VipInput> {
+    let names = nodes(n);
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    (0..vips).map(|i| ranked(vip_n(i), "eth0", &refs)).collect()
+}
+
+/// `vips` Local-policy VIPs over `n` nodes, each with endpoints on a random 2-3 node subset.
+fn local_input(n: usize, vips: u32, seed: u64) -> Vec<VipInput> {
+    let names = nodes(n);
+    let mut rng = Rng(seed | 1);
+    (0..vips)
+        .map(|i| {
+            let k = 2 + (rng.next() % 2) as usize;
+            let mut set: Vec<&str> = Vec::new();
+            while set.len() < k {
+                let c = names[(rng.next() % n as u64) as usize].as_str();
+                if !set.contains(&c) {
+                    set.push(c);
+                }
+            }
+            ranked(vip_n(i), "eth0", &set)
+        })
+        .collect()
+}
+
+/// The planner's promises for any input: every VIP with candidates is in exactly one group or reported
+/// unplaced (never both); every node with a priority is a candidate of every VIP of its group; priorities
+/// strictly decrease; VRIDs are unique per space, in range and never avoided.
+fn check_invariants(input: &[VipInput], c: &PlanConfig, avoid: &[ForeignVrid], p: &Plan) -> Result<(), String> {
+    let mut by_vip: BTreeMap<IpAddr, &VipInput> = BTreeMap::new();
+    for v in input {
+        by_vip.entry(v.vip).or_insert(v);
+    }
+    let unplaced: BTreeSet<IpAddr> = p
+        .issues
+        .iter()
+        .filter(|i| matches!(i, PlanIssue::Unplaced { .. }))
+        .flat_map(|i| i.vips().iter().copied())
+        .collect();
+    let mut seen: BTreeSet<IpAddr> = BTreeSet::new();
+    for g in &p.groups {
+        if !c.vrids.contains(&g.vrid) && *c.vrids.start() <= *c.vrids.end() && *c.vrids.start() > 0 {
+            return Err(format!("group {} VRID {} out of range", g.id, g.vrid));
+        }
+        if avoid.iter().any(|a| a.family == g.id.family && a.vrid == g.vrid) {
+            return Err(format!("group {} on avoided VRID {}", g.id, g.vrid));
+        }
+        if g.priorities.is_empty() || !g.priorities.windows(2).all(|w| w[0].1 > w[1].1) {
+            return Err(format!("group {}: priorities {:?}", g.id, g.priorities));
+        }
+        for vip in &g.vips {
+            if !seen.insert(*vip) {
+                return Err(format!("{vip} in two groups"));
+            }
+            if unplaced.contains(vip) {
+                return Err(format!("{vip} both placed and unplaced"));
+            }
+            let Some(input) = by_vip.get(vip) else { return Err(format!("{vip} was not asked for")) };
+            for (node, _) in &g.priorities {
+                if !input.candidates.contains(node) {
+                    return Err(format!("{vip}: {node} has a priority in {} but is not a candidate", g.id));
+                }
+            }
+        }
+    }
+    for (vip, v) in &by_vip {
+        let expected = usize::from(!v.candidates.is_empty());
+        let got = usize::from(seen.contains(vip)) + usize::from(unplaced.contains(vip));
+        if got != expected {
+            return Err(format!("{vip}: placed {} unplaced {}", seen.contains(vip), unplaced.contains(vip)));
+        }
+    }
+    if !vrids_unique(p, c.scope) {
+        return Err("two groups share a VRID".into());
+    }
+    Ok(())
+}
+
+#[test]
+fn three_hundred_nodes_and_a_thousand_vips_fit_the_default_range_by_merging_groups() {
+    let input = cluster_input(300, 1000);
+    let natural = plan(&input, &full(), &after(None));
+    assert!(natural.groups.len() > 156, "more first preferences than the default range has VRIDs");
+    let p = plan(&input, &cfg(), &after(None));
+    check_invariants(&input, &cfg(), &[], &p).unwrap();
+    assert!(p.groups.len() <= 156);
+    assert!(!p.issues.iter().any(|i| matches!(i, PlanIssue::Unplaced { .. })), "{:?}", p.issues);
+    let merged: Vec<&PlanIssue> = p.issues.iter().filter(|i| i.kind() == "merged").collect();
+    assert!(!merged.is_empty());
+    assert!(merged.iter().all(|i| matches!(i, PlanIssue::Merged { level: MergeLevel::SharedCandidates, .. })));
+    // Only as much as needed: most groups are still natural, and most VIPs keep their first preference.
+    let moved: usize =
+        merged.iter().map(|i| if let PlanIssue::Merged { moved, .. } = i { moved.len() } else { 0 }).sum();
+    assert!(moved < 500, "{moved} of 1000 VIPs moved");
+    // Deterministic whatever the order.
+    let mut reversed = input.clone();
+    reversed.reverse();
+    assert_eq!(plan(&reversed, &cfg(), &after(None)), p);
+}
+
+#[test]
+fn local_services_on_different_node_sets_fit_by_merging_shared_first_preferences() {
+    let input = local_input(12, 300, 7);
+    let p = plan(&input, &cfg(), &after(None));
+    check_invariants(&input, &cfg(), &[], &p).unwrap();
+    assert!(!p.issues.iter().any(|i| matches!(i, PlanIssue::Unplaced { .. })), "{:?}", p.issues);
+    // Merging by first two or first preference never moves a VIP off its first preference.
+    for i in &p.issues {
+        if let PlanIssue::Merged { level, moved, .. } = i
+            && *level != MergeLevel::SharedCandidates
+        {
+            assert!(moved.is_empty(), "{i}");
+        }
+    }
+    for v in &input {
+        let g = p.group_of(&v.vip).unwrap();
+        assert_eq!(g.priorities[0].0, v.candidates[0], "{}", v.vip);
+    }
+}
+
+#[test]
+fn first_two_merges_keep_holder_and_first_backup_and_only_common_nodes() {
+    // Two groups (different candidate sets) share their first two preferences a, b; one VRID.
+    let input = [vip(v4(91), "eth0", &["a", "b", "c"]), vip(v4(92), "eth0", &["a", "b", "d"])];
+    let p = plan(&input, &PlanConfig { vrids: 7..=7, ..cfg() }, &after(None));
+    assert_eq!(p.groups.len(), 1);
+    assert_eq!(p.groups[0].priorities, vec![("a".into(), 250), ("b".into(), 240)]);
+    assert_eq!(p.groups[0].vrid, 7);
+    let [PlanIssue::Merged { level, vips, moved, group }] = p.issues.as_slice() else { panic!("{:?}", p.issues) };
+    assert_eq!((*level, vips.clone(), moved.len()), (MergeLevel::FirstTwo, vec![v4(91), v4(92)], 0));
+    assert_eq!(&p.groups[0].id, group, "the merged group has its least member's identity");
+    // Sharing only the first: merged at the next level, c and d are still not eligible for each other's VIP.
+    let input = [vip(v4(91), "eth0", &["a", "c", "b"]), vip(v4(92), "eth0", &["a", "d", "b"])];
+    let p = plan(&input, &PlanConfig { vrids: 7..=7, ..cfg() }, &after(None));
+    assert_eq!(p.groups[0].priorities, vec![("a".into(), 250), ("b".into(), 240)]);
+    assert!(matches!(p.issues.as_slice(), [PlanIssue::Merged { level: MergeLevel::FirstOnly, .. }]));
+}
+
+#[test]
+fn foreign_vrids_are_never_used_and_groups_move_off_them() {
+    let input = cluster_input(5, 40);
+    let before = plan(&input, &full(), &after(None));
+    let taken: Vec<ForeignVrid> = before
+        .groups
+        .iter()
+        .map(|g| ForeignVrid { interface: "eth0".into(), family: IpFamily::V4, vrid: g.vrid })
+        .collect();
+    let ctx = PlanContext { previous: Some(&before), avoid: &taken, ..PlanContext::default() };
+    let p = plan(&input, &full(), &ctx);
+    check_invariants(&input, &full(), &taken, &p).unwrap();
+    assert!(p.groups.iter().all(|g| !taken.iter().any(|t| t.vrid == g.vrid)));
+    // An IPv6 VRID, or (per interface) another interface's, does not block an IPv4 group on eth0.
+    let elsewhere: Vec<ForeignVrid> = before
+        .groups
+        .iter()
+        .flat_map(|g| {
+            [
+                ForeignVrid { interface: "eth0".into(), family: IpFamily::V6, vrid: g.vrid },
+                ForeignVrid { interface: "eth1".into(), family: IpFamily::V4, vrid: g.vrid },
+            ]
+        })
+        .collect();
+    let per_iface = PlanConfig { scope: VridScope::PerInterface, ..full() };
+    let ctx = PlanContext { previous: Some(&before), avoid: &elsewhere, ..PlanContext::default() };
+    let p = plan(&input, &per_iface, &ctx);
+    for g in &p.groups {
+        assert_eq!(before.group(&g.id).map(|b| b.vrid), Some(g.vrid), "{}", g.id);
+    }
+    // Every VRID of the range taken: nothing to place, everything reported.
+    let all: Vec<ForeignVrid> =
+        (100..=255).map(|vrid| ForeignVrid { interface: "eth0".into(), family: IpFamily::V4, vrid }).collect();
+    let p = plan(&input, &cfg(), &PlanContext { avoid: &all, ..PlanContext::default() });
+    assert!(p.groups.is_empty());
+    assert_eq!(p.issues.iter().flat_map(|i| i.vips()).count(), 40);
+}
+
+#[test]
+fn a_published_assignment_wins_over_previous_and_hash_and_bad_entries_are_reported() {
+    let input = cluster_input(5, 40);
+    let mine = plan(&input, &cfg(), &after(None));
+    // The controller's plan: the same groups, other VRIDs (another offset).
+    let theirs = plan(&input, &PlanConfig { offset: 77, ..cfg() }, &after(None));
+    let published = theirs.vrid_assignment();
+    let ctx = PlanContext { previous: Some(&mine), published: Some(&published), ..PlanContext::default() };
+    let p = plan(&input, &cfg(), &ctx);
+    assert!(p.issues.is_empty(), "{:?}", p.issues);
+    for g in &p.groups {
+        assert_eq!(Some(g.vrid), published.get(&g.id), "{}", g.id);
+    }
+    assert_ne!(mine.vrid_assignment(), published, "the test needs VRIDs that differ");
+    // Entries it cannot follow: one out of range, one taken by a foreign router, two groups on one VRID.
+    let ids: Vec<GroupId> = p.groups.iter().map(|g| g.id.clone()).collect();
+    let mut bad = published.clone();
+    bad.vrids.insert(ids[0].clone(), 5);
+    let foreign =
+        [ForeignVrid { interface: "eth0".into(), family: IpFamily::V4, vrid: published.get(&ids[1]).unwrap() }];
+    bad.vrids.insert(ids[3].clone(), published.get(&ids[2]).unwrap());
+    let ctx = PlanContext { published: Some(&bad), avoid: &foreign, ..PlanContext::default() };
+    let p = plan(&input, &cfg(), &ctx);
+    check_invariants(&input, &cfg(), &foreign, &p).unwrap();
+    let reasons: BTreeSet<PublishedConflict> = p
+        .issues
+        .iter()
+        .filter_map(|i| if let PlanIssue::PublishedIgnored { reason, .. } = i { Some(*reason) } else { None })
+        .collect();
+    let all = BTreeSet::from([PublishedConflict::OutOfRange, PublishedConflict::Avoided, PublishedConflict::Taken]);
+    assert_eq!(reasons, all, "{:?}", p.issues);
+    assert_eq!(p.issues.len(), 3, "{:?}", p.issues);
+    for g in p.groups.iter().filter(|g| !ids[..4].contains(&g.id)) {
+        assert_eq!(Some(g.vrid), published.get(&g.id), "{}", g.id);
+    }
+}
+
+#[test]
+fn more_vips_than_the_free_vrids_can_carry_are_reported_unplaced() {
+    // Three VRIDs of at most two VIPs each: six of the ten VIPs fit.
+    let input: Vec<VipInput> = (0..10).map(|i| vip(vip_n(i), "eth0", &["a", "b"])).collect();
+    let c = PlanConfig { vrids: 10..=12, max_vips_ipv4: 2, ..cfg() };
+    let p = plan(&input, &c, &after(None));
+    check_invariants(&input, &c, &[], &p).unwrap();
+    // One group of ten needs five parts: it cannot be split across a merge, so it is left out whole.
+    assert!(p.groups.is_empty());
+    assert_eq!(p.issues.iter().flat_map(|i| i.vips()).count(), 10);
+}
+
+fn arb_world() -> impl Strategy<Value = (Vec<VipInput>, PlanConfig, Vec<ForeignVrid>)> {
+    (
+        1usize..24,
+        0usize..300,
+        any::<u64>(),
+        1u8..40,
+        0u8..10,
+        any::<bool>(),
+        1usize..6,
+        prop::collection::vec(1u8..60, 0..20),
+    )
+        .prop_map(|(n, count, seed, size, first_extra, per_iface, max, avoid)| {
+            let names = nodes(n);
+            let mut rng = Rng(seed | 1);
+            let input: Vec<VipInput> = (0..count as u32)
+                .map(|i| {
+                    let k = (rng.next() % (n as u64 + 1)) as usize;
+                    let mut set: Vec<&str> = Vec::new();
+                    for _ in 0..k {
+                        let c = names[(rng.next() % n as u64) as usize].as_str();
+                        if !set.contains(&c) {
+                            set.push(c);
+                        }
+                    }
+                    let iface = if rng.next().is_multiple_of(4) { "eth1" } else { "eth0" };
+                    let addr = if rng.next().is_multiple_of(3) { v6(i as u16 + 1) } else { vip_n(i) };
+                    ranked(addr, iface, &set)
+                })
+                .collect();
+            let first = 1 + first_extra;
+            let c = PlanConfig {
+                vrids: first..=first.saturating_add(size - 1),
+                scope: if per_iface { VridScope::PerInterface } else { VridScope::Global },
+                max_vips_ipv4: max,
+                max_vips_ipv6: max,
+                ..cfg()
+            };
+            let avoid = avoid
+                .into_iter()
+                .map(|vrid| ForeignVrid {
+                    interface: if vrid % 2 == 0 { "eth0".into() } else { "eth1".into() },
+                    family: if vrid % 3 == 0 { IpFamily::V6 } else { IpFamily::V4 },
+                    vrid,
+                })
+                .collect();
+            (input, c, avoid)
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Any number of nodes, candidate sets and VIPs, any range and foreign VRIDs: the plan never fails and
+    /// keeps every promise of [`check_invariants`]; with room to spare nothing is approximated.
+    #[test]
+    fn any_input_gets_a_plan_that_keeps_the_promises((input, c, avoid) in arb_world()) {
+        let avoid_scoped: Vec<ForeignVrid> = match c.scope {
+            // Per interface, only a foreign VRID on the group's own interface counts; check with those.
+            VridScope::PerInterface => Vec::new(),
+            VridScope::Global => avoid.clone(),
+        };
+        let p = plan(&input, &c, &PlanContext { avoid: &avoid, ..PlanContext::default() });
+        prop_assert_eq!(check_invariants(&input, &c, &avoid_scoped, &p), Ok(()));
+        if c.scope == VridScope::PerInterface {
+            for g in &p.groups {
+                prop_assert!(!avoid.iter().any(|a| a.interface == g.id.interface && a.family == g.id.family && a.vrid == g.vrid));
+            }
+        }
+        let roomy = PlanConfig { vrids: 1..=255, max_vips_ipv4: 255, max_vips_ipv6: 90, ..c.clone() };
+        if input.len() < 100 {
+            let p = plan(&input, &roomy, &after(None));
+            prop_assert!(p.issues.iter().all(|i| i.kind() == "conflicting_vip"), "{:?}", p.issues);
+        }
+    }
+
+    /// A published assignment made from the same groups is followed exactly, whatever the previous plan.
+    #[test]
+    fn a_valid_published_assignment_is_followed((input, c, _avoid) in arb_world(), offset in any::<u8>()) {
+        let controller = plan(&input, &PlanConfig { offset, ..c.clone() }, &after(None));
+        let published = controller.vrid_assignment();
+        let stale = plan(&input, &c, &after(None));
+        let p = plan(&input, &c, &PlanContext { previous: Some(&stale), published: Some(&published), ..PlanContext::default() });
+        prop_assert_eq!(check_invariants(&input, &c, &[], &p), Ok(()));
+        for g in &p.groups {
+            prop_assert_eq!(Some(g.vrid), published.get(&g.id), "{}", g.id);
         }
     }
 }

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use openelb_core::vrrp::drop::DropReason;
 use openelb_core::vrrp::state::{
-    Action, Config, ConfigError, Input, Instance, State, TimerKind, master_down_interval, skew_time,
+    Action, Config, ConfigError, Input, Instance, State, TimerKind, default_peer_interval_bounds, master_down_interval,
+    skew_time,
 };
 use openelb_core::vrrp::{Advert, GROUP_V4, Received, Time};
 use proptest::prelude::*;
@@ -589,6 +590,115 @@ fn invalid_configs_are_refused_with_the_value() {
     let err = e(Config { addresses: vec![ip(91), v6], ..config() });
     assert_eq!(err, ConfigError::Family { vip: v6, primary: ip(3) });
     assert!(err.to_string().contains("::1"));
+    for (min, max) in [(0, 10), (20, 10), (1, 4096)] {
+        let err = e(Config { peer_interval_bounds: Some(min..=max), ..config() });
+        assert_eq!(err, ConfigError::PeerIntervalBounds { min, max });
+    }
+}
+
+// ---- what the LAN may send ----
+
+#[test]
+fn default_peer_interval_bounds_are_a_factor_of_ten_around_our_own() {
+    assert_eq!(default_peer_interval_bounds(10), 1..=100);
+    assert_eq!(default_peer_interval_bounds(100), 10..=1000);
+    assert_eq!(default_peer_interval_bounds(1000), 100..=4095);
+    assert_eq!(default_peer_interval_bounds(1), 1..=10);
+    assert_eq!(config().peer_interval_bounds(), 1..=100);
+}
+
+/// A Backup that follows 192.0.2.4 (priority 200) since 50 ms.
+fn backup_following_4() -> Instance {
+    let mut i = instance(config());
+    i.handle(ms(0.0), Input::Start);
+    i.handle(ms(50.0), rx(4, 200));
+    assert_eq!(i.master().map(|m| m.src), Some(ip(4)));
+    i
+}
+
+#[test]
+fn priority_255_is_never_accepted_in_any_state() {
+    let mut b = backup_following_4();
+    let deadline = b.deadline(TimerKind::MasterDown);
+    assert_eq!(b.handle(ms(60.0), rx(5, 255)), vec![]);
+    assert_eq!(
+        (b.state(), b.deadline(TimerKind::MasterDown), b.master().map(|m| m.src)),
+        (State::Backup, deadline, Some(ip(4)))
+    );
+    let mut m = master_at(ms(400.0), config());
+    assert_eq!(m.handle(ms(450.0), rx(5, 255)), vec![]);
+    assert_eq!(m.state(), State::Master);
+    assert_eq!(
+        b.counters().dropped.get(DropReason::Priority255) + m.counters().dropped.get(DropReason::Priority255),
+        2
+    );
+    assert!(DropReason::Priority255.is_notable());
+}
+
+#[test]
+fn a_max_adver_int_outside_the_bounds_is_not_adopted() {
+    // One advert with 4095 cs used to keep the VIP off every node for 126 s.
+    let mut b = backup_following_4();
+    let deadline = b.deadline(TimerKind::MasterDown);
+    assert_eq!(b.handle(ms(60.0), rx_int(4, 200, 4095)), vec![]);
+    assert_eq!((b.master_adver_interval(), b.deadline(TimerKind::MasterDown)), (10, deadline));
+    assert_eq!(b.counters().dropped.get(DropReason::IntervalOutOfBounds), 1);
+    // The bound is inclusive, and configurable.
+    assert_eq!(b.handle(ms(70.0), rx_int(4, 200, 100)), vec![arm(TimerKind::MasterDown, ms(70.0) + ms(3609.375))]);
+    let mut wide = instance(Config { peer_interval_bounds: Some(1..=4095), ..config() });
+    wide.handle(ms(0.0), Input::Start);
+    wide.handle(ms(10.0), rx_int(4, 200, 4095));
+    assert_eq!(wide.master_adver_interval(), 4095);
+    // A master ignores one too (it never adopts the interval, but the advert is not one of ours either).
+    let mut m = master_at(ms(400.0), config());
+    assert_eq!(m.handle(ms(450.0), rx_int(4, 254, 4095)), vec![]);
+    assert_eq!(m.state(), State::Master);
+}
+
+#[test]
+fn a_release_is_honoured_only_from_the_master_the_backup_follows() {
+    // Priority-0 adverts unicast to a backup from another node used to flip it 60 times in 30 spoofs.
+    let mut b = backup_following_4();
+    let deadline = b.deadline(TimerKind::MasterDown);
+    let unicast = |src: u8| Input::Advert(Received { dst: ip(3), ..received(src, advert(0, 10)) });
+    for k in 0..30 {
+        assert_eq!(b.handle(ms(60.0 + f64::from(k)), unicast(5)), vec![], "spoof {k}");
+    }
+    assert_eq!((b.state(), b.deadline(TimerKind::MasterDown)), (State::Backup, deadline));
+    assert_eq!(b.counters().dropped.get(DropReason::ReleaseNotFromMaster), 30);
+    // From the master itself, unicast or multicast: Master_Down_Timer drops to Skew_Time.
+    assert_eq!(b.handle(ms(100.0), unicast(4)), vec![arm(TimerKind::MasterDown, ms(100.0) + ms(60.9375))]);
+    // A backup that has heard no master yet ignores a release.
+    let mut fresh = instance(config());
+    fresh.handle(ms(0.0), Input::Start);
+    assert_eq!(fresh.handle(ms(10.0), rx(4, 0)), vec![]);
+}
+
+#[test]
+fn only_adverts_to_the_vrrp_group_or_to_us_are_accepted() {
+    let mut b = backup_following_4();
+    let to = |dst: IpAddr| Input::Advert(Received { dst, ..received(4, advert(200, 10)) });
+    assert_eq!(b.handle(ms(60.0), to(ip(99))), vec![]);
+    assert_eq!(b.handle(ms(60.0), to(IpAddr::V6(Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 0x12)))), vec![]);
+    assert_eq!(b.counters().dropped.get(DropReason::BadDestination), 2);
+    assert_eq!(b.handle(ms(70.0), to(ip(3))), vec![arm(TimerKind::MasterDown, ms(70.0) + ms(360.9375))]);
+    assert_eq!(b.handle(ms(80.0), to(GROUP_V4.into())), vec![arm(TimerKind::MasterDown, ms(80.0) + ms(360.9375))]);
+    let c = b.counters();
+    assert_eq!((c.received, c.accepted, c.dropped.total()), (5, 3, 2));
+}
+
+#[test]
+fn drop_reasons_have_stable_distinct_labels() {
+    let labels: BTreeSet<&str> = DropReason::ALL.iter().map(|r| r.as_str()).collect();
+    assert_eq!(labels.len(), DropReason::ALL.len());
+    for r in DropReason::ALL {
+        let mut c = openelb_core::vrrp::drop::DropCounts::default();
+        c.add(r);
+        assert_eq!((c.get(r), c.total()), (1, 1), "{r}");
+        assert_eq!(c.to_string(), format!("{} 1", r.as_str()));
+    }
+    assert_eq!(DropReason::UnknownSource.as_str(), "unknown_source");
+    assert_eq!(DropReason::IntervalOutOfBounds.as_str(), "interval_out_of_bounds");
 }
 
 // ---- properties ----

@@ -436,9 +436,7 @@ impl Agent {
     /// after handling adverts or on a periodic tick, and log / publish each event.
     pub fn take_events(&mut self, now: Time) -> Vec<AgentEvent> {
         let instances = &self.instances;
-        self.reporter.take(now, |key| {
-            instances.get(key).map(|s| (s.instance.counters(), s.instance.last_mismatch()))
-        })
+        self.reporter.take(now, |key| instances.get(key).map(|s| (s.instance.counters(), s.instance.last_mismatch())))
     }
 
     /// Whether [`Agent::take_events`] has something at `now`: the "something new to report" signal.

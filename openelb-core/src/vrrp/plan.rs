@@ -177,7 +177,11 @@ impl Effective {
         let (start, end) = (*c.vrids.start(), *c.vrids.end());
         let (mut first, mut last) = (start, end);
         if first > last {
-            problems.push(PlanConfigError::InvalidRange { first: start, last: end, what: "range end is before its start" });
+            problems.push(PlanConfigError::InvalidRange {
+                first: start,
+                last: end,
+                what: "range end is before its start",
+            });
             std::mem::swap(&mut first, &mut last);
         }
         if first == 0 {

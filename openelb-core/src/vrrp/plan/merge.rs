@@ -32,14 +32,7 @@ pub(super) struct Unit {
 
 impl Unit {
     fn natural(i: usize, n: &Natural<'_>) -> Unit {
-        Unit {
-            members: vec![i],
-            anchor: i,
-            vips: n.vips.len(),
-            common: n.set.clone(),
-            prefix: Vec::new(),
-            level: None,
-        }
+        Unit { members: vec![i], anchor: i, vips: n.vips.len(), common: n.set.clone(), prefix: Vec::new(), level: None }
     }
 
     fn first(&self, naturals: &[Natural<'_>]) -> Option<u32> {
