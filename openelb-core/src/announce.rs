@@ -2,7 +2,7 @@
 //! their preference order. The simulator, the speaker and the VRRP planner all start from this one list, so
 //! they can never disagree about who may hold a VIP.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::net::IpAddr;
 
 use crate::election;
@@ -46,20 +46,23 @@ pub fn targets(cluster: &Cluster, ipam: &Ipam) -> Vec<VipTarget> {
             let mut keys: Vec<ServiceKey> = holders.split(';').filter_map(ServiceKey::parse).collect();
             keys.sort();
             keys.dedup();
-            let mut cands: BTreeSet<&str> = BTreeSet::new();
+            let mut sets: Vec<Vec<&str>> = Vec::with_capacity(keys.len());
             for s in keys.iter().filter_map(|k| by_key.get(k)) {
-                match s.external_traffic_policy {
-                    TrafficPolicy::Cluster => {
-                        let all = cluster_wide.get_or_insert_with(|| election::candidates(s, &cluster.nodes, &[]));
-                        cands.extend(all.iter().copied());
-                    }
+                sets.push(match s.external_traffic_policy {
+                    TrafficPolicy::Cluster => cluster_wide
+                        .get_or_insert_with(|| election::candidates(s, &cluster.nodes, &[]))
+                        .clone(),
                     TrafficPolicy::Local => {
                         let eps = cluster.endpoints.get(&s.key()).map(Vec::as_slice).unwrap_or_default();
-                        cands.extend(election::candidates(s, &cluster.nodes, eps));
+                        election::candidates(s, &cluster.nodes, eps)
                     }
-                }
+                });
             }
-            let candidates: Vec<&str> = cands.into_iter().collect();
+            // One sharer (the usual case): its list is sorted and deduplicated already.
+            let candidates: Vec<&str> = match sets.len() {
+                1 => sets.pop().unwrap_or_default(),
+                _ => election::candidates_union(&sets),
+            };
             let preference = election::rank(&vip, &candidates).into_iter().map(str::to_string).collect();
             out.push(VipTarget {
                 vip,
