@@ -70,7 +70,8 @@ fn cluster(nodes: usize, services: u32, policy: TrafficPolicy) -> Cluster {
         }
         svcs.push(svc);
     }
-    let pool = Pool { name: "vip".into(), address: "10.0.0.0/16".into(), protocol: Protocol::Vip, used, ..Pool::default() };
+    let pool =
+        Pool { name: "vip".into(), address: "10.0.0.0/16".into(), protocol: Protocol::Vip, used, ..Pool::default() };
     Cluster { pools: vec![pool], services: svcs, nodes, endpoints, ..Cluster::default() }
 }
 

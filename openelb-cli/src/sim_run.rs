@@ -14,9 +14,10 @@ use anyhow::{Context, Result, bail};
 use openelb_core::announce;
 use openelb_core::vrrp::Time;
 use openelb_core::vrrp::agent::AgentConfig;
+use openelb_core::vrrp::consts::MAX_ADVERT_INT;
 use openelb_core::vrrp::plan::PlanConfig;
 use openelb_core::vrrp::state::{
-    DEFAULT_ADVERT_INTERVAL_CS, DEFAULT_GARP_COUNT, DEFAULT_GARP_SPACING, DEFAULT_PREEMPT_DELAY, MAX_ADVERT_INTERVAL_CS,
+    DEFAULT_ADVERT_INTERVAL_CS, DEFAULT_GARP_COUNT, DEFAULT_GARP_SPACING, DEFAULT_PREEMPT_DELAY,
 };
 use serde::Serialize;
 
@@ -59,7 +60,7 @@ impl SimFlags {
     fn data_plane_config(&self) -> Result<DataPlaneConfig> {
         let nanos = self.advert_interval.as_nanos();
         let cs = nanos / 10_000_000;
-        if !nanos.is_multiple_of(10_000_000) || cs == 0 || cs > u128::from(MAX_ADVERT_INTERVAL_CS) {
+        if !nanos.is_multiple_of(10_000_000) || cs == 0 || cs > u128::from(MAX_ADVERT_INT) {
             bail!(
                 "--advert-interval {}: must be a multiple of 10ms between 10ms and 40.95s (VRRPv3 counts centiseconds)",
                 fmt_duration(self.advert_interval)

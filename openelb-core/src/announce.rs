@@ -49,9 +49,9 @@ pub fn targets(cluster: &Cluster, ipam: &Ipam) -> Vec<VipTarget> {
             let mut sets: Vec<Vec<&str>> = Vec::with_capacity(keys.len());
             for s in keys.iter().filter_map(|k| by_key.get(k)) {
                 sets.push(match s.external_traffic_policy {
-                    TrafficPolicy::Cluster => cluster_wide
-                        .get_or_insert_with(|| election::candidates(s, &cluster.nodes, &[]))
-                        .clone(),
+                    TrafficPolicy::Cluster => {
+                        cluster_wide.get_or_insert_with(|| election::candidates(s, &cluster.nodes, &[])).clone()
+                    }
                     TrafficPolicy::Local => {
                         let eps = cluster.endpoints.get(&s.key()).map(Vec::as_slice).unwrap_or_default();
                         election::candidates(s, &cluster.nodes, eps)

@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use openelb_core::election::rank;
 use openelb_core::vrrp::agent::{Agent, AgentConfig, NodeAction};
+use openelb_core::vrrp::consts::MULTICAST_V4;
 use openelb_core::vrrp::plan::{Group, GroupId, Plan, PlanConfig, PlanContext, VipInput, plan};
 use openelb_core::vrrp::state::{Action, State, TimerKind, master_down_interval, skew_time};
-use openelb_core::vrrp::{GROUP_V4, PRIORITY_RELEASE, Received, Time};
+use openelb_core::vrrp::{PRIORITY_RELEASE, Received, Time};
 use proptest::prelude::*;
 
 const IFACE: &str = "eth0";
@@ -121,8 +122,12 @@ impl Lab {
                         if j == src || !self.nodes[j].alive || !self.connected(src, j) {
                             continue;
                         }
-                        let rx =
-                            Received { src: self.nodes[src].addr, dst: GROUP_V4.into(), ttl: 255, advert: adv.clone() };
+                        let rx = Received {
+                            src: self.nodes[src].addr,
+                            dst: MULTICAST_V4.into(),
+                            ttl: 255,
+                            advert: adv.clone(),
+                        };
                         let out = self.nodes[j].agent.handle_advert(self.now, &na.key.interface, rx);
                         queue.extend(out.into_iter().map(|a| (j, a)));
                     }

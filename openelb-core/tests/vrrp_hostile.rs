@@ -7,12 +7,13 @@ use std::time::Duration;
 
 use openelb_core::IpFamily;
 use openelb_core::vrrp::agent::{Agent, AgentConfig, InstanceKey, NodeAction};
+use openelb_core::vrrp::consts::MULTICAST_V4;
 use openelb_core::vrrp::drop::DropReason;
 use openelb_core::vrrp::event::{AgentEvent, REPORT_INTERVAL};
 use openelb_core::vrrp::foreign::{FOREIGN_CONFIRM, FOREIGN_REPORTS_PER_WINDOW, MAX_SOURCES_PER_VRID};
 use openelb_core::vrrp::plan::{PlanConfig, PlanContext, VipInput, plan};
 use openelb_core::vrrp::state::{Action, State, TimerKind, master_down_interval};
-use openelb_core::vrrp::{Advert, GROUP_V4, Received, Time};
+use openelb_core::vrrp::{Advert, Received, Time};
 
 const IFACE: &str = "eth0";
 const NAMES: [&str; 3] = ["n0", "n1", "n2"];
@@ -124,7 +125,7 @@ fn advert(vrid: u8, priority: u8, addresses: &[IpAddr]) -> Advert {
 }
 
 fn from(src: IpAddr, advert: Advert) -> Received {
-    Received { src, dst: GROUP_V4.into(), ttl: 255, advert }
+    Received { src, dst: MULTICAST_V4.into(), ttl: 255, advert }
 }
 
 fn ours() -> Vec<IpAddr> {

@@ -5,12 +5,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
+use openelb_core::vrrp::consts::MULTICAST_V4;
 use openelb_core::vrrp::drop::DropReason;
 use openelb_core::vrrp::state::{
     Action, Config, ConfigError, Input, Instance, State, TimerKind, default_peer_interval_bounds, master_down_interval,
     skew_time,
 };
-use openelb_core::vrrp::{Advert, GROUP_V4, Received, Time};
+use openelb_core::vrrp::{Advert, Received, Time};
 use proptest::prelude::*;
 
 const VRID: u8 = 7;
@@ -50,7 +51,7 @@ fn rx_int(src: u8, priority: u8, interval_cs: u16) -> Input {
 
 /// From 192.0.2.`src` to the VRRP group, TTL 255.
 fn received(src: u8, advert: Advert) -> Received {
-    Received { src: ip(src), dst: GROUP_V4.into(), ttl: 255, advert }
+    Received { src: ip(src), dst: MULTICAST_V4.into(), ttl: 255, advert }
 }
 
 fn changed(from: State, to: State, reason: &'static str) -> Action {
@@ -682,7 +683,7 @@ fn only_adverts_to_the_vrrp_group_or_to_us_are_accepted() {
     assert_eq!(b.handle(ms(60.0), to(IpAddr::V6(Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 0x12)))), vec![]);
     assert_eq!(b.counters().dropped.get(DropReason::BadDestination), 2);
     assert_eq!(b.handle(ms(70.0), to(ip(3))), vec![arm(TimerKind::MasterDown, ms(70.0) + ms(360.9375))]);
-    assert_eq!(b.handle(ms(80.0), to(GROUP_V4.into())), vec![arm(TimerKind::MasterDown, ms(80.0) + ms(360.9375))]);
+    assert_eq!(b.handle(ms(80.0), to(MULTICAST_V4.into())), vec![arm(TimerKind::MasterDown, ms(80.0) + ms(360.9375))]);
     let c = b.counters();
     assert_eq!((c.received, c.accepted, c.dropped.total()), (5, 3, 2));
 }
@@ -708,7 +709,7 @@ fn arb_input() -> impl Strategy<Value = Input> {
     let addr = prop_oneof![(1u8..8).prop_map(ip), Just(IpAddr::V6(Ipv6Addr::LOCALHOST))];
     let received = (
         addr.clone(),
-        prop_oneof![Just(IpAddr::from(GROUP_V4)), Just(ip(3)), addr.clone()],
+        prop_oneof![Just(IpAddr::from(MULTICAST_V4)), Just(ip(3)), addr.clone()],
         prop_oneof![Just(255u8), any::<u8>()],
         prop_oneof![Just(VRID), any::<u8>()],
         any::<u8>(),

@@ -79,13 +79,14 @@ use std::net::IpAddr;
 use std::ops::RangeInclusive;
 use std::time::Duration;
 
+use super::consts::TTL;
 use super::drop::{DropCounts, DropReason};
 use super::event::{AgentEvent, Reporter};
 use super::foreign::{ForeignTracker, ForeignVridSeen, Sighting};
 use super::plan::{Group, GroupId, Plan};
 use super::state::{
     Action, Config, ConfigError, DEFAULT_ADVERT_INTERVAL_CS, DEFAULT_GARP_COUNT, DEFAULT_GARP_SPACING,
-    DEFAULT_PREEMPT_DELAY, Input, Instance, REQUIRED_TTL, State, TimerKind,
+    DEFAULT_PREEMPT_DELAY, Input, Instance, State, TimerKind,
 };
 use super::{Received, Time, group_address};
 use crate::model::IpFamily;
@@ -413,7 +414,7 @@ impl Agent {
         let family = IpFamily::of(&rx.src);
         let ours = |a: &IpAddr| self.primaries.get(&(interface.to_string(), family)) == Some(a);
         let to_us = rx.dst == group_address(family) || ours(&rx.dst);
-        if rx.ttl != REQUIRED_TTL || !to_us || ours(&rx.src) || self.known_peers.contains(&rx.src) {
+        if rx.ttl != TTL || !to_us || ours(&rx.src) || self.known_peers.contains(&rx.src) {
             return;
         }
         let claims_ours = rx.advert.addresses.iter().any(|a| self.planned_vips.contains(a));

@@ -70,6 +70,7 @@ use std::ops::RangeInclusive;
 
 use xxhash_rust::xxh3::xxh3_64;
 
+use super::consts::MAX_ADDRESSES;
 use crate::model::IpFamily;
 
 mod issue;
@@ -82,8 +83,6 @@ pub use merge::PARTNER_SCAN;
 
 pub const DEFAULT_TOP_PRIORITY: u8 = 250;
 pub const DEFAULT_PRIORITY_STEP: u8 = 10;
-/// The address count of a VRRPv3 advert is 8 bits.
-pub const MAX_VIPS_PER_ADVERT: usize = 255;
 /// 20 + 8 + 4 × 255 = 1048 bytes: the count, not the MTU, is the limit for IPv4.
 pub const DEFAULT_MAX_VIPS_IPV4: usize = 255;
 /// 40 + 8 + 16 × 90 = 1488 ≤ 1500 bytes (91 would be 1504).
@@ -195,10 +194,10 @@ impl Effective {
         }
         let mut max = |family: IpFamily| {
             let m = c.max_vips_per_group(family);
-            if !(1..=MAX_VIPS_PER_ADVERT).contains(&m) {
+            if !(1..=MAX_ADDRESSES).contains(&m) {
                 problems.push(PlanConfigError::InvalidGroupSize { family, max: m });
             }
-            m.clamp(1, MAX_VIPS_PER_ADVERT)
+            m.clamp(1, MAX_ADDRESSES)
         };
         let (max_v4, max_v6) = (max(IpFamily::V4), max(IpFamily::V6));
         let eff = Effective { range, top: top.clamp(1, 254), step: step.max(1), max_v4, max_v6 };

@@ -64,22 +64,19 @@ use std::time::Duration;
 
 use thiserror::Error;
 
+use super::consts::{MAX_ADVERT_INT, TTL};
 use super::drop::{DropCounts, DropReason};
 use super::{Advert, PRIORITY_OWNER, PRIORITY_RELEASE, Received, Time, group_address};
 use crate::model::IpFamily;
 
 /// RFC 5798 default Advertisement_Interval is 1 s; we default to 100 ms so a crash costs about 0.35 s.
 pub const DEFAULT_ADVERT_INTERVAL_CS: u16 = 10;
-/// Max_Adver_Int is a 12-bit field.
-pub const MAX_ADVERT_INTERVAL_CS: u16 = 0x0fff;
 pub const DEFAULT_PRIORITY: u8 = 100;
 pub const DEFAULT_PREEMPT_DELAY: Duration = Duration::from_secs(3);
 pub const DEFAULT_GARP_COUNT: u32 = 3;
 pub const DEFAULT_GARP_SPACING: Duration = Duration::from_millis(50);
 /// Least time between two announcements a Master makes because it heard a lower-priority master.
 pub const LOWER_PRIORITY_ANNOUNCE_INTERVAL: Duration = Duration::from_secs(1);
-/// RFC 5798 §5.1.1.3 / §5.1.2.3: adverts must arrive with TTL / hop limit 255 (not forwarded by a router).
-pub const REQUIRED_TTL: u8 = 255;
 /// How far a peer's Max_Adver_Int may stray from our own Advertisement_Interval, either way, by default: our
 /// speakers share one configuration (a DaemonSet), so a peer ten times faster or slower is not one of ours, or is
 /// mid-rollout of a change larger than that (then set the bounds explicitly).
@@ -90,7 +87,7 @@ pub const PEER_INTERVAL_FACTOR: u16 = 10;
 /// 3.6 s (instead of the 126 s of Max_Adver_Int 4095).
 pub fn default_peer_interval_bounds(own_cs: u16) -> RangeInclusive<u16> {
     let low = (own_cs / PEER_INTERVAL_FACTOR).max(1);
-    let high = own_cs.saturating_mul(PEER_INTERVAL_FACTOR).clamp(low, MAX_ADVERT_INTERVAL_CS);
+    let high = own_cs.saturating_mul(PEER_INTERVAL_FACTOR).clamp(low, MAX_ADVERT_INT);
     low..=high
 }
 
@@ -285,7 +282,7 @@ pub fn master_down_interval(priority: u8, master_adver_interval_cs: u16) -> Dura
 
 /// A received Max_Adver_Int as used: the low 12 bits, and 0 taken as 1 (see the module notes).
 fn peer_interval(raw: u16) -> u16 {
-    match raw & MAX_ADVERT_INTERVAL_CS {
+    match raw & MAX_ADVERT_INT {
         0 => 1,
         i => i,
     }
@@ -334,7 +331,7 @@ impl Instance {
         if cfg.priority == PRIORITY_RELEASE || cfg.priority == PRIORITY_OWNER {
             return Err(ConfigError::Priority(cfg.priority));
         }
-        if cfg.advert_interval == 0 || cfg.advert_interval > MAX_ADVERT_INTERVAL_CS {
+        if cfg.advert_interval == 0 || cfg.advert_interval > MAX_ADVERT_INT {
             return Err(ConfigError::AdvertInterval(cfg.advert_interval));
         }
         if let Some(vip) = cfg.addresses.iter().find(|a| !same_family(a, &cfg.primary)) {
@@ -342,7 +339,7 @@ impl Instance {
         }
         if let Some(b) = &cfg.peer_interval_bounds {
             let (min, max) = (*b.start(), *b.end());
-            if min == 0 || min > max || max > MAX_ADVERT_INTERVAL_CS {
+            if min == 0 || min > max || max > MAX_ADVERT_INT {
                 return Err(ConfigError::PeerIntervalBounds { min, max });
             }
         }
@@ -430,7 +427,7 @@ impl Instance {
         if self.state == State::Initialize {
             return Err(DropReason::NotRunning);
         }
-        if rx.ttl != REQUIRED_TTL {
+        if rx.ttl != TTL {
             return Err(DropReason::Ttl);
         }
         if rx.advert.vrid != self.cfg.vrid {

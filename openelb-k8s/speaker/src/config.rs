@@ -6,9 +6,10 @@ use std::ops::RangeInclusive;
 use std::time::Duration;
 
 use openelb_core::vrrp::agent::AgentConfig;
+use openelb_core::vrrp::consts::MAX_ADVERT_INT;
 use openelb_core::vrrp::plan::PlanConfig;
 use openelb_core::vrrp::state::{
-    DEFAULT_ADVERT_INTERVAL_CS, DEFAULT_GARP_COUNT, DEFAULT_GARP_SPACING, DEFAULT_PREEMPT_DELAY, MAX_ADVERT_INTERVAL_CS,
+    DEFAULT_ADVERT_INTERVAL_CS, DEFAULT_GARP_COUNT, DEFAULT_GARP_SPACING, DEFAULT_PREEMPT_DELAY,
 };
 use openelb_k8s::duration::parse_duration;
 
@@ -91,7 +92,7 @@ pub fn parse_advert_interval(value: &str) -> Result<u16, String> {
         return Err(format!("{value:?}: must be a multiple of 10ms (VRRPv3 carries centiseconds)"));
     }
     let cs = micros / 10_000;
-    if cs == 0 || cs > u128::from(MAX_ADVERT_INTERVAL_CS) {
+    if cs == 0 || cs > u128::from(MAX_ADVERT_INT) {
         return Err(format!("{value:?}: must be between 10ms and 40.95s"));
     }
     u16::try_from(cs).map_err(|_| format!("{value:?}: must be between 10ms and 40.95s"))

@@ -326,7 +326,7 @@ mod tests {
         c.services[0].ingress = vec!["192.0.2.99".into()];
         c.services[0].labels.insert(LABEL_EIP_POOL.into(), "vip".into());
         c.pools.iter_mut().find(|p| p.name == "vip").unwrap().address = "192.0.2.91-192.0.2.95".into();
-        let d = desired(&c, &ingress_config("a"), None).unwrap();
+        let d = desired(&c, &ingress_config("a"), None);
         assert_eq!(vips(&d), ["192.0.2.99"]);
         assert_eq!(d.targets[0].pool, "vip");
     }
