@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use openelb_core::vrrp::agent::AgentConfig;
 use openelb_core::vrrp::consts::MAX_ADVERT_INT;
-use openelb_core::vrrp::plan::PlanConfig;
+use openelb_core::vrrp::plan::{DEFAULT_VRIDS, PlanConfig};
 use openelb_core::vrrp::state::{
     DEFAULT_ADVERT_INTERVAL_CS, DEFAULT_GARP_COUNT, DEFAULT_GARP_SPACING, DEFAULT_PREEMPT_DELAY,
 };
@@ -52,7 +52,7 @@ impl SpeakerConfig {
             node_name: node_name.into(),
             interface: None,
             advert_interval_cs: DEFAULT_ADVERT_INTERVAL_CS,
-            vrids: 1..=255,
+            vrids: DEFAULT_VRIDS,
             vrid_offset: 0,
             garp_count: DEFAULT_GARP_COUNT,
             garp_spacing: DEFAULT_GARP_SPACING,

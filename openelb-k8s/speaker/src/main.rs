@@ -109,8 +109,9 @@ struct Args {
     #[arg(long, value_name = "DURATION", default_value = "100ms", value_parser = parse_advert_interval)]
     advert_interval: u16,
 
-    /// VRIDs the planner may use, `FIRST-LAST` (1-255). Keep it clear of other VRRP users on the segment.
-    #[arg(long, value_name = "FIRST-LAST", default_value = "1-255", value_parser = parse_vrid_range)]
+    /// VRIDs the planner may use, `FIRST-LAST` (1-255). The default leaves 1-99 to the usual hand-made VRRP
+    /// setups (keepalived for the apiserver VIP commonly uses 51); keep it clear of other VRRP users.
+    #[arg(long, value_name = "FIRST-LAST", default_value = "100-255", value_parser = parse_vrid_range)]
     vrid_range: std::ops::RangeInclusive<u8>,
 
     /// Rotates every group's VRID within the range; give clusters that share a segment different offsets.
