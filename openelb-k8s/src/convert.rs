@@ -72,7 +72,7 @@ pub fn pool_from_eip(eip: &Eip) -> Result<model::Pool, ConvertError> {
         protocol: Protocol::from_spec(spec.protocol.map(|p| p.as_str())),
         interface: spec.interface.clone(),
         disable: spec.disable.unwrap_or(false),
-        priority: spec.priority.map_or(0, i64::from),
+        priority: spec.priority.unwrap_or(0),
         namespaces: spec.namespaces.clone(),
         namespace_selector: spec.namespace_selector.clone(),
         is_default: default_annotation.as_deref() == Some("true"),

@@ -12,6 +12,9 @@ use std::collections::BTreeMap;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{CustomResourceDefinition, JSONSchemaProps};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::CustomResourceExt;
+use openelb_core::model::{PRIORITY_MAX, PRIORITY_MIN};
+
+use crate::decoded::Undecodable;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -29,16 +32,21 @@ fn is_zero(n: &i64) -> bool {
     *n == 0
 }
 
-// Upstream declares the sizes as Go `int`; `i64` is what that is on every platform upstream ships, and sizes
-// beyond it saturate (see `PoolStatus::pool_size_i64`). Doc comments here become CRD descriptions.
+// Upstream declares the sizes and `priority` as Go `int`; `i64` is what that is on every platform upstream
+// ships. Sizes beyond it saturate (see `PoolStatus::pool_size_i64`). `priority` is read as `i64` so an object
+// written past the schema's bounds (an older CRD, or an API server that did not enforce them) still decodes and
+// validation names its value, instead of the whole object being unreadable. Doc comments here become CRD
+// descriptions.
 /// Written by the controller only.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Default, JsonSchema)]
 pub struct EipStatus {
     #[serde(default, skip_serializing_if = "is_false")]
     pub occupied: bool,
     #[serde(default, skip_serializing_if = "is_zero")]
+    #[schemars(range(min = 0))]
     pub usage: i64,
     #[serde(rename = "poolSize", default, skip_serializing_if = "is_zero")]
+    #[schemars(range(min = 0))]
     pub pool_size: i64,
     /// Address → `ns/name[;ns/name...]`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -112,7 +120,8 @@ pub mod v1alpha2 {
         pub using_known_ips: Option<bool>,
         /// Lower wins among namespace-bound pools.
         #[serde(skip_serializing_if = "Option::is_none")]
-        pub priority: Option<i32>,
+        #[schemars(range(min = PRIORITY_MIN, max = PRIORITY_MAX))]
+        pub priority: Option<i64>,
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         pub namespaces: Vec<String>,
         #[serde(rename = "namespaceSelector", default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -163,7 +172,8 @@ pub mod v1alpha1 {
         #[serde(rename = "usingKnownIPs", skip_serializing_if = "Option::is_none")]
         pub using_known_ips: Option<bool>,
         #[serde(skip_serializing_if = "Option::is_none")]
-        pub priority: Option<i32>,
+        #[schemars(range(min = PRIORITY_MIN, max = PRIORITY_MAX))]
+        pub priority: Option<i64>,
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         pub namespaces: Vec<String>,
         #[serde(rename = "namespaceSelector", default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -205,6 +215,24 @@ pub mod v1alpha1 {
 
 /// The storage version, which the rest of the code works with.
 pub use v1alpha2::{Eip, EipProtocol, EipSpec};
+
+/// An Eip that did not decode, as far as it reads: its metadata, and `spec.address`, `spec.protocol`,
+/// `spec.interface` and `status.used` where each reads on its own, with `spec.disable: true`. The allocator then
+/// drains it like any Eip it cannot trust (its Services keep their addresses, nobody gets a new one from it), and
+/// the speaker keeps announcing what those Services hold. Everything else is left at its default.
+pub fn salvaged(u: &Undecodable) -> Eip {
+    let spec = EipSpec {
+        address: u.str_at("/spec/address").unwrap_or_default().to_string(),
+        protocol: u.read_at("/spec/protocol"),
+        interface: u.str_at("/spec/interface").map(str::to_string),
+        disable: Some(true),
+        ..Default::default()
+    };
+    let mut eip = Eip::new(u.name(), spec);
+    eip.metadata = u.meta.clone();
+    eip.status = u.read_at("/status/used").map(|used| EipStatus { used, ..Default::default() });
+    eip
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum CrdError {
@@ -429,6 +457,45 @@ mod tests {
         assert_eq!(old.status.as_ref().unwrap().conditions, *conditions);
         let back: Eip = old.into();
         assert_eq!(back, eip);
+    }
+
+    #[test]
+    fn an_undecodable_eip_is_salvaged_as_a_disabled_pool_keeping_its_holders() {
+        let raw = serde_json::json!({
+            "apiVersion": "network.kubesphere.io/v1alpha2", "kind": "Eip",
+            "metadata": {"name": "odd", "resourceVersion": "4", "finalizers": ["f"]},
+            "spec": {"address": "192.0.2.1-192.0.2.9", "protocol": "vip", "interface": "eth0", "priority": "high",
+                     "namespaces": "not-a-list"},
+            "status": {"used": {"192.0.2.1": "ns/a"}, "usage": "one"}
+        });
+        let crate::Decoded::Undecodable(u) = crate::Decoded::<Eip>::from_value(raw) else { panic!("decoded") };
+        let eip = salvaged(&u);
+        assert_eq!(eip.metadata, u.meta);
+        assert_eq!(eip.metadata.finalizers, Some(vec!["f".to_string()]));
+        assert_eq!(eip.spec.address, "192.0.2.1-192.0.2.9");
+        assert_eq!((eip.spec.protocol, eip.spec.interface.as_deref()), (Some(EipProtocol::Vip), Some("eth0")));
+        assert_eq!((eip.spec.disable, eip.spec.priority), (Some(true), None));
+        assert_eq!(eip.status.unwrap().used.get("192.0.2.1").map(String::as_str), Some("ns/a"));
+
+        let nothing = serde_json::json!({"metadata": {"name": "bare"}, "spec": {"address": 7, "protocol": "ospf"}});
+        let crate::Decoded::Undecodable(u) = crate::Decoded::<Eip>::from_value(nothing) else { panic!("decoded") };
+        let eip = salvaged(&u);
+        assert_eq!((eip.spec.address.as_str(), eip.spec.protocol, eip.status), ("", None, None));
+    }
+
+    #[test]
+    fn priority_is_bounded_by_the_schema_in_both_versions() {
+        let crd = try_crd().unwrap();
+        for v in &crd.spec.versions {
+            let root = v.schema.as_ref().and_then(|s| s.open_api_v3_schema.as_ref()).unwrap();
+            let props = |s: &JSONSchemaProps, name: &str| s.properties.as_ref().unwrap()[name].clone();
+            let priority = props(&props(root, "spec"), "priority");
+            assert_eq!(priority.minimum, Some(PRIORITY_MIN as f64), "version {}", v.name);
+            assert_eq!(priority.maximum, Some(PRIORITY_MAX as f64), "version {}", v.name);
+            for field in ["usage", "poolSize"] {
+                assert_eq!(props(&props(root, "status"), field).minimum, Some(0.0), "version {} {field}", v.name);
+            }
+        }
     }
 
     #[test]

@@ -7,6 +7,7 @@
 pub mod client;
 pub mod convert;
 pub mod crd;
+pub mod decoded;
 pub mod duration;
 #[cfg(feature = "logging")]
 pub mod logging;
@@ -15,4 +16,5 @@ pub mod manifest;
 pub mod serve;
 
 pub use crd::{Eip, EipSpec, EipStatus};
+pub use decoded::{Decoded, Undecodable};
 pub use manifest::{ManifestError, ManifestErrorKind, Manifests, ObjectKind, Origin, to_cluster};

@@ -12,17 +12,15 @@ use std::future::Future;
 use std::net::IpAddr;
 use std::str::FromStr;
 
+use openelb_core::iface::{self, Iface};
 use openelb_core::model::IpFamily;
 use openelb_core::vrrp::consts::TTL;
 use openelb_core::vrrp::{Advert, Received};
 
 use crate::wire::{DropReason, MacAddr, WireError};
 
-/// Linux interface names are at most 15 bytes (IFNAMSIZ - 1).
-pub const IFNAME_MAX: usize = 15;
-
-/// Prefix of an interface spec that picks the interface by a route lookup.
-pub const CAN_REACH_PREFIX: &str = "can_reach:";
+/// The interface-name rule is the core's ([`openelb_core::iface`]), shared with validation and the webhook.
+pub use openelb_core::iface::{CAN_REACH_PREFIX, IFNAME_MAX};
 
 /// How the operator (or an Eip) names the interface VIPs live on.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -38,27 +36,15 @@ pub enum IfaceSpec {
 impl FromStr for IfaceSpec {
     type Err = NetError;
 
-    /// Accepts `can_reach:<ip>` or a plain interface name. `Holding` has no text form: it is built from the
-    /// node's InternalIP, never typed by a user.
+    /// Accepts what [`openelb_core::iface::parse`] accepts, exactly as written (no trimming), so an Eip that
+    /// passed validation is never refused here. `Holding` has no text form: it is built from the node's
+    /// InternalIP, never typed by a user.
     fn from_str(s: &str) -> Result<Self, NetError> {
-        let bad = |reason: &str| NetError::BadSpec { spec: s.to_string(), reason: reason.to_string() };
-        if let Some(rest) = s.strip_prefix(CAN_REACH_PREFIX) {
-            return rest
-                .trim()
-                .parse::<IpAddr>()
-                .map(IfaceSpec::CanReach)
-                .map_err(|_| bad("not an IP address after can_reach:"));
+        match iface::parse(s) {
+            Ok(Iface::Name(name)) => Ok(IfaceSpec::Name(name.to_string())),
+            Ok(Iface::CanReach(ip)) => Ok(IfaceSpec::CanReach(ip)),
+            Err(e) => Err(NetError::BadSpec { spec: s.to_string(), reason: e.to_string() }),
         }
-        if s.is_empty() {
-            return Err(bad("interface name is empty"));
-        }
-        if s.len() > IFNAME_MAX {
-            return Err(bad("interface names are at most 15 bytes"));
-        }
-        if s.chars().any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control()) {
-            return Err(bad("interface names cannot contain '/', ':' or whitespace"));
-        }
-        Ok(IfaceSpec::Name(s.to_string()))
     }
 }
 
@@ -227,9 +213,31 @@ mod tests {
 
     #[test]
     fn spec_rejects_bad_names() {
-        for bad in ["", "can_reach:nope", "a-very-long-interface-name", "eth0:1", "et h0", "a/b"] {
+        for bad in [
+            "",
+            "can_reach:nope",
+            "a-very-long-interface-name",
+            "eth0:1",
+            "et h0",
+            "a/b",
+            ".",
+            "..",
+            "eth\u{1}",
+            "can_reach: 192.0.2.1",
+            "can_reach:192.0.2.1 ",
+            "can_reach:127.0.0.1",
+            " eth0",
+        ] {
             let err = bad.parse::<IfaceSpec>().unwrap_err().to_string();
             assert!(err.contains(&format!("{bad:?}")), "{err}");
+        }
+    }
+
+    /// The speaker refuses exactly what validation refuses: one rule (`openelb_core::iface::parse`).
+    proptest::proptest! {
+        #[test]
+        fn spec_accepts_exactly_what_validation_accepts(s in "(can_reach:)?[ -~\u{0}-\u{1f}\u{7f}é]{0,20}") {
+            proptest::prop_assert_eq!(s.parse::<IfaceSpec>().is_ok(), iface::parse(&s).is_ok(), "{:?}", s);
         }
     }
 
