@@ -38,6 +38,8 @@ use openelb_core::vrrp::plan::GroupId;
 use openelb_core::vrrp::state::{Action, ConfigError};
 use openelb_core::vrrp::{Received, Time};
 use openelb_net::ops::{AdvertReceiver, IfaceSpec, Incoming, Interface, NetOps};
+use openelb_net::wire::DropReason;
+use prometheus_client::metrics::counter::Counter;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -423,7 +425,8 @@ where
                 Ok(rx) => {
                     self.reported.remove(&what);
                     tracing::debug!(nic = %nic.name, family = %key.1, "listening for VRRP adverts");
-                    self.receivers.insert(key, spawn_receiver(rx, key, nic.name.clone(), self.advert_tx.clone()));
+                    let task = spawn_receiver(rx, key, nic.name.clone(), self.advert_tx.clone(), self.metrics.clone());
+                    self.receivers.insert(key, task);
                 }
                 Err(e) => self.report(what, format!("cannot receive VRRP adverts: {e}")),
             }
@@ -731,8 +734,11 @@ fn spawn_receiver<R: AdvertReceiver + 'static>(
     key: NicKey,
     nic: String,
     tx: mpsc::Sender<(NicKey, Received)>,
+    metrics: SpeakerMetrics,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
+        let dropped: HashMap<DropReason, Counter> =
+            DropReason::ALL.into_iter().map(|r| (r, metrics.dropped(r))).collect();
         let mut failures: u64 = 0;
         loop {
             match rx.recv().await {
@@ -742,8 +748,12 @@ fn spawn_receiver<R: AdvertReceiver + 'static>(
                         return;
                     }
                 }
-                // Not counted yet: openelb_vrrp_packets_dropped_total{reason = reason.as_str()} belongs here.
-                Ok(Incoming::Dropped(_reason)) => failures = 0,
+                Ok(Incoming::Dropped(reason)) => {
+                    failures = 0;
+                    if let Some(counter) = dropped.get(&reason) {
+                        counter.inc();
+                    }
+                }
                 Err(e) => {
                     if failures.is_multiple_of(LOG_EVERY) {
                         tracing::warn!(%nic, family = %key.1, error = %e, failures = failures + 1, "advert receive failed");

@@ -10,7 +10,7 @@
 //! - [`snapshot`]: watched objects → the cluster snapshot the speaker plans from (pure).
 //! - [`source`]: the Kubernetes watches, their caches, coalescing and API connectivity.
 //! - [`events`]: `VIPAnnounced` / `VIPWithdrawn` Events, queued without blocking the loop.
-//! - [`metrics`]: the Prometheus series.
+//! - [`metrics`]: the Prometheus series; [`metrics_addr`]: where they are served.
 
 pub mod announce_burst;
 pub mod config;
@@ -18,6 +18,7 @@ pub mod desired;
 pub mod driver;
 pub mod events;
 pub mod metrics;
+pub mod metrics_addr;
 pub mod snapshot;
 pub mod source;
 

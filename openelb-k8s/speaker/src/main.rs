@@ -16,6 +16,7 @@ use openelb_k8s::serve::{self, Readiness};
 use openelb_net::linux::LinuxNet;
 use openelb_speaker::config::{parse_advert_interval, parse_vrid_range};
 use openelb_speaker::events::{EVENT_QUEUE, publish_events};
+use openelb_speaker::metrics_addr::{MetricsAddr, parse_metrics_addr};
 use openelb_speaker::source::{self, KubeSource};
 use openelb_speaker::{
     AddressSource, Control, EventSink, ServiceRefs, Speaker, SpeakerConfig, SpeakerMetrics, first_snapshot,
@@ -49,33 +50,20 @@ instance adds its VIPs (/32 or /128, with this node's MAC) to the interface and 
 ARPs / unsolicited NAs; backups take over when adverts stop. On start it removes addresses it added earlier
 (marked as openelb's) inside VIP-mode pools that it does not hold.
 
-Metrics (Prometheus) on --metrics-addr: /metrics with openelb_speaker_vrrp_state{vrid,interface,family}
-(0 init, 1 backup, 2 master), _vrrp_transitions_total, _vrrp_adverts_sent_total, _vrrp_adverts_received_total,
-_garps_total, _vips, _api_connected, _events_dropped_total; /healthz; /readyz (ready once the first plan is
-applied).
+Metrics (Prometheus) on --metrics-addr, by default port 8477 of the node's InternalIP only (never the VIP
+LAN's other addresses): /metrics with openelb_speaker_vrrp_state{vrid,interface,family} (0 init, 1 backup,
+2 master), _vrrp_transitions_total, _vrrp_adverts_sent_total, _vrrp_adverts_received_total, _garps_total,
+_vips, _api_connected, _events_dropped_total, openelb_vrrp_packets_dropped_total{reason},
+openelb_objects_undecodable_total{kind}; /healthz; /readyz (ready once the first plan is applied).
 
 SIGTERM/SIGINT: priority-0 adverts, VIPs removed, exit 0. SIGHUP: re-read the manifests, or re-list every
 watched kind from the API, and re-plan (running groups keep their VRIDs). Logs go to stderr; RUST_LOG sets
 the level (default info).";
 
-/// Default address of /metrics, /healthz and /readyz.
-const DEFAULT_METRICS_ADDR: &str = "0.0.0.0:7473";
 /// How long queued Events may still be written after the speaker stopped (SIGTERM's withdrawals).
 const EVENT_FLUSH: Duration = Duration::from_secs(2);
-
-/// `--metrics-addr`: an address, or `off`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct MetricsAddr(Option<SocketAddr>);
-
-fn parse_metrics_addr(value: &str) -> Result<MetricsAddr, String> {
-    match value.trim() {
-        "off" | "none" | "" => Ok(MetricsAddr(None)),
-        v => v
-            .parse::<SocketAddr>()
-            .map(|a| MetricsAddr(Some(a)))
-            .map_err(|_| format!("{value:?}: expected ADDRESS:PORT (e.g. 0.0.0.0:7473) or off")),
-    }
-}
+/// How often the Node object is read again while the metrics address waits for its InternalIP.
+const INTERNAL_IP_RETRY: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Parser)]
 #[command(name = "openelb-speaker", version, about = ABOUT, long_about = LONG_ABOUT)]
@@ -94,8 +82,11 @@ struct Args {
     #[arg(long, value_name = "PATH")]
     manifests: Option<PathBuf>,
 
-    /// Where to serve /metrics, /healthz and /readyz, or `off`.
-    #[arg(long, value_name = "ADDR|off", default_value = DEFAULT_METRICS_ADDR, value_parser = parse_metrics_addr)]
+    /// Where to serve /metrics, /healthz and /readyz: `internal-ip:PORT` (this node's InternalIP from its Node
+    /// object: reachable by the kubelet's probes and Prometheus, not on the node's other addresses),
+    /// `ADDRESS:PORT` (`0.0.0.0:PORT` for every interface) or `off`. Port 8477 is used by no well-known
+    /// project (outside the Prometheus exporters' 9100-9999; not MetalLB's, kube-vip's, Cilium's or Calico's).
+    #[arg(long, value_name = "ADDR", default_value_t = MetricsAddr::default(), value_parser = parse_metrics_addr)]
     metrics_addr: MetricsAddr,
 
     /// Interface for the VIPs of every VIP-mode pool on this node, overriding the Eips' `interface`
@@ -230,8 +221,8 @@ struct MetricsServer {
 }
 
 impl MetricsServer {
-    async fn start(addr: MetricsAddr, registry: Registry, readiness: Readiness) -> Result<Option<Self>> {
-        let Some(addr) = addr.0 else { return Ok(None) };
+    async fn start(addr: Option<SocketAddr>, registry: Registry, readiness: Readiness) -> Result<Option<Self>> {
+        let Some(addr) = addr else { return Ok(None) };
         let (stop, stopped) = oneshot::channel::<()>();
         let (bound, server) = serve::bind(addr, Arc::new(registry), readiness, async {
             let _ = stopped.await;
@@ -249,6 +240,72 @@ impl MetricsServer {
     }
 }
 
+/// The metrics server of the Kubernetes source: started at once, or once the node's InternalIP is known.
+enum Server {
+    Now(Option<MetricsServer>),
+    Pending(tokio::task::JoinHandle<Option<MetricsServer>>),
+}
+
+impl Server {
+    async fn stop(self) {
+        let server = match self {
+            Server::Now(s) => s,
+            Server::Pending(task) if task.is_finished() => task.await.ok().flatten(),
+            Server::Pending(task) => {
+                task.abort();
+                None
+            }
+        };
+        if let Some(s) = server {
+            s.stop().await;
+        }
+    }
+}
+
+/// Serves the metrics on the node's InternalIP once its Node object can be read and shows one; until then the
+/// Node is read again every [`INTERNAL_IP_RETRY`] (each distinct problem logged once).
+async fn serve_on_internal_ip(
+    client: kube::Client,
+    node: String,
+    port: u16,
+    registry: Registry,
+    readiness: Readiness,
+) -> Option<MetricsServer> {
+    let mut logged = String::new();
+    let ip = loop {
+        let problem = match source::node_internal_ip(&client, &node).await {
+            Ok(Some(ip)) => break ip,
+            Ok(None) => MetricsAddr::InternalIp(port).resolve(None).err().unwrap_or_default(),
+            Err(e) => e,
+        };
+        if problem != logged {
+            tracing::warn!("metrics not served yet: {problem}; retrying every {}s", INTERNAL_IP_RETRY.as_secs());
+            logged = problem;
+        }
+        tokio::time::sleep(INTERNAL_IP_RETRY).await;
+    };
+    start_metrics(MetricsAddr::InternalIp(port), Some(SocketAddr::new(ip, port)), registry, readiness)
+        .await
+        .unwrap_or_default()
+}
+
+/// Starts the metrics server on `addr`. Failing to bind is fatal only for an address the operator wrote: on the
+/// node's InternalIP it is logged and the speaker's work goes on without metrics.
+async fn start_metrics(
+    chosen: MetricsAddr,
+    addr: Option<SocketAddr>,
+    registry: Registry,
+    readiness: Readiness,
+) -> Result<Option<MetricsServer>> {
+    match MetricsServer::start(addr, registry, readiness).await {
+        Err(e) if matches!(chosen, MetricsAddr::InternalIp(_)) => {
+            tracing::error!("metrics not served: {e:#}");
+            Ok(None)
+        }
+        other => other,
+    }
+}
+
 async fn run(args: Args, node: String) -> Result<()> {
     let metrics = SpeakerMetrics::default();
     let mut registry = Registry::default();
@@ -259,7 +316,13 @@ async fn run(args: Args, node: String) -> Result<()> {
     if let Some(path) = args.manifests.clone() {
         let config = args.config(node, AddressSource::Allocate);
         let cluster = load(&path)?;
-        let server = MetricsServer::start(args.metrics_addr, registry, readiness.clone()).await?;
+        let internal_ip = cluster.nodes.iter().find(|n| n.name == config.node_name).and_then(|n| n.internal_ip);
+        let addr = args.metrics_addr.resolve(internal_ip).unwrap_or_else(|why| {
+            let loopback = SocketAddr::new(IpAddr::from([127, 0, 0, 1]), args.metrics_addr.port());
+            tracing::warn!("{why}; serving metrics on {loopback} only");
+            Some(loopback)
+        });
+        let server = start_metrics(args.metrics_addr, addr, registry, readiness.clone()).await?;
         forward_signals(Hangup::Reload(path.clone()), tx)?;
         let net = Arc::new(LinuxNet::new().context("opening the Linux network backend")?);
         tracing::info!(
@@ -278,7 +341,16 @@ async fn run(args: Args, node: String) -> Result<()> {
     let config = args.config(node.clone(), AddressSource::Ingress);
     let client = source::client(args.kubeconfig.as_deref()).await?;
     metrics.register_api(&mut registry);
-    let server = MetricsServer::start(args.metrics_addr, registry, readiness.clone()).await?;
+    let server = match args.metrics_addr {
+        MetricsAddr::InternalIp(port) => {
+            let task = serve_on_internal_ip(client.clone(), node.clone(), port, registry, readiness.clone());
+            Server::Pending(tokio::spawn(task))
+        }
+        other => {
+            let addr = other.resolve(None).map_err(anyhow::Error::msg)?;
+            Server::Now(start_metrics(other, addr, registry, readiness.clone()).await?)
+        }
+    };
     let (relist_tx, relist_rx) = mpsc::channel(1);
     forward_signals(Hangup::Relist(relist_tx), tx.clone())?;
     let net = Arc::new(LinuxNet::new().context("opening the Linux network backend")?);
@@ -287,7 +359,10 @@ async fn run(args: Args, node: String) -> Result<()> {
     let (sink, events) = EventSink::channel(EVENT_QUEUE, metrics.events_dropped.clone());
     let publisher = tokio::spawn(publish_events(client.clone(), node.clone(), refs.clone(), events));
     let (stop_source, source_stopped) = oneshot::channel::<()>();
-    let source = KubeSource::new(client).with_refs(refs).with_api_gauge(metrics.api_connected.clone());
+    let source = KubeSource::new(client)
+        .with_refs(refs)
+        .with_api_gauge(metrics.api_connected.clone())
+        .with_undecodable_counter(metrics.objects_undecodable.clone());
     let source = tokio::spawn(source.run(tx, relist_rx, async {
         let _ = source_stopped.await;
     }));
@@ -311,9 +386,7 @@ async fn run(args: Args, node: String) -> Result<()> {
     if tokio::time::timeout(EVENT_FLUSH, publisher).await.is_err() {
         tracing::warn!("Events still queued after {}s were not recorded", EVENT_FLUSH.as_secs());
     }
-    if let Some(s) = server {
-        s.stop().await;
-    }
+    server.stop().await;
     result.map_err(Into::into)
 }
 

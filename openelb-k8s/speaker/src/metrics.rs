@@ -4,6 +4,7 @@
 
 use openelb_core::model::IpFamily;
 use openelb_core::vrrp::state::State;
+use openelb_net::wire::DropReason;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -24,6 +25,18 @@ impl GroupLabels {
     pub fn new(vrid: u8, interface: &str, family: IpFamily) -> Self {
         GroupLabels { vrid, interface: interface.to_string(), family: family.to_string() }
     }
+}
+
+/// `kind` of `openelb_objects_undecodable_total`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct KindLabels {
+    pub kind: &'static str,
+}
+
+/// `reason` of `openelb_vrrp_packets_dropped_total`: [`DropReason::as_str`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct DropLabels {
+    pub reason: &'static str,
 }
 
 /// The value of `openelb_speaker_vrrp_state`.
@@ -52,6 +65,10 @@ pub struct SpeakerMetrics {
     pub events_dropped: Counter,
     /// Cluster snapshots that changed the objects the speaker plans from.
     pub reloads: Counter,
+    /// Packets off the VRRP sockets that failed validation, by [`DropReason`].
+    pub packets_dropped: Family<DropLabels, Counter>,
+    /// Watched objects that did not decode, by kind (registered only with the Kubernetes source).
+    pub objects_undecodable: Family<KindLabels, Counter>,
 }
 
 impl SpeakerMetrics {
@@ -93,6 +110,20 @@ impl SpeakerMetrics {
             "Changed cluster snapshots the speaker re-planned from",
             self.reloads.clone(),
         );
+        // Every reason from the start, so a rate over a reason that never happened is 0 rather than absent.
+        for reason in DropReason::ALL {
+            self.dropped(reason);
+        }
+        registry.register(
+            "openelb_vrrp_packets_dropped",
+            "Packets received on the VRRP sockets and dropped by validation, by reason",
+            self.packets_dropped.clone(),
+        );
+    }
+
+    /// The counter of packets dropped for `reason` (a cached handle: take it once, not per packet).
+    pub fn dropped(&self, reason: DropReason) -> Counter {
+        self.packets_dropped.get_or_create_owned(&DropLabels { reason: reason.as_str() })
     }
 
     /// Registers `openelb_speaker_api_connected`; only meaningful when the speaker reads the Kubernetes API.
@@ -101,6 +132,11 @@ impl SpeakerMetrics {
             "openelb_speaker_api_connected",
             "1 while the Kubernetes API server answers the speaker's watches, 0 while it does not",
             self.api_connected.clone(),
+        );
+        registry.register(
+            "openelb_objects_undecodable",
+            "Watched objects that did not decode as their kind (counted once per distinct error), by kind",
+            self.objects_undecodable.clone(),
         );
     }
 
@@ -166,6 +202,20 @@ mod tests {
         let t = text(&registry);
         assert!(!t.contains("openelb_speaker_vrrp_state{"), "{t}");
         assert!(t.contains("openelb_speaker_vrrp_adverts_sent_total{"), "counters stay: {t}");
+    }
+
+    #[test]
+    fn every_drop_reason_is_there_from_the_start() {
+        let m = SpeakerMetrics::default();
+        let mut registry = Registry::default();
+        m.register(&mut registry);
+        m.dropped(DropReason::BadTtl).inc();
+        let t = text(&registry);
+        for reason in DropReason::ALL {
+            let n = if reason == DropReason::BadTtl { 1 } else { 0 };
+            let line = format!("openelb_vrrp_packets_dropped_total{{reason=\"{}\"}} {n}", reason.as_str());
+            assert!(t.contains(&line), "{line} in {t}");
+        }
     }
 
     #[test]

@@ -2,6 +2,10 @@
 //! serves ([`EndpointsKind`], chosen from discovery at start), kept as converted values per object, turned into a
 //! [`Cluster`] snapshot and sent as [`Control::Reload`] when it changed.
 //!
+//! - **One object at a time.** Every kind is watched as [`Decoded`] objects, so one object that does not
+//!   decode (written past the CRD's schema, or under another CRD) never fails a listing: it is logged once per
+//!   distinct error, counted in `openelb_objects_undecodable_total{kind}`, and left out, except an Eip, which is
+//!   read as far as it reads ([`openelb_k8s::crd::salvaged`]) so its Services keep their VIPs.
 //! - **Never a partial view.** Each kind is a reflector: a (re-)listing is buffered until it is complete and
 //!   then replaces the old contents at once. No snapshot is built before every kind has been listed once; until
 //!   then a line every [`WAIT_LOG_PERIOD`] says which kinds are missing and why.
@@ -28,15 +32,19 @@ use k8s_openapi::api::discovery::v1 as discoveryv1;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource};
 use openelb_core::model::{Cluster, Endpoint, Node, Pool, ServiceKey};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::driver::Control;
 use super::events::ServiceRefs;
+use super::metrics::KindLabels;
 use super::snapshot::{self, EndpointsKind, WatchedService};
 use openelb_k8s::convert::ConvertError;
-use openelb_k8s::crd::Eip;
+use openelb_k8s::crd::{self, Eip};
+use openelb_k8s::decoded::{Decoded, Undecodable};
 
 /// How long changes are gathered into one snapshot after the first: long enough for the controller's writes
 /// of one allocation (Eip status, Service status, label) to arrive together, short against the 100 ms advert
@@ -54,7 +62,7 @@ const DISCOVERY_BACKOFF_MAX: Duration = Duration::from_secs(30);
 
 pub use openelb_k8s::client::client;
 
-type WatchItem<K> = Result<watcher::Event<K>, watcher::Error>;
+type WatchItem<K> = Result<watcher::Event<Decoded<K>>, watcher::Error>;
 
 /// One watch event of any kind, so that one task owns every cache and no lock is needed.
 // Each message is moved once, from the watch into its cache: boxing would only add an allocation per event.
@@ -76,6 +84,8 @@ struct Cache<V> {
     buffer: Option<BTreeMap<String, V>>,
     /// Objects whose conversion failed, with the message logged for them (logged again only if it changes).
     bad: BTreeMap<String, String>,
+    /// Objects that did not decode, counted once per distinct error.
+    undecodable: Counter,
 }
 
 fn key_of<K: Resource>(obj: &K) -> String {
@@ -88,17 +98,38 @@ fn key_of<K: Resource>(obj: &K) -> String {
 }
 
 impl<V: PartialEq> Cache<V> {
-    fn new(kind: &'static str) -> Self {
-        Cache { kind, synced: false, items: BTreeMap::new(), buffer: None, bad: BTreeMap::new() }
+    fn new(kind: &'static str, undecodable: Counter) -> Self {
+        Cache { kind, synced: false, items: BTreeMap::new(), buffer: None, bad: BTreeMap::new(), undecodable }
     }
 
-    fn convert<K: Resource>(
+    fn convert<K: Resource<DynamicType = ()>>(
         &mut self,
-        obj: &K,
-        convert: &impl Fn(&K) -> Result<Option<V>, ConvertError>,
+        obj: &Decoded<K>,
+        read: &Reader<'_, K, V>,
     ) -> (String, Option<V>) {
         let key = key_of(obj);
-        match convert(obj) {
+        let obj = match obj {
+            Decoded::Ok(obj) => obj,
+            Decoded::Undecodable(u) => {
+                let salvaged = (read.salvage)(u);
+                let message = format!(
+                    "{u}; {}",
+                    if salvaged.is_some() {
+                        "read as far as it reads, as a disabled Eip: its Services keep their VIPs, nothing new is \
+                         planned from it"
+                    } else {
+                        "left out"
+                    }
+                );
+                if self.bad.get(&key) != Some(&message) {
+                    tracing::warn!(kind = self.kind, object = %key, "cannot decode object: {message}");
+                    self.undecodable.inc();
+                    self.bad.insert(key.clone(), message);
+                }
+                return (key, salvaged);
+            }
+        };
+        match (read.convert)(obj) {
             Ok(v) => {
                 if self.bad.remove(&key).is_some() {
                     tracing::info!(kind = self.kind, object = %key, "object readable again");
@@ -117,18 +148,19 @@ impl<V: PartialEq> Cache<V> {
     }
 
     /// Applies one watch event; `true` when the values changed (a completed listing always counts).
-    fn apply<K: Resource>(
+    fn apply<K: Resource<DynamicType = ()>>(
         &mut self,
-        event: watcher::Event<K>,
-        convert: impl Fn(&K) -> Result<Option<V>, ConvertError>,
+        event: watcher::Event<Decoded<K>>,
+        read: Reader<'_, K, V>,
     ) -> bool {
+        let convert = &read;
         match event {
             watcher::Event::Init => {
                 self.buffer = Some(BTreeMap::new());
                 false
             }
             watcher::Event::InitApply(obj) => {
-                let (key, value) = self.convert(&obj, &convert);
+                let (key, value) = self.convert(&obj, convert);
                 if let Some(v) = value {
                     self.buffer.get_or_insert_with(BTreeMap::new).insert(key, v);
                 }
@@ -143,7 +175,7 @@ impl<V: PartialEq> Cache<V> {
                 self.synced = true;
                 true
             }
-            watcher::Event::Apply(obj) => match self.convert(&obj, &convert) {
+            watcher::Event::Apply(obj) => match self.convert(&obj, convert) {
                 (key, Some(v)) => {
                     if self.items.get(&key) == Some(&v) {
                         false
@@ -174,6 +206,20 @@ impl<V: PartialEq> Cache<V> {
     }
 }
 
+/// How one kind's objects become cached values: `convert` for those that decode, `salvage` for those that do not
+/// (`None`: the object is left out).
+struct Reader<'a, K, V> {
+    convert: &'a dyn Fn(&K) -> Result<Option<V>, ConvertError>,
+    salvage: &'a dyn Fn(&Undecodable) -> Option<V>,
+}
+
+impl<'a, K, V> Reader<'a, K, V> {
+    /// Objects that do not decode are left out.
+    fn strict(convert: &'a dyn Fn(&K) -> Result<Option<V>, ConvertError>) -> Self {
+        Reader { convert, salvage: &|_| None }
+    }
+}
+
 /// Every cache; the endpoints kind in use decides which of the two endpoint caches counts.
 struct Watched {
     eips: Cache<Pool>,
@@ -185,13 +231,14 @@ struct Watched {
 }
 
 impl Watched {
-    fn new(kind: EndpointsKind) -> Self {
+    fn new(kind: EndpointsKind, undecodable: &Family<KindLabels, Counter>) -> Self {
+        let counter = |kind: &'static str| undecodable.get_or_create_owned(&KindLabels { kind });
         Watched {
-            eips: Cache::new("Eip"),
-            services: Cache::new("Service"),
-            nodes: Cache::new("Node"),
-            endpoints: Cache::new("Endpoints"),
-            slices: Cache::new("EndpointSlice"),
+            eips: Cache::new("Eip", counter("Eip")),
+            services: Cache::new("Service", counter("Service")),
+            nodes: Cache::new("Node", counter("Node")),
+            endpoints: Cache::new("Endpoints", counter("Endpoints")),
+            slices: Cache::new("EndpointSlice", counter("EndpointSlice")),
             kind,
         }
     }
@@ -232,17 +279,25 @@ impl Watched {
             r.map(Some)
         }
         match msg {
-            Msg::Eip(r) => r.map(|e| self.eips.apply(e, |o| some(snapshot::pool(o)))).map_err(|e| ("Eip", e)),
-            Msg::Service(r) => {
-                r.map(|e| self.services.apply(e, |o| some(snapshot::service(o)))).map_err(|e| ("Service", e))
+            Msg::Eip(r) => {
+                let read = Reader {
+                    convert: &|o: &Eip| some(snapshot::pool(o)),
+                    salvage: &|u: &Undecodable| snapshot::pool(&crd::salvaged(u)).ok(),
+                };
+                r.map(|e| self.eips.apply(e, read)).map_err(|e| ("Eip", e))
             }
-            Msg::Node(r) => r.map(|e| self.nodes.apply(e, |o| some(snapshot::node(o)))).map_err(|e| ("Node", e)),
-            Msg::Endpoints(r) => {
-                r.map(|e| self.endpoints.apply(e, |o| some(snapshot::endpoints(o)))).map_err(|e| ("Endpoints", e))
+            Msg::Service(r) => r
+                .map(|e| self.services.apply(e, Reader::strict(&|o| some(snapshot::service(o)))))
+                .map_err(|e| ("Service", e)),
+            Msg::Node(r) => {
+                r.map(|e| self.nodes.apply(e, Reader::strict(&|o| some(snapshot::node(o))))).map_err(|e| ("Node", e))
             }
-            Msg::Slice(r) => {
-                r.map(|e| self.slices.apply(e, |o| some(snapshot::slice(o)))).map_err(|e| ("EndpointSlice", e))
-            }
+            Msg::Endpoints(r) => r
+                .map(|e| self.endpoints.apply(e, Reader::strict(&|o| some(snapshot::endpoints(o)))))
+                .map_err(|e| ("Endpoints", e)),
+            Msg::Slice(r) => r
+                .map(|e| self.slices.apply(e, Reader::strict(&|o| some(snapshot::slice(o)))))
+                .map_err(|e| ("EndpointSlice", e)),
         }
     }
 }
@@ -384,17 +439,40 @@ async fn probe_loop(client: Client, connected: Arc<AtomicBool>, tx: mpsc::Sender
     }
 }
 
+/// This node's InternalIP as its Node object shows it (`Ok(None)`: the Node shows none); one attempt.
+pub async fn node_internal_ip(client: &Client, node: &str) -> Result<Option<std::net::IpAddr>, String> {
+    let api: Api<corev1::Node> = Api::all(client.clone());
+    match tokio::time::timeout(REQUEST_TIMEOUT, api.get(node)).await {
+        Ok(Ok(n)) => snapshot::node(&n).map(|n| n.internal_ip).map_err(|e| e.to_string()),
+        Ok(Err(e)) => Err(format!("reading Node {node}: {e}")),
+        Err(_) => Err(format!("reading Node {node}: no answer within {}s", REQUEST_TIMEOUT.as_secs())),
+    }
+}
+
 /// The speaker's view of the cluster from the Kubernetes API. See the module notes.
 pub struct KubeSource {
     client: Client,
     refs: ServiceRefs,
     api_connected: Gauge,
+    undecodable: Family<KindLabels, Counter>,
     coalesce: Duration,
 }
 
 impl KubeSource {
     pub fn new(client: Client) -> Self {
-        KubeSource { client, refs: ServiceRefs::default(), api_connected: Gauge::default(), coalesce: COALESCE }
+        KubeSource {
+            client,
+            refs: ServiceRefs::default(),
+            api_connected: Gauge::default(),
+            undecodable: Family::default(),
+            coalesce: COALESCE,
+        }
+    }
+
+    /// Where objects that do not decode are counted (`openelb_objects_undecodable_total{kind}`).
+    pub fn with_undecodable_counter(mut self, family: Family<KindLabels, Counter>) -> Self {
+        self.undecodable = family;
+        self
     }
 
     /// Where the Service references for Events are published at every snapshot.
@@ -450,24 +528,21 @@ impl KubeSource {
         // Any semantic: the first listing comes from the API server's watch cache, not etcd (one speaker per node
         // lists everything at once after a rollout).
         let config = watcher::Config::default().any_semantic();
-        fn watch<K>(api: Api<K>, config: &watcher::Config, wrap: fn(WatchItem<K>) -> Msg) -> BoxStream<'static, Msg>
+        fn watch<K>(client: &Client, config: &watcher::Config, wrap: fn(WatchItem<K>) -> Msg) -> BoxStream<'static, Msg>
         where
-            K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
+            K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
         {
+            let api = Api::<Decoded<K>>::all(client.clone());
             watcher(api, config.clone()).default_backoff().map(wrap).boxed()
         }
         let c = &self.client;
         let mut all = SelectAll::new();
-        all.push(watch(Api::<Eip>::all(c.clone()), &config, Msg::Eip));
-        all.push(watch(Api::<corev1::Service>::all(c.clone()), &config, Msg::Service));
-        all.push(watch(Api::<corev1::Node>::all(c.clone()), &config, Msg::Node));
+        all.push(watch::<Eip>(c, &config, Msg::Eip));
+        all.push(watch::<corev1::Service>(c, &config, Msg::Service));
+        all.push(watch::<corev1::Node>(c, &config, Msg::Node));
         match kind {
-            EndpointsKind::Slices => {
-                all.push(watch(Api::<discoveryv1::EndpointSlice>::all(c.clone()), &config, Msg::Slice))
-            }
-            EndpointsKind::Endpoints => {
-                all.push(watch(Api::<corev1::Endpoints>::all(c.clone()), &config, Msg::Endpoints))
-            }
+            EndpointsKind::Slices => all.push(watch::<discoveryv1::EndpointSlice>(c, &config, Msg::Slice)),
+            EndpointsKind::Endpoints => all.push(watch::<corev1::Endpoints>(c, &config, Msg::Endpoints)),
         }
         all
     }
@@ -489,7 +564,7 @@ impl KubeSource {
         tracing::info!(endpoints = kind.as_str(), "watching Eips, Services, Nodes and endpoints");
         let (probe_tx, mut probes) = mpsc::channel(4);
         let probe = tokio::spawn(probe_loop(self.client.clone(), Arc::clone(&health.flag), probe_tx));
-        let mut watched = Watched::new(kind);
+        let mut watched = Watched::new(kind, &self.undecodable);
         let mut streams = self.streams(kind);
         let mut last: Option<Cluster> = None;
         let mut due: Option<Instant> = None;
@@ -628,8 +703,8 @@ mod tests {
     use super::*;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-    fn node(name: &str, ip: &str, ready: &str) -> corev1::Node {
-        corev1::Node {
+    fn node(name: &str, ip: &str, ready: &str) -> Decoded<corev1::Node> {
+        Decoded::Ok(corev1::Node {
             metadata: ObjectMeta { name: Some(name.into()), resource_version: Some("1".into()), ..Default::default() },
             status: Some(corev1::NodeStatus {
                 addresses: Some(vec![corev1::NodeAddress { type_: "InternalIP".into(), address: ip.into() }]),
@@ -641,59 +716,99 @@ mod tests {
                 ..Default::default()
             }),
             ..Default::default()
-        }
+        })
     }
 
-    fn conv(n: &corev1::Node) -> Result<Option<Node>, ConvertError> {
+    fn conv_node(n: &corev1::Node) -> Result<Option<Node>, ConvertError> {
         snapshot::node(n).map(Some)
+    }
+
+    fn conv() -> Reader<'static, corev1::Node, Node> {
+        Reader::strict(&conv_node)
+    }
+
+    fn cache<V: PartialEq>(kind: &'static str) -> Cache<V> {
+        Cache::new(kind, Counter::default())
     }
 
     #[test]
     fn a_listing_replaces_the_cache_only_when_complete() {
-        let mut c: Cache<Node> = Cache::new("Node");
-        assert!(!c.apply(watcher::Event::Init, conv));
-        assert!(!c.apply(watcher::Event::InitApply(node("a", "192.0.2.3", "True")), conv));
+        let mut c: Cache<Node> = cache("Node");
+        assert!(!c.apply(watcher::Event::Init, conv()));
+        assert!(!c.apply(watcher::Event::InitApply(node("a", "192.0.2.3", "True")), conv()));
         assert!(!c.synced && c.items.is_empty(), "nothing visible mid-listing");
-        assert!(c.apply(watcher::Event::InitDone, conv));
+        assert!(c.apply(watcher::Event::InitDone, conv()));
         assert!(c.synced);
         assert_eq!(c.items.len(), 1);
 
         // A re-list keeps serving the old contents until it is done, then drops what it did not see.
-        c.apply(watcher::Event::Init, conv);
-        c.apply(watcher::Event::InitApply(node("b", "192.0.2.4", "True")), conv);
+        c.apply(watcher::Event::Init, conv());
+        c.apply(watcher::Event::InitApply(node("b", "192.0.2.4", "True")), conv());
         assert!(c.items.contains_key("a"));
-        c.apply(watcher::Event::InitDone, conv);
+        c.apply(watcher::Event::InitDone, conv());
         assert_eq!(c.items.keys().collect::<Vec<_>>(), ["b"]);
     }
 
     #[test]
     fn only_changes_of_the_converted_value_count() {
-        let mut c: Cache<Node> = Cache::new("Node");
-        c.apply(watcher::Event::Init, conv);
-        c.apply(watcher::Event::InitDone, conv);
-        assert!(c.apply(watcher::Event::Apply(node("a", "192.0.2.3", "True")), conv));
+        let mut c: Cache<Node> = cache("Node");
+        c.apply(watcher::Event::Init, conv());
+        c.apply(watcher::Event::InitDone, conv());
+        assert!(c.apply(watcher::Event::Apply(node("a", "192.0.2.3", "True")), conv()));
         let mut heartbeat = node("a", "192.0.2.3", "True");
-        heartbeat.metadata.resource_version = Some("2".into());
-        assert!(!c.apply(watcher::Event::Apply(heartbeat), conv), "a heartbeat changes nothing we read");
-        assert!(c.apply(watcher::Event::Apply(node("a", "192.0.2.3", "False")), conv));
-        assert!(c.apply(watcher::Event::Delete(node("a", "192.0.2.3", "False")), conv));
-        assert!(!c.apply(watcher::Event::Delete(node("a", "192.0.2.3", "False")), conv));
+        heartbeat.meta_mut().resource_version = Some("2".into());
+        assert!(!c.apply(watcher::Event::Apply(heartbeat), conv()), "a heartbeat changes nothing we read");
+        assert!(c.apply(watcher::Event::Apply(node("a", "192.0.2.3", "False")), conv()));
+        assert!(c.apply(watcher::Event::Delete(node("a", "192.0.2.3", "False")), conv()));
+        assert!(!c.apply(watcher::Event::Delete(node("a", "192.0.2.3", "False")), conv()));
     }
 
     #[test]
     fn an_unreadable_object_is_dropped_and_remembered() {
-        let mut c: Cache<Node> = Cache::new("Node");
-        c.apply(watcher::Event::Apply(node("a", "192.0.2.3", "True")), conv);
-        assert!(c.apply(watcher::Event::Apply(node("a", "not-an-ip", "True")), conv));
+        let mut c: Cache<Node> = cache("Node");
+        c.apply(watcher::Event::Apply(node("a", "192.0.2.3", "True")), conv());
+        assert!(c.apply(watcher::Event::Apply(node("a", "not-an-ip", "True")), conv()));
         assert!(c.items.is_empty());
         assert!(c.bad.get("a").is_some_and(|m| m.contains("not-an-ip")));
-        assert!(c.apply(watcher::Event::Apply(node("a", "192.0.2.3", "True")), conv));
+        assert!(c.apply(watcher::Event::Apply(node("a", "192.0.2.3", "True")), conv()));
         assert!(c.bad.is_empty());
+    }
+
+    /// One object that does not decode is counted and logged once, and never hides the others.
+    #[test]
+    fn an_undecodable_node_is_left_out_and_counted_once() {
+        let undecodable = Counter::default();
+        let mut c: Cache<Node> = Cache::new("Node", undecodable.clone());
+        c.apply(watcher::Event::Init, conv());
+        c.apply(watcher::Event::InitApply(node("a", "192.0.2.3", "True")), conv());
+        let bad = serde_json::json!({"metadata": {"name": "b"}, "status": {"addresses": [{"type": 5}]}});
+        let bad = Decoded::<corev1::Node>::from_value(bad);
+        assert!(matches!(bad, Decoded::Undecodable(_)));
+        c.apply(watcher::Event::InitApply(bad.clone()), conv());
+        assert!(c.apply(watcher::Event::InitDone, conv()));
+        assert_eq!(c.items.keys().collect::<Vec<_>>(), ["a"]);
+        assert!(c.bad.get("b").is_some_and(|m| m.contains("status.addresses[0].type")), "{:?}", c.bad);
+        assert!(!c.apply(watcher::Event::Apply(bad), conv()));
+        assert_eq!(undecodable.get(), 1, "the same error is counted once");
+    }
+
+    /// An Eip that does not decode keeps its Services' VIPs: it is read as far as it reads.
+    #[test]
+    fn an_undecodable_eip_is_read_as_a_disabled_pool() {
+        let mut w = Watched::new(EndpointsKind::Endpoints, &Family::default());
+        let bad = serde_json::json!({"metadata": {"name": "odd"},
+            "spec": {"address": "192.0.2.10-192.0.2.20", "protocol": "vip", "interface": "eth0", "priority": "x"}});
+        let msg = Msg::Eip(Ok(watcher::Event::Apply(Decoded::from_value(bad))));
+        assert_eq!(w.apply(msg).ok(), Some(true));
+        let pool = &w.eips.items["odd"];
+        assert_eq!((pool.address.as_str(), pool.interface.as_deref()), ("192.0.2.10-192.0.2.20", Some("eth0")));
+        assert!(pool.disable && pool.protocol == openelb_core::model::Protocol::Vip, "{pool:?}");
+        assert!(w.eips.bad["odd"].contains("spec.priority \"x\""), "{:?}", w.eips.bad);
     }
 
     #[test]
     fn no_snapshot_before_every_kind_is_listed() {
-        let mut w = Watched::new(EndpointsKind::Endpoints);
+        let mut w = Watched::new(EndpointsKind::Endpoints, &Family::default());
         assert_eq!(w.unsynced(), ["Eip", "Service", "Node", "Endpoints"]);
         for msg in [
             Msg::Eip(Ok(watcher::Event::InitDone)),
