@@ -28,6 +28,11 @@ impl HeldSet {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).contains(&(index, ip))
     }
 
+    /// Forgets every address held on the interface `index` (it is gone, and its addresses with it).
+    pub fn forget_interface(&self, index: u32) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).retain(|(i, _)| *i != index);
+    }
+
     /// Every (interface index, address) held now.
     pub fn snapshot(&self) -> Vec<(u32, IpAddr)> {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).iter().copied().collect()

@@ -8,7 +8,10 @@
 //!   are therefore ignored).
 //! - **Interfaces** are resolved once per plan interface spec and kept; several specs may resolve to one NIC,
 //!   so adverts received on a NIC are offered to the agent under every spec that maps to it (VRIDs are global
-//!   per family by default, so only the right instance takes it).
+//!   per family by default, so only the right instance takes it). An interface that vanishes (deleted, or
+//!   re-created with a new index) is noticed by the link check: its groups go down as for a lost link, the
+//!   receiver of its old index is closed (task and raw socket), and the spec is resolved again every
+//!   [`MAINTENANCE_PERIOD`] until it is back, when its groups rejoin as backup.
 //! - **Network errors never stop the loop.** Send failures are logged (rate-limited per instance). A failed
 //!   `add_vip` is retried every [`MAINTENANCE_PERIOD`] while the agent still holds the VIP; the node keeps
 //!   advertising meanwhile, because the usual causes are transient (netlink busy) and moving the VIP would
@@ -37,7 +40,7 @@ use openelb_core::vrrp::agent::{Agent, InstanceKey, NodeAction};
 use openelb_core::vrrp::plan::GroupId;
 use openelb_core::vrrp::state::{Action, ConfigError};
 use openelb_core::vrrp::{Received, Time};
-use openelb_net::ops::{AdvertReceiver, IfaceSpec, Incoming, Interface, NetOps};
+use openelb_net::ops::{AdvertReceiver, IfaceSpec, Incoming, Interface, NetError, NetOps};
 use openelb_net::wire::DropReason;
 use prometheus_client::metrics::counter::Counter;
 use tokio::sync::mpsc;
@@ -261,9 +264,15 @@ where
             tracing::warn!("{w}");
         }
         // Re-resolve every spec: an interface may have been recreated since the last plan.
-        self.nics.clear();
+        let before = std::mem::take(&mut self.nics);
         self.desired = Some(d);
         self.resolve_missing().await;
+        for (spec, old) in before {
+            let planned = self.desired.as_ref().is_some_and(|d| d.specs.contains_key(&spec));
+            if planned && self.nics.get(&spec).is_none_or(|new| new.index != old.index) {
+                self.release_nic(&spec, &old).await;
+            }
+        }
         let Some(d) = &self.desired else { return };
         for g in &d.plan.groups {
             let me = g.priority_of(&self.config.node_name);
@@ -412,9 +421,28 @@ where
         }
     }
 
+    /// The (NIC index, family) pairs that need a receiver: those of the resolved specs with a source address.
+    fn wanted_receivers(&self) -> BTreeSet<NicKey> {
+        self.primaries.keys().filter_map(|(spec, fam)| self.nics.get(spec).map(|n| (n.index, *fam))).collect()
+    }
+
+    /// Closes the receivers no resolved interface needs any more (an interface re-created under a new index, or
+    /// gone): aborting the task drops its socket.
+    fn prune_receivers(&mut self) {
+        let wanted = self.wanted_receivers();
+        self.receivers.retain(|key, task| {
+            let keep = wanted.contains(key);
+            if !keep {
+                task.abort();
+                tracing::info!(index = key.0, family = %key.1, "closed the VRRP receiver of an interface no longer in use");
+            }
+            keep
+        });
+    }
+
     fn ensure_receivers(&mut self) {
-        let wanted: BTreeSet<NicKey> =
-            self.primaries.keys().filter_map(|(spec, fam)| self.nics.get(spec).map(|n| (n.index, *fam))).collect();
+        self.prune_receivers();
+        let wanted = self.wanted_receivers();
         for key in wanted {
             if self.receivers.get(&key).is_some_and(|h| !h.is_finished()) {
                 continue;
@@ -484,6 +512,10 @@ where
         for (spec, nic) in nics {
             let up = match self.net.link_up(&nic).await {
                 Ok(up) => up,
+                Err(NetError::NoSuchIndex(_)) => {
+                    self.vanished(&spec, &nic).await;
+                    continue;
+                }
                 Err(e) => {
                     self.report(format!("link {}", nic.name), format!("cannot read link state: {e}"));
                     continue;
@@ -508,6 +540,43 @@ where
         }
     }
 
+    /// The NIC `spec` resolved to is gone (deleted, or re-created under a new index): its groups go down as for
+    /// a lost link, what was bound to the old index is dropped (receiver task and socket, source address), and
+    /// the spec waits to be resolved again by [`Speaker::maintain`].
+    async fn vanished(&mut self, spec: &str, nic: &Interface) {
+        self.nics.remove(spec);
+        self.release_nic(spec, nic).await;
+    }
+
+    /// Lets go of `nic`, which `spec` no longer resolves to: its groups go down (they come back up as backup
+    /// through [`Speaker::check_links`] once `spec` resolves again), and what was bound to its index goes.
+    async fn release_nic(&mut self, spec: &str, nic: &Interface) {
+        tracing::warn!(
+            interface = %spec, nic = %nic.name, index = nic.index,
+            "interface vanished: releasing its VIPs, closing its VRRP receiver; resolving it again until it is back"
+        );
+        self.primaries.retain(|(s, _), _| s != spec);
+        self.failed_adds.retain(|(s, _), _| s != spec);
+        if self.links_down.insert(spec.to_string()) {
+            let actions = self.agent.interface_down(self.now(), spec);
+            self.execute_vanished(actions, nic).await;
+        }
+        self.held.forget_interface(nic.index);
+        self.prune_receivers();
+    }
+
+    /// Actions of a vanished interface: only the state changes are still meaningful (its addresses went with
+    /// it, and nothing can be sent on it).
+    async fn execute_vanished(&mut self, actions: Vec<NodeAction>, nic: &Interface) {
+        for NodeAction { key, action } in actions {
+            if let Action::StateChanged { .. } = action {
+                let span = self.span_of(&key, nic);
+                self.execute_one(key, nic.clone(), action).instrument(span).await;
+            }
+        }
+        self.sync_held();
+    }
+
     async fn maintain(&mut self) {
         let now = self.now();
         // Interfaces given up on come back after the cool-off.
@@ -525,12 +594,12 @@ where
             tracing::warn!(kind = event.kind(), "{event}");
         }
         self.retry_failed_adds().await;
-        if !self.agent.waiting().is_empty() && self.resolve_missing().await {
+        let unresolved = self.desired.as_ref().is_some_and(|d| d.specs.keys().any(|s| !self.nics.contains_key(s)));
+        if (unresolved || !self.agent.waiting().is_empty()) && self.resolve_missing().await {
             self.cleanup_stale().await;
         }
-        if !self.agent.waiting().is_empty() {
-            self.ensure_primaries().await;
-        }
+        // Also after an interface came back: the agent still knows the old source address, this loop does not.
+        self.ensure_primaries().await;
         self.ensure_receivers();
     }
 

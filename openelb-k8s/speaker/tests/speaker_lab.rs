@@ -6,6 +6,8 @@ mod speaker_common;
 
 use std::time::Duration;
 
+use openelb_net::wire::DropReason;
+use openelb_speaker::metrics_addr::DEFAULT_METRICS_PORT;
 use speaker_common::{Lab, VIP, ip, signal};
 
 const SETTLE: Duration = Duration::from_secs(10);
@@ -179,5 +181,70 @@ fn sighup_reloads_the_manifests_and_moves_the_vip_to_an_eligible_node() {
         signal(lab.procs[n].pid(), "HUP");
     }
     lab.wait_holders(&all, &[&pref[0]], SETTLE);
+    lab.assert_steady(&all, &pref[0], STEADY);
+}
+
+/// Sends one VRRPv3 advert for VRID `vrid` from the client to 224.0.0.18 with IP TTL 254: well formed, but
+/// it crossed a router as far as RFC 5798 §7.1 is concerned, so every receiver must drop it.
+fn send_advert_with_ttl_254(lab: &Lab, vrid: u8) {
+    use openelb_core::vrrp::Advert;
+    use openelb_net::wire::{self, vrrp};
+    use std::net::{IpAddr, SocketAddr};
+    let src: IpAddr = speaker_common::CLIENT_IP.parse().unwrap();
+    let group: IpAddr = "224.0.0.18".parse().unwrap();
+    let advert = Advert { vrid, priority: 254, max_advert_int: 10, addresses: vec![VIP.parse().unwrap()] };
+    let payload = wire::encode(&advert, vrrp::Context::new(src, group), &[]).unwrap();
+    speaker_common::in_netns(&lab.client, move || {
+        let protocol = socket2::Protocol::from(112);
+        let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::RAW, Some(protocol)).unwrap();
+        sock.bind_device(Some(b"eth0")).unwrap();
+        sock.bind(&SocketAddr::new(src, 0).into()).unwrap();
+        sock.set_multicast_ttl_v4(254).unwrap();
+        sock.send_to(&payload, &SocketAddr::new(group, 0).into()).unwrap();
+    });
+}
+
+/// The value of `series` (name and labels exactly as exposed) in a /metrics response.
+fn sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics.lines().find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+}
+
+/// A backup's interface is deleted and re-created three times: each time the speaker closes the old VRRP
+/// socket and its task (the process holds no more sockets than before), resolves the new interface and rejoins
+/// as backup, and the VIP never moves. Its /metrics (on the node's InternalIP, the default) count a malformed
+/// advert by reason.
+#[test]
+fn a_recreated_interface_leaks_no_socket_and_rejoins_as_backup() {
+    let Some((lab, pref)) = elected("recr", &[]) else { return };
+    let all = lab.all();
+    let backup = pref[1].clone();
+    let pid = lab.procs[&backup].pid();
+    let before = speaker_common::socket_fds(pid);
+    assert!(before > 0, "the speaker holds sockets");
+    let log = || lab.procs[&backup].log_text();
+    let wait = |what: &str, done: &dyn Fn() -> bool| {
+        let t0 = std::time::Instant::now();
+        while !done() {
+            assert!(t0.elapsed() < SETTLE, "{what}:\n{}", log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    for round in 1..=3 {
+        lab.recreate_eth0(&backup).unwrap();
+        wait("the vanished interface noticed", &|| log().matches("interface vanished").count() >= round);
+        wait("the old receiver closed", &|| log().matches("closed the VRRP receiver").count() >= round);
+        wait("rejoined as backup", &|| log().matches("link up: rejoining as backup").count() >= round);
+        wait("no socket more than before", &|| speaker_common::socket_fds(pid) <= before);
+    }
+    lab.wait_holders(&all, &[&pref[0]], SETTLE);
+    lab.assert_steady(&all, &pref[0], STEADY);
+    assert_eq!(speaker_common::socket_fds(pid), before, "sockets after three re-creations:\n{}", log());
+
+    let (vrid, _) = lab.group();
+    let series = format!("openelb_vrrp_packets_dropped_total{{reason=\"{}\"}}", DropReason::BadTtl.as_str());
+    let dropped = || sample(&lab.http_get(&backup, DEFAULT_METRICS_PORT, "/metrics"), &series);
+    assert_eq!(dropped(), Some(0.0), "every reason is exposed from the start, on the node's InternalIP");
+    send_advert_with_ttl_254(&lab, vrid);
+    wait("the TTL-254 advert counted", &|| dropped().is_some_and(|n| n >= 1.0));
     lab.assert_steady(&all, &pref[0], STEADY);
 }

@@ -410,3 +410,56 @@ impl Lab {
         }
     }
 }
+
+/// Runs `f` on a new thread inside the network namespace `ns`: setns(2) moves only that thread, and the
+/// sockets it opens belong to the namespace.
+pub fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    use std::os::fd::AsRawFd;
+    let path = format!("/var/run/netns/{ns}");
+    std::thread::spawn(move || {
+        let file = fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        // SAFETY: a valid namespace file descriptor; setns affects the calling thread only.
+        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
+        f()
+    })
+    .join()
+    .unwrap_or_else(|_| panic!("the thread in {ns} panicked"))
+}
+
+/// How many sockets process `pid` has open.
+pub fn socket_fds(pid: u32) -> usize {
+    let Ok(dir) = fs::read_dir(format!("/proc/{pid}/fd")) else { return 0 };
+    dir.flatten().filter(|e| fs::read_link(e.path()).is_ok_and(|t| t.to_string_lossy().starts_with("socket:"))).count()
+}
+
+impl Lab {
+    /// Deletes the node's veth pair and creates it again with the same names, MAC and address: for the node,
+    /// `eth0` vanishes and comes back under a new interface index.
+    pub fn recreate_eth0(&self, node: &str) -> Result<(), String> {
+        let i = self.nodes.iter().position(|n| n.name == node).ok_or(format!("no node {node}"))?;
+        let n = &self.nodes[i];
+        let peer = format!("p{i}");
+        ip(&["-n", &self.sw, "link", "del", &peer])?;
+        ip(&["-n", &self.sw, "link", "add", &peer, "type", "veth", "peer", "name", "eth0", "netns", &n.ns])?;
+        ip(&["-n", &n.ns, "link", "set", "eth0", "address", &n.mac])?;
+        ip(&["-n", &self.sw, "link", "set", &peer, "master", "br0", "up"])?;
+        ip(&["-n", &n.ns, "addr", "add", &format!("{}/24", n.ip), "dev", "eth0"])?;
+        ip(&["-n", &n.ns, "link", "set", "eth0", "up"])?;
+        Ok(())
+    }
+
+    /// `GET path` on the node's InternalIP and `port`, from inside its namespace; the whole response.
+    pub fn http_get(&self, node: &str, port: u16, path: &str) -> String {
+        use std::io::{Read, Write};
+        let addr: IpAddr = self.node(node).ip.parse().unwrap();
+        let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        in_netns(&self.node(node).ns, move || {
+            let Ok(mut s) = std::net::TcpStream::connect((addr, port)) else { return String::new() };
+            let _ = s.write_all(request.as_bytes());
+            let mut out = String::new();
+            let _ = s.read_to_string(&mut out);
+            out
+        })
+    }
+}
