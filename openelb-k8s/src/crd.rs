@@ -101,6 +101,7 @@ pub mod v1alpha2 {
         category = "networking",
         status = "EipStatus",
         derive = "PartialEq",
+        derive = "Default",
         doc = "Eip is a pool of external addresses OpenELB assigns to LoadBalancer Services.",
         printcolumn = r#"{"name": "cidr", "type": "string", "jsonPath": ".spec.address"}"#,
         printcolumn = r#"{"name": "usage", "type": "integer", "jsonPath": ".status.usage"}"#,
@@ -126,6 +127,12 @@ pub mod v1alpha2 {
         pub namespaces: Vec<String>,
         #[serde(rename = "namespaceSelector", default, skip_serializing_if = "BTreeMap::is_empty")]
         pub namespace_selector: BTreeMap<String, String>,
+        /// Held in memory only, never read from or written to the API: set by [`super::salvaged`] on an Eip
+        /// built from an object that did not decode, with what did not, so the controller can say so in its
+        /// conditions.
+        #[serde(skip)]
+        #[schemars(skip)]
+        pub undecodable: Option<Box<Undecodable>>,
     }
 }
 
@@ -155,6 +162,7 @@ pub mod v1alpha1 {
         category = "networking",
         status = "EipStatus",
         derive = "PartialEq",
+        derive = "Default",
         storage = false,
         doc = "Eip is a pool of external addresses OpenELB assigns to LoadBalancer Services.",
         printcolumn = r#"{"name": "cidr", "type": "string", "jsonPath": ".spec.address"}"#,
@@ -204,6 +212,7 @@ pub mod v1alpha1 {
                     priority: s.priority,
                     namespaces: s.namespaces,
                     namespace_selector: s.namespace_selector,
+                    undecodable: None,
                 },
             );
             new.metadata = old.metadata;
@@ -226,6 +235,7 @@ pub fn salvaged(u: &Undecodable) -> Eip {
         protocol: u.read_at("/spec/protocol"),
         interface: u.str_at("/spec/interface").map(str::to_string),
         disable: Some(true),
+        undecodable: Some(Box::new(u.clone())),
         ..Default::default()
     };
     let mut eip = Eip::new(u.name(), spec);
@@ -475,6 +485,9 @@ mod tests {
         assert_eq!(eip.spec.address, "192.0.2.1-192.0.2.9");
         assert_eq!((eip.spec.protocol, eip.spec.interface.as_deref()), (Some(EipProtocol::Vip), Some("eth0")));
         assert_eq!((eip.spec.disable, eip.spec.priority), (Some(true), None));
+        assert_eq!(eip.spec.undecodable.as_deref(), Some(&*u));
+        let written = serde_json::to_value(&eip).unwrap();
+        assert!(written["spec"].get("undecodable").is_none(), "never written: {written}");
         assert_eq!(eip.status.unwrap().used.get("192.0.2.1").map(String::as_str), Some("ns/a"));
 
         let nothing = serde_json::json!({"metadata": {"name": "bare"}, "spec": {"address": 7, "protocol": "ospf"}});

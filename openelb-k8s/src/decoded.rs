@@ -54,7 +54,7 @@ impl<K: DeserializeOwned> Decoded<K> {
 }
 
 impl<K> Decoded<K> {
-    pub fn as_ref(&self) -> Result<&K, &Undecodable> {
+    pub fn as_result(&self) -> Result<&K, &Undecodable> {
         match self {
             Decoded::Ok(k) => Ok(k),
             Decoded::Undecodable(u) => Err(u),
@@ -257,7 +257,7 @@ mod tests {
         let typed: Result<ObjectList<Eip>, _> = serde_json::from_value(list.clone());
         assert!(typed.is_err(), "a typed list fails as a whole on one bad object");
         let list: ObjectList<Decoded<Eip>> = serde_json::from_value(list).unwrap();
-        let read: Vec<_> = list.items.iter().map(|d| d.as_ref().map(|e| e.spec.priority)).collect();
+        let read: Vec<_> = list.items.iter().map(|d| d.as_result().map(|e| e.spec.priority)).collect();
         assert!(matches!(read[0], Ok(Some(5))), "{read:?}");
         assert!(matches!(read[2], Ok(Some(3_000_000_000))), "the schema's int bounds are validation's business");
         let Err(bad) = read[1] else { panic!("{read:?}") };

@@ -1,11 +1,15 @@
 //! The conditions an Eip's status carries, decided from plain facts (pure: the clock is an argument).
 //!
-//! - `Ready`: whether the Eip gives out new addresses now. False while it is being deleted, disabled, has an
-//!   address that does not parse, or has no free address; the reason says which.
-//! - `Invalid`: whether its spec breaks a rule of [`openelb_core::validate`] (an address that does not parse,
-//!   a range overlapping another Eip, a second default pool...). There is no webhook in every cluster, so the
-//!   controller is where such mistakes become visible. An overlapping Eip keeps giving out addresses: refusing
-//!   would punish the pool that was there first as much as the newcomer.
+//! - `Ready`: whether the Eip gives out new addresses now. False while it is being deleted, when the object does
+//!   not decode, while it is disabled, when the allocator finds it invalid ([`PoolInvalid`]: an address that does
+//!   not parse or includes one no host can hold, a range overlapping another Eip, a range shrunk under its
+//!   holders), or when it has no free address; the reason says which.
+//! - `Invalid`: whether its spec breaks a rule of [`openelb_core::validate`] (the above, a second default
+//!   pool...), does not decode, or is invalid for the allocator. There is no webhook in every cluster (and
+//!   objects get past one that is down), so the controller is where such mistakes become visible. An invalid Eip
+//!   drains: its Services keep their addresses, nobody gets a new one from it, until it is fixed. Both
+//!   overlapping Eips drain alike: the one set of used addresses already keeps any address from being held
+//!   twice, and handing out the common addresses from either would only move the conflict.
 //!
 //! `lastTransitionTime` changes only when a condition's status does, so recomputing unchanged facts yields
 //! exactly the conditions already written, and nothing is written.
@@ -14,36 +18,77 @@ use std::net::IpAddr;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use openelb_core::ipam::PoolStatus;
+use openelb_core::pool_invalid::{PoolInvalid, PoolProblem};
 use openelb_core::validate::Problem;
+use openelb_k8s::decoded::Undecodable;
 
 pub const READY: &str = "Ready";
 pub const INVALID: &str = "Invalid";
 
 /// Why a condition has its status (its `reason` on the wire).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum ConditionReason {
     /// `Ready=True`: free addresses left.
     Available,
     Deleting,
     Disabled,
+    /// The object does not decode (a field past what the CRD schema enforced); read as disabled.
+    Undecodable,
+    /// The allocator's [`PoolProblem`]s, with its reasons.
     InvalidAddress,
+    ReservedAddress,
+    OverlappingEip,
+    AddressesOutsidePool,
     Exhausted,
     /// `Invalid=False`.
     Valid,
-    /// `Invalid=True`.
+    /// `Invalid=True`: a validation rule is broken.
     InvalidSpec,
 }
 
 impl ConditionReason {
+    pub const ALL: [ConditionReason; 11] = [
+        ConditionReason::Available,
+        ConditionReason::Deleting,
+        ConditionReason::Disabled,
+        ConditionReason::Undecodable,
+        ConditionReason::InvalidAddress,
+        ConditionReason::ReservedAddress,
+        ConditionReason::OverlappingEip,
+        ConditionReason::AddressesOutsidePool,
+        ConditionReason::Exhausted,
+        ConditionReason::Valid,
+        ConditionReason::InvalidSpec,
+    ];
+
+    /// The reason written as `s` (by this controller earlier), if it is one.
+    pub fn parse(s: &str) -> Option<Self> {
+        ConditionReason::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+
     pub const fn as_str(self) -> &'static str {
         match self {
             ConditionReason::Available => "Available",
             ConditionReason::Deleting => "Deleting",
             ConditionReason::Disabled => "Disabled",
+            ConditionReason::Undecodable => "Undecodable",
             ConditionReason::InvalidAddress => "InvalidAddress",
+            ConditionReason::ReservedAddress => "ReservedAddress",
+            ConditionReason::OverlappingEip => "OverlappingEip",
+            ConditionReason::AddressesOutsidePool => "AddressesOutsidePool",
             ConditionReason::Exhausted => "Exhausted",
             ConditionReason::Valid => "Valid",
             ConditionReason::InvalidSpec => "InvalidSpec",
+        }
+    }
+
+    /// The reason of one of the allocator's problems (the core's [`PoolProblem::reason`] on the wire).
+    pub const fn of_pool_problem(problem: &PoolProblem) -> Self {
+        match problem {
+            PoolProblem::Unparsable { .. } => ConditionReason::InvalidAddress,
+            PoolProblem::Reserved(_) => ConditionReason::ReservedAddress,
+            PoolProblem::Overlap { .. } => ConditionReason::OverlappingEip,
+            PoolProblem::Outside { .. } => ConditionReason::AddressesOutsidePool,
         }
     }
 }
@@ -63,13 +108,14 @@ pub struct Desired {
     pub message: String,
 }
 
-/// What `Ready` is decided from.
+/// What `Ready` and `Invalid` are decided from besides validation.
 #[derive(Debug, Clone, Copy)]
 pub struct PoolFacts<'a> {
     pub deleting: bool,
     pub disabled: bool,
-    /// Why `spec.address` does not parse, if it does not.
-    pub address_error: Option<&'a str>,
+    /// What of the object did not decode, if it did not (it is then read as disabled).
+    pub undecodable: Option<&'a Undecodable>,
+    /// The allocator's view, `invalid` included.
     pub status: &'a PoolStatus,
 }
 
@@ -96,11 +142,13 @@ pub fn ready(facts: PoolFacts<'_>) -> Desired {
             )
         };
         (false, ConditionReason::Deleting, message)
+    } else if let Some(u) = facts.undecodable {
+        (false, ConditionReason::Undecodable, undecodable_message(u))
     } else if facts.disabled {
         let message = format!("spec.disable is true: gives out no new addresses and keeps the {} in use", status.usage);
         (false, ConditionReason::Disabled, message)
-    } else if let Some(error) = facts.address_error {
-        (false, ConditionReason::InvalidAddress, format!("spec.address does not parse: {error}"))
+    } else if let Some(first) = status.invalid.first() {
+        (false, ConditionReason::of_pool_problem(&first.problem), bounded(first.to_string()))
     } else if status.occupied {
         (false, ConditionReason::Exhausted, format!("all {} addresses are in use", status.pool_size))
     } else {
@@ -110,27 +158,93 @@ pub fn ready(facts: PoolFacts<'_>) -> Desired {
     Desired { type_: READY, status: ok, reason, message }
 }
 
-/// `Invalid` from the problems [`openelb_core::validate`] found with this Eip; warnings do not count.
-pub fn invalid(problems: &[&Problem]) -> Desired {
+fn undecodable_message(u: &Undecodable) -> String {
+    bounded(format!(
+        "{u}; the object does not decode, so it is read as disabled: its Services keep their addresses and nobody \
+         gets a new one from it until it is fixed"
+    ))
+}
+
+/// `s` cut to [`MAX_MESSAGE`] bytes on a character boundary.
+fn bounded(mut s: String) -> String {
+    if s.len() > MAX_MESSAGE {
+        let mut end = MAX_MESSAGE;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+        s.push('…');
+    }
+    s
+}
+
+/// The allocator's problems that validation of the spec alone cannot see (a range shrunk under its holders
+/// depends on `status.used`); the others repeat a validation error in other words.
+fn beyond_validation(pool: &PoolStatus) -> impl Iterator<Item = &PoolInvalid> {
+    pool.invalid.iter().filter(|i| matches!(i.problem, PoolProblem::Outside { .. }))
+}
+
+/// `Invalid`: true when [`openelb_core::validate`] found errors with this Eip (warnings do not count), when the
+/// object does not decode, or when the allocator finds it invalid. The reason is the first of `Undecodable`,
+/// `InvalidSpec` (a validation error), or the allocator's first problem.
+pub fn invalid(problems: &[&Problem], facts: PoolFacts<'_>) -> Desired {
     let errors: Vec<&&Problem> = problems.iter().filter(|p| p.is_error()).collect();
-    if errors.is_empty() {
+    let reason = if facts.undecodable.is_some() {
+        ConditionReason::Undecodable
+    } else if !errors.is_empty() {
+        ConditionReason::InvalidSpec
+    } else if let Some(first) = facts.status.invalid.first() {
+        ConditionReason::of_pool_problem(&first.problem)
+    } else {
         // Never an empty message: some API servers (the test one among them) store "" as null, which a
         // schema of `type: string` then refuses, failing the whole status write.
         let message = VALID_MESSAGE.to_string();
         return Desired { type_: INVALID, status: false, reason: ConditionReason::Valid, message };
+    };
+    let mut parts: Vec<String> = facts
+        .undecodable
+        .map(|u| format!("{}={}: does not decode: {}", u.field, u.value, u.error))
+        .into_iter()
+        .collect();
+    parts.extend(errors.iter().map(|p| format!("{}={:?}: {}", p.field, p.value, p.message)));
+    if errors.is_empty() {
+        parts.extend(facts.status.invalid.iter().map(ToString::to_string));
+    } else {
+        parts.extend(beyond_validation(facts.status).map(ToString::to_string));
     }
     let mut message = String::new();
-    for (i, p) in errors.iter().enumerate() {
-        let part = format!("{}={:?}: {}", p.field, p.value, p.message);
+    for (i, part) in parts.iter().enumerate() {
         let separator = if message.is_empty() { "" } else { "; " };
         if message.len() + separator.len() + part.len() > MAX_MESSAGE {
-            message.push_str(&format!("{separator}and {} more problems", errors.len() - i));
+            message.push_str(&format!("{separator}and {} more problems", parts.len() - i));
             break;
         }
         message.push_str(separator);
-        message.push_str(&part);
+        message.push_str(part);
     }
-    Desired { type_: INVALID, status: true, reason: ConditionReason::InvalidSpec, message }
+    Desired { type_: INVALID, status: true, reason, message }
+}
+
+/// Why the Eip is invalid now, one entry per reason with the note its Warning Event carries: `Undecodable`,
+/// `InvalidSpec`, then the allocator's problems in order. The controller records an Event for each reason that
+/// was not there before.
+pub fn invalid_reasons(problems: &[&Problem], facts: PoolFacts<'_>) -> Vec<(ConditionReason, String)> {
+    let mut out = Vec::new();
+    if let Some(u) = facts.undecodable {
+        out.push((ConditionReason::Undecodable, undecodable_message(u)));
+    }
+    let errors: Vec<&Problem> = problems.iter().copied().filter(|p| p.is_error()).collect();
+    if !errors.is_empty() {
+        let validation = invalid(&errors, PoolFacts { undecodable: None, status: &PoolStatus::default(), ..facts });
+        out.push((ConditionReason::InvalidSpec, validation.message));
+    }
+    for i in &facts.status.invalid {
+        let reason = ConditionReason::of_pool_problem(&i.problem);
+        if !out.iter().any(|(r, _)| *r == reason) {
+            out.push((reason, bounded(i.to_string())));
+        }
+    }
+    out
 }
 
 /// The conditions to write: `desired` in order (keeping the transition time of a condition whose status did
@@ -174,7 +288,22 @@ mod tests {
     }
 
     fn facts(status: &PoolStatus) -> PoolFacts<'_> {
-        PoolFacts { deleting: false, disabled: false, address_error: None, status }
+        PoolFacts { deleting: false, disabled: false, undecodable: None, status }
+    }
+
+    fn overlapping(size: u128) -> PoolStatus {
+        let common = openelb_core::addr::AddrRange::parse("192.0.2.8-192.0.2.10").unwrap();
+        let problem = PoolProblem::Overlap { other: "b".into(), other_address: "192.0.2.8-192.0.2.20".into(), common };
+        let invalid = vec![PoolInvalid { pool: "a".into(), address: "192.0.2.1-192.0.2.10".into(), problem }];
+        PoolStatus { invalid, ..status(size, &[]) }
+    }
+
+    fn undecodable() -> Undecodable {
+        let raw = serde_json::json!({"metadata": {"name": "a"}, "spec": {"address": "192.0.2.1", "priority": "x"}});
+        match openelb_k8s::Decoded::<openelb_k8s::Eip>::from_value(raw) {
+            openelb_k8s::Decoded::Undecodable(u) => *u,
+            openelb_k8s::Decoded::Ok(_) => panic!("decoded"),
+        }
     }
 
     fn at(seconds: i64) -> Time {
@@ -187,10 +316,86 @@ mod tests {
 
     #[test]
     fn reasons_on_the_wire() {
-        use ConditionReason::*;
-        let wire: Vec<&str> =
-            [Available, Deleting, Disabled, InvalidAddress, Exhausted, Valid, InvalidSpec].map(|r| r.as_str()).into();
-        assert_eq!(wire, ["Available", "Deleting", "Disabled", "InvalidAddress", "Exhausted", "Valid", "InvalidSpec"]);
+        let wire: Vec<&str> = ConditionReason::ALL.map(|r| r.as_str()).into();
+        for r in ConditionReason::ALL {
+            assert_eq!(ConditionReason::parse(r.as_str()), Some(r));
+        }
+        assert_eq!(ConditionReason::parse("SomethingElse"), None);
+        assert_eq!(
+            wire,
+            [
+                "Available",
+                "Deleting",
+                "Disabled",
+                "Undecodable",
+                "InvalidAddress",
+                "ReservedAddress",
+                "OverlappingEip",
+                "AddressesOutsidePool",
+                "Exhausted",
+                "Valid",
+                "InvalidSpec"
+            ]
+        );
+    }
+
+    /// The allocator's reasons reach the conditions unchanged.
+    #[test]
+    fn pool_problems_keep_the_cores_reasons() {
+        let range = openelb_core::addr::AddrRange::parse("192.0.2.1").unwrap();
+        let reserved = openelb_core::reserved::first_in(&openelb_core::addr::AddrRange::parse("0.0.0.0").unwrap());
+        let mut problems = vec![
+            PoolProblem::Unparsable { reason: "x".into() },
+            PoolProblem::Overlap { other: "b".into(), other_address: "192.0.2.1".into(), common: range },
+            PoolProblem::Outside { listed: Vec::new(), total: 0 },
+        ];
+        problems.extend(reserved.map(PoolProblem::Reserved));
+        assert_eq!(problems.len(), 4);
+        for p in problems {
+            assert_eq!(ConditionReason::of_pool_problem(&p).as_str(), p.reason());
+        }
+    }
+
+    #[test]
+    fn an_invalid_pool_is_not_ready_and_invalid_with_the_allocators_reason() {
+        let s = overlapping(10);
+        let r = ready(facts(&s));
+        assert_eq!((r.status, r.reason), (false, ConditionReason::OverlappingEip));
+        assert!(r.message.contains("overlaps Eip b") && r.message.contains("gives out no new addresses"), "{r:?}");
+        // Validation says the same in its own words: its error is the message, and the reason stays InvalidSpec.
+        let overlap = problem("spec.address", Severity::Error, "overlaps Eip/b");
+        let i = invalid(&[&overlap], facts(&s));
+        assert_eq!(
+            (i.status, i.reason, i.message.as_str()),
+            (true, ConditionReason::InvalidSpec, "spec.address=\"v\": overlaps Eip/b")
+        );
+        // Without a validation error (a range shrunk under its holders), the allocator's reason and text.
+        let i = invalid(&[], facts(&s));
+        assert_eq!((i.status, i.reason), (true, ConditionReason::OverlappingEip));
+        assert!(i.message.starts_with("Eip a: spec.address"), "{}", i.message);
+        let reasons: Vec<ConditionReason> =
+            invalid_reasons(&[&overlap], facts(&s)).into_iter().map(|(r, _)| r).collect();
+        assert_eq!(reasons, [ConditionReason::InvalidSpec, ConditionReason::OverlappingEip]);
+    }
+
+    #[test]
+    fn an_undecodable_eip_says_which_field_and_value() {
+        let u = undecodable();
+        let s = status(1, &[]);
+        let f = PoolFacts { disabled: true, undecodable: Some(&u), ..facts(&s) };
+        let r = ready(f);
+        assert_eq!((r.status, r.reason), (false, ConditionReason::Undecodable));
+        assert!(
+            r.message.starts_with("spec.priority \"x\": invalid type: string \"x\", expected i64"),
+            "{}",
+            r.message
+        );
+        let i = invalid(&[], f);
+        assert_eq!((i.status, i.reason), (true, ConditionReason::Undecodable));
+        assert!(i.message.starts_with("spec.priority=\"x\": does not decode"), "{}", i.message);
+        assert_eq!(invalid_reasons(&[], f).len(), 1);
+        // Deletion still comes first: it is what the user waits for.
+        assert_eq!(ready(PoolFacts { deleting: true, ..f }).reason, ConditionReason::Deleting);
     }
 
     #[test]
@@ -209,8 +414,13 @@ mod tests {
         assert!(!ready(facts(&full)).status);
         let disabled = PoolFacts { disabled: true, ..facts(&full) };
         assert_eq!(ready(disabled).reason, ConditionReason::Disabled);
-        let empty = status(0, &[]);
-        let bad = PoolFacts { address_error: Some("\"x\" is not an address"), ..facts(&empty) };
+        let unparsable = PoolInvalid {
+            pool: "x".into(),
+            address: "x".into(),
+            problem: PoolProblem::Unparsable { reason: "\"x\" is not an address".into() },
+        };
+        let empty = PoolStatus { invalid: vec![unparsable], ..status(0, &[]) };
+        let bad = facts(&empty);
         assert_eq!(ready(bad).reason, ConditionReason::InvalidAddress);
         assert!(ready(bad).message.contains("is not an address"), "{}", ready(bad).message);
         // Deletion wins over everything else: it is what the user is waiting for.
@@ -248,12 +458,13 @@ mod tests {
     #[test]
     fn invalid_counts_errors_only() {
         let warning = problem("spec.interface", Severity::Warning, "not set");
-        let d = invalid(&[&warning]);
+        let s = status(10, &[]);
+        let d = invalid(&[&warning], facts(&s));
         assert!(!d.status);
         assert_eq!(d.reason, ConditionReason::Valid);
         assert!(!d.message.is_empty());
         let overlap = problem("spec.address", Severity::Error, "overlaps Eip/y");
-        let d = invalid(&[&warning, &overlap]);
+        let d = invalid(&[&warning, &overlap], facts(&s));
         assert!(d.status);
         assert_eq!(d.reason, ConditionReason::InvalidSpec);
         assert_eq!(d.message, "spec.address=\"v\": overlaps Eip/y");
@@ -264,7 +475,8 @@ mod tests {
         let long = "x".repeat(900);
         let problems: Vec<Problem> = (0..5).map(|_| problem("spec.address", Severity::Error, &long)).collect();
         let refs: Vec<&Problem> = problems.iter().collect();
-        let d = invalid(&refs);
+        let s = status(10, &[]);
+        let d = invalid(&refs, facts(&s));
         assert!(d.message.len() <= MAX_MESSAGE + 40, "{}", d.message.len());
         assert!(d.message.ends_with("and 3 more problems"), "{}", &d.message[d.message.len() - 30..]);
     }
@@ -292,7 +504,7 @@ mod tests {
     #[test]
     fn recomputing_the_same_facts_is_a_fixed_point() {
         let s = status(10, &[("192.0.2.1", "ns/a")]);
-        let desired = [ready(facts(&s)), invalid(&[])];
+        let desired = [ready(facts(&s)), invalid(&[], facts(&s))];
         let written = merge(&[], &desired, Some(3), &at(100));
         assert_eq!(merge(&written, &desired, Some(3), &at(999)), written);
     }
@@ -308,7 +520,8 @@ mod tests {
             observed_generation: None,
         };
         let s = status(10, &[]);
-        let merged = merge(std::slice::from_ref(&foreign), &[ready(facts(&s)), invalid(&[])], None, &at(100));
+        let merged =
+            merge(std::slice::from_ref(&foreign), &[ready(facts(&s)), invalid(&[], facts(&s))], None, &at(100));
         let types: Vec<&str> = merged.iter().map(|c| c.type_.as_str()).collect();
         assert_eq!(types, [READY, INVALID, "example.com/Audited"]);
         assert_eq!(merged[2], foreign);

@@ -12,9 +12,12 @@ use super::eip_status;
 use super::events::EventReason;
 use super::reconcile::{CACHE_RETRY, Context, FIELD_MANAGER, RESYNC, ReconcileError, is_not_found, retry_after, run};
 use openelb_k8s::crd::{Eip, EipStatus};
+use openelb_k8s::decoded::Decoded;
 use openelb_k8s::manifest::ObjectKind;
 
-pub async fn reconcile(eip: Arc<Eip>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
+/// The Eip comes as the watch read it (it may not decode); the decision reads the shared cache, which holds
+/// every Eip as far as it reads.
+pub async fn reconcile(eip: Arc<Decoded<Eip>>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
     run(&ctx, ObjectKind::Eip, reconcile_eip(&eip.name_any(), &ctx)).await
 }
 
@@ -42,8 +45,12 @@ async fn reconcile_eip(name: &str, ctx: &Context) -> Result<Action, ReconcileErr
         let note = format!("deletion waits until no Service uses its addresses; in use: {held_by}");
         ctx.events.publish(&current.object_ref(&()), true, EventReason::DeletionHeld, &note).await;
     }
-    if let Some(problems) = &plan.invalid {
-        ctx.events.publish(&current.object_ref(&()), true, EventReason::InvalidSpec, problems).await;
+    // One Warning Event per reason, when it appears: an invalid Eip is reconciled on every change of any Eip.
+    let appeared = ctx.invalid_appeared(&current, plan.invalid.iter().map(|(r, _)| *r).collect());
+    for (reason, note) in plan.invalid.iter().filter(|(r, _)| appeared.contains(r)) {
+        if let Some(event) = EventReason::of_condition(*reason) {
+            ctx.events.publish(&current.object_ref(&()), true, event, note).await;
+        }
     }
     ctx.clear_failures(&object());
     Ok(Action::requeue(RESYNC))
@@ -79,7 +86,9 @@ fn log_changes(before: &Eip, plan: &EipPlan) {
 async fn write(ctx: &Context, eip: &Eip, plan: &EipPlan) -> Result<bool, ReconcileError> {
     let name = eip.name_any();
     let object = || format!("Eip {name}");
-    let api: Api<Eip> = Api::all(ctx.client.clone());
+    // Read back as `Decoded`: the write of an object that does not decode succeeds, and its answer must not
+    // look like a failure.
+    let api: Api<Decoded<Eip>> = Api::all(ctx.client.clone());
     let pp = PatchParams { field_manager: Some(FIELD_MANAGER.to_string()), ..Default::default() };
     let mut version = eip.metadata.resource_version.clone();
     if plan.add_finalizer {
@@ -87,7 +96,7 @@ async fn write(ctx: &Context, eip: &Eip, plan: &EipPlan) -> Result<bool, Reconci
         let patch =
             json!({"metadata": {"resourceVersion": version, "finalizers": eip_plan::finalizers_with(eip, true)}});
         match api.patch(&name, &pp, &Patch::Merge(&patch)).await {
-            Ok(written) => version = written.metadata.resource_version,
+            Ok(written) => version = written.meta().resource_version.clone(),
             Err(source) if is_not_found(&source) => return Ok(false),
             Err(source) => {
                 return Err(ReconcileError::Write { action: "add the finalizer to", object: object(), source });
@@ -100,7 +109,7 @@ async fn write(ctx: &Context, eip: &Eip, plan: &EipPlan) -> Result<bool, Reconci
         updated.metadata.resource_version = version.clone();
         updated.status = Some(status.clone());
         match ctx.write_eip_status(&updated).await {
-            Ok(written) => version = written.metadata.resource_version,
+            Ok(written) => version = written,
             Err(source) if is_not_found(&source) => return Ok(false),
             Err(source) => return Err(ReconcileError::Write { action: "write status of", object: object(), source }),
         }
@@ -120,6 +129,6 @@ async fn write(ctx: &Context, eip: &Eip, plan: &EipPlan) -> Result<bool, Reconci
     Ok(true)
 }
 
-pub fn error_policy(eip: Arc<Eip>, error: &ReconcileError, ctx: Arc<Context>) -> Action {
+pub fn error_policy(eip: Arc<Decoded<Eip>>, error: &ReconcileError, ctx: Arc<Context>) -> Action {
     retry_after(error, &format!("Eip {}", eip.name_any()), &ctx)
 }

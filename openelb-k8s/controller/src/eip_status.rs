@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use openelb_core::addr::AddrRange;
 use openelb_core::ipam::PoolStatus;
 use openelb_core::model::Pool;
 use openelb_core::validate::{self, Problem};
@@ -50,19 +49,23 @@ pub fn problems(eips: &[Arc<Eip>]) -> Result<BTreeMap<String, Vec<Problem>>, Con
     Ok(by_eip)
 }
 
+/// What the conditions of `eip` are decided from besides validation.
+pub fn facts<'a>(eip: &'a Eip, pool: &'a PoolStatus) -> PoolFacts<'a> {
+    PoolFacts {
+        deleting: is_deleting(eip),
+        disabled: eip.spec.disable.unwrap_or(false),
+        undecodable: eip.spec.undecodable.as_deref(),
+        status: pool,
+    }
+}
+
 /// The status `eip` should have, given what the allocator says of its pool and the problems of its spec.
 pub fn desired_status(eip: &Eip, pool: &PoolStatus, problems: &[Problem], now: &Time) -> EipStatus {
     let mut typed = eip.clone();
     convert::apply_pool_status(&mut typed, pool);
-    let address_error = AddrRange::parse(&eip.spec.address).err().map(|e| e.to_string());
-    let facts = PoolFacts {
-        deleting: is_deleting(eip),
-        disabled: eip.spec.disable.unwrap_or(false),
-        address_error: address_error.as_deref(),
-        status: pool,
-    };
+    let facts = facts(eip, pool);
     let problems: Vec<&Problem> = problems.iter().collect();
-    let desired = [conditions::ready(facts), conditions::invalid(&problems)];
+    let desired = [conditions::ready(facts), conditions::invalid(&problems, facts)];
     let mut status = typed.status.unwrap_or_default();
     status.conditions = conditions::merge(conditions(eip), &desired, eip.metadata.generation, now);
     status

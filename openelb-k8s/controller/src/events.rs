@@ -19,6 +19,8 @@ use k8s_openapi::jiff::Timestamp;
 use kube::Client;
 use kube::api::{Api, PostParams};
 
+use super::conditions::ConditionReason;
+
 /// The same warning about the same object at most once per this long.
 pub const WARNING_INTERVAL: Duration = Duration::from_secs(60);
 /// Where Events about cluster-scoped objects go.
@@ -41,18 +43,33 @@ pub enum EventReason {
     SharedIpConflict,
     /// An Eip's deletion waits for addresses in use.
     DeletionHeld,
+    /// A Service keeps an address its Eip's range no longer contains (the Eip drains).
+    IpOutsideEip,
     /// An Eip's spec breaks a validation rule (the `Invalid` condition says the same).
     InvalidSpec,
+    /// An Eip does not decode; it is read as disabled.
+    Undecodable,
+    /// An Eip gives out no new addresses for one of the allocator's reasons (`openelb_core::pool_invalid`).
+    InvalidAddress,
+    ReservedAddress,
+    OverlappingEip,
+    AddressesOutsidePool,
 }
 
 impl EventReason {
-    pub const ALL: [EventReason; 6] = [
+    pub const ALL: [EventReason; 12] = [
         EventReason::AssignIp,
         EventReason::AssignIpFailed,
         EventReason::ReleaseIp,
         EventReason::SharedIpConflict,
         EventReason::DeletionHeld,
+        EventReason::IpOutsideEip,
         EventReason::InvalidSpec,
+        EventReason::Undecodable,
+        EventReason::InvalidAddress,
+        EventReason::ReservedAddress,
+        EventReason::OverlappingEip,
+        EventReason::AddressesOutsidePool,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -62,7 +79,13 @@ impl EventReason {
             EventReason::ReleaseIp => "ReleaseIP",
             EventReason::SharedIpConflict => "SharedIPConflict",
             EventReason::DeletionHeld => "DeletionHeld",
+            EventReason::IpOutsideEip => "IPOutsideEip",
             EventReason::InvalidSpec => "InvalidSpec",
+            EventReason::Undecodable => "Undecodable",
+            EventReason::InvalidAddress => "InvalidAddress",
+            EventReason::ReservedAddress => "ReservedAddress",
+            EventReason::OverlappingEip => "OverlappingEip",
+            EventReason::AddressesOutsidePool => "AddressesOutsidePool",
         }
     }
 
@@ -73,7 +96,30 @@ impl EventReason {
             EventReason::ReleaseIp => "Release",
             EventReason::SharedIpConflict => "Share",
             EventReason::DeletionHeld => "Delete",
-            EventReason::InvalidSpec => "Validate",
+            EventReason::IpOutsideEip => "Keep",
+            EventReason::InvalidSpec
+            | EventReason::Undecodable
+            | EventReason::InvalidAddress
+            | EventReason::ReservedAddress
+            | EventReason::OverlappingEip
+            | EventReason::AddressesOutsidePool => "Validate",
+        }
+    }
+
+    /// The Event of an Eip's `Invalid` reason (`None` for the reasons of a valid or usable Eip).
+    pub const fn of_condition(reason: ConditionReason) -> Option<Self> {
+        match reason {
+            ConditionReason::InvalidSpec => Some(EventReason::InvalidSpec),
+            ConditionReason::Undecodable => Some(EventReason::Undecodable),
+            ConditionReason::InvalidAddress => Some(EventReason::InvalidAddress),
+            ConditionReason::ReservedAddress => Some(EventReason::ReservedAddress),
+            ConditionReason::OverlappingEip => Some(EventReason::OverlappingEip),
+            ConditionReason::AddressesOutsidePool => Some(EventReason::AddressesOutsidePool),
+            ConditionReason::Available
+            | ConditionReason::Deleting
+            | ConditionReason::Disabled
+            | ConditionReason::Exhausted
+            | ConditionReason::Valid => None,
         }
     }
 
@@ -275,9 +321,31 @@ mod tests {
                 ("ReleaseIP", "Release"),
                 ("SharedIPConflict", "Share"),
                 ("DeletionHeld", "Delete"),
+                ("IPOutsideEip", "Keep"),
                 ("InvalidSpec", "Validate"),
+                ("Undecodable", "Validate"),
+                ("InvalidAddress", "Validate"),
+                ("ReservedAddress", "Validate"),
+                ("OverlappingEip", "Validate"),
+                ("AddressesOutsidePool", "Validate"),
             ]
         );
+        // Every reason an Eip can be invalid for has its Event, named alike.
+        for r in EventReason::ALL {
+            if let Some(c) = [
+                ConditionReason::InvalidSpec,
+                ConditionReason::Undecodable,
+                ConditionReason::InvalidAddress,
+                ConditionReason::ReservedAddress,
+                ConditionReason::OverlappingEip,
+                ConditionReason::AddressesOutsidePool,
+            ]
+            .into_iter()
+            .find(|c| c.as_str() == r.as_str())
+            {
+                assert_eq!(EventReason::of_condition(c), Some(r));
+            }
+        }
         for r in EventReason::ALL {
             assert_eq!(EventReason::from_core(r.as_str()), Some(r));
         }

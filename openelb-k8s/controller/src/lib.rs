@@ -12,6 +12,10 @@
 //!   conditions ([`conditions`]), and the end of a deletion; any Eip change re-enqueues every Eip, since
 //!   validity (overlaps, a second default) depends on the others.
 //!
+//! Every watch decodes its objects one at a time ([`undecodable`]): an object that does not decode (written
+//! past the CRD's schema, or under another CRD) is reported and salvaged or skipped, and never stops the others
+//! from being listed, reconciled, or the controller from becoming ready.
+//!
 //! Both decide from the shared Eip cache and compute Eip status through [`eip_status`], one reconcile at a
 //! time. Every write is guarded by the `resourceVersion` it was computed from, and by the term: once the
 //! Lease is lost nothing more is written. [`events`] and [`metrics`] report what happened.
@@ -26,6 +30,7 @@ pub mod metrics;
 pub mod plan;
 pub mod reconcile;
 pub mod sweep;
+pub mod undecodable;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -46,10 +51,14 @@ pub use leader::{ElectionError, LeaderElection};
 pub use reconcile::{Context, FIELD_MANAGER, ReconcileError};
 
 use events::Events;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::Resource;
 use metrics::Metrics;
 use openelb_k8s::convert;
 use openelb_k8s::crd::Eip;
+use openelb_k8s::decoded::{Decoded, Undecodable};
 use openelb_k8s::serve::{self, Readiness, ServeError};
+use undecodable::Reporter;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ControllerError {
@@ -117,13 +126,28 @@ impl Telemetry {
 /// Stops a term or the whole process; every part waiting on it gets a clone.
 type Stop = Shared<BoxFuture<'static, ()>>;
 
-/// Mirrors every object of `api` into `writer`'s cache; the returned task keeps it current until aborted.
-fn mirror<K>(api: Api<K>, writer: reflector::store::Writer<K>) -> (Store<K>, tokio::task::JoinHandle<()>)
+/// Mirrors every object of kind `K` into `writer`'s cache, each decoded on its own: one that does not decode is
+/// reported and replaced by `salvage(u)` or left out ([`undecodable::typed`]). The returned task keeps the
+/// cache current until aborted.
+fn mirror<K>(
+    client: Client,
+    writer: reflector::store::Writer<K>,
+    reporter: Reporter,
+    salvage: fn(&Undecodable) -> Option<K>,
+) -> (Store<K>, tokio::task::JoinHandle<()>)
 where
-    K: kube::Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+    K: Resource<DynamicType = ()>
+        + Default
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
 {
     let store = writer.as_reader();
-    let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()).default_backoff());
+    let decoded = watcher(Api::<Decoded<K>>::all(client), watcher::Config::default()).default_backoff();
+    let stream = reflector::reflector(writer, undecodable::typed(decoded, reporter, salvage));
     let task = tokio::spawn(stream.for_each(|event| async move {
         if let Err(e) = event {
             tracing::warn!("watch of {}: {e}", K::kind(&()));
@@ -143,14 +167,17 @@ impl Drop for Tasks {
     }
 }
 
+/// The Services of the Service controller's cache, as far as they decode (one that does not is left as it is).
+type ServiceStore = Store<Decoded<corev1::Service>>;
+
 /// Every Service in the cache that a change of its pools or namespace could concern.
-fn services_to_recheck(services: &Store<corev1::Service>, namespace: Option<&str>) -> Vec<ObjectRef<corev1::Service>> {
+fn services_to_recheck(services: &ServiceStore, namespace: Option<&str>) -> Vec<ObjectRef<Decoded<corev1::Service>>> {
     services
         .state()
         .iter()
+        .filter(|s| (***s).as_result().is_ok_and(|s| plan::concerns_us(s)))
         .filter(|s| namespace.is_none_or(|ns| s.namespace().as_deref() == Some(ns)))
-        .filter(|s| plan::concerns_us(s))
-        .map(|s| ObjectRef::from_obj(s.as_ref()))
+        .map(|s| ObjectRef::from_obj(&**s))
         .collect()
 }
 
@@ -162,12 +189,12 @@ type EipShape = (Option<i64>, bool);
 /// (`shapes` remembers what was seen), because a status write (one per allocation) changes nothing for them.
 /// Re-checking every Service on every status write made allocating N Services cost N² reconciles.
 fn services_for_eip(
-    services: &Store<corev1::Service>,
-    eip: &Eip,
+    services: &ServiceStore,
+    eip: &ObjectMeta,
     shapes: &std::sync::Mutex<std::collections::HashMap<String, EipShape>>,
-) -> Vec<ObjectRef<corev1::Service>> {
-    let name = eip.name_any();
-    let shape = (eip.metadata.generation, eip.metadata.deletion_timestamp.is_some());
+) -> Vec<ObjectRef<Decoded<corev1::Service>>> {
+    let name = eip.name.clone().unwrap_or_default();
+    let shape = (eip.generation, eip.deletion_timestamp.is_some());
     let reshaped = {
         let mut shapes = shapes.lock().unwrap_or_else(|p| p.into_inner());
         shapes.insert(name.clone(), shape) != Some(shape)
@@ -175,8 +202,11 @@ fn services_for_eip(
     services
         .state()
         .iter()
-        .filter(|s| plan::concerns_us(s))
-        .filter(|s| {
+        .filter(|d| {
+            let Ok(s) = (***d).as_result() else { return false };
+            if !plan::concerns_us(s) {
+                return false;
+            }
             let waiting = convert::ingress_ips(s).is_empty();
             let tied = || {
                 let label = s.metadata.labels.as_ref().and_then(|l| l.get(openelb_core::model::LABEL_EIP_POOL));
@@ -185,7 +215,7 @@ fn services_for_eip(
             };
             waiting || (reshaped && tied())
         })
-        .map(|s| ObjectRef::from_obj(s.as_ref()))
+        .map(|s| ObjectRef::from_obj(&**s))
         .collect()
 }
 
@@ -237,18 +267,21 @@ async fn term(parts: &Parts, stop: Stop) {
     // lock anyway (the resourceVersion guard still makes parallel writers safe).
     let one_at_a_time = || controller::Config::default().concurrency(1);
 
+    // Every watch of the two controllers reads `Decoded` objects: one that does not decode never fails a listing.
     let svc_controller =
-        Controller::new(Api::<corev1::Service>::all(parts.client.clone()), wc()).with_config(one_at_a_time());
+        Controller::new(Api::<Decoded<corev1::Service>>::all(parts.client.clone()), wc()).with_config(one_at_a_time());
     let services = svc_controller.store();
     let for_eips = services.clone();
     let shapes = std::sync::Mutex::new(std::collections::HashMap::new());
     let services_done = svc_controller
-        .watches(Api::<Eip>::all(parts.client.clone()), wc(), move |eip: Eip| {
-            services_for_eip(&for_eips, &eip, &shapes)
+        .watches(Api::<Decoded<Eip>>::all(parts.client.clone()), wc(), move |eip: Decoded<Eip>| {
+            services_for_eip(&for_eips, eip.meta(), &shapes)
         })
-        .watches(Api::<corev1::Namespace>::all(parts.client.clone()), wc(), move |ns: corev1::Namespace| {
-            services_to_recheck(&services, Some(&ns.name_any()))
-        })
+        .watches(
+            Api::<Decoded<corev1::Namespace>>::all(parts.client.clone()),
+            wc(),
+            move |ns: Decoded<corev1::Namespace>| services_to_recheck(&services, Some(&ns.name_any())),
+        )
         .graceful_shutdown_on(stop.clone())
         .run(reconcile::reconcile, reconcile::error_policy, ctx.clone())
         .for_each(|result| async move {
@@ -261,10 +294,11 @@ async fn term(parts: &Parts, stop: Stop) {
             }
         });
 
-    let eip_controller = Controller::new(Api::<Eip>::all(parts.client.clone()), wc()).with_config(one_at_a_time());
+    let eip_controller =
+        Controller::new(Api::<Decoded<Eip>>::all(parts.client.clone()), wc()).with_config(one_at_a_time());
     let all_eips = eip_controller.store();
     let eips_done = eip_controller
-        .watches(Api::<Eip>::all(parts.client.clone()), wc(), move |_: Eip| {
+        .watches(Api::<Decoded<Eip>>::all(parts.client.clone()), wc(), move |_: Decoded<Eip>| {
             all_eips.state().iter().map(|e| ObjectRef::from_obj(e.as_ref())).collect::<Vec<_>>()
         })
         .graceful_shutdown_on(stop.clone())
@@ -295,8 +329,19 @@ pub async fn run(
 ) -> Result<(), ControllerError> {
     let stop: Stop = shutdown.boxed().shared();
     let Telemetry { readiness, metrics, eip_cache, .. } = telemetry;
-    let (eips, eip_task) = mirror(Api::<Eip>::all(client.clone()), eip_cache);
-    let (namespaces, ns_task) = mirror(Api::<corev1::Namespace>::all(client.clone()), Default::default());
+    let eip_reporter = Reporter::new(
+        "Eip",
+        metrics.undecodable("Eip"),
+        "read as far as it reads, as a disabled Eip: its Services keep their addresses, nobody gets a new one from \
+         it, and its conditions say why",
+    );
+    let (eips, eip_task) = mirror(client.clone(), eip_cache, eip_reporter, undecodable::salvage_eip);
+    let ns_reporter = Reporter::new(
+        "Namespace",
+        metrics.undecodable("Namespace"),
+        "left out: its Services are decided as if it had no labels",
+    );
+    let (namespaces, ns_task) = mirror(client.clone(), Default::default(), ns_reporter, undecodable::leave_out);
     let _tasks = Tasks(vec![eip_task, ns_task]);
     let ready = async {
         eips.wait_until_ready().await.map_err(|_| ControllerError::CacheNeverReady("Eip"))?;

@@ -9,6 +9,8 @@
 //! - `openelb_reconcile_errors_total{kind,error}`: reconciles that failed, by object kind and
 //!   [`ReconcileErrorKind`] (the message is in the log).
 //! - `openelb_leader`: 1 while this replica holds the Lease (or runs without leader election).
+//! - `openelb_objects_undecodable_total{kind}`: watched objects that did not decode as their kind, once per
+//!   distinct error (the object, field and value are in the log, and for an Eip in its conditions).
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{
@@ -64,6 +66,7 @@ pub struct Metrics {
     pub reconcile_duration: HistogramFamily,
     pub reconcile_errors: Family<ErrorLabels, Counter>,
     pub leader: Gauge,
+    pub objects_undecodable: Family<KindLabels, Counter>,
 }
 
 impl Metrics {
@@ -75,6 +78,7 @@ impl Metrics {
             reconcile_duration: HistogramFamily::new_with_constructor(duration_histogram),
             reconcile_errors: Family::default(),
             leader: Gauge::default(),
+            objects_undecodable: Family::default(),
         };
         registry.register("openelb_allocations", "Addresses assigned to Services", metrics.allocations.clone());
         registry.register(
@@ -93,8 +97,23 @@ impl Metrics {
             metrics.reconcile_errors.clone(),
         );
         registry.register("openelb_leader", "1 while this replica is the one that writes", metrics.leader.clone());
+        for kind in ["Eip", "Service", "Namespace"] {
+            metrics.undecodable(kind);
+        }
+        registry.register(
+            "openelb_objects_undecodable",
+            "Watched objects that did not decode as their kind (once per distinct error), by kind",
+            metrics.objects_undecodable.clone(),
+        );
         registry.register_collector(Box::new(EipGauges(eips)));
         metrics
+    }
+}
+
+impl Metrics {
+    /// The counter of undecodable objects of `kind`.
+    pub fn undecodable(&self, kind: &'static str) -> Counter {
+        self.objects_undecodable.get_or_create_owned(&KindLabels { kind })
     }
 }
 

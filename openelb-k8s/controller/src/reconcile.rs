@@ -1,6 +1,6 @@
 //! The reconcile step for one Service, what every reconcile shares, and what to do when one fails.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -14,12 +14,15 @@ use kube::{Client, Resource, ResourceExt};
 use openelb_core::ipam::{Change, EventType};
 use openelb_k8s::manifest::ObjectKind;
 
+use super::conditions::ConditionReason;
 use super::eip_status;
 use super::events::{EventReason, Events, RateLimiter, WARNING_INTERVAL};
 use super::metrics::{ErrorLabels, FailureLabels, KindLabels, Metrics, failure_kind};
 use super::plan::{self, Plan};
+use super::undecodable::Reporter;
 use openelb_k8s::convert::{self, ConvertError};
 use openelb_k8s::crd::Eip;
+use openelb_k8s::decoded::Decoded;
 
 /// Field manager shown in `managedFields` for what the controller writes.
 pub const FIELD_MANAGER: &str = "openelb-controller";
@@ -122,6 +125,10 @@ pub struct Context {
     writer: tokio::sync::Mutex<()>,
     failures: Mutex<HashMap<String, u32>>,
     log_limiter: Mutex<RateLimiter>,
+    /// Per Eip, the reasons it was invalid for when last reconciled: an Event goes out when one appears.
+    invalid_reasons: Mutex<HashMap<String, BTreeSet<ConditionReason>>>,
+    /// Services whose objects do not decode, reported once per distinct error.
+    undecodable_services: Mutex<Reporter>,
 }
 
 impl Context {
@@ -132,6 +139,11 @@ impl Context {
         events: Events,
         metrics: Metrics,
     ) -> Self {
+        let undecodable_services = Mutex::new(Reporter::new(
+            ObjectKind::Service.as_str(),
+            metrics.undecodable(ObjectKind::Service.as_str()),
+            "not reconciled until it decodes: its address, label and finalizer stay as they are",
+        ));
         Context {
             client,
             eips,
@@ -142,7 +154,20 @@ impl Context {
             writer: tokio::sync::Mutex::new(()),
             failures: Mutex::new(HashMap::new()),
             log_limiter: Mutex::new(RateLimiter::new(WARNING_INTERVAL)),
+            invalid_reasons: Mutex::new(HashMap::new()),
+            undecodable_services,
         }
+    }
+
+    /// Of the reasons `eip` is invalid for now, those it was not invalid for at its last reconcile. The first
+    /// time an Eip is seen, what its stored conditions show counts as already reported (a restart repeats no
+    /// Event).
+    pub(super) fn invalid_appeared(&self, eip: &Eip, now: BTreeSet<ConditionReason>) -> BTreeSet<ConditionReason> {
+        let mut seen = self.invalid_reasons.lock().unwrap_or_else(|p| p.into_inner());
+        let before = seen.remove(&eip.name_any()).unwrap_or_else(|| stored_invalid_reasons(eip));
+        let appeared = now.difference(&before).copied().collect();
+        seen.insert(eip.name_any(), now);
+        appeared
     }
 
     /// Stops every write from now on: the Lease is lost or the process is stopping.
@@ -159,10 +184,13 @@ impl Context {
         }
     }
 
-    /// Replaces an Eip's status, conditions included, guarded by the `resourceVersion` `eip` carries.
-    pub(super) async fn write_eip_status(&self, eip: &Eip) -> Result<Eip, kube::Error> {
-        let api: Api<Eip> = Api::all(self.client.clone());
-        api.replace_status(&eip.name_any(), &PostParams::default(), eip).await
+    /// Replaces an Eip's status, conditions included, guarded by the `resourceVersion` `eip` carries; the new
+    /// `resourceVersion`. The answer is read as [`Decoded`], so writing the status of an Eip whose spec does not
+    /// decode (`eip` is then what of it reads, and the API server takes only its status) is no failure.
+    pub(super) async fn write_eip_status(&self, eip: &Eip) -> Result<Option<String>, kube::Error> {
+        let api: Api<Decoded<Eip>> = Api::all(self.client.clone());
+        let written = api.replace_status(&eip.name_any(), &PostParams::default(), &Decoded::Ok(eip.clone())).await?;
+        Ok(written.meta().resource_version.clone())
     }
 
     /// Writes whole Eip statuses in order, each guarded by the `resourceVersion` it carries; stops at the first
@@ -219,8 +247,8 @@ pub(super) async fn run(
     result
 }
 
-fn service_key(svc: &corev1::Service) -> String {
-    format!("Service {}/{}", convert::namespace_of(&svc.metadata), svc.name_any())
+fn service_key(svc: &impl Resource) -> String {
+    format!("Service {}/{}", convert::namespace_of(svc.meta()), svc.name_any())
 }
 
 /// Exponential: 0.5 s, 1 s, 2 s ... capped at a minute.
@@ -229,8 +257,27 @@ pub fn backoff(failures: u32) -> Duration {
     BACKOFF_FIRST.saturating_mul(factor).min(BACKOFF_MAX)
 }
 
-pub async fn reconcile(svc: Arc<corev1::Service>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
-    run(&ctx, ObjectKind::Service, reconcile_service(&svc, &ctx)).await
+/// The reasons an Eip's stored conditions show it invalid for: `Invalid`'s reason when true, `Ready`'s when
+/// false for an invalid Eip.
+fn stored_invalid_reasons(eip: &Eip) -> BTreeSet<ConditionReason> {
+    use super::conditions::{INVALID, READY};
+    eip_status::conditions(eip)
+        .iter()
+        .filter(|c| (c.type_ == INVALID && c.status == "True") || (c.type_ == READY && c.status == "False"))
+        .filter_map(|c| ConditionReason::parse(&c.reason))
+        .filter(|r| EventReason::of_condition(*r).is_some())
+        .collect()
+}
+
+/// A Service that does not decode is reported and left as it is (nothing is decided from a guess about it).
+pub async fn reconcile(svc: Arc<Decoded<corev1::Service>>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
+    match (*svc).as_result() {
+        Ok(svc) => run(&ctx, ObjectKind::Service, reconcile_service(svc, &ctx)).await,
+        Err(u) => {
+            ctx.undecodable_services.lock().unwrap_or_else(|p| p.into_inner()).bad(u);
+            Ok(Action::await_change())
+        }
+    }
 }
 
 async fn reconcile_service(svc: &corev1::Service, ctx: &Context) -> Result<Action, ReconcileError> {
@@ -393,8 +440,8 @@ pub(super) fn retry_after(error: &ReconcileError, key: &str, ctx: &Context) -> A
     Action::requeue(delay)
 }
 
-pub fn error_policy(svc: Arc<corev1::Service>, error: &ReconcileError, ctx: Arc<Context>) -> Action {
-    retry_after(error, &service_key(&svc), &ctx)
+pub fn error_policy(svc: Arc<Decoded<corev1::Service>>, error: &ReconcileError, ctx: Arc<Context>) -> Action {
+    retry_after(error, &service_key(&*svc), &ctx)
 }
 
 #[cfg(test)]
