@@ -13,6 +13,11 @@
 //!   an error the old object already had is only a warning. Eips written before the webhook existed may be
 //!   invalid; without ratcheting nobody (the controller adding or removing its finalizer included) could touch
 //!   them until a human fixed them.
+//! - An object that does not decode as an Eip (a value of the wrong type, an integer beyond `i64`) is answered
+//!   like any other problem: denied, naming the field and value. It ratchets too: an UPDATE whose old object had
+//!   the same unreadable field is allowed with a warning, so the controller's finalizer writes and the fix of
+//!   another field still go through. An old object that does not decode is left out of the comparison (a
+//!   warning says so).
 //! - DELETE and CONNECT are allowed. Other kinds are denied with a message pointing at the configuration's
 //!   rules, since only a misconfigured webhook sends them.
 
@@ -24,6 +29,7 @@ use serde::{Deserialize, Serialize};
 
 use openelb_k8s::convert::pool_from_eip;
 use openelb_k8s::crd::{self, Eip, GROUP};
+use openelb_k8s::decoded::{Decoded, Undecodable};
 
 /// The admission API group/version we speak; the webhook configuration asks for it (`admissionReviewVersions`).
 pub const REVIEW_API_VERSION: &str = "admission.k8s.io/v1";
@@ -173,25 +179,42 @@ pub fn review(request: &AdmissionRequest, existing: &[Eip], unreadable: &[String
             Vec::new(),
         );
     }
-    let new = match eip_from(request.object.as_ref(), &request.kind.version, &request.name, "object") {
-        Ok(eip) => eip,
-        Err(why) => return AdmissionResponse::deny(uid, why, Vec::new()),
-    };
     let old = match (request.operation, request.old_object.as_ref()) {
-        (Operation::Update, Some(o)) => match eip_from(Some(o), &request.kind.version, &request.name, "oldObject") {
-            Ok(eip) => Some(eip),
-            Err(why) => return AdmissionResponse::deny(uid, why, Vec::new()),
-        },
+        (Operation::Update, Some(o)) => Some(eip_from(Some(o), &request.kind.version, &request.name, "oldObject")),
         _ => None,
     };
+    let new = match eip_from(request.object.as_ref(), &request.kind.version, &request.name, "object") {
+        Ok(eip) => eip,
+        Err(Unread::Missing(why)) => return AdmissionResponse::deny(uid, why, Vec::new()),
+        Err(Unread::Undecodable(problem)) => {
+            let before = matches!(&old, Some(Err(Unread::Undecodable(p))) if p.field == problem.field && p.value == problem.value);
+            return if before {
+                AdmissionResponse::allow(
+                    uid,
+                    vec![format!("{} (already so before this update, so not refused)", text(&problem))],
+                )
+            } else {
+                AdmissionResponse::deny(uid, text(&problem), Vec::new())
+            };
+        }
+    };
+    let mut unread_old = Vec::new();
+    let old = match old {
+        Some(Ok(eip)) => Some(eip),
+        Some(Err(why)) => {
+            unread_old.push(format!(
+                "the stored object does not decode, so this update is checked on its own: {}",
+                why.text()
+            ));
+            None
+        }
+        None => None,
+    };
     let verdict = judge(&new, old.as_ref(), existing);
-    let mut warnings: Vec<String> = verdict
-        .warnings
-        .iter()
-        .map(|p| {
-            if p.is_error() { format!("{} (already so before this update, so not refused)", text(p)) } else { text(p) }
-        })
-        .collect();
+    let mut warnings: Vec<String> = unread_old;
+    warnings.extend(verdict.warnings.iter().map(|p| {
+        if p.is_error() { format!("{} (already so before this update, so not refused)", text(p)) } else { text(p) }
+    }));
     warnings.extend(unreadable.iter().map(|u| format!("not checked against {u}")));
     if verdict.errors.is_empty() {
         AdmissionResponse::allow(uid, warnings)
@@ -278,21 +301,52 @@ fn text(p: &Problem) -> String {
     format!("{}: {}={:?}: {}", p.object, p.field, p.value, p.message)
 }
 
-/// The Eip in `value` at API `version`, as the storage version; a missing name is taken from the request.
-fn eip_from(value: Option<&serde_json::Value>, version: &str, name: &str, what: &str) -> Result<Eip, String> {
-    let Some(value) = value else {
-        return Err(format!("the admission request for Eip {name:?} carries no {what}"));
-    };
-    let read = |e: serde_path_to_error::Error<serde_json::Error>| {
-        format!("{what} of Eip {name:?} is not a valid {GROUP}/{version} Eip: {}: {}", e.path(), e.inner())
-    };
-    let mut eip: Eip = match version {
-        "v1alpha2" => serde_path_to_error::deserialize(value).map_err(read)?,
-        "v1alpha1" => {
-            let old: crd::v1alpha1::Eip = serde_path_to_error::deserialize(value).map_err(read)?;
-            old.into()
+/// Why an object under review is not an Eip.
+#[derive(Debug)]
+enum Unread {
+    /// Absent, or of a version this webhook does not know: the message says which.
+    Missing(String),
+    /// It does not decode: the field and value, as a problem of the object.
+    Undecodable(Problem),
+}
+
+impl Unread {
+    fn text(&self) -> String {
+        match self {
+            Unread::Missing(why) => why.clone(),
+            Unread::Undecodable(p) => text(p),
         }
-        other => return Err(format!("Eip {name:?}: version {other:?} of {GROUP} is not one this webhook knows")),
+    }
+}
+
+/// The problem of an object that does not decode, in the words of every other problem: object, field, value.
+fn undecodable(u: &Undecodable, name: &str, version: &str) -> Problem {
+    let name = if u.name().is_empty() { name } else { u.name() };
+    // A string is shown as itself, anything else as its JSON.
+    let value = serde_json::from_str::<String>(&u.value).unwrap_or_else(|_| u.value.clone());
+    Problem {
+        object: format!("Eip/{name}"),
+        field: u.field.clone(),
+        value,
+        message: format!("does not decode as a {GROUP}/{version} Eip: {}", u.error),
+        severity: Severity::Error,
+    }
+}
+
+/// The Eip in `value` at API `version`, as the storage version; a missing name is taken from the request.
+fn eip_from(value: Option<&serde_json::Value>, version: &str, name: &str, what: &str) -> Result<Eip, Unread> {
+    let Some(value) = value else {
+        return Err(Unread::Missing(format!("the admission request for Eip {name:?} carries no {what}")));
+    };
+    let read = |u: Box<Undecodable>| Unread::Undecodable(undecodable(&u, name, version));
+    let mut eip: Eip = match version {
+        "v1alpha2" => Decoded::<Eip>::from_value(value.clone()).into_result().map_err(read)?,
+        "v1alpha1" => Decoded::<crd::v1alpha1::Eip>::from_value(value.clone()).into_result().map_err(read)?.into(),
+        other => {
+            return Err(Unread::Missing(format!(
+                "Eip {name:?}: version {other:?} of {GROUP} is not one this webhook knows"
+            )));
+        }
     };
     if eip.metadata.name.as_deref().is_none_or(str::is_empty) && !name.is_empty() {
         eip.metadata.name = Some(name.to_string());

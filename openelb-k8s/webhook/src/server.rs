@@ -15,7 +15,7 @@ use axum::routing::post;
 use axum_server::tls_rustls::RustlsConfig;
 use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{ApiResource, DynamicObject, ListParams};
+use kube::api::ListParams;
 use kube::{Api, Client};
 
 use super::admission;
@@ -23,6 +23,7 @@ use super::certs::{self, CertBundle};
 use super::self_managed::{self, CaBundle};
 use super::{CertSource, WebhookError};
 use openelb_k8s::crd::Eip;
+use openelb_k8s::decoded::Decoded;
 
 /// Below the configuration's `timeoutSeconds` (5), so a slow list is answered with our message rather than cut
 /// off by the API server.
@@ -44,18 +45,17 @@ pub type Lister = Arc<dyn Fn() -> ListFuture + Send + Sync>;
 /// sends Eips milliseconds apart, and the second must be checked against the first. Eip writes are rare, and a
 /// list of pools is small.
 pub fn api_lister(client: Client) -> Lister {
-    let api: Api<DynamicObject> = Api::all_with(client, &ApiResource::erase::<Eip>(&()));
+    // Each object decoded on its own: one that does not decode is named in a warning, never fails the list.
+    let api: Api<Decoded<Eip>> = Api::all(client);
     Arc::new(move || {
         let api = api.clone();
         Box::pin(async move {
             let list = api.list(&ListParams::default()).await.map_err(|e| format!("listing Eips: {e}"))?;
             let mut existing = Existing::default();
             for item in list.items {
-                let name = item.metadata.name.clone().unwrap_or_default();
-                let read = serde_json::to_value(&item).and_then(serde_json::from_value::<Eip>);
-                match read {
-                    Ok(eip) => existing.eips.push(eip),
-                    Err(e) => existing.unreadable.push(format!("Eip/{name} ({e})")),
+                match item {
+                    Decoded::Ok(eip) => existing.eips.push(eip),
+                    Decoded::Undecodable(u) => existing.unreadable.push(format!("Eip/{} ({u})", u.name())),
                 }
             }
             Ok(existing)

@@ -73,6 +73,16 @@ async fn the_route_answers_reviews_and_refuses_malformed_bodies_with_400() {
     assert_eq!(code, 200);
     assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["response"]["allowed"], true, "{body}");
 
+    // An object that does not even decode is answered with a denial naming field and value, never an error.
+    let mut bad: Value = serde_json::from_slice(&review_body("CREATE", "192.0.2.16/29")).unwrap();
+    bad["request"]["object"]["spec"]["priority"] = json!({"a": 1});
+    let (code, body) = post_plain(addr, &serde_json::to_vec(&bad).unwrap()).await;
+    assert_eq!(code, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["response"]["allowed"], false, "{body}");
+    let message = v["response"]["status"]["message"].as_str().unwrap_or_default();
+    assert!(message.starts_with(r#"Eip/a: spec.priority="{\"a\":1}": does not decode"#), "{body}");
+
     let (code, body) = post_plain(addr, b"\x00\xff{{").await;
     assert_eq!(code, 400);
     assert!(body.contains("not an admission.k8s.io/v1 AdmissionReview"), "{body}");
