@@ -440,7 +440,7 @@ fn invalid_eips_are_marked_invalid() {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     crd_ready(&kc);
     let eips = ["oelb-overlap-a", "oelb-overlap-b", "oelb-garbage"];
-    let _cleanup = Cleanup::new(&kc, &[], &eips);
+    let _cleanup = Cleanup::new(&kc, &["oelb-overlap-svc"], &eips);
     apply_stdin(&kc, &eip_manifest("oelb-overlap-a", "198.51.100.64/28"));
     apply_stdin(&kc, &eip_manifest("oelb-overlap-b", "198.51.100.72-198.51.100.90"));
     apply_stdin(&kc, &eip_manifest("oelb-garbage", "198.51.100.300"));
@@ -478,14 +478,119 @@ fn invalid_eips_are_marked_invalid() {
     let garbage = wait_condition(&kc, "oelb-garbage", "Invalid", "True", ConditionReason::InvalidSpec);
     assert!(garbage["message"].as_str().unwrap_or("").contains("spec.address"), "{garbage}");
     wait_condition(&kc, "oelb-garbage", "Ready", "False", ConditionReason::InvalidAddress);
-    // Overlapping pools still give out addresses (the one that was there first must keep working).
-    wait_condition(&kc, "oelb-overlap-a", "Ready", "True", ConditionReason::Available);
+    // Overlapping pools give out no new addresses (they drain), and say why, with an Event per reason.
+    let ready = wait_condition(&kc, "oelb-overlap-a", "Ready", "False", ConditionReason::OverlappingEip);
+    assert!(ready["message"].as_str().unwrap_or("").contains("overlaps Eip oelb-overlap-b"), "{ready}");
+    wait_condition(&kc, "oelb-overlap-b", "Ready", "False", ConditionReason::OverlappingEip);
+    let note = wait_event(&kc, "kube-system", "Eip", "oelb-overlap-a", EventReason::OverlappingEip);
+    assert!(note.contains("198.51.100.72-198.51.100.79"), "{note}");
+    apply_stdin(&kc, &service_manifest("oelb-overlap-svc", "oelb-overlap-a"));
+    wait_event(&kc, "default", "Service", "oelb-overlap-svc", EventReason::AssignIpFailed);
+    assert_eq!(ingress_ip(&kc, "oelb-overlap-svc"), "", "an overlapping Eip gives out nothing new");
     let since = a["lastTransitionTime"].clone();
-    // The fix clears the condition, and dates the change.
+    // The fix clears the condition, dates the change, and the Eip gives out addresses again.
     apply_stdin(&kc, &eip_manifest("oelb-overlap-b", "198.51.100.80-198.51.100.90"));
     let cleared = wait_condition(&kc, "oelb-overlap-a", "Invalid", "False", ConditionReason::Valid);
     assert!(cleared["lastTransitionTime"].as_str() >= since.as_str(), "{cleared} vs {since}");
     wait_condition(&kc, "oelb-overlap-b", "Invalid", "False", ConditionReason::Valid);
+    wait_condition(&kc, "oelb-overlap-a", "Ready", "True", ConditionReason::Available);
+    assert_eq!(wait_for_ip(&kc, "oelb-overlap-svc"), "198.51.100.64");
+    controller.stop().unwrap();
+}
+
+/// The Eip CRD with `spec.priority` left unchecked (`x-kubernetes-int-or-string`), as an older or another
+/// project's CRD may have it: what lets an Eip past the schema that the controller's types cannot read. The
+/// checked-in CRD is put back on drop.
+struct LooseCrd<'a>(&'a str);
+
+impl<'a> LooseCrd<'a> {
+    fn new(kc: &'a str) -> Self {
+        let path = "/spec/versions/0/schema/openAPIV3Schema/properties/spec/properties/priority";
+        let patch = serde_json::json!([
+            {"op": "test", "path": "/spec/versions/0/name", "value": "v1alpha2"},
+            {"op": "replace", "path": path, "value": {"x-kubernetes-int-or-string": true}}
+        ]);
+        kubectl(kc, &["patch", "crd", "eips.network.kubesphere.io", "--type=json", "-p", &patch.to_string()]);
+        LooseCrd(kc)
+    }
+}
+
+impl Drop for LooseCrd<'_> {
+    fn drop(&mut self) {
+        let _ = run(self.0, &["replace", "-f", common::CRD]);
+    }
+}
+
+/// Writes `patch` (a merge patch) to Eip `name`, retrying while the API server still checks the old schema.
+fn patch_eip_past_the_schema(kc: &str, name: &str, patch: &str) {
+    wait_for(&format!("Eip {name} to take {patch}"), || {
+        let out = run(kc, &["patch", "eip", name, "--type=merge", "-p", patch]);
+        if out.status.success() { Ok(()) } else { Err(String::from_utf8_lossy(&out.stderr).into_owned()) }
+    });
+}
+
+/// Eips written past the schema while no webhook checked them: one whose priority does not even decode (a
+/// string), one beyond int32. Neither stops the others: the controller stays ready (also after a restart, which
+/// lists them with the rest), every other Service is served, the unreadable Eip's holder keeps its address and
+/// nobody new gets one from it, and its conditions and an Event name the field and the value.
+#[test]
+fn eips_that_bypassed_the_schema_never_stop_the_others() {
+    let Some(kc) = kubeconfig() else { return };
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    crd_ready(&kc);
+    // Declared first, dropped last: the Eips go while the CRD still admits them (with the checked-in schema back,
+    // the API server refuses any change to an Eip that breaks it, the removal of a finalizer included).
+    let _loose = LooseCrd::new(&kc);
+    let services = ["oelb-odd-holder", "oelb-odd-late", "oelb-good-svc", "oelb-good-late"];
+    let _cleanup = Cleanup::new(&kc, &services, &["oelb-odd", "oelb-far", "oelb-good"]);
+    apply_stdin(&kc, &eip_manifest("oelb-odd", "198.51.100.16/29"));
+    apply_stdin(&kc, &eip_manifest("oelb-far", "198.51.100.24/29"));
+    apply_stdin(&kc, &eip_manifest("oelb-good", "198.51.100.32/29"));
+    apply_stdin(&kc, &service_manifest("oelb-odd-holder", "oelb-odd"));
+    let controller = Background::spawn_with(PathBuf::from(&kc), Options::default(), local_metrics());
+    let held = wait_for_ip(&kc, "oelb-odd-holder");
+
+    patch_eip_past_the_schema(&kc, "oelb-odd", r#"{"spec":{"priority":"high"}}"#);
+    patch_eip_past_the_schema(&kc, "oelb-far", r#"{"spec":{"priority":3000000000}}"#);
+    let invalid = wait_condition(&kc, "oelb-odd", "Invalid", "True", ConditionReason::Undecodable);
+    assert!(
+        invalid["message"].as_str().unwrap_or("").contains(r#"spec.priority="high": does not decode"#),
+        "{invalid}"
+    );
+    wait_condition(&kc, "oelb-odd", "Ready", "False", ConditionReason::Undecodable);
+    let note = wait_event(&kc, "kube-system", "Eip", "oelb-odd", EventReason::Undecodable);
+    assert!(note.contains(r#"spec.priority "high""#), "{note}");
+    let far = wait_condition(&kc, "oelb-far", "Invalid", "True", ConditionReason::InvalidSpec);
+    assert!(far["message"].as_str().unwrap_or("").contains(r#"spec.priority="3000000000""#), "{far}");
+    let odd = eip_of(&kc, "oelb-odd").unwrap_or_default();
+    assert_eq!(odd["status"]["used"][&held], "default/oelb-odd-holder", "the holder stays recorded: {odd}");
+
+    apply_stdin(&kc, &service_manifest("oelb-good-svc", "oelb-good"));
+    assert_eq!(wait_for_ip(&kc, "oelb-good-svc"), "198.51.100.32");
+    apply_stdin(&kc, &service_manifest("oelb-odd-late", "oelb-odd"));
+    wait_event(&kc, "default", "Service", "oelb-odd-late", EventReason::AssignIpFailed);
+    assert_eq!(ingress_ip(&kc, "oelb-odd-late"), "", "an Eip that does not decode gives out nothing new");
+    assert_eq!(ingress_ip(&kc, "oelb-odd-holder"), held, "its holder keeps its address");
+    let addr = controller.metrics_addr().expect("metrics served");
+    wait_metric(addr, r#"openelb_objects_undecodable_total{kind="Eip"}"#, 1.0);
+
+    // A restart lists the unreadable Eip with the others: ready, and serving.
+    controller.stop().unwrap();
+    let controller = Background::spawn_with(PathBuf::from(&kc), Options::default(), local_metrics());
+    let addr = controller.metrics_addr().expect("metrics served");
+    wait_for("/readyz to answer 200 after the restart", || match http_get(addr, "/readyz").0 {
+        200 => Ok(()),
+        code => Err(code.to_string()),
+    });
+    apply_stdin(&kc, &service_manifest("oelb-good-late", "oelb-good"));
+    assert_eq!(wait_for_ip(&kc, "oelb-good-late"), "198.51.100.33");
+    assert_eq!(ingress_ip(&kc, "oelb-odd-holder"), held, "the restart moved nothing");
+
+    // Fixed: the Eip decodes again, is valid, and gives out addresses.
+    patch_eip_past_the_schema(&kc, "oelb-odd", r#"{"spec":{"priority":5}}"#);
+    wait_condition(&kc, "oelb-odd", "Invalid", "False", ConditionReason::Valid);
+    assert!(!wait_for_ip(&kc, "oelb-odd-late").is_empty());
+    assert_eq!(ingress_ip(&kc, "oelb-odd-holder"), held);
     controller.stop().unwrap();
 }
 

@@ -226,7 +226,8 @@ pub mod v1alpha1 {
 pub use v1alpha2::{Eip, EipProtocol, EipSpec};
 
 /// An Eip that did not decode, as far as it reads: its metadata, and `spec.address`, `spec.protocol`,
-/// `spec.interface` and `status.used` where each reads on its own, with `spec.disable: true`. The allocator then
+/// `spec.interface` and `status` (or its `used` and `conditions`) where each reads on its own, with
+/// `spec.disable: true`. The allocator then
 /// drains it like any Eip it cannot trust (its Services keep their addresses, nobody gets a new one from it), and
 /// the speaker keeps announcing what those Services hold. Everything else is left at its default.
 pub fn salvaged(u: &Undecodable) -> Eip {
@@ -240,7 +241,17 @@ pub fn salvaged(u: &Undecodable) -> Eip {
     };
     let mut eip = Eip::new(u.name(), spec);
     eip.metadata = u.meta.clone();
-    eip.status = u.read_at("/status/used").map(|used| EipStatus { used, ..Default::default() });
+    // The whole status if it reads, else its allocation record and conditions (what keeps the holders, and lets
+    // the controller see which of its conditions it wrote already).
+    eip.status = u.read_at("/status").or_else(|| {
+        let used: Option<BTreeMap<String, String>> = u.read_at("/status/used");
+        let conditions: Option<Vec<Condition>> = u.read_at("/status/conditions");
+        (used.is_some() || conditions.is_some()).then(|| EipStatus {
+            used: used.unwrap_or_default(),
+            conditions: conditions.unwrap_or_default(),
+            ..Default::default()
+        })
+    });
     eip
 }
 

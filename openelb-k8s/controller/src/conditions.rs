@@ -61,6 +61,19 @@ impl ConditionReason {
         ConditionReason::InvalidSpec,
     ];
 
+    /// Whether the reason says the Eip is invalid (it then gives out no new addresses or breaks a rule).
+    pub const fn is_invalid(self) -> bool {
+        matches!(
+            self,
+            ConditionReason::InvalidSpec
+                | ConditionReason::Undecodable
+                | ConditionReason::InvalidAddress
+                | ConditionReason::ReservedAddress
+                | ConditionReason::OverlappingEip
+                | ConditionReason::AddressesOutsidePool
+        )
+    }
+
     /// The reason written as `s` (by this controller earlier), if it is one.
     pub fn parse(s: &str) -> Option<Self> {
         ConditionReason::ALL.into_iter().find(|r| r.as_str() == s)
@@ -225,23 +238,25 @@ pub fn invalid(problems: &[&Problem], facts: PoolFacts<'_>) -> Desired {
     Desired { type_: INVALID, status: true, reason, message }
 }
 
-/// Why the Eip is invalid now, one entry per reason with the note its Warning Event carries: `Undecodable`,
-/// `InvalidSpec`, then the allocator's problems in order. The controller records an Event for each reason that
-/// was not there before.
-pub fn invalid_reasons(problems: &[&Problem], facts: PoolFacts<'_>) -> Vec<(ConditionReason, String)> {
-    let mut out = Vec::new();
-    if let Some(u) = facts.undecodable {
-        out.push((ConditionReason::Undecodable, undecodable_message(u)));
-    }
-    let errors: Vec<&Problem> = problems.iter().copied().filter(|p| p.is_error()).collect();
-    if !errors.is_empty() {
-        let validation = invalid(&errors, PoolFacts { undecodable: None, status: &PoolStatus::default(), ..facts });
-        out.push((ConditionReason::InvalidSpec, validation.message));
-    }
-    for i in &facts.status.invalid {
-        let reason = ConditionReason::of_pool_problem(&i.problem);
-        if !out.iter().any(|(r, _)| *r == reason) {
-            out.push((reason, bounded(i.to_string())));
+/// The reasons `conditions` show an Eip invalid for: `Invalid`'s when true, `Ready`'s when false for one of the
+/// invalid reasons; with the condition's message.
+fn invalid_reasons(conditions: &[Condition]) -> Vec<(ConditionReason, &str)> {
+    conditions
+        .iter()
+        .filter(|c| (c.type_ == INVALID && c.status == "True") || (c.type_ == READY && c.status == "False"))
+        .filter_map(|c| Some((ConditionReason::parse(&c.reason)?, c.message.as_str())))
+        .filter(|(r, _)| r.is_invalid())
+        .collect()
+}
+
+/// The reasons an Eip is invalid for in `after` that `before` did not show, each with the message that says
+/// why: what a Warning Event is recorded for, when the status goes from `before` to `after`.
+pub fn appeared(before: &[Condition], after: &[Condition]) -> Vec<(ConditionReason, String)> {
+    let old: Vec<ConditionReason> = invalid_reasons(before).into_iter().map(|(r, _)| r).collect();
+    let mut out: Vec<(ConditionReason, String)> = Vec::new();
+    for (reason, message) in invalid_reasons(after) {
+        if !old.contains(&reason) && !out.iter().any(|(r, _)| *r == reason) {
+            out.push((reason, message.to_string()));
         }
     }
     out
@@ -373,9 +388,15 @@ mod tests {
         let i = invalid(&[], facts(&s));
         assert_eq!((i.status, i.reason), (true, ConditionReason::OverlappingEip));
         assert!(i.message.starts_with("Eip a: spec.address"), "{}", i.message);
-        let reasons: Vec<ConditionReason> =
-            invalid_reasons(&[&overlap], facts(&s)).into_iter().map(|(r, _)| r).collect();
-        assert_eq!(reasons, [ConditionReason::InvalidSpec, ConditionReason::OverlappingEip]);
+        let written = merge(&[], &[ready(facts(&s)), invalid(&[&overlap], facts(&s))], None, &at(1));
+        let reasons: Vec<ConditionReason> = appeared(&[], &written).into_iter().map(|(r, _)| r).collect();
+        assert_eq!(reasons, [ConditionReason::OverlappingEip, ConditionReason::InvalidSpec]);
+        assert!(appeared(&written, &written).is_empty(), "no transition, no Event");
+        // Fixed, then broken again: the reasons appear anew.
+        let valid = status(10, &[]);
+        let fixed = merge(&written, &[ready(facts(&valid)), invalid(&[], facts(&valid))], None, &at(2));
+        assert!(appeared(&written, &fixed).is_empty());
+        assert_eq!(appeared(&fixed, &written).len(), 2);
     }
 
     #[test]
@@ -393,7 +414,8 @@ mod tests {
         let i = invalid(&[], f);
         assert_eq!((i.status, i.reason), (true, ConditionReason::Undecodable));
         assert!(i.message.starts_with("spec.priority=\"x\": does not decode"), "{}", i.message);
-        assert_eq!(invalid_reasons(&[], f).len(), 1);
+        let written = merge(&[], &[r.clone(), i.clone()], None, &at(1));
+        assert_eq!(appeared(&[], &written), [(ConditionReason::Undecodable, r.message.clone())], "one Event");
         // Deletion still comes first: it is what the user waits for.
         assert_eq!(ready(PoolFacts { deleting: true, ..f }).reason, ConditionReason::Deleting);
     }

@@ -11,7 +11,7 @@ use kube::ResourceExt;
 use openelb_core::ipam::{Ipam, PoolStatus};
 use openelb_core::model::FINALIZER_EIP;
 
-use super::conditions::{self, ConditionReason};
+use super::conditions;
 use super::eip_status::{self, is_deleting};
 use openelb_k8s::convert::ConvertError;
 use openelb_k8s::crd::{Eip, EipStatus};
@@ -26,8 +26,6 @@ pub struct EipPlan {
     pub remove_finalizer: bool,
     /// The Eip is being deleted but addresses are in use: which ones, for the Event.
     pub held_by: Option<String>,
-    /// Why the Eip is invalid, one entry per reason with the note of its Warning Event (empty when valid).
-    pub invalid: Vec<(ConditionReason, String)>,
     /// The allocator's view of the pool, for logs and metrics.
     pub pool: PoolStatus,
 }
@@ -48,25 +46,16 @@ pub fn plan(eip: &Eip, all: &[Arc<Eip>], now: &Time) -> Result<EipPlan, ConvertE
     let ours = eip.finalizers().iter().any(|f| f == FINALIZER_EIP);
     if deleting && !in_use {
         // Nothing left to show: writing a status the object is about to lose would only cost a write.
-        return Ok(EipPlan {
-            add_finalizer: false,
-            status: None,
-            remove_finalizer: ours,
-            held_by: None,
-            invalid: Vec::new(),
-            pool,
-        });
+        return Ok(EipPlan { add_finalizer: false, status: None, remove_finalizer: ours, held_by: None, pool });
     }
     let problems = eip_status::problems(all)?;
     let found = problems.get(&name).map_or(&[][..], Vec::as_slice);
     let desired = eip_status::desired_status(eip, &pool, found, now);
-    let invalid = conditions::invalid_reasons(&found.iter().collect::<Vec<_>>(), eip_status::facts(eip, &pool));
     Ok(EipPlan {
         add_finalizer: !deleting && !ours,
         status: (eip.status.as_ref() != Some(&desired)).then_some(desired),
         remove_finalizer: false,
         held_by: (deleting && in_use).then(|| conditions::in_use_summary(&pool)),
-        invalid,
         pool,
     })
 }
@@ -184,9 +173,6 @@ mod tests {
         let b = eip("b", "192.0.2.8-192.0.2.20", &[]);
         let all = [Arc::new(a.clone()), Arc::new(b)];
         let p = plan(&a, &all, &at(1)).unwrap();
-        let reasons: Vec<ConditionReason> = p.invalid.iter().map(|(r, _)| *r).collect();
-        assert_eq!(reasons, [ConditionReason::InvalidSpec, ConditionReason::OverlappingEip], "{:?}", p.invalid);
-        assert!(p.invalid[0].1.contains("overlaps Eip/b"), "{:?}", p.invalid);
         let conditions = p.status.unwrap().conditions;
         let invalid = conditions.iter().find(|c| c.type_ == "Invalid").unwrap();
         assert_eq!((invalid.status.as_str(), invalid.reason.as_str()), ("True", "InvalidSpec"));
@@ -204,7 +190,6 @@ mod tests {
         let openelb_k8s::Decoded::Undecodable(u) = openelb_k8s::Decoded::<Eip>::from_value(raw) else { panic!() };
         let e = openelb_k8s::crd::salvaged(&u);
         let p = plan(&e, &[Arc::new(e.clone())], &at(1)).unwrap();
-        assert_eq!(p.invalid.first().map(|(r, _)| *r), Some(ConditionReason::Undecodable), "{:?}", p.invalid);
         let status = p.status.unwrap();
         assert_eq!(status.used.get("192.0.2.2").map(String::as_str), Some("ns/a"), "its holders are kept");
         let by_type = |t: &str| status.conditions.iter().find(|c| c.type_ == t).cloned().unwrap();

@@ -45,13 +45,6 @@ async fn reconcile_eip(name: &str, ctx: &Context) -> Result<Action, ReconcileErr
         let note = format!("deletion waits until no Service uses its addresses; in use: {held_by}");
         ctx.events.publish(&current.object_ref(&()), true, EventReason::DeletionHeld, &note).await;
     }
-    // One Warning Event per reason, when it appears: an invalid Eip is reconciled on every change of any Eip.
-    let appeared = ctx.invalid_appeared(&current, plan.invalid.iter().map(|(r, _)| *r).collect());
-    for (reason, note) in plan.invalid.iter().filter(|(r, _)| appeared.contains(r)) {
-        if let Some(event) = EventReason::of_condition(*reason) {
-            ctx.events.publish(&current.object_ref(&()), true, event, note).await;
-        }
-    }
     ctx.clear_failures(&object());
     Ok(Action::requeue(RESYNC))
 }
@@ -108,7 +101,7 @@ async fn write(ctx: &Context, eip: &Eip, plan: &EipPlan) -> Result<bool, Reconci
         let mut updated = eip.clone();
         updated.metadata.resource_version = version.clone();
         updated.status = Some(status.clone());
-        match ctx.write_eip_status(&updated).await {
+        match ctx.write_eip_status(eip_status::conditions(eip), &updated).await {
             Ok(written) => version = written,
             Err(source) if is_not_found(&source) => return Ok(false),
             Err(source) => return Err(ReconcileError::Write { action: "write status of", object: object(), source }),

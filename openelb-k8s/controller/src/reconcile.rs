@@ -1,20 +1,21 @@
 //! The reconcile step for one Service, what every reconcile shares, and what to do when one fails.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1 as corev1;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
-use kube::runtime::reflector::Store;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource, ResourceExt};
 use openelb_core::ipam::{Change, EventType};
 use openelb_k8s::manifest::ObjectKind;
 
-use super::conditions::ConditionReason;
+use super::conditions;
 use super::eip_status;
 use super::events::{EventReason, Events, RateLimiter, WARNING_INTERVAL};
 use super::metrics::{ErrorLabels, FailureLabels, KindLabels, Metrics, failure_kind};
@@ -125,8 +126,6 @@ pub struct Context {
     writer: tokio::sync::Mutex<()>,
     failures: Mutex<HashMap<String, u32>>,
     log_limiter: Mutex<RateLimiter>,
-    /// Per Eip, the reasons it was invalid for when last reconciled: an Event goes out when one appears.
-    invalid_reasons: Mutex<HashMap<String, BTreeSet<ConditionReason>>>,
     /// Services whose objects do not decode, reported once per distinct error.
     undecodable_services: Mutex<Reporter>,
 }
@@ -154,20 +153,8 @@ impl Context {
             writer: tokio::sync::Mutex::new(()),
             failures: Mutex::new(HashMap::new()),
             log_limiter: Mutex::new(RateLimiter::new(WARNING_INTERVAL)),
-            invalid_reasons: Mutex::new(HashMap::new()),
             undecodable_services,
         }
-    }
-
-    /// Of the reasons `eip` is invalid for now, those it was not invalid for at its last reconcile. The first
-    /// time an Eip is seen, what its stored conditions show counts as already reported (a restart repeats no
-    /// Event).
-    pub(super) fn invalid_appeared(&self, eip: &Eip, now: BTreeSet<ConditionReason>) -> BTreeSet<ConditionReason> {
-        let mut seen = self.invalid_reasons.lock().unwrap_or_else(|p| p.into_inner());
-        let before = seen.remove(&eip.name_any()).unwrap_or_else(|| stored_invalid_reasons(eip));
-        let appeared = now.difference(&before).copied().collect();
-        seen.insert(eip.name_any(), now);
-        appeared
     }
 
     /// Stops every write from now on: the Lease is lost or the process is stopping.
@@ -187,9 +174,22 @@ impl Context {
     /// Replaces an Eip's status, conditions included, guarded by the `resourceVersion` `eip` carries; the new
     /// `resourceVersion`. The answer is read as [`Decoded`], so writing the status of an Eip whose spec does not
     /// decode (`eip` is then what of it reads, and the API server takes only its status) is no failure.
-    pub(super) async fn write_eip_status(&self, eip: &Eip) -> Result<Option<String>, kube::Error> {
+    ///
+    /// `before` are the conditions the write replaces (those of the version `eip` was computed from): each reason
+    /// the Eip becomes invalid for gets one Warning Event, whichever reconcile writes the change, and a restart
+    /// repeats none.
+    pub(super) async fn write_eip_status(
+        &self,
+        before: &[Condition],
+        eip: &Eip,
+    ) -> Result<Option<String>, kube::Error> {
         let api: Api<Decoded<Eip>> = Api::all(self.client.clone());
         let written = api.replace_status(&eip.name_any(), &PostParams::default(), &Decoded::Ok(eip.clone())).await?;
+        for (reason, note) in conditions::appeared(before, eip_status::conditions(eip)) {
+            if let Some(event) = EventReason::of_condition(reason) {
+                self.events.publish(&eip.object_ref(&()), true, event, &note).await;
+            }
+        }
         Ok(written.meta().resource_version.clone())
     }
 
@@ -200,7 +200,9 @@ impl Context {
             let name = eip.name_any();
             let object = || format!("Eip {name}");
             self.may_write("write status of", object)?;
-            self.write_eip_status(eip).await.map_err(|source| ReconcileError::Write {
+            // The version this status was computed from, as cached: what the guarded write replaces.
+            let before = self.eips.get(&ObjectRef::new(&name)).map(|e| eip_status::conditions(&e).to_vec());
+            self.write_eip_status(&before.unwrap_or_default(), eip).await.map_err(|source| ReconcileError::Write {
                 action: "write status of",
                 object: object(),
                 source,
@@ -255,18 +257,6 @@ fn service_key(svc: &impl Resource) -> String {
 pub fn backoff(failures: u32) -> Duration {
     let factor = 1u32.checked_shl(failures.saturating_sub(1)).unwrap_or(u32::MAX);
     BACKOFF_FIRST.saturating_mul(factor).min(BACKOFF_MAX)
-}
-
-/// The reasons an Eip's stored conditions show it invalid for: `Invalid`'s reason when true, `Ready`'s when
-/// false for an invalid Eip.
-fn stored_invalid_reasons(eip: &Eip) -> BTreeSet<ConditionReason> {
-    use super::conditions::{INVALID, READY};
-    eip_status::conditions(eip)
-        .iter()
-        .filter(|c| (c.type_ == INVALID && c.status == "True") || (c.type_ == READY && c.status == "False"))
-        .filter_map(|c| ConditionReason::parse(&c.reason))
-        .filter(|r| EventReason::of_condition(*r).is_some())
-        .collect()
 }
 
 /// A Service that does not decode is reported and left as it is (nothing is decided from a guess about it).
