@@ -255,7 +255,10 @@ impl NodeSpeaker {
         let (sink, events) = EventSink::channel(EVENT_QUEUE, metrics.events_dropped.clone());
         rt.spawn(publish_events(client.clone(), node.to_string(), refs.clone(), events));
         let (stop_source, source_stopped) = oneshot::channel::<()>();
-        let source = KubeSource::new(client).with_refs(refs).with_api_gauge(metrics.api_connected.clone());
+        let source = KubeSource::new(client)
+            .with_refs(refs)
+            .with_api_gauge(metrics.api_connected.clone())
+            .with_undecodable_counter(metrics.objects_undecodable.clone());
         rt.spawn(source.run(tx.clone(), relist_rx, async {
             let _ = source_stopped.await;
         }));
@@ -586,4 +589,98 @@ fn without_the_api_server_the_vips_stay_and_failover_goes_on() {
     drop(speakers);
     drop(objects);
     drop(relay);
+}
+
+/// The Eip CRD with `spec.priority` left unchecked (`x-kubernetes-int-or-string`), as an older or another
+/// project's CRD may have it: what lets an Eip past the schema that the speaker's types cannot read. The
+/// checked-in CRD is put back on drop.
+struct LooseCrd {
+    client: Client,
+    handle: tokio::runtime::Handle,
+}
+
+impl LooseCrd {
+    async fn new(client: Client) -> LooseCrd {
+        use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::JSONSchemaProps;
+        let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+        let mut crd = api.get(openelb_k8s::crd::CRD_NAME).await.unwrap();
+        for v in &mut crd.spec.versions {
+            let spec = v
+                .schema
+                .as_mut()
+                .and_then(|s| s.open_api_v3_schema.as_mut())
+                .and_then(|r| r.properties.as_mut()?.get_mut("spec")?.properties.as_mut());
+            if let Some(props) = spec {
+                props.insert(
+                    "priority".into(),
+                    JSONSchemaProps { x_kubernetes_int_or_string: Some(true), ..Default::default() },
+                );
+            }
+        }
+        api.replace(openelb_k8s::crd::CRD_NAME, &PostParams::default(), &crd).await.unwrap();
+        LooseCrd { client, handle: tokio::runtime::Handle::current() }
+    }
+}
+
+impl Drop for LooseCrd {
+    fn drop(&mut self) {
+        let client = self.client.clone();
+        let restore = async move {
+            let api: Api<CustomResourceDefinition> = Api::all(client);
+            let Ok(current) = api.get(openelb_k8s::crd::CRD_NAME).await else { return };
+            let mut crd = openelb_k8s::crd::crd();
+            crd.metadata.resource_version = current.metadata.resource_version;
+            let _ = api.replace(openelb_k8s::crd::CRD_NAME, &PostParams::default(), &crd).await;
+        };
+        let handle = self.handle.clone();
+        let _ = std::thread::spawn(move || handle.block_on(restore)).join();
+    }
+}
+
+/// An Eip written past the schema (a priority the speaker's types cannot decode) does not keep a restarted
+/// speaker from its first snapshot: it plans, the Eip is read as far as it reads, so its Service's VIP is held
+/// by the first preference, and the object is counted.
+#[test]
+fn an_eip_that_does_not_decode_never_stops_a_restarted_speaker() {
+    let Some(kc) = prerequisites() else { return };
+    tracing_init();
+    let Some(lab) = Lab::new("k8su", 2) else { return };
+    let rt = runtime();
+    let vip = "192.0.2.203";
+    let client = rt.block_on(async { Client::try_from(config_from(&kc).await).unwrap() });
+    rt.block_on(ensure_crd(&client));
+    let loose = rt.block_on(LooseCrd::new(client.clone()));
+    let objects = rt.block_on(Objects::create(client.clone(), &prefix("u"), vip, &lab));
+    rt.block_on(objects.set_ingress(&[vip]));
+    let eips: Api<kube::api::DynamicObject> = Api::all_with(client.clone(), &kube::api::ApiResource::erase::<Eip>(&()));
+    let bad = json!({"spec": {"priority": "high"}});
+    let t0 = Instant::now();
+    // The API server takes the loosened schema a moment after the CRD is replaced.
+    while rt.block_on(eips.patch(&objects.eip, &PatchParams::default(), &Patch::Merge(&bad))).is_err() {
+        assert!(t0.elapsed() < WAIT, "the Eip never took a priority past the schema");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    let k8s_names = objects.nodes.clone();
+    let lab_names = lab.all();
+    let mut speakers: Vec<NodeSpeaker> =
+        lab.nodes.iter().zip(&k8s_names).map(|(n, k)| NodeSpeaker::start(&rt, client.clone(), &n.ns, k)).collect();
+    for s in &speakers {
+        s.wait_ready();
+    }
+    let vip_ip: IpAddr = vip.parse().unwrap();
+    let refs: Vec<&str> = k8s_names.iter().map(String::as_str).collect();
+    let first_k8s = election::rank(&vip_ip, &refs)[0].to_string();
+    let first = k8s_names.iter().position(|k| *k == first_k8s).unwrap();
+    lab.wait_holders_of(vip, &lab_names, &[&lab_names[first]], WAIT, &String::new);
+    let undecodable = speakers[first].sample(r#"openelb_objects_undecodable_total{kind="Eip"}"#);
+    assert!(undecodable.is_some_and(|n| n >= 1.0), "{}", speakers[first].metrics());
+
+    for s in &mut speakers {
+        assert_eq!(s.stop(), Ok(()));
+    }
+    drop(speakers);
+    // The Eip goes while the CRD still admits it.
+    drop(objects);
+    drop(loose);
 }
