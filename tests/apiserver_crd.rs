@@ -272,9 +272,12 @@ fn deployed_speaker_has_host_network_two_capabilities_and_reads_only() {
     assert_eq!(strings(&c["command"]), ["/usr/local/bin/openelb-speaker"]);
     assert!(strings(&c["args"]).contains(&"--node-name=$(NODE_NAME)".to_string()), "{}", c["args"]);
     assert_eq!(env_field(c, "NODE_NAME"), "spec.nodeName");
-    assert_eq!(port(c, "metrics"), 8477);
-    let ports = c["ports"].as_array().cloned().unwrap_or_default();
-    assert!(ports.iter().all(|p| p.get("hostPort").is_none()), "no hostPort: {}", c["ports"]);
+    // Probed where the speaker serves by default; no port list, which the API server would turn into hostPorts.
+    let metrics_port = i64::from(openelb::speaker::metrics_addr::DEFAULT_METRICS_PORT);
+    for probe in ["livenessProbe", "readinessProbe"] {
+        assert_eq!(c[probe]["httpGet"]["port"].as_i64(), Some(metrics_port), "{probe}: {}", c[probe]);
+    }
+    assert!(c["ports"].as_array().is_none_or(|p| p.iter().all(|p| p.get("hostPort").is_none())), "{}", c["ports"]);
     assert_eq!(strings(&c["securityContext"]["capabilities"]["drop"]), ["ALL"]);
     assert_eq!(strings(&c["securityContext"]["capabilities"]["add"]), ["NET_ADMIN", "NET_RAW"]);
     assert_ne!(c["securityContext"]["privileged"], true);
