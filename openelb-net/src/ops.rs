@@ -233,8 +233,8 @@ mod tests {
         }
     }
 
-    /// The speaker refuses exactly what validation refuses: one rule (`openelb_core::iface::parse`).
     proptest::proptest! {
+        /// The speaker refuses exactly what validation refuses: one rule (`openelb_core::iface::parse`).
         #[test]
         fn spec_accepts_exactly_what_validation_accepts(s in "(can_reach:)?[ -~\u{0}-\u{1f}\u{7f}é]{0,20}") {
             proptest::prop_assert_eq!(s.parse::<IfaceSpec>().is_ok(), iface::parse(&s).is_ok(), "{:?}", s);

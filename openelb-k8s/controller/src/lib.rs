@@ -175,7 +175,7 @@ fn services_to_recheck(services: &ServiceStore, namespace: Option<&str>) -> Vec<
     services
         .state()
         .iter()
-        .filter(|s| (***s).as_result().is_ok_and(|s| plan::concerns_us(s)))
+        .filter(|s| (***s).as_result().is_ok_and(plan::concerns_us))
         .filter(|s| namespace.is_none_or(|ns| s.namespace().as_deref() == Some(ns)))
         .map(|s| ObjectRef::from_obj(&**s))
         .collect()
