@@ -200,6 +200,9 @@ pub struct Node {
     pub ready: bool,
     pub unschedulable: bool,
     pub internal_ip: Option<IpAddr>,
+    /// Every IP address the Node object publishes (`status.addresses` of any type, both families): VRRP adverts
+    /// from them are accepted as coming from a cluster node.
+    pub addresses: Vec<IpAddr>,
     pub mac: Option<[u8; 6]>,
 }
 

@@ -196,6 +196,11 @@ pub fn node_from_k8s(node: &corev1::Node) -> Result<model::Node, ConvertError> {
             ConvertError::invalid("Node", &name, "status.addresses[InternalIP]", &a.address, "not an IP address")
         })?),
     };
+    // Hostname and DNS entries are names, not addresses: only what parses as an IP counts.
+    let mut addresses: Vec<IpAddr> =
+        status.addresses.iter().flatten().filter_map(|a| a.address.trim().parse::<IpAddr>().ok()).collect();
+    addresses.sort_unstable();
+    addresses.dedup();
     let mac = match node.metadata.annotations.as_ref().and_then(|a| a.get(ANNOTATION_NODE_MAC)) {
         None => None,
         Some(raw) => Some(parse_mac(raw).ok_or_else(|| {
@@ -214,6 +219,7 @@ pub fn node_from_k8s(node: &corev1::Node) -> Result<model::Node, ConvertError> {
         ready,
         unschedulable: node.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false),
         internal_ip,
+        addresses,
         mac,
     })
 }

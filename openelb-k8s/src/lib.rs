@@ -1,5 +1,5 @@
 //! What the openelb-rs programs share on the Kubernetes side: the Eip CRD, conversion of API objects into core
-//! values, manifest loading, and (by feature) the client builder, the `/metrics` and health endpoints and the
+//! values, manifest loading, the snapshot VIP mode plans from, and (by feature) the client builder, the `/metrics` and health endpoints and the
 //! log setup. The programs themselves are the crates beside it: `openelb-controller`, `openelb-webhook`,
 //! `openelb-speaker` (docs/crates.md).
 
@@ -14,6 +14,8 @@ pub mod logging;
 pub mod manifest;
 #[cfg(feature = "serve")]
 pub mod serve;
+pub mod snapshot;
+pub mod vrrp;
 
 pub use crd::{Eip, EipSpec, EipStatus};
 pub use decoded::{Decoded, Undecodable};

@@ -133,12 +133,16 @@ pub struct ForeignTracker {
     window: Option<(Time, u32)>,
     suppressed: u64,
     next_prune: Time,
+    /// Every advert observed, by family (IPv4, IPv6): only grows, for a metric's counter.
+    seen: [u64; 2],
 }
 
 impl ForeignTracker {
     /// Records `s`; returns a report when one is due (see the module notes).
     pub fn observe(&mut self, now: Time, s: Sighting<'_>) -> Option<ForeignRouter> {
         self.prune(now);
+        let seen = &mut self.seen[family_index(s.family)];
+        *seen = seen.saturating_add(1);
         let key: Key = (s.interface.to_string(), s.family, s.vrid);
         let entry = self.entries.entry(key).or_default();
         entry.adverts = entry.adverts.saturating_add(1);
@@ -197,6 +201,11 @@ impl ForeignTracker {
             .collect()
     }
 
+    /// Adverts attributed to foreign routers since the agent started, on our VRIDs or not; only grows.
+    pub fn adverts_seen(&self, family: IpFamily) -> u64 {
+        self.seen[family_index(family)]
+    }
+
     /// Reports held back by the global rate limit.
     pub fn reports_suppressed(&self) -> u64 {
         self.suppressed
@@ -221,6 +230,13 @@ impl ForeignTracker {
             e.sources.retain(|_, s| fresh(s.last_seen));
             fresh(e.last_seen)
         });
+    }
+}
+
+fn family_index(family: IpFamily) -> usize {
+    match family {
+        IpFamily::V4 => 0,
+        IpFamily::V6 => 1,
     }
 }
 

@@ -14,6 +14,7 @@ pub mod consts;
 pub mod drop;
 pub mod event;
 pub mod foreign;
+pub mod inputs;
 pub mod plan;
 pub mod state;
 

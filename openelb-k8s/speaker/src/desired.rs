@@ -3,29 +3,25 @@
 //! the VIP-mode targets, the VRRP plan, and how each of the plan's interface specs is resolved on this node.
 //! Pure: no I/O.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 
 use openelb_core::addr::AddrRange;
-use openelb_core::announce::{self, VipTarget};
+use openelb_core::announce::VipTarget;
 use openelb_core::ipam::Ipam;
-use openelb_core::lifecycle;
-use openelb_core::model::{Cluster, LABEL_EIP_POOL, Pool, Protocol};
-use openelb_core::vrrp::plan::{self, Plan, PlanContext, VipInput};
+use openelb_core::model::{Cluster, Protocol};
+use openelb_core::vrrp::inputs::PlanInputs;
+pub use openelb_core::vrrp::inputs::{INTERNAL_IP_SPEC, plan_interface, pools_from_ingress};
+use openelb_core::vrrp::plan::{self, Group, Plan, PlanContext};
 use openelb_net::ops::IfaceSpec;
 
 use super::config::{AddressSource, SpeakerConfig};
-
-/// The plan's interface for pools that name none: "the NIC holding the node's InternalIP". The plan must be
-/// the same on every node, so it cannot carry the node's own address; each node maps this string to
-/// [`IfaceSpec::Holding`] of its InternalIP. The `:` keeps it from ever being a real interface name.
-pub const INTERNAL_IP_SPEC: &str = "node:internal-ip";
 
 /// What this node should run, derived from one snapshot of the cluster.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Desired {
     pub plan: Plan,
-    /// VIP-mode targets (every node's, not only this one's).
+    /// VIP-mode targets (every node's, not only this one's), in VIP order.
     pub targets: Vec<VipTarget>,
     /// Address ranges of the VIP-mode pools: an address of ours inside one that we do not hold is stale.
     pub vip_ranges: Vec<(String, AddrRange)>,
@@ -34,27 +30,28 @@ pub struct Desired {
     pub specs: BTreeMap<String, Result<IfaceSpec, String>>,
     /// Allocation, pool and planning problems worth a log line (they do not stop the speaker).
     pub warnings: Vec<String>,
-    /// Addresses VRRP adverts are accepted from: every Node's InternalIP.
+    /// Every address the cluster's Node objects publish: VRRP adverts from them are accepted.
     pub peers: Vec<IpAddr>,
+    /// The index of each planned VIP's group in `plan.groups`: the driver looks VIPs up per held address, which
+    /// must not scan every group (20k VIPs).
+    groups_by_vip: HashMap<IpAddr, usize>,
 }
 
 impl Desired {
     /// The VIP-mode target of `vip`, if any.
     pub fn target(&self, vip: &IpAddr) -> Option<&VipTarget> {
-        self.targets.iter().find(|t| t.vip == *vip)
+        let i = self.targets.partition_point(|t| t.vip < *vip);
+        self.targets.get(i).filter(|t| t.vip == *vip)
+    }
+
+    /// The group that announces `vip`, if it is planned.
+    pub fn group_of(&self, vip: &IpAddr) -> Option<&Group> {
+        self.groups_by_vip.get(vip).and_then(|i| self.plan.groups.get(*i))
     }
 
     /// Whether `ip` lies in a VIP-mode pool (so a stale copy of it is ours to clean up).
     pub fn in_vip_pool(&self, ip: &IpAddr) -> bool {
         self.vip_ranges.iter().any(|(_, r)| r.contains(ip))
-    }
-}
-
-/// The plan's interface string for a pool's `spec.interface`.
-pub fn plan_interface(pool_interface: Option<&str>) -> String {
-    match pool_interface.map(str::trim).filter(|s| !s.is_empty()) {
-        Some(s) => s.to_string(),
-        None => INTERNAL_IP_SPEC.to_string(),
     }
 }
 
@@ -72,71 +69,22 @@ pub fn local_spec(spec: &str, override_iface: Option<&str>, internal_ip: Option<
     spec.parse::<IfaceSpec>().map_err(|e| format!("Eip interface: {e}"))
 }
 
-/// The pools with their `status.used` replaced by what the Services' ingress shows: every address a Service
-/// of ours lists, recorded in the pool its label names (even outside that pool's range: a pool shrunk under its
-/// holders keeps them, see `openelb_core::ipam`), else in the containing pool of lowest (priority, name), and
-/// all sharers of one address in the same pool. Rebuilding an [`Ipam`] from
-/// them (without reconciling) yields exactly the ingress addresses: nothing is allocated, moved or adopted.
-/// Services that are not ours (any more), or are being deleted, contribute nothing.
-pub fn pools_from_ingress(cluster: &Cluster) -> (Vec<Pool>, Vec<String>) {
-    let mut warnings = Vec::new();
-    let mut pools: Vec<Pool> = cluster.pools.iter().map(|p| Pool { used: BTreeMap::new(), ..p.clone() }).collect();
-    let ranges: Vec<Option<AddrRange>> = pools.iter().map(|p| AddrRange::parse(&p.address).ok()).collect();
-    let mut ranked: Vec<usize> = (0..pools.len()).collect();
-    ranked.sort_by(|a, b| (pools[*a].priority, &pools[*a].name).cmp(&(pools[*b].priority, &pools[*b].name)));
-
-    let mut services: Vec<_> = cluster.services.iter().filter(|s| lifecycle::unwanted(s).is_none()).collect();
-    services.sort_by_key(|s| s.key());
-    let mut pool_of: BTreeMap<IpAddr, usize> = BTreeMap::new();
-    let mut holders: BTreeMap<IpAddr, Vec<String>> = BTreeMap::new();
-    for svc in services {
-        for raw in &svc.ingress {
-            let Ok(ip) = raw.trim().parse::<IpAddr>() else {
-                warnings.push(format!(
-                    "Service {}: status.loadBalancer.ingress ip {raw:?} is not an IP address; not announced",
-                    svc.key()
-                ));
-                continue;
-            };
-            let contains = |i: &usize| ranges[*i].is_some_and(|r| r.contains(&ip));
-            let labelled = svc.labels.get(LABEL_EIP_POOL).and_then(|l| pools.iter().position(|p| &p.name == l));
-            let chosen =
-                pool_of.get(&ip).copied().or(labelled).or_else(|| ranked.iter().copied().find(|i| contains(i)));
-            match chosen {
-                Some(i) => {
-                    pool_of.insert(ip, i);
-                    holders.entry(ip).or_default().push(svc.key().to_string());
-                }
-                None => {
-                    warnings.push(format!("Service {}: ingress address {ip} lies in no Eip; not announced", svc.key()))
-                }
-            }
-        }
-    }
-    for (ip, users) in holders {
-        if let Some(pool) = pool_of.get(&ip).and_then(|i| pools.get_mut(*i)) {
-            pool.used.insert(ip.to_string(), users.join(";"));
-        }
-    }
-    (pools, warnings)
-}
-
 /// Finds the addresses (see [`AddressSource`]), selects the VIP-mode targets and plans them. `previous` keeps
 /// running groups on their VRIDs.
 pub fn desired(cluster: &Cluster, config: &SpeakerConfig, previous: Option<&Plan>) -> Desired {
-    let (ipam, mut warnings) = match config.addresses {
+    desired_in(cluster, config, &PlanContext { previous, ..PlanContext::default() })
+}
+
+/// [`desired`] with the whole planning context: the previous plan, the VRIDs foreign routers use and the
+/// published assignment.
+pub fn desired_in(cluster: &Cluster, config: &SpeakerConfig, context: &PlanContext<'_>) -> Desired {
+    let (inputs, mut warnings) = match config.addresses {
         AddressSource::Allocate => {
             let mut ipam = Ipam::new(&cluster.pools);
             ipam.reconcile_all(&cluster.services, &cluster.namespaces);
-            let warnings = ipam.warnings().to_vec();
-            (ipam, warnings)
+            (PlanInputs::from_ipam(cluster, &ipam), ipam.warnings().to_vec())
         }
-        AddressSource::Ingress => {
-            let (pools, mut warnings) = pools_from_ingress(cluster);
-            let ipam = Ipam::new(&pools);
-            warnings.extend(ipam.warnings().iter().cloned());
-            (ipam, warnings)
-        }
+        AddressSource::Ingress => PlanInputs::from_ingress(cluster),
     };
 
     let internal_ip = cluster.nodes.iter().find(|n| n.name == config.node_name).and_then(|n| n.internal_ip);
@@ -159,20 +107,15 @@ pub fn desired(cluster: &Cluster, config: &SpeakerConfig, previous: Option<&Plan
         specs.entry(spec).or_insert(local);
     }
 
-    let targets: Vec<VipTarget> =
-        announce::targets(cluster, &ipam).into_iter().filter(|t| t.protocol == Protocol::Vip).collect();
-    let inputs: Vec<VipInput> = targets
-        .iter()
-        .map(|t| VipInput {
-            vip: t.vip,
-            interface: plan_interface(t.interface.as_deref()),
-            candidates: t.preference.clone(),
-        })
-        .collect();
-    let plan = plan::plan(&inputs, &config.plan_config(), &PlanContext { previous, ..PlanContext::default() });
+    let plan = plan::plan(&inputs.vips, &config.plan_config(), context);
     warnings.extend(plan.issues.iter().map(ToString::to_string));
-    let peers = cluster.nodes.iter().filter_map(|n| n.internal_ip).collect();
-    Desired { plan, targets, vip_ranges, specs, warnings, peers }
+    let mut peers: Vec<IpAddr> =
+        cluster.nodes.iter().flat_map(|n| n.internal_ip.iter().chain(&n.addresses)).copied().collect();
+    peers.sort_unstable();
+    peers.dedup();
+    let groups_by_vip =
+        plan.groups.iter().enumerate().flat_map(|(i, g)| g.vips.iter().map(move |v| (*v, i))).collect();
+    Desired { plan, targets: inputs.targets, vip_ranges, specs, warnings, peers, groups_by_vip }
 }
 
 #[cfg(test)]
@@ -180,10 +123,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn pools_without_an_interface_plan_under_a_node_independent_name() {
-        assert_eq!(plan_interface(None), INTERNAL_IP_SPEC);
-        assert_eq!(plan_interface(Some(" ")), INTERNAL_IP_SPEC);
-        assert_eq!(plan_interface(Some("eth1")), "eth1");
+    fn the_internal_ip_spec_is_no_usable_interface_name() {
         assert!(INTERNAL_IP_SPEC.parse::<IfaceSpec>().is_err(), "must never be a usable interface name");
     }
 

@@ -7,7 +7,6 @@
 //!   resolution (pure).
 //! - [`driver`]: the event loop that runs the agent and carries out its actions.
 //! - [`announce_burst`]: gratuitous ARP / NA bursts that never block the loop.
-//! - [`snapshot`]: watched objects → the cluster snapshot the speaker plans from (pure).
 //! - [`source`]: the Kubernetes watches, their caches, coalescing and API connectivity.
 //! - [`events`]: `VIPAnnounced` / `VIPWithdrawn` Events, queued without blocking the loop.
 //! - [`metrics`]: the Prometheus series; [`metrics_addr`]: where they are served.
@@ -19,8 +18,10 @@ pub mod driver;
 pub mod events;
 pub mod metrics;
 pub mod metrics_addr;
-pub mod snapshot;
 pub mod source;
+
+/// Moved to the shared crate (the controller plans from the same snapshot); kept here under its old path.
+pub use openelb_k8s::snapshot;
 
 pub use config::{AddressSource, SpeakerConfig};
 pub use desired::{Desired, INTERNAL_IP_SPEC, desired};

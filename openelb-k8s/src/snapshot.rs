@@ -1,8 +1,10 @@
-//! Watched Kubernetes objects → the [`Cluster`] the speaker plans from. Pure: the source keeps the converted
-//! values per object and calls [`build`] after each burst of changes.
+//! Watched Kubernetes objects → the [`Cluster`] VIP mode plans from. Pure: the speaker's source (and the
+//! controller, which publishes the VRID assignment from the same plan) keeps the converted values per object
+//! and calls [`build`] after each burst of changes.
 //!
-//! The snapshot holds only what the speaker's decision reads (with addresses taken from ingress, see
-//! [`super::config::AddressSource::Ingress`]), so that changes that cannot matter never cause a re-plan:
+//! The snapshot holds only what the VRRP plan reads (with addresses taken from ingress, see
+//! `openelb_core::vrrp::inputs::PlanInputs::from_ingress`), so that changes that cannot matter never cause a
+//! re-plan:
 //! - Eips without `status.used` (the allocation record is the controller's business; ingress is what counts);
 //! - Services of ours that show an address in `status.loadBalancer.ingress`; the rest are dropped, so a
 //!   Service waiting for the controller makes the speaker announce nothing;
@@ -21,8 +23,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::APIGroupList;
 use openelb_core::lifecycle;
 use openelb_core::model::{Cluster, Endpoint, Node, Pool, Service, ServiceKey, TrafficPolicy};
 
-use openelb_k8s::convert::{self, ConvertError};
-use openelb_k8s::crd::Eip;
+use crate::convert::{self, ConvertError};
+use crate::crd::Eip;
 
 /// API group of EndpointSlices.
 pub const DISCOVERY_GROUP: &str = "discovery.k8s.io";
@@ -158,8 +160,7 @@ mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{APIGroup, GroupVersionForDiscovery, ObjectMeta};
     use openelb_core::model::ANNOTATION_LB;
 
-    use crate::config::{AddressSource, SpeakerConfig};
-    use crate::desired::desired;
+    use openelb_core::vrrp::inputs::PlanInputs;
 
     fn k8s_service(name: &str, ingress: &[&str], policy: &str) -> corev1::Service {
         corev1::Service {
@@ -208,14 +209,14 @@ mod tests {
     fn eip() -> Eip {
         let mut e = Eip::new(
             "vip",
-            openelb_k8s::crd::EipSpec {
+            crate::crd::EipSpec {
                 address: "192.0.2.91-192.0.2.95".into(),
-                protocol: Some(openelb_k8s::crd::EipProtocol::Vip),
+                protocol: Some(crate::crd::EipProtocol::Vip),
                 interface: Some("eth0".into()),
                 ..Default::default()
             },
         );
-        e.status = Some(openelb_k8s::crd::EipStatus {
+        e.status = Some(crate::crd::EipStatus {
             used: [("192.0.2.91".to_string(), "web/gone".to_string())].into(),
             ..Default::default()
         });
@@ -280,11 +281,10 @@ mod tests {
         assert_eq!(cluster.services.len(), 1);
         assert!(refs.contains_key(&ServiceKey::new("web", "s")));
         assert!(refs.contains_key(&ServiceKey::new("web", "waiting")), "a withdrawal must find its Service");
-        let config = SpeakerConfig { addresses: AddressSource::Ingress, ..SpeakerConfig::new("a") };
-        let d = desired(&cluster, &config, None);
-        let vips: Vec<String> = d.targets.iter().map(|t| t.vip.to_string()).collect();
+        let (inputs, _) = PlanInputs::from_ingress(&cluster);
+        let vips: Vec<String> = inputs.targets.iter().map(|t| t.vip.to_string()).collect();
         assert_eq!(vips, ["192.0.2.93"], "exactly the written address; .91 is neither free-picked nor taken from used");
-        assert_eq!(d.plan.for_node("a").count(), 1);
+        assert_eq!(inputs.vips[0].candidates, ["a"]);
     }
 
     fn k8s_endpoints(service: &str, ready: &[(&str, &str)], not_ready: &[(&str, &str)]) -> corev1::Endpoints {
