@@ -113,14 +113,14 @@ pub fn desired_in(cluster: &Cluster, config: &SpeakerConfig, context: &PlanConte
         cluster.nodes.iter().flat_map(|n| n.internal_ip.iter().chain(&n.addresses)).copied().collect();
     peers.sort_unstable();
     peers.dedup();
-    let groups_by_vip =
-        plan.groups.iter().enumerate().flat_map(|(i, g)| g.vips.iter().map(move |v| (*v, i))).collect();
+    let groups_by_vip = plan.groups.iter().enumerate().flat_map(|(i, g)| g.vips.iter().map(move |v| (*v, i))).collect();
     Desired { plan, targets: inputs.targets, vip_ranges, specs, warnings, peers, groups_by_vip }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use openelb_core::model::LABEL_EIP_POOL;
 
     #[test]
     fn the_internal_ip_spec_is_no_usable_interface_name() {

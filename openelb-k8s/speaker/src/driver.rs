@@ -28,31 +28,47 @@
 //!   of a new interface is set right after the plan, in time to count. The first plan after start does not do
 //!   this: other nodes may hold anything.
 //! - **Metrics and Events** are side effects that must not slow the loop: per-group counters are cached
-//!   atomics ([`SpeakerMetrics`]); an Event is a non-blocking push onto a bounded queue ([`EventSink`]).
+//!   atomics ([`SpeakerMetrics`]); an Event is a non-blocking push onto a bounded queue ([`EventSink`]). What
+//!   the agent reports (foreign routers, odd adverts) and what the plan approximates go out through
+//!   [`Notices`], bounded whatever the LAN sends.
+//! - **Planning runs beside the loop** ([`Planner`]): a snapshot, a change of the published VRRP state or of
+//!   the foreign VRIDs in use only requests a plan; the loop keeps sending adverts while it is computed and
+//!   applies it when it is done. A plan that fails (panics) changes nothing.
+//! - **Known peers** are every address the Node objects publish, the VRRP sources other speakers publish in
+//!   their Leases ([`SharedVrrp`]; IPv6 adverts come from link-local addresses no Node object shows) and the
+//!   unicast peers; recomputed when any of them changes, never in the plan.
+//! - **Shared VRRP state** (Kubernetes only): the first plan waits until the speaker Leases and the
+//!   controller's ConfigMap are listed once, so a restarted speaker follows the published VRIDs from its first
+//!   plan; this node's sources and foreign VRIDs go to its Lease through [`LocalVrrp`].
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use openelb_core::model::{Cluster, IpFamily, ServiceKey};
 use openelb_core::vrrp::agent::{Agent, InstanceKey, NodeAction};
-use openelb_core::vrrp::plan::GroupId;
+use openelb_core::vrrp::plan::{ForeignVrid, GroupId, Plan};
 use openelb_core::vrrp::state::{Action, ConfigError};
 use openelb_core::vrrp::{Received, Time};
+use openelb_k8s::vrrp::{ForeignSeen, known_peers};
 use openelb_net::ops::{AdvertReceiver, IfaceSpec, Incoming, Interface, NetError, NetOps};
 use openelb_net::wire::DropReason;
 use prometheus_client::metrics::counter::Counter;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::announce_burst::{self, HeldSet};
 use super::config::SpeakerConfig;
-use super::desired::{self, Desired};
+use super::desired::Desired;
 use super::events::{EventSink, VipChange, VipEvent};
+use super::lease::LEASE_STALE;
 use super::metrics::{GroupLabels, GroupMetrics, SpeakerMetrics, state_value};
+use super::notices::Notices;
+use super::planner::{PlanFailed, PlanFn, PlanJob, Planner};
+use super::shared::{LocalVrrp, SharedVrrp};
 use openelb_k8s::serve::Readiness;
 
 /// How often failed VIP additions, missing source addresses and missing receivers are retried.
@@ -66,6 +82,8 @@ pub const ADD_ATTEMPTS_BEFORE_GIVING_UP: u32 = 5;
 pub const GIVE_UP_COOLDOWN: Duration = Duration::from_secs(30);
 /// Log one of this many consecutive send or receive failures (the first one always).
 const LOG_EVERY: u64 = 100;
+/// How often the wait for the shared VRRP state's first listing is logged.
+const SHARED_WAIT_LOG: Duration = Duration::from_secs(10);
 
 /// Commands from outside the loop (the binary maps signals to these).
 #[derive(Debug)]
@@ -105,7 +123,7 @@ type NicKey = (u32, IpFamily);
 
 pub struct Speaker<N: NetOps> {
     net: Arc<N>,
-    config: SpeakerConfig,
+    config: Arc<SpeakerConfig>,
     agent: Agent,
     origin: Instant,
     desired: Option<Desired>,
@@ -135,6 +153,18 @@ pub struct Speaker<N: NetOps> {
     events: EventSink,
     readiness: Option<Readiness>,
     announced: BTreeMap<IpAddr, Announced>,
+    /// The latest cluster snapshot: plans start from it, known peers read its Nodes.
+    cluster: Option<Arc<Cluster>>,
+    planner: Planner,
+    /// The API's VRRP state (Kubernetes only) and its value as last read.
+    shared: Option<watch::Receiver<SharedVrrp>>,
+    shared_now: SharedVrrp,
+    /// What this node publishes in its Lease (Kubernetes only).
+    local: Option<watch::Sender<LocalVrrp>>,
+    known: Vec<IpAddr>,
+    /// The foreign VRIDs the running plan avoided: when the set in use changes, plan again.
+    avoided: Vec<ForeignVrid>,
+    notices: Notices,
 }
 
 impl<N: NetOps + 'static> Speaker<N>
@@ -146,7 +176,7 @@ where
         let (advert_tx, advert_rx) = mpsc::channel(1024);
         Ok(Speaker {
             net,
-            config,
+            config: Arc::new(config),
             agent,
             origin: Instant::now(),
             desired: None,
@@ -167,18 +197,44 @@ where
             events: EventSink::disabled(),
             readiness: None,
             announced: BTreeMap::new(),
+            cluster: None,
+            planner: Planner::default(),
+            shared: None,
+            shared_now: SharedVrrp::default(),
+            local: None,
+            known: Vec::new(),
+            avoided: Vec::new(),
+            notices: Notices::new(EventSink::disabled(), SpeakerMetrics::default()),
         })
     }
 
     /// Counts into `metrics` (register them in a registry to expose them).
     pub fn with_metrics(mut self, metrics: SpeakerMetrics) -> Self {
         self.metrics = metrics;
+        self.notices = Notices::new(self.events.clone(), self.metrics.clone());
         self
     }
 
-    /// Records `VIPAnnounced` / `VIPWithdrawn` through `events` (disabled by default).
+    /// Records `VIPAnnounced` / `VIPWithdrawn` on Services and VRRP warnings on the Node through `events`
+    /// (disabled by default).
     pub fn with_events(mut self, events: EventSink) -> Self {
         self.events = events;
+        self.notices = Notices::new(self.events.clone(), self.metrics.clone());
+        self
+    }
+
+    /// Follows the VRRP state the API shares (other speakers' Leases, the controller's VRID assignment) and
+    /// publishes this node's in `local` (for its Lease). Without it (manifests) the speaker plans alone and
+    /// accepts adverts from the Nodes' addresses and the unicast peers only.
+    pub fn with_shared(mut self, shared: watch::Receiver<SharedVrrp>, local: watch::Sender<LocalVrrp>) -> Self {
+        self.shared = Some(shared);
+        self.local = Some(local);
+        self
+    }
+
+    /// Plans with `plan` instead of [`super::desired::desired_in`] (tests of the loop's resilience).
+    pub fn with_plan_fn(mut self, plan: PlanFn) -> Self {
+        self.planner = Planner::new(plan);
         self
     }
 
@@ -200,21 +256,25 @@ where
         self.origin.elapsed()
     }
 
-    /// Runs until [`Control::Shutdown`] (or until the control channel closes, which also shuts down).
-    /// Fails only when the first cluster snapshot cannot be planned; later bad snapshots are logged and
-    /// ignored (the running plan stays).
+    /// Runs until [`Control::Shutdown`] (or until the control channel closes, which also shuts down). Plans
+    /// never stop it: a plan that fails is logged and counted, and the running plan stays.
     pub async fn run(mut self, cluster: Cluster, mut control: mpsc::Receiver<Control>) -> Result<(), SpeakerError> {
-        let initial = desired::desired(&cluster, &self.config, None);
-        self.apply(initial).await;
-        if let Some(r) = &self.readiness {
-            r.set(true);
+        self.cluster = Some(Arc::new(cluster));
+        if !self.wait_shared(&mut control).await {
+            self.shutdown().await;
+            return Ok(());
         }
+        self.refresh_peers();
+        self.planner.request();
         let Some(mut adverts) = self.advert_rx.take() else { return Ok(()) };
         let mut tick = tokio::time::interval(MAINTENANCE_PERIOD);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut link_tick = tokio::time::interval(LINK_CHECK_PERIOD);
         link_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            if self.planner.should_start() {
+                self.start_plan();
+            }
             let deadline = self.agent.next_deadline();
             let wake = deadline.as_ref().map(|(t, _)| self.origin + *t);
             let sleep = async move {
@@ -225,7 +285,7 @@ where
             };
             tokio::select! {
                 ctl = control.recv() => match ctl {
-                    Some(Control::Reload(cluster)) => self.reload(&cluster).await,
+                    Some(Control::Reload(cluster)) => self.reload(*cluster),
                     Some(Control::Shutdown) | None => {
                         self.shutdown().await;
                         return Ok(());
@@ -241,18 +301,154 @@ where
                         self.execute(actions).await;
                     }
                 }
+                (result, took) = self.planner.finished() => self.planned(result, took).await,
+                () = changed(&mut self.shared) => self.on_shared(),
                 _ = tick.tick() => self.maintain().await,
                 _ = link_tick.tick() => self.check_links().await,
             }
         }
     }
 
-    async fn reload(&mut self, cluster: &Cluster) {
-        let previous = self.desired.as_ref().map(|d| d.plan.clone());
-        let d = desired::desired(cluster, &self.config, previous.as_ref());
-        tracing::info!(groups = d.plan.groups.len(), vips = d.targets.len(), "reloaded cluster objects");
+    /// Waits until the shared VRRP state has been listed once (at once without one); `false` when told to shut
+    /// down meanwhile. Snapshots arriving meanwhile replace the one to plan from.
+    async fn wait_shared(&mut self, control: &mut mpsc::Receiver<Control>) -> bool {
+        let Some(mut rx) = self.shared.take() else { return true };
+        let started = Instant::now();
+        let mut log = tokio::time::interval_at(started + SHARED_WAIT_LOG, SHARED_WAIT_LOG);
+        let go_on = loop {
+            if rx.borrow_and_update().synced {
+                break true;
+            }
+            tokio::select! {
+                r = rx.changed() => if r.is_err() {
+                    tracing::warn!("the shared VRRP state is not watched any more; planning without it");
+                    break true;
+                },
+                ctl = control.recv() => match ctl {
+                    Some(Control::Reload(cluster)) => self.cluster = Some(Arc::new(*cluster)),
+                    Some(Control::Shutdown) | None => break false,
+                },
+                _ = log.tick() => tracing::warn!(
+                    waited_s = started.elapsed().as_secs(),
+                    "still waiting for the first listing of the speaker Leases and the openelb-vrrp ConfigMap; \
+                     nothing is planned until then"
+                ),
+            }
+        };
+        self.shared_now = rx.borrow().clone();
+        self.shared = Some(rx);
+        go_on
+    }
+
+    fn reload(&mut self, cluster: Cluster) {
+        self.cluster = Some(Arc::new(cluster));
         self.metrics.reloads.inc();
-        self.apply(d).await;
+        self.refresh_peers();
+        self.planner.request();
+    }
+
+    /// The API's VRRP state changed: new peers take effect at once, a new assignment through a plan.
+    fn on_shared(&mut self) {
+        let Some(rx) = self.shared.as_mut() else { return };
+        let new = rx.borrow_and_update().clone();
+        if new.published != self.shared_now.published {
+            if let Some(p) = &new.published
+                && (p.vrids != self.config.vrids || p.offset != self.config.vrid_offset)
+            {
+                tracing::warn!(
+                    published = ?p.vrids, published_offset = p.offset, ours = ?self.config.vrids,
+                    our_offset = self.config.vrid_offset,
+                    "the controller plans VRIDs with another range or offset than this speaker (--vrid-range, \
+                     --vrid-offset); published VRIDs outside our range are ignored"
+                );
+            }
+            self.planner.request();
+        }
+        self.shared_now = new;
+        self.refresh_peers();
+    }
+
+    /// Gives the agent the addresses adverts are accepted from, when they changed.
+    fn refresh_peers(&mut self) {
+        let Some(cluster) = &self.cluster else { return };
+        let known = known_peers(
+            &cluster.nodes,
+            &self.shared_now.leases,
+            &self.config.unicast_peers,
+            SystemTime::now(),
+            LEASE_STALE,
+        );
+        if known != self.known {
+            tracing::debug!(peers = ?known, "known VRRP peers");
+            self.metrics.known_peers.set(i64::try_from(known.len()).unwrap_or(i64::MAX));
+            self.agent.set_known_peers(known.iter().copied());
+            self.known = known;
+        }
+    }
+
+    /// VRIDs to keep our groups off: those the controller published and those our agent sees in use.
+    fn avoid_now(&self) -> Vec<ForeignVrid> {
+        let published = self.shared_now.published.iter().flat_map(|p| p.foreign.iter().map(|f| f.vrid.clone()));
+        let local = self.agent.foreign_vrids(self.now()).into_iter().map(|f| f.vrid);
+        let mut all: Vec<ForeignVrid> = published.chain(local).collect();
+        all.sort();
+        all.dedup();
+        all
+    }
+
+    fn start_plan(&mut self) {
+        let Some(cluster) = self.cluster.clone() else { return };
+        self.avoided = self.avoid_now();
+        let job = PlanJob {
+            cluster,
+            config: Arc::clone(&self.config),
+            previous: self.desired.as_ref().map(|d| Arc::new(d.plan.clone())),
+            published: self.shared_now.published.clone(),
+            avoid: self.avoided.clone(),
+        };
+        self.planner.start(job);
+    }
+
+    async fn planned(&mut self, result: Result<Desired, PlanFailed>, took: Duration) {
+        self.metrics.plan_seconds.set(took.as_secs_f64());
+        match result {
+            Ok(d) => {
+                let took_ms = took.as_millis() as u64;
+                tracing::info!(groups = d.plan.groups.len(), vips = d.targets.len(), took_ms, "planned");
+                let first = self.desired.is_none();
+                self.apply(d).await;
+                if first && let Some(r) = &self.readiness {
+                    r.set(true);
+                }
+            }
+            Err(e) => {
+                self.metrics.plan_failures.inc();
+                tracing::error!("{e}");
+            }
+        }
+    }
+
+    /// Publishes this node's VRRP sources and the foreign VRIDs its agent sees, for its Lease.
+    fn publish_local(&self) {
+        let Some(tx) = &self.local else { return };
+        let mut sources: Vec<IpAddr> = self.primaries.values().copied().collect();
+        sources.sort_unstable();
+        sources.dedup();
+        let (now, wall) = (self.now(), SystemTime::now());
+        let foreign: Vec<ForeignSeen> = self
+            .agent
+            .foreign_vrids(now)
+            .into_iter()
+            .map(|f| ForeignSeen { vrid: f.vrid, last_seen: wall - now.saturating_sub(f.last_seen) })
+            .collect();
+        let local = LocalVrrp { sources, foreign };
+        tx.send_if_modified(|old| {
+            let changed = *old != local;
+            if changed {
+                *old = local;
+            }
+            changed
+        });
     }
 
     /// Brings the node in line with `d`: resolve interfaces, apply the plan, set primaries, open receivers,
@@ -265,6 +461,7 @@ where
         }
         // Re-resolve every spec: an interface may have been recreated since the last plan.
         let before = std::mem::take(&mut self.nics);
+        let previous: Option<Plan> = self.desired.take().map(|d| d.plan);
         self.desired = Some(d);
         self.resolve_missing().await;
         for (spec, old) in before {
@@ -274,7 +471,7 @@ where
             }
         }
         let Some(d) = &self.desired else { return };
-        for g in &d.plan.groups {
+        for g in d.plan.groups.iter().filter(|g| previous.as_ref().and_then(|p| p.group(&g.id)) != Some(*g)) {
             let me = g.priority_of(&self.config.node_name);
             tracing::info!(
                 vrid = g.vrid,
@@ -288,9 +485,12 @@ where
             );
         }
         let plan = d.plan.clone();
-        let peers = d.peers.iter().chain(&self.config.unicast_peers).copied().collect::<Vec<_>>();
-        self.agent.set_known_peers(peers);
-        let actions = self.agent.apply_plan(self.now(), &plan);
+        let now = self.now();
+        // Counters of instances the plan replaces are taken now, before they go.
+        self.notices.sync_counters(now, &self.agent);
+        let actions = self.agent.apply_plan(now, &plan);
+        self.notices.sync_counters(now, &self.agent);
+        self.notices.plan_applied(now, &plan);
         self.execute(actions).await;
         self.ensure_primaries().await;
         self.ensure_receivers();
@@ -351,7 +551,7 @@ where
         for (ip, index) in held {
             let target = self.desired.as_ref().and_then(|d| d.target(&ip));
             let Some(services) = target.map(|t| t.services.clone()) else { continue };
-            let vrid = self.desired.as_ref().and_then(|d| d.plan.group_of(&ip)).map(|g| g.vrid);
+            let vrid = self.desired.as_ref().and_then(|d| d.group_of(&ip)).map(|g| g.vrid);
             let nic = match self.nics.values().find(|n| n.index == index) {
                 Some(n) => n.name.clone(),
                 None => format!("interface #{index}"),
@@ -415,6 +615,7 @@ where
                     self.primaries.insert((spec.clone(), family), addr);
                     let actions = self.agent.set_primary(self.now(), &spec, addr);
                     self.execute(actions).await;
+                    self.publish_local();
                 }
                 Err(e) => self.report(what, format!("{e}; its VRRP groups wait until it has one")),
             }
@@ -590,8 +791,14 @@ where
             let actions = self.agent.interface_up(now, &spec);
             self.execute(actions).await;
         }
-        for event in self.agent.take_events(now) {
-            tracing::warn!(kind = event.kind(), "{event}");
+        let events = self.agent.take_events(now);
+        self.notices.agent_events(now, events);
+        self.notices.sync_counters(now, &self.agent);
+        self.refresh_peers();
+        self.publish_local();
+        if !self.planner.is_running() && self.desired.is_some() && self.avoid_now() != self.avoided {
+            tracing::info!("foreign routers' VRIDs changed: planning again");
+            self.planner.request();
         }
         self.retry_failed_adds().await;
         let unresolved = self.desired.as_ref().is_some_and(|d| d.specs.keys().any(|s| !self.nics.contains_key(s)));
@@ -617,7 +824,7 @@ where
                     tracing::info!(interface = %spec, nic = %nic.name, vip = %ip, attempts, "VIP added after retrying");
                     self.failed_adds.remove(&(spec.clone(), ip));
                     self.held.insert(nic.index, ip);
-                    let group = self.desired.as_ref().and_then(|d| d.plan.group_of(&ip)).map(|g| InstanceKey {
+                    let group = self.desired.as_ref().and_then(|d| d.group_of(&ip)).map(|g| InstanceKey {
                         interface: g.id.interface.clone(),
                         family: g.id.family,
                         vrid: g.vrid,
@@ -795,6 +1002,17 @@ where
             }
             Action::ArmTimer { .. } | Action::CancelTimer(_) => {}
         }
+    }
+}
+
+/// Completes when the shared VRRP state changes; never without one, or once its source is gone.
+async fn changed(shared: &mut Option<watch::Receiver<SharedVrrp>>) {
+    let gone = match shared {
+        Some(rx) => rx.changed().await.is_err(),
+        None => true,
+    };
+    if gone {
+        std::future::pending::<()>().await;
     }
 }
 

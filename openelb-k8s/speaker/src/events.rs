@@ -1,6 +1,8 @@
-//! Kubernetes Events on a Service when this node takes or gives up one of its VIPs (`events.k8s.io/v1`).
+//! Kubernetes Events (`events.k8s.io/v1`): on a Service when this node takes or gives up one of its VIPs, and
+//! on this node's Node when VRRP has something to say that concerns no Service (a foreign router, a plan that had
+//! to be approximated; the driver rate-limits those, see [`super::notices`]).
 //!
-//! The VRRP loop must never wait for the API server: it hands a [`VipEvent`] to an [`EventSink`], which puts
+//! The VRRP loop must never wait for the API server: it hands a [`SpeakerEvent`] to an [`EventSink`], which puts
 //! it on a bounded queue without waiting and drops (and counts) it when the queue is full. A separate task,
 //! [`publish_events`], turns queued events into API writes, each bounded by [`PUBLISH_TIMEOUT`], so a slow or
 //! absent API server costs dropped Events, never a late advert.
@@ -11,9 +13,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::ObjectReference;
-use kube::Client;
+use k8s_openapi::api::core::v1::{Node, ObjectReference};
+use kube::api::ListParams;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::{Api, Client, Resource};
 use openelb_core::model::ServiceKey;
 use prometheus_client::metrics::counter::Counter;
 use tokio::sync::mpsc;
@@ -79,10 +82,66 @@ impl VipEvent {
     }
 }
 
+/// What VRRP reports on this node's Node object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeReason {
+    /// A VRRP router that is not ours uses one of our VRIDs (or our VIPs' addresses).
+    ForeignRouter,
+    /// The plan could not do everything exactly (VRID range full, conflicting VIPs, ...).
+    PlanApproximated,
+}
+
+impl NodeReason {
+    /// The Event's `reason` on the wire.
+    pub const fn reason(self) -> &'static str {
+        match self {
+            NodeReason::ForeignRouter => "ForeignVRRPRouter",
+            NodeReason::PlanApproximated => "VRRPPlanApproximated",
+        }
+    }
+
+    const fn action(self) -> &'static str {
+        match self {
+            NodeReason::ForeignRouter => "Ignore",
+            NodeReason::PlanApproximated => "Plan",
+        }
+    }
+}
+
+/// A Warning Event on this node's Node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeEvent {
+    pub reason: NodeReason,
+    pub note: String,
+}
+
+/// Anything the speaker records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SpeakerEvent {
+    Vip(VipEvent),
+    Node(NodeEvent),
+}
+
+impl SpeakerEvent {
+    pub fn vip(self) -> Option<VipEvent> {
+        match self {
+            SpeakerEvent::Vip(v) => Some(v),
+            SpeakerEvent::Node(_) => None,
+        }
+    }
+
+    fn reason(&self) -> &'static str {
+        match self {
+            SpeakerEvent::Vip(v) => v.change.reason(),
+            SpeakerEvent::Node(n) => n.reason.reason(),
+        }
+    }
+}
+
 /// Where the driver drops its events. Never blocks; a disabled sink (manifest mode) discards everything.
 #[derive(Debug, Clone, Default)]
 pub struct EventSink {
-    tx: Option<mpsc::Sender<VipEvent>>,
+    tx: Option<mpsc::Sender<SpeakerEvent>>,
     dropped: Counter,
     /// Whether a drop was logged already (one warning, then the counter tells).
     warned: Arc<AtomicBool>,
@@ -94,7 +153,7 @@ impl EventSink {
     }
 
     /// A sink and the receiving end of its queue of `capacity`; drops are counted in `dropped`.
-    pub fn channel(capacity: usize, dropped: Counter) -> (Self, mpsc::Receiver<VipEvent>) {
+    pub fn channel(capacity: usize, dropped: Counter) -> (Self, mpsc::Receiver<SpeakerEvent>) {
         let (tx, rx) = mpsc::channel(capacity.max(1));
         (EventSink { tx: Some(tx), dropped, warned: Arc::default() }, rx)
     }
@@ -105,6 +164,15 @@ impl EventSink {
 
     /// Queues `event` if there is room; `false` when it was dropped (full, or the publisher is gone).
     pub fn emit(&self, event: VipEvent) -> bool {
+        self.push(SpeakerEvent::Vip(event))
+    }
+
+    /// Queues an Event on this node's Node, like [`EventSink::emit`].
+    pub fn emit_node(&self, event: NodeEvent) -> bool {
+        self.push(SpeakerEvent::Node(event))
+    }
+
+    fn push(&self, event: SpeakerEvent) -> bool {
         let Some(tx) = &self.tx else { return false };
         match tx.try_send(event) {
             Ok(()) => true,
@@ -112,7 +180,7 @@ impl EventSink {
                 self.dropped.inc();
                 if !self.warned.swap(true, Ordering::Relaxed) {
                     tracing::warn!(
-                        service = %e.service, reason = e.change.reason(),
+                        reason = e.reason(),
                         "Event dropped: the queue to the API server is full (counted in \
                          openelb_speaker_events_dropped_total)"
                     );
@@ -138,23 +206,60 @@ impl ServiceRefs {
     }
 }
 
+/// The reference of `node`'s Node object (uid included, so that `kubectl describe node` finds the Events), or
+/// why there is none.
+async fn node_reference(client: &Client, node: &str) -> Result<ObjectReference, String> {
+    // A list by name: the speaker may list Nodes, and needs no `get` for this.
+    let params = ListParams::default().fields(&format!("metadata.name={node}"));
+    let list = Api::<Node>::all(client.clone()).list(&params).await.map_err(|e| e.to_string())?;
+    let found = list.items.into_iter().next().ok_or_else(|| format!("no Node named {node:?}"))?;
+    Ok(found.object_ref(&()))
+}
+
 /// Publishes queued events until the queue closes (every sink dropped). Events of Services the source no
-/// longer knows (deleted) are skipped: there is nothing to attach them to.
-pub async fn publish_events(client: Client, node: String, refs: ServiceRefs, mut rx: mpsc::Receiver<VipEvent>) {
-    let recorder =
-        Recorder::new(client, Reporter { controller: REPORTING_CONTROLLER.to_string(), instance: Some(node) });
+/// longer knows (deleted) are skipped: there is nothing to attach them to; so are node Events while this
+/// node's Node object cannot be found (looked up again for the next one).
+pub async fn publish_events(client: Client, node: String, refs: ServiceRefs, mut rx: mpsc::Receiver<SpeakerEvent>) {
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter { controller: REPORTING_CONTROLLER.to_string(), instance: Some(node.clone()) },
+    );
+    let mut node_ref: Option<ObjectReference> = None;
     let mut failures: u64 = 0;
     while let Some(ev) = rx.recv().await {
-        let Some(reference) = refs.get(&ev.service) else {
-            tracing::debug!(service = %ev.service, reason = ev.change.reason(), "Service gone; Event not recorded");
-            continue;
-        };
-        let event = Event {
-            type_: EventType::Normal,
-            reason: ev.change.reason().to_string(),
-            note: Some(ev.note()),
-            action: ev.change.action().to_string(),
-            secondary: None,
+        let (event, reference) = match &ev {
+            SpeakerEvent::Vip(v) => {
+                let Some(reference) = refs.get(&v.service) else {
+                    tracing::debug!(service = %v.service, reason = v.change.reason(), "Service gone; Event not recorded");
+                    continue;
+                };
+                let event = Event {
+                    type_: EventType::Normal,
+                    reason: v.change.reason().to_string(),
+                    note: Some(v.note()),
+                    action: v.change.action().to_string(),
+                    secondary: None,
+                };
+                (event, reference)
+            }
+            SpeakerEvent::Node(n) => {
+                if node_ref.is_none() {
+                    match tokio::time::timeout(PUBLISH_TIMEOUT, node_reference(&client, &node)).await {
+                        Ok(Ok(r)) => node_ref = Some(r),
+                        Ok(Err(e)) => tracing::debug!(%node, error = %e, "Node not found; Event not recorded"),
+                        Err(_) => tracing::debug!(%node, "Node lookup timed out; Event not recorded"),
+                    }
+                }
+                let Some(reference) = node_ref.clone() else { continue };
+                let event = Event {
+                    type_: EventType::Warning,
+                    reason: n.reason.reason().to_string(),
+                    note: Some(n.note.clone()),
+                    action: n.reason.action().to_string(),
+                    secondary: None,
+                };
+                (event, reference)
+            }
         };
         let result = tokio::time::timeout(PUBLISH_TIMEOUT, recorder.publish(&event, &reference)).await;
         let error = match result {
@@ -168,10 +273,11 @@ pub async fn publish_events(client: Client, node: String, refs: ServiceRefs, mut
             Ok(Err(e)) => e.to_string(),
             Err(_) => format!("no answer within {}s", PUBLISH_TIMEOUT.as_secs()),
         };
+        let object = reference.name.clone().unwrap_or_default();
         if failures == 0 {
-            tracing::warn!(service = %ev.service, reason = ev.change.reason(), %error, "cannot record Event");
+            tracing::warn!(%object, reason = ev.reason(), %error, "cannot record Event");
         } else {
-            tracing::debug!(service = %ev.service, reason = ev.change.reason(), %error, "cannot record Event");
+            tracing::debug!(%object, reason = ev.reason(), %error, "cannot record Event");
         }
         failures += 1;
     }
@@ -210,7 +316,7 @@ mod tests {
         assert!(sink.emit(ev(VipChange::Withdrawn)));
         assert!(!sink.emit(ev(VipChange::Announced)));
         assert_eq!(dropped.get(), 1);
-        assert_eq!(rx.try_recv().map(|e| e.change), Ok(VipChange::Announced));
+        assert_eq!(rx.try_recv().ok().and_then(SpeakerEvent::vip).map(|e| e.change), Some(VipChange::Announced));
         assert!(sink.emit(ev(VipChange::Announced)), "room again after the publisher took one");
         drop(rx);
         assert!(!sink.emit(ev(VipChange::Announced)), "publisher gone");

@@ -6,6 +6,10 @@
 //! - [`desired`]: cluster objects → addresses → VIP-mode targets → VRRP plan, and per-node interface
 //!   resolution (pure).
 //! - [`driver`]: the event loop that runs the agent and carries out its actions.
+//! - [`planner`]: planning beside the loop, one plan at a time.
+//! - [`shared`] and [`lease`]: the VRRP state shared through the API (other speakers' Leases, the controller's
+//!   VRID assignment) and this node's Lease.
+//! - [`notices`]: the agent's reports and plan approximations as bounded logs, metrics and Node Events.
 //! - [`announce_burst`]: gratuitous ARP / NA bursts that never block the loop.
 //! - [`source`]: the Kubernetes watches, their caches, coalescing and API connectivity.
 //! - [`events`]: `VIPAnnounced` / `VIPWithdrawn` Events, queued without blocking the loop.
@@ -16,15 +20,20 @@ pub mod config;
 pub mod desired;
 pub mod driver;
 pub mod events;
+pub mod lease;
 pub mod metrics;
 pub mod metrics_addr;
+pub mod notices;
+pub mod planner;
+pub mod shared;
 pub mod source;
 
 /// Moved to the shared crate (the controller plans from the same snapshot); kept here under its old path.
 pub use openelb_k8s::snapshot;
 
 pub use config::{AddressSource, SpeakerConfig};
-pub use desired::{Desired, INTERNAL_IP_SPEC, desired};
+pub use desired::{Desired, INTERNAL_IP_SPEC, desired, desired_in};
 pub use driver::{Control, Speaker, SpeakerError, first_snapshot};
-pub use events::{EventSink, ServiceRefs, VipChange, VipEvent};
+pub use events::{EventSink, NodeEvent, NodeReason, ServiceRefs, SpeakerEvent, VipChange, VipEvent};
 pub use metrics::SpeakerMetrics;
+pub use shared::{LocalVrrp, SharedVrrp};

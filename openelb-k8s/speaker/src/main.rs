@@ -17,13 +17,16 @@ use openelb_net::linux::LinuxNet;
 use openelb_speaker::config::{parse_advert_interval, parse_vrid_range};
 use openelb_speaker::events::{EVENT_QUEUE, publish_events};
 use openelb_speaker::metrics_addr::{MetricsAddr, parse_metrics_addr};
+use openelb_speaker::lease::keep_lease;
+use openelb_speaker::shared::watch_shared;
 use openelb_speaker::source::{self, KubeSource};
 use openelb_speaker::{
-    AddressSource, Control, EventSink, ServiceRefs, Speaker, SpeakerConfig, SpeakerMetrics, first_snapshot,
+    AddressSource, Control, EventSink, LocalVrrp, ServiceRefs, SharedVrrp, Speaker, SpeakerConfig, SpeakerMetrics,
+    first_snapshot,
 };
 use prometheus_client::registry::Registry;
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 const ABOUT: &str = "OpenELB VIP-mode speaker: holds LoadBalancer VIPs on this node with built-in VRRPv3.";
 
@@ -38,11 +41,21 @@ has been listed once, and re-plans a few milliseconds after a change. If the API
 the last state: VIPs stay announced and VRRP failover goes on while the watches retry. When this node takes or
 gives up a Service's VIP it records an Event on the Service (VIPAnnounced / VIPWithdrawn), without ever
 delaying VRRP. It needs list/watch on eips (network.kubesphere.io), services, nodes, endpoints and
-endpointslices (discovery.k8s.io), and create/patch on events (events.k8s.io).
+endpointslices (discovery.k8s.io), and create/patch on events (events.k8s.io); in --namespace, leases
+(get/list/watch/create/update/patch) and the ConfigMap openelb-vrrp (get/list/watch).
+
+VRRP on a shared LAN (docs/vrrp.md): adverts are accepted only from known peers, i.e. the addresses the Node
+objects publish, the VRRP sources other speakers publish in their Leases `openelb-speaker-<node>` (IPv6 adverts
+come from link-local addresses), and --unicast-peer. Each speaker writes its own Lease in --namespace. VRIDs
+follow the assignment openelb-controller publishes in the ConfigMap openelb-vrrp (so speakers restarted at
+different moments agree), falling back to this speaker's own deterministic computation for groups it does not
+cover; the first plan waits until both are listed. VRRP routers that are not ours are ignored, reported (log,
+metrics, a ForeignVRRPRouter Event on this Node) and our groups move off their VRIDs.
 
 With --manifests it runs without Kubernetes: it reads Eips, Services, Nodes, Endpoints and Pods from YAML
 files (the same files `kubectl apply` takes) and allocates addresses exactly as the controller would; no
-Events are recorded.
+Events are recorded. Known peers are then the addresses the Node objects list (any type: list an IPv6 VRRP
+peer's link-local address there) and --unicast-peer.
 
 For every Eip with `protocol: vip` the VIPs are grouped by candidate nodes and first preference into VRRP
 instances; every node computes the same groups, VRIDs and priorities from the same objects. The master of an
@@ -53,8 +66,12 @@ ARPs / unsolicited NAs; backups take over when adverts stop. On start it removes
 Metrics (Prometheus) on --metrics-addr, by default port 8477 of the node's InternalIP only (never the VIP
 LAN's other addresses): /metrics with openelb_speaker_vrrp_state{vrid,interface,family} (0 init, 1 backup,
 2 master), _vrrp_transitions_total, _vrrp_adverts_sent_total, _vrrp_adverts_received_total, _garps_total,
-_vips, _api_connected, _events_dropped_total, openelb_vrrp_packets_dropped_total{reason},
-openelb_objects_undecodable_total{kind}; /healthz; /readyz (ready once the first plan is applied).
+_vips, _api_connected, _events_dropped_total, _plan_duration_seconds, _plan_failures_total,
+openelb_vrrp_packets_dropped_total{reason} (packets that did not decode), openelb_vrrp_adverts_dropped_total{reason}
+(adverts the agent screened out), openelb_vrrp_foreign_routers{family,vrid},
+openelb_vrrp_foreign_adverts_total{family}, openelb_vrrp_plan_issues{kind}, openelb_vrrp_known_peers,
+openelb_objects_undecodable_total{kind}; /healthz; /readyz (ready once the first plan is applied). Plans are
+computed beside the VRRP loop, never in it.
 
 SIGTERM/SIGINT: priority-0 adverts, VIPs removed, exit 0. SIGHUP: re-read the manifests, or re-list every
 watched kind from the API, and re-plan (running groups keep their VRIDs). Logs go to stderr; RUST_LOG sets
@@ -129,6 +146,11 @@ struct Args {
     /// Send adverts to this address instead of the VRRP multicast group (repeat for every peer).
     #[arg(long = "unicast-peer", value_name = "IP")]
     unicast_peers: Vec<IpAddr>,
+
+    /// Namespace of the speakers' Leases and of the controller's ConfigMap openelb-vrrp [default:
+    /// $POD_NAMESPACE, else openelb-system].
+    #[arg(long, value_name = "NAMESPACE", conflicts_with = "manifests")]
+    namespace: Option<String>,
 
     /// Log format on stderr.
     #[arg(long, value_enum, default_value = "text")]
@@ -359,19 +381,35 @@ async fn run(args: Args, node: String) -> Result<()> {
     let (sink, events) = EventSink::channel(EVENT_QUEUE, metrics.events_dropped.clone());
     let publisher = tokio::spawn(publish_events(client.clone(), node.clone(), refs.clone(), events));
     let (stop_source, source_stopped) = oneshot::channel::<()>();
+    let source_stopped = futures::FutureExt::shared(async {
+        let _ = source_stopped.await;
+    });
+    let namespace = args
+        .namespace
+        .clone()
+        .or_else(|| std::env::var("POD_NAMESPACE").ok())
+        .filter(|n| !n.trim().is_empty())
+        .unwrap_or_else(|| openelb_k8s::vrrp::DEFAULT_NAMESPACE.to_string());
+    let (shared_tx, shared_rx) = watch::channel(SharedVrrp::default());
+    let (local_tx, local_rx) = watch::channel(LocalVrrp::default());
+    let shared = tokio::spawn(watch_shared(client.clone(), namespace.clone(), shared_tx, source_stopped.clone()));
+    let lease =
+        tokio::spawn(keep_lease(client.clone(), namespace.clone(), node.clone(), local_rx, source_stopped.clone()));
     let source = KubeSource::new(client)
         .with_refs(refs)
         .with_api_gauge(metrics.api_connected.clone())
         .with_undecodable_counter(metrics.objects_undecodable.clone());
-    let source = tokio::spawn(source.run(tx, relist_rx, async {
-        let _ = source_stopped.await;
-    }));
+    let source = tokio::spawn(source.run(tx, relist_rx, source_stopped));
     tracing::info!(
         node = %config.node_name,
         advert_interval_ms = u64::from(config.advert_interval_cs) * 10,
-        vrids = ?config.vrids, "openelb-speaker starting from the Kubernetes API"
+        vrids = ?config.vrids, %namespace, "openelb-speaker starting from the Kubernetes API"
     );
-    let speaker = Speaker::new(net, config)?.with_metrics(metrics).with_events(sink).with_readiness(readiness);
+    let speaker = Speaker::new(net, config)?
+        .with_metrics(metrics)
+        .with_events(sink)
+        .with_readiness(readiness)
+        .with_shared(shared_rx, local_tx);
     let result = match first_snapshot(&mut rx).await {
         Some(cluster) => speaker.run(cluster, rx).await,
         None => {
@@ -382,6 +420,8 @@ async fn run(args: Args, node: String) -> Result<()> {
     };
     let _ = stop_source.send(());
     let _ = source.await;
+    let _ = shared.await;
+    let _ = lease.await;
     // The speaker (and with it the last event sink) is gone: the publisher writes what is queued, then ends.
     if tokio::time::timeout(EVENT_FLUSH, publisher).await.is_err() {
         tracing::warn!("Events still queued after {}s were not recorded", EVENT_FLUSH.as_secs());

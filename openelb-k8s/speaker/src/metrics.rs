@@ -2,6 +2,8 @@
 //! driver keeps one [`GroupMetrics`] handle per running instance, so counting an advert is an atomic add on a
 //! cached handle, never a lookup in the family's lock.
 
+use std::sync::atomic::AtomicU64;
+
 use openelb_core::model::IpFamily;
 use openelb_core::vrrp::state::State;
 use openelb_net::wire::DropReason;
@@ -27,16 +29,29 @@ impl GroupLabels {
     }
 }
 
-/// `kind` of `openelb_objects_undecodable_total`.
+/// `kind` of `openelb_objects_undecodable_total` and `openelb_vrrp_plan_issues`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub struct KindLabels {
     pub kind: &'static str,
 }
 
-/// `reason` of `openelb_vrrp_packets_dropped_total`: [`DropReason::as_str`].
+/// `reason` of `openelb_vrrp_packets_dropped_total` ([`DropReason::as_str`], the wire codec's) and of
+/// `openelb_vrrp_adverts_dropped_total` (the agent's `openelb_core::vrrp::drop::DropReason::as_str`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub struct DropLabels {
     pub reason: &'static str,
+}
+
+/// Labels of the foreign-router series.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, EncodeLabelSet)]
+pub struct VridLabels {
+    pub family: String,
+    pub vrid: u8,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct FamilyLabels {
+    pub family: String,
 }
 
 /// The value of `openelb_speaker_vrrp_state`.
@@ -69,6 +84,24 @@ pub struct SpeakerMetrics {
     pub packets_dropped: Family<DropLabels, Counter>,
     /// Watched objects that did not decode, by kind (registered only with the Kubernetes source).
     pub objects_undecodable: Family<KindLabels, Counter>,
+    /// Adverts screened out by the VRRP agent, by drop reason (per-instance counters summed, plus adverts for
+    /// no instance of this node).
+    pub adverts_dropped: Family<DropLabels, Counter>,
+    /// Answers a master held back by its rate limit.
+    pub replies_suppressed: Counter,
+    /// Foreign routers in use per (family, VRID): the number of sources seen.
+    pub foreign_routers: Family<VridLabels, Gauge>,
+    pub foreign_adverts: Family<FamilyLabels, Counter>,
+    /// Approximations of the running plan, by kind.
+    pub plan_issues: Family<KindLabels, Gauge>,
+    /// Plans that did not come back (a panic in planning).
+    pub plan_failures: Counter,
+    /// How long the last plan took, in seconds.
+    pub plan_seconds: Gauge<f64, AtomicU64>,
+    /// Addresses VRRP adverts are accepted from.
+    pub known_peers: Gauge,
+    /// Node Events not recorded because of their rate limit (their text is in the log).
+    pub events_suppressed: Counter,
 }
 
 impl SpeakerMetrics {
@@ -109,6 +142,53 @@ impl SpeakerMetrics {
             "openelb_speaker_reloads",
             "Changed cluster snapshots the speaker re-planned from",
             self.reloads.clone(),
+        );
+        registry.register(
+            "openelb_vrrp_adverts_dropped",
+            "VRRP adverts that decoded but were screened out by the agent (unknown source, destination, priority \
+             255, interval bounds, foreign addresses, ...), by reason; packets that did not even decode are \
+             openelb_vrrp_packets_dropped_total",
+            self.adverts_dropped.clone(),
+        );
+        registry.register(
+            "openelb_vrrp_replies_suppressed",
+            "Adverts and announcement bursts a master held back by its answer rate limit",
+            self.replies_suppressed.clone(),
+        );
+        registry.register(
+            "openelb_vrrp_foreign_routers",
+            "Sources of a foreign VRRP router seen on this segment per family and VRID (VRIDs our plan avoids)",
+            self.foreign_routers.clone(),
+        );
+        registry.register(
+            "openelb_vrrp_foreign_adverts",
+            "VRRP adverts attributed to foreign routers (not from a known peer, or for none of our VIPs)",
+            self.foreign_adverts.clone(),
+        );
+        registry.register(
+            "openelb_vrrp_plan_issues",
+            "Approximations in the running VRRP plan by kind (merged groups, unplaced VIPs, ...)",
+            self.plan_issues.clone(),
+        );
+        registry.register(
+            "openelb_speaker_plan_failures",
+            "Plans that failed (a panic in planning); the running plan stayed",
+            self.plan_failures.clone(),
+        );
+        registry.register(
+            "openelb_speaker_plan_duration_seconds",
+            "How long the last VRRP plan took (computed beside the VRRP loop, not in it)",
+            self.plan_seconds.clone(),
+        );
+        registry.register(
+            "openelb_vrrp_known_peers",
+            "Addresses VRRP adverts are accepted from (Node addresses, speaker Leases, unicast peers)",
+            self.known_peers.clone(),
+        );
+        registry.register(
+            "openelb_speaker_events_suppressed",
+            "Node Events not recorded because of their rate limit (the log has every report)",
+            self.events_suppressed.clone(),
         );
         // Every reason from the start, so a rate over a reason that never happened is 0 rather than absent.
         for reason in DropReason::ALL {

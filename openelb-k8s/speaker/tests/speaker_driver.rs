@@ -252,3 +252,48 @@ async fn reload_without_the_service_releases_the_vip() {
     ctl.send(Control::Shutdown).await.unwrap();
     task.await.unwrap().unwrap();
 }
+
+/// Plans like the speaker, but panics for a cluster without Services: a bug in planning, as the loop sees it.
+fn panics_without_services(
+    cluster: &Cluster,
+    config: &SpeakerConfig,
+    context: &openelb_core::vrrp::plan::PlanContext<'_>,
+) -> openelb_speaker::Desired {
+    assert!(!cluster.services.is_empty(), "planning bug (injected by the test)");
+    openelb_speaker::desired_in(cluster, config, context)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_plan_that_panics_keeps_the_running_plan_and_the_next_change_plans_again() {
+    let (net, _inject) = FakeNet::new(&[], false);
+    let metrics = openelb_speaker::SpeakerMetrics::default();
+    let speaker = Speaker::new(Arc::clone(&net), SpeakerConfig::new("node-a"))
+        .unwrap()
+        .with_metrics(metrics.clone())
+        .with_plan_fn(panics_without_services);
+    let (ctl, rx) = mpsc::channel(4);
+    let task = tokio::spawn(speaker.run(cluster(), rx));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(net.events().contains(&Event::Add(vip())));
+
+    let mut empty = cluster();
+    empty.services.clear();
+    ctl.send(Control::Reload(Box::new(empty))).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(metrics.plan_failures.get(), 1);
+    assert!(!net.events().contains(&Event::Remove(vip())), "the running plan stays: {:?}", net.events());
+    let adverts = net.adverts().len();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(net.adverts().len() >= adverts + 9, "still advertising every 100 ms");
+
+    // The next change plans again: the Service is no LoadBalancer any more, so its VIP is released.
+    let mut other = cluster();
+    other.services[0].type_ = "ClusterIP".into();
+    ctl.send(Control::Reload(Box::new(other))).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(metrics.plan_failures.get(), 1);
+    assert_eq!(net.events().last(), Some(&Event::Remove(vip())), "{:?}", net.events());
+    assert_eq!(net.adverts().last(), Some(&0), "released with priority 0");
+    ctl.send(Control::Shutdown).await.unwrap();
+    task.await.unwrap().unwrap();
+}

@@ -15,7 +15,9 @@ use openelb_k8s::manifest::Manifests;
 use openelb_k8s::serve::Readiness;
 use openelb_net::ops::{AdvertReceiver, IfaceSpec, Incoming, Interface, NetError, NetOps};
 use openelb_net::wire::MacAddr;
-use openelb_speaker::{AddressSource, Control, EventSink, Speaker, SpeakerConfig, SpeakerMetrics, VipChange, VipEvent};
+use openelb_speaker::{
+    AddressSource, Control, EventSink, Speaker, SpeakerConfig, SpeakerEvent, SpeakerMetrics, VipChange, VipEvent,
+};
 use prometheus_client::registry::Registry;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -198,7 +200,7 @@ async fn events_and_metrics_follow_what_the_node_holds() {
 
     let mut got: Vec<VipEvent> = Vec::new();
     while let Ok(e) = events.try_recv() {
-        got.push(e);
+        got.extend(e.vip());
     }
     let services: Vec<&str> = got.iter().map(|e| e.service.name.as_str()).collect();
     assert_eq!(services, ["a", "b"], "one VIPAnnounced per sharer: {got:?}");
@@ -220,13 +222,13 @@ async fn events_and_metrics_follow_what_the_node_holds() {
     only_a.services.retain(|s| s.name == "a");
     run.control.send(Control::Reload(Box::new(only_a))).await.unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let e = events.try_recv().expect("a withdrawal for b");
+    let e = events.try_recv().ok().and_then(SpeakerEvent::vip).expect("a withdrawal for b");
     assert_eq!((e.service, e.change), (ServiceKey::new("default", "b"), VipChange::Withdrawn));
     assert!(events.try_recv().is_err(), "a keeps its VIP: no Event for it");
 
     run.control.send(Control::Reload(Box::new(cluster(&[], true)))).await.unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let e = events.try_recv().expect("a withdrawal for a");
+    let e = events.try_recv().ok().and_then(SpeakerEvent::vip).expect("a withdrawal for a");
     assert_eq!((e.service.name.as_str(), e.change), ("a", VipChange::Withdrawn));
     assert!(run.net.first(&Op::Remove(vip())).is_some());
     let t = run.text();

@@ -126,7 +126,8 @@ mod tests {
         assert_eq!(json, r#"{"interface":"eth0","family":"IPv6","vrid":51,"lastSeen":1700000000}"#);
         let back: ForeignJson = serde_json::from_str(&json).unwrap();
         assert_eq!(back.parse("x", "y"), Ok(seen));
-        let bad: ForeignJson = serde_json::from_str(r#"{"interface":"e","family":"v4","vrid":1,"lastSeen":0}"#).unwrap();
+        let bad: ForeignJson =
+            serde_json::from_str(r#"{"interface":"e","family":"v4","vrid":1,"lastSeen":0}"#).unwrap();
         assert!(bad.parse("lease a", "annotation b").unwrap_err().to_string().contains("\"v4\""));
     }
 

@@ -130,7 +130,8 @@ impl Published {
                 .get(g.candidates)
                 .ok_or_else(|| bad(format!("candidate set {} out of range", g.candidates)))?;
             let candidates = normalized(set.iter().map(|i| node(*i)).collect::<Result<Vec<_>, _>>()?);
-            let id = GroupId { interface: g.interface.clone(), family, first: node(g.first)?, candidates, part: g.part };
+            let id =
+                GroupId { interface: g.interface.clone(), family, first: node(g.first)?, candidates, part: g.part };
             if g.vrid == 0 {
                 return Err(bad(format!("group {id}: VRID 0 is reserved")));
             }

@@ -88,11 +88,8 @@ impl SpeakerLease {
         let sources: Vec<String> = self.sources.iter().map(ToString::to_string).collect();
         let foreign: Vec<ForeignJson> = self.foreign.iter().map(ForeignJson::of).collect();
         let foreign = serde_json::to_string(&foreign).unwrap_or_else(|_| "[]".to_string());
-        let annotations: BTreeMap<String, String> = [
-            (ANNOTATION_SOURCES.to_string(), sources.join(",")),
-            (ANNOTATION_FOREIGN.to_string(), foreign),
-        ]
-        .into();
+        let annotations: BTreeMap<String, String> =
+            [(ANNOTATION_SOURCES.to_string(), sources.join(",")), (ANNOTATION_FOREIGN.to_string(), foreign)].into();
         let renew_time = k8s_openapi::jiff::Timestamp::try_from(now).ok().map(MicroTime);
         Lease {
             metadata: ObjectMeta {
@@ -158,7 +155,8 @@ mod tests {
     #[test]
     fn a_lease_round_trips_through_the_api_object() {
         let l = lease("node-a");
-        let obj = l.to_lease("openelb-system", UNIX_EPOCH + Duration::from_secs(1_700_000_010), Duration::from_secs(30));
+        let obj =
+            l.to_lease("openelb-system", UNIX_EPOCH + Duration::from_secs(1_700_000_010), Duration::from_secs(30));
         assert_eq!(obj.metadata.name.as_deref(), Some("openelb-speaker-node-a"));
         let ann = obj.metadata.annotations.clone().unwrap();
         assert_eq!(ann[ANNOTATION_SOURCES], "192.0.2.3,fe80::3");
@@ -191,7 +189,8 @@ mod tests {
     #[test]
     fn known_peers_keep_a_silent_speakers_node_but_not_a_stale_lease_without_node() {
         let now = UNIX_EPOCH + Duration::from_secs(1_700_001_000);
-        let nodes = [Node { name: "node-a".into(), internal_ip: Some("192.0.2.3".parse().unwrap()), ..Node::default() }];
+        let nodes =
+            [Node { name: "node-a".into(), internal_ip: Some("192.0.2.3".parse().unwrap()), ..Node::default() }];
         // Renewed 990 s before `now`: stale, but its Node exists.
         let a = lease("node-a");
         let mut gone = lease("node-z");
