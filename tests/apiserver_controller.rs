@@ -710,7 +710,7 @@ impl Drop for LeaseCleanup<'_> {
 
 fn electing(identity: &str) -> Options {
     let election = LeaderElection::new(LEASE_NAMESPACE.into(), identity.into(), Duration::from_secs(15)).unwrap();
-    Options { leader_election: Some(election), identity: identity.into() }
+    Options { leader_election: Some(election), identity: identity.into(), ..Options::default() }
 }
 
 /// Two replicas: one holds the Lease and writes, the standby is ready too; stopping the leader releases the

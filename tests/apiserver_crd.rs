@@ -254,6 +254,9 @@ fn deployed_controller_and_webhook_agree_with_each_other_and_with_the_code() {
     assert!(rules.iter().any(|r| strings(&r["resources"]) == ["leases"]), "{rules:?}");
     let named = rules.iter().find(|r| r.get("resourceNames").is_some() && strings(&r["resources"]) == ["secrets"]);
     assert_eq!(strings(&named.unwrap()["resourceNames"]), [args::DEFAULT_SECRET]);
+    // The VRID assignment: its one ConfigMap by name (create cannot be limited by name).
+    let cm = rules.iter().find(|r| r.get("resourceNames").is_some() && strings(&r["resources"]) == ["configmaps"]);
+    assert_eq!(strings(&cm.unwrap()["resourceNames"]), [openelb::k8s::vrrp::CONFIGMAP_NAME]);
 }
 
 #[test]
@@ -292,4 +295,13 @@ fn deployed_speaker_has_host_network_two_capabilities_and_reads_only() {
             assert_eq!(verbs, ["list", "watch"], "{rule}");
         }
     }
+    // In its namespace: Leases (its own and the other speakers'), and the controller's ConfigMap read-only by name.
+    assert_eq!(env_field(c, "POD_NAMESPACE"), "metadata.namespace");
+    let role = object(&objects, "Role", "openelb-speaker");
+    let rules = role["rules"].as_array().cloned().unwrap_or_default();
+    assert!(rules.iter().any(|r| strings(&r["resources"]) == ["leases"]), "{rules:?}");
+    let cm = rules.iter().find(|r| strings(&r["resources"]) == ["configmaps"]).expect("the VRRP ConfigMap");
+    assert_eq!(strings(&cm["resourceNames"]), [openelb::k8s::vrrp::CONFIGMAP_NAME]);
+    assert_eq!(strings(&cm["verbs"]), ["get", "list", "watch"]);
+    assert!(object(&objects, "RoleBinding", "openelb-speaker")["roleRef"]["name"] == "openelb-speaker");
 }

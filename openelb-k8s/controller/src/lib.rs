@@ -16,8 +16,11 @@
 //! past the CRD's schema, or under another CRD) is reported and salvaged or skipped, and never stops the others
 //! from being listed, reconciled, or the controller from becoming ready.
 //!
-//! Both decide from the shared Eip cache and compute Eip status through [`eip_status`], one reconcile at a
-//! time. Every write is guarded by the `resourceVersion` it was computed from, and by the term: once the
+//! Beside them, [`vrid_publish`] keeps the ConfigMap `openelb-vrrp` with the VRID assignment the speakers follow
+//! (decisions in [`vrid_plan`]; docs/vrrp.md).
+//!
+//! Both controllers decide from the shared Eip cache and compute Eip status through [`eip_status`], one reconcile
+//! at a time. Every write is guarded by the `resourceVersion` it was computed from, and by the term: once the
 //! Lease is lost nothing more is written. [`events`] and [`metrics`] report what happened.
 
 pub mod conditions;
@@ -31,6 +34,8 @@ pub mod plan;
 pub mod reconcile;
 pub mod sweep;
 pub mod undecodable;
+pub mod vrid_plan;
+pub mod vrid_publish;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -49,6 +54,8 @@ use tokio::sync::oneshot;
 
 pub use leader::{ElectionError, LeaderElection};
 pub use reconcile::{Context, FIELD_MANAGER, ReconcileError};
+pub use vrid_plan::VridSettings;
+pub use vrid_publish::VridPublishing;
 
 use events::Events;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -83,11 +90,17 @@ pub struct Options {
     pub leader_election: Option<LeaderElection>,
     /// Names this replica in Events (`reportingInstance`); the Lease identity when electing.
     pub identity: String,
+    /// Where and how the leader publishes the VRID assignment; `None`: it does not.
+    pub vrid_publishing: Option<VridPublishing>,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { leader_election: None, identity: leader::default_identity() }
+        Options {
+            leader_election: None,
+            identity: leader::default_identity(),
+            vrid_publishing: Some(VridPublishing::default()),
+        }
     }
 }
 
@@ -226,6 +239,7 @@ struct Parts {
     namespaces: Store<corev1::Namespace>,
     metrics: Metrics,
     identity: String,
+    vrid_publishing: Option<VridPublishing>,
 }
 
 const SWEEP_RETRY_FIRST: Duration = Duration::from_millis(500);
@@ -317,7 +331,12 @@ async fn term(parts: &Parts, stop: Stop) {
         stop.clone().await;
         ctx.stop_writing();
     };
-    futures::join!(services_done, eips_done, close_gate);
+    let publish = async {
+        if let Some(p) = parts.vrid_publishing.clone() {
+            vrid_publish::run(parts.client.clone(), p, parts.metrics.clone(), stop.clone()).await;
+        }
+    };
+    futures::join!(services_done, eips_done, close_gate, publish);
 }
 
 /// Runs the controller until `shutdown` completes; see the module documentation.
@@ -354,8 +373,14 @@ pub async fn run(
     readiness.set(true);
     tracing::info!(eips = eips.state().len(), identity = %options.identity, "caches ready");
 
-    let parts =
-        Parts { client: client.clone(), eips, namespaces, metrics: metrics.clone(), identity: options.identity };
+    let parts = Parts {
+        client: client.clone(),
+        eips,
+        namespaces,
+        metrics: metrics.clone(),
+        identity: options.identity,
+        vrid_publishing: options.vrid_publishing,
+    };
     match options.leader_election {
         None => {
             tracing::info!("leader election disabled: this replica writes");

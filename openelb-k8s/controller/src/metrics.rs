@@ -11,6 +11,9 @@
 //! - `openelb_leader`: 1 while this replica holds the Lease (or runs without leader election).
 //! - `openelb_objects_undecodable_total{kind}`: watched objects that did not decode as their kind, once per
 //!   distinct error (the object, field and value are in the log, and for an Eip in its conditions).
+//! - `openelb_vrrp_plan_issues{kind}`, `openelb_vrrp_published_groups`, `openelb_vrrp_published_foreign_vrids`,
+//!   `openelb_vrrp_assignment_writes_total`, `openelb_vrrp_assignment_errors_total`: the VRID assignment the
+//!   leader publishes (`vrid_publish`).
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{
@@ -67,6 +70,11 @@ pub struct Metrics {
     pub reconcile_errors: Family<ErrorLabels, Counter>,
     pub leader: Gauge,
     pub objects_undecodable: Family<KindLabels, Counter>,
+    pub vrrp_plan_issues: Family<KindLabels, Gauge>,
+    pub vrrp_published_groups: Gauge,
+    pub vrrp_foreign_vrids: Gauge,
+    pub vrrp_assignment_writes: Counter,
+    pub vrrp_assignment_errors: Counter,
 }
 
 impl Metrics {
@@ -79,6 +87,11 @@ impl Metrics {
             reconcile_errors: Family::default(),
             leader: Gauge::default(),
             objects_undecodable: Family::default(),
+            vrrp_plan_issues: Family::default(),
+            vrrp_published_groups: Gauge::default(),
+            vrrp_foreign_vrids: Gauge::default(),
+            vrrp_assignment_writes: Counter::default(),
+            vrrp_assignment_errors: Counter::default(),
         };
         registry.register("openelb_allocations", "Addresses assigned to Services", metrics.allocations.clone());
         registry.register(
@@ -104,6 +117,31 @@ impl Metrics {
             "openelb_objects_undecodable",
             "Watched objects that did not decode as their kind (once per distinct error), by kind",
             metrics.objects_undecodable.clone(),
+        );
+        registry.register(
+            "openelb_vrrp_plan_issues",
+            "Approximations in the VRRP plan the published VRID assignment comes from, by kind",
+            metrics.vrrp_plan_issues.clone(),
+        );
+        registry.register(
+            "openelb_vrrp_published_groups",
+            "VRRP groups in the published VRID assignment",
+            metrics.vrrp_published_groups.clone(),
+        );
+        registry.register(
+            "openelb_vrrp_published_foreign_vrids",
+            "VRIDs published as used by foreign VRRP routers",
+            metrics.vrrp_foreign_vrids.clone(),
+        );
+        registry.register(
+            "openelb_vrrp_assignment_writes",
+            "Writes of the ConfigMap openelb-vrrp (only when the assignment changed)",
+            metrics.vrrp_assignment_writes.clone(),
+        );
+        registry.register(
+            "openelb_vrrp_assignment_errors",
+            "Failed writes of the ConfigMap openelb-vrrp",
+            metrics.vrrp_assignment_errors.clone(),
         );
         registry.register_collector(Box::new(EipGauges(eips)));
         metrics

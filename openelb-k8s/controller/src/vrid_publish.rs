@@ -1,0 +1,350 @@
+//! The leader keeps the ConfigMap `openelb-vrrp` equal to [`vrid_plan::publication`] (docs/vrrp.md): it watches
+//! what the speakers plan from (Eips, Services with their ingress, Nodes, Endpoints or EndpointSlices) and the
+//! speakers' Leases, and after each burst of changes ([`COALESCE`]) builds the same snapshot the speakers build,
+//! plans it beside its runtime's workers (`spawn_blocking`), and writes only when the result differs from what
+//! the ConfigMap holds.
+//!
+//! - **Restarts keep VRIDs**: each term starts by reading the ConfigMap; its assignment is what the next plan
+//!   keeps.
+//! - **Writes** create the ConfigMap or replace it guarded by its `resourceVersion`; on a conflict (someone
+//!   else changed it) it is read again and the publication recomputed. A failed write is logged once per
+//!   distinct error and retried after [`RETRY`]; nothing is written in a loop, since an unchanged publication
+//!   is never written.
+//! - Every [`RECHECK`] the publication is recomputed even without a change, so that foreign VRIDs nobody
+//!   reports any more are forgotten.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use futures::StreamExt;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1 as corev1;
+use k8s_openapi::api::discovery::v1 as discoveryv1;
+use kube::api::PostParams;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client};
+use openelb_core::model::{Cluster, Endpoint, Node, Pool, ServiceKey};
+use openelb_core::vrrp::plan::PlanIssue;
+use openelb_k8s::crd::Eip;
+use openelb_k8s::snapshot::{self, EndpointsKind, WatchedService};
+use openelb_k8s::vrrp::{CONFIGMAP_NAME, LEASE_LABEL, LEASE_LABEL_VALUE, Published, SpeakerLease};
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+use super::metrics::{KindLabels, Metrics};
+use super::vrid_plan::{self, VridSettings};
+
+/// How long changes are gathered before the publication is recomputed.
+pub const COALESCE: Duration = Duration::from_secs(1);
+pub const RECHECK: Duration = Duration::from_secs(600);
+const RETRY: Duration = Duration::from_secs(5);
+/// A ConfigMap holds at most 1 MiB; a publication this large is refused (and reported) rather than written.
+const MAX_BYTES: usize = 900 * 1024;
+
+/// Where the publication lives and how VRIDs are planned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VridPublishing {
+    pub namespace: String,
+    pub settings: VridSettings,
+}
+
+impl Default for VridPublishing {
+    fn default() -> Self {
+        VridPublishing { namespace: super::leader::default_lease_namespace(), settings: VridSettings::default() }
+    }
+}
+
+/// The watched objects, each in a reflector store.
+struct Watched {
+    eips: Store<Eip>,
+    services: Store<corev1::Service>,
+    nodes: Store<corev1::Node>,
+    endpoints: Option<Store<corev1::Endpoints>>,
+    slices: Option<Store<discoveryv1::EndpointSlice>>,
+    leases: Store<Lease>,
+}
+
+impl Watched {
+    async fn ready(&self) -> bool {
+        let waits = [
+            self.eips.wait_until_ready().await.is_ok(),
+            self.services.wait_until_ready().await.is_ok(),
+            self.nodes.wait_until_ready().await.is_ok(),
+            self.leases.wait_until_ready().await.is_ok(),
+            match &self.endpoints {
+                Some(s) => s.wait_until_ready().await.is_ok(),
+                None => true,
+            },
+            match &self.slices {
+                Some(s) => s.wait_until_ready().await.is_ok(),
+                None => true,
+            },
+        ];
+        waits.iter().all(|ok| *ok)
+    }
+
+    /// The snapshot the speakers plan from, and the speakers' Leases. Objects that cannot be converted are left
+    /// out, as the speakers leave them out.
+    fn snapshot(&self) -> (Cluster, Vec<SpeakerLease>) {
+        let pools: Vec<Pool> = self.eips.state().iter().filter_map(|e| snapshot::pool(e).ok()).collect();
+        let services: Vec<WatchedService> =
+            self.services.state().iter().filter_map(|s| snapshot::service(s).ok()).collect();
+        let nodes: Vec<Node> = self.nodes.state().iter().filter_map(|n| snapshot::node(n).ok()).collect();
+        let mut endpoints: Vec<(ServiceKey, Vec<Endpoint>)> = Vec::new();
+        if let Some(store) = &self.endpoints {
+            endpoints.extend(store.state().iter().filter_map(|e| snapshot::endpoints(e).ok()));
+        }
+        if let Some(store) = &self.slices {
+            endpoints.extend(store.state().iter().filter_map(|s| snapshot::slice(s).ok()));
+        }
+        let (cluster, _) = snapshot::build(&pools, &services, &nodes, &endpoints);
+        let leases = self.leases.state().iter().filter_map(|l| SpeakerLease::from_lease(l).ok().flatten()).collect();
+        (cluster, leases)
+    }
+}
+
+/// Aborts the watch tasks however the term ends.
+struct Tasks(Vec<JoinHandle<()>>);
+
+impl Drop for Tasks {
+    fn drop(&mut self) {
+        for t in &self.0 {
+            t.abort();
+        }
+    }
+}
+
+/// Mirrors `api` into a store and wakes `notify` on every change; errors are logged once per distinct message.
+fn reflect<K>(api: Api<K>, config: watcher::Config, notify: Arc<Notify>, tasks: &mut Tasks) -> Store<K>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+{
+    let (store, writer) = reflector::store();
+    let stream = reflector::reflector(writer, watcher(api, config).default_backoff());
+    tasks.0.push(tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        let mut last_error: Option<String> = None;
+        while let Some(event) = stream.next().await {
+            match event {
+                Ok(_) => {
+                    last_error = None;
+                    notify.notify_one();
+                }
+                Err(e) => {
+                    let message = e.to_string();
+                    if last_error.as_ref() != Some(&message) {
+                        tracing::warn!("VRID assignment: watch of {}: {message}", K::kind(&()));
+                        last_error = Some(message);
+                    }
+                }
+            }
+        }
+    }));
+    store
+}
+
+/// EndpointSlices where `discovery.k8s.io/v1` is served, Endpoints otherwise (as the speakers decide).
+async fn endpoints_kind(client: &Client) -> Result<EndpointsKind, String> {
+    client.list_api_groups().await.map(|g| snapshot::endpoints_kind(&g)).map_err(|e| format!("GET /apis: {e}"))
+}
+
+/// The ConfigMap as it is: its publication (`None` when missing or unreadable) and its `resourceVersion`.
+async fn read(api: &Api<corev1::ConfigMap>) -> Result<Option<(Option<Published>, String)>, kube::Error> {
+    let Some(cm) = api.get_opt(CONFIGMAP_NAME).await? else { return Ok(None) };
+    let version = cm.metadata.resource_version.clone().unwrap_or_default();
+    let published = match Published::from_configmap(&cm) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!("{e}; it will be rewritten");
+            None
+        }
+    };
+    Ok(Some((published, version)))
+}
+
+/// Keeps the ConfigMap current until `stop`; see the module notes.
+pub async fn run(client: Client, publishing: VridPublishing, metrics: Metrics, stop: impl Future<Output = ()>) {
+    let mut stop = std::pin::pin!(stop);
+    let kind = loop {
+        tokio::select! {
+            r = endpoints_kind(&client) => match r {
+                Ok(k) => break k,
+                Err(e) => tracing::warn!("VRID assignment: {e}; retrying"),
+            },
+            () = &mut stop => return,
+        }
+        tokio::select! {
+            () = tokio::time::sleep(RETRY) => {}
+            () = &mut stop => return,
+        }
+    };
+    let notify = Arc::new(Notify::new());
+    let mut tasks = Tasks(Vec::new());
+    let wc = watcher::Config::default;
+    let ns = publishing.namespace.as_str();
+    let lease_config = wc().labels(&format!("{LEASE_LABEL}={LEASE_LABEL_VALUE}"));
+    let watched = Watched {
+        eips: reflect(Api::all(client.clone()), wc(), Arc::clone(&notify), &mut tasks),
+        services: reflect(Api::all(client.clone()), wc(), Arc::clone(&notify), &mut tasks),
+        nodes: reflect(Api::all(client.clone()), wc(), Arc::clone(&notify), &mut tasks),
+        endpoints: (kind == EndpointsKind::Endpoints)
+            .then(|| reflect(Api::all(client.clone()), wc(), Arc::clone(&notify), &mut tasks)),
+        slices: (kind == EndpointsKind::Slices)
+            .then(|| reflect(Api::all(client.clone()), wc(), Arc::clone(&notify), &mut tasks)),
+        leases: reflect(Api::namespaced(client.clone(), ns), lease_config, Arc::clone(&notify), &mut tasks),
+    };
+    tokio::select! {
+        ok = watched.ready() => if !ok { return },
+        () = &mut stop => return,
+    }
+    let api: Api<corev1::ConfigMap> = Api::namespaced(client, ns);
+    let mut current = loop {
+        tokio::select! {
+            r = read(&api) => match r {
+                Ok(c) => break c,
+                Err(e) => tracing::warn!(namespace = ns, "VRID assignment: reading ConfigMap {CONFIGMAP_NAME}: {e}; retrying"),
+            },
+            () = &mut stop => return,
+        }
+        tokio::select! {
+            () = tokio::time::sleep(RETRY) => {}
+            () = &mut stop => return,
+        }
+    };
+    tracing::info!(
+        namespace = ns,
+        existing = current.as_ref().is_some_and(|c| c.0.is_some()),
+        "publishing the VRID assignment in ConfigMap {CONFIGMAP_NAME}"
+    );
+    let mut last_inputs: Option<(Cluster, Vec<SpeakerLease>)> = None;
+    let mut issues_logged: Vec<String> = Vec::new();
+    let mut last_error: Option<String> = None;
+    let mut retry_at: Option<tokio::time::Instant> = None;
+    let mut recheck = tokio::time::interval_at(tokio::time::Instant::now() + RECHECK, RECHECK);
+    let mut force = true;
+    loop {
+        if !force {
+            let retry = async {
+                match retry_at {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = notify.notified() => {}
+                () = retry => force = true,
+                _ = recheck.tick() => force = true,
+                () = &mut stop => return,
+            }
+            tokio::select! {
+                () = tokio::time::sleep(COALESCE) => {}
+                () = &mut stop => return,
+            }
+        }
+        let inputs = watched.snapshot();
+        if !force && last_inputs.as_ref() == Some(&inputs) {
+            continue;
+        }
+        force = false;
+        retry_at = None;
+        let published = current.as_ref().and_then(|c| c.0.clone());
+        let (cluster, leases) = inputs.clone();
+        let settings = publishing.settings.clone();
+        let planned = tokio::task::spawn_blocking(move || {
+            vrid_plan::publication(&cluster, &leases, published.as_ref(), &settings, SystemTime::now())
+        })
+        .await;
+        let (publication, issues) = match planned {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!("VRID assignment: planning failed ({e}); the published assignment stays");
+                continue;
+            }
+        };
+        report_issues(&metrics, &issues, &mut issues_logged);
+        metrics.vrrp_published_groups.set(i64::try_from(publication.assignment.vrids.len()).unwrap_or(i64::MAX));
+        metrics.vrrp_foreign_vrids.set(i64::try_from(publication.foreign.len()).unwrap_or(i64::MAX));
+        if current.as_ref().and_then(|c| c.0.as_ref()) == Some(&publication) {
+            last_inputs = Some(inputs);
+            continue;
+        }
+        match write(&api, &publishing.namespace, &publication, current.as_ref().map(|c| c.1.as_str())).await {
+            Ok(version) => {
+                metrics.vrrp_assignment_writes.inc();
+                if last_error.take().is_some() {
+                    tracing::info!("writing the VRID assignment works again");
+                }
+                tracing::info!(
+                    groups = publication.assignment.vrids.len(),
+                    foreign = publication.foreign.len(),
+                    "published the VRID assignment"
+                );
+                current = Some((Some(publication), version));
+                last_inputs = Some(inputs);
+            }
+            Err(e) => {
+                metrics.vrrp_assignment_errors.inc();
+                let message = e.to_string();
+                if last_error.as_ref() != Some(&message) {
+                    tracing::warn!(namespace = %publishing.namespace, "VRID assignment: {message}; retrying");
+                    last_error = Some(message);
+                }
+                if matches!(&e, WriteError::Api(kube::Error::Api(s)) if s.code == 409) {
+                    // Someone else wrote it: start again from what it holds now.
+                    if let Ok(c) = read(&api).await {
+                        current = c;
+                    }
+                }
+                retry_at = Some(tokio::time::Instant::now() + RETRY);
+            }
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum WriteError {
+    #[error("writing ConfigMap {CONFIGMAP_NAME}: {0}")]
+    Api(#[from] kube::Error),
+    #[error("ConfigMap {CONFIGMAP_NAME}: the publication takes {0} bytes, more than a ConfigMap holds; not written")]
+    TooLarge(usize),
+}
+
+/// Creates the ConfigMap, or replaces the version `version`; returns the new `resourceVersion`.
+async fn write(
+    api: &Api<corev1::ConfigMap>,
+    namespace: &str,
+    publication: &Published,
+    version: Option<&str>,
+) -> Result<String, WriteError> {
+    let mut cm = publication.to_configmap(namespace);
+    let size: usize = cm.data.iter().flatten().map(|(k, v)| k.len() + v.len()).sum();
+    if size > MAX_BYTES {
+        return Err(WriteError::TooLarge(size));
+    }
+    let written = match version {
+        None => api.create(&PostParams::default(), &cm).await?,
+        Some(v) => {
+            cm.metadata.resource_version = Some(v.to_string());
+            api.replace(CONFIGMAP_NAME, &PostParams::default(), &cm).await?
+        }
+    };
+    Ok(written.metadata.resource_version.unwrap_or_default())
+}
+
+/// The issue gauge at every plan; a warning per issue when the set changed.
+fn report_issues(metrics: &Metrics, issues: &[PlanIssue], logged: &mut Vec<String>) {
+    const KINDS: [&str; 4] = ["config", "conflicting_vip", "merged", "unplaced"];
+    for kind in KINDS {
+        let n = issues.iter().filter(|i| i.kind() == kind).count();
+        metrics.vrrp_plan_issues.get_or_create(&KindLabels { kind }).set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+    let texts: Vec<String> = issues.iter().map(ToString::to_string).collect();
+    if texts != *logged {
+        for t in texts.iter().filter(|t| !logged.contains(t)) {
+            tracing::warn!("VRRP plan: {t}");
+        }
+        *logged = texts;
+    }
+}
