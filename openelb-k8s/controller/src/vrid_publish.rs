@@ -264,9 +264,13 @@ pub async fn run(client: Client, publishing: VridPublishing, metrics: Metrics, s
             }
         };
         report_issues(&metrics, &issues, &mut issues_logged);
-        metrics.vrrp_published_groups.set(i64::try_from(publication.assignment.vrids.len()).unwrap_or(i64::MAX));
-        metrics.vrrp_foreign_vrids.set(i64::try_from(publication.foreign.len()).unwrap_or(i64::MAX));
+        // The gauges follow the ConfigMap: set once it holds this publication (written now, or already).
+        let gauges = |p: &Published| {
+            metrics.vrrp_published_groups.set(i64::try_from(p.assignment.vrids.len()).unwrap_or(i64::MAX));
+            metrics.vrrp_foreign_vrids.set(i64::try_from(p.foreign.len()).unwrap_or(i64::MAX));
+        };
         if current.as_ref().and_then(|c| c.0.as_ref()) == Some(&publication) {
+            gauges(&publication);
             last_inputs = Some(inputs);
             continue;
         }
@@ -281,6 +285,7 @@ pub async fn run(client: Client, publishing: VridPublishing, metrics: Metrics, s
                     foreign = publication.foreign.len(),
                     "published the VRID assignment"
                 );
+                gauges(&publication);
                 current = Some((Some(publication), version));
                 last_inputs = Some(inputs);
             }
