@@ -297,3 +297,97 @@ async fn a_plan_that_panics_keeps_the_running_plan_and_the_next_change_plans_aga
     ctl.send(Control::Shutdown).await.unwrap();
     task.await.unwrap().unwrap();
 }
+
+/// Counts the WARN and ERROR lines the speaker logs, whatever their text.
+#[derive(Clone, Default)]
+struct WarnCount(Arc<Mutex<Vec<String>>>);
+
+impl std::io::Write for WarnCount {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let line = String::from_utf8_lossy(buf).into_owned();
+        if line.contains("WARN") || line.contains("ERROR") {
+            self.0.lock().unwrap().push(line);
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_flood_of_spoofed_adverts_costs_a_bounded_number_of_log_lines_and_events_and_no_vip() {
+    let warns = WarnCount::default();
+    let writer = warns.clone();
+    let subscriber = tracing_subscriber::fmt().with_ansi(false).with_writer(move || writer.clone()).finish();
+    let _log = tracing::subscriber::set_default(subscriber);
+
+    let (net, inject) = FakeNet::new(&[], false);
+    let metrics = openelb_speaker::SpeakerMetrics::default();
+    let (sink, mut events) = openelb_speaker::EventSink::channel(1024, metrics.events_dropped.clone());
+    let config = SpeakerConfig::new("node-a");
+    let vrid = desired(&cluster(), &config, None).plan.group_of(&vip()).unwrap().vrid;
+    let speaker = Speaker::new(Arc::clone(&net), config).unwrap().with_metrics(metrics.clone()).with_events(sink);
+    let (ctl, rx) = mpsc::channel(4);
+    let task = tokio::spawn(speaker.run(cluster(), rx));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(net.events().contains(&Event::Add(vip())));
+    let warns_before = warns.0.lock().unwrap().len();
+
+    // 20k adverts per second for 10 s, from ever new sources that are no node, on our VRID and others, at
+    // priority 255 and 254, claiming our VIP or other addresses, with Max_Adver_Int 4095.
+    let mut sent = 0u32;
+    for burst in 0..1000u32 {
+        for i in 0..200u32 {
+            let n = burst * 200 + i;
+            let src = std::net::Ipv4Addr::from(u32::from(std::net::Ipv4Addr::new(198, 51, 100, 0)) + n % 250 + 1);
+            let spoof = Received {
+                src: IpAddr::V4(src),
+                dst: "224.0.0.18".parse().unwrap(),
+                ttl: TTL,
+                advert: Advert {
+                    vrid: if n % 3 == 0 { vrid } else { (n % 255 + 1) as u8 },
+                    priority: if n % 2 == 0 { 255 } else { 254 },
+                    max_advert_int: 4095,
+                    addresses: if n % 5 == 0 {
+                        vec![vip()]
+                    } else {
+                        vec![IpAddr::from([203, 0, 113, (n % 250) as u8])]
+                    },
+                },
+            };
+            inject.send(spoof).await.unwrap();
+            sent += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    assert!(!net.events().contains(&Event::Remove(vip())), "the VIP never moved");
+    let warned = warns.0.lock().unwrap().len() - warns_before;
+    let mut node_events = 0;
+    while let Ok(e) = events.try_recv() {
+        if matches!(e, openelb_speaker::SpeakerEvent::Node(_)) {
+            node_events += 1;
+        }
+    }
+    println!("{sent} spoofed adverts in 10 s: {warned} warning lines, {node_events} Node Events");
+    // The agent reports foreign routers at most 16 per minute, anomalies once per instance per minute; the
+    // Events on top of that at most 4 per minute.
+    assert!(warned <= 20, "{warned} warning lines: {:#?}", warns.0.lock().unwrap());
+    assert!((1..=4).contains(&node_events), "{node_events} Node Events");
+    let mut registry = prometheus_client::registry::Registry::default();
+    metrics.register(&mut registry);
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    let dropped: f64 = text
+        .lines()
+        .filter(|l| l.starts_with("openelb_vrrp_adverts_dropped_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(dropped, f64::from(sent), "every spoofed advert is counted as dropped:\n{text}");
+    assert!(text.contains("openelb_vrrp_foreign_adverts_total{family=\"IPv4\"}"), "{text}");
+    ctl.send(Control::Shutdown).await.unwrap();
+    task.await.unwrap().unwrap();
+}
