@@ -280,7 +280,9 @@ fn ms(v: f64) -> String {
 pub fn validate(inputs: &Inputs, format: Format) -> Result<ExitCode> {
     let loaded = input::load(&inputs.paths)?;
     warn_all(&loaded.warnings);
-    let all = validate::validate_cluster(&loaded.cluster);
+    let mut all = validate::validate_cluster(&loaded.cluster);
+    // What the speakers' VRRP plan would approximate (default VRID range), naming the VIPs.
+    all.extend(validate::vrrp_plan(&loaded.cluster, &Default::default()));
     let (problems, warnings): (Vec<_>, Vec<_>) = all.iter().partition(|p| p.is_error());
     match format {
         Format::Table => {

@@ -11,11 +11,14 @@ use std::net::IpAddr;
 
 use crate::addr::{self, AddrRange};
 use crate::iface;
+use crate::ipam::Ipam;
 use crate::model::{
     ANNOTATION_DEFAULT_EIP, ANNOTATION_EIP_IP, ANNOTATION_EIP_POOL, ANNOTATION_LB, ANNOTATION_LB_VALUE,
     ANNOTATION_PROTOCOL, Cluster, LOAD_BALANCER_CLASS, PRIORITY_MAX, PRIORITY_MIN, Pool, Protocol, Service,
 };
 use crate::reserved;
+use crate::vrrp::inputs::PlanInputs;
+use crate::vrrp::plan::{self, PlanConfig, PlanContext};
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Problem {
@@ -110,6 +113,30 @@ pub fn validate_cluster(cluster: &Cluster) -> Vec<Problem> {
     for svc in &cluster.services {
         check_service(svc, &parsed, &mut out);
     }
+    finish(out)
+}
+
+/// Warnings for what the VRRP plan of these objects would have to approximate (VRID range full: merged groups,
+/// VIPs not announced; VIPs listed twice), each naming the VIPs concerned. The addresses are allocated as the
+/// controller would; `config` is the speakers' (`--vrid-range`, `--vrid-offset`).
+pub fn vrrp_plan(cluster: &Cluster, config: &PlanConfig) -> Vec<Problem> {
+    let mut ipam = Ipam::new(&cluster.pools);
+    ipam.reconcile_all(&cluster.services, &cluster.namespaces);
+    let inputs = PlanInputs::from_ipam(cluster, &ipam);
+    let plan = plan::plan(&inputs.vips, config, &PlanContext::default());
+    let out = plan
+        .issues
+        .iter()
+        .map(|issue| {
+            const SHOWN: usize = 8;
+            let vips = issue.vips();
+            let mut value: Vec<String> = vips.iter().take(SHOWN).map(ToString::to_string).collect();
+            if vips.len() > SHOWN {
+                value.push(format!("and {} more", vips.len() - SHOWN));
+            }
+            warning("VRRP plan".to_string(), issue.kind(), &value.join(", "), issue.to_string())
+        })
+        .collect();
     finish(out)
 }
 

@@ -614,3 +614,27 @@ fn used_map_order_does_not_matter() {
     let got = validate_pool_update(&old, &pool("p", "10.0.1.0-10.0.1.255"));
     assert!(only(&got).message.contains("10.0.0.20 (ns/y), 10.0.0.100 (ns/x);"), "{got:#?}");
 }
+
+#[test]
+fn a_plan_that_must_merge_groups_is_a_warning_naming_the_vips() {
+    use openelb_core::model::Node;
+    use openelb_core::validate;
+    use openelb_core::vrrp::plan::PlanConfig;
+    // 20 Cluster Services on 8 nodes: up to 8 first preferences, 8 groups, in a range of 2 VRIDs.
+    let mut c = cluster(vec![pool("p", "192.0.2.10-192.0.2.40")], Vec::new());
+    c.pools[0].protocol = Protocol::Vip;
+    c.nodes = (0..8).map(|i| Node { name: format!("n{i}"), ready: true, ..Node::default() }).collect();
+    for i in 0..20 {
+        let mut s = svc(&format!("s{i}"), &[(ANNOTATION_LB, "openelb")]);
+        s.external_traffic_policy = TrafficPolicy::Cluster;
+        c.services.push(s);
+    }
+    assert_eq!(validate::vrrp_plan(&c, &PlanConfig::default()), [], "8 groups fit the default range");
+    let narrow = PlanConfig { vrids: 100..=101, ..PlanConfig::default() };
+    let got = validate::vrrp_plan(&c, &narrow);
+    assert!(!got.is_empty());
+    assert!(got.iter().all(|p| !p.is_error() && p.object == "VRRP plan"), "{got:?}");
+    let merged = got.iter().find(|p| p.field == "merged").expect("a merge");
+    assert!(merged.value.contains("192.0.2."), "names the VIPs: {merged:?}");
+    assert!(merged.message.contains("VRID range full"), "{merged:?}");
+}

@@ -471,18 +471,27 @@ where
             }
         }
         let Some(d) = &self.desired else { return };
+        // New and changed groups only, with their VIP count and range: a 20k-VIP plan must not spend the loop's
+        // time formatting every address (the full list is at debug level).
         for g in d.plan.groups.iter().filter(|g| previous.as_ref().and_then(|p| p.group(&g.id)) != Some(*g)) {
             let me = g.priority_of(&self.config.node_name);
+            let range = match (g.vips.first(), g.vips.last()) {
+                (Some(a), Some(b)) if a != b => format!("{a}..{b}"),
+                (Some(a), _) => a.to_string(),
+                _ => String::new(),
+            };
             tracing::info!(
                 vrid = g.vrid,
                 interface = %g.id.interface,
                 family = %g.id.family,
                 first = %g.id.first,
                 priority = me.map(i64::from).unwrap_or(-1),
-                vips = ?g.vips,
+                vips = g.vips.len(),
+                %range,
                 "VRRP group{}",
                 if me.is_some() { "" } else { " (this node is not a candidate)" }
             );
+            tracing::debug!(vrid = g.vrid, vips = ?g.vips, "VRRP group addresses");
         }
         let plan = d.plan.clone();
         let now = self.now();
