@@ -28,12 +28,15 @@ use kube::{Api, Client};
 use openelb_core::model::{Cluster, Endpoint, Node, Pool, ServiceKey};
 use openelb_core::vrrp::plan::PlanIssue;
 use openelb_k8s::crd::Eip;
+use openelb_k8s::decoded::{Decoded, Undecodable};
 use openelb_k8s::snapshot::{self, EndpointsKind, WatchedService};
 use openelb_k8s::vrrp::{CONFIGMAP_NAME, LEASE_LABEL, LEASE_LABEL_VALUE, Published, SpeakerLease};
+use prometheus_client::metrics::counter::Counter;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use super::metrics::{KindLabels, Metrics};
+use super::undecodable::{self, Reporter};
 use super::vrid_plan::{self, VridSettings};
 
 /// How long changes are gathered before the publication is recomputed.
@@ -117,12 +120,31 @@ impl Drop for Tasks {
 }
 
 /// Mirrors `api` into a store and wakes `notify` on every change; errors are logged once per distinct message.
-fn reflect<K>(api: Api<K>, config: watcher::Config, notify: Arc<Notify>, tasks: &mut Tasks) -> Store<K>
+/// Objects are decoded one at a time, as the speakers decode them: an undecodable one is `salvage`d (an Eip, as
+/// a disabled pool) or left out, and never stops the others.
+fn reflect<K>(
+    kind: &'static str,
+    api: Api<Decoded<K>>,
+    config: watcher::Config,
+    salvage: fn(&Undecodable) -> Option<K>,
+    notify: Arc<Notify>,
+    tasks: &mut Tasks,
+) -> Store<K>
 where
-    K: kube::Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+    K: kube::Resource<DynamicType = ()>
+        + Default
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
 {
     let (store, writer) = reflector::store();
-    let stream = reflector::reflector(writer, watcher(api, config).default_backoff());
+    // The controller's own watches count and log these objects; this one only keeps them out of its plan.
+    let reporter = Reporter::new(kind, Counter::default(), "left out of the VRID plan");
+    let decoded = watcher(api, config).default_backoff();
+    let stream = reflector::reflector(writer, undecodable::typed(decoded, reporter, salvage));
     tasks.0.push(tokio::spawn(async move {
         let mut stream = std::pin::pin!(stream);
         let mut last_error: Option<String> = None;
@@ -135,7 +157,7 @@ where
                 Err(e) => {
                     let message = e.to_string();
                     if last_error.as_ref() != Some(&message) {
-                        tracing::warn!("VRID assignment: watch of {}: {message}", K::kind(&()));
+                        tracing::warn!("VRID assignment: watch of {kind}: {message}");
                         last_error = Some(message);
                     }
                 }
@@ -185,15 +207,23 @@ pub async fn run(client: Client, publishing: VridPublishing, metrics: Metrics, s
     let wc = watcher::Config::default;
     let ns = publishing.namespace.as_str();
     let lease_config = wc().labels(&format!("{LEASE_LABEL}={LEASE_LABEL_VALUE}"));
+    let n = || Arc::clone(&notify);
     let watched = Watched {
-        eips: reflect(Api::all(client.clone()), wc(), Arc::clone(&notify), &mut tasks),
-        services: reflect(Api::all(client.clone()), wc(), Arc::clone(&notify), &mut tasks),
-        nodes: reflect(Api::all(client.clone()), wc(), Arc::clone(&notify), &mut tasks),
+        eips: reflect("Eip", Api::all(client.clone()), wc(), undecodable::salvage_eip, n(), &mut tasks),
+        services: reflect("Service", Api::all(client.clone()), wc(), undecodable::leave_out, n(), &mut tasks),
+        nodes: reflect("Node", Api::all(client.clone()), wc(), undecodable::leave_out, n(), &mut tasks),
         endpoints: (kind == EndpointsKind::Endpoints)
-            .then(|| reflect(Api::all(client.clone()), wc(), Arc::clone(&notify), &mut tasks)),
+            .then(|| reflect("Endpoints", Api::all(client.clone()), wc(), undecodable::leave_out, n(), &mut tasks)),
         slices: (kind == EndpointsKind::Slices)
-            .then(|| reflect(Api::all(client.clone()), wc(), Arc::clone(&notify), &mut tasks)),
-        leases: reflect(Api::namespaced(client.clone(), ns), lease_config, Arc::clone(&notify), &mut tasks),
+            .then(|| reflect("EndpointSlice", Api::all(client.clone()), wc(), undecodable::leave_out, n(), &mut tasks)),
+        leases: reflect(
+            "Lease",
+            Api::namespaced(client.clone(), ns),
+            lease_config,
+            undecodable::leave_out,
+            n(),
+            &mut tasks,
+        ),
     };
     tokio::select! {
         ok = watched.ready() => if !ok { return },

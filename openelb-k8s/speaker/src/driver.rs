@@ -341,6 +341,11 @@ where
     }
 
     fn reload(&mut self, cluster: Cluster) {
+        tracing::info!(
+            services = cluster.services.len(),
+            nodes = cluster.nodes.len(),
+            "reloaded cluster objects; planning beside the VRRP loop"
+        );
         self.cluster = Some(Arc::new(cluster));
         self.metrics.reloads.inc();
         self.refresh_peers();

@@ -16,8 +16,8 @@ use openelb_k8s::serve::{self, Readiness};
 use openelb_net::linux::LinuxNet;
 use openelb_speaker::config::{parse_advert_interval, parse_vrid_range};
 use openelb_speaker::events::{EVENT_QUEUE, publish_events};
-use openelb_speaker::metrics_addr::{MetricsAddr, parse_metrics_addr};
 use openelb_speaker::lease::keep_lease;
+use openelb_speaker::metrics_addr::{MetricsAddr, parse_metrics_addr};
 use openelb_speaker::shared::watch_shared;
 use openelb_speaker::source::{self, KubeSource};
 use openelb_speaker::{
