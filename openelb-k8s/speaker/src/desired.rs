@@ -30,8 +30,6 @@ pub struct Desired {
     pub specs: BTreeMap<String, Result<IfaceSpec, String>>,
     /// Allocation, pool and planning problems worth a log line (they do not stop the speaker).
     pub warnings: Vec<String>,
-    /// Every address the cluster's Node objects publish: VRRP adverts from them are accepted.
-    pub peers: Vec<IpAddr>,
     /// The index of each planned VIP's group in `plan.groups`: the driver looks VIPs up per held address, which
     /// must not scan every group (20k VIPs).
     groups_by_vip: HashMap<IpAddr, usize>,
@@ -109,12 +107,8 @@ pub fn desired_in(cluster: &Cluster, config: &SpeakerConfig, context: &PlanConte
 
     let plan = plan::plan(&inputs.vips, &config.plan_config(), context);
     warnings.extend(plan.issues.iter().map(ToString::to_string));
-    let mut peers: Vec<IpAddr> =
-        cluster.nodes.iter().flat_map(|n| n.internal_ip.iter().chain(&n.addresses)).copied().collect();
-    peers.sort_unstable();
-    peers.dedup();
     let groups_by_vip = plan.groups.iter().enumerate().flat_map(|(i, g)| g.vips.iter().map(move |v| (*v, i))).collect();
-    Desired { plan, targets: inputs.targets, vip_ranges, specs, warnings, peers, groups_by_vip }
+    Desired { plan, targets: inputs.targets, vip_ranges, specs, warnings, groups_by_vip }
 }
 
 #[cfg(test)]

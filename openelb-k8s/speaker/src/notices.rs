@@ -16,7 +16,7 @@ use openelb_core::vrrp::Time;
 use openelb_core::vrrp::agent::{Agent, InstanceKey};
 use openelb_core::vrrp::drop::DropCounts;
 use openelb_core::vrrp::event::AgentEvent;
-use openelb_core::vrrp::plan::Plan;
+use openelb_core::vrrp::plan::{Plan, PlanIssue, PublishedConflict};
 use openelb_core::vrrp::state::Counters;
 
 use super::events::{EventSink, NodeEvent, NodeReason};
@@ -80,14 +80,21 @@ impl Notices {
         for (kind, n) in by_kind {
             self.metrics.plan_issues.get_or_create(&KindLabels { kind }).set(n);
         }
-        let issues: Vec<String> = plan.issues.iter().map(ToString::to_string).collect();
+        // A published VRID a foreign router now uses is left for another until the controller republishes:
+        // expected, so counted and logged but not worth an Event.
+        let notable: Vec<&PlanIssue> = plan
+            .issues
+            .iter()
+            .filter(|i| !matches!(i, PlanIssue::PublishedIgnored { reason: PublishedConflict::Avoided, .. }))
+            .collect();
+        let issues: Vec<String> = notable.iter().map(ToString::to_string).collect();
         if issues == self.issues {
             return;
         }
         // Each issue's warning is logged with the plan's other warnings; the Event summarises the change.
         if !issues.is_empty() {
             let mut kinds: BTreeMap<&str, usize> = BTreeMap::new();
-            for issue in &plan.issues {
+            for issue in &notable {
                 *kinds.entry(issue.kind()).or_default() += 1;
             }
             let summary: Vec<String> = kinds.iter().map(|(k, n)| format!("{n} {k}")).collect();
@@ -192,6 +199,35 @@ mod tests {
         let metrics = SpeakerMetrics::default();
         let (sink, rx) = EventSink::channel(64, metrics.events_dropped.clone());
         (Notices::new(sink, metrics.clone()), rx, metrics)
+    }
+
+    #[test]
+    fn a_plan_approximation_is_one_event_per_change_and_a_moved_published_vrid_none() {
+        use openelb_core::model::IpFamily;
+        use openelb_core::vrrp::plan::{GroupId, UnplacedReason};
+        let (mut n, mut rx, metrics) = notices();
+        let unplaced = PlanIssue::Unplaced {
+            interface: "eth0".into(),
+            family: IpFamily::V4,
+            vips: vec!["192.0.2.9".parse().unwrap()],
+            reason: UnplacedReason::VridsExhausted,
+        };
+        let plan = Plan { groups: Vec::new(), issues: vec![unplaced] };
+        n.plan_applied(Duration::ZERO, &plan);
+        n.plan_applied(Duration::from_secs(1), &plan);
+        let Ok(SpeakerEvent::Node(e)) = rx.try_recv() else { panic!("one Event") };
+        assert_eq!(e.reason.reason(), "VRRPPlanApproximated");
+        assert!(e.note.contains("1 unplaced") && e.note.contains("192.0.2.9"), "{}", e.note);
+        assert!(rx.try_recv().is_err(), "the same issues again: no second Event");
+        assert_eq!(metrics.plan_issues.get_or_create(&KindLabels { kind: "unplaced" }).get(), 1);
+
+        let id =
+            GroupId { interface: "eth0".into(), family: IpFamily::V4, first: "a".into(), candidates: vec![], part: 0 };
+        let avoided = PlanIssue::PublishedIgnored { group: id, vrid: 120, reason: PublishedConflict::Avoided };
+        n.plan_applied(Duration::from_secs(2), &Plan { groups: Vec::new(), issues: vec![avoided] });
+        assert!(rx.try_recv().is_err(), "moving off a foreign router's VRID is no Event");
+        assert_eq!(metrics.plan_issues.get_or_create(&KindLabels { kind: "unplaced" }).get(), 0);
+        assert_eq!(metrics.plan_issues.get_or_create(&KindLabels { kind: "published_ignored" }).get(), 1);
     }
 
     #[test]
