@@ -90,8 +90,11 @@ impl NetOps for FakeNet {
     }
 
     async fn source_address(&self, _: &Interface, family: IpFamily) -> Result<IpAddr, NetError> {
-        assert_eq!(family, IpFamily::V4);
-        Ok("192.0.2.3".parse().unwrap())
+        // IPv6 adverts go out from the interface's link-local address.
+        Ok(match family {
+            IpFamily::V4 => "192.0.2.3".parse().unwrap(),
+            IpFamily::V6 => "fe80::3".parse().unwrap(),
+        })
     }
 
     async fn add_vip(&self, iface: &Interface, ip: IpAddr) -> Result<(), NetError> {
@@ -388,6 +391,68 @@ async fn a_flood_of_spoofed_adverts_costs_a_bounded_number_of_log_lines_and_even
         .sum();
     assert_eq!(dropped, f64::from(sent), "every spoofed advert is counted as dropped:\n{text}");
     assert!(text.contains("openelb_vrrp_foreign_adverts_total{family=\"IPv4\"}"), "{text}");
+    ctl.send(Control::Shutdown).await.unwrap();
+    task.await.unwrap().unwrap();
+}
+
+/// The seed's shape with an IPv6 pool and a single-stack IPv6 Service; Nodes publish only their IPv4 InternalIP.
+fn cluster_v6() -> Cluster {
+    let mut y = String::from(
+        "apiVersion: network.kubesphere.io/v1alpha2\nkind: Eip\nmetadata:\n  name: vip6\nspec:\n  \
+         address: 2001:db8::91-2001:db8::95\n  protocol: vip\n  interface: eth0\n---\n\
+         apiVersion: v1\nkind: Service\nmetadata:\n  name: svc6\n  namespace: default\n  annotations:\n    \
+         lb.kubesphere.io/v1alpha1: openelb\nspec:\n  type: LoadBalancer\n  ipFamilies: [IPv6]\n  ports:\n    - port: 80\n",
+    );
+    for (name, ip) in [("node-a", "192.0.2.3"), ("node-b", "192.0.2.4")] {
+        y.push_str(&format!(
+            "---\napiVersion: v1\nkind: Node\nmetadata:\n  name: {name}\nstatus:\n  addresses:\n    - type: InternalIP\n      \
+             address: {ip}\n  conditions:\n    - type: Ready\n      status: \"True\"\n"
+        ));
+    }
+    Manifests::parse_str(Path::new("test6.yaml"), &y).unwrap().to_cluster().unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn ipv6_adverts_count_once_the_senders_link_local_source_is_in_its_speaker_lease() {
+    use openelb_k8s::vrrp::SpeakerLease;
+    use openelb_speaker::{LocalVrrp, SharedVrrp};
+    let (net, inject) = FakeNet::new(&[], false);
+    let config = SpeakerConfig::new("node-a");
+    let d = desired(&cluster_v6(), &config, None);
+    let group = d.plan.groups.first().expect("an IPv6 group").clone();
+    let vip6 = group.vips[0];
+    let metrics = openelb_speaker::SpeakerMetrics::default();
+    let (shared_tx, shared_rx) = tokio::sync::watch::channel(SharedVrrp { synced: true, ..SharedVrrp::default() });
+    let (local_tx, mut local_rx) = tokio::sync::watch::channel(LocalVrrp::default());
+    let speaker =
+        Speaker::new(Arc::clone(&net), config).unwrap().with_metrics(metrics.clone()).with_shared(shared_rx, local_tx);
+    let (ctl, rx) = mpsc::channel(4);
+    let task = tokio::spawn(speaker.run(cluster_v6(), rx));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(net.events().contains(&Event::Add(vip6)), "alone, it holds the VIP: {:?}", net.events());
+    // Its own link-local source goes to its Lease.
+    local_rx.changed().await.unwrap();
+    assert_eq!(local_rx.borrow().sources, ["fe80::3".parse::<IpAddr>().unwrap()]);
+
+    // node-b's advert, from its link-local address, which no Node object shows: dropped as a stranger's.
+    let better = Received {
+        src: "fe80::4".parse().unwrap(),
+        dst: "ff02::12".parse().unwrap(),
+        ttl: TTL,
+        advert: Advert { vrid: group.vrid, priority: 254, max_advert_int: 10, addresses: vec![vip6] },
+    };
+    inject.send(better.clone()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!net.events().contains(&Event::Remove(vip6)), "an unknown source never moves a VIP");
+
+    // node-b's Lease publishes that source: the same advert now counts, and the higher priority wins.
+    let lease = SpeakerLease { node: "node-b".into(), sources: vec![better.src], ..SpeakerLease::default() };
+    shared_tx.send_modify(|s| s.leases = vec![lease]);
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    inject.send(better).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(net.events().last(), Some(&Event::Remove(vip6)), "{:?}", net.events());
+    assert_eq!(metrics.known_peers.get(), 3, "two InternalIPs and node-b's link-local source");
     ctl.send(Control::Shutdown).await.unwrap();
     task.await.unwrap().unwrap();
 }
