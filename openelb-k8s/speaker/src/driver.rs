@@ -48,7 +48,7 @@ use std::time::{Duration, SystemTime};
 
 use openelb_core::model::{Cluster, IpFamily, ServiceKey};
 use openelb_core::vrrp::agent::{Agent, InstanceKey, NodeAction};
-use openelb_core::vrrp::plan::{ForeignVrid, GroupId, Plan};
+use openelb_core::vrrp::plan::{ForeignVrid, GroupId};
 use openelb_core::vrrp::state::{Action, ConfigError};
 use openelb_core::vrrp::{Received, Time};
 use openelb_k8s::vrrp::{ForeignSeen, known_peers};
@@ -466,7 +466,7 @@ where
         }
         // Re-resolve every spec: an interface may have been recreated since the last plan.
         let before = std::mem::take(&mut self.nics);
-        let previous: Option<Plan> = self.desired.take().map(|d| d.plan);
+        let replaced = self.desired.take();
         self.desired = Some(d);
         self.resolve_missing().await;
         for (spec, old) in before {
@@ -478,7 +478,8 @@ where
         let Some(d) = &self.desired else { return };
         // New and changed groups only, with their VIP count and range: a 20k-VIP plan must not spend the loop's
         // time formatting every address (the full list is at debug level).
-        for g in d.plan.groups.iter().filter(|g| previous.as_ref().and_then(|p| p.group(&g.id)) != Some(*g)) {
+        let previous = replaced.as_ref().map(|r| &r.plan);
+        for g in d.plan.groups.iter().filter(|g| previous.and_then(|p| p.group(&g.id)) != Some(*g)) {
             let me = g.priority_of(&self.config.node_name);
             let range = match (g.vips.first(), g.vips.last()) {
                 (Some(a), Some(b)) if a != b => format!("{a}..{b}"),
@@ -498,13 +499,16 @@ where
             );
             tracing::debug!(vrid = g.vrid, vips = ?g.vips, "VRRP group addresses");
         }
-        let plan = d.plan.clone();
+        // Freeing a 20k-VIP plan's targets takes tens of milliseconds: not in the loop.
+        if let Some(r) = replaced {
+            tokio::task::spawn_blocking(move || drop(r));
+        }
         let now = self.now();
         // Counters of instances the plan replaces are taken now, before they go.
         self.notices.sync_counters(now, &self.agent);
-        let actions = self.agent.apply_plan(now, &plan);
+        let actions = self.agent.apply_plan(now, &d.plan);
         self.notices.sync_counters(now, &self.agent);
-        self.notices.plan_applied(now, &plan);
+        self.notices.plan_applied(now, &d.plan);
         self.execute(actions).await;
         self.ensure_primaries().await;
         self.ensure_receivers();
@@ -563,11 +567,19 @@ where
             }
         }
         for (ip, index) in held {
-            let target = self.desired.as_ref().and_then(|d| d.target(&ip));
-            let Some(services) = target.map(|t| t.services.clone()) else { continue };
-            let vrid = self.desired.as_ref().and_then(|d| d.group_of(&ip)).map(|g| g.vrid);
-            let nic = match self.nics.values().find(|n| n.index == index) {
-                Some(n) => n.name.clone(),
+            let Some(d) = self.desired.as_ref() else { break };
+            let Some(target) = d.target(&ip) else { continue };
+            let vrid = d.group_of(&ip).map(|g| g.vrid);
+            let nic_name = self.nics.values().find(|n| n.index == index).map(|n| n.name.as_str());
+            // Nothing changed for most held VIPs: compare before allocating (20k VIPs per plan).
+            if self.announced.get(&ip).is_some_and(|a| {
+                a.vrid == vrid && a.services == target.services && nic_name.is_some_and(|n| n == a.nic)
+            }) {
+                continue;
+            }
+            let services = target.services.clone();
+            let nic = match nic_name {
+                Some(n) => n.to_string(),
                 None => format!("interface #{index}"),
             };
             let before = self.announced.insert(ip, Announced { nic: nic.clone(), services: services.clone(), vrid });
