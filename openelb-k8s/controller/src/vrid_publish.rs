@@ -8,7 +8,7 @@
 //!   keeps.
 //! - **Writes** create the ConfigMap or replace it guarded by its `resourceVersion`; on a conflict (someone
 //!   else changed it) it is read again and the publication recomputed. A failed write is logged once per
-//!   distinct error and retried after [`RETRY`]; nothing is written in a loop, since an unchanged publication
+//!   distinct error and retried after [`RETRY`], doubling up to [`RETRY_MAX`]; nothing is written in a loop, since an unchanged publication
 //!   is never written.
 //! - Every [`RECHECK`] the publication is recomputed even without a change, so that foreign VRIDs nobody
 //!   reports any more are forgotten.
@@ -43,6 +43,8 @@ use super::vrid_plan::{self, VridSettings};
 pub const COALESCE: Duration = Duration::from_secs(1);
 pub const RECHECK: Duration = Duration::from_secs(600);
 const RETRY: Duration = Duration::from_secs(5);
+/// Failed writes are retried after [`RETRY`], doubling up to this (each retry plans the whole cluster again).
+const RETRY_MAX: Duration = Duration::from_secs(300);
 /// A ConfigMap holds at most 1 MiB; a publication this large is refused (and reported) rather than written.
 const MAX_BYTES: usize = 900 * 1024;
 
@@ -252,6 +254,7 @@ pub async fn run(client: Client, publishing: VridPublishing, metrics: Metrics, s
     let mut issues_logged: Vec<String> = Vec::new();
     let mut last_error: Option<String> = None;
     let mut retry_at: Option<tokio::time::Instant> = None;
+    let mut retry_delay = RETRY;
     let mut recheck = tokio::time::interval_at(tokio::time::Instant::now() + RECHECK, RECHECK);
     let mut force = true;
     loop {
@@ -316,6 +319,7 @@ pub async fn run(client: Client, publishing: VridPublishing, metrics: Metrics, s
                     "published the VRID assignment"
                 );
                 gauges(&publication);
+                retry_delay = RETRY;
                 current = Some((Some(publication), version));
                 last_inputs = Some(inputs);
             }
@@ -332,7 +336,8 @@ pub async fn run(client: Client, publishing: VridPublishing, metrics: Metrics, s
                         current = c;
                     }
                 }
-                retry_at = Some(tokio::time::Instant::now() + RETRY);
+                retry_at = Some(tokio::time::Instant::now() + retry_delay);
+                retry_delay = (retry_delay * 2).min(RETRY_MAX);
             }
         }
     }

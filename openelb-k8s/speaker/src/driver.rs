@@ -84,6 +84,10 @@ pub const GIVE_UP_COOLDOWN: Duration = Duration::from_secs(30);
 const LOG_EVERY: u64 = 100;
 /// How often the wait for the shared VRRP state's first listing is logged.
 const SHARED_WAIT_LOG: Duration = Duration::from_secs(10);
+/// Longest the first plan waits for the shared VRRP state. Listing takes milliseconds when it works; when it
+/// cannot (RBAC not updated, say), planning alone beats announcing nothing: VRIDs then come from this speaker's
+/// own computation and only the Nodes' addresses are known peers, until the listing arrives.
+pub const SHARED_WAIT_MAX: Duration = Duration::from_secs(30);
 
 /// Commands from outside the loop (the binary maps signals to these).
 #[derive(Debug)]
@@ -328,11 +332,21 @@ where
                     Some(Control::Reload(cluster)) => self.cluster = Some(Arc::new(*cluster)),
                     Some(Control::Shutdown) | None => break false,
                 },
-                _ = log.tick() => tracing::warn!(
-                    waited_s = started.elapsed().as_secs(),
-                    "still waiting for the first listing of the speaker Leases and the openelb-vrrp ConfigMap; \
-                     nothing is planned until then"
-                ),
+                _ = log.tick() => {
+                    if started.elapsed() >= SHARED_WAIT_MAX {
+                        tracing::warn!(
+                            waited_s = started.elapsed().as_secs(),
+                            "the speaker Leases and the openelb-vrrp ConfigMap are still not listed (see the watch \
+                             errors; RBAC?): planning without them until they are"
+                        );
+                        break true;
+                    }
+                    tracing::warn!(
+                        waited_s = started.elapsed().as_secs(),
+                        "still waiting for the first listing of the speaker Leases and the openelb-vrrp ConfigMap; \
+                         nothing is planned until then"
+                    );
+                }
             }
         };
         self.shared_now = rx.borrow().clone();

@@ -456,3 +456,23 @@ async fn ipv6_adverts_count_once_the_senders_link_local_source_is_in_its_speaker
     ctl.send(Control::Shutdown).await.unwrap();
     task.await.unwrap().unwrap();
 }
+
+#[tokio::test(start_paused = true)]
+async fn without_the_shared_state_listed_the_first_plan_waits_then_plans_alone() {
+    use openelb_speaker::driver::SHARED_WAIT_MAX;
+    use openelb_speaker::{LocalVrrp, SharedVrrp};
+    let (net, _inject) = FakeNet::new(&[], false);
+    // Never synced: the Lease and ConfigMap watches are refused, say.
+    let (_shared_tx, shared_rx) = tokio::sync::watch::channel(SharedVrrp::default());
+    let (local_tx, _local_rx) = tokio::sync::watch::channel(LocalVrrp::default());
+    let speaker =
+        Speaker::new(Arc::clone(&net), SpeakerConfig::new("node-a")).unwrap().with_shared(shared_rx, local_tx);
+    let (ctl, rx) = mpsc::channel(4);
+    let task = tokio::spawn(speaker.run(cluster(), rx));
+    tokio::time::sleep(SHARED_WAIT_MAX - Duration::from_secs(5)).await;
+    assert!(net.events().is_empty(), "waits for the published assignment first: {:?}", net.events());
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    assert!(net.events().contains(&Event::Add(vip())), "then plans alone: {:?}", net.events());
+    ctl.send(Control::Shutdown).await.unwrap();
+    task.await.unwrap().unwrap();
+}
