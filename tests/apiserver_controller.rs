@@ -4,7 +4,8 @@
 //! restart releases what Services deleted meanwhile held, and replicas elect one writer on a Lease.
 //!
 //! The controller runs in-process on its own thread (`controller::Background`), so the test needs no binary
-//! path; kubectl is the client, as a user would check. Without `KAPI_KUBECONFIG` the test passes as a skip.
+//! path; kubectl is the client, as a user would check. The tests need `KAPI_KUBECONFIG` (ignored otherwise;
+//! scripts/test.sh starts the apiserver and runs them).
 //! Every test that runs a controller holds [`SERIAL`]: a controller acts on every object of the cluster.
 
 use std::collections::BTreeSet;
@@ -19,8 +20,9 @@ use openelb::controller::events::EventReason;
 use openelb::controller::{Background, LeaderElection, Options};
 use serde_json::Value;
 
-mod common;
-use common::{crd_ready, kubeconfig, kubectl, root, run, run_with_stdin};
+use openelb_lab::eventually_with;
+use openelb_lab::kubectl::{self, crd_ready, repo_root as root, run, run_with_stdin};
+use openelb_lab::require::require_kubeconfig;
 
 fn apply_stdin(kc: &str, manifest: &str) {
     let out = run_with_stdin(kc, &["apply", "-f", "-"], manifest);
@@ -47,21 +49,12 @@ fn get(kc: &str, kind: &str, name: &str) -> Option<Value> {
 }
 
 fn ingress_ip(kc: &str, svc: &str) -> String {
-    kubectl(kc, &["get", "svc", svc, "-o", "jsonpath={.status.loadBalancer.ingress[0].ip}"])
+    kubectl::stdout(kc, &["get", "svc", svc, "-o", "jsonpath={.status.loadBalancer.ingress[0].ip}"])
 }
 
 /// Polls `check` until it returns `Some`, failing with `what` and the last value seen after [`TIMEOUT`].
-fn wait_for<T>(what: &str, mut check: impl FnMut() -> Result<T, String>) -> T {
-    let start = Instant::now();
-    loop {
-        match check() {
-            Ok(v) => return v,
-            Err(last) if start.elapsed() > TIMEOUT => {
-                panic!("timed out after {TIMEOUT:?} waiting for {what}; last: {last}")
-            }
-            Err(_) => std::thread::sleep(Duration::from_millis(100)),
-        }
-    }
+fn wait_for<T>(what: &str, check: impl FnMut() -> Result<T, String>) -> T {
+    eventually_with(what, TIMEOUT, Duration::from_millis(100), check).unwrap_or_else(|e| panic!("timed out: {e}"))
 }
 
 fn eip_status(kc: &str) -> Value {
@@ -109,13 +102,14 @@ fn second_service() -> String {
 }
 
 #[test]
+#[ignore = "needs the test kube-apiserver: KAPI_KUBECONFIG, started by scripts/test.sh"]
 fn seed_service_gets_keeps_and_releases_its_address() {
-    let Some(kc) = kubeconfig() else { return };
+    let kc = require_kubeconfig();
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     crd_ready(&kc);
     let _cleanup = Cleanup::new(&kc, &["vip-svc", "vip-svc-2"], &["vip-eip"]);
-    kubectl(&kc, &["apply", "-f", SEED_EIP]);
-    kubectl(&kc, &["apply", "-f", SEED_SVC]);
+    kubectl::stdout(&kc, &["apply", "-f", SEED_EIP]);
+    kubectl::stdout(&kc, &["apply", "-f", SEED_SVC]);
 
     let controller = Background::spawn(PathBuf::from(&kc));
     let started = Instant::now();
@@ -159,7 +153,7 @@ fn seed_service_gets_keeps_and_releases_its_address() {
     );
 
     // Deleting a Service: the finalizer holds it until its address is released, then it goes.
-    kubectl(&kc, &["delete", "svc", "vip-svc", "--wait=false"]);
+    kubectl::stdout(&kc, &["delete", "svc", "vip-svc", "--wait=false"]);
     wait_for("vip-svc to disappear", || match get(&kc, "svc", "vip-svc") {
         None => Ok(()),
         Some(s) => Err(s["metadata"].to_string()),
@@ -167,7 +161,7 @@ fn seed_service_gets_keeps_and_releases_its_address() {
     let status = eip_status(&kc);
     assert_eq!(status["used"], serde_json::json!({"192.168.0.92": "default/vip-svc-2"}), "status: {status}");
     assert_eq!(status["usage"], 1);
-    kubectl(&kc, &["delete", "svc", "vip-svc-2", "--wait=false"]);
+    kubectl::stdout(&kc, &["delete", "svc", "vip-svc-2", "--wait=false"]);
     wait_for("vip-svc-2 to disappear", || match get(&kc, "svc", "vip-svc-2") {
         None => Ok(()),
         Some(s) => Err(s["metadata"].to_string()),
@@ -202,8 +196,9 @@ fn burst_manifests() -> String {
 /// contention; that every Eip write carries the resourceVersion it was computed from is checked in
 /// `controller::plan`'s unit tests.
 #[test]
+#[ignore = "needs the test kube-apiserver: KAPI_KUBECONFIG, started by scripts/test.sh"]
 fn two_controllers_never_hand_out_one_address_twice() {
-    let Some(kc) = kubeconfig() else { return };
+    let kc = require_kubeconfig();
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     crd_ready(&kc);
     let services: Vec<String> = (0..BURST).map(|i| format!("burst-{i}")).collect();
@@ -236,7 +231,7 @@ fn two_controllers_never_hand_out_one_address_twice() {
     }
 
     for i in 0..BURST {
-        kubectl(&kc, &["delete", "svc", &format!("burst-{i}"), "--wait=false"]);
+        kubectl::stdout(&kc, &["delete", "svc", &format!("burst-{i}"), "--wait=false"]);
     }
     for i in 0..BURST {
         let svc = format!("burst-{i}");
@@ -308,7 +303,7 @@ fn wait_condition(kc: &str, eip: &str, type_: &str, status: &str, reason: Condit
 /// Events about `name` in `namespace` (Eips, being cluster-scoped, have theirs in `kube-system`): (reason, message).
 fn events_about(kc: &str, namespace: &str, kind: &str, name: &str) -> Vec<(String, String)> {
     let selector = format!("involvedObject.kind={kind},involvedObject.name={name}");
-    let out = kubectl(kc, &["get", "events", "-n", namespace, "--field-selector", &selector, "-o", "json"]);
+    let out = kubectl::stdout(kc, &["get", "events", "-n", namespace, "--field-selector", &selector, "-o", "json"]);
     let list: Value = serde_json::from_str(&out).unwrap();
     list["items"]
         .as_array()
@@ -357,8 +352,9 @@ fn local_metrics() -> Option<SocketAddr> {
 /// An Eip no Service uses still gets its finalizer, its whole status and `Ready`; Services pinned to it get
 /// `AssignIP` and `ReleaseIP` Events; /metrics follows pool size and usage; /healthz and /readyz answer.
 #[test]
+#[ignore = "needs the test kube-apiserver: KAPI_KUBECONFIG, started by scripts/test.sh"]
 fn eips_get_finalizer_status_conditions_and_metrics() {
-    let Some(kc) = kubeconfig() else { return };
+    let kc = require_kubeconfig();
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     crd_ready(&kc);
     let _cleanup = Cleanup::new(&kc, &["oelb-ready-svc"], &["oelb-ready", "oelb-ready-v6"]);
@@ -415,7 +411,7 @@ fn eips_get_finalizer_status_conditions_and_metrics() {
         if c["message"] == "15 of 16 addresses free" { Ok(()) } else { Err(c.to_string()) }
     });
     // What `kubectl get eip` users read.
-    let ready = kubectl(
+    let ready = kubectl::stdout(
         &kc,
         &["get", "eip", "oelb-ready", "-o", r#"jsonpath={.status.conditions[?(@.type=="Ready")].message}"#],
     );
@@ -424,7 +420,7 @@ fn eips_get_finalizer_status_conditions_and_metrics() {
     assert!(body.contains("openelb_reconcile_duration_seconds_count{kind=\"Service\"}"), "{body}");
     assert!(body.contains("openelb_reconcile_duration_seconds_count{kind=\"Eip\"}"), "{body}");
 
-    kubectl(&kc, &["delete", "svc", "oelb-ready-svc", "--wait=false"]);
+    kubectl::stdout(&kc, &["delete", "svc", "oelb-ready-svc", "--wait=false"]);
     wait_gone(&kc, "svc", "oelb-ready-svc");
     let released = wait_event(&kc, "default", "Service", "oelb-ready-svc", EventReason::ReleaseIp);
     assert!(released.contains("192.0.2.16") && released.contains("being deleted"), "{released}");
@@ -435,8 +431,9 @@ fn eips_get_finalizer_status_conditions_and_metrics() {
 /// Without a webhook nothing stops overlapping or malformed Eips: their conditions and Events say what is
 /// wrong, and the condition clears once the spec is fixed.
 #[test]
+#[ignore = "needs the test kube-apiserver: KAPI_KUBECONFIG, started by scripts/test.sh"]
 fn invalid_eips_are_marked_invalid() {
-    let Some(kc) = kubeconfig() else { return };
+    let kc = require_kubeconfig();
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     crd_ready(&kc);
     let eips = ["oelb-overlap-a", "oelb-overlap-b", "oelb-garbage"];
@@ -597,8 +594,9 @@ fn eips_that_bypassed_the_schema_never_stop_the_others() {
 /// Deleting an Eip that a Service uses waits for the Service: the Service keeps its address, newcomers get
 /// none, an Event (and the Ready condition) says why, and the Eip goes once the Service is gone.
 #[test]
+#[ignore = "needs the test kube-apiserver: KAPI_KUBECONFIG, started by scripts/test.sh"]
 fn deleting_an_eip_in_use_waits_for_its_services() {
-    let Some(kc) = kubeconfig() else { return };
+    let kc = require_kubeconfig();
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     crd_ready(&kc);
     let _cleanup = Cleanup::new(&kc, &["oelb-drain-svc", "oelb-drain-late"], &["oelb-drain"]);
@@ -611,7 +609,7 @@ fn deleting_an_eip_in_use_waits_for_its_services() {
         if e["status"]["used"]["192.0.2.32"] == "default/oelb-drain-svc" { Ok(()) } else { Err(e.to_string()) }
     });
 
-    kubectl(&kc, &["delete", "eip", "oelb-drain", "--wait=false"]);
+    kubectl::stdout(&kc, &["delete", "eip", "oelb-drain", "--wait=false"]);
     let held = wait_event(&kc, "kube-system", "Eip", "oelb-drain", EventReason::DeletionHeld);
     assert!(held.contains("192.0.2.32 (default/oelb-drain-svc)"), "{held}");
     let ready = wait_condition(&kc, "oelb-drain", "Ready", "False", ConditionReason::Deleting);
@@ -626,10 +624,10 @@ fn deleting_an_eip_in_use_waits_for_its_services() {
     assert_eq!(failed, "pinned to Eip oelb-drain, which is being deleted");
     assert_eq!(ingress_ip(&kc, "oelb-drain-late"), "", "a draining Eip gives out nothing new");
 
-    kubectl(&kc, &["delete", "svc", "oelb-drain-svc", "--wait=false"]);
+    kubectl::stdout(&kc, &["delete", "svc", "oelb-drain-svc", "--wait=false"]);
     wait_gone(&kc, "svc", "oelb-drain-svc");
     wait_gone(&kc, "eip", "oelb-drain");
-    kubectl(&kc, &["delete", "svc", "oelb-drain-late", "--wait=false"]);
+    kubectl::stdout(&kc, &["delete", "svc", "oelb-drain-late", "--wait=false"]);
     wait_gone(&kc, "svc", "oelb-drain-late");
     controller.stop().unwrap();
 }
@@ -637,8 +635,9 @@ fn deleting_an_eip_in_use_waits_for_its_services() {
 /// A restart that finds everything consistent writes nothing; one that finds a Service deleted while no
 /// controller ran (its finalizer removed by hand) gives its address back.
 #[test]
+#[ignore = "needs the test kube-apiserver: KAPI_KUBECONFIG, started by scripts/test.sh"]
 fn restart_releases_services_deleted_while_stopped() {
-    let Some(kc) = kubeconfig() else { return };
+    let kc = require_kubeconfig();
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     crd_ready(&kc);
     let _cleanup = Cleanup::new(&kc, &["oelb-sweep-keep", "oelb-sweep-gone"], &["oelb-sweep"]);
@@ -657,7 +656,7 @@ fn restart_releases_services_deleted_while_stopped() {
     // A restart over a consistent state: once it reconciled every Eip, nothing was written.
     let version = |kind: &str, name: &str| get(&kc, kind, name).map(|o| o["metadata"]["resourceVersion"].clone());
     let before = (version("eip", "oelb-sweep"), version("svc", "oelb-sweep-keep"));
-    let eip_count = kubectl(&kc, &["get", "eips", "-o", "name"]).lines().count() as f64;
+    let eip_count = kubectl::stdout(&kc, &["get", "eips", "-o", "name"]).lines().count() as f64;
     let controller = Background::spawn_with(PathBuf::from(&kc), Options::default(), local_metrics());
     let addr = controller.metrics_addr().expect("metrics served");
     wait_for("every Eip reconciled once", || {
@@ -671,8 +670,8 @@ fn restart_releases_services_deleted_while_stopped() {
     controller.stop().unwrap();
 
     // Deleted while no controller runs: the finalizer cannot be honoured, so it is removed by hand.
-    kubectl(&kc, &["patch", "svc", "oelb-sweep-gone", "--type=merge", "-p", NO_FINALIZERS]);
-    kubectl(&kc, &["delete", "svc", "oelb-sweep-gone"]);
+    kubectl::stdout(&kc, &["patch", "svc", "oelb-sweep-gone", "--type=merge", "-p", NO_FINALIZERS]);
+    kubectl::stdout(&kc, &["delete", "svc", "oelb-sweep-gone"]);
     let recorded = eip_of(&kc, "oelb-sweep").unwrap_or_default();
     assert_eq!(recorded["status"]["used"]["198.51.100.33"], "default/oelb-sweep-gone", "{recorded}");
 
@@ -716,8 +715,9 @@ fn electing(identity: &str) -> Options {
 /// Two replicas: one holds the Lease and writes, the standby is ready too; stopping the leader releases the
 /// Lease and the standby takes over and serves the next Service.
 #[test]
+#[ignore = "needs the test kube-apiserver: KAPI_KUBECONFIG, started by scripts/test.sh"]
 fn two_replicas_elect_one_writer_and_hand_over_on_stop() {
-    let Some(kc) = kubeconfig() else { return };
+    let kc = require_kubeconfig();
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     crd_ready(&kc);
     let _cleanup = Cleanup::new(&kc, &["oelb-lease-1", "oelb-lease-2"], &["oelb-lease"]);
@@ -770,7 +770,7 @@ fn two_replicas_elect_one_writer_and_hand_over_on_stop() {
     assert_eq!(ingress_ip(&kc, "oelb-lease-1"), "198.51.100.48", "the handover moved an address");
 
     for svc in ["oelb-lease-1", "oelb-lease-2"] {
-        kubectl(&kc, &["delete", "svc", svc, "--wait=false"]);
+        kubectl::stdout(&kc, &["delete", "svc", svc, "--wait=false"]);
         wait_gone(&kc, "svc", svc);
     }
     replica.stop().unwrap();

@@ -4,7 +4,8 @@
 //! test Secret, and a test ValidatingWebhookConfiguration calls it by URL (no Service needed: the apiserver runs
 //! on this host). The configuration's objectSelector matches only Eips carrying [`LABEL`], so tests running in
 //! parallel against the same apiserver, which create Eips without it, never reach this webhook. kubectl is the
-//! client, so the messages checked are the ones a user sees. Without `KAPI_KUBECONFIG` the test passes as a skip.
+//! client, so the messages checked are the ones a user sees. The tests need `KAPI_KUBECONFIG` (ignored otherwise;
+//! scripts/test.sh starts the apiserver and runs them).
 
 use std::path::Path;
 use std::sync::Mutex;
@@ -12,8 +13,8 @@ use std::time::Duration;
 
 use openelb::webhook::{Background, CertSource, WebhookConfig};
 
-mod common;
-use common::{crd_ready, kubeconfig, kubectl, run, run_with_stdin};
+use openelb_lab::kubectl::{self, crd_ready, run, run_with_stdin};
+use openelb_lab::require::require_kubeconfig;
 
 const CONFIG: &str = "oelb-webhook-test";
 const WEBHOOK_NAME: &str = "oelb-webhook-test.network.kubesphere.io";
@@ -117,7 +118,7 @@ fn refused(kc: &str, manifest: &str, extra: &[&str]) -> String {
 }
 
 fn ca_bundle(kc: &str) -> String {
-    kubectl(
+    kubectl::stdout(
         kc,
         &["get", "validatingwebhookconfiguration", CONFIG, "-o", "jsonpath={.webhooks[0].clientConfig.caBundle}"],
     )
@@ -125,12 +126,13 @@ fn ca_bundle(kc: &str) -> String {
 
 fn secret_key(kc: &str, key: &str) -> String {
     let path = format!("jsonpath={{.data.{}}}", key.replace('.', "\\."));
-    kubectl(kc, &["-n", SECRET_NS, "get", "secret", SECRET, "-o", &path])
+    kubectl::stdout(kc, &["-n", SECRET_NS, "get", "secret", SECRET, "-o", &path])
 }
 
 #[test]
+#[ignore = "needs the test kube-apiserver: KAPI_KUBECONFIG, started by scripts/test.sh"]
 fn the_apiserver_refuses_bad_eips_through_the_webhook_and_admits_good_ones() {
-    let Some(kc) = kubeconfig() else { return };
+    let kc = require_kubeconfig();
     let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     crd_ready(&kc);
     let _cleanup = Cleanup(&kc);
@@ -144,7 +146,7 @@ fn the_apiserver_refuses_bad_eips_through_the_webhook_and_admits_good_ones() {
     let ca = secret_key(&kc, "ca.crt");
     assert!(!ca.is_empty(), "no ca.crt in Secret {SECRET_NS}/{SECRET}");
     assert_eq!(ca_bundle(&kc), ca, "caBundle was not set to the Secret's CA");
-    let tls_type = kubectl(&kc, &["-n", SECRET_NS, "get", "secret", SECRET, "-o", "jsonpath={.type}"]);
+    let tls_type = kubectl::stdout(&kc, &["-n", SECRET_NS, "get", "secret", SECRET, "-o", "jsonpath={.type}"]);
     assert_eq!(tls_type, "kubernetes.io/tls");
 
     // A bad address: refused, the message names the object, the field and the value.
@@ -167,10 +169,10 @@ fn the_apiserver_refuses_bad_eips_through_the_webhook_and_admits_good_ones() {
     // An update is reviewed as well, and a refused one changes nothing.
     let stderr = refused(&kc, &eip("oelb-wh-a", "v1alpha2", "2001:db8:7e57::/119", true), &[]);
     assert!(stderr.contains("overlaps Eip/oelb-wh-b"), "{stderr}");
-    let address = kubectl(&kc, &["get", "eip", "oelb-wh-a", "-o", "jsonpath={.spec.address}"]);
+    let address = kubectl::stdout(&kc, &["get", "eip", "oelb-wh-a", "-o", "jsonpath={.spec.address}"]);
     assert_eq!(address, "2001:db8:7e57::/120");
     // Metadata-only updates of a valid Eip (what the controller's finalizer patch is) pass.
-    kubectl(&kc, &["label", "eip", "oelb-wh-a", "oelb-test/touched=yes"]);
+    kubectl::stdout(&kc, &["label", "eip", "oelb-wh-a", "oelb-test/touched=yes"]);
 
     // A second replica finds the Secret valid and serves the same certificate: nothing changes.
     let tls_crt = secret_key(&kc, "tls.crt");
@@ -182,7 +184,7 @@ fn the_apiserver_refuses_bad_eips_through_the_webhook_and_admits_good_ones() {
     // A broken Secret is replaced on start, and the previous CA stays trusted so the replica still serving the
     // old certificate (the one the configuration's URL points at) keeps working.
     let broken = r#"{"data":{"tls.key":"bm90IGEga2V5"}}"#;
-    kubectl(&kc, &["-n", SECRET_NS, "patch", "secret", SECRET, "--type=merge", "-p", broken]);
+    kubectl::stdout(&kc, &["-n", SECRET_NS, "patch", "secret", SECRET, "--type=merge", "-p", broken]);
     let third = Background::spawn(Path::new(&kc), webhook_config(0)).unwrap();
     let new_ca = secret_key(&kc, "ca.crt");
     assert_ne!(new_ca, ca, "the broken Secret was kept");
@@ -221,8 +223,9 @@ impl Drop for TempFile {
 }
 
 #[test]
+#[ignore = "needs the test kube-apiserver: KAPI_KUBECONFIG, started by scripts/test.sh"]
 fn replicas_starting_together_serve_the_one_certificate_in_the_secret() {
-    let Some(kc) = kubeconfig() else { return };
+    let kc = require_kubeconfig();
     let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     crd_ready(&kc);
     let _cleanup = Cleanup(&kc);
@@ -238,7 +241,7 @@ fn replicas_starting_together_serve_the_one_certificate_in_the_secret() {
     let replicas: Vec<Background> = starts.into_iter().map(|t| t.join().unwrap()).collect();
 
     let template = r#"go-template={{index .data "ca.crt" | base64decode}}"#;
-    let ca_pem = kubectl(&kc, &["-n", SECRET_NS, "get", "secret", SECRET, "-o", template]);
+    let ca_pem = kubectl::stdout(&kc, &["-n", SECRET_NS, "get", "secret", SECRET, "-o", template]);
     assert!(ca_pem.starts_with("-----BEGIN CERTIFICATE-----"), "{ca_pem}");
     let ca_file = TempFile(std::env::temp_dir().join(format!("oelb-webhook-test-ca-{}.pem", std::process::id())));
     std::fs::write(&ca_file.0, &ca_pem).unwrap();

@@ -7,11 +7,12 @@ use std::process::ExitCode;
 use anyhow::Result;
 use openelb_core::validate;
 
-use crate::input::{self, Loaded};
-use crate::output::table;
-use crate::scenario::Scenario;
-use crate::sim::{ChangeView, World};
-use crate::sim_run::{self, Report, SimFlags, Step};
+use openelb_sim::report::{ChangeView, Step};
+use openelb_sim::{Loaded, Report, Scenario, Timing, World};
+
+use crate::input;
+use crate::output::{self, DisplayFields, table};
+use crate::sim_flags::SimFlags;
 use crate::{Format, Inputs};
 
 fn warn_all(warnings: &[String]) {
@@ -20,24 +21,16 @@ fn warn_all(warnings: &[String]) {
     }
 }
 
-fn world(loaded: &Loaded) -> World {
-    World::new(
-        loaded.cluster.clone(),
-        loaded.deployments.clone(),
-        loaded.explicit_endpoints.clone(),
-        input::converter(),
-    )
-}
-
 pub fn allocate(inputs: &Inputs, format: Format) -> Result<ExitCode> {
-    let loaded = input::load(&inputs.paths)?;
+    let loaded = Loaded::load(&inputs.paths)?;
     warn_all(&loaded.warnings);
-    let mut world = world(&loaded);
+    let mut world = loaded.world();
     warn_all(&world.warnings());
     let changes = world.reconcile();
     match format {
         Format::Table => {
-            print!("{}", services_table(&world, &loaded));
+            let display = output::display_fields(&loaded.cluster.services);
+            print!("{}", services_table(&world, &display));
             println!();
             print!("{}", eips_table(&world));
             if !changes.is_empty() {
@@ -67,8 +60,8 @@ fn print_objects(objects: &[serde_json::Value], format: Format) -> Result<()> {
 }
 
 /// `kubectl get svc -A` after allocation. Cluster IPs and node ports the API server would have assigned are
-/// filled in by [`input::display_ports`] when the manifests leave them out.
-fn services_table(world: &World, loaded: &Loaded) -> String {
+/// filled in by [`output::display_ports`] when the manifests leave them out.
+fn services_table(world: &World, display: &DisplayFields) -> String {
     let mut rows = Vec::new();
     let mut services: Vec<_> = world.cluster.services.iter().collect();
     services.sort_by_key(|s| s.key());
@@ -80,7 +73,7 @@ fn services_table(world: &World, loaded: &Loaded) -> String {
         } else {
             "<none>".to_string()
         };
-        let (cluster_ip, ports) = input::display_ports(loaded, s);
+        let (cluster_ip, ports) = output::display_ports(display, s);
         rows.push(vec![s.namespace.clone(), s.name.clone(), s.type_.clone(), cluster_ip, external, ports]);
     }
     table(&["NAMESPACE", "NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)"], &rows)
@@ -118,12 +111,12 @@ fn changes_text(changes: &[ChangeView]) -> String {
 }
 
 pub fn simulate(inputs: &Inputs, scenario: Option<&Path>, format: Format, timing: &SimFlags) -> Result<ExitCode> {
-    let loaded = input::load(&inputs.paths)?;
+    let loaded = Loaded::load(&inputs.paths)?;
     warn_all(&loaded.warnings);
     let scenario = scenario.map(Scenario::load).transpose()?;
-    let mut world = world(&loaded);
+    let mut world = loaded.world();
     warn_all(&world.warnings());
-    let report = sim_run::run(&mut world, scenario.as_ref(), timing)?;
+    let report = openelb_sim::run(&mut world, scenario.as_ref(), &Timing::from(timing))?;
     match format {
         Format::Table => print!("{}", report_text(&report)),
         Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
@@ -278,7 +271,7 @@ fn ms(v: f64) -> String {
 }
 
 pub fn validate(inputs: &Inputs, format: Format) -> Result<ExitCode> {
-    let loaded = input::load(&inputs.paths)?;
+    let loaded = Loaded::load(&inputs.paths)?;
     warn_all(&loaded.warnings);
     let mut all = validate::validate_cluster(&loaded.cluster);
     // What the speakers' VRRP plan would approximate (default VRID range), naming the VIPs.

@@ -3,12 +3,9 @@
 
 mod commands;
 mod input;
-mod lab;
+mod lab_commands;
 mod output;
-mod scenario;
-mod sim;
-mod sim_run;
-mod vrrp_sim;
+mod sim_flags;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -73,7 +70,7 @@ enum Command {
         #[arg(short, long, value_enum, default_value_t = Format::Table)]
         output: Format,
         #[command(flatten)]
-        timing: sim_run::SimFlags,
+        timing: sim_flags::SimFlags,
     },
     /// Check pools and Services for problems (bad addresses, overlapping pools, missing interface, several
     /// default pools, requests no pool can honour). Exit status 1 with every problem listed, 0 when clean.
@@ -87,7 +84,7 @@ enum Command {
     Crd,
     /// The seed's network in Linux network namespaces with real VRRP speakers (needs root): `lab demo`,
     /// `lab up` / `lab down`, `lab bench`.
-    Lab(lab::LabArgs),
+    Lab(lab_commands::LabArgs),
 }
 
 fn main() -> ExitCode {
@@ -99,7 +96,7 @@ fn main() -> ExitCode {
         }
         Command::Validate { inputs, output } => commands::validate(&inputs, output),
         Command::Crd => commands::crd(),
-        Command::Lab(args) => lab::run(args),
+        Command::Lab(args) => lab_commands::run(args),
     };
     match result {
         Ok(code) => code,

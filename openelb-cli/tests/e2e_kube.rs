@@ -7,24 +7,20 @@
 //! no speaker) and publishes the Endpoints of the Pods the lab runs. The seed's three files are applied with
 //! kubectl, 192.168.0.x mapped to 192.0.2.x.
 //!
-//! Needs root and the test apiserver's binaries (`scripts/kapi.sh install`, which scripts/test.sh runs); skipped
-//! (with a note) without either. It starts its own apiserver inside the lab, so it needs no KAPI_KUBECONFIG.
+//! Needs root and the test apiserver's binaries (`scripts/kapi.sh install`, which scripts/test.sh runs); ignored
+//! otherwise. It starts its own apiserver inside the lab, so it needs no KAPI_KUBECONFIG.
 //! Nothing here is timed: the timings are `openelb-cli lab kube-bench`'s job. OPENELB_KEEP_LOGS=DIR keeps the
 //! logs of the controller, the apiserver, the speakers and the Pods.
-
-#[allow(dead_code, unused_imports)]
-#[path = "../src/lab/mod.rs"]
-mod lab;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use lab::kube::KubeLab;
-use lab::netns;
-use lab::speaker::{OpenelbSpeaker, find_openelb_speaker};
-use lab::{Lab, LabConfig, LabPlan, Speaker};
 use openelb_core::model::{Cluster, TrafficPolicy};
+use openelb_lab::kube::{EXCLUDE_LABEL, KubeLab};
+use openelb_lab::require::LAB;
+use openelb_lab::speaker_program::find_openelb_speaker;
+use openelb_lab::{Lab, LabConfig, Layout, Need, OpenelbSpeakerCommand, SpeakerProgram, eventually, require};
 
 /// Speakers start at different moments and the first preference takes a VIP back only after its preempt delay.
 const SETTLE: Duration = Duration::from_secs(40);
@@ -34,26 +30,12 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-fn skip() -> bool {
-    if let Some(why) = netns::unavailable(lab::TOOLS) {
-        eprintln!("skipping end-to-end test: {why}");
-        return true;
-    }
-    let cache = std::env::var("KAPI_CACHE").unwrap_or_else(|_| "/var/cache/openelb-kapi/v1.20.2".into());
-    if !Path::new(&cache).join("kube-apiserver").is_file() {
-        eprintln!("skipping end-to-end test: no kube-apiserver in {cache} (run `bash scripts/kapi.sh install`)");
-        return true;
-    }
-    assert!(netns::which("kubectl").is_some(), "kubectl missing: scripts/kapi.sh install provides it");
-    false
-}
-
 /// The seed's cluster with master1 excluded from load-balancing (as kubeadm labels control-plane nodes).
 fn cluster() -> Cluster {
     let ex = root().join("examples/vip-mode");
     let mut cluster = openelb_k8s::manifest::Manifests::load_paths(&[ex]).unwrap().to_cluster().unwrap();
     for n in cluster.nodes.iter_mut().filter(|n| n.name == "master1") {
-        n.labels.insert(lab::kube::EXCLUDE_LABEL.to_string(), String::new());
+        n.labels.insert(EXCLUDE_LABEL.to_string(), String::new());
     }
     cluster
 }
@@ -75,26 +57,25 @@ fn binary_beside(speaker: &Path, name: &str) -> PathBuf {
 }
 
 fn mac_of(lab: &Lab, node: &str) -> String {
-    lab.plan.node(node).unwrap().mac_string()
+    lab.layout.node(node).unwrap().mac_string()
 }
 
 /// Waits until the client's `ip neigh` entry for the VIP names `node`'s MAC (pinging so it resolves).
 fn assert_client_sees(lab: &Lab, node: &str) {
     let want = mac_of(lab, node);
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
+    let mut neigh = None;
+    let seen = eventually(Duration::from_secs(10), Duration::from_millis(100), || {
         let _ = lab.client_pings(1);
-        let neigh = lab.client_neigh().unwrap();
-        if neigh.as_ref().and_then(|n| n.mac.as_deref()) == Some(want.as_str()) {
-            return;
-        }
-        assert!(std::time::Instant::now() < deadline, "client neighbour entry {neigh:?}, want {node}'s MAC {want}");
-        std::thread::sleep(Duration::from_millis(100));
+        neigh = lab.client_neigh().unwrap();
+        (neigh.as_ref().and_then(|n| n.mac.as_deref()) == Some(want.as_str())).then_some(())
+    });
+    if let Err(e) = seen {
+        panic!("client neighbour entry {neigh:?}, want {node}'s MAC {want} ({e})");
     }
 }
 
 fn backends(lab: &Lab, holder: &str) -> BTreeSet<String> {
-    lab.plan.backends(holder).into_iter().map(|p| p.name.clone()).collect()
+    lab.layout.backends(holder).into_iter().map(|p| p.name.clone()).collect()
 }
 
 /// The column `name` of the single object row of a `kubectl get` table, by the header's character positions
@@ -117,7 +98,7 @@ fn column(table: &str, name: &str) -> String {
 }
 
 fn ingress(kube: &KubeLab) -> String {
-    kube.jsonpath(&["svc", "vip-svc"], "{.status.loadBalancer.ingress[*].ip}").unwrap_or_default()
+    kube.kubectl.jsonpath(&["svc", "vip-svc"], "{.status.loadBalancer.ingress[*].ip}").unwrap_or_default()
 }
 
 fn holders_of(lab: &Lab) -> Vec<String> {
@@ -135,31 +116,31 @@ fn table_cells_are_read_by_position() {
 }
 
 #[test]
+#[ignore = "needs root and the kube-apiserver binaries (scripts/test.sh installs them)"]
 fn seed_walkthrough_against_a_real_apiserver() {
-    if skip() {
-        return;
-    }
+    require(LAB);
+    require(&[Need::ApiserverBinaries, Need::Tool("kubectl")]);
     let speaker_bin = find_openelb_speaker().expect("openelb-speaker not built: run `cargo build --workspace --bins`");
     let controller_bin = binary_beside(&speaker_bin, "openelb-controller");
     let cfg = LabConfig::unique(PathBuf::from(env!("CARGO_BIN_EXE_openelb-cli")));
     let id = cfg.id.clone();
     let cluster = cluster();
-    let plan = LabPlan::from_cluster(cluster.clone(), &id, Some(TrafficPolicy::Cluster)).unwrap();
-    let vip = plan.vip.to_string();
-    let workers: Vec<String> = plan.nodes.iter().filter(|n| n.name != "master1").map(|n| n.name.clone()).collect();
-    assert_eq!(workers.len(), 2, "{:?}", plan.nodes);
-    assert!(!plan.candidates.contains(&"master1".to_string()), "master1 is excluded: {:?}", plan.candidates);
+    let layout = Layout::from_cluster(cluster.clone(), &id, Some(TrafficPolicy::Cluster)).unwrap();
+    let vip = layout.vip.to_string();
+    let workers: Vec<String> = layout.nodes.iter().filter(|n| n.name != "master1").map(|n| n.name.clone()).collect();
+    assert_eq!(workers.len(), 2, "{:?}", layout.nodes);
+    assert!(!layout.candidates.contains(&"master1".to_string()), "master1 is excluded: {:?}", layout.candidates);
 
-    let mut lab = Lab::build(plan, &cfg).unwrap();
+    let mut lab = Lab::build(layout, &cfg).unwrap();
     {
         // Declared after `lab`: dropped first, so the apiserver stops before the namespaces go.
         let mut kube =
-            KubeLab::start(&lab.plan, &lab.dir, "master1", &root().join("scripts/kapi.sh"), &controller_bin).unwrap();
+            KubeLab::start(&lab.layout, &lab.dir, "master1", &root().join("scripts/kapi.sh"), &controller_bin).unwrap();
         kube.install_crds(&root().join("deploy/crds")).unwrap();
-        kube.register_nodes(&lab.plan, &["master1"]).unwrap();
+        kube.register_nodes(&lab.layout, &["master1"]).unwrap();
         kube.start_controller().unwrap();
         kube.wait_for("controller /readyz", SETTLE, || kube.controller_ready().then_some(())).unwrap();
-        let speaker = Speaker::Openelb(OpenelbSpeaker {
+        let speaker = SpeakerProgram::Openelb(OpenelbSpeakerCommand {
             binary: speaker_bin.clone(),
             kubeconfig: Some(kube.kubeconfig.clone()),
             nodes: Some(workers.clone()),
@@ -168,13 +149,13 @@ fn seed_walkthrough_against_a_real_apiserver() {
         lab.start_speakers(&speaker).unwrap();
 
         // Step 3 of the seed: kubectl apply the Eip, the Deployment and the Service.
-        kube.kubectl_stdin(&["apply", "-f", "-"], &seed_yaml()).unwrap();
-        kube.publish_endpoints(&lab.plan, &[]).unwrap();
+        kube.kubectl.run_stdin(&["apply", "-f", "-"], &seed_yaml()).unwrap();
+        kube.publish_endpoints(&lab.layout, &[]).unwrap();
         kube.wait_for("vip-svc ingress", SETTLE, || (ingress(&kube) == vip).then_some(())).unwrap();
-        let svc = kube.kubectl(&["get", "svc", "vip-svc"]).unwrap();
+        let svc = kube.kubectl.run(&["get", "svc", "vip-svc"]).unwrap();
         assert_eq!(column(&svc, "EXTERNAL-IP"), vip, "{svc}");
         kube.wait_for("eip usage 1", SETTLE, || {
-            let eip = kube.kubectl(&["get", "eip", "vip-eip"]).ok()?;
+            let eip = kube.kubectl.run(&["get", "eip", "vip-eip"]).ok()?;
             (column(&eip, "USAGE") == "1").then_some(())
         })
         .unwrap();
@@ -188,15 +169,15 @@ fn seed_walkthrough_against_a_real_apiserver() {
 
         // Step 4, Cluster: the first preference among the workers answers; both Pods serve.
         let holder = lab.wait_holder(None, SETTLE).unwrap();
-        assert_eq!(Some(&holder), lab.plan.candidates.first());
+        assert_eq!(Some(&holder), lab.layout.candidates.first());
         assert_client_sees(&lab, &holder);
         assert_eq!(lab.pods_seen(4).unwrap(), backends(&lab, &holder));
 
         // Step 4, Local: only nodes with a ready Pod may hold it; the holder serves its own Pods only.
-        kube.kubectl(&["patch", "svc", "vip-svc", "-p", r#"{"spec":{"externalTrafficPolicy":"Local"}}"#]).unwrap();
-        let local = LabPlan::from_cluster(cluster.clone(), &id, Some(TrafficPolicy::Local)).unwrap();
-        lab.plan.policy = TrafficPolicy::Local;
-        lab.plan.candidates = local.candidates.clone();
+        kube.kubectl.run(&["patch", "svc", "vip-svc", "-p", r#"{"spec":{"externalTrafficPolicy":"Local"}}"#]).unwrap();
+        let local = Layout::from_cluster(cluster.clone(), &id, Some(TrafficPolicy::Local)).unwrap();
+        lab.layout.policy = TrafficPolicy::Local;
+        lab.layout.candidates = local.candidates.clone();
         lab.resync_kube_proxy().unwrap();
         let holder = lab.wait_holder(None, SETTLE).unwrap();
         assert_eq!(Some(&holder), local.candidates.first());
@@ -217,14 +198,15 @@ fn seed_walkthrough_against_a_real_apiserver() {
         assert_client_sees(&lab, &back);
 
         // A controller restart changes no address and writes no Eip.
-        let eip_version = kube.jsonpath(&["eip", "vip-eip"], "{.metadata.resourceVersion}").unwrap();
+        let eip_version = kube.kubectl.jsonpath(&["eip", "vip-eip"], "{.metadata.resourceVersion}").unwrap();
         kube.stop_controller();
         kube.start_controller().unwrap();
         kube.wait_for("controller /readyz after restart", SETTLE, || kube.controller_ready().then_some(())).unwrap();
-        // The new leader's first pass over every Service is quick; give it time to write if it were to.
+        // Deliberately let time pass: the new leader's first pass over every Service is quick, and a write it
+        // should not make would show within it.
         std::thread::sleep(Duration::from_secs(3));
         assert_eq!(ingress(&kube), vip);
-        assert_eq!(kube.jsonpath(&["eip", "vip-eip"], "{.metadata.resourceVersion}").unwrap(), eip_version);
+        assert_eq!(kube.kubectl.jsonpath(&["eip", "vip-eip"], "{.metadata.resourceVersion}").unwrap(), eip_version);
 
         // The apiserver goes away; a crash still fails over.
         let holder = lab.wait_holder(None, SETTLE).unwrap();
@@ -241,25 +223,25 @@ fn seed_walkthrough_against_a_real_apiserver() {
         assert_eq!(ingress(&kube), vip, "the address survives the apiserver restart");
 
         // Deleting the Service withdraws the VIP and releases the address.
-        if let Err(e) = kube.kubectl(&["delete", "svc", "vip-svc", "--wait=true", "--timeout=60s"]) {
+        if let Err(e) = kube.kubectl.run(&["delete", "svc", "vip-svc", "--wait=true", "--timeout=60s"]) {
             panic!("{e:#}\nend of the controller's log:\n{}", kube.controller_log_tail(60));
         }
         kube.wait_for("VIP withdrawn from every node", SETTLE, || holders_of(&lab).is_empty().then_some(())).unwrap();
         // `usage` is omitted at zero (as upstream's `omitempty`), so the column is blank.
         let released = kube.wait_for("eip usage 0", SETTLE, || {
-            let eip = kube.kubectl(&["get", "eip", "vip-eip"]).ok()?;
-            let used = kube.jsonpath(&["eip", "vip-eip"], "{.status.used}").ok()?;
+            let eip = kube.kubectl.run(&["get", "eip", "vip-eip"]).ok()?;
+            let used = kube.kubectl.jsonpath(&["eip", "vip-eip"], "{.status.used}").ok()?;
             (matches!(column(&eip, "USAGE").as_str(), "" | "0") && used.trim().is_empty()).then_some(())
         });
         if let Err(e) = released {
-            let eip = kube.kubectl(&["get", "eip", "vip-eip", "-o", "yaml"]).unwrap_or_default();
+            let eip = kube.kubectl.run(&["get", "eip", "vip-eip", "-o", "yaml"]).unwrap_or_default();
             panic!("{e:#}\nthe Eip:\n{eip}");
         }
         assert!(!lab.client_pings(2), "nobody answers for the VIP once the Service is gone");
     }
     lab.teardown().unwrap();
     drop(lab);
-    let (left, state) = lab::topology::leftovers(&id).unwrap();
+    let (left, state) = openelb_lab::topology::leftovers(&id).unwrap();
     assert!(left.is_empty(), "namespaces left behind: {left:?}");
     assert!(!state, "state directory of lab {id} left behind");
 }

@@ -1,23 +1,23 @@
 //! Linux backend against real kernels, inside network namespaces these tests create and always delete.
 //!
-//! How code runs "inside" a namespace: a fresh thread calls setns(2) on /var/run/netns/<name>, then builds a
-//! current-thread tokio runtime there. Netlink, raw and packet sockets belong to the namespace of the thread
-//! that creates them, so everything the closure opens lives in that namespace. No re-exec needed.
+//! How code runs "inside" a namespace: openelb-lab's `in_netns` (a thread that entered the namespace, with a
+//! current-thread tokio runtime). Netlink, raw and packet sockets belong to the namespace of the thread that
+//! creates them, so everything the closure opens lives in that namespace.
 //!
-//! Topology per test: a switch namespace with a bridge, nodes n1 and n2 and a client, each with `eth0` on
-//! the bridge; addresses from 192.0.2.0/24 and 2001:db8::/64 only. Tests skip (pass, with a message) when not
-//! root or when `ip netns add` fails.
+//! Topology per test: a harness segment (a switch namespace with a bridge), nodes n1 and n2 and a client, each
+//! with `eth0` on the bridge; addresses from 192.0.2.0/24 and 2001:db8::/64 only. The tests need root (ignored
+//! otherwise; scripts/test.sh runs them).
 #![cfg(target_os = "linux")]
 
 use std::net::{IpAddr, SocketAddr, UdpSocket};
-use std::os::fd::AsRawFd;
-use std::process::Command;
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use openelb_core::model::IpFamily;
 use openelb_core::vrrp::consts::{MULTICAST_V4, PROTOCOL, TTL};
 use openelb_core::vrrp::{Advert, Received};
+use openelb_lab::in_netns::{run_in, spawn_in as in_ns};
+use openelb_lab::{HostSpec, Need, Segment, eventually_with, netns, require, test_prefix};
 use openelb_net::linux::LinuxNet;
 use openelb_net::ops::{AdvertReceiver, IfaceSpec, Incoming, NetError, NetOps};
 use openelb_net::wire::{self, DropReason, MacAddr, vrrp};
@@ -27,108 +27,35 @@ const N2_MAC: MacAddr = MacAddr([0x02, 0x42, 0xc0, 0x00, 0x02, 0x0c]);
 const CL_MAC: MacAddr = MacAddr([0x02, 0x42, 0xc0, 0x00, 0x02, 0x64]);
 
 fn ip(args: &[&str]) -> Result<String, String> {
-    let out = Command::new("ip").args(args).output().map_err(|e| format!("ip {args:?}: {e}"))?;
-    if !out.status.success() {
-        return Err(format!("ip {args:?}: {}", String::from_utf8_lossy(&out.stderr)));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    netns::ip(args).map_err(|e| format!("{e:#}"))
 }
 
-fn netns_exec(ns: &str, cmd: &[&str]) -> Result<String, String> {
-    let mut args = vec!["netns", "exec", ns];
-    args.extend_from_slice(cmd);
-    ip(&args)
-}
-
-/// The namespaces of one test; dropping it deletes them all (which also removes their veths).
-struct Lab {
-    sw: String,
+/// The namespaces of one test: n1, n2 and the client on one segment; dropping it deletes them all.
+struct Hosts {
+    // Held for its drop: it deletes the namespaces.
+    _segment: Segment,
     n1: String,
     n2: String,
     cl: String,
 }
 
-impl Drop for Lab {
-    fn drop(&mut self) {
-        for ns in [&self.n1, &self.n2, &self.cl, &self.sw] {
-            let _ = ip(&["netns", "del", ns]);
-        }
+impl Hosts {
+    fn new(tag: &str) -> Hosts {
+        require(&[Need::Root]);
+        let base = test_prefix(tag);
+        let hosts =
+            [("n1", N1_MAC, "11"), ("n2", N2_MAC, "12"), ("cl", CL_MAC, "100")].map(|(short, mac, host)| HostSpec {
+                name: short.into(),
+                ns: format!("{base}-{short}"),
+                mac: mac.to_string(),
+                addrs: vec![format!("192.0.2.{host}/24"), format!("2001:db8::{host}/64")],
+            });
+        let segment = Segment::with_hosts(&format!("{base}-sw"), hosts.to_vec())
+            .unwrap_or_else(|e| panic!("building the lab failed: {e:#}"));
+        let ns = |name: &str| segment.host(name).map(|h| h.ns.clone()).unwrap_or_default();
+        let (n1, n2, cl) = (ns("n1"), ns("n2"), ns("cl"));
+        Hosts { _segment: segment, n1, n2, cl }
     }
-}
-
-impl Lab {
-    /// None (with the reason printed) when this environment cannot run namespace tests.
-    fn new(tag: &str) -> Option<Lab> {
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
-            eprintln!("SKIP: namespace tests need root");
-            return None;
-        }
-        let base = format!("oelb-{}-{tag}", std::process::id());
-        let lab = Lab {
-            sw: format!("{base}-sw"),
-            n1: format!("{base}-n1"),
-            n2: format!("{base}-n2"),
-            cl: format!("{base}-cl"),
-        };
-        if let Err(e) = ip(&["netns", "add", &lab.sw]) {
-            eprintln!("SKIP: cannot create network namespaces: {e}");
-            return None;
-        }
-        if let Err(e) = lab.build() {
-            panic!("building the lab failed: {e}");
-        }
-        Some(lab)
-    }
-
-    fn build(&self) -> Result<(), String> {
-        ip(&["-n", &self.sw, "link", "add", "br0", "type", "bridge"])?;
-        ip(&["-n", &self.sw, "link", "set", "br0", "up"])?;
-        let hosts = [(&self.n1, "n1", N1_MAC, "11"), (&self.n2, "n2", N2_MAC, "12"), (&self.cl, "cl", CL_MAC, "100")];
-        for (ns, short, mac, host) in hosts {
-            ip(&["netns", "add", ns])?;
-            // No DAD, so link-local and test addresses are usable at once.
-            netns_exec(ns, &["sysctl", "-qw", "net.ipv6.conf.all.accept_dad=0"])?;
-            netns_exec(ns, &["sysctl", "-qw", "net.ipv6.conf.default.accept_dad=0"])?;
-            let peer = format!("sw-{short}");
-            let mac = mac.to_string();
-            ip(&["-n", &self.sw, "link", "add", &peer, "type", "veth", "peer", "name", "eth0", "netns", ns])?;
-            ip(&["-n", ns, "link", "set", "eth0", "address", &mac])?;
-            ip(&["-n", &self.sw, "link", "set", &peer, "master", "br0", "up"])?;
-            ip(&["-n", ns, "link", "set", "lo", "up"])?;
-            ip(&["-n", ns, "addr", "add", &format!("192.0.2.{host}/24"), "dev", "eth0"])?;
-            ip(&["-n", ns, "addr", "add", &format!("2001:db8::{host}/64"), "dev", "eth0", "nodad"])?;
-            ip(&["-n", ns, "link", "set", "eth0", "up"])?;
-        }
-        Ok(())
-    }
-}
-
-/// Runs `f` on a thread inside namespace `ns`, on a current-thread tokio runtime.
-fn in_ns<T, F, Fut>(ns: &str, f: F) -> std::thread::JoinHandle<T>
-where
-    T: Send + 'static,
-    F: FnOnce() -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = T>,
-{
-    let path = format!("/var/run/netns/{ns}");
-    std::thread::spawn(move || {
-        let file = std::fs::File::open(&path).unwrap();
-        // SAFETY: valid namespace fd; setns only affects this thread.
-        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        rt.block_on(f())
-    })
-}
-
-fn run_in<T, F, Fut>(ns: &str, f: F) -> T
-where
-    T: Send + 'static,
-    F: FnOnce() -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = T>,
-{
-    in_ns(ns, f).join().unwrap()
 }
 
 fn v4(s: &str) -> IpAddr {
@@ -144,24 +71,25 @@ fn prime_neighbour(ns: &str, vip: IpAddr) {
     });
 }
 
-/// Waits up to 3 s for the client's neighbour entry for `vip` to show `mac`.
+/// Waits up to 3 s for the client's neighbour entry for `vip` to show `mac`; how long it took.
 fn wait_neigh(ns: &str, vip: IpAddr, mac: MacAddr) -> Result<Duration, String> {
     let want = mac.to_string();
-    let t0 = Instant::now();
-    let mut last = String::new();
-    while t0.elapsed() < Duration::from_secs(3) {
-        last = ip(&["-n", ns, "neigh", "show", &vip.to_string(), "dev", "eth0"])?;
-        if last.contains(&want) {
-            return Ok(t0.elapsed());
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    Err(format!("neighbour entry for {vip} never showed {want}; last: {last:?}"))
+    let t0 = std::time::Instant::now();
+    eventually_with(
+        &format!("neighbour entry for {vip} showing {want}"),
+        Duration::from_secs(3),
+        Duration::from_millis(10),
+        || {
+            let last = ip(&["-n", ns, "neigh", "show", &vip.to_string(), "dev", "eth0"])?;
+            if last.contains(&want) { Ok(t0.elapsed()) } else { Err(format!("{last:?}")) }
+        },
+    )
 }
 
 #[test]
+#[ignore = "needs root: network namespaces (scripts/test.sh runs it)"]
 fn vip_add_list_remove_recognises_our_mark() {
-    let Some(lab) = Lab::new("addr") else { return };
+    let lab = Hosts::new("addr");
     let out = run_in(&lab.n1, || async {
         let net = LinuxNet::new().unwrap();
         let eth0 = net.resolve(&IfaceSpec::Name("eth0".into())).await.unwrap();
@@ -210,7 +138,7 @@ fn vip_add_list_remove_recognises_our_mark() {
     assert!(!shown.contains("192.0.2.91") && shown.contains("192.0.2.11/24"), "{shown}");
 }
 
-fn move_vip_and_check_client(lab: &Lab, vip: IpAddr) {
+fn move_vip_and_check_client(lab: &Hosts, vip: IpAddr) {
     run_in(&lab.n1, move || async move {
         let net = LinuxNet::new().unwrap();
         let eth0 = net.resolve(&IfaceSpec::Name("eth0".into())).await.unwrap();
@@ -235,20 +163,23 @@ fn move_vip_and_check_client(lab: &Lab, vip: IpAddr) {
 }
 
 #[test]
+#[ignore = "needs root: network namespaces (scripts/test.sh runs it)"]
 fn gratuitous_arp_updates_existing_client_entry() {
-    let Some(lab) = Lab::new("garp") else { return };
+    let lab = Hosts::new("garp");
     move_vip_and_check_client(&lab, v4("192.0.2.91"));
 }
 
 #[test]
+#[ignore = "needs root: network namespaces (scripts/test.sh runs it)"]
 fn unsolicited_na_updates_existing_client_entry() {
-    let Some(lab) = Lab::new("na") else { return };
+    let lab = Hosts::new("na");
     move_vip_and_check_client(&lab, v4("2001:db8::91"));
 }
 
 #[test]
+#[ignore = "needs root: network namespaces (scripts/test.sh runs it)"]
 fn gratuitous_arp_does_not_create_client_entry() {
-    let Some(lab) = Lab::new("noarp") else { return };
+    let lab = Hosts::new("noarp");
     let vip = v4("192.0.2.92");
     run_in(&lab.n1, move || async move {
         let net = LinuxNet::new().unwrap();
@@ -256,6 +187,7 @@ fn gratuitous_arp_does_not_create_client_entry() {
         net.add_vip(&eth0, vip).await.unwrap();
         net.announce(&eth0, vip, N1_MAC).await.unwrap();
     });
+    // Deliberately let time pass: the GARP must have arrived (and been ignored) before we look.
     std::thread::sleep(Duration::from_millis(100));
     let neigh = ip(&["-n", &lab.cl, "neigh", "show", "192.0.2.92"]).unwrap();
     assert!(neigh.trim().is_empty(), "arp_accept=0 must ignore a GARP without an entry: {neigh}");
@@ -268,7 +200,7 @@ fn advert_of(incoming: Incoming) -> Received {
     }
 }
 
-fn advert_round_trip(lab: &Lab, family: IpFamily, unicast: bool) {
+fn advert_round_trip(lab: &Hosts, family: IpFamily, unicast: bool) {
     let (ready_tx, ready_rx) = mpsc::channel();
     let receiver = in_ns(&lab.n2, move || async move {
         let net = LinuxNet::new().unwrap();
@@ -312,26 +244,30 @@ fn advert_round_trip(lab: &Lab, family: IpFamily, unicast: bool) {
 }
 
 #[test]
+#[ignore = "needs root: network namespaces (scripts/test.sh runs it)"]
 fn vrrp_advert_v4_multicast_received_with_ttl_255() {
-    let Some(lab) = Lab::new("vr4") else { return };
+    let lab = Hosts::new("vr4");
     advert_round_trip(&lab, IpFamily::V4, false);
 }
 
 #[test]
+#[ignore = "needs root: network namespaces (scripts/test.sh runs it)"]
 fn vrrp_advert_v4_unicast_received_with_ttl_255() {
-    let Some(lab) = Lab::new("vr4u") else { return };
+    let lab = Hosts::new("vr4u");
     advert_round_trip(&lab, IpFamily::V4, true);
 }
 
 #[test]
+#[ignore = "needs root: network namespaces (scripts/test.sh runs it)"]
 fn vrrp_advert_v6_multicast_received_with_hop_limit_255() {
-    let Some(lab) = Lab::new("vr6") else { return };
+    let lab = Hosts::new("vr6");
     advert_round_trip(&lab, IpFamily::V6, false);
 }
 
 #[test]
+#[ignore = "needs root: network namespaces (scripts/test.sh runs it)"]
 fn interface_resolution() {
-    let Some(lab) = Lab::new("res") else { return };
+    let lab = Hosts::new("res");
     run_in(&lab.n1, || async {
         let net = LinuxNet::new().unwrap();
         let by_route = net.resolve(&"can_reach:192.0.2.12".parse().unwrap()).await.unwrap();
@@ -356,8 +292,9 @@ fn interface_resolution() {
 }
 
 #[test]
+#[ignore = "needs root: network namespaces (scripts/test.sh runs it)"]
 fn vrrp_advert_with_ttl_below_255_is_dropped() {
-    let Some(lab) = Lab::new("ttl") else { return };
+    let lab = Hosts::new("ttl");
     let (ready_tx, ready_rx) = mpsc::channel();
     let receiver = in_ns(&lab.n2, move || async move {
         let net = LinuxNet::new().unwrap();

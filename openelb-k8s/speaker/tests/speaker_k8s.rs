@@ -1,5 +1,6 @@
 //! The speaker with its Kubernetes source against the real test apiserver (env `KAPI_KUBECONFIG`), each node's
-//! speaker in a network namespace of the speaker lab. Root only; skips (passing, with a note) otherwise.
+//! speaker in a network namespace of a harness segment. Needs root and the test apiserver (ignored otherwise;
+//! scripts/test.sh starts the apiserver and runs them).
 //!
 //! How the namespaces reach the API server: the apiserver listens on 127.0.0.1 of the host namespace, which a
 //! new namespace cannot reach. The speaker library is split the way the binary composes it, so the test runs
@@ -15,11 +16,8 @@
 //! lab's nodes keeps other tests' Nodes out of the candidates. Every wait polls with a generous timeout:
 //! nothing here asserts timings.
 
-mod speaker_common;
-
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -33,6 +31,8 @@ use kube::{Client, Config};
 use openelb_core::election;
 use openelb_k8s::crd::{Eip, EipProtocol, EipSpec};
 use openelb_k8s::serve::{self, Readiness};
+use openelb_lab::in_netns::enter as enter_netns;
+use openelb_lab::{Host, HostSpec, Need, Segment, eventually, netns, require, test_prefix};
 use openelb_net::linux::LinuxNet;
 use openelb_net::ops::{IfaceSpec, NetOps};
 use openelb_speaker::events::{EVENT_QUEUE, publish_events};
@@ -42,42 +42,44 @@ use openelb_speaker::{
 };
 use prometheus_client::registry::Registry;
 use serde_json::json;
-use speaker_common::Lab;
 use tokio::runtime::Runtime;
 use tokio::sync::{mpsc, oneshot};
 
 const WAIT: Duration = Duration::from_secs(20);
 const NAMESPACE: &str = "default";
 
-unsafe extern "C" {
-    fn setns(fd: i32, nstype: i32) -> i32;
-}
-const CLONE_NEWNET: i32 = 0x4000_0000;
-
-/// Moves the calling thread into network namespace `ns` (threads it creates afterwards inherit it).
-fn enter_netns(ns: &str) -> Result<(), String> {
-    let path = format!("/var/run/netns/{ns}");
-    let file = std::fs::File::open(&path).map_err(|e| format!("{path}: {e}"))?;
-    // SAFETY: a valid namespace fd; setns only changes this thread's network namespace.
-    let rc = unsafe { setns(file.as_raw_fd(), CLONE_NEWNET) };
-    if rc != 0 {
-        return Err(format!("setns {path}: {}", std::io::Error::last_os_error()));
-    }
-    Ok(())
+/// The apiserver's kubeconfig; panics without root or without an apiserver.
+fn prerequisites() -> String {
+    require(&[Need::Root, Need::Apiserver]);
+    openelb_lab::require::require_kubeconfig()
 }
 
-/// Root and a test apiserver, or `None` (and why) when this run cannot do the test.
-fn prerequisites() -> Option<String> {
-    let kc = std::env::var("KAPI_KUBECONFIG").ok().filter(|s| !s.is_empty());
-    let Some(kc) = kc else {
-        println!("skipping: no test apiserver (KAPI_KUBECONFIG unset; scripts/kapi.sh start)");
-        return None;
+/// Nodes `node-a`, `node-b` (192.0.2.3, .4) and a client (.100) on a new segment.
+fn segment(tag: &str) -> Segment {
+    let base = test_prefix(tag);
+    let host = |name: &str, ns: String, last: u8| HostSpec {
+        name: name.into(),
+        ns,
+        mac: format!("02:42:c0:00:02:{last:02x}"),
+        addrs: vec![format!("192.0.2.{last}/24")],
     };
-    if !speaker_common::is_root() {
-        println!("skipping: the speaker's namespaces need root");
-        return None;
-    }
-    Some(kc)
+    let hosts = vec![
+        host("node-a", format!("{base}-n0"), 3),
+        host("node-b", format!("{base}-n1"), 4),
+        host("client", format!("{base}-cl"), 100),
+    ];
+    Segment::with_hosts(&format!("{base}-sw"), hosts).unwrap_or_else(|e| panic!("{e:#}"))
+}
+
+fn nodes(lab: &Segment) -> Vec<Host> {
+    lab.hosts().filter(|h| h.name != "client").cloned().collect()
+}
+
+/// Whether `node`'s eth0 carries `vip` as a /32 with the label openelb gives its IPv4 VIPs.
+fn has_marked_ip(lab: &Segment, node: &str, vip: &str) -> bool {
+    let Some(h) = lab.host(node) else { return false };
+    netns::ip_in(&h.ns, &["addr", "show", "dev", "eth0"])
+        .is_ok_and(|s| s.lines().any(|l| l.contains(&format!("inet {vip}/32")) && l.trim_end().ends_with("eth0:oelb")))
 }
 
 fn tracing_init() {
@@ -123,8 +125,8 @@ struct Objects {
 }
 
 impl Objects {
-    async fn create(client: Client, prefix: &str, vip: &str, lab: &Lab) -> Objects {
-        let nodes: Vec<String> = lab.nodes.iter().map(|n| format!("{prefix}-{}", n.name)).collect();
+    async fn create(client: Client, prefix: &str, vip: &str, lab_nodes: &[Host]) -> Objects {
+        let nodes: Vec<String> = lab_nodes.iter().map(|n| format!("{prefix}-{}", n.name)).collect();
         let objects = Objects {
             client: client.clone(),
             handle: tokio::runtime::Handle::current(),
@@ -143,11 +145,11 @@ impl Objects {
         );
         eip.metadata.labels = Some([("test.openelb.kubesphere.io/speaker-k8s".to_string(), prefix.to_string())].into());
         Api::<Eip>::all(client.clone()).create(&PostParams::default(), &eip).await.unwrap();
-        for (n, k8s_name) in lab.nodes.iter().zip(&nodes) {
+        for (n, k8s_name) in lab_nodes.iter().zip(&nodes) {
             let node: corev1::Node = serde_json::from_value(json!({
                 "metadata": {"name": k8s_name},
                 "status": {
-                    "addresses": [{"type": "InternalIP", "address": n.ip}],
+                    "addresses": [{"type": "InternalIP", "address": n.ip()}],
                     "conditions": [{"type": "Ready", "status": "True"}]
                 }
             }))
@@ -309,19 +311,13 @@ impl NodeSpeaker {
     }
 
     fn wait_sample(&self, series: &str, want: f64) {
-        let t0 = Instant::now();
-        while self.sample(series) != Some(want) {
-            assert!(t0.elapsed() < WAIT, "{series} never became {want}:\n{}", self.metrics());
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let seen = eventually(WAIT, Duration::from_millis(50), || (self.sample(series) == Some(want)).then_some(()));
+        assert!(seen.is_ok(), "{series} never became {want}:\n{}", self.metrics());
     }
 
     fn wait_ready(&self) {
-        let t0 = Instant::now();
-        while !self.readiness.is_ready() {
-            assert!(t0.elapsed() < WAIT, "the first plan was never applied");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let ready = eventually(WAIT, Duration::from_millis(20), || self.readiness.is_ready().then_some(()));
+        assert!(ready.is_ok(), "the first plan was never applied");
     }
 
     /// SIGTERM's path: priority-0 adverts, VIPs removed; returns how the loop ended.
@@ -352,26 +348,29 @@ fn prefix(tag: &str) -> String {
 }
 
 #[test]
+#[ignore = "needs root and the test kube-apiserver: KAPI_KUBECONFIG, started by scripts/test.sh"]
 fn the_vip_follows_the_ingress_the_controller_wrote() {
-    let Some(kc) = prerequisites() else { return };
+    let kc = prerequisites();
     tracing_init();
-    let Some(lab) = Lab::new("k8sv", 2) else { return };
+    let lab = segment("k8sv");
+    let lab_nodes = nodes(&lab);
     let rt = runtime();
     let vip = "192.0.2.201";
     let client = rt.block_on(async { Client::try_from(config_from(&kc).await).unwrap() });
     rt.block_on(ensure_crd(&client));
     let pfx = prefix("v");
-    let objects = rt.block_on(Objects::create(client.clone(), &pfx, vip, &lab));
+    let objects = rt.block_on(Objects::create(client.clone(), &pfx, vip, &lab_nodes));
     let k8s_names = objects.nodes.clone();
-    let lab_names = lab.all();
+    let lab_names: Vec<String> = lab_nodes.iter().map(|n| n.name.clone()).collect();
 
     let mut speakers: Vec<NodeSpeaker> =
-        lab.nodes.iter().zip(&k8s_names).map(|(n, k)| NodeSpeaker::start(&rt, client.clone(), &n.ns, k)).collect();
+        lab_nodes.iter().zip(&k8s_names).map(|(n, k)| NodeSpeaker::start(&rt, client.clone(), &n.ns, k)).collect();
     for s in &speakers {
         s.wait_ready();
     }
 
-    // A Service of ours without an address: nothing is announced, whatever the pool has free.
+    // A Service of ours without an address: nothing is announced, whatever the pool has free. Watching for a
+    // second is the point: nothing may appear during it.
     let t0 = Instant::now();
     while t0.elapsed() < Duration::from_secs(1) {
         assert!(lab.holders_of(vip, &lab_names).is_empty(), "announced before the controller wrote an address");
@@ -392,11 +391,11 @@ fn the_vip_follows_the_ingress_the_controller_wrote() {
     let (first_lab, other_lab) = (lab_names[first].clone(), lab_names[1 - first].clone());
     let written = Instant::now();
     rt.block_on(objects.set_ingress(&[vip]));
-    lab.wait_holders_of(vip, &lab_names, &[&first_lab], WAIT, &String::new);
-    lab.wait_client_reaches_vip(vip, &lab.node(&first_lab).mac.clone(), WAIT);
+    lab.wait_holders_of(vip, &lab_names, &[&first_lab], WAIT).unwrap();
+    lab.wait_reaches("client", vip, &lab.host(&first_lab).unwrap().mac.clone(), WAIT).unwrap();
     eprintln!("ingress written → client reaches {vip} via {first_lab}: {:?} (informational)", written.elapsed());
-    assert!(lab.has_marked_ip(&first_lab, vip), "the VIP must carry openelb's label");
-    let ns = lab.node(&first_lab).ns.clone();
+    assert!(has_marked_ip(&lab, &first_lab, vip), "the VIP must carry openelb's label");
+    let ns = lab.host(&first_lab).unwrap().ns.clone();
     let ours = std::thread::spawn(move || -> Result<Vec<IpAddr>, String> {
         enter_netns(&ns)?;
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
@@ -412,19 +411,19 @@ fn the_vip_follows_the_ingress_the_controller_wrote() {
     assert!(ours.contains(&vip_ip), "the VIP must carry openelb's address protocol mark: {ours:?}");
 
     // An Event on the Service names the node, the address, the interface and the group's VRID.
-    let t0 = Instant::now();
-    let vrid = loop {
-        let events = rt.block_on(objects.events());
-        let announced = events.iter().find(|(reason, _, _)| reason == VipChange::Announced.reason());
-        if let Some((_, note, instance)) = announced {
-            assert!(note.contains(&first_k8s) && note.contains(vip) && note.contains("eth0"), "{note}");
-            assert_eq!(instance, &first_k8s);
-            let vrid = note.split("VRID ").nth(1).and_then(|r| r.trim_end_matches(')').parse::<u8>().ok());
-            break vrid.unwrap_or_else(|| panic!("no VRID in {note:?}"));
-        }
-        assert!(t0.elapsed() < WAIT, "no VIPAnnounced Event: {events:?}");
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let mut events = Vec::new();
+    let (note, instance) = eventually(WAIT, Duration::from_millis(100), || {
+        events = rt.block_on(objects.events());
+        events
+            .iter()
+            .find(|(reason, _, _)| reason == VipChange::Announced.reason())
+            .map(|(_, n, i)| (n.clone(), i.clone()))
+    })
+    .unwrap_or_else(|e| panic!("no VIPAnnounced Event ({e}): {events:?}"));
+    assert!(note.contains(&first_k8s) && note.contains(vip) && note.contains("eth0"), "{note}");
+    assert_eq!(instance, first_k8s);
+    let vrid = note.split("VRID ").nth(1).and_then(|r| r.trim_end_matches(')').parse::<u8>().ok());
+    let vrid = vrid.unwrap_or_else(|| panic!("no VRID in {note:?}"));
 
     // Metrics: the holder runs that group as master, the other node as backup, hearing the master's adverts.
     let group = format!(r#"{{vrid="{vrid}",interface="eth0",family="IPv4"}}"#);
@@ -436,21 +435,23 @@ fn the_vip_follows_the_ingress_the_controller_wrote() {
     assert!(holder.sample(&format!("openelb_speaker_vrrp_transitions_total{group}")).is_some_and(|n| n > 0.0));
     let backup = &speakers[1 - first];
     backup.wait_sample(&format!("openelb_speaker_vrrp_state{group}"), 1.0);
-    let t0 = Instant::now();
-    while !backup.sample(&format!("openelb_speaker_vrrp_adverts_received_total{group}")).is_some_and(|n| n > 0.0) {
-        assert!(t0.elapsed() < WAIT, "the backup never heard an advert:\n{}", backup.metrics());
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let heard = eventually(WAIT, Duration::from_millis(50), || {
+        backup
+            .sample(&format!("openelb_speaker_vrrp_adverts_received_total{group}"))
+            .is_some_and(|n| n > 0.0)
+            .then_some(())
+    });
+    assert!(heard.is_ok(), "the backup never heard an advert:\n{}", backup.metrics());
 
     // The controller takes the address away: the VIP goes, and the withdrawal is recorded.
     rt.block_on(objects.set_ingress(&[]));
-    lab.wait_holders_of(vip, &lab_names, &[], WAIT, &String::new);
+    lab.wait_holders_of(vip, &lab_names, &[], WAIT).unwrap();
     holder.wait_sample("openelb_speaker_vips ", held_before[first]);
-    let t0 = Instant::now();
-    while !rt.block_on(objects.events()).iter().any(|(r, n, _)| r == VipChange::Withdrawn.reason() && n.contains(vip)) {
-        assert!(t0.elapsed() < WAIT, "no VIPWithdrawn Event");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let withdrawn = eventually(WAIT, Duration::from_millis(100), || {
+        let events = rt.block_on(objects.events());
+        events.iter().any(|(r, n, _)| r == VipChange::Withdrawn.reason() && n.contains(vip)).then_some(())
+    });
+    assert!(withdrawn.is_ok(), "no VIPWithdrawn Event");
     assert!(lab.holders_of(vip, &[other_lab]).is_empty());
 
     for s in &mut speakers {
@@ -529,10 +530,12 @@ impl Drop for Relay {
 }
 
 #[test]
+#[ignore = "needs root and the test kube-apiserver: KAPI_KUBECONFIG, started by scripts/test.sh"]
 fn without_the_api_server_the_vips_stay_and_failover_goes_on() {
-    let Some(kc) = prerequisites() else { return };
+    let kc = prerequisites();
     tracing_init();
-    let Some(lab) = Lab::new("k8sa", 2) else { return };
+    let lab = segment("k8sa");
+    let lab_nodes = nodes(&lab);
     let rt = runtime();
     let vip = "192.0.2.202";
     let (client, relayed) = rt.block_on(async {
@@ -548,24 +551,25 @@ fn without_the_api_server_the_vips_stay_and_failover_goes_on() {
     });
     let (relay, relayed) = relayed;
     rt.block_on(ensure_crd(&client));
-    let objects = rt.block_on(Objects::create(client.clone(), &prefix("a"), vip, &lab));
+    let objects = rt.block_on(Objects::create(client.clone(), &prefix("a"), vip, &lab_nodes));
     rt.block_on(objects.set_ingress(&[vip]));
     let k8s_names = objects.nodes.clone();
-    let lab_names = lab.all();
+    let lab_names: Vec<String> = lab_nodes.iter().map(|n| n.name.clone()).collect();
     let mut speakers: Vec<NodeSpeaker> =
-        lab.nodes.iter().zip(&k8s_names).map(|(n, k)| NodeSpeaker::start(&rt, relayed.clone(), &n.ns, k)).collect();
+        lab_nodes.iter().zip(&k8s_names).map(|(n, k)| NodeSpeaker::start(&rt, relayed.clone(), &n.ns, k)).collect();
     let vip_ip: IpAddr = vip.parse().unwrap();
     let refs: Vec<&str> = k8s_names.iter().map(String::as_str).collect();
     let first_k8s = election::rank(&vip_ip, &refs)[0].to_string();
     let first = k8s_names.iter().position(|k| *k == first_k8s).unwrap();
     let second = 1 - first;
-    lab.wait_holders_of(vip, &lab_names, &[&lab_names[first]], WAIT, &String::new);
+    lab.wait_holders_of(vip, &lab_names, &[&lab_names[first]], WAIT).unwrap();
 
     // The API server goes away: both speakers notice, and the holder keeps the VIP.
     relay.cut();
     for s in &speakers {
         s.wait_sample("openelb_speaker_api_connected ", 0.0);
     }
+    // Watching for a second is the point: the VIP must not move during it.
     let t0 = Instant::now();
     while t0.elapsed() < Duration::from_secs(1) {
         assert_eq!(lab.holders_of(vip, &lab_names), vec![lab_names[first].clone()], "the VIP must stay");
@@ -575,8 +579,8 @@ fn without_the_api_server_the_vips_stay_and_failover_goes_on() {
     // VRRP does not need the API: the holder stops (SIGTERM's path) and the other node takes over.
     assert_eq!(speakers[first].stop(), Ok(()));
     assert!(!lab.has_ip(&lab_names[first], vip), "a stopped speaker removes its VIP");
-    lab.wait_holders_of(vip, &lab_names, &[&lab_names[second]], WAIT, &String::new);
-    lab.wait_client_reaches_vip(vip, &lab.node(&lab_names[second]).mac.clone(), WAIT);
+    lab.wait_holders_of(vip, &lab_names, &[&lab_names[second]], WAIT).unwrap();
+    lab.wait_reaches("client", vip, &lab.host(&lab_names[second]).unwrap().mac.clone(), WAIT).unwrap();
 
     // The API server returns: noticed without any object changing, and nothing moves.
     relay.restore();
@@ -641,30 +645,31 @@ impl Drop for LooseCrd {
 /// speaker from its first snapshot: it plans, the Eip is read as far as it reads, so its Service's VIP is held
 /// by the first preference, and the object is counted.
 #[test]
+#[ignore = "needs root and the test kube-apiserver: KAPI_KUBECONFIG, started by scripts/test.sh"]
 fn an_eip_that_does_not_decode_never_stops_a_restarted_speaker() {
-    let Some(kc) = prerequisites() else { return };
+    let kc = prerequisites();
     tracing_init();
-    let Some(lab) = Lab::new("k8su", 2) else { return };
+    let lab = segment("k8su");
+    let lab_nodes = nodes(&lab);
     let rt = runtime();
     let vip = "192.0.2.203";
     let client = rt.block_on(async { Client::try_from(config_from(&kc).await).unwrap() });
     rt.block_on(ensure_crd(&client));
     let loose = rt.block_on(LooseCrd::new(client.clone()));
-    let objects = rt.block_on(Objects::create(client.clone(), &prefix("u"), vip, &lab));
+    let objects = rt.block_on(Objects::create(client.clone(), &prefix("u"), vip, &lab_nodes));
     rt.block_on(objects.set_ingress(&[vip]));
     let eips: Api<kube::api::DynamicObject> = Api::all_with(client.clone(), &kube::api::ApiResource::erase::<Eip>(&()));
     let bad = json!({"spec": {"priority": "high"}});
-    let t0 = Instant::now();
     // The API server takes the loosened schema a moment after the CRD is replaced.
-    while rt.block_on(eips.patch(&objects.eip, &PatchParams::default(), &Patch::Merge(&bad))).is_err() {
-        assert!(t0.elapsed() < WAIT, "the Eip never took a priority past the schema");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let patched = eventually(WAIT, Duration::from_millis(100), || {
+        rt.block_on(eips.patch(&objects.eip, &PatchParams::default(), &Patch::Merge(&bad))).ok()
+    });
+    assert!(patched.is_ok(), "the Eip never took a priority past the schema");
 
     let k8s_names = objects.nodes.clone();
-    let lab_names = lab.all();
+    let lab_names: Vec<String> = lab_nodes.iter().map(|n| n.name.clone()).collect();
     let mut speakers: Vec<NodeSpeaker> =
-        lab.nodes.iter().zip(&k8s_names).map(|(n, k)| NodeSpeaker::start(&rt, client.clone(), &n.ns, k)).collect();
+        lab_nodes.iter().zip(&k8s_names).map(|(n, k)| NodeSpeaker::start(&rt, client.clone(), &n.ns, k)).collect();
     for s in &speakers {
         s.wait_ready();
     }
@@ -672,7 +677,7 @@ fn an_eip_that_does_not_decode_never_stops_a_restarted_speaker() {
     let refs: Vec<&str> = k8s_names.iter().map(String::as_str).collect();
     let first_k8s = election::rank(&vip_ip, &refs)[0].to_string();
     let first = k8s_names.iter().position(|k| *k == first_k8s).unwrap();
-    lab.wait_holders_of(vip, &lab_names, &[&lab_names[first]], WAIT, &String::new);
+    lab.wait_holders_of(vip, &lab_names, &[&lab_names[first]], WAIT).unwrap();
     let undecodable = speakers[first].sample(r#"openelb_objects_undecodable_total{kind="Eip"}"#);
     assert!(undecodable.is_some_and(|n| n >= 1.0), "{}", speakers[first].metrics());
 

@@ -6,7 +6,9 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use openelb_lab::eventually;
 
 fn speaker(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_openelb-speaker"));
@@ -84,11 +86,8 @@ fn get(port: u16, path: &str) -> String {
 }
 
 fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool, context: impl Fn() -> String) {
-    let t0 = Instant::now();
-    while !done() {
-        assert!(t0.elapsed() < timeout, "{what}:\n{}", context());
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let seen = eventually(timeout, Duration::from_millis(50), || done().then_some(()));
+    assert!(seen.is_ok(), "{what}:\n{}", context());
 }
 
 fn write_kubeconfig(dir: &Path, server: &str) -> String {
@@ -133,16 +132,10 @@ fn without_an_api_server_it_waits_says_so_and_stops_cleanly() {
     assert_eq!(text().matches("cannot reach the Kubernetes API server").count(), 1, "said once:\n{}", text());
 
     let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
-    let t0 = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if t0.elapsed() > Duration::from_secs(20) {
-            let _ = child.kill();
-            panic!("no exit after SIGTERM:\n{}", text());
-        }
-        std::thread::sleep(Duration::from_millis(50));
+    let status = eventually(Duration::from_secs(20), Duration::from_millis(50), || child.try_wait().unwrap());
+    let Ok(status) = status else {
+        let _ = child.kill();
+        panic!("no exit after SIGTERM:\n{}", text());
     };
     assert_eq!(status.code(), Some(0), "{}", text());
     assert!(text().contains("stopped before the first complete listing"), "{}", text());

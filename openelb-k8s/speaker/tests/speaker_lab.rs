@@ -1,33 +1,37 @@
 //! `openelb-speaker` processes on a real (namespaced) Linux network: election, client reachability, crash
-//! failover, graceful handover, restart with a stale VIP, partition and heal. Root only (skips otherwise).
+//! failover, graceful handover, restart with a stale VIP, partition and heal. Root only (ignored otherwise;
+//! scripts/test.sh runs them).
 //! Every wait polls with a generous timeout: nothing here asserts timings (the lab bench measures them).
 
-mod speaker_common;
+mod speaker_segment;
 
 use std::time::Duration;
 
+use openelb_lab::in_netns::call_in;
+use openelb_lab::{Sig, eventually, netns};
 use openelb_net::wire::DropReason;
 use openelb_speaker::metrics_addr::DEFAULT_METRICS_PORT;
-use speaker_common::{Lab, VIP, ip, signal};
+use speaker_segment::{SpeakerSegment, VIP};
 
 const SETTLE: Duration = Duration::from_secs(10);
 const STEADY: Duration = Duration::from_secs(1);
 
 /// Starts a speaker on every node and waits for the first preference to hold the VIP alone.
-fn elected(tag: &str, extra: &[&str]) -> Option<(Lab, Vec<String>)> {
-    let mut lab = Lab::new(tag, 3)?;
+fn elected(tag: &str, extra: &[&str]) -> (SpeakerSegment, Vec<String>) {
+    let mut lab = SpeakerSegment::new(tag, 3);
     let all = lab.all();
     for n in &all {
         lab.start_speaker(n, extra);
     }
     let pref = lab.preference(&all);
     lab.wait_holders(&all, &[&pref[0]], SETTLE);
-    Some((lab, pref))
+    (lab, pref)
 }
 
 #[test]
+#[ignore = "needs root: network namespaces (scripts/test.sh runs it)"]
 fn the_first_preference_holds_the_vip_and_the_client_reaches_it() {
-    let Some((lab, pref)) = elected("elect", &[]) else { return };
+    let (lab, pref) = elected("elect", &[]);
     let all = lab.all();
     lab.assert_steady(&all, &pref[0], STEADY);
     let holder = lab.node(&pref[0]).clone();
@@ -46,15 +50,15 @@ fn the_first_preference_holds_the_vip_and_the_client_reaches_it() {
 }
 
 #[test]
+#[ignore = "needs root: network namespaces (scripts/test.sh runs it)"]
 fn crash_of_the_holder_moves_the_vip_to_the_second_preference() {
-    let Some((mut lab, pref)) = elected("crash", &[]) else { return };
+    let (mut lab, pref) = elected("crash", &[]);
     lab.wait_client_reaches(&lab.node(&pref[0]).mac.clone(), SETTLE);
 
     // Crash: the speaker dies without a word and the node drops off the segment.
-    let pid = lab.proc(&pref[0]).pid();
-    signal(pid, "KILL");
+    lab.proc(&pref[0]).signal(Sig::Kill);
     assert!(lab.proc(&pref[0]).wait_exit(Duration::from_secs(5)).is_some());
-    ip(&["-n", &lab.node(&pref[0]).ns, "link", "set", "eth0", "down"]).unwrap();
+    netns::ip_in(&lab.node(&pref[0]).ns, &["link", "set", "eth0", "down"]).unwrap();
 
     let alive = vec![pref[1].clone(), pref[2].clone()];
     lab.wait_holders(&alive, &[&pref[1]], SETTLE);
@@ -63,15 +67,15 @@ fn crash_of_the_holder_moves_the_vip_to_the_second_preference() {
 }
 
 #[test]
+#[ignore = "needs root: network namespaces (scripts/test.sh runs it)"]
 fn sigterm_releases_the_vip_exits_zero_and_the_next_node_takes_over() {
-    let Some((mut lab, pref)) = elected("term", &[]) else { return };
+    let (mut lab, pref) = elected("term", &[]);
     lab.wait_client_reaches(&lab.node(&pref[0]).mac.clone(), SETTLE);
 
-    let pid = lab.proc(&pref[0]).pid();
-    signal(pid, "TERM");
+    lab.proc(&pref[0]).signal(Sig::Term);
     let code = lab.proc(&pref[0]).wait_exit(SETTLE);
     assert_eq!(code, Some(0), "graceful exit\n{}", lab.logs());
-    assert!(!lab.has_vip(&pref[0]), "the VIP must be gone from the stopped node");
+    assert!(!lab.segment.has_ip(&pref[0], VIP), "the VIP must be gone from the stopped node");
 
     let all = lab.all();
     lab.wait_holders(&all, &[&pref[1]], SETTLE);
@@ -82,8 +86,9 @@ fn sigterm_releases_the_vip_exits_zero_and_the_next_node_takes_over() {
 }
 
 #[test]
+#[ignore = "needs root: network namespaces (scripts/test.sh runs it)"]
 fn a_restarted_speaker_removes_its_stale_vip_and_never_makes_a_second_holder() {
-    let Some(mut lab) = Lab::new("stale", 3) else { return };
+    let mut lab = SpeakerSegment::new("stale", 3);
     let all = lab.all();
     let pref = lab.preference(&all);
     let last = pref[2].clone();
@@ -91,10 +96,9 @@ fn a_restarted_speaker_removes_its_stale_vip_and_never_makes_a_second_holder() {
     // Leave a stale VIP behind: the last preference runs alone (so it becomes master), then is killed.
     lab.start_speaker(&last, &[]);
     lab.wait_holders(&all, &[&last], SETTLE);
-    let pid = lab.proc(&last).pid();
-    signal(pid, "KILL");
+    lab.proc(&last).signal(Sig::Kill);
     assert!(lab.proc(&last).wait_exit(Duration::from_secs(5)).is_some());
-    assert!(lab.has_vip(&last), "SIGKILL leaves the address behind (the situation under test)");
+    assert!(lab.segment.has_ip(&last, VIP), "SIGKILL leaves the address behind (the situation under test)");
 
     lab.start_speaker(&pref[0], &[]);
     lab.start_speaker(&pref[1], &[]);
@@ -110,11 +114,11 @@ fn a_restarted_speaker_removes_its_stale_vip_and_never_makes_a_second_holder() {
 }
 
 #[test]
+#[ignore = "needs root: network namespaces (scripts/test.sh runs it)"]
 fn a_crashed_holder_restarts_cleanly_and_takes_the_vip_back_once() {
-    let Some((mut lab, pref)) = elected("back", &["--preempt-delay", "1s"]) else { return };
+    let (mut lab, pref) = elected("back", &["--preempt-delay", "1s"]);
     let all = lab.all();
-    let pid = lab.proc(&pref[0]).pid();
-    signal(pid, "KILL");
+    lab.proc(&pref[0]).signal(Sig::Kill);
     assert!(lab.proc(&pref[0]).wait_exit(Duration::from_secs(5)).is_some());
     // The dead node still has the address (nobody removes it), the second preference takes over.
     lab.wait_holders(&all, &[&pref[0], &pref[1]], SETTLE);
@@ -129,27 +133,25 @@ fn a_crashed_holder_restarts_cleanly_and_takes_the_vip_back_once() {
 }
 
 /// Blocks VRRP between two nodes: iptables in both, or bridge port isolation where iptables is unusable.
-fn partition(lab: &Lab, a: &str, b: &str, on: bool) {
+fn partition(lab: &SpeakerSegment, a: &str, b: &str, on: bool) {
     let (na, nb) = (lab.node(a).clone(), lab.node(b).clone());
     let op = if on { "-A" } else { "-D" };
-    let rule = |ns: &str, src: &str| {
-        speaker_common::in_ns(ns, &["iptables", op, "INPUT", "-p", "112", "-s", src, "-j", "DROP"])
-    };
-    if rule(&na.ns, &nb.ip).and_then(|_| rule(&nb.ns, &na.ip)).is_ok() {
+    let rule = |ns: &str, src: &str| netns::exec(ns, &["iptables", op, "INPUT", "-p", "112", "-s", src, "-j", "DROP"]);
+    if rule(&na.ns, nb.ip()).and_then(|_| rule(&nb.ns, na.ip())).is_ok() {
         return;
     }
     eprintln!("iptables unusable in the namespaces; isolating bridge ports instead");
     let flag = if on { "on" } else { "off" };
     for n in [a, b] {
-        let idx = lab.nodes.iter().position(|x| x.name == n).unwrap();
-        speaker_common::run("bridge", &["-n", &lab.sw, "link", "set", "dev", &format!("p{idx}"), "isolated", flag])
-            .unwrap();
+        let port = lab.node(n).port.clone();
+        netns::run("bridge", &["-n", lab.segment.switch(), "link", "set", "dev", &port, "isolated", flag]).unwrap();
     }
 }
 
 #[test]
+#[ignore = "needs root: network namespaces (scripts/test.sh runs it)"]
 fn a_partition_makes_two_masters_and_healing_leaves_exactly_one() {
-    let Some((lab, pref)) = elected("part", &[]) else { return };
+    let (lab, pref) = elected("part", &[]);
     let all = lab.all();
     partition(&lab, &pref[0], &pref[1], true);
     lab.wait_holders(&all, &[&pref[0], &pref[1]], SETTLE);
@@ -162,13 +164,14 @@ fn a_partition_makes_two_masters_and_healing_leaves_exactly_one() {
 }
 
 #[test]
+#[ignore = "needs root: network namespaces (scripts/test.sh runs it)"]
 fn sighup_reloads_the_manifests_and_moves_the_vip_to_an_eligible_node() {
-    let Some((lab, pref)) = elected("hup", &[]) else { return };
+    let (lab, pref) = elected("hup", &[]);
     let all = lab.all();
     // The holder's Node disappears from the objects: it is no longer a candidate anywhere.
     lab.write_manifests(&[pref[1].clone(), pref[2].clone()]);
     for n in &all {
-        signal(lab.procs[n].pid(), "HUP");
+        lab.procs[n].signal(Sig::Hup);
     }
     lab.wait_holders(&all, &[&pref[1]], SETTLE);
     lab.assert_steady(&all, &pref[1], STEADY);
@@ -178,7 +181,7 @@ fn sighup_reloads_the_manifests_and_moves_the_vip_to_an_eligible_node() {
     // Back again: the first preference takes it back (after its preempt delay).
     lab.write_manifests(&all);
     for n in &all {
-        signal(lab.procs[n].pid(), "HUP");
+        lab.procs[n].signal(Sig::Hup);
     }
     lab.wait_holders(&all, &[&pref[0]], SETTLE);
     lab.assert_steady(&all, &pref[0], STEADY);
@@ -186,15 +189,16 @@ fn sighup_reloads_the_manifests_and_moves_the_vip_to_an_eligible_node() {
 
 /// Sends one VRRPv3 advert for VRID `vrid` from the client to 224.0.0.18 with IP TTL 254: well formed, but
 /// it crossed a router as far as RFC 5798 §7.1 is concerned, so every receiver must drop it.
-fn send_advert_with_ttl_254(lab: &Lab, vrid: u8) {
+fn send_advert_with_ttl_254(lab: &SpeakerSegment, vrid: u8) {
     use openelb_core::vrrp::Advert;
     use openelb_net::wire::{self, vrrp};
     use std::net::{IpAddr, SocketAddr};
-    let src: IpAddr = speaker_common::CLIENT_IP.parse().unwrap();
+    let client = lab.segment.host("client").unwrap();
+    let src: IpAddr = client.ip().parse().unwrap();
     let group: IpAddr = "224.0.0.18".parse().unwrap();
     let advert = Advert { vrid, priority: 254, max_advert_int: 10, addresses: vec![VIP.parse().unwrap()] };
     let payload = wire::encode(&advert, vrrp::Context::new(src, group), &[]).unwrap();
-    speaker_common::in_netns(&lab.client, move || {
+    call_in(&client.ns, move || {
         let protocol = socket2::Protocol::from(112);
         let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::RAW, Some(protocol)).unwrap();
         sock.bind_device(Some(b"eth0")).unwrap();
@@ -202,6 +206,21 @@ fn send_advert_with_ttl_254(lab: &Lab, vrid: u8) {
         sock.set_multicast_ttl_v4(254).unwrap();
         sock.send_to(&payload, &SocketAddr::new(group, 0).into()).unwrap();
     });
+}
+
+/// `GET path` on `node`'s InternalIP and `port`, from inside its namespace; the whole response.
+fn http_get(lab: &SpeakerSegment, node: &str, port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let host = lab.node(node);
+    let addr: std::net::IpAddr = host.ip().parse().unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    call_in(&host.ns, move || {
+        let Ok(mut s) = std::net::TcpStream::connect((addr, port)) else { return String::new() };
+        let _ = s.write_all(request.as_bytes());
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        out
+    })
 }
 
 /// The value of `series` (name and labels exactly as exposed) in a /metrics response.
@@ -214,35 +233,33 @@ fn sample(metrics: &str, series: &str) -> Option<f64> {
 /// as backup, and the VIP never moves. Its /metrics (on the node's InternalIP, the default) count a malformed
 /// advert by reason.
 #[test]
+#[ignore = "needs root: network namespaces (scripts/test.sh runs it)"]
 fn a_recreated_interface_leaks_no_socket_and_rejoins_as_backup() {
-    let Some((lab, pref)) = elected("recr", &[]) else { return };
+    let (lab, pref) = elected("recr", &[]);
     let all = lab.all();
     let backup = pref[1].clone();
-    let pid = lab.procs[&backup].pid();
-    let before = speaker_common::socket_fds(pid);
+    let speaker = &lab.procs[&backup];
+    let before = speaker.socket_count();
     assert!(before > 0, "the speaker holds sockets");
-    let log = || lab.procs[&backup].log_text();
     let wait = |what: &str, done: &dyn Fn() -> bool| {
-        let t0 = std::time::Instant::now();
-        while !done() {
-            assert!(t0.elapsed() < SETTLE, "{what}:\n{}", log());
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let seen = eventually(SETTLE, Duration::from_millis(50), || done().then_some(()));
+        assert!(seen.is_ok(), "{what}:\n{}", speaker.log_text());
     };
     for round in 1..=3 {
-        lab.recreate_eth0(&backup).unwrap();
+        lab.segment.recreate_eth0(&backup).unwrap();
+        let log = || speaker.log_text();
         wait("the vanished interface noticed", &|| log().matches("interface vanished").count() >= round);
         wait("the old receiver closed", &|| log().matches("closed the VRRP receiver").count() >= round);
         wait("rejoined as backup", &|| log().matches("link up: rejoining as backup").count() >= round);
-        wait("no socket more than before", &|| speaker_common::socket_fds(pid) <= before);
+        wait("no socket more than before", &|| speaker.socket_count() <= before);
     }
     lab.wait_holders(&all, &[&pref[0]], SETTLE);
     lab.assert_steady(&all, &pref[0], STEADY);
-    assert_eq!(speaker_common::socket_fds(pid), before, "sockets after three re-creations:\n{}", log());
+    assert_eq!(speaker.socket_count(), before, "sockets after three re-creations:\n{}", speaker.log_text());
 
     let (vrid, _) = lab.group();
     let series = format!("openelb_vrrp_packets_dropped_total{{reason=\"{}\"}}", DropReason::BadTtl.as_str());
-    let dropped = || sample(&lab.http_get(&backup, DEFAULT_METRICS_PORT, "/metrics"), &series);
+    let dropped = || sample(&http_get(&lab, &backup, DEFAULT_METRICS_PORT, "/metrics"), &series);
     assert_eq!(dropped(), Some(0.0), "every reason is exposed from the start, on the node's InternalIP");
     send_advert_with_ttl_254(&lab, vrid);
     wait("the TTL-254 advert counted", &|| dropped().is_some_and(|n| n >= 1.0));

@@ -12,7 +12,7 @@ use openelb_core::ipam::{Change, Ipam};
 use openelb_core::model::{ANNOTATION_EIP_IP, Cluster, Endpoint, Protocol, ServiceKey, TrafficPolicy};
 use openelb_core::{election, endpoints};
 
-use super::netns::PREFIX;
+use crate::netns::PREFIX;
 
 /// The seed's LAN; its hosts keep their last octet in [`LAB_NET`].
 pub const SEED_NET: Ipv4Addr = Ipv4Addr::new(192, 168, 0, 0);
@@ -153,7 +153,7 @@ pub struct PodSpec {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LabPlan {
+pub struct Layout {
     pub id: String,
     pub switch_ns: String,
     pub client_ns: String,
@@ -180,7 +180,7 @@ pub fn check_id(id: &str) -> Result<()> {
     Ok(())
 }
 
-impl LabPlan {
+impl Layout {
     pub fn from_paths<P: AsRef<Path>>(paths: &[P], id: &str, policy: Option<TrafficPolicy>) -> Result<Self> {
         let cluster = openelb_k8s::manifest::Manifests::load_paths(paths)
             .and_then(|m| m.to_cluster())
@@ -313,7 +313,7 @@ impl LabPlan {
         if candidates.is_empty() {
             bail!("VIP {vip} of {service} has no candidate node");
         }
-        Ok(LabPlan {
+        Ok(Layout {
             id: id.to_string(),
             switch_ns,
             client_ns,
@@ -365,7 +365,7 @@ mod tests {
     use super::*;
 
     fn seed() -> Cluster {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/vip-mode");
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/vip-mode");
         openelb_k8s::manifest::Manifests::load_paths(&[root]).and_then(|m| m.to_cluster()).unwrap()
     }
 
@@ -386,35 +386,35 @@ mod tests {
         }
         let mut c = seed();
         c.nodes[0].internal_ip = Some("10.1.2.3".parse().unwrap());
-        let err = LabPlan::from_cluster(c, "t1", None).unwrap_err().to_string();
+        let err = Layout::from_cluster(c, "t1", None).unwrap_err().to_string();
         assert!(err.contains("10.1.2.3"), "{err}");
     }
 
     #[test]
     fn seed_plan_matches_design_section_5() {
-        let plan = LabPlan::from_cluster(seed(), "t1", None).unwrap();
-        assert_eq!(plan.vip, Ipv4Addr::new(192, 0, 2, 91));
+        let layout = Layout::from_cluster(seed(), "t1", None).unwrap();
+        assert_eq!(layout.vip, Ipv4Addr::new(192, 0, 2, 91));
         let by_name: BTreeMap<&str, (Ipv4Addr, String)> =
-            plan.nodes.iter().map(|n| (n.name.as_str(), (n.ip, n.mac_string()))).collect();
+            layout.nodes.iter().map(|n| (n.name.as_str(), (n.ip, n.mac_string()))).collect();
         assert_eq!(by_name["master1"], (Ipv4Addr::new(192, 0, 2, 2), "52:54:22:a3:9a:d9".to_string()));
         assert_eq!(by_name["worker-p001"], (Ipv4Addr::new(192, 0, 2, 3), "52:54:22:3a:e6:6e".to_string()));
         assert_eq!(by_name["worker-p002"], (Ipv4Addr::new(192, 0, 2, 4), "52:54:22:37:6c:7b".to_string()));
-        assert_eq!(plan.pods.len(), 2);
-        assert!(plan.pods.iter().all(|p| p.name.starts_with("vip-openelb-")));
-        assert!(plan.pods.iter().all(|p| is_documentation(&IpAddr::V4(p.ip))));
-        assert_eq!(plan.candidates.len(), 3, "Cluster policy: every Ready node");
-        assert_eq!(plan.backends("master1").len(), 2);
-        assert!(plan.namespaces().iter().all(|n| n.starts_with("oelb-t1-")));
+        assert_eq!(layout.pods.len(), 2);
+        assert!(layout.pods.iter().all(|p| p.name.starts_with("vip-openelb-")));
+        assert!(layout.pods.iter().all(|p| is_documentation(&IpAddr::V4(p.ip))));
+        assert_eq!(layout.candidates.len(), 3, "Cluster policy: every Ready node");
+        assert_eq!(layout.backends("master1").len(), 2);
+        assert!(layout.namespaces().iter().all(|n| n.starts_with("oelb-t1-")));
     }
 
     #[test]
     fn local_policy_limits_candidates_and_backends_to_nodes_with_pods() {
-        let plan = LabPlan::from_cluster(seed(), "t1", Some(TrafficPolicy::Local)).unwrap();
-        assert_eq!(plan.candidates.len(), 2);
-        assert!(!plan.candidates.iter().any(|c| c == "master1"));
-        assert!(plan.backends("master1").is_empty());
-        for c in &plan.candidates {
-            let b = plan.backends(c);
+        let layout = Layout::from_cluster(seed(), "t1", Some(TrafficPolicy::Local)).unwrap();
+        assert_eq!(layout.candidates.len(), 2);
+        assert!(!layout.candidates.iter().any(|c| c == "master1"));
+        assert!(layout.backends("master1").is_empty());
+        for c in &layout.candidates {
+            let b = layout.backends(c);
             assert_eq!(b.len(), 1);
             assert_eq!(&b[0].node, c);
         }

@@ -7,16 +7,17 @@
 //! its namespace, and kubectl runs there too (`ip netns exec`).
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Child;
+use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use serde_json::{Value, json};
 
-use super::netns::{self, Sig};
-use super::plan::LabPlan;
+use crate::eventually::eventually;
+use crate::kubectl::Kubectl;
+use crate::layout::Layout;
+use crate::netns::{self, Sig};
 
 /// Label that keeps a node out of every candidate set (kubeadm puts it on control-plane nodes).
 pub const EXCLUDE_LABEL: &str = "node.kubernetes.io/exclude-from-external-load-balancers";
@@ -33,6 +34,8 @@ pub struct KubeLab {
     /// `KAPI_DIR`: etcd data, logs, kubeconfig.
     pub dir: PathBuf,
     pub kubeconfig: PathBuf,
+    /// kubectl inside the host namespace, against this apiserver.
+    pub kubectl: Kubectl,
     script: PathBuf,
     controller_exe: PathBuf,
     controller: Option<Child>,
@@ -42,14 +45,16 @@ pub struct KubeLab {
 impl KubeLab {
     /// Starts the apiserver on `host`'s lab address. `script` is `scripts/kapi.sh` (the binaries must be
     /// installed: `scripts/kapi.sh install`).
-    pub fn start(plan: &LabPlan, lab_dir: &Path, host: &str, script: &Path, controller_exe: &Path) -> Result<Self> {
-        let node = plan.node(host).ok_or_else(|| anyhow!("node {host:?} is not in the lab"))?;
+    pub fn start(layout: &Layout, lab_dir: &Path, host: &str, script: &Path, controller_exe: &Path) -> Result<Self> {
+        let node = layout.node(host).ok_or_else(|| anyhow!("node {host:?} is not in the lab"))?;
         let dir = lab_dir.join("kapi");
         fs::create_dir_all(&dir).with_context(|| format!("{}: cannot create", dir.display()))?;
+        let kubeconfig = dir.join("kubeconfig");
         let mut kube = KubeLab {
             host_ns: node.ns.clone(),
             host_ip: node.ip.to_string(),
-            kubeconfig: dir.join("kubeconfig"),
+            kubectl: Kubectl::new(&kubeconfig).in_netns(&node.ns),
+            kubeconfig,
             dir,
             script: script.to_path_buf(),
             controller_exe: controller_exe.to_path_buf(),
@@ -77,93 +82,28 @@ impl KubeLab {
     }
 
     /// Stops the apiserver and etcd (the speakers and the controller lose the API; the lab keeps running).
-    #[allow(dead_code)] // for tests/e2e_kube.rs
     pub fn stop_apiserver(&mut self) -> Result<()> {
         self.kapi("stop", false)?;
         self.api_running = false;
         Ok(())
     }
 
-    fn kubectl_command(&self, args: &[&str]) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.host_ns, "kubectl", "--kubeconfig"]).arg(&self.kubeconfig).args(args);
-        c
-    }
-
-    /// kubectl against the lab's apiserver; stdout, or an error with kubectl's stderr.
-    pub fn kubectl(&self, args: &[&str]) -> Result<String> {
-        self.kubectl_stdin(args, "")
-    }
-
-    /// kubectl with `input` on stdin (`apply -f -`).
-    pub fn kubectl_stdin(&self, args: &[&str], input: &str) -> Result<String> {
-        let mut child = self
-            .kubectl_command(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .with_context(|| format!("cannot run kubectl {}", args.join(" ")))?;
-        if let Some(mut stdin) = child.stdin.take() {
-            stdin.write_all(input.as_bytes()).with_context(|| format!("kubectl {}: writing stdin", args.join(" ")))?;
-        }
-        let out = child.wait_with_output().with_context(|| format!("kubectl {}", args.join(" ")))?;
-        if !out.status.success() {
-            bail!(
-                "kubectl {} failed ({}): {}",
-                args.join(" "),
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    }
-
-    /// `kubectl apply -f -` of JSON objects.
-    pub fn apply(&self, objects: &[Value]) -> Result<String> {
-        let list = json!({ "apiVersion": "v1", "kind": "List", "items": objects });
-        self.kubectl_stdin(&["apply", "-f", "-"], &list.to_string())
-    }
-
-    /// One JSONPath value of one object, e.g. `get(&["svc", "vip-svc"], "{.status.loadBalancer.ingress[0].ip}")`.
-    #[allow(dead_code)] // for tests/e2e_kube.rs
-    pub fn jsonpath(&self, what: &[&str], path: &str) -> Result<String> {
-        let output = format!("jsonpath={path}");
-        let mut args = vec!["get"];
-        args.extend_from_slice(what);
-        args.extend(["-o", &output]);
-        self.kubectl(&args)
-    }
-
-    /// Polls `f` every 20 ms until it returns `Some`, or fails after `timeout` naming `what`.
-    pub fn wait_for<T>(&self, what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Result<T> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(v) = f() {
-                return Ok(v);
-            }
-            if Instant::now() >= deadline {
-                bail!(
-                    "{what}: not seen after {timeout:?}; end of the controller's log:\n{}",
-                    self.controller_log_tail(40)
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+    /// Polls `f` every 20 ms until it returns `Some`, or fails after `timeout` naming `what` with the end of
+    /// the controller's log.
+    pub fn wait_for<T>(&self, what: &str, timeout: Duration, f: impl FnMut() -> Option<T>) -> Result<T> {
+        eventually(timeout, Duration::from_millis(20), f)
+            .map_err(|e| anyhow!("{what}: {e}; end of the controller's log:\n{}", self.controller_log_tail(40)))
     }
 
     /// Applies the CRDs in `crd_dir` and waits until the Eip kind is served.
     pub fn install_crds(&self, crd_dir: &Path) -> Result<()> {
-        let dir = crd_dir.display().to_string();
-        self.kubectl(&["apply", "-f", &dir])?;
-        self.kubectl(&["wait", "--for", "condition=established", "--timeout=60s", "crd/eips.network.kubesphere.io"])?;
-        Ok(())
+        self.kubectl.install_crd(crd_dir)
     }
 
     /// Plays kubelet: a Ready Node object for every lab node, with its InternalIP; nodes in `excluded` carry
     /// [`EXCLUDE_LABEL`] (a control-plane node that runs no speaker).
-    pub fn register_nodes(&self, plan: &LabPlan, excluded: &[&str]) -> Result<()> {
-        let nodes: Vec<Value> = plan
+    pub fn register_nodes(&self, layout: &Layout, excluded: &[&str]) -> Result<()> {
+        let nodes: Vec<Value> = layout
             .nodes
             .iter()
             .map(|n| {
@@ -181,23 +121,23 @@ impl KubeLab {
                 })
             })
             .collect();
-        self.apply(&nodes)?;
+        self.kubectl.apply(&nodes)?;
         Ok(())
     }
 
     /// Plays the endpoints controller: the Endpoints of the lab's Service list its Pods with their lab
     /// addresses and nodes; Pods on nodes in `down` are listed as not ready.
-    #[allow(dead_code)] // for tests/e2e_kube.rs
-    pub fn publish_endpoints(&self, plan: &LabPlan, down: &[&str]) -> Result<()> {
-        let address = |p: &super::plan::PodSpec| {
+    pub fn publish_endpoints(&self, layout: &Layout, down: &[&str]) -> Result<()> {
+        let address = |p: &crate::layout::PodSpec| {
             json!({
                 "ip": p.ip.to_string(), "nodeName": p.node,
-                "targetRef": { "kind": "Pod", "name": p.name, "namespace": plan.service.namespace },
+                "targetRef": { "kind": "Pod", "name": p.name, "namespace": layout.service.namespace },
             })
         };
-        let ready: Vec<Value> = plan.pods.iter().filter(|p| !down.contains(&p.node.as_str())).map(address).collect();
-        let not_ready: Vec<Value> = plan.pods.iter().filter(|p| down.contains(&p.node.as_str())).map(address).collect();
-        let mut subset = json!({ "ports": [{ "name": "http", "port": plan.target_port, "protocol": "TCP" }] });
+        let ready: Vec<Value> = layout.pods.iter().filter(|p| !down.contains(&p.node.as_str())).map(address).collect();
+        let not_ready: Vec<Value> =
+            layout.pods.iter().filter(|p| down.contains(&p.node.as_str())).map(address).collect();
+        let mut subset = json!({ "ports": [{ "name": "http", "port": layout.target_port, "protocol": "TCP" }] });
         if !ready.is_empty() {
             subset["addresses"] = Value::Array(ready);
         }
@@ -206,10 +146,10 @@ impl KubeLab {
         }
         let endpoints = json!({
             "apiVersion": "v1", "kind": "Endpoints",
-            "metadata": { "name": plan.service.name, "namespace": plan.service.namespace },
+            "metadata": { "name": layout.service.name, "namespace": layout.service.namespace },
             "subsets": [subset],
         });
-        self.apply(&[endpoints])?;
+        self.kubectl.apply(&[endpoints])?;
         Ok(())
     }
 
@@ -261,7 +201,6 @@ impl KubeLab {
     }
 
     /// The controller's `/metrics` text.
-    #[allow(dead_code)] // for tests/e2e_kube.rs
     pub fn controller_metrics(&self) -> Result<String> {
         let url = format!("http://{CONTROLLER_METRICS}/metrics");
         netns::exec(&self.host_ns, &["curl", "-sSf", "--max-time", "2", &url])

@@ -8,176 +8,16 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
-use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use openelb_core::announce;
 use openelb_core::vrrp::Time;
-use openelb_core::vrrp::agent::AgentConfig;
-use openelb_core::vrrp::consts::MAX_ADVERT_INT;
-use openelb_core::vrrp::plan::PlanConfig;
-use openelb_core::vrrp::state::{
-    DEFAULT_ADVERT_INTERVAL_CS, DEFAULT_GARP_COUNT, DEFAULT_GARP_SPACING, DEFAULT_PREEMPT_DELAY,
-};
-use serde::Serialize;
 
-use crate::scenario::{Event, Heal, Scenario, parse_duration};
-use crate::sim::{ChangeView, VipView, World};
-use crate::vrrp_sim::{Conflict, DataPlane, DataPlaneConfig, Entry, fmt_duration, fmt_time, ms_f64};
-
-/// Timing of the simulated speakers and network. Defaults are the speaker's own.
-#[derive(clap::Args, Clone, Debug)]
-pub struct SimFlags {
-    /// VRRP advertisement interval (a multiple of 10ms, 10ms to 40.95s).
-    #[arg(long, value_parser = parse_duration, default_value = "100ms", value_name = "DURATION")]
-    pub advert_interval: Duration,
-    /// How long a returning higher-priority node waits before taking its VIPs back.
-    #[arg(long, value_parser = parse_duration, default_value = "3s", value_name = "DURATION")]
-    pub preempt_delay: Duration,
-    /// Gratuitous ARPs / unsolicited NAs sent on takeover (the first one immediately).
-    #[arg(long, default_value_t = DEFAULT_GARP_COUNT, value_parser = clap::value_parser!(u32).range(0..=100))]
-    pub garp_count: u32,
-    #[arg(long, value_parser = parse_duration, default_value = "50ms", value_name = "DURATION")]
-    pub garp_spacing: Duration,
-    /// One-way delivery delay on the simulated L2 segment.
-    #[arg(long, value_parser = parse_duration, default_value = "0.1ms", value_name = "DURATION")]
-    pub delay: Duration,
-    /// Probability (0-1) that a message copy is lost on the segment.
-    #[arg(long, default_value_t = 0.0)]
-    pub loss: f64,
-    /// Seed of the loss generator: the same seed gives the same run.
-    #[arg(long, default_value_t = 1)]
-    pub seed: u64,
-    /// How long Kubernetes keeps a crashed or stopped node Ready (node-monitor-grace-period).
-    #[arg(long, value_parser = parse_duration, default_value = "40s", value_name = "DURATION")]
-    pub node_grace: Duration,
-    /// How long the run continues after the last event.
-    #[arg(long, value_parser = parse_duration, default_value = "5s", value_name = "DURATION")]
-    pub settle: Duration,
-}
-
-impl SimFlags {
-    fn data_plane_config(&self) -> Result<DataPlaneConfig> {
-        let nanos = self.advert_interval.as_nanos();
-        let cs = nanos / 10_000_000;
-        if !nanos.is_multiple_of(10_000_000) || cs == 0 || cs > u128::from(MAX_ADVERT_INT) {
-            bail!(
-                "--advert-interval {}: must be a multiple of 10ms between 10ms and 40.95s (VRRPv3 counts centiseconds)",
-                fmt_duration(self.advert_interval)
-            );
-        }
-        let advert_interval = u16::try_from(cs).unwrap_or(DEFAULT_ADVERT_INTERVAL_CS);
-        Ok(DataPlaneConfig {
-            agent: AgentConfig {
-                advert_interval,
-                preempt: true,
-                preempt_delay: self.preempt_delay,
-                garp_count: self.garp_count,
-                garp_spacing: self.garp_spacing,
-                peer_interval_bounds: None,
-            },
-            delay: self.delay,
-            loss: self.loss,
-            seed: self.seed,
-            plan: PlanConfig::default(),
-        })
-    }
-
-    fn settings(&self) -> Settings {
-        Settings {
-            advert_interval_ms: ms_f64(self.advert_interval),
-            preempt_delay_ms: ms_f64(self.preempt_delay),
-            garp_count: self.garp_count,
-            garp_spacing_ms: ms_f64(self.garp_spacing),
-            delay_ms: ms_f64(self.delay),
-            loss: self.loss,
-            seed: self.seed,
-            node_grace_ms: ms_f64(self.node_grace),
-            settle_ms: ms_f64(self.settle),
-        }
-    }
-}
-
-impl Default for SimFlags {
-    fn default() -> Self {
-        SimFlags {
-            advert_interval: Duration::from_millis(u64::from(DEFAULT_ADVERT_INTERVAL_CS) * 10),
-            preempt_delay: DEFAULT_PREEMPT_DELAY,
-            garp_count: DEFAULT_GARP_COUNT,
-            garp_spacing: DEFAULT_GARP_SPACING,
-            delay: Duration::from_micros(100),
-            loss: 0.0,
-            seed: 1,
-            node_grace: Duration::from_secs(40),
-            settle: Duration::from_secs(5),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct Settings {
-    pub advert_interval_ms: f64,
-    pub preempt_delay_ms: f64,
-    pub garp_count: u32,
-    pub garp_spacing_ms: f64,
-    pub delay_ms: f64,
-    pub loss: f64,
-    pub seed: u64,
-    pub node_grace_ms: f64,
-    pub settle_ms: f64,
-}
-
-/// A VIP that got a new master during a step, with the client's side of it.
-#[derive(Debug, Clone, Serialize)]
-pub struct Takeover {
-    pub vip: String,
-    /// Who held it when the step's event happened.
-    pub from: Option<String>,
-    pub to: String,
-    /// From the event to `to` becoming Master (detection plus decision).
-    pub master_after_ms: f64,
-    /// From the event to the client's neighbour entry pointing at `to`.
-    pub neigh_after_ms: Option<f64>,
-    /// The client's outage for the VIP that began in this step, if it ended.
-    pub outage_ms: Option<f64>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct NodeView {
-    pub name: String,
-    /// `up`, `crashed`, `stopped` or `link down`.
-    pub machine: String,
-    /// The Node's Ready condition as Kubernetes sees it.
-    pub ready: bool,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct Step {
-    pub at_ms: u64,
-    pub at: String,
-    pub event: String,
-    pub changes: Vec<ChangeView>,
-    pub timeline: Vec<Entry>,
-    pub takeovers: Vec<Takeover>,
-    /// The VIP block below shows the state at this time (the next step's start, or the end of the run).
-    pub state_at_ms: f64,
-    pub state_at: String,
-    pub vips: Vec<VipView>,
-    pub nodes: Vec<NodeView>,
-    /// Pairs that cannot hear each other.
-    pub partitions: Vec<(String, String)>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct Report {
-    pub scenario: Option<String>,
-    pub settings: Settings,
-    pub steps: Vec<Step>,
-    /// Two nodes answering ARP for one VIP for longer than a handover.
-    pub conflicts: Vec<Conflict>,
-    /// The run's end: the last step's state time.
-    pub end_ms: f64,
-}
+use crate::data_plane::{DataPlane, fmt_duration, fmt_time, ms_f64};
+use crate::report::{ChangeView, NodeView, Report, Step, Takeover};
+use crate::scenario::{Event, Heal, Scenario};
+use crate::timing::Timing;
+use crate::world::World;
 
 struct Open {
     at: Time,
@@ -191,7 +31,7 @@ enum Next {
     NotReady(String),
 }
 
-pub fn run(world: &mut World, scenario: Option<&Scenario>, flags: &SimFlags) -> Result<Report> {
+pub fn run(world: &mut World, scenario: Option<&Scenario>, flags: &Timing) -> Result<Report> {
     let mut dp = DataPlane::new(&world.cluster.nodes, flags.data_plane_config()?)?;
     let events = scenario.map(|s| s.events.as_slice()).unwrap_or_default();
     let mut steps = Vec::new();
@@ -265,7 +105,7 @@ fn apply(
     world: &mut World,
     dp: &mut DataPlane,
     event: &Event,
-    flags: &SimFlags,
+    flags: &Timing,
     notready: &mut BTreeMap<String, Time>,
 ) -> Result<()> {
     // Names are checked by the World first, so a typo fails before anything happens.
@@ -393,39 +233,5 @@ fn close(open: Open, world: &World, dp: &mut DataPlane, end: Time) -> Step {
         vips: world.vips_observed(dp),
         nodes,
         partitions: dp.partitions(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use clap::Parser;
-
-    #[derive(Parser)]
-    struct Wrap {
-        #[command(flatten)]
-        flags: SimFlags,
-    }
-
-    #[test]
-    fn flag_defaults_are_the_speakers_defaults() {
-        let parsed = Wrap::parse_from(["x"]).flags;
-        let d = SimFlags::default();
-        assert_eq!(parsed.advert_interval, d.advert_interval);
-        assert_eq!(parsed.preempt_delay, d.preempt_delay);
-        assert_eq!(parsed.garp_count, d.garp_count);
-        assert_eq!(parsed.garp_spacing, d.garp_spacing);
-        assert_eq!(parsed.delay, d.delay);
-        assert_eq!(parsed.node_grace, d.node_grace);
-        assert_eq!(parsed.data_plane_config().unwrap().agent, AgentConfig::default());
-    }
-
-    #[test]
-    fn advert_interval_must_be_whole_centiseconds() {
-        let bad = SimFlags { advert_interval: Duration::from_millis(105), ..SimFlags::default() };
-        let err = bad.data_plane_config().unwrap_err().to_string();
-        assert!(err.contains("--advert-interval") && err.contains("multiple of 10ms"), "{err}");
-        let zero = SimFlags { advert_interval: Duration::ZERO, ..SimFlags::default() };
-        assert!(zero.data_plane_config().is_err());
     }
 }

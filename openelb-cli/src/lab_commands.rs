@@ -1,38 +1,20 @@
-//! `openelb-cli lab`: the seed's network rebuilt in Linux network namespaces (DESIGN §5), with real VRRP
-//! speakers, real Pods answering HTTP and kube-proxy's DNAT, so VIP mode is shown and measured end to end.
-//! Needs root. Only 192.0.2.0/24, 198.51.100.0/24 and 2001:db8::/32 are ever configured, and only inside
-//! namespaces named `oelb-<id>-...` that the lab creates and removes.
+//! `openelb-cli lab`: its flags and subcommands over the openelb-lab library. Needs root.
 
-pub mod arp_probe;
-pub mod bench;
-pub mod demo;
-pub mod keepalived;
-pub mod kube;
-pub mod kube_bench;
-pub mod netns;
-pub mod plan;
-pub mod pod;
-pub mod probe;
-pub mod speaker;
-pub mod topology;
-
-use openelb_k8s::duration::parse_duration;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Subcommand, ValueEnum};
 use openelb_core::model::TrafficPolicy;
-
-pub use plan::LabPlan;
-pub use speaker::{OpenelbSpeaker, Speaker};
-pub use topology::{Lab, LabConfig, STATE_ROOT};
-
-/// Tools every lab needs.
-pub const TOOLS: &[&str] = &["ip", "iptables", "ping", "curl", "sysctl"];
+use openelb_k8s::duration::parse_duration;
+use openelb_lab::interrupt::install_ctrl_c;
+use openelb_lab::speaker_program::{self, find_openelb_speaker};
+use openelb_lab::{
+    Lab, LabConfig, Layout, OpenelbSpeakerCommand, STATE_ROOT, SpeakerProgram, TOOLS, arp_probe, bench, demo,
+    kube_bench, netns, pod, topology,
+};
 
 #[derive(clap::Args)]
 pub struct LabArgs {
@@ -168,48 +150,23 @@ pub enum LabCommand {
 }
 
 impl LabOpts {
-    pub fn to_speaker(&self) -> Result<Speaker> {
+    pub fn to_speaker(&self) -> Result<SpeakerProgram> {
         Ok(match self.speaker {
-            SpeakerKind::Keepalived => Speaker::keepalived(self.advert_interval.unwrap_or(Duration::from_secs(1))),
+            SpeakerKind::Keepalived => {
+                SpeakerProgram::keepalived(self.advert_interval.unwrap_or(Duration::from_secs(1)))
+            }
             SpeakerKind::Openelb => {
-                let binary = speaker::find_openelb_speaker().ok_or_else(|| {
-                    anyhow!("openelb-speaker not found: build it, or set {} to its path", speaker::ENV_SPEAKER)
+                let binary = find_openelb_speaker().ok_or_else(|| {
+                    anyhow!("openelb-speaker not found: build it, or set {} to its path", speaker_program::ENV_SPEAKER)
                 })?;
-                Speaker::Openelb(OpenelbSpeaker { binary, advert_interval: self.advert_interval, ..Default::default() })
+                SpeakerProgram::Openelb(OpenelbSpeakerCommand {
+                    binary,
+                    advert_interval: self.advert_interval,
+                    ..Default::default()
+                })
             }
         })
     }
-}
-
-/// Labs of this process that a Ctrl-C must remove.
-static ACTIVE: Mutex<Vec<String>> = Mutex::new(Vec::new());
-
-fn set_active(id: &str, on: bool) {
-    if let Ok(mut a) = ACTIVE.lock() {
-        a.retain(|x| x != id);
-        if on {
-            a.push(id.to_string());
-        }
-    }
-}
-
-/// On Ctrl-C, removes this process's labs through their state files and exits 130, so an interrupted demo
-/// or bench leaves nothing behind.
-fn install_ctrl_c() {
-    std::thread::spawn(|| {
-        let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
-        if rt.block_on(tokio::signal::ctrl_c()).is_err() {
-            return;
-        }
-        eprintln!("\ninterrupted: removing the lab");
-        let ids = ACTIVE.lock().map(|a| a.clone()).unwrap_or_default();
-        for id in ids {
-            if let Err(e) = topology::down(std::path::Path::new(STATE_ROOT), &id) {
-                eprintln!("warning: {e:#}");
-            }
-        }
-        std::process::exit(130);
-    });
 }
 
 fn require_lab(extra: &[&str]) -> Result<()> {
@@ -233,11 +190,11 @@ pub fn run(args: LabArgs) -> Result<ExitCode> {
         }
         LabCommand::Demo(opts) => {
             let speaker = opts.to_speaker()?;
-            require_lab(if matches!(speaker, Speaker::Keepalived { .. }) { &["keepalived"] } else { &[] })?;
+            require_lab(if matches!(speaker, SpeakerProgram::Keepalived { .. }) { &["keepalived"] } else { &[] })?;
             install_ctrl_c();
             let cfg = LabConfig::unique(cli_exe()?);
-            let plan = LabPlan::from_paths(&opts.paths, &cfg.id, opts.policy.map(Into::into))?;
-            let result = Lab::build(plan, &cfg).and_then(|mut lab| {
+            let layout = Layout::from_paths(&opts.paths, &cfg.id, opts.policy.map(Into::into))?;
+            let result = Lab::build(layout, &cfg).and_then(|mut lab| {
                 let shown = demo::run(&mut lab, &speaker);
                 let removed = lab.teardown();
                 println!("\nlab {} removed", cfg.id);
@@ -247,19 +204,19 @@ pub fn run(args: LabArgs) -> Result<ExitCode> {
         }
         LabCommand::Up { opts, id } => {
             let speaker = opts.to_speaker()?;
-            require_lab(if matches!(speaker, Speaker::Keepalived { .. }) { &["keepalived"] } else { &[] })?;
+            require_lab(if matches!(speaker, SpeakerProgram::Keepalived { .. }) { &["keepalived"] } else { &[] })?;
             let cfg = LabConfig { id: id.clone(), cli_exe: cli_exe()?, state_root: PathBuf::from(STATE_ROOT) };
-            let plan = LabPlan::from_paths(&opts.paths, &id, opts.policy.map(Into::into))?;
-            let mut lab = Lab::build(plan, &cfg)?;
+            let layout = Layout::from_paths(&opts.paths, &id, opts.policy.map(Into::into))?;
+            let mut lab = Lab::build(layout, &cfg)?;
             lab.start_speakers(&speaker)?;
             let holder = lab.wait_holder(None, demo::HOLDER_TIMEOUT)?;
-            let plan = lab.plan.clone();
+            let layout = lab.layout.clone();
             let state = lab.detach();
-            println!("lab {id} is up: VIP {} held by {holder}; namespaces:", plan.vip);
+            println!("lab {id} is up: VIP {} held by {holder}; namespaces:", layout.vip);
             for ns in &state.namespaces {
                 println!("  {ns}");
             }
-            println!("try:  ip netns exec {} curl http://{}/", plan.client_ns, plan.vip);
+            println!("try:  ip netns exec {} curl http://{}/", layout.client_ns, layout.vip);
             println!("done: openelb-cli lab down --id {id}");
             Ok(ExitCode::SUCCESS)
         }
@@ -309,9 +266,4 @@ pub fn run(args: LabArgs) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
-}
-
-/// Registers a lab for Ctrl-C cleanup while it exists ([`Lab::build`] and [`Lab::teardown`] call it).
-pub fn track(id: &str, active: bool) {
-    set_active(id, active);
 }

@@ -3,20 +3,20 @@
 //! and the client's neighbour entry points at it. No ARP conflict begins once the partitions have healed and
 //! the masters have heard each other.
 //!
-//! Runs the real binary on generated manifests and scenarios (virtual time: each case takes milliseconds).
+//! Runs the simulator library on generated manifests and scenarios (virtual time: each case takes milliseconds).
 
 use std::fmt::Write as _;
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use openelb_core::vrrp::state::master_down_interval;
+use openelb_k8s::manifest::Manifests;
+use openelb_sim::{Loaded, Report, Scenario, Timing};
 use proptest::prelude::*;
-use serde_json::Value;
 
 const GRACE: Duration = Duration::from_secs(2);
 const PREEMPT: Duration = Duration::from_secs(1);
-/// The simulated client gives up an entry whose MAC stopped answering after 8 s (vrrp_sim::NEIGH_GIVE_UP): after
+/// The simulated client gives up an entry whose MAC stopped answering after 8 s ([`openelb_sim::data_plane::NEIGH_GIVE_UP`]): after
 /// a split brain heals, the surviving master sends no new gratuitous ARP, so that is how the client recovers.
 const NEIGH_GIVE_UP: Duration = Duration::from_secs(8);
 
@@ -115,22 +115,19 @@ fn scenario(nodes: usize, events: &[(u64, Ev)]) -> (String, u64) {
     (s, t)
 }
 
-fn run(dir: &Path, nodes: usize, services: usize, events: &[(u64, Ev)]) -> (Value, u64) {
-    std::fs::write(dir.join("cluster.yaml"), manifests(nodes, services)).unwrap();
+fn run(nodes: usize, services: usize, events: &[(u64, Ev)]) -> (Report, u64) {
+    let manifests = Manifests::parse_str(Path::new("cluster.yaml"), &manifests(nodes, services)).unwrap();
+    let loaded = Loaded::from_manifests(manifests).unwrap();
     let (text, heal_at) = scenario(nodes, events);
-    let sc = dir.join("scenario.yaml");
-    std::fs::write(&sc, text).unwrap();
-    let settle = format!("{}ms", quiet_time().as_millis());
-    let o = Command::new(env!("CARGO_BIN_EXE_openelb-cli"))
-        .args(["simulate", "-f"])
-        .arg(dir.join("cluster.yaml"))
-        .arg("--scenario")
-        .arg(&sc)
-        .args(["-o", "json", "--node-grace", "2s", "--preempt-delay", "1s", "--settle", &settle])
-        .output()
-        .expect("run openelb-cli");
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    (serde_json::from_slice(&o.stdout).expect("json"), heal_at)
+    let scenario = Scenario::parse(&text, "scenario.yaml").unwrap();
+    let timing = Timing {
+        node_grace: Duration::from_secs(2),
+        preempt_delay: Duration::from_secs(1),
+        settle: quiet_time(),
+        ..Timing::default()
+    };
+    let mut world = loaded.world();
+    (openelb_sim::run(&mut world, Some(&scenario), &timing).unwrap(), heal_at)
 }
 
 proptest! {
@@ -142,41 +139,32 @@ proptest! {
         services in 1usize..=3,
         events in prop::collection::vec((0u64..3000, arb_ev()), 0..10),
     ) {
-        let dir = tempfile::tempdir().unwrap();
-        let (doc, heal_at) = run(dir.path(), nodes, services, &events);
-        let last = doc["steps"].as_array().unwrap().last().unwrap().clone();
-        let up: Vec<&str> = last["nodes"].as_array().unwrap().iter()
-            .filter(|n| n["machine"] == "up")
-            .map(|n| n["name"].as_str().unwrap())
-            .collect();
-        prop_assert!(last["partitions"].as_array().unwrap().is_empty());
-        let vips = last["vips"].as_array().unwrap();
-        prop_assert_eq!(vips.len(), services);
-        for vip in vips {
-            let ip = vip["vip"].as_str().unwrap();
+        let (report, heal_at) = run(nodes, services, &events);
+        let last = report.steps.last().unwrap();
+        let up: Vec<&str> = last.nodes.iter().filter(|n| n.machine == "up").map(|n| n.name.as_str()).collect();
+        prop_assert!(last.partitions.is_empty());
+        prop_assert_eq!(last.vips.len(), services);
+        for vip in &last.vips {
             // The plan's order among Ready candidates; the live one ranked highest must hold the VIP.
-            let expected = vip["priorities"].as_array().unwrap().iter()
-                .map(|p| p["node"].as_str().unwrap())
-                .find(|n| up.contains(n));
-            let holders: Vec<&str> = vip["holders"].as_array().unwrap().iter().map(|h| h.as_str().unwrap()).collect();
+            let expected = vip.priorities.iter().map(|p| p.node.as_str()).find(|n| up.contains(n));
             match expected {
                 Some(h) => {
-                    prop_assert_eq!(&holders, &vec![h], "{}", vip);
-                    prop_assert_eq!(vip["answering"].as_array().unwrap().len(), 1);
+                    prop_assert_eq!(&vip.holders, &vec![h.to_string()], "{:?}", vip);
+                    prop_assert_eq!(vip.answering.len(), 1);
                     let i: usize = h.trim_start_matches("node-").parse().unwrap();
                     prop_assert_eq!(
-                        vip["ip_neigh"].as_str().unwrap_or_default(),
-                        format!("{ip} dev eth0 lladdr {} REACHABLE", mac(i)),
-                        "{}", vip
+                        vip.ip_neigh.clone().unwrap_or_default(),
+                        format!("{} dev eth0 lladdr {} REACHABLE", vip.vip, mac(i)),
+                        "{:?}", vip
                     );
                 }
-                None => prop_assert!(holders.is_empty(), "{}", vip),
+                None => prop_assert!(vip.holders.is_empty(), "{:?}", vip),
             }
         }
         // Conflicts belong to partitions. Right after the heal, two masters coexist until the next advert of
         // the higher one (at most one advert interval plus the delivery delay); none begins after that.
-        for c in doc["conflicts"].as_array().unwrap() {
-            prop_assert!(c["at_ms"].as_f64().unwrap() <= heal_at as f64 + 100.0 + 0.1, "{}", c);
+        for c in &report.conflicts {
+            prop_assert!(c.at_ms <= heal_at as f64 + 100.0 + 0.1, "{:?}", c);
         }
     }
 }

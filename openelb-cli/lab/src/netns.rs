@@ -121,6 +121,7 @@ pub enum Sig {
     Kill,
     Stop,
     Int,
+    Hup,
 }
 
 impl Sig {
@@ -130,6 +131,7 @@ impl Sig {
             Sig::Kill => libc::SIGKILL,
             Sig::Stop => libc::SIGSTOP,
             Sig::Int => libc::SIGINT,
+            Sig::Hup => libc::SIGHUP,
         }
     }
 }
@@ -182,11 +184,16 @@ pub fn destroy(ns: &str) -> Result<()> {
     }
 }
 
+/// Whether this process runs as root.
+pub fn is_root() -> bool {
+    // SAFETY: geteuid(2) cannot fail and touches no memory.
+    unsafe { libc::geteuid() == 0 }
+}
+
 /// Why the lab cannot run here, or `None` when it can: root, iproute2 with working namespaces, and `tools`
 /// on the PATH.
 pub fn unavailable(tools: &[&str]) -> Option<String> {
-    // SAFETY: geteuid(2) cannot fail and touches no memory.
-    if unsafe { libc::geteuid() } != 0 {
+    if !is_root() {
         return Some("not running as root (network namespaces need CAP_SYS_ADMIN)".into());
     }
     let probe = format!("{PREFIX}probe{}", std::process::id());
@@ -200,6 +207,47 @@ pub fn unavailable(tools: &[&str]) -> Option<String> {
         }
     }
     None
+}
+
+/// A namespace this process created; dropping it kills what runs inside and deletes it (with its veths).
+#[derive(Debug)]
+pub struct Netns {
+    name: String,
+}
+
+impl Netns {
+    /// Creates `name` (which must carry [`PREFIX`]) with its loopback up.
+    pub fn create(name: &str) -> Result<Netns> {
+        add(name)?;
+        let ns = Netns { name: name.to_string() };
+        ip_in(name, &["link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Leaves the namespace in place: someone else removes it (`lab down`).
+    pub fn release(mut self) {
+        self.name.clear();
+    }
+
+    /// Deletes it now, reporting what went wrong (dropping it does the same, with a warning).
+    pub fn destroy(mut self) -> Result<()> {
+        let name = std::mem::take(&mut self.name);
+        destroy(&name)
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        if !self.name.is_empty()
+            && let Err(e) = destroy(&self.name)
+        {
+            eprintln!("warning: {e:#}");
+        }
+    }
 }
 
 /// Full path of `tool` on the PATH, also looking in the sbin directories a non-login root shell may lack.

@@ -8,10 +8,12 @@ use openelb_core::announce::{self, VipTarget};
 use openelb_core::endpoints;
 use openelb_core::ipam::{Change, Ipam, Outcome};
 use openelb_core::{Cluster, Pool, Protocol, Service, ServiceKey, TrafficPolicy};
-use serde::Serialize;
+use openelb_k8s::convert;
+use openelb_k8s::crd::Eip;
 
+use crate::data_plane::DataPlane;
+use crate::report::{ChangeView, NodePriority, VipView};
 use crate::scenario::{Event, PodRef, ServicePatchEvent};
-use crate::vrrp_sim::DataPlane;
 
 /// A Deployment's name and selector, to find "replica N" of it.
 #[derive(Debug, Clone)]
@@ -25,16 +27,11 @@ pub struct World {
     pub cluster: Cluster,
     pub ipam: Ipam,
     deployments: Vec<DeploymentRef>,
-    /// Converts inline Service/Eip objects of scenario events.
-    convert: Converter,
     /// Services whose Endpoints/EndpointSlices came with the manifests; they are not derived from Pods.
     explicit_endpoints: BTreeSet<ServiceKey>,
     /// Last failure reported per Service, so a Service that stays pending is reported once, not every step.
     last_failure: BTreeMap<ServiceKey, String>,
 }
-
-/// Turns an inline object of a scenario event into a core value (the CLI wires in openelb-k8s's conversions).
-pub type Converter = Box<dyn Fn(&serde_json::Value) -> Result<Created>>;
 
 /// An object created by a scenario event.
 pub enum Created {
@@ -42,63 +39,10 @@ pub enum Created {
     Pool(Box<Pool>),
 }
 
-/// One allocation change, as the controller's Events would tell it.
-#[derive(Debug, Clone, Serialize)]
-pub struct ChangeView {
-    pub service: String,
-    pub change: String,
-    pub warning: bool,
-}
-
-/// Who answers for one VIP and what a client on the LAN sees.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct VipView {
-    pub vip: String,
-    pub pool: String,
-    pub protocol: String,
-    pub services: Vec<String>,
-    pub policy: String,
-    pub candidates: Vec<String>,
-    /// The node answering ARP/NDP for the VIP (vip and layer2 pools); `None` for BGP or without candidates.
-    /// For `vip` pools this is what the simulated data plane shows: the node holding the VIP that the client's
-    /// traffic reaches, or else the first node holding it.
-    pub holder: Option<String>,
-    /// Every running node with its link up and the VIP configured, on any side of a partition.
-    pub holders: Vec<String>,
-    /// The holders that answer the client's ARP requests: more than one is a split brain the client sees.
-    pub answering: Vec<String>,
-    /// Down nodes that still have the VIP configured (a crashed machine keeps its addresses).
-    pub stale_on: Vec<String>,
-    /// `vrrp` (simulated speakers) or `election` (the first preference, for layer2 and BGP pools).
-    pub model: String,
-    /// The VRRP group of the VIP, when it has candidates.
-    pub vrid: Option<u8>,
-    pub priorities: Vec<NodePriority>,
-    pub holder_mac: Option<String>,
-    /// The client's neighbour entry for the VIP, as `ip neigh` prints it.
-    pub ip_neigh: Option<String>,
-    /// Pods a client's requests to the VIP reach.
-    pub reaches: Vec<String>,
-    /// Pods Kubernetes still lists as ready that requests cannot reach (their node is down or cut off): the
-    /// share of requests kube-proxy sends there times out.
-    pub timeouts: Vec<String>,
-}
-
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct NodePriority {
-    pub node: String,
-    pub priority: u8,
-}
-
 impl World {
-    pub fn new(
-        cluster: Cluster,
-        deployments: Vec<DeploymentRef>,
-        explicit_endpoints: BTreeSet<ServiceKey>,
-        convert: Converter,
-    ) -> Self {
+    pub fn new(cluster: Cluster, deployments: Vec<DeploymentRef>, explicit_endpoints: BTreeSet<ServiceKey>) -> Self {
         let ipam = Ipam::new(&cluster.pools);
-        let mut w = World { cluster, ipam, deployments, explicit_endpoints, convert, last_failure: BTreeMap::new() };
+        let mut w = World { cluster, ipam, deployments, explicit_endpoints, last_failure: BTreeMap::new() };
         w.refresh_endpoints();
         w
     }
@@ -164,7 +108,7 @@ impl World {
 
     pub fn apply(&mut self, event: &Event) -> Result<()> {
         match event {
-            // Machines and the network are the data plane's (`vrrp_sim`); Kubernetes only learns about a crash
+            // Machines and the network are the data plane's ([`DataPlane`]); Kubernetes only learns about a crash
             // when the node grace period ends, which the simulate runner schedules.
             Event::NodeDown(n) | Event::NodeStop(n) | Event::NodeUp(n) | Event::LinkDown(n) | Event::LinkUp(n) => {
                 self.node_mut(n)?;
@@ -190,7 +134,7 @@ impl World {
                 let i = self.find_pod(pod)?;
                 self.cluster.pods[i].node_name = Some(node.clone());
             }
-            Event::CreateService(obj) => match (self.convert)(obj)? {
+            Event::CreateService(obj) => match created(obj)? {
                 Created::Service(svc) => {
                     self.cluster.services.retain(|s| s.key() != svc.key());
                     if !self.cluster.namespaces.iter().any(|n| n.name == svc.namespace) {
@@ -213,7 +157,7 @@ impl World {
                 svc.deleting = true;
             }
             Event::PatchService(p) => self.patch_service(p)?,
-            Event::CreateEip(obj) => match (self.convert)(obj)? {
+            Event::CreateEip(obj) => match created(obj)? {
                 Created::Pool(pool) => {
                     self.cluster.pools.retain(|p| p.name != pool.name);
                     self.cluster.pools.push((*pool).clone());
@@ -478,5 +422,22 @@ fn service_key(s: &str) -> Result<ServiceKey> {
         bail!("empty Service name")
     } else {
         Ok(ServiceKey::new("default", s))
+    }
+}
+
+/// Converts the inline object of a `createService` or `createEip` event.
+fn created(v: &serde_json::Value) -> Result<Created> {
+    let kind = v.get("kind").and_then(|k| k.as_str()).unwrap_or_default();
+    match kind {
+        "Service" => {
+            let svc: k8s_openapi::api::core::v1::Service =
+                serde_json::from_value(v.clone()).context("inline Service")?;
+            Ok(Created::Service(Box::new(convert::service_from_k8s(&svc)?)))
+        }
+        "Eip" => {
+            let eip: Eip = serde_json::from_value(v.clone()).context("inline Eip")?;
+            Ok(Created::Pool(Box::new(convert::pool_from_eip(&eip)?)))
+        }
+        other => bail!("inline object has kind {other:?}; expected Service or Eip"),
     }
 }

@@ -9,16 +9,20 @@ use std::fs;
 use std::io::{BufRead, BufReader};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Stdio;
+use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use serde::{Deserialize, Serialize};
 
-use super::netns::{self, PREFIX, Sig};
-use super::plan::{CLIENT_IP, CLIENT_MAC, LabPlan, POD_NET, mac_string};
-use super::pod;
-use super::speaker::{RunningSpeaker, Speaker, write_manifests};
+use crate::eventually::eventually;
+use crate::layout::{CLIENT_IP, CLIENT_MAC, Layout, POD_NET, mac_string};
+use crate::netns::{self, Netns, PREFIX, Sig};
+use crate::pod;
+use crate::process::Process;
+use crate::segment::{HostSpec, Segment};
+use crate::speaker_manifests::write_manifests;
+use crate::speaker_program::SpeakerProgram;
 
 /// Where labs record what to clean up.
 pub const STATE_ROOT: &str = "/run/openelb-lab";
@@ -59,13 +63,15 @@ pub struct Neigh {
 }
 
 pub struct Lab {
-    pub plan: LabPlan,
+    pub layout: Layout,
     /// State file, keepalived configs, logs and the speakers' manifests.
     pub dir: PathBuf,
-    created: Vec<String>,
-    pods: Vec<Child>,
-    speakers: Vec<RunningSpeaker>,
-    speaker: Option<Speaker>,
+    // Dropped in this order: processes before the namespaces they run in.
+    speakers: Vec<Process>,
+    pods: Vec<Process>,
+    pod_namespaces: Vec<Netns>,
+    segment: Option<Segment>,
+    speaker: Option<SpeakerProgram>,
     /// Nodes crashed by [`Lab::crash`]: they may still carry the VIP on a dead link.
     down: BTreeSet<String>,
     detached: bool,
@@ -76,11 +82,11 @@ fn state_path(dir: &Path) -> PathBuf {
 }
 
 impl Lab {
-    /// Creates every namespace, link, address, route and kube-proxy rule of the plan and starts the Pods.
+    /// Creates every namespace, link, address, route and kube-proxy rule of the layout and starts the Pods.
     /// On error, what was created is removed before returning.
-    pub fn build(plan: LabPlan, cfg: &LabConfig) -> Result<Lab> {
-        if plan.id != cfg.id {
-            bail!("lab plan id {:?} differs from the config's {:?}", plan.id, cfg.id);
+    pub fn build(layout: Layout, cfg: &LabConfig) -> Result<Lab> {
+        if layout.id != cfg.id {
+            bail!("lab layout id {:?} differs from the config's {:?}", layout.id, cfg.id);
         }
         let dir = cfg.state_root.join(&cfg.id);
         if dir.exists() {
@@ -92,16 +98,17 @@ impl Lab {
             );
         }
         fs::create_dir_all(&dir).with_context(|| format!("{}: cannot create", dir.display()))?;
-        let state = State { id: plan.id.clone(), namespaces: plan.namespaces(), vip: plan.vip };
+        let state = State { id: layout.id.clone(), namespaces: layout.namespaces(), vip: layout.vip };
         fs::write(state_path(&dir), serde_json::to_vec_pretty(&state)?)
             .with_context(|| format!("{}: cannot write the state file", dir.display()))?;
-        super::track(&plan.id, true);
+        crate::interrupt::track(&layout.id, true);
         let mut lab = Lab {
-            plan,
+            layout,
             dir,
-            created: Vec::new(),
-            pods: Vec::new(),
             speakers: Vec::new(),
+            pods: Vec::new(),
+            pod_namespaces: Vec::new(),
+            segment: None,
             speaker: None,
             down: BTreeSet::new(),
             detached: false,
@@ -111,46 +118,29 @@ impl Lab {
         Ok(lab)
     }
 
-    fn add_ns(&mut self, name: &str) -> Result<()> {
-        netns::add(name)?;
-        self.created.push(name.to_string());
-        netns::ip_in(name, &["link", "set", "lo", "up"])?;
-        Ok(())
-    }
-
     fn create(&mut self, cli_exe: &Path) -> Result<()> {
-        let plan = self.plan.clone();
-        let sw = plan.switch_ns.as_str();
-        self.add_ns(sw)?;
-        netns::ip_in(sw, &["link", "add", "br0", "type", "bridge"])?;
-        netns::ip_in(sw, &["link", "set", "br0", "up"])?;
-
-        let mut hosts: Vec<(String, Ipv4Addr, String)> =
-            plan.nodes.iter().map(|n| (n.ns.clone(), n.ip, n.mac_string())).collect();
-        hosts.push((plan.client_ns.clone(), CLIENT_IP, mac_string(&CLIENT_MAC)));
-        for (i, (ns, ip, mac)) in hosts.iter().enumerate() {
-            self.add_ns(ns)?;
-            let port = format!("p{i}");
-            netns::ip_in(
-                ns,
-                &["link", "add", "eth0", "address", mac, "type", "veth", "peer", "name", &port, "netns", sw],
-            )?;
-            netns::ip_in(sw, &["link", "set", &port, "master", "br0", "up"])?;
-            netns::ip_in(ns, &["addr", "add", &format!("{ip}/24"), "dev", "eth0"])?;
-            netns::ip_in(ns, &["link", "set", "eth0", "up"])?;
+        let layout = self.layout.clone();
+        let mut segment = Segment::new(&layout.switch_ns)?;
+        let mut hosts: Vec<(String, String, Ipv4Addr, String)> =
+            layout.nodes.iter().map(|n| (n.name.clone(), n.ns.clone(), n.ip, n.mac_string())).collect();
+        hosts.push(("client".into(), layout.client_ns.clone(), CLIENT_IP, mac_string(&CLIENT_MAC)));
+        for (name, ns, ip, mac) in hosts {
+            segment.add_host(HostSpec { name, ns, mac, addrs: vec![format!("{ip}/24")] })?;
         }
+        self.segment = Some(segment);
 
-        for node in &plan.nodes {
+        for node in &layout.nodes {
             netns::exec(&node.ns, &["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
             // Other nodes' Pods are reached through those nodes, as a flat Pod network would route them.
-            for other in plan.nodes.iter().filter(|o| o.name != node.name) {
+            for other in layout.nodes.iter().filter(|o| o.name != node.name) {
                 let net = format!("{}/28", other.pod_net);
                 netns::ip_in(&node.ns, &["route", "add", &net, "via", &other.ip.to_string()])?;
             }
         }
-        for pod in &plan.pods {
-            let node = plan.node(&pod.node).ok_or_else(|| anyhow!("Pod {} on unknown node {}", pod.name, pod.node))?;
-            self.add_ns(&pod.ns)?;
+        for pod in &layout.pods {
+            let node =
+                layout.node(&pod.node).ok_or_else(|| anyhow!("Pod {} on unknown node {}", pod.name, pod.node))?;
+            self.pod_namespaces.push(Netns::create(&pod.ns)?);
             netns::ip_in(
                 &node.ns,
                 &["link", "add", &pod.node_if, "type", "veth", "peer", "name", "eth0", "netns", &pod.ns],
@@ -165,10 +155,10 @@ impl Lab {
             netns::ip_in(&pod.ns, &["route", "add", &format!("{gw}/32"), "dev", "eth0"])?;
             netns::ip_in(&pod.ns, &["route", "add", "default", "via", &gw.to_string(), "dev", "eth0"])?;
         }
-        for node in &plan.nodes {
+        for node in &layout.nodes {
             self.kube_proxy(&node.name)?;
         }
-        for pod in &plan.pods {
+        for pod in &layout.pods {
             self.start_pod(cli_exe, &pod.ns, &pod.name)?;
         }
         Ok(())
@@ -178,13 +168,14 @@ impl Lab {
     /// deterministically between two Pods), and masquerade what crosses to another node under Cluster so the
     /// reply comes back through this node. Local keeps the client's address and only local Pods.
     fn kube_proxy(&self, node: &str) -> Result<()> {
-        let Some(spec) = self.plan.node(node) else { bail!("unknown node {node}") };
-        let backends: Vec<_> = self.plan.backends(node).into_iter().filter(|p| !self.down.contains(&p.node)).collect();
-        let vip = format!("{}/32", self.plan.vip);
-        let port = self.plan.port.to_string();
+        let Some(spec) = self.layout.node(node) else { bail!("unknown node {node}") };
+        let backends: Vec<_> =
+            self.layout.backends(node).into_iter().filter(|p| !self.down.contains(&p.node)).collect();
+        let vip = format!("{}/32", self.layout.vip);
+        let port = self.layout.port.to_string();
         let n = backends.len();
         for (k, pod) in backends.iter().enumerate() {
-            let to = format!("{}:{}", pod.ip, self.plan.target_port);
+            let to = format!("{}:{}", pod.ip, self.layout.target_port);
             let every = (n - k).to_string();
             let mut rule =
                 vec!["iptables", "-w", "-t", "nat", "-A", "PREROUTING", "-d", &vip, "-p", "tcp", "--dport", &port];
@@ -194,7 +185,7 @@ impl Lab {
             rule.extend(["-j", "DNAT", "--to-destination", &to]);
             netns::exec(&spec.ns, &rule)?;
         }
-        if self.plan.policy == openelb_core::model::TrafficPolicy::Cluster && !backends.is_empty() {
+        if self.layout.policy == openelb_core::model::TrafficPolicy::Cluster && !backends.is_empty() {
             let pods = format!("{POD_NET}/24");
             netns::exec(
                 &spec.ns,
@@ -207,7 +198,7 @@ impl Lab {
     /// The endpoints controller's eventual answer to a lost node: every live node's rules are rewritten
     /// without the Pods of crashed nodes (kube-proxy only learns of it once the node is NotReady).
     pub fn resync_kube_proxy(&self) -> Result<()> {
-        for node in self.plan.nodes.iter().filter(|n| !self.down.contains(&n.name)) {
+        for node in self.layout.nodes.iter().filter(|n| !self.down.contains(&n.name)) {
             for chain in ["PREROUTING", "POSTROUTING"] {
                 netns::exec(&node.ns, &["iptables", "-w", "-t", "nat", "-F", chain])?;
             }
@@ -218,21 +209,22 @@ impl Lab {
 
     fn start_pod(&mut self, cli_exe: &Path, ns: &str, name: &str) -> Result<()> {
         let exe = cli_exe.display().to_string();
-        let listen = format!("0.0.0.0:{}", self.plan.target_port);
+        let listen = format!("0.0.0.0:{}", self.layout.target_port);
         let log = self.dir.join(format!("pod-{name}.log"));
-        let mut child = netns::spawn(
+        let child = netns::spawn(
             ns,
             &[&exe, "lab", "pod-http", "--name", name, "--listen", &listen],
             Stdio::piped(),
             netns::log_file(&log)?,
         )?;
-        let ready = child.stdout.take().map(|out| {
+        let mut pod = Process::adopt(name, child, Some(log.clone()));
+        let ready = pod.take_stdout().map(|out| {
             let mut line = String::new();
             let _ = BufReader::new(out).read_line(&mut line);
             line
         });
         let ok = ready.as_deref().is_some_and(|l| l.starts_with(pod::READY));
-        self.pods.push(child);
+        self.pods.push(pod);
         if !ok {
             let log = fs::read_to_string(&log).unwrap_or_default();
             bail!("Pod {name}: the HTTP responder did not start: {}", log.trim());
@@ -240,33 +232,33 @@ impl Lab {
         Ok(())
     }
 
-    /// Starts `speaker` on every node it runs on (see [`Speaker::nodes`]).
-    pub fn start_speakers(&mut self, speaker: &Speaker) -> Result<()> {
+    /// Starts `speaker` on every node it runs on (see [`SpeakerProgram::nodes`]).
+    pub fn start_speakers(&mut self, speaker: &SpeakerProgram) -> Result<()> {
         let manifests = match speaker {
-            Speaker::Openelb(o) => write_manifests(&self.plan, &self.dir.join("manifests"), o.extra_v6_vips)?,
-            Speaker::Keepalived { .. } => self.dir.join("manifests"),
+            SpeakerProgram::Openelb(o) => write_manifests(&self.layout, &self.dir.join("manifests"), o.extra_v6_vips)?,
+            SpeakerProgram::Keepalived { .. } => self.dir.join("manifests"),
         };
-        for node in speaker.nodes(&self.plan) {
-            let s = RunningSpeaker::start(speaker, &self.plan, &node, &self.dir, &manifests)?;
+        for node in speaker.nodes(&self.layout) {
+            let s = speaker.start(&self.layout, &node, &self.dir, &manifests)?;
             self.speakers.push(s);
         }
         self.speaker = Some(speaker.clone());
         Ok(())
     }
 
-    pub fn speakers(&self) -> &[RunningSpeaker] {
+    pub fn speakers(&self) -> &[Process] {
         &self.speakers
     }
 
-    pub fn speaker_on(&mut self, node: &str) -> Option<&mut RunningSpeaker> {
-        self.speakers.iter_mut().find(|s| s.node == node)
+    pub fn speaker_on(&mut self, node: &str) -> Option<&mut Process> {
+        self.speakers.iter_mut().find(|s| s.name == node)
     }
 
     /// Nodes that are up and have the VIP on eth0.
     pub fn holders(&self) -> Result<Vec<String>> {
-        let vip = format!(" {}/", self.plan.vip);
+        let vip = format!(" {}/", self.layout.vip);
         let mut out = Vec::new();
-        for node in self.plan.nodes.iter().filter(|n| !self.down.contains(&n.name)) {
+        for node in self.layout.nodes.iter().filter(|n| !self.down.contains(&n.name)) {
             let addrs = netns::ip_in(&node.ns, &["-o", "-4", "addr", "show", "dev", "eth0"])?;
             if addrs.contains(&vip) {
                 out.push(node.name.clone());
@@ -277,42 +269,52 @@ impl Lab {
 
     /// Waits until exactly one live node holds the VIP (other than `not`) and returns it.
     pub fn wait_holder(&mut self, not: Option<&str>, timeout: Duration) -> Result<String> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let h = self.holders()?;
+        let mut seen = Vec::new();
+        let mut error = None;
+        let found = eventually(timeout, Duration::from_millis(10), || {
+            match self.holders() {
+                Ok(h) => seen = h,
+                Err(e) => {
+                    error = Some(e);
+                    return Some(None);
+                }
+            }
             // Steady state, not the first holder seen: speakers that start at different moments may elect a
             // lower-preference node first, until the first preference preempts it after its preempt delay.
             let expected = self.expected_holder();
-            if let [one] = h.as_slice()
-                && Some(one.as_str()) != not
-                && expected.as_deref().is_none_or(|e| e == one)
-            {
-                return Ok(one.clone());
+            match seen.as_slice() {
+                [one] if Some(one.as_str()) != not && expected.as_deref().is_none_or(|e| e == one) => {
+                    Some(Some(one.clone()))
+                }
+                _ => None,
             }
-            if Instant::now() >= deadline {
-                bail!(
-                    "no single holder of {} after {:?} (holders: {h:?}); speaker logs in {}",
-                    self.plan.vip,
-                    timeout,
-                    self.dir.display()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(10));
+        });
+        if let Some(e) = error {
+            return Err(e);
+        }
+        match found {
+            Ok(Some(holder)) => Ok(holder),
+            _ => bail!(
+                "no single holder of {} after {:?} (holders: {seen:?}); speaker logs in {}",
+                self.layout.vip,
+                timeout,
+                self.dir.display()
+            ),
         }
     }
 
     /// The node that should hold the VIP once things settle: the first candidate in preference order that is
     /// up and whose speaker runs. `None` when speakers are not started.
     fn expected_holder(&mut self) -> Option<String> {
-        let cands = self.plan.candidates.clone();
+        let cands = self.layout.candidates.clone();
         cands
             .into_iter()
-            .find(|c| !self.down.contains(c) && self.speakers.iter_mut().any(|s| &s.node == c && s.is_running()))
+            .find(|c| !self.down.contains(c) && self.speakers.iter_mut().any(|s| &s.name == c && s.is_running()))
     }
 
     /// Node crash: the speaker frozen then killed, then the node's link down (as the anchor measured).
     pub fn crash(&mut self, node: &str) -> Result<()> {
-        let ns = self.plan.node(node).map(|n| n.ns.clone()).ok_or_else(|| anyhow!("unknown node {node}"))?;
+        let ns = self.layout.node(node).map(|n| n.ns.clone()).ok_or_else(|| anyhow!("unknown node {node}"))?;
         if let Some(s) = self.speaker_on(node) {
             s.crash();
         }
@@ -324,22 +326,21 @@ impl Lab {
     /// Planned stop of the speaker on `node` (SIGTERM; it hands the VIP over).
     pub fn stop_speaker(&mut self, node: &str) -> Result<()> {
         let s = self.speaker_on(node).ok_or_else(|| anyhow!("no speaker runs on {node}"))?;
-        s.terminate(Duration::from_secs(5));
+        s.stop(Sig::Term, Duration::from_secs(5));
         Ok(())
     }
 
     /// Brings a crashed node back: stale VIP removed (a killed keepalived leaves it), link up, speaker
     /// restarted.
-    #[allow(dead_code)] // for the root tests (tests/lab_*.rs include this module)
     pub fn restore(&mut self, node: &str) -> Result<()> {
-        let ns = self.plan.node(node).map(|n| n.ns.clone()).ok_or_else(|| anyhow!("unknown node {node}"))?;
-        let _ = netns::ip_in(&ns, &["addr", "del", &format!("{}/32", self.plan.vip), "dev", "eth0"]);
+        let ns = self.layout.node(node).map(|n| n.ns.clone()).ok_or_else(|| anyhow!("unknown node {node}"))?;
+        let _ = netns::ip_in(&ns, &["addr", "del", &format!("{}/32", self.layout.vip), "dev", "eth0"]);
         netns::ip_in(&ns, &["link", "set", "eth0", "up"])?;
         self.down.remove(node);
         self.resync_kube_proxy()?;
         if let Some(speaker) = self.speaker.clone() {
-            self.speakers.retain(|s| s.node != node);
-            let s = RunningSpeaker::start(&speaker, &self.plan, node, &self.dir, &self.dir.join("manifests"))?;
+            self.speakers.retain(|s| s.name != node);
+            let s = speaker.start(&self.layout, node, &self.dir, &self.dir.join("manifests"))?;
             self.speakers.push(s);
         }
         Ok(())
@@ -347,9 +348,8 @@ impl Lab {
 
     /// Whether the client gets an echo reply from the VIP within `tries` half-second pings (right after a
     /// takeover the first echo may still be in flight, and a stale neighbour entry takes a moment to re-resolve).
-    #[allow(dead_code)] // for the root tests (tests/lab_*.rs include this module)
     pub fn client_pings(&self, tries: usize) -> bool {
-        let vip = self.plan.vip.to_string();
+        let vip = self.layout.vip.to_string();
         (0..tries).any(|_| {
             self.client(&["ping", "-c", "1", "-W", "0.5", "-n", &vip]).is_ok_and(|o| o.contains(" bytes from "))
         })
@@ -357,14 +357,14 @@ impl Lab {
 
     /// Runs `argv` in the client namespace, returning stdout whatever the exit status.
     pub fn client(&self, argv: &[&str]) -> Result<String> {
-        let out = netns::exec_output(&self.plan.client_ns, argv)?;
+        let out = netns::exec_output(&self.layout.client_ns, argv)?;
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
     /// `ip neigh show VIP dev eth0` in the client.
     pub fn client_neigh(&self) -> Result<Option<Neigh>> {
-        let vip = self.plan.vip.to_string();
-        let out = netns::ip_in(&self.plan.client_ns, &["neigh", "show", &vip, "dev", "eth0"])?;
+        let vip = self.layout.vip.to_string();
+        let out = netns::ip_in(&self.layout.client_ns, &["neigh", "show", &vip, "dev", "eth0"])?;
         Ok(out.lines().next().filter(|l| !l.trim().is_empty()).map(|line| {
             let words: Vec<&str> = line.split_whitespace().collect();
             let mac = words.iter().position(|w| *w == "lladdr").and_then(|i| words.get(i + 1)).map(|m| m.to_string());
@@ -376,8 +376,8 @@ impl Lab {
 
     /// One `curl http://VIP:port/` from the client; the body, or an error naming what curl said.
     pub fn curl(&self) -> Result<String> {
-        let url = format!("http://{}:{}/", self.plan.vip, self.plan.port);
-        let out = netns::exec_output(&self.plan.client_ns, &["curl", "-sS", "--max-time", "2", &url])?;
+        let url = format!("http://{}:{}/", self.layout.vip, self.layout.port);
+        let out = netns::exec_output(&self.layout.client_ns, &["curl", "-sS", "--max-time", "2", &url])?;
         if !out.status.success() {
             bail!("curl {url}: {}", String::from_utf8_lossy(&out.stderr).trim());
         }
@@ -386,7 +386,6 @@ impl Lab {
 
     /// The Pods that answered `requests` curls from the client (`You've hit <pod>`); a failed request or any
     /// other reply is an error.
-    #[allow(dead_code)] // for the root tests (tests/lab_*.rs, tests/e2e_kube.rs include this module)
     pub fn pods_seen(&self, requests: usize) -> Result<BTreeSet<String>> {
         (0..requests)
             .map(|_| {
@@ -401,12 +400,18 @@ impl Lab {
     /// Hands the lab over to `lab down`: dropping it no longer removes anything.
     pub fn detach(mut self) -> State {
         self.detached = true;
-        super::track(&self.plan.id, false);
-        // The speakers' guards would end them; `lab down` does that now.
-        for s in std::mem::take(&mut self.speakers) {
-            std::mem::forget(s);
+        crate::interrupt::track(&self.layout.id, false);
+        // The guards would end the processes and remove the namespaces; `lab down` does that now.
+        for p in std::mem::take(&mut self.speakers).into_iter().chain(std::mem::take(&mut self.pods)) {
+            p.release();
         }
-        State { id: self.plan.id.clone(), namespaces: self.plan.namespaces(), vip: self.plan.vip }
+        for ns in std::mem::take(&mut self.pod_namespaces) {
+            ns.release();
+        }
+        if let Some(s) = self.segment.take() {
+            s.release();
+        }
+        State { id: self.layout.id.clone(), namespaces: self.layout.namespaces(), vip: self.layout.vip }
     }
 
     /// Removes everything; safe to call more than once.
@@ -416,22 +421,27 @@ impl Lab {
         }
         self.speakers.clear();
         for p in &mut self.pods {
-            netns::stop_child(p, Sig::Kill, Duration::from_millis(500));
+            p.stop(Sig::Kill, Duration::from_millis(500));
         }
         self.pods.clear();
         let mut errors = Vec::new();
-        for ns in self.created.drain(..).rev() {
-            if let Err(e) = netns::destroy(&ns) {
+        for ns in self.pod_namespaces.drain(..).rev() {
+            if let Err(e) = ns.destroy() {
                 errors.push(format!("{e:#}"));
             }
+        }
+        if let Some(segment) = self.segment.take()
+            && let Err(e) = segment.destroy()
+        {
+            errors.push(format!("{e:#}"));
         }
         if self.dir.exists()
             && let Err(e) = fs::remove_dir_all(&self.dir)
         {
             errors.push(format!("{}: {e}", self.dir.display()));
         }
-        super::track(&self.plan.id, false);
-        if errors.is_empty() { Ok(()) } else { Err(anyhow!("lab {} cleanup: {}", self.plan.id, errors.join("; "))) }
+        crate::interrupt::track(&self.layout.id, false);
+        if errors.is_empty() { Ok(()) } else { Err(anyhow!("lab {} cleanup: {}", self.layout.id, errors.join("; "))) }
     }
 }
 
@@ -461,7 +471,7 @@ pub fn recorded(root: &Path) -> Vec<String> {
 /// `lab down`: removes the namespaces recorded for `id` (only those with our prefix), killing what runs in
 /// them, and the lab's directory.
 pub fn down(root: &Path, id: &str) -> Result<State> {
-    super::plan::check_id(id)?;
+    crate::layout::check_id(id)?;
     let dir = root.join(id);
     let path = state_path(&dir);
     let text = fs::read(&path).with_context(|| format!("{}: no lab with id {id:?}", path.display()))?;
@@ -486,9 +496,8 @@ pub fn down(root: &Path, id: &str) -> Result<State> {
 
 /// What a removed lab left behind: its namespaces, and whether its state directory still exists. Tests assert
 /// both are empty, so a cleanup bug shows up where it happens.
-#[allow(dead_code)] // for the root tests (tests/lab_*.rs include this module)
 pub fn leftovers(id: &str) -> Result<(Vec<String>, bool)> {
-    let prefix = format!("{}{id}-", super::netns::PREFIX);
-    let left = super::netns::list()?.into_iter().filter(|n| n.starts_with(&prefix)).collect();
+    let prefix = format!("{}{id}-", crate::netns::PREFIX);
+    let left = crate::netns::list()?.into_iter().filter(|n| n.starts_with(&prefix)).collect();
     Ok((left, Path::new(STATE_ROOT).join(id).exists()))
 }

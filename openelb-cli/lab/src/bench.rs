@@ -7,25 +7,25 @@ use std::time::Duration;
 
 use anyhow::{Result, anyhow};
 
-use super::demo::HOLDER_TIMEOUT;
-use super::plan::LabPlan;
-use super::probe::{Capture, PingProbe, first_advert, first_garp, largest_gap, now_epoch, sample_usage};
-use super::speaker::{OpenelbSpeaker, Speaker, find_openelb_speaker};
-use super::topology::{Lab, LabConfig};
+use crate::demo::HOLDER_TIMEOUT;
+use crate::layout::Layout;
+use crate::probe::{Capture, PingProbe, first_advert, first_garp, largest_gap, now_epoch, sample_usage};
+use crate::speaker_program::{OpenelbSpeakerCommand, SpeakerProgram, find_openelb_speaker};
+use crate::topology::{Lab, LabConfig};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Scenario {
+pub enum Failover {
     /// Holder's speaker frozen then killed, its link down.
     Crash,
     /// Holder's speaker gets SIGTERM.
     Graceful,
 }
 
-impl Scenario {
+impl Failover {
     fn label(self) -> &'static str {
         match self {
-            Scenario::Crash => "crash",
-            Scenario::Graceful => "graceful",
+            Failover::Crash => "crash",
+            Failover::Graceful => "graceful",
         }
     }
 }
@@ -54,29 +54,29 @@ pub struct BenchInput {
 }
 
 /// One fresh lab, one failover, measured.
-pub fn one_run(input: &BenchInput, speaker: &Speaker, scenario: Scenario) -> Result<RunResult> {
+pub fn one_run(input: &BenchInput, speaker: &SpeakerProgram, failover: Failover) -> Result<RunResult> {
     let cfg = LabConfig::unique(input.cli_exe.clone());
-    let plan = LabPlan::from_paths(&input.paths, &cfg.id, None)?;
-    let mut lab = Lab::build(plan, &cfg)?;
+    let layout = Layout::from_paths(&input.paths, &cfg.id, None)?;
+    let mut lab = Lab::build(layout, &cfg)?;
     lab.start_speakers(speaker)?;
     let old = lab.wait_holder(None, HOLDER_TIMEOUT)?;
-    let vip = lab.plan.vip;
-    let probe = PingProbe::start(&lab.plan.client_ns, vip)?;
+    let vip = lab.layout.vip;
+    let probe = PingProbe::start(&lab.layout.client_ns, vip)?;
     if !probe.wait_replies_after(now_epoch(), 30, Duration::from_secs(5)) {
-        return Err(anyhow!("lab {}: no ping replies from {vip} before the failover", lab.plan.id));
+        return Err(anyhow!("lab {}: no ping replies from {vip} before the failover", lab.layout.id));
     }
-    let capture = Capture::start(&lab.plan.switch_ns, &lab.dir, "capture")?;
+    let capture = Capture::start(&lab.layout.switch_ns, &lab.dir, "capture")?;
     let t = now_epoch();
-    match scenario {
-        Scenario::Crash => lab.crash(&old)?,
-        Scenario::Graceful => lab.stop_speaker(&old)?,
+    match failover {
+        Failover::Crash => lab.crash(&old)?,
+        Failover::Graceful => lab.stop_speaker(&old)?,
     }
     let new = lab.wait_holder(Some(&old), HOLDER_TIMEOUT)?;
     let recovered = probe.wait_replies_after(t, 30, Duration::from_secs(10));
     let replies = probe.stop();
     std::thread::sleep(Duration::from_millis(50));
     let frames = capture.stop();
-    let mac = lab.plan.node(&new).map(|n| n.mac_string()).unwrap_or_default();
+    let mac = lab.layout.node(&new).map(|n| n.mac_string()).unwrap_or_default();
     let garp = first_garp(&frames, vip, &mac, t);
     let advert = first_advert(&frames, &mac, t);
     lab.teardown()?;
@@ -114,10 +114,10 @@ fn row(speaker: &str, what: &str, values: &[f64], runs: usize) {
 }
 
 /// Resource use of the holder's speaker with the lab's VIPs (plus `extra` IPv6 VIPs for openelb-speaker).
-fn resources(input: &BenchInput, speaker: &Speaker) -> Result<(String, f64, f64)> {
+fn resources(input: &BenchInput, speaker: &SpeakerProgram) -> Result<(String, f64, f64)> {
     let cfg = LabConfig::unique(input.cli_exe.clone());
-    let plan = LabPlan::from_paths(&input.paths, &cfg.id, None)?;
-    let mut lab = Lab::build(plan, &cfg)?;
+    let layout = Layout::from_paths(&input.paths, &cfg.id, None)?;
+    let mut lab = Lab::build(layout, &cfg)?;
     lab.start_speakers(speaker)?;
     let holder = lab.wait_holder(None, HOLDER_TIMEOUT)?;
     std::thread::sleep(input.settle);
@@ -132,13 +132,16 @@ fn resources(input: &BenchInput, speaker: &Speaker) -> Result<(String, f64, f64)
 }
 
 pub fn run(input: &BenchInput) -> Result<()> {
-    let mut speakers =
-        vec![Speaker::keepalived(Duration::from_secs(1)), Speaker::keepalived(Duration::from_millis(100))];
+    let mut speakers = vec![
+        SpeakerProgram::keepalived(Duration::from_secs(1)),
+        SpeakerProgram::keepalived(Duration::from_millis(100)),
+    ];
     let openelb = find_openelb_speaker();
     match &openelb {
         Some(binary) => {
-            speakers.push(Speaker::Openelb(OpenelbSpeaker { binary: binary.clone(), ..Default::default() }));
-            speakers.push(Speaker::Openelb(OpenelbSpeaker {
+            speakers
+                .push(SpeakerProgram::Openelb(OpenelbSpeakerCommand { binary: binary.clone(), ..Default::default() }));
+            speakers.push(SpeakerProgram::Openelb(OpenelbSpeakerCommand {
                 binary: binary.clone(),
                 advert_interval: Some(Duration::from_secs(1)),
                 ..Default::default()
@@ -153,32 +156,32 @@ pub fn run(input: &BenchInput) -> Result<()> {
         println!("{:<30} {:<28} {:>7} {:>11} {:>11}", "speaker", "measure", "ok/runs", "median", "p90");
     }
     for speaker in speakers.iter().filter(|_| runs > 0) {
-        for scenario in [Scenario::Crash, Scenario::Graceful] {
+        for failover in [Failover::Crash, Failover::Graceful] {
             let mut results = Vec::new();
             for i in 0..runs {
-                match one_run(input, speaker, scenario) {
+                match one_run(input, speaker, failover) {
                     Ok(r) => results.push(r),
-                    Err(e) => eprintln!("{} {} run {}: {e:#}", speaker.label(), scenario.label(), i + 1),
+                    Err(e) => eprintln!("{} {} run {}: {e:#}", speaker.label(), failover.label(), i + 1),
                 }
             }
             let pick = |f: fn(&RunResult) -> Option<f64>| results.iter().filter_map(f).collect::<Vec<f64>>();
             let label = speaker.label();
-            row(&label, &format!("{} outage", scenario.label()), &pick(|r| r.outage), runs);
-            row(&label, &format!("{} event->first GARP", scenario.label()), &pick(|r| r.event_to_garp), runs);
-            row(&label, &format!("{} advert->first GARP", scenario.label()), &pick(|r| r.advert_to_garp), runs);
+            row(&label, &format!("{} outage", failover.label()), &pick(|r| r.outage), runs);
+            row(&label, &format!("{} event->first GARP", failover.label()), &pick(|r| r.event_to_garp), runs);
+            row(&label, &format!("{} advert->first GARP", failover.label()), &pick(|r| r.advert_to_garp), runs);
         }
     }
     println!();
     println!("{:<30} {:<28} {:>11} {:>11}", "speaker", "resources (worst node)", "RSS", "CPU");
-    let mut usage: Vec<(String, Speaker)> = speakers
+    let mut usage: Vec<(String, SpeakerProgram)> = speakers
         .iter()
-        .filter(|s| matches!(s, Speaker::Keepalived { .. }))
+        .filter(|s| matches!(s, SpeakerProgram::Keepalived { .. }))
         .map(|s| ("1 VIP".to_string(), s.clone()))
         .collect();
     if let Some(binary) = openelb {
         usage.push((
             "1000 IPv6 VIPs + 1".to_string(),
-            Speaker::Openelb(OpenelbSpeaker { binary, extra_v6_vips: 1000, ..Default::default() }),
+            SpeakerProgram::Openelb(OpenelbSpeakerCommand { binary, extra_v6_vips: 1000, ..Default::default() }),
         ));
     } else {
         println!("(openelb-speaker with 1000 VIPs skipped: binary not found)");

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Result, bail};
 
-use super::netns::{self, Sig};
+use crate::netns::{self, Sig};
 
 /// Seconds since the epoch, the clock `ping -D` and `tcpdump -tt` print.
 pub fn now_epoch() -> f64 {
@@ -106,7 +106,7 @@ impl Drop for PingProbe {
 
 /// One frame of interest on the bridge.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Frame {
+pub enum CapturedFrame {
     /// A gratuitous ARP (sender IP = target IP, request or reply) for `ip`, from `mac`.
     Garp { ts: f64, mac: String, ip: Ipv4Addr },
     /// A VRRP advertisement from `mac` with `prio`.
@@ -114,7 +114,7 @@ pub enum Frame {
 }
 
 /// Parses one line of `tcpdump -n -e -tt -l`.
-pub fn parse_tcpdump(line: &str) -> Option<Frame> {
+pub fn parse_tcpdump(line: &str) -> Option<CapturedFrame> {
     let mut words = line.split_whitespace();
     let ts: f64 = words.next()?.parse().ok()?;
     let mac = words.next()?.to_ascii_lowercase();
@@ -129,14 +129,14 @@ pub fn parse_tcpdump(line: &str) -> Option<Frame> {
         }
         let ("tell", Some(sender)) = (next, w.next()) else { return None };
         let sender = sender.trim_end_matches(',');
-        return (target == sender).then(|| target.parse().ok().map(|ip| Frame::Garp { ts, mac, ip }))?;
+        return (target == sender).then(|| target.parse().ok().map(|ip| CapturedFrame::Garp { ts, mac, ip }))?;
     }
     // A reply is gratuitous when broadcast (`arping -A` style); a unicast reply answers someone's request.
     if let Some(r) = rest.strip_prefix("Reply ")
         && words.nth(1) == Some("ff:ff:ff:ff:ff:ff,")
     {
         let ip = r.split_whitespace().next()?.parse().ok()?;
-        return Some(Frame::Garp { ts, mac, ip });
+        return Some(CapturedFrame::Garp { ts, mac, ip });
     }
     if rest.contains("VRRP") {
         let prio = rest
@@ -144,7 +144,7 @@ pub fn parse_tcpdump(line: &str) -> Option<Frame> {
             .nth(1)
             .and_then(|p| p.split(|c: char| !c.is_ascii_digit()).next())
             .and_then(|p| p.parse().ok());
-        return Some(Frame::Vrrp { ts, mac, prio });
+        return Some(CapturedFrame::Vrrp { ts, mac, prio });
     }
     None
 }
@@ -183,7 +183,7 @@ impl Capture {
     }
 
     /// Stops tcpdump (SIGINT flushes its output) and returns the parsed frames.
-    pub fn stop(mut self) -> Vec<Frame> {
+    pub fn stop(mut self) -> Vec<CapturedFrame> {
         netns::stop_child(&mut self.child, Sig::Int, Duration::from_secs(2));
         fs::read_to_string(&self.out).unwrap_or_default().lines().filter_map(parse_tcpdump).collect()
     }
@@ -196,17 +196,19 @@ impl Drop for Capture {
 }
 
 /// First gratuitous ARP for `vip` from `mac` at or after `from`.
-pub fn first_garp(frames: &[Frame], vip: Ipv4Addr, mac: &str, from: f64) -> Option<f64> {
+pub fn first_garp(frames: &[CapturedFrame], vip: Ipv4Addr, mac: &str, from: f64) -> Option<f64> {
     frames.iter().find_map(|f| match f {
-        Frame::Garp { ts, mac: m, ip } if *ts >= from && *ip == vip && m.eq_ignore_ascii_case(mac) => Some(*ts),
+        CapturedFrame::Garp { ts, mac: m, ip } if *ts >= from && *ip == vip && m.eq_ignore_ascii_case(mac) => Some(*ts),
         _ => None,
     })
 }
 
 /// First VRRP advert from `mac` at or after `from`: the new master announcing itself, i.e. its decision.
-pub fn first_advert(frames: &[Frame], mac: &str, from: f64) -> Option<f64> {
+pub fn first_advert(frames: &[CapturedFrame], mac: &str, from: f64) -> Option<f64> {
     frames.iter().find_map(|f| match f {
-        Frame::Vrrp { ts, mac: m, prio } if *ts >= from && m.eq_ignore_ascii_case(mac) && *prio != Some(0) => Some(*ts),
+        CapturedFrame::Vrrp { ts, mac: m, prio } if *ts >= from && m.eq_ignore_ascii_case(mac) && *prio != Some(0) => {
+            Some(*ts)
+        }
         _ => None,
     })
 }
@@ -273,7 +275,7 @@ mod tests {
                  Request who-has 192.0.2.91 tell 192.0.2.91, length 28";
         assert_eq!(
             parse_tcpdump(g),
-            Some(Frame::Garp {
+            Some(CapturedFrame::Garp {
                 ts: 1732723200.500001,
                 mac: "52:54:22:3a:e6:6e".into(),
                 ip: Ipv4Addr::new(192, 0, 2, 91)
@@ -283,19 +285,22 @@ mod tests {
                           Request who-has 192.0.2.91 (ff:ff:ff:ff:ff:ff) tell 192.0.2.91, length 28";
         assert_eq!(
             parse_tcpdump(keepalived),
-            Some(Frame::Garp { ts: 1.5, mac: "52:54:22:37:6c:7b".into(), ip: Ipv4Addr::new(192, 0, 2, 91) })
+            Some(CapturedFrame::Garp { ts: 1.5, mac: "52:54:22:37:6c:7b".into(), ip: Ipv4Addr::new(192, 0, 2, 91) })
         );
         let normal = "1.0 52:54:22:fa:b9:3b > ff:ff:ff:ff:ff:ff, ethertype ARP (0x0806), length 42: \
                       Request who-has 192.0.2.91 tell 192.0.2.5, length 28";
         assert_eq!(parse_tcpdump(normal), None);
         let v = "2.5 52:54:22:37:6c:7b > 01:00:5e:00:00:12, ethertype IPv4 (0x0800), length 54: 192.0.2.4 > \
                  224.0.0.18: VRRPv3, Advertisement, vrid 91, prio 200, intvl 10cs, length 12";
-        assert_eq!(parse_tcpdump(v), Some(Frame::Vrrp { ts: 2.5, mac: "52:54:22:37:6c:7b".into(), prio: Some(200) }));
+        assert_eq!(
+            parse_tcpdump(v),
+            Some(CapturedFrame::Vrrp { ts: 2.5, mac: "52:54:22:37:6c:7b".into(), prio: Some(200) })
+        );
         let answer = "3.0 52:54:22:37:6c:7b > 52:54:22:fa:b9:3b, ethertype ARP (0x0806), length 42: \
                       Reply 192.0.2.91 is-at 52:54:22:37:6c:7b, length 28";
         assert_eq!(parse_tcpdump(answer), None);
         let broadcast = answer.replace("> 52:54:22:fa:b9:3b,", "> ff:ff:ff:ff:ff:ff,");
-        assert!(matches!(parse_tcpdump(&broadcast), Some(Frame::Garp { .. })));
+        assert!(matches!(parse_tcpdump(&broadcast), Some(CapturedFrame::Garp { .. })));
         let frames = [parse_tcpdump(v).unwrap(), parse_tcpdump(g).unwrap()];
         assert_eq!(
             first_garp(&frames, Ipv4Addr::new(192, 0, 2, 91), "52:54:22:3A:E6:6E", 0.0),

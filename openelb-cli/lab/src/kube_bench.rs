@@ -20,12 +20,13 @@ use kube::Api;
 use kube::api::{ListParams, PostParams};
 use serde_json::json;
 
-use super::kube::KubeLab;
-use super::netns::{self, Sig};
-use super::plan::{CLIENT_IP, LabPlan};
-use super::probe::proc_usage;
-use super::speaker::{OpenelbSpeaker, Speaker, find_openelb_speaker};
-use super::topology::{Lab, LabConfig};
+use crate::kube::KubeLab;
+use crate::kubectl::Kubectl;
+use crate::layout::{CLIENT_IP, Layout};
+use crate::netns::{self, Sig};
+use crate::probe::proc_usage;
+use crate::speaker_program::{OpenelbSpeakerCommand, SpeakerProgram, find_openelb_speaker};
+use crate::topology::{Lab, LabConfig};
 use openelb_core::model::TrafficPolicy;
 
 /// Pool of the create→ARP measurement: on the lab LAN, clear of the nodes, the client and the seed's pool.
@@ -88,27 +89,27 @@ fn lab_part(input: &KubeBenchInput) -> Result<()> {
         .and_then(|m| m.to_cluster())
         .context("loading the lab's manifests")?;
     for n in cluster.nodes.iter_mut().filter(|n| n.name == "master1") {
-        n.labels.insert(super::kube::EXCLUDE_LABEL.to_string(), String::new());
+        n.labels.insert(crate::kube::EXCLUDE_LABEL.to_string(), String::new());
     }
-    let plan = LabPlan::from_cluster(cluster, &cfg.id, Some(TrafficPolicy::Cluster))?;
-    let host = plan.nodes.first().map(|n| n.name.clone()).ok_or_else(|| anyhow!("the lab has no nodes"))?;
-    let workers: Vec<String> = plan.nodes.iter().skip(1).map(|n| n.name.clone()).collect();
-    let mut lab = Lab::build(plan, &cfg)?;
+    let layout = Layout::from_cluster(cluster, &cfg.id, Some(TrafficPolicy::Cluster))?;
+    let host = layout.nodes.first().map(|n| n.name.clone()).ok_or_else(|| anyhow!("the lab has no nodes"))?;
+    let workers: Vec<String> = layout.nodes.iter().skip(1).map(|n| n.name.clone()).collect();
+    let mut lab = Lab::build(layout, &cfg)?;
     let result = (|| -> Result<()> {
-        let mut kube = KubeLab::start(&lab.plan, &lab.dir, &host, &input.script, &controller_exe()?)?;
+        let mut kube = KubeLab::start(&lab.layout, &lab.dir, &host, &input.script, &controller_exe()?)?;
         let root = input.script.parent().and_then(Path::parent).unwrap_or(Path::new("."));
         kube.install_crds(&root.join("deploy/crds"))?;
-        kube.register_nodes(&lab.plan, &[host.as_str()])?;
+        kube.register_nodes(&lab.layout, &[host.as_str()])?;
         kube.start_controller()?;
         kube.wait_for("controller /readyz", Duration::from_secs(60), || kube.controller_ready().then_some(()))?;
-        let speaker = Speaker::Openelb(OpenelbSpeaker {
+        let speaker = SpeakerProgram::Openelb(OpenelbSpeakerCommand {
             binary: speaker_bin,
             kubeconfig: Some(kube.kubeconfig.clone()),
             nodes: Some(workers),
             ..Default::default()
         });
         lab.start_speakers(&speaker)?;
-        kube.apply(&[json!({
+        kube.kubectl.apply(&[json!({
             "apiVersion": "network.kubesphere.io/v1alpha2", "kind": "Eip",
             "metadata": { "name": "bench" },
             "spec": { "address": BENCH_POOL, "protocol": "vip" },
@@ -125,7 +126,7 @@ fn lab_part(input: &KubeBenchInput) -> Result<()> {
             "--kubeconfig",
             &kc,
             "--client-ns",
-            &lab.plan.client_ns,
+            &lab.layout.client_ns,
             "--count",
             &count,
         ];
@@ -157,7 +158,7 @@ fn lab_part(input: &KubeBenchInput) -> Result<()> {
         }
         for s in lab.speakers() {
             if let Some(mb) = rss_mb(s.pid()) {
-                println!("RSS: speaker on {} {mb:.1} MB ({} VIPs in the cluster)", s.node, status.len());
+                println!("RSS: speaker on {} {mb:.1} MB ({} VIPs in the cluster)", s.name, status.len());
             }
         }
         drop(kube);
@@ -324,16 +325,8 @@ fn restart_part(input: &KubeBenchInput) -> Result<()> {
     api.kapi("start")?;
     let kc = api.kubeconfig();
     let root = input.script.parent().and_then(Path::parent).unwrap_or(Path::new("."));
-    let crd = root.join("deploy/crds").display().to_string();
-    let kubectl = |args: &[&str]| -> Result<String> {
-        let out = Command::new("kubectl").arg("--kubeconfig").arg(&kc).args(args).output()?;
-        if !out.status.success() {
-            bail!("kubectl {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    };
-    kubectl(&["apply", "-f", &crd])?;
-    kubectl(&["wait", "--for", "condition=established", "--timeout=60s", "crd/eips.network.kubesphere.io"])?;
+    let crd = root.join("deploy/crds");
+    Kubectl::new(&kc).install_crd(&crd)?;
     let n = input.restart_services;
     let pools = 50usize;
     let per_pool = n.div_ceil(pools);

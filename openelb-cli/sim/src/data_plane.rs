@@ -7,7 +7,7 @@
 //! - One L2 segment; a node's MAC is its `lab.openelb.kubesphere.io/mac-address` annotation (a made-up
 //!   locally administered MAC otherwise). IPv4 adverts come from the InternalIP, IPv6 adverts from the
 //!   link-local address derived from the MAC (as VRRPv3 for IPv6 requires).
-//! - Only `vip` pools run VRRP. Layer2 and BGP VIPs keep the election-only view of [`crate::sim::World`].
+//! - Only `vip` pools run VRRP. Layer2 and BGP VIPs keep the election-only view of [`crate::World`].
 //! - The client pings every VIP all the time. With no working neighbour entry it resolves as soon as some node
 //!   answers. An entry whose MAC stops answering is kept (Linux `arp_accept=0`: only gratuitous ARP from a new
 //!   holder updates it) and given up [`NEIGH_GIVE_UP`] later (DELAY 5 s plus 3 unicast probes 1 s apart, the
@@ -115,7 +115,7 @@ pub struct OutageRecord {
 
 /// Several nodes answered ARP for one VIP at once, for longer than a handover takes.
 #[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct Conflict {
+pub struct ConflictView {
     pub at_ms: f64,
     pub at: String,
     pub vip: String,
@@ -174,7 +174,7 @@ pub struct DataPlane {
     pub masters: Vec<MasterRecord>,
     pub neigh: Vec<NeighRecord>,
     pub outages: Vec<OutageRecord>,
-    pub conflicts: Vec<Conflict>,
+    pub conflicts: Vec<ConflictView>,
     segment_conflicts_seen: usize,
 }
 
@@ -801,7 +801,7 @@ impl DataPlane {
                         answering.join(", "),
                         fmt_time(since)
                     );
-                    self.conflicts.push(Conflict {
+                    self.conflicts.push(ConflictView {
                         at_ms: ms_f64(since),
                         at: fmt_time(since),
                         vip: vip.to_string(),
@@ -835,7 +835,7 @@ impl DataPlane {
         for c in new {
             let text =
                 format!("WARNING: the client's ARP request for {} was answered by {}", c.ip, c.holders.join(", "));
-            self.conflicts.push(Conflict {
+            self.conflicts.push(ConflictView {
                 at_ms: ms_f64(c.at),
                 at: fmt_time(c.at),
                 vip: c.ip.to_string(),

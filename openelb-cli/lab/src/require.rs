@@ -1,0 +1,76 @@
+//! What a test needs from the machine. Tests that need a prerequisite carry a static
+//! `#[ignore = "needs ..."]` (so a plain `cargo test` reports them as ignored, with the reason) and call
+//! [`require`] first: run with `--include-ignored`, a missing prerequisite fails the test instead of letting
+//! it pass having tested nothing.
+
+use std::path::Path;
+
+use crate::netns;
+
+/// Where `scripts/kapi.sh install` keeps the apiserver binaries unless `KAPI_CACHE` says otherwise.
+pub const KAPI_CACHE: &str = "/var/cache/openelb-kapi/v1.20.2";
+/// The test apiserver's kubeconfig, set by `scripts/test.sh` after `scripts/kapi.sh start`.
+pub const ENV_KUBECONFIG: &str = "KAPI_KUBECONFIG";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    /// Root with working network namespaces (`ip netns add`).
+    Root,
+    /// A program on the PATH.
+    Tool(&'static str),
+    /// A running test apiserver: [`ENV_KUBECONFIG`] names its kubeconfig.
+    Apiserver,
+    /// The apiserver binaries installed (`scripts/kapi.sh install`), for tests that start their own.
+    ApiserverBinaries,
+}
+
+impl Need {
+    /// Why this run cannot meet the need, or `None` when it can.
+    pub fn missing(self) -> Option<String> {
+        match self {
+            Need::Root => netns::unavailable(&[]),
+            Need::Tool(t) => {
+                netns::which(t).is_none().then(|| format!("`{t}` is not installed (scripts/test.sh installs it)"))
+            }
+            Need::Apiserver => kubeconfig().is_none().then(|| {
+                format!(
+                    "no test apiserver: {ENV_KUBECONFIG} is unset (scripts/test.sh starts one with scripts/kapi.sh)"
+                )
+            }),
+            Need::ApiserverBinaries => {
+                let cache = std::env::var("KAPI_CACHE").unwrap_or_else(|_| KAPI_CACHE.into());
+                (!Path::new(&cache).join("kube-apiserver").is_file())
+                    .then(|| format!("no kube-apiserver in {cache} (run `bash scripts/kapi.sh install`)"))
+            }
+        }
+    }
+}
+
+/// What every namespace lab needs: root and the tools of [`crate::TOOLS`].
+pub const LAB: &[Need] = &[
+    Need::Root,
+    Need::Tool("ip"),
+    Need::Tool("iptables"),
+    Need::Tool("ping"),
+    Need::Tool("curl"),
+    Need::Tool("sysctl"),
+];
+
+/// Panics naming every prerequisite this run lacks.
+pub fn require(needs: &[Need]) {
+    let missing: Vec<String> = needs.iter().filter_map(|n| n.missing()).collect();
+    if !missing.is_empty() {
+        panic!("prerequisite missing: {}", missing.join("; "));
+    }
+}
+
+/// The test apiserver's kubeconfig path, if one runs.
+pub fn kubeconfig() -> Option<String> {
+    std::env::var(ENV_KUBECONFIG).ok().filter(|s| !s.is_empty())
+}
+
+/// The test apiserver's kubeconfig; panics (like [`require`]) without one.
+pub fn require_kubeconfig() -> String {
+    require(&[Need::Apiserver]);
+    kubeconfig().unwrap_or_default()
+}
