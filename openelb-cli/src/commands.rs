@@ -6,11 +6,11 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use openelb_core::validate;
+use openelb_k8s::offline;
 
 use openelb_sim::report::{ChangeView, Step};
 use openelb_sim::{Loaded, Report, Scenario, Timing, World};
 
-use crate::input;
 use crate::output::{self, DisplayFields, table};
 use crate::sim_flags::SimFlags;
 use crate::{Format, Inputs};
@@ -39,7 +39,7 @@ pub fn allocate(inputs: &Inputs, format: Format) -> Result<ExitCode> {
             }
         }
         Format::Yaml | Format::Json => {
-            let objects = input::updated_objects(&loaded, &world)?;
+            let objects = offline::updated_objects(&loaded.manifests, &world.cluster, &world.ipam)?;
             print_objects(&objects, format)?;
         }
     }

@@ -2,7 +2,6 @@
 //! controller and the speakers would do with it, without a cluster.
 
 mod commands;
-mod input;
 mod lab_commands;
 mod output;
 mod sim_flags;

@@ -201,3 +201,41 @@ fn unreadable_input_exits_two_naming_the_file() {
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("does/not/exist.yaml"));
 }
+
+#[test]
+fn allocate_output_shows_what_the_controller_leaves_of_services_being_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["cluster.yaml", "vip-openelb.yaml", "vip-svc.yaml"] {
+        std::fs::copy(root().join("examples/vip-mode").join(f), dir.path().join(f)).unwrap();
+    }
+    let eip = std::fs::read_to_string(root().join("examples/vip-mode/vip-eip.yaml")).unwrap()
+        + "status:\n  used: {192.168.0.95: default/gone, 192.168.0.96: default/held}\n";
+    std::fs::write(dir.path().join("vip-eip.yaml"), eip).unwrap();
+    let deleting = |name: &str, finalizers: &str, ip: &str| {
+        format!(
+            "apiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\n  namespace: default\n  \
+             deletionTimestamp: \"2026-01-01T00:00:00Z\"\n  finalizers: [{finalizers}]\n  \
+             labels: {{eip.openelb.kubesphere.io/v1alpha2: vip-eip}}\n  \
+             annotations: {{lb.kubesphere.io/v1alpha1: openelb}}\nspec: {{type: LoadBalancer, ports: [{{port: 80}}]}}\n\
+             status: {{loadBalancer: {{ingress: [{{ip: {ip}}}]}}}}\n"
+        )
+    };
+    let fin = "finalizer.lb.kubesphere.io/v1alpha1";
+    let text = deleting("gone", fin, "192.168.0.95")
+        + "---\n"
+        + &deleting("held", &format!("{fin}, example.com/keep"), "192.168.0.96");
+    std::fs::write(dir.path().join("deleting.yaml"), text).unwrap();
+
+    let path = dir.path().display().to_string();
+    let list = json(&["allocate", "-f", &path, "-o", "json"]);
+    let items = list["items"].as_array().expect("items");
+    let names: Vec<&str> = items.iter().filter_map(|o| o["metadata"]["name"].as_str()).collect();
+    assert_eq!(names, ["vip-eip", "held", "vip-svc"], "gone lost its last finalizer: the API server removed it");
+    let held = &items[1];
+    assert_eq!(held["metadata"]["finalizers"], serde_json::json!(["example.com/keep"]), "{held}");
+    assert!(held["metadata"].get("labels").is_none(), "{held}");
+    assert!(held["status"]["loadBalancer"].get("ingress").is_none(), "its address was released: {held}");
+    assert_eq!(items[0]["status"]["used"], serde_json::json!({"192.168.0.91": "default/vip-svc"}));
+    let yaml = ok(&["allocate", "-f", &path, "-o", "yaml"]);
+    assert!(!yaml.contains("name: gone") && !yaml.contains("192.168.0.95"), "{yaml}");
+}

@@ -1,5 +1,6 @@
 //! What the openelb-rs programs share on the Kubernetes side: the Eip CRD, conversion of API objects into core
-//! values, manifest loading, the snapshot VIP mode plans from, and (by feature) the client builder, the `/metrics` and health endpoints and the
+//! values, manifest loading, the snapshot VIP mode plans from, the controller's decisions applied offline
+//! ([`offline`]), and (by feature) the client builder, the `/metrics` and health endpoints and the
 //! log setup. The programs themselves are the crates beside it: `openelb-controller`, `openelb-webhook`,
 //! `openelb-speaker` (docs/crates.md).
 
@@ -12,6 +13,7 @@ pub mod duration;
 #[cfg(feature = "logging")]
 pub mod logging;
 pub mod manifest;
+pub mod offline;
 #[cfg(feature = "serve")]
 pub mod serve;
 pub mod snapshot;

@@ -11,6 +11,7 @@ use openelb_core::addr::AddrRange;
 use openelb_core::ipam::{Change, Ipam};
 use openelb_core::model::{ANNOTATION_EIP_IP, Cluster, Endpoint, Protocol, ServiceKey, TrafficPolicy};
 use openelb_core::{election, endpoints};
+use openelb_k8s::offline;
 
 use crate::netns::PREFIX;
 
@@ -200,14 +201,9 @@ impl Layout {
         let vip_pools: Vec<String> =
             cluster.pools.iter().filter(|p| p.protocol == Protocol::Vip).map(|p| p.name.clone()).collect();
         let mut ipam = Ipam::new(&cluster.pools);
-        let outcomes = ipam.reconcile_all(&cluster.services, &cluster.namespaces);
+        let outcomes = offline::allocate(&mut ipam, &mut cluster);
         let mut chosen: Option<(ServiceKey, Ipv4Addr)> = None;
         for outcome in &outcomes {
-            if let Some(patch) = &outcome.patch
-                && let Some(svc) = cluster.services.iter_mut().find(|s| s.key() == outcome.service)
-            {
-                patch.apply(svc);
-            }
             let (pool, ip) = match &outcome.change {
                 Change::Assigned { pool, ip, .. } | Change::Kept { pool, ip } => (pool, ip),
                 _ => continue,

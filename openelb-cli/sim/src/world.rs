@@ -8,8 +8,8 @@ use openelb_core::announce::{self, VipTarget};
 use openelb_core::endpoints;
 use openelb_core::ipam::{Change, Ipam, Outcome};
 use openelb_core::{Cluster, Pool, Protocol, Service, ServiceKey, TrafficPolicy};
-use openelb_k8s::convert;
 use openelb_k8s::crd::Eip;
+use openelb_k8s::{convert, offline};
 
 use crate::data_plane::DataPlane;
 use crate::report::{ChangeView, NodePriority, VipView};
@@ -63,45 +63,28 @@ impl World {
         }
     }
 
-    /// Runs the controller over every Service until nothing changes, applying its patches; Services being deleted
-    /// disappear once their finalizer is gone.
+    /// Runs the controller over every Service ([`offline::allocate`]) and tells its changes as its Events
+    /// would; a Service that stays pending is told once, not at every step.
     pub fn reconcile(&mut self) -> Vec<ChangeView> {
+        let outcomes = offline::allocate(&mut self.ipam, &mut self.cluster);
         let mut views = Vec::new();
-        // Two passes reach the fixed point: releases in the first pass can make room for the second.
-        for _ in 0..2 {
-            let outcomes = self.ipam.reconcile_all(&self.cluster.services, &self.cluster.namespaces);
-            let mut changed = false;
-            for o in &outcomes {
-                let repeat = match &o.change {
-                    Change::Failed { reason, released: None } => self.last_failure.get(&o.service) == Some(reason),
-                    _ => false,
-                };
-                match &o.change {
-                    Change::Failed { reason, .. } => {
-                        self.last_failure.insert(o.service.clone(), reason.clone());
-                    }
-                    _ => {
-                        self.last_failure.remove(&o.service);
-                    }
+        for o in &outcomes {
+            let repeat = match &o.change {
+                Change::Failed { reason, released: None } => self.last_failure.get(&o.service) == Some(reason),
+                _ => false,
+            };
+            match &o.change {
+                Change::Failed { reason, .. } => {
+                    self.last_failure.insert(o.service.clone(), reason.clone());
                 }
-                if !repeat && let Some(v) = change_view(o) {
-                    views.push(v);
-                    changed = true;
-                }
-                if let Some(patch) = &o.patch
-                    && let Some(svc) = self.cluster.services.iter_mut().find(|s| s.key() == o.service)
-                {
-                    patch.apply(svc);
+                _ => {
+                    self.last_failure.remove(&o.service);
                 }
             }
-            self.cluster
-                .services
-                .retain(|s| !s.deleting || s.finalizers.iter().any(|f| f == openelb_core::FINALIZER_SERVICE));
-            if !changed {
-                break;
+            if !repeat && let Some(v) = change_view(o) {
+                views.push(v);
             }
         }
-        self.cluster.pools = self.ipam.pools();
         self.refresh_endpoints();
         views
     }

@@ -114,7 +114,7 @@ const MAX_MESSAGE: usize = 2048;
 
 /// One condition as decided, before its transition time is known.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Desired {
+pub struct DecidedCondition {
     pub type_: &'static str,
     pub status: bool,
     pub reason: ConditionReason,
@@ -143,7 +143,7 @@ pub fn in_use_summary(status: &PoolStatus) -> String {
     format!("{}{tail}", listed.join(", "))
 }
 
-pub fn ready(facts: PoolFacts<'_>) -> Desired {
+pub fn ready(facts: PoolFacts<'_>) -> DecidedCondition {
     let status = facts.status;
     let (ok, reason, message) = if facts.deleting {
         let message = if status.used.is_empty() {
@@ -168,7 +168,7 @@ pub fn ready(facts: PoolFacts<'_>) -> Desired {
         let free = status.pool_size.saturating_sub(status.usage);
         (true, ConditionReason::Available, format!("{free} of {} addresses free", status.pool_size))
     };
-    Desired { type_: READY, status: ok, reason, message }
+    DecidedCondition { type_: READY, status: ok, reason, message }
 }
 
 fn undecodable_message(u: &Undecodable) -> String {
@@ -200,7 +200,7 @@ fn beyond_validation(pool: &PoolStatus) -> impl Iterator<Item = &PoolInvalid> {
 /// `Invalid`: true when [`openelb_core::validate`] found errors with this Eip (warnings do not count), when the
 /// object does not decode, or when the allocator finds it invalid. The reason is the first of `Undecodable`,
 /// `InvalidSpec` (a validation error), or the allocator's first problem.
-pub fn invalid(problems: &[&Problem], facts: PoolFacts<'_>) -> Desired {
+pub fn invalid(problems: &[&Problem], facts: PoolFacts<'_>) -> DecidedCondition {
     let errors: Vec<&&Problem> = problems.iter().filter(|p| p.is_error()).collect();
     let reason = if facts.undecodable.is_some() {
         ConditionReason::Undecodable
@@ -212,7 +212,7 @@ pub fn invalid(problems: &[&Problem], facts: PoolFacts<'_>) -> Desired {
         // Never an empty message: some API servers (the test one among them) store "" as null, which a
         // schema of `type: string` then refuses, failing the whole status write.
         let message = VALID_MESSAGE.to_string();
-        return Desired { type_: INVALID, status: false, reason: ConditionReason::Valid, message };
+        return DecidedCondition { type_: INVALID, status: false, reason: ConditionReason::Valid, message };
     };
     let mut parts: Vec<String> = facts
         .undecodable
@@ -235,7 +235,7 @@ pub fn invalid(problems: &[&Problem], facts: PoolFacts<'_>) -> Desired {
         message.push_str(separator);
         message.push_str(part);
     }
-    Desired { type_: INVALID, status: true, reason, message }
+    DecidedCondition { type_: INVALID, status: true, reason, message }
 }
 
 /// The reasons `conditions` show an Eip invalid for: `Invalid`'s when true, `Ready`'s when false for one of the
@@ -264,7 +264,12 @@ pub fn appeared(before: &[Condition], after: &[Condition]) -> Vec<(ConditionReas
 
 /// The conditions to write: `desired` in order (keeping the transition time of a condition whose status did
 /// not change), then any other condition found, untouched (someone else's).
-pub fn merge(existing: &[Condition], desired: &[Desired], generation: Option<i64>, now: &Time) -> Vec<Condition> {
+pub fn merge(
+    existing: &[Condition],
+    desired: &[DecidedCondition],
+    generation: Option<i64>,
+    now: &Time,
+) -> Vec<Condition> {
     let mut out: Vec<Condition> = desired
         .iter()
         .map(|d| {

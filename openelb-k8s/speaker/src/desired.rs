@@ -13,6 +13,7 @@ use openelb_core::model::{Cluster, Protocol};
 use openelb_core::vrrp::inputs::PlanInputs;
 pub use openelb_core::vrrp::inputs::{INTERNAL_IP_SPEC, plan_interface, pools_from_ingress};
 use openelb_core::vrrp::plan::{self, Group, Plan, PlanContext};
+use openelb_k8s::offline;
 use openelb_net::ops::IfaceSpec;
 
 use super::config::{AddressSource, SpeakerConfig};
@@ -78,9 +79,11 @@ pub fn desired(cluster: &Cluster, config: &SpeakerConfig, previous: Option<&Plan
 pub fn desired_in(cluster: &Cluster, config: &SpeakerConfig, context: &PlanContext<'_>) -> Desired {
     let (inputs, mut warnings) = match config.addresses {
         AddressSource::Allocate => {
+            // The controller's decisions, as `openelb-cli allocate` and the lab make them.
+            let mut allocated = cluster.clone();
             let mut ipam = Ipam::new(&cluster.pools);
-            ipam.reconcile_all(&cluster.services, &cluster.namespaces);
-            (PlanInputs::from_ipam(cluster, &ipam), ipam.warnings().to_vec())
+            offline::allocate(&mut ipam, &mut allocated);
+            (PlanInputs::from_ipam(&allocated, &ipam), ipam.warnings().to_vec())
         }
         AddressSource::Ingress => PlanInputs::from_ingress(cluster),
     };
