@@ -196,7 +196,10 @@ pub fn unavailable(tools: &[&str]) -> Option<String> {
     if !is_root() {
         return Some("not running as root (network namespaces need CAP_SYS_ADMIN)".into());
     }
-    let probe = format!("{PREFIX}probe{}", std::process::id());
+    // Unique per call: tests of one process check their prerequisites in parallel.
+    static PROBES: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = PROBES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let probe = format!("{PREFIX}probe{}x{n}", std::process::id());
     if let Err(e) = ip(&["netns", "add", &probe]) {
         return Some(format!("`ip netns add` does not work here: {e:#}"));
     }

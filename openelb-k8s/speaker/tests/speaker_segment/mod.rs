@@ -116,7 +116,7 @@ impl SpeakerSegment {
         ];
         argv.extend_from_slice(extra);
         let argv: Vec<String> = argv.into_iter().map(String::from).collect();
-        self.spawn(node, "speaker", &argv, Vec::new());
+        self.spawn(node, node, &argv, Vec::new());
     }
 
     /// Starts `argv` inside `node`'s namespace as process `key` (replacing, and so killing, a previous one),
