@@ -1,6 +1,7 @@
 //! Independent reference helpers for the wire tests: a deliberately naive RFC 1071 checksum over a byte
 //! vector that the test assembles itself (pseudo-header included), so the codec's incremental sums are
 //! checked against a second implementation.
+// Each wire test binary includes this module and uses a different subset of it.
 #![allow(dead_code)]
 
 use std::net::{Ipv4Addr, Ipv6Addr};
