@@ -1,6 +1,6 @@
 //! The scenario file of `openelb-cli simulate`: a timeline of cluster events, each with its time (`at`). The
 //! simulator plays them in virtual time against the real VRRP state machines on an in-memory L2 segment
-//! (see `vrrp_sim`), so the same file shows both what Kubernetes decides and how long the data plane takes.
+//! (see [`crate::DataPlane`]), so the same file shows both what Kubernetes decides and how long the data plane takes.
 //!
 //! Events come in two layers, because a crash and Kubernetes noticing it are different moments:
 //! - the machine and its network: `nodeDown` (crash), `nodeStop` (graceful), `nodeUp` (boot), `linkDown`,
