@@ -18,7 +18,6 @@ use std::time::Duration;
 
 use openelb_core::model::{Cluster, TrafficPolicy};
 use openelb_lab::kube::{EXCLUDE_LABEL, KubeLab};
-use openelb_lab::require::LAB;
 use openelb_lab::speaker_program::find_openelb_speaker;
 use openelb_lab::{Lab, LabConfig, Layout, Need, OpenelbSpeakerCommand, SpeakerProgram, eventually, require};
 
@@ -118,7 +117,7 @@ fn table_cells_are_read_by_position() {
 #[test]
 #[ignore = "needs root and the kube-apiserver binaries (scripts/test.sh installs them)"]
 fn seed_walkthrough_against_a_real_apiserver() {
-    require(LAB);
+    require(&[Need::Lab]);
     require(&[Need::ApiserverBinaries, Need::Tool("kubectl")]);
     let speaker_bin = find_openelb_speaker().expect("openelb-speaker not built: run `cargo build --workspace --bins`");
     let controller_bin = binary_beside(&speaker_bin, "openelb-controller");

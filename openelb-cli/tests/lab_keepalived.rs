@@ -9,7 +9,6 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use openelb_core::model::TrafficPolicy;
-use openelb_lab::require::LAB;
 use openelb_lab::{Lab, LabConfig, Layout, Need, SpeakerProgram, netns, require};
 
 fn examples() -> PathBuf {
@@ -17,7 +16,7 @@ fn examples() -> PathBuf {
 }
 
 fn require_lab() {
-    require(LAB);
+    require(&[Need::Lab]);
     require(&[Need::Tool("keepalived")]);
 }
 

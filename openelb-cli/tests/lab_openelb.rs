@@ -10,7 +10,6 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use openelb_core::model::TrafficPolicy;
-use openelb_lab::require::LAB;
 use openelb_lab::speaker_manifests::write_manifests;
 use openelb_lab::speaker_program::{ENV_SPEAKER, find_openelb_speaker};
 use openelb_lab::{
@@ -37,7 +36,7 @@ fn speaker() -> SpeakerProgram {
 }
 
 fn build(policy: TrafficPolicy) -> Lab {
-    require(LAB);
+    require(&[Need::Lab]);
     let speaker = speaker();
     let cfg = LabConfig::unique(PathBuf::from(env!("CARGO_BIN_EXE_openelb-cli")));
     let layout = Layout::from_paths(&[examples()], &cfg.id, Some(policy)).unwrap();

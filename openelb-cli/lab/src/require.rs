@@ -16,6 +16,8 @@ pub const ENV_KUBECONFIG: &str = "KAPI_KUBECONFIG";
 pub enum Need {
     /// Root with working network namespaces (`ip netns add`).
     Root,
+    /// What every namespace lab needs: [`Need::Root`] and the tools of [`crate::TOOLS`].
+    Lab,
     /// A program on the PATH.
     Tool(&'static str),
     /// A running test apiserver: [`ENV_KUBECONFIG`] names its kubeconfig.
@@ -29,6 +31,7 @@ impl Need {
     pub fn missing(self) -> Option<String> {
         match self {
             Need::Root => netns::unavailable(&[]),
+            Need::Lab => netns::unavailable(crate::TOOLS),
             Need::Tool(t) => {
                 netns::which(t).is_none().then(|| format!("`{t}` is not installed (scripts/test.sh installs it)"))
             }
@@ -45,16 +48,6 @@ impl Need {
         }
     }
 }
-
-/// What every namespace lab needs: root and the tools of [`crate::TOOLS`].
-pub const LAB: &[Need] = &[
-    Need::Root,
-    Need::Tool("ip"),
-    Need::Tool("iptables"),
-    Need::Tool("ping"),
-    Need::Tool("curl"),
-    Need::Tool("sysctl"),
-];
 
 /// Panics naming every prerequisite this run lacks.
 pub fn require(needs: &[Need]) {
