@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::path::PathBuf;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use openelb::controller::{Background, Options, VridPublishing, VridSettings};
 use openelb::core::election;
@@ -20,8 +20,9 @@ use openelb::core::vrrp::plan::{ForeignVrid, GroupId};
 use openelb::k8s::vrrp::{CONFIGMAP_KEY, CONFIGMAP_NAME, ForeignSeen, Published, SpeakerLease};
 use serde_json::Value;
 
-mod common;
-use common::{crd_ready, kubeconfig, kubectl, run, run_with_stdin};
+use openelb_lab::eventually_with;
+use openelb_lab::kubectl::{self, crd_ready, run, run_with_stdin};
+use openelb_lab::require::require_kubeconfig;
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -30,17 +31,8 @@ fn apply(kc: &str, manifest: &str) {
     assert!(out.status.success(), "kubectl apply: {}", String::from_utf8_lossy(&out.stderr));
 }
 
-fn wait_for<T>(what: &str, mut check: impl FnMut() -> Result<T, String>) -> T {
-    let start = Instant::now();
-    loop {
-        match check() {
-            Ok(v) => return v,
-            Err(last) if start.elapsed() > TIMEOUT => {
-                panic!("timed out after {TIMEOUT:?} waiting for {what}; last: {last}")
-            }
-            Err(_) => std::thread::sleep(Duration::from_millis(200)),
-        }
-    }
+fn wait_for<T>(what: &str, check: impl FnMut() -> Result<T, String>) -> T {
+    eventually_with(what, TIMEOUT, Duration::from_millis(200), check).unwrap_or_else(|e| panic!("timed out: {e}"))
 }
 
 /// The ConfigMap: its publication and resourceVersion, or why not.
@@ -103,8 +95,9 @@ fn controller(kc: &str, ns: &str) -> Background {
 }
 
 #[test]
+#[ignore = "needs the test kube-apiserver: KAPI_KUBECONFIG, started by scripts/test.sh"]
 fn the_leader_publishes_vrids_keeps_them_across_a_restart_and_moves_off_foreign_ones() {
-    let Some(kc) = kubeconfig() else { return };
+    let kc = require_kubeconfig();
     crd_ready(&kc);
     let pid = std::process::id();
     let ns = format!("oelb-vrrp-{pid}");
@@ -114,7 +107,7 @@ fn the_leader_publishes_vrids_keeps_them_across_a_restart_and_moves_off_foreign_
     let _cleanup =
         Cleanup { kc: kc.clone(), ns: ns.clone(), services: services.clone(), nodes: nodes.clone(), eip: eip.clone() };
 
-    kubectl(&kc, &["create", "namespace", &ns]);
+    kubectl::stdout(&kc, &["create", "namespace", &ns]);
     let mut y = format!(
         "apiVersion: network.kubesphere.io/v1alpha2\nkind: Eip\nmetadata:\n  name: {eip}\nspec:\n  \
          address: 198.51.100.10-198.51.100.29\n  protocol: vip\n  interface: eth0\n"
@@ -148,7 +141,8 @@ fn the_leader_publishes_vrids_keeps_them_across_a_restart_and_moves_off_foreign_
         .iter()
         .map(|s| {
             wait_for(&format!("{s} to get an address"), || {
-                let ip = kubectl(&kc, &["get", "svc", s, "-o", "jsonpath={.status.loadBalancer.ingress[0].ip}"]);
+                let ip =
+                    kubectl::stdout(&kc, &["get", "svc", s, "-o", "jsonpath={.status.loadBalancer.ingress[0].ip}"]);
                 ip.parse::<IpAddr>().map_err(|_| ip)
             })
         })
@@ -173,7 +167,7 @@ fn the_leader_publishes_vrids_keeps_them_across_a_restart_and_moves_off_foreign_
     let mut edited = first.clone();
     edited.assignment.vrids.insert(id.clone(), other);
     let json = serde_json::to_string(&serde_json::json!({"data": {CONFIGMAP_KEY: edited.to_json()}})).unwrap();
-    kubectl(&kc, &["-n", &ns, "patch", "configmap", CONFIGMAP_NAME, "--type=merge", "-p", &json]);
+    kubectl::stdout(&kc, &["-n", &ns, "patch", "configmap", CONFIGMAP_NAME, "--type=merge", "-p", &json]);
     let (_, edited_version) = published(&kc, &ns).unwrap();
 
     let c = controller(&kc, &ns);

@@ -48,7 +48,32 @@ impl Host {
     }
 }
 
+/// The host the node segments of [`Segment::nodes_and_client`] call the client.
+pub const CLIENT: &str = "client";
+
 impl Segment {
+    /// The speaker and net tests' segment: nodes `node-a`, `node-b`.. with 192.0.2.3.. and MACs
+    /// 02:42:c0:00:02:03.., and [`CLIENT`] at 192.0.2.100, in namespaces `oelb-<pid>-<tag>-n<i>` and `-cl`.
+    pub fn nodes_and_client(tag: &str, nodes: u8) -> Result<Segment> {
+        let base = test_prefix(tag);
+        let host = |name: String, ns: String, last: u8| HostSpec {
+            name,
+            ns,
+            mac: format!("02:42:c0:00:02:{last:02x}"),
+            addrs: vec![format!("192.0.2.{last}/24")],
+        };
+        let mut hosts: Vec<HostSpec> = (0..nodes.min(26))
+            .map(|i| host(format!("node-{}", char::from(b'a' + i)), format!("{base}-n{i}"), 3 + i))
+            .collect();
+        hosts.push(host(CLIENT.into(), format!("{base}-cl"), 100));
+        Segment::with_hosts(&format!("{base}-sw"), hosts)
+    }
+
+    /// Every host but [`CLIENT`], in the order they were added.
+    pub fn nodes(&self) -> Vec<Host> {
+        self.hosts().filter(|h| h.name != CLIENT).cloned().collect()
+    }
+
     /// A segment with `hosts` attached in order; whatever was created is removed again on error.
     pub fn with_hosts(switch_ns: &str, hosts: Vec<HostSpec>) -> Result<Segment> {
         let mut segment = Segment::new(switch_ns)?;

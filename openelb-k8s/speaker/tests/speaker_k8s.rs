@@ -32,7 +32,7 @@ use openelb_core::election;
 use openelb_k8s::crd::{Eip, EipProtocol, EipSpec};
 use openelb_k8s::serve::{self, Readiness};
 use openelb_lab::in_netns::enter as enter_netns;
-use openelb_lab::{Host, HostSpec, Need, Segment, eventually, netns, require, test_prefix};
+use openelb_lab::{Host, Need, Segment, eventually, netns, require};
 use openelb_net::linux::LinuxNet;
 use openelb_net::ops::{IfaceSpec, NetOps};
 use openelb_speaker::events::{EVENT_QUEUE, publish_events};
@@ -56,23 +56,7 @@ fn prerequisites() -> String {
 
 /// Nodes `node-a`, `node-b` (192.0.2.3, .4) and a client (.100) on a new segment.
 fn segment(tag: &str) -> Segment {
-    let base = test_prefix(tag);
-    let host = |name: &str, ns: String, last: u8| HostSpec {
-        name: name.into(),
-        ns,
-        mac: format!("02:42:c0:00:02:{last:02x}"),
-        addrs: vec![format!("192.0.2.{last}/24")],
-    };
-    let hosts = vec![
-        host("node-a", format!("{base}-n0"), 3),
-        host("node-b", format!("{base}-n1"), 4),
-        host("client", format!("{base}-cl"), 100),
-    ];
-    Segment::with_hosts(&format!("{base}-sw"), hosts).unwrap_or_else(|e| panic!("{e:#}"))
-}
-
-fn nodes(lab: &Segment) -> Vec<Host> {
-    lab.hosts().filter(|h| h.name != "client").cloned().collect()
+    Segment::nodes_and_client(tag, 2).unwrap_or_else(|e| panic!("{e:#}"))
 }
 
 /// Whether `node`'s eth0 carries `vip` as a /32 with the label openelb gives its IPv4 VIPs.
@@ -353,7 +337,7 @@ fn the_vip_follows_the_ingress_the_controller_wrote() {
     let kc = prerequisites();
     tracing_init();
     let lab = segment("k8sv");
-    let lab_nodes = nodes(&lab);
+    let lab_nodes = lab.nodes();
     let rt = runtime();
     let vip = "192.0.2.201";
     let client = rt.block_on(async { Client::try_from(config_from(&kc).await).unwrap() });
@@ -535,7 +519,7 @@ fn without_the_api_server_the_vips_stay_and_failover_goes_on() {
     let kc = prerequisites();
     tracing_init();
     let lab = segment("k8sa");
-    let lab_nodes = nodes(&lab);
+    let lab_nodes = lab.nodes();
     let rt = runtime();
     let vip = "192.0.2.202";
     let (client, relayed) = rt.block_on(async {
@@ -650,7 +634,7 @@ fn an_eip_that_does_not_decode_never_stops_a_restarted_speaker() {
     let kc = prerequisites();
     tracing_init();
     let lab = segment("k8su");
-    let lab_nodes = nodes(&lab);
+    let lab_nodes = lab.nodes();
     let rt = runtime();
     let vip = "192.0.2.203";
     let client = rt.block_on(async { Client::try_from(config_from(&kc).await).unwrap() });

@@ -11,11 +11,11 @@ use std::time::{Duration, Instant};
 
 use openelb_core::election;
 use openelb_k8s::manifest::Manifests;
-use openelb_lab::{Host, HostSpec, Need, Process, Segment, require, test_prefix};
+use openelb_lab::segment::CLIENT;
+use openelb_lab::{Host, Need, Process, Segment, require};
 use openelb_speaker::{SpeakerConfig, desired};
 
 pub const VIP: &str = "192.0.2.91";
-const CLIENT: &str = "client";
 
 pub struct SpeakerSegment {
     // Dropped in this order: the processes before the namespaces they run in.
@@ -29,23 +29,9 @@ impl SpeakerSegment {
     /// `nodes` nodes and the client on a new segment, with manifests naming every node; panics unless root.
     pub fn new(tag: &str, nodes: usize) -> SpeakerSegment {
         require(&[Need::Root]);
-        let base = test_prefix(tag);
-        let mut hosts: Vec<HostSpec> = (0..nodes)
-            .map(|i| HostSpec {
-                name: format!("node-{}", char::from(b'a' + u8::try_from(i).unwrap())),
-                ns: format!("{base}-n{i}"),
-                mac: format!("02:42:c0:00:02:{:02x}", 3 + i),
-                addrs: vec![format!("192.0.2.{}/24", 3 + i)],
-            })
-            .collect();
-        hosts.push(HostSpec {
-            name: CLIENT.into(),
-            ns: format!("{base}-cl"),
-            mac: "02:42:c0:00:02:64".into(),
-            addrs: vec!["192.0.2.100/24".into()],
-        });
-        let names = hosts.iter().take(nodes).map(|h| h.name.clone()).collect();
-        let segment = Segment::with_hosts(&format!("{base}-sw"), hosts).unwrap_or_else(|e| panic!("{e:#}"));
+        let n = u8::try_from(nodes).unwrap();
+        let segment = Segment::nodes_and_client(tag, n).unwrap_or_else(|e| panic!("{e:#}"));
+        let names = segment.nodes().into_iter().map(|h| h.name).collect();
         let lab = SpeakerSegment { procs: BTreeMap::new(), segment, dir: tempfile::tempdir().unwrap(), nodes: names };
         lab.write_manifests(&lab.all());
         lab
