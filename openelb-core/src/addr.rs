@@ -1,16 +1,8 @@
 //! Address math for `Eip.spec.address`: a single address, a `first-last` range or a CIDR, IPv4 or IPv6.
-//! Sizes and offsets are `u128` so an IPv6 /64 or /48 pool is as ordinary as a /24 (upstream overflows).
-//!
-//! Decisions beyond upstream:
-//! - Only surrounding whitespace is trimmed. Whitespace inside (`1.2.3.4 - 1.2.3.9`) is an error, as upstream's
-//!   `net.ParseIP` would make it, so a manifest never means something different here and there.
-//! - An IPv4-mapped IPv6 address (`::ffff:1.2.3.4`) stays IPv6: it is what the user wrote, and the family check
-//!   in [`AddrRange::overlaps`] keeps it from colliding with the IPv4 address it maps (upstream compares
-//!   integers without a family check, reference §5.8).
-//! - The IPv4 subnet-mask form `a.b.c.d/255.255.255.0` is refused with the equivalent prefix length in the
-//!   message: upstream's `GetSize`, which its webhook runs, refuses it too.
-//! - Parsing is hand-written, not `ipnetwork`'s: that crate accepts the mask form and `/+8`, reports a bad
-//!   prefix without its value, and its `size()` overflows on `::/0`, so it would need every check here anyway.
+//! Sizes and offsets are `u128` so an IPv6 /64 or /48 pool is as ordinary as a /24. Only surrounding whitespace
+//! is trimmed; an IPv4-mapped IPv6 address stays IPv6 (so [`AddrRange::overlaps`] never matches it with the
+//! IPv4 address it maps); the mask form `a.b.c.d/255.255.255.0` is refused with the prefix length to write.
+//! Why each, and why not `ipnetwork`: docs/allocation.md#address-math-in-u128.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};

@@ -1,4 +1,5 @@
-//! Who answers for a VIP: the candidate nodes (DESIGN §4) and their rendezvous (highest-random-weight) order.
+//! Who answers for a VIP: the candidate nodes and their rendezvous (highest-random-weight) order
+//! (docs/election.md#candidates, docs/election.md#rendezvous-order).
 //! Every speaker computes the same order from the same objects, and a node joining or leaving moves only the
 //! VIPs it wins or held.
 
@@ -14,7 +15,8 @@ use crate::model::{Endpoint, LABEL_EXCLUDE_LB, Node, Service, TrafficPolicy};
 /// `Local`: of those, nodes with a ready endpoint of the Service.
 ///
 /// The exclude label counts with any value (even `"false"`), as Kubernetes' service controller does: its
-/// presence is the opt-out (upstream issue #310 asks for exactly this parity with MetalLB).
+/// presence is the opt-out (<https://github.com/openelb/openelb/issues/310> asks for exactly this parity with
+/// MetalLB).
 pub fn candidates<'a>(service: &Service, nodes: &'a [Node], endpoints: &[Endpoint]) -> Vec<&'a str> {
     let local: Option<BTreeSet<&str>> = match service.external_traffic_policy {
         TrafficPolicy::Cluster => None,
@@ -35,7 +37,8 @@ pub fn candidates<'a>(service: &Service, nodes: &'a [Node], endpoints: &[Endpoin
 
 /// Several Services sharing one VIP must agree on a single holder, so the VIP's candidates are the union of
 /// theirs (sorted, deduplicated). Sharers with `Local` policy and different selectors are refused at
-/// allocation (DESIGN §3), so the union never widens a `Local` Service to nodes without its pods by surprise.
+/// allocation (docs/allocation.md#sharing-an-address), so the union never widens a `Local` Service to nodes
+/// without its pods by surprise.
 pub fn candidates_union<'a, S: AsRef<[&'a str]>>(sets: &[S]) -> Vec<&'a str> {
     let mut out: Vec<&'a str> = sets.iter().flat_map(|s| s.as_ref().iter().copied()).collect();
     out.sort_unstable();

@@ -7,7 +7,7 @@ use std::net::IpAddr;
 
 use crate::reserved::{self, Reserved};
 
-/// Picks the interface by a route lookup towards the address (reference §1.4).
+/// Picks the interface by a route lookup towards the address, as upstream's `can_reach:` does.
 pub const CAN_REACH_PREFIX: &str = "can_reach:";
 /// Linux `IFNAMSIZ` minus the terminating NUL.
 pub const IFNAME_MAX: usize = 15;
@@ -45,7 +45,8 @@ pub enum IfaceError {
     UnknownPrefix(String),
     #[error("{0:?} after {CAN_REACH_PREFIX} is not an IP address")]
     NotAnIp(String),
-    /// The route to such an address goes through `lo` or nowhere: no NIC to announce on (upstream #331).
+    /// The route to such an address goes through `lo` or nowhere: no NIC to announce on
+    /// (<https://github.com/openelb/openelb/issues/331>).
     #[error("{CAN_REACH_PREFIX}{ip} names {}, which no route leaves the host for", reserved_name(.kind))]
     Unreachable { ip: IpAddr, kind: Reserved },
 }

@@ -2,28 +2,8 @@
 //! Service (keep, assign, release, fail) and says what the Service and the Eips must look like afterwards.
 //! It holds no state the API does not hold: dropping it and calling [`Ipam::new`] again gives the same answers.
 //!
-//! Rules, and where they part from upstream (reference §5):
-//! - **Sticky.** A recorded address is kept while [`lifecycle::check_holding`] accepts it: only a change of the
-//!   request (pin, address, protocol), the pool's removal or an address no host can hold moves it. A pool that
-//!   is re-ranked, full, outranked, disabled, being deleted, invalid or shrunk under its holders keeps what it
-//!   gave out (#322, §5.2 flip-flop); one being deleted or invalid drains: it gives out nothing new, not even
-//!   to a Service asking for an address its holders share.
-//! - **One set of used addresses** across all pools ([`UsedAddresses`]): an address is never held by Services
-//!   that do not share it, whatever the pools overlap, and all sharers of an address hold it through one pool.
-//! - **Invalid pools drain** ([`PoolInvalid`]): an Eip whose address does not parse, includes an address no
-//!   host can hold, overlaps another Eip, or no longer contains addresses in use gives out nothing new; the
-//!   reasons are in [`PoolStatus::invalid`] for the controller's condition and Event.
-//! - **Addresses no host can hold** ([`crate::reserved`]) are never handed out. One found in `status.used`
-//!   (it predates the rule) is dropped when rebuilding, with a warning, and its Service is released on its
-//!   next reconcile with that reason and given a valid address if one fits its request: it never worked, so
-//!   stickiness protects nothing there.
-//! - **Release, then allocate.** When an address must go, it is released first and a new one chosen by
-//!   [`select::select_pool`]; both show in the outcome and in events.
-//! - **Sharing** is implicit as upstream (same requested address), but refused when two sharers use one port
-//!   and protocol or mix `Local` policy with different selectors. Checks need the other sharers' specs, which
-//!   are learnt through [`Ipam::reconcile`]; a holder not seen yet counts as compatible.
-//! - **Failure holds nothing**: a Service that cannot get an address gets an empty ingress and no label, so the
-//!   speakers never announce an address no pool records for it.
+//! The rules and why: docs/allocation.md (sticky addresses, one set of used addresses, draining pools, sharing,
+//! reserved addresses, release then allocate, failure holds nothing, restart rebuild).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -238,7 +218,7 @@ impl Holders {
     }
 }
 
-/// Allocation state over all pools. See the module documentation for the rules it applies.
+/// Allocation state over all pools; the rules it applies are in docs/allocation.md.
 #[derive(Debug, Clone, Default)]
 pub struct Ipam {
     pools: BTreeMap<String, PoolEntry>,
@@ -268,8 +248,8 @@ fn assign_event(ip: IpAddr) -> Event {
     event(EventType::Normal, REASON_ASSIGN, format!("success to assign ip: {ip}"))
 }
 
-/// Upstream's message, followed by why: "OpenELB keeps changing my address" (#322) is only answerable if the
-/// event says what changed.
+/// Upstream's message, followed by why: "OpenELB keeps changing my address"
+/// (<https://github.com/openelb/openelb/issues/322>) is only answerable if the event says what changed.
 fn release_event(ip: IpAddr, why: &str) -> Event {
     event(EventType::Normal, REASON_RELEASE, format!("success to release ip: {ip} ({why})"))
 }
@@ -672,9 +652,9 @@ impl Ipam {
         self.drop_holding(key).map(|h| (h.pool, h.ip))
     }
 
-    /// Releases every allocation whose Service is not in `existing`, like upstream's Eip garbage collection
-    /// (reference §4.2) but without its leak when a Service and an Eip go together (#271). Only call it with
-    /// the complete list of Services. Returns the released Services, sorted.
+    /// Releases every allocation whose Service is not in `existing`, like upstream's Eip garbage collection but
+    /// without its leak when a Service and an Eip go together (docs/compatibility.md#records-of-deleted-services).
+    /// Only call it with the complete list of Services. Returns the released Services, sorted.
     pub fn release_absent(&mut self, existing: &[ServiceKey]) -> Vec<ServiceKey> {
         let keep: std::collections::BTreeSet<&ServiceKey> = existing.iter().collect();
         let gone: Vec<ServiceKey> = self.held.keys().filter(|k| !keep.contains(k)).cloned().collect();

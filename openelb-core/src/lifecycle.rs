@@ -1,15 +1,8 @@
 //! Service lifecycle rules: which Services are ours, what they request, and when an address they hold must be
 //! given back. Pure functions over the Service as written; the IPAM ([`crate::ipam`]) applies them.
 //!
-//! Departures from upstream (reference §5.1), each deliberate:
-//! - A Service with no annotations at all is still released when it carries our label or finalizer (upstream
-//!   returns an empty request for it and leaks the address).
-//! - `spec.loadBalancerClass: kubesphere.io/openelb` opts in like the annotation does.
-//! - The protocol annotation is honoured as in the seed (v0.5), and an unknown value is an error instead of
-//!   silently meaning `bgp`.
-//! - A held address is kept unless the request itself changed (pin, address, protocol), its pool went away, or
-//!   no host can hold it ([`crate::reserved`]): a pool that is disabled, full, outranked, being deleted, invalid
-//!   or shrunk under its holders keeps what it gave out (upstream #322, §5.2).
+//! Where these part from upstream (no annotations, `loadBalancerClass`, the protocol annotation, stickiness):
+//! docs/compatibility.md#where-we-differ-and-why; the holding rule: docs/allocation.md#sticky-addresses.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -183,19 +176,11 @@ impl fmt::Display for ReleaseReason {
 /// Whether an address the Service holds in `pool_name` still answers its request. `pool` is `None` when the
 /// pool no longer exists.
 ///
-/// A disabled pool keeps the addresses it gave out: `disable` stops new allocations only. Moving live traffic
-/// because an operator closed a pool to newcomers would be the flip-flop of reference §5.2 again.
-///
-/// So does a pool whose `spec.address` no longer contains the address (it was shrunk, or made unparsable, with
-/// the webhook bypassed), and one invalid for any other reason ([`crate::pool_invalid`]): it drains. Upstream
-/// makes the address immutable; renumbering a live Service because of a spec edit is the worse failure.
-///
-/// An address no host can hold ([`crate::reserved`]) is released whatever else holds: it never worked.
-///
-/// A pool being deleted (`deleting`: its Eip has a deletionTimestamp) keeps them too: it drains. The Eip's
-/// finalizer holds the object until its last holder lets go, and selection gives out nothing from it meanwhile;
-/// releasing at once would pull live addresses from under Services because someone typed `kubectl delete eip`.
-/// Only a pool that is gone (`pool` is `None`) releases.
+/// Only a changed request (pin, address, protocol), a pool that is gone, or an address no host can hold
+/// ([`crate::reserved`]) releases. A pool that is disabled, being deleted (its Eip's finalizer holds it until
+/// the last holder lets go), shrunk under its holders or invalid for any other reason
+/// ([`crate::pool_invalid`]) keeps what it gave out: it drains (docs/allocation.md#sticky-addresses,
+/// docs/allocation.md#draining-pools).
 pub fn check_holding(req: &Request, pool_name: &str, pool: Option<&Pool>, ip: IpAddr) -> Result<(), ReleaseReason> {
     if let Some(r) = reserved::classify(ip) {
         return Err(ReleaseReason::Reserved(r));

@@ -1,17 +1,8 @@
-//! Pool selection (DESIGN §3), first match wins:
-//! 1. the pinned pool (annotation `eip.openelb.kubesphere.io/v1alpha2`);
-//! 2. the pool containing the requested address;
-//! 3. pools bound to the Service's namespace (`namespaces`, or a non-empty `namespaceSelector` whose labels the
-//!    Namespace carries), by ascending priority then name;
-//! 4. the default pool;
-//! 5. the first pool matching the protocol annotation (any pool without one), by ascending priority then name.
-//!
-//! Steps 1-2 name one pool, so anything wrong with it is an error. Steps 3-5 skip pools that are disabled,
-//! deleting, invalid ([`PoolInvalid`]: they drain), full, of the wrong address family or (when the annotation is set) of another protocol, and when
-//! nothing is left the error lists why each pool was skipped. Namespace binding is a preference, not a fence
-//! (as upstream): a bound pool is still reachable through steps 4-5 from other namespaces.
-//!
-//! Selection runs only for Services that hold nothing valid; holders keep their address ([`crate::lifecycle`]).
+//! Pool selection for a Service that holds nothing valid (holders keep their address, [`crate::lifecycle`]),
+//! first match wins: the pinned pool, the pool containing the requested address, namespace-bound pools, the
+//! default pool, the first pool matching the protocol annotation; ranked by priority, then name. Steps 1-2 name
+//! one pool, so anything wrong with it is an error; steps 3-5 skip unusable pools and, when none is left, the
+//! error says why each was skipped. The order and its reasons: docs/allocation.md#pool-selection-order.
 
 use std::fmt;
 use std::net::IpAddr;

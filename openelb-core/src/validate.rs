@@ -71,8 +71,8 @@ pub fn validate_pools(pools: &[Pool]) -> Vec<Problem> {
 /// Problems of changing `old` into `new` (admission UPDATE): the new address must still contain every address
 /// in `old.used`.
 ///
-/// Unlike upstream, which makes `spec.address` immutable (issue #391: pools cannot be resized), an address
-/// change is allowed as long as no Service would be left holding an address outside its pool.
+/// Unlike upstream, which makes `spec.address` immutable, an address change is allowed as long as no Service
+/// would be left holding an address outside its pool (docs/compatibility.md#pool-address-changes).
 pub fn validate_pool_update(old: &Pool, new: &Pool) -> Vec<Problem> {
     let mut out = Vec::new();
     // Addresses of `old.used` are reported once, as stranded, rather than a second time as stray status entries.

@@ -1,4 +1,5 @@
-//! Properties of the candidate sets and the rendezvous order (DESIGN §4).
+//! Properties of the candidate sets and the rendezvous order (docs/election.md#candidates,
+//! docs/election.md#rendezvous-order).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};

@@ -1,7 +1,7 @@
 //! Pools that got past the webhook (it was down, two Eips were created at once, or they predate a rule):
 //! overlapping, shrunk under their holders, including addresses no host can hold. Each test is one rule of
-//! issue 9: one set of used addresses across pools, invalid pools drain, nothing held is renumbered, and every
-//! refusal names the Eip, the field and the value.
+//! docs/allocation.md: one set of used addresses across pools, invalid pools drain, nothing held is renumbered,
+//! and every refusal names the Eip, the field and the value.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -68,7 +68,7 @@ fn reasons(ipam: &Ipam, pool: &str) -> Vec<&'static str> {
     ipam.pool_status(pool).unwrap().invalid.iter().map(|i| i.problem.reason()).collect()
 }
 
-/// Issue 9: two overlapping pools that got past the webhook gave 192.0.2.1 to two Services, one from each.
+/// Two overlapping pools that got past the webhook used to give 192.0.2.1 to two Services, one from each.
 #[test]
 fn overlapping_pools_give_nothing_new_and_name_each_other() {
     let mut ipam = Ipam::new(&[pool("a", "192.0.2.1-192.0.2.9"), pool("b", "192.0.2.1/32")]);
@@ -139,7 +139,7 @@ fn a_later_overlap_keeps_holders_and_its_removal_resumes_allocation() {
     );
 }
 
-/// Issue 9: a pool shrunk under its holders silently renumbered a Service 192.0.2.5 -> 192.0.2.1.
+/// A pool shrunk under its holders used to renumber a Service silently, 192.0.2.5 -> 192.0.2.1.
 #[test]
 fn a_shrunk_pool_drains_and_never_renumbers() {
     let mut ipam = Ipam::new(&[pool("p", "192.0.2.1-192.0.2.9")]);
@@ -231,7 +231,8 @@ fn an_address_held_outside_its_pool_is_not_handed_out_by_another() {
     assert_eq!(failure(&run(&mut ipam, &mut c)), "192.0.2.1 is held by ns/a through Eip p");
 }
 
-/// Every address the issue saw accepted and handed out: the pool is invalid (error names Eip, field, value).
+/// Every kind of address no host can hold, once accepted and handed out: the pool is invalid (the error names
+/// Eip, field, value).
 #[test]
 fn pools_with_addresses_no_host_can_hold_give_out_nothing() {
     let cases = [

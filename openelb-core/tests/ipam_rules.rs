@@ -1,4 +1,5 @@
-//! One table test per allocation rule of DESIGN §3 and per upstream bug it fixes (reference §5).
+//! One table test per allocation rule of docs/allocation.md and per upstream bug it fixes
+//! (docs/compatibility.md#where-we-differ-and-why).
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -317,7 +318,8 @@ fn empty_namespace_selector_binds_nothing() {
     assert_eq!(holds(&ipam.reconcile(&svc("x", "s"), Some(&ns))).0, "q");
 }
 
-/// Upstream #322 / reference §5.2: a new better-ranked namespace pool moved every auto-allocated Service.
+/// Upstream moved every auto-allocated Service to a new better-ranked namespace pool
+/// (docs/compatibility.md#sticky-allocations).
 #[test]
 fn sticky_under_new_better_ranked_namespace_pool() {
     let mut old = pool("old", "10.0.0.0/29", Protocol::Bgp);
@@ -339,7 +341,8 @@ fn sticky_under_new_better_ranked_namespace_pool() {
     assert_eq!(holds(&run(&mut ipam, &mut svc("app", "new"))).0, "better");
 }
 
-/// Reference §5.2 flip-flop: a pool becoming occupied made its holder look misplaced, and it moved back and forth.
+/// Upstream's flip-flop: a pool becoming occupied made its holder look misplaced, and it moved back and forth
+/// (docs/compatibility.md#sticky-allocations).
 #[test]
 fn pool_becoming_occupied_moves_nobody() {
     let mut p1 = pool("p1", "10.0.0.1", Protocol::Bgp);

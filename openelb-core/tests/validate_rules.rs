@@ -233,7 +233,7 @@ fn priority_outside_the_schema_bounds_is_an_error() {
     }
 }
 
-/// Issue 9: each of these was accepted and handed out. Now an error naming the Eip, the field and the value.
+/// Each of these used to be accepted and handed out. Now an error naming the Eip, the field and the value.
 #[test]
 fn addresses_no_host_can_hold_are_refused() {
     let cases = [

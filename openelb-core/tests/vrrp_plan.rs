@@ -1,4 +1,5 @@
-//! The group/VRID planner (DESIGN §4): grouping rules, priorities, VRID determinism, collisions and stickiness.
+//! The group/VRID planner: grouping rules, priorities, VRID determinism, collisions and stickiness
+//! (docs/election.md#vrrp-groups, docs/vrrp.md).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};

@@ -3,8 +3,8 @@
 
 use std::fmt;
 
-/// One reason per dropped advert; checks run in the order listed in the agent's and state machine's notes, and
-/// the first that fails names the drop.
+/// One reason per dropped advert. Checks run in the order of the variants (`NoInstance` aside), and the first
+/// that fails names the drop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum DropReason {
     /// The instance is in Initialize (not started, or its link is down).
@@ -31,7 +31,8 @@ pub enum DropReason {
     Priority255,
     /// Max_Adver_Int outside the configured bounds: adopting it would let one advert silence failover.
     IntervalOutOfBounds,
-    /// Priority 0 (release) from a node other than the master this backup follows.
+    /// Priority 0 (release) from a node other than the master this backup follows: a spoofed release would hand
+    /// the VIPs over after Skew_Time. A backup that has not heard its master yet waits for Master_Down_Interval.
     ReleaseNotFromMaster,
     /// No instance of this node runs that (interface, family, VRID).
     NoInstance,

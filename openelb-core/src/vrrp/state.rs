@@ -1,60 +1,9 @@
 //! One VRRPv3 instance (RFC 5798 §6): the Initialize/Backup/Master machine as a function from
 //! `(now, input)` to actions. The caller owns the clock, the sockets and the timers; this module only decides.
 //!
-//! Where we depart from, or choose within, the RFC (each choice is pinned by a test in `tests/vrrp_state.rs`):
-//!
-//! - **Never the address owner.** VIPs are added on takeover, so the priority is clamped to 1..=254 and a
-//!   start always goes through Backup (RFC §6.4.1), except [`Input::StartAsMaster`], which the agent uses when
-//!   this node already holds the group's VIPs through a group that is being replaced (a re-grouping must not
-//!   cost a Master_Down_Interval of outage), and [`Input::StartUnclaimed`], which it uses when this node is the
-//!   first preference of a group whose VIPs no node can hold yet (a new Service's address must not wait a
-//!   Master_Down_Interval either). Peers settle any disagreement by the normal election: the higher priority,
-//!   or at equal priority the higher primary address, stays Master, and the other steps down on the first
-//!   advert it hears, which a new Master sends at once.
-//! - **Preempt delay.** RFC 5798 preempts as soon as a lower-priority master's adverts are discarded long enough
-//!   for Master_Down_Timer to fire. We add a delay so that a returning first preference takes its VIPs back once,
-//!   after it has been up for a while, rather than on its first advert: in Backup with `preempt` on, an advert
-//!   from a master with a *lower* priority than ours is accepted like any other (it refreshes Master_Down_Timer
-//!   and Master_Adver_Interval), and the first such advert since we last saw a master that deserved the role
-//!   (priority ≥ ours) or since we entered Backup starts the delay: PreemptDelay is armed at
-//!   `first_sighting + preempt_delay`. When it fires while we are still Backup, we become Master (the lower master
-//!   then sees our higher priority and steps down). An advert of priority ≥ ours, a priority-0 release, or our
-//!   own priority dropping to or below the master's cancels the delay. A `preempt_delay` of zero preempts on the
-//!   first lower-priority advert instead of waiting for Master_Down_Timer. If the lower master goes silent, the
-//!   ordinary Master_Down_Timer takes over earlier than the delay would.
-//! - **Master asserts, rate-limited.** A Master that receives a lower-priority advert (or an equal priority from
-//!   a lower primary address) does not only discard it (RFC §6.4.3) but sends an advert at once, as keepalived
-//!   does, so a second master after a partition heals steps down within one round trip rather than one
-//!   Advertisement_Interval. It also announces its addresses again ([`Action::Announce`]): during the partition
-//!   the other master's gratuitous ARP/NA may have pointed clients at the wrong MAC, and nothing else would
-//!   correct them until their neighbour entries expire. Both answers are rate-limited so that a flood of adverts
-//!   never turns into a flood of ours: at most one extra advert per Advertisement_Interval (this one, or the
-//!   reassertion after a priority-0 advert, RFC §6.4.3) and one burst per [`LOWER_PRIORITY_ANNOUNCE_INTERVAL`]
-//!   (like keepalived's `garp_lower_prio_repeat`), counted in [`Counters::replies_suppressed`] when held back.
-//!   The first lower-priority advert after becoming Master is always answered with both.
-//! - **Retire.** [`Input::Retire`] leaves like Shutdown but without the priority-0 advert. The agent uses it for
-//!   a Master replaced by another instance of this node that keeps its VIPs: a release would invite the old
-//!   group's backups (on nodes that have not applied the new plan yet) to take the VIPs over after Skew_Time.
-//! - **Address list mismatch.** RFC §7.1 says log and MAY drop. During a plan change, nodes legitimately advertise
-//!   different lists for a moment; dropping would make a healthy backup take over. Like keepalived we accept the
-//!   advert; it is counted ([`Counters::address_mismatches`], and [`Counters::mismatch_changes`] when the
-//!   (sender, list) differs from the last one, kept in [`Instance::last_mismatch`]) rather than reported one by
-//!   one: the agent aggregates these into one rate-limited report per instance. (A list sharing nothing with ours
-//!   never gets here through the agent: that is another group or a foreign router.)
-//! - **Dropped (counted in [`Counters::dropped`] by [`DropReason`])**, in this order: in Initialize; TTL/hop
-//!   limit ≠ 255; another VRID; a source of the other address family; our own adverts looped back by multicast
-//!   (source = our primary address); a destination that is neither the family's VRRP group nor our primary
-//!   address; priority 255 (the address owner: we never own VIPs, so no peer of ours sends it); a Max_Adver_Int
-//!   outside [`Config::peer_interval_bounds`] (a Backup adopts the master's interval, so one advert with 4095
-//!   would otherwise silence failover for two minutes); and, in Backup, a priority-0 release from anyone but
-//!   the master it follows (a spoofed release would hand the VIPs over after Skew_Time). A Backup that has not
-//!   heard its master yet therefore ignores a release and waits for Master_Down_Interval instead of Skew_Time.
-//! - **Interface down** behaves like shutdown without the priority-0 advert (it cannot be sent): VIPs are removed
-//!   and the instance waits in Initialize until the interface comes back, then starts as on [`Input::Start`].
-//! - **Timer expiries are checked.** A `TimerExpired(kind)` for a timer that is not armed, or that arrives
-//!   before its deadline, is ignored: drivers may race with cancellations. An accepted expiry consumes the timer.
-//! - A received Max_Adver_Int of 0 is taken as 1 centisecond, so a malformed peer cannot make us spin on
-//!   zero-length timers; only the low 12 bits count, as on the wire.
+//! Where it departs from, or chooses within, the RFC (never the address owner, preemption delay, answers to a
+//! lower-priority master, retire, accepted address mismatches, checked timer expiries), each pinned by a test in
+//! `tests/vrrp_state.rs`: docs/election.md#choices-within-rfc-5798. What it drops: [`DropReason`], in check order.
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -136,13 +85,15 @@ impl TimerKind {
 pub enum Input {
     /// RFC Startup event: Initialize → Backup (when the interface is up).
     Start,
-    /// Start directly as Master, holding the VIPs of a replaced group; see the module notes.
+    /// Start directly as Master, holding the VIPs of a replaced group (docs/election.md#new-vips-and-re-grouping).
     StartAsMaster,
-    /// Start directly as Master of VIPs nobody holds yet, as their first preference; see the module notes.
+    /// Start directly as Master of VIPs nobody holds yet, as their first preference
+    /// (docs/election.md#new-vips-and-re-grouping).
     StartUnclaimed,
     /// RFC Shutdown event: a Master sends priority 0 and removes its VIPs.
     Shutdown,
-    /// Shutdown without the priority-0 advert; see the module notes.
+    /// Shutdown without the priority-0 advert: this node keeps the VIPs through another instance, and a release
+    /// would invite the old group's backups to take them.
     Retire,
     Advert(Received),
     TimerExpired(TimerKind),
@@ -280,7 +231,8 @@ pub fn master_down_interval(priority: u8, master_adver_interval_cs: u16) -> Dura
     interval.saturating_mul(3).saturating_add(skew_time(priority, master_adver_interval_cs))
 }
 
-/// A received Max_Adver_Int as used: the low 12 bits, and 0 taken as 1 (see the module notes).
+/// A received Max_Adver_Int as used: the low 12 bits, and 0 taken as 1 so a malformed peer cannot make us spin
+/// on zero-length timers.
 fn peer_interval(raw: u16) -> u16 {
     match raw & MAX_ADVERT_INT {
         0 => 1,
@@ -421,7 +373,7 @@ impl Instance {
         self.counters.dropped.add(reason);
     }
 
-    /// The checks that do not depend on the advert's content (see the module notes for the order): whether
+    /// The checks that do not depend on the advert's content (in [`DropReason`]'s order): whether
     /// this instance would even look at `rx`.
     pub fn screen(&self, rx: &Received) -> Result<(), DropReason> {
         if self.state == State::Initialize {

@@ -2,8 +2,8 @@
 //!
 //! A Service carries our finalizer once it holds an address, so normally it cannot go without us. It can
 //! when the finalizer is removed by hand, when the Service and its namespace are force-deleted, or when the
-//! Eip's status was restored from a backup: such records would hold their addresses forever (upstream #271).
-//! Nothing else repairs them, since no Service event will ever name them again.
+//! Eip's status was restored from a backup: such records would hold their addresses forever, and nothing else
+//! repairs them, since no Service event will ever name them again (docs/compatibility.md#records-of-deleted-services).
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;

@@ -8,20 +8,9 @@
 //! |                 IPvX Address(es): 4 or 16 bytes each          |
 //! ```
 //!
-//! # Checksum
-//!
-//! RFC 5798 §5.2.8: "the 16-bit one's complement of the one's complement sum of the entire VRRP message
-//! starting with the version field and a 'pseudo-header' as defined in Section 8.1 of RFC 2460. The next
-//! header field in the 'pseudo-header' should be set to 112". For IPv6 that is unambiguous. For IPv4,
-//! keepalived (the peer we must interoperate with, DESIGN §4) reads it as the IPv4 pseudo-header: in
-//! `keepalived/vrrp/vrrp.c` (acassen/keepalived), both `vrrp_check_packet` on receive and
-//! `check_tx_checksum` build an `ipv4_phdr_t { src = ip->saddr, dst = ip->daddr, zero = 0,
-//! proto = IPPROTO_VRRP, len = htons(8 + naddr * 4) }`, feed it to `in_csum`, then continue the sum over the
-//! VRRP message (older releases always used 224.0.0.18 as `dst`, which only differs for unicast peers).
-//! Its `v3_checksum_as_v2` option switches to the message-only sum that Cisco and RFC 9568 (which obsoletes
-//! RFC 5798 and drops the IPv4 pseudo-header) use. So we *send* the pseudo-header form
-//! ([`V4Checksum::PseudoHeader`], keepalived's default) and parsing can also accept the message-only form for
-//! such peers ([`V4Checksum::Either`]).
+//! The IPv4 checksum comes in two forms ([`V4Checksum`]): keepalived's reading of RFC 5798 (IPv4
+//! pseudo-header + message), which we send, and the message alone (RFC 9568, Cisco), which we can accept.
+//! Why: docs/wire.md#the-vrrpv3-checksum.
 //!
 //! No crate implements VRRPv3, so the view is ours, in the same shape as the pnet-backed headers.
 
@@ -57,7 +46,7 @@ pub const TOS: u8 = 0xc0;
 
 const WHAT: &str = "VRRP advert";
 
-/// Which IPv4 checksum form (see the module docs). IPv6 always uses its pseudo-header.
+/// Which IPv4 checksum form (docs/wire.md#the-vrrpv3-checksum). IPv6 always uses its pseudo-header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum V4Checksum {
     /// RFC 5798 read as keepalived does: IPv4 pseudo-header + message.
