@@ -1,18 +1,8 @@
-//! The conditions an Eip's status carries, decided from plain facts (pure: the clock is an argument).
-//!
-//! - `Ready`: whether the Eip gives out new addresses now. False while it is being deleted, when the object does
-//!   not decode, while it is disabled, when the allocator finds it invalid ([`PoolInvalid`]: an address that does
-//!   not parse or includes one no host can hold, a range overlapping another Eip, a range shrunk under its
-//!   holders), or when it has no free address; the reason says which.
-//! - `Invalid`: whether its spec breaks a rule of [`openelb_core::validate`] (the above, a second default
-//!   pool...), does not decode, or is invalid for the allocator. There is no webhook in every cluster (and
-//!   objects get past one that is down), so the controller is where such mistakes become visible. An invalid Eip
-//!   drains: its Services keep their addresses, nobody gets a new one from it, until it is fixed. Both
-//!   overlapping Eips drain alike: the one set of used addresses already keeps any address from being held
-//!   twice, and handing out the common addresses from either would only move the conflict.
-//!
-//! `lastTransitionTime` changes only when a condition's status does, so recomputing unchanged facts yields
-//! exactly the conditions already written, and nothing is written.
+//! The conditions an Eip's status carries, decided from plain facts (pure: the clock is an argument): `Ready`
+//! (it gives out new addresses now, or the first reason it does not) and `Invalid` (its spec breaks a validation
+//! rule, does not decode, or the allocator refuses it). What each reason means and why an invalid Eip drains:
+//! docs/allocation.md#draining-pools. `lastTransitionTime` changes only when a condition's status does, so
+//! recomputing unchanged facts yields exactly the conditions already written, and nothing is written.
 
 use std::net::IpAddr;
 

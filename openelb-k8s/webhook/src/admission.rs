@@ -1,25 +1,13 @@
 //! The admission decision for Eips: `admission.k8s.io/v1` AdmissionReview in, AdmissionReview out. Pure: the
-//! other Eips come in as a value, so every rule is tested without a server.
+//! other Eips come in as a value, so every rule is tested without a server. The types are our own few fields
+//! rather than kube's `admission` module (a crate feature this workspace does not enable); unknown fields are
+//! ignored, as the API server may add some.
 //!
-//! The types are our own few fields rather than kube's `admission` module (a crate feature this workspace does
-//! not enable); unknown fields are ignored, as the API server may add some.
-//!
-//! Rules:
-//! - CREATE and UPDATE of an Eip (v1alpha2, or v1alpha1 read as v1alpha2 the way the API server converts) run
-//!   [`openelb_core::validate`] on it together with every other Eip, so overlaps and a second default pool are
-//!   seen. Errors deny, with every message in the reason (object, field, value); warnings become admission
-//!   warnings, which kubectl prints.
-//! - UPDATE also refuses a new address that strands addresses in use (`validate_pool_update`), and *ratchets*:
-//!   an error the old object already had is only a warning. Eips written before the webhook existed may be
-//!   invalid; without ratcheting nobody (the controller adding or removing its finalizer included) could touch
-//!   them until a human fixed them.
-//! - An object that does not decode as an Eip (a value of the wrong type, an integer beyond `i64`) is answered
-//!   like any other problem: denied, naming the field and value. It ratchets too: an UPDATE whose old object had
-//!   the same unreadable field is allowed with a warning, so the controller's finalizer writes and the fix of
-//!   another field still go through. An old object that does not decode is left out of the comparison (a
-//!   warning says so).
-//! - DELETE and CONNECT are allowed. Other kinds are denied with a message pointing at the configuration's
-//!   rules, since only a misconfigured webhook sends them.
+//! CREATE and UPDATE run [`openelb_core::validate`] against every other Eip: errors deny, with every message
+//! (object, field, value) in the reason; warnings become admission warnings. UPDATE also refuses a new address
+//! that strands addresses in use, and ratchets: an error the old object already had is only a warning. An object
+//! that does not decode is denied naming the field and value, and ratchets too. DELETE and CONNECT are allowed;
+//! other kinds are denied. Why each: docs/compatibility.md#the-admission-webhook.
 
 use std::collections::BTreeSet;
 
