@@ -1,78 +1,14 @@
 //! All VRRP instances of one node, driven from a [`Plan`]. The agent turns plan changes into instance
 //! lifecycles (start, re-prioritise, re-address, release) and routes adverts and timer expiries by
-//! (interface, family, VRID). Its output is the instances' actions tagged with their [`InstanceKey`], so the
-//! driver (the tokio speaker, or the virtual-time simulator) knows which interface to act on.
+//! (interface, family, VRID); its output is the instances' actions tagged with their [`InstanceKey`]. The
+//! interface is the plan's interface string: a driver that resolves it keeps the mapping and passes the same
+//! string back. Timers can be driven either way: apply every `ArmTimer`/`CancelTimer` action, or ignore them and
+//! poll [`Agent::next_deadline`] after every call; both see the same deadlines.
 //!
-//! Timers can be driven either way: apply every `ArmTimer`/`CancelTimer` action, or ignore them and poll
-//! [`Agent::next_deadline`] after every call. Both see the same deadlines.
-//!
-//! Choices:
-//! - The interface is the plan's interface string (the pool's spec); a driver that resolves `can_reach:<ip>`
-//!   keeps the mapping and passes the same string back to [`Agent::handle_advert`].
-//! - A group participates only once [`Agent::set_primary`] has given this node's own address on that interface
-//!   and family (the advert source and tie-breaker); until then it is listed by [`Agent::waiting`].
-//! - Re-grouping (a candidate joins or leaves, the first preference changes, a VRID moves, a part boundary
-//!   shifts) replaces instances. When this node holds some of a new group's VIPs (it is Master of an instance
-//!   that had them), the new instance starts as Master ([`Input::StartAsMaster`]) whether or not this node is the
-//!   new group's first preference: otherwise every node would start the new group as Backup and the VIPs would
-//!   be gone for a Master_Down_Interval. If this node is not the first preference, the first preference sees a
-//!   lower-priority master and preempts after its preempt delay, as after any return. In a consistent cluster
-//!   only the one node that was Master of a VIP holds it, so only that node starts the new group as Master; if
-//!   a new group merges VIPs from two holders, both start as Master and the lower priority steps down on the
-//!   first advert it hears (sent at once on becoming Master).
-//! - **New VIPs.** On a re-plan (not the first plan after [`Agent::new`]), a group none of whose VIPs was in any
-//!   group of the previous plan is held by nobody as far as this node can tell: a VIP leaves a plan only through
-//!   a Shutdown that removes it (or a crash, which takes the holder off the segment), and a node whose view
-//!   still holds it is settled by the election below. Its first preference starts it as Master
-//!   ([`Input::StartUnclaimed`]), every other node as Backup, so a Service that just got its address is answered
-//!   at once instead of after Master_Down_Interval. The first plan is excluded: a restarted node cannot tell
-//!   new VIPs from ones another node has held all along, and must not take those without its preempt delay.
-//!   A node that is not the first preference never starts a new group as Master. Views differ for a moment
-//!   (each node applies a snapshot when its watches deliver it); one advert settles every ordering:
-//!   - the first preference applies first: the others start Backup and hear its adverts well within their
-//!     Master_Down_Interval;
-//!   - another node applies first: it starts Backup, and follows the first preference's advert, sent on start,
-//!     if that comes within its Master_Down_Interval; if the first preference lags by more, the other node has
-//!     become Master by timeout and steps down on that advert (higher priority wins), so the VIP moves once,
-//!     without the preempt delay, and the two overlap for one delivery;
-//!   - two nodes both believe they are first (their candidate views differ): if their groups share the VRID
-//!     both start Master at the top priority and the higher primary address wins on the first advert
-//!     exchanged; if the VRIDs differ, the two groups run side by side until the views agree, exactly as they
-//!     would after Master_Down_Interval without this rule.
-//! - A new group whose primary address arrives after its plan ([`Agent::set_primary`]) still counts as new
-//!   within three advert intervals of the plan that added its VIPs (the driver sets primaries right after
-//!   applying a plan); after that, peers that started at the same moment may have become Master by timeout, and
-//!   it starts as Backup like any late joiner.
-//! - Interfaces reported down ([`Agent::interface_down`]) stay down for instances created later: a group that
-//!   appears while the link is down waits in Initialize for [`Agent::interface_up`] instead of claiming VIPs
-//!   it cannot announce.
-//! - A replaced Master whose VIPs all stay on this node (through the new Master instances) retires without the
-//!   priority-0 advert ([`Input::Retire`]): a release would let the old group's backups on nodes that have not
-//!   applied the new plan yet take the VIPs after Skew_Time. Otherwise it shuts down with the release.
-//! - `RemoveVips` never names an address that another Master instance of this node on the same interface holds
-//!   after the call, so an address handed from one instance to another never leaves the NIC.
-//! - After [`Agent::shutdown`] the agent is stopped: later plans are ignored.
-//!
-//! **The LAN is not trusted** (VRRPv3 has no authentication). [`Agent::handle_advert`] screens every advert
-//! before an instance sees it, in this order, and counts each drop under one [`DropReason`] in the instance's
-//! counters (or in [`Agent::unrouted_drops`] when no instance runs that interface, family and VRID):
-//! 1. the instance's own checks that do not depend on content ([`Instance::screen`]: running, TTL 255, family,
-//!    not our own advert, sent to the family's VRRP group or to our primary address);
-//! 2. the source must be a known peer ([`Agent::set_known_peers`]: the addresses the cluster's Node objects
-//!    publish, whatever group they are candidates of, because candidate sets differ between nodes while a
-//!    change propagates; plus configured unicast peers). Anything else is a foreign router;
-//! 3. the advertised addresses must share at least one with the instance's. A known peer whose list shares
-//!    none advertises another group of our plan (`other_group`: plans or VRIDs differ for a moment) or, when
-//!    none of its addresses is a VIP of our current or previous plan, is a foreign router on a cluster node
-//!    (the apiserver's keepalived);
-//! 4. the state machine's content checks (priority 255, Max_Adver_Int bounds, a release only from the
-//!    master it follows).
-//!
-//! A foreign router's adverts therefore never change an instance's state or move a VIP, and never trigger an
-//! advert of ours. The agent remembers them ([`ForeignTracker`]): [`Agent::foreign_vrids`] lists the VRIDs in
-//! use, for the planner to avoid, and reports (rate-limited, see [`super::foreign`]) come out of
-//! [`Agent::take_events`] as [`AgentEvent::ForeignRouter`], with per-instance summaries of notable drops and
-//! address mismatches ([`AgentEvent::Anomalies`], at most one per instance per [`super::event::REPORT_INTERVAL`]).
+//! A group participates once [`Agent::set_primary`] has given this node's address on that interface and family
+//! (until then [`Agent::waiting`] lists it). How plan changes keep VIPs where they are and start new ones at
+//! once: docs/election.md#new-vips-and-re-grouping. How adverts are screened before an instance sees them (known
+//! peers, foreign routers, [`DropReason`] in check order): docs/vrrp.md#trust-who-may-move-a-vip.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::net::IpAddr;
@@ -151,7 +87,7 @@ pub struct Agent {
     instances: BTreeMap<InstanceKey, Slot>,
     plan: Option<Plan>,
     /// VIPs of `plan` that were in no group of the plan before it (empty after the first plan), and when `plan`
-    /// was applied; see the module notes on new VIPs.
+    /// was applied (docs/election.md#new-vips-and-re-grouping).
     fresh: BTreeSet<IpAddr>,
     fresh_at: Time,
     /// Interfaces reported down and not up since.
@@ -210,7 +146,7 @@ impl Agent {
     }
 
     /// Records this node's own address on `interface` (for its family) and re-applies the last plan; the VIPs
-    /// that plan added still count as new for a short while (see the module notes).
+    /// that plan added still count as new for three advert intervals after it.
     pub fn set_primary(&mut self, now: Time, interface: &str, addr: IpAddr) -> Vec<NodeAction> {
         self.primaries.insert((interface.to_string(), IpFamily::of(&addr)), addr);
         let Some(plan) = self.plan.take() else { return Vec::new() };
@@ -255,7 +191,8 @@ impl Agent {
         Duration::from_millis(u64::from(self.config.advert_interval) * 10).saturating_mul(3)
     }
 
-    /// Whether this node starts `group` as the Master of VIPs nobody holds (see the module notes).
+    /// Whether this node starts `group` as the Master of VIPs nobody holds
+    /// (docs/election.md#new-vips-and-re-grouping).
     fn starts_unclaimed(&self, group: &Group, fresh: &BTreeSet<IpAddr>) -> bool {
         group.priorities.first().is_some_and(|(n, _)| *n == self.node)
             && !group.vips.is_empty()
@@ -352,8 +289,10 @@ impl Agent {
         self.filter_removals(out)
     }
 
-    /// Screens a received advert (see the module notes) and hands what passes to the instance of
-    /// (interface, family of its source, VRID).
+    /// Screens a received advert and hands what passes to the instance of (interface, family of its source,
+    /// VRID). In order: the instance's own checks ([`Instance::screen`]), a known source, addresses shared with
+    /// the instance's (others are another group of our plan, or a foreign router), then the state machine's
+    /// content checks; each drop is counted under one [`DropReason`].
     pub fn handle_advert(&mut self, now: Time, interface: &str, rx: Received) -> Vec<NodeAction> {
         let family = IpFamily::of(&rx.src);
         let key = InstanceKey { interface: interface.to_string(), family, vrid: rx.advert.vrid };
@@ -433,7 +372,7 @@ impl Agent {
         let _ = self.foreign.observe(now, sighting);
     }
 
-    /// Foreign-router reports and per-instance anomaly summaries due at `now` (see the module notes); call it
+    /// Foreign-router reports ([`super::foreign`]) and per-instance anomaly summaries due at `now`; call it
     /// after handling adverts or on a periodic tick, and log / publish each event.
     pub fn take_events(&mut self, now: Time) -> Vec<AgentEvent> {
         let instances = &self.instances;

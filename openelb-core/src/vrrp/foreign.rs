@@ -1,22 +1,9 @@
-//! VRRP routers on the LAN that are not ours. The agent attributes an advert to a foreign router when it comes
-//! from an address that is no known peer, or from a known peer but for addresses that are in no group of our
-//! plan (the apiserver's keepalived often runs on the control-plane nodes themselves). Such adverts never
-//! reach a state machine; this module only remembers them, decides when one is worth a report, and tells which
-//! VRIDs are in use so the planner can move our groups off them.
-//!
-//! Choices:
-//! - **In use** means sighted over at least [`FOREIGN_CONFIRM`] and again within the last [`FOREIGN_STALE`].
-//!   One stray advert does not move our groups, and neither does a peer whose plan is a moment ahead of ours
-//!   (brand-new VIPs on a VRID our older plan uses for another group: the next plan makes them ours). Adverts
-//!   that carry VIPs of our plan never count: moving a VRID does not help against an impostor of our own VIPs,
-//!   and a node missing from our peer list for a moment (a new Node object) must not move a group.
-//! - **Reports** go out for foreign routers on the VRIDs of our own instances, one per (interface, family, VRID,
-//!   source) per [`FOREIGN_REPORT_INTERVAL`], a known peer's only once it is in use as above, and never more than
-//!   [`FOREIGN_REPORTS_PER_WINDOW`] per [`FOREIGN_REPORT_WINDOW`] in all (the rest are counted), so a flood of
-//!   adverts with varying sources and address lists yields a bounded number of reports.
-//! - **Memory is bounded**: at most [`MAX_SOURCES_PER_VRID`] sources per (interface, family, VRID) are
-//!   remembered (the others are counted), at most [`MAX_REPORTED_ADDRESSES`] addresses per source, and
-//!   anything not seen for [`FOREIGN_STALE`] is forgotten.
+//! VRRP routers on the LAN that are not ours (docs/vrrp.md#foreign-routers). The agent attributes an advert to a
+//! foreign router when it comes from an address that is no known peer, or from a known peer but for addresses
+//! that are in no group of our plan (the apiserver's keepalived often runs on the control-plane nodes
+//! themselves). Such adverts never reach a state machine; this module only remembers them (memory bounded by
+//! [`MAX_SOURCES_PER_VRID`]), decides when one is worth a report ([`FOREIGN_REPORT_INTERVAL`]), and tells which
+//! VRIDs are in use ([`FOREIGN_CONFIRM`]) so the planner can move our groups off them.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -27,14 +14,25 @@ use super::Time;
 use super::plan::ForeignVrid;
 use crate::model::IpFamily;
 
-/// How long a foreign router must have been sighted before its VRID counts as in use.
+/// How long a foreign router must have been sighted (and again within [`FOREIGN_STALE`]) before its VRID counts
+/// as in use. One stray advert does not move our groups, and neither does a peer whose plan is a moment ahead
+/// of ours (brand-new VIPs on a VRID our older plan uses for another group: the next plan makes them ours).
+/// Adverts that carry VIPs of our plan never count: moving a VRID does not help against an impostor of our own
+/// VIPs, and a node missing from our peer list for a moment (a new Node object) must not move a group.
 pub const FOREIGN_CONFIRM: Duration = Duration::from_secs(5);
 /// A foreign router not heard for this long is gone (keepalived advertises every second by default).
 pub const FOREIGN_STALE: Duration = Duration::from_secs(60);
-/// Least time between two reports of the same foreign router.
+/// Least time between two reports of the same foreign router: reports go out for foreign routers on the VRIDs
+/// of our own instances, one per (interface, family, VRID, source) per interval, a known peer's only once its
+/// VRID counts as in use ([`FOREIGN_CONFIRM`]).
 pub const FOREIGN_REPORT_INTERVAL: Duration = Duration::from_secs(600);
+/// At most [`FOREIGN_REPORTS_PER_WINDOW`] reports per window in all (the rest are counted), so a flood of adverts
+/// with varying sources and address lists yields a bounded number of reports.
 pub const FOREIGN_REPORT_WINDOW: Duration = Duration::from_secs(60);
 pub const FOREIGN_REPORTS_PER_WINDOW: u32 = 16;
+/// Memory is bounded: at most this many sources per (interface, family, VRID) are remembered (the others are
+/// counted), at most [`MAX_REPORTED_ADDRESSES`] addresses per source, and anything not seen for
+/// [`FOREIGN_STALE`] is forgotten.
 pub const MAX_SOURCES_PER_VRID: usize = 8;
 pub const MAX_REPORTED_ADDRESSES: usize = 16;
 /// Forgetting is amortised: stale entries are dropped at most this often.
@@ -138,7 +136,7 @@ pub struct ForeignTracker {
 }
 
 impl ForeignTracker {
-    /// Records `s`; returns a report when one is due (see the module notes).
+    /// Records `s`; returns a report when one is due ([`FOREIGN_REPORT_INTERVAL`]).
     pub fn observe(&mut self, now: Time, s: Sighting<'_>) -> Option<ForeignRouter> {
         self.prune(now);
         let seen = &mut self.seen[family_index(s.family)];
@@ -185,7 +183,7 @@ impl ForeignTracker {
         })
     }
 
-    /// VRIDs in use by foreign routers now (see the module notes), in (interface, family, VRID) order.
+    /// VRIDs in use by foreign routers now ([`FOREIGN_CONFIRM`]), in (interface, family, VRID) order.
     pub fn in_use(&self, now: Time) -> Vec<ForeignVridSeen> {
         self.entries
             .iter()

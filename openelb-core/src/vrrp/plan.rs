@@ -1,67 +1,10 @@
-//! From VIPs and their ranked candidate nodes to VRRP instances (DESIGN §4): which VIPs form a group, the
-//! group's VRID and every participating node's priority. A pure function of its inputs, so every speaker derives
-//! the same plan from the same objects, whatever order it lists them in. It never fails: what it cannot do
-//! exactly is done by a documented approximation and listed in [`Plan::issues`].
+//! From VIPs and their ranked candidate nodes to VRRP instances: which VIPs form a group, the group's VRID and
+//! every participating node's priority. A pure function of its inputs, so every speaker (and the controller that
+//! publishes VRIDs) derives the same plan from the same objects, whatever order it lists them in. It never fails:
+//! what it cannot do exactly is done by a documented approximation and listed in [`Plan::issues`].
 //!
-//! **Grouping.** VIPs with the same interface, address family (VRRP for IPv4 and for IPv6 are separate protocols
-//! with separate VRID spaces), the same candidate *set* and the same first preference form one group. The
-//! interface is the pool's interface *spec* (`eth0` or `can_reach:<ip>`), not a resolved NIC name: resolution is
-//! per node, the plan must not be.
-//!
-//! **Priorities.** The first preference gets `top_priority` (default 250); the rest follow in the group's
-//! preference order, each `step` lower (default 10, shrunk so that the last candidate stays ≥ 1). VIPs of one
-//! group share the first preference but may rank the others differently, so the group's order after the first
-//! is a Borda count over its VIPs (sum of each node's positions, lowest first, ties by name): with one VIP it is
-//! exactly that VIP's rendezvous order. At most `top_priority` nodes participate (priorities stay strictly
-//! decreasing); candidates beyond that do not.
-//!
-//! **Parts.** A VRRPv3 advert carries at most 255 addresses (an 8-bit count) and must fit the MTU: IPv4
-//! 20 + 8 + 4n ≤ 1500 holds for all 255, IPv6 40 + 8 + 16n ≤ 1500 only for n ≤ 90. A group with more VIPs than
-//! [`PlanConfig::max_vips_per_group`] is therefore split: its VIPs, sorted, are cut into consecutive parts of at
-//! most that many, and each part is a group of its own ([`GroupId::part`] 0, 1, …) with its own VRID. All parts
-//! share the priorities computed over the whole group, so one node is master of all of them and a VIP crossing
-//! a part boundary stays on the same node. Adding a VIP in the middle shifts the later boundaries by one: the
-//! last VIP of each later part moves to the next part, and a new last part may appear. The parts keep their
-//! identity (and with `previous`, their VRID), so running instances only change addresses; a VIP moved between
-//! two parts is removed by one instance and added by the other on the same master (the agent never removes an
-//! address another of its Master instances holds), and a new last part starts as Master on the node that holds
-//! its VIPs (see the agent), so the shift costs no outage, only a gratuitous ARP/NA burst and an advert with a
-//! changed address list (peers count a mismatch for one advert interval).
-//!
-//! **Capacity.** A VRID space (see VRIDs below) has the range's VRIDs minus those in use by foreign routers
-//! ([`PlanContext::avoid`]). When its groups need more (parts counted), groups are merged, in levels, each level
-//! only as far as needed, and every merge is listed as a [`PlanIssue::Merged`]:
-//! 1. whole classes of groups on one interface that share their first two preferences (the holder and first
-//!    backup of every VIP stay the same), the classes saving the most VRIDs first;
-//! 2. then whole classes sharing their first preference (every VIP keeps its holder);
-//! 3. then pairs of groups on one interface whose candidate sets intersect, the smallest group with the
-//!    smallest such partner among the next [`PARTNER_SCAN`] (some VIPs then move to another eligible node:
-//!    `moved` in the issue).
-//!
-//! A merged group's nodes are the intersection of its VIPs' candidate sets (merging never makes a node eligible
-//! for a VIP it is not a candidate of); its order is the shared preferences of its level, then the Borda count
-//! over all its VIPs. Its identity is that of its least member group (so the member that was alone before keeps
-//! its VRID and instances). What still does not fit — VIPs whose groups share no candidate, or more VIPs than the
-//! free VRIDs' adverts can carry — is not announced and listed as [`PlanIssue::Unplaced`], groups kept in hash
-//! order while they fit: a VIP is never given to a node that is not its candidate.
-//!
-//! **VRIDs.** Each group has an identity (interface, family, first preference, sorted candidates, part) and a stable
-//! hash of it (XXH3-64, pinned by a test). Within a VRID space (per family, and per interface when
-//! [`VridScope::PerInterface`]; the default [`VridScope::Global`] shares one space across interfaces because two
-//! interface specs can resolve to the same NIC on some node) groups are processed in (hash, identity) order:
-//! 1. a group in the published assignment ([`PlanContext::published`], the controller's) gets that VRID if it
-//!    is in range, not used by a foreign router and not published for an earlier group too (otherwise a
-//!    [`PlanIssue::PublishedIgnored`]);
-//! 2. a group present in `previous` keeps its VRID if that VRID is still in range, free and not avoided;
-//! 3. every other group starts at `first + (hash + offset) mod size` and probes upward (wrapping) to a free VRID
-//!    not used by a foreign router.
-//!
-//! Without `previous`, a group's VRID depends only on the groups whose home slot or probe chain overlaps its
-//! own: unrelated groups coming and going do not move it, *except* when a group that pushed it off its home slot
-//! (a collision) disappears, or a new group sorting before it takes a slot on its chain. That residual case, and
-//! speakers that restarted at different moments, are what the published assignment is for: two nodes with
-//! different `previous` plans can disagree, two nodes following one published assignment cannot. `offset`
-//! separates clusters sharing a segment.
+//! Grouping, parts and priorities: docs/election.md#vrrp-groups. Fitting the VRID range (`plan/merge.rs`) and
+//! assigning VRIDs (`plan/vrid.rs`): docs/vrrp.md.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -246,7 +189,7 @@ pub struct PlanContext<'a> {
 }
 
 /// What makes a group the same group over time; a running instance keeps its VRID as long as this is unchanged.
-/// A merged group has the identity of its least member group (see the module notes): the fields identify, they
+/// A merged group has the identity of its least member group (`plan/merge.rs`): the fields identify, they
 /// do not describe (its nodes and order are in [`Group::priorities`]).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct GroupId {
@@ -346,7 +289,7 @@ impl Plan {
 /// A VRID space: (interface when per-interface, family).
 type Domain<'a> = (Option<&'a str>, IpFamily);
 
-/// Computes the plan; see the module notes for the rules. Never fails; see [`Plan::issues`].
+/// Computes the plan (docs/election.md#vrrp-groups, docs/vrrp.md). Never fails; see [`Plan::issues`].
 pub fn plan(vips: &[VipInput], config: &PlanConfig, context: &PlanContext<'_>) -> Plan {
     let (eff, problems) = Effective::new(config);
     let mut issues: Vec<PlanIssue> = problems.into_iter().map(PlanIssue::Config).collect();

@@ -1,8 +1,19 @@
-//! Fitting a VRID space: when a domain's groups need more VRIDs than it has free, groups are merged, coarsest
-//! last, until they fit (the rule is documented in the planner's notes on capacity). A merged group only ever
-//! contains the nodes eligible for all of its VIPs (the intersection of their candidate sets), so a node that
-//! is not among a VIP's candidates can never become master for it; groups whose candidate sets do not
-//! intersect are never merged, and what still does not fit is left unplaced, never handed to anyone else.
+//! Fitting a VRID space (docs/vrrp.md#more-groups-than-vrids). A space has the range's VRIDs minus those in use
+//! by foreign routers (`PlanContext::avoid`). When its groups (parts counted) need more, groups are merged in
+//! levels, each level only as far as needed, and every merge is listed as a `PlanIssue::Merged`:
+//! 1. whole classes of groups on one interface that share their first two preferences (the holder and first
+//!    backup of every VIP stay the same), the classes saving the most VRIDs first;
+//! 2. then whole classes sharing their first preference (every VIP keeps its holder);
+//! 3. then pairs of groups on one interface whose candidate sets intersect, the smallest group with the
+//!    smallest such partner among the next [`PARTNER_SCAN`] (some VIPs then move to another eligible node:
+//!    `moved` in the issue).
+//!
+//! A merged group's nodes are the intersection of its VIPs' candidate sets, so a node that is not among a VIP's
+//! candidates can never become master for it; its order is the shared preferences of its level, then the Borda
+//! count over all its VIPs; its identity is that of its least member group (so the member that was alone before
+//! keeps its VRID and instances). Groups whose candidate sets do not intersect are never merged; what still does
+//! not fit (or more VIPs than the free VRIDs' adverts can carry) is not announced and listed as
+//! `PlanIssue::Unplaced`, groups kept in hash order while they fit.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, HashMap};

@@ -1,6 +1,18 @@
-//! VRIDs for the groups of one VRID space, in three passes over the groups in (hash, identity) order: the
-//! published assignment, then the previous plan, then the home slot and upward probe. VRIDs in use by foreign
-//! routers are never given out.
+//! VRIDs for the groups of one VRID space (docs/vrrp.md#vrids-assigned-once-published-followed). A space is one
+//! family, and one interface under `VridScope::PerInterface`; the default `VridScope::Global` shares one space
+//! across interfaces because two interface specs can resolve to the same NIC on some node. Each group's identity
+//! (interface, family, first preference, sorted candidates, part) has a stable hash (XXH3-64, pinned by a test),
+//! and groups are processed in (hash, identity) order:
+//! 1. a group in the published assignment gets that VRID if it is in range, not used by a foreign router and
+//!    not published for an earlier group too (otherwise a `PlanIssue::PublishedIgnored`);
+//! 2. a group present in the previous plan keeps its VRID if that is still in range, free and not avoided;
+//! 3. every other group starts at `first + (hash + offset) mod size` and probes upward (wrapping) to a free VRID
+//!    not used by a foreign router.
+//!
+//! Without a previous plan, a group's VRID depends only on the groups whose home slot or probe chain overlaps its
+//! own, except when a group that pushed it off its home slot disappears, or a new group sorting before it takes
+//! a slot on its chain. That residual case, and speakers that restarted at different moments, are what the
+//! published assignment is for. `offset` separates clusters sharing a segment.
 
 use super::issue::{PlanIssue, PublishedConflict};
 use super::{Group, Plan, VridAssignment};
