@@ -1,23 +1,12 @@
 //! The speaker's Kubernetes source: watches of Eips, Services, Nodes and the endpoints objects the API server
 //! serves ([`EndpointsKind`], chosen from discovery at start), kept as converted values per object, turned into a
-//! [`Cluster`] snapshot and sent as [`Control::Reload`] when it changed.
+//! [`Cluster`] snapshot and sent as [`Control::Reload`] when it changed ([`COALESCE`]).
 //!
-//! - **One object at a time.** Every kind is watched as [`Decoded`] objects, so one object that does not
-//!   decode (written past the CRD's schema, or under another CRD) never fails a listing: it is logged once per
-//!   distinct error, counted in `openelb_objects_undecodable_total{kind}`, and left out, except an Eip, which is
-//!   read as far as it reads ([`openelb_k8s::crd::salvaged`]) so its Services keep their VIPs.
-//! - **Never a partial view.** Each kind is a reflector: a (re-)listing is buffered until it is complete and
-//!   then replaces the old contents at once. No snapshot is built before every kind has been listed once; until
-//!   then a line every [`WAIT_LOG_PERIOD`] says which kinds are missing and why.
-//! - **Coalescing.** The first change after a snapshot arms a [`COALESCE`] timer; changes within it join the
-//!   same snapshot. Changes that do not alter what the speaker plans from (Node heartbeats, Eip status,
-//!   Services that are not ours) do not even arm it, and an unchanged snapshot is not sent.
-//! - **API loss.** The watches retry with kube-runtime's default back-off (0.8 s doubling to 30 s, jittered).
-//!   The speaker keeps the last snapshot meanwhile: VIPs stay announced and VRRP failover goes on. Loss is
-//!   logged once, and so is the return, which a probe of `/version` every [`PROBE_PERIOD_LOST`] detects even
-//!   when no object changed; `openelb_speaker_api_connected` follows. A refusal (403: RBAC; 404: the Eip CRD
-//!   is missing) is not a loss: it is logged per kind, once per distinct message.
-//! - **Re-list** (SIGHUP): discovery is asked again and every watch restarts with a full listing.
+//! Every kind is watched as [`Decoded`] objects (one that does not decode is logged, counted and left out; an
+//! Eip is salvaged, [`openelb_k8s::crd::salvaged`], so its Services keep their VIPs) and as a reflector, so no
+//! snapshot is ever built from a partial listing. When the API goes away the last snapshot stays
+//! ([`PROBE_PERIOD_LOST`]); a refusal (403, 404) is not a loss. Why: docs/election.md#api-server-outage and
+//! docs/architecture.md#the-api-is-the-only-durable-state. SIGHUP re-lists everything.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -48,11 +37,14 @@ use openelb_k8s::decoded::{Decoded, Undecodable};
 
 /// How long changes are gathered into one snapshot after the first: long enough for the controller's writes
 /// of one allocation (Eip status, Service status, label) to arrive together, short against the 100 ms advert
-/// interval.
+/// interval. Changes that cannot alter the snapshot (Node heartbeats, Eip status, Services that are not ours)
+/// do not arm it, and an unchanged snapshot is not sent.
 pub const COALESCE: Duration = Duration::from_millis(5);
 /// How often the wait for the first complete listing is logged.
 pub const WAIT_LOG_PERIOD: Duration = Duration::from_secs(10);
-/// How often `/version` is probed while the API server is lost, so its return is noticed without a change.
+/// How often `/version` is probed while the API server is lost, so its return is noticed without a change. Loss
+/// and return are logged once each, and `openelb_speaker_api_connected` follows; the watches themselves retry
+/// with kube-runtime's default back-off (0.8 s doubling to 30 s, jittered).
 pub const PROBE_PERIOD_LOST: Duration = Duration::from_secs(2);
 /// How often it is probed while connected (a silent network partition shows no watch error for minutes).
 pub const PROBE_PERIOD_CONNECTED: Duration = Duration::from_secs(30);
@@ -449,7 +441,7 @@ pub async fn node_internal_ip(client: &Client, node: &str) -> Result<Option<std:
     }
 }
 
-/// The speaker's view of the cluster from the Kubernetes API. See the module notes.
+/// The speaker's view of the cluster from the Kubernetes API (see the module documentation).
 pub struct KubeSource {
     client: Client,
     refs: ServiceRefs,
