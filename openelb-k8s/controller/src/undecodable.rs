@@ -100,7 +100,7 @@ fn typed_event<K: Resource + Default>(
     }
 }
 
-/// The events of a watch of `Decoded<K>` as events of `K` (see [`typed_event`]).
+/// The events of a watch of `Decoded<K>` as events of `K` (see `typed_event`).
 pub fn typed<K, S>(
     events: S,
     mut reporter: Reporter,

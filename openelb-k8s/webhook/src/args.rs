@@ -32,7 +32,7 @@ pub struct WebhookArgs {
     /// Namespace of that Secret and of the webhook Service [default: $POD_NAMESPACE, else openelb-system].
     #[arg(long, value_name = "NS")]
     pub webhook_namespace: Option<String>,
-    /// Service in front of the webhook; the certificate names <service>.<namespace>.svc.
+    /// Service in front of the webhook; the certificate names `<service>.<namespace>.svc`.
     #[arg(long, default_value = DEFAULT_SERVICE, value_name = "NAME")]
     pub webhook_service: String,
     /// ValidatingWebhookConfiguration whose caBundle is kept equal to the self-managed CA.
