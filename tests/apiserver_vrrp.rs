@@ -1,4 +1,4 @@
-//! The controller's VRID assignment against a real kube-apiserver (`scripts/kapi.sh`; skipped as passing
+//! The controller's VRID assignment against a real kube-apiserver (`scripts/kapi.sh`; ignored
 //! without `KAPI_KUBECONFIG`): the leader publishes ConfigMap `openelb-vrrp` for the groups the speakers plan,
 //! keeps a group's published VRID across a restart (even one the planner would not pick itself), adds a foreign
 //! VRID a speaker reports in its Lease and moves the group off it, and writes nothing when nothing changed.

@@ -1,4 +1,4 @@
-//! End to end (issue 4): the seed's walkthrough against a real kube-apiserver, with openelb-controller and one
+//! End to end (docs/testing.md, rung 6): the seed's walkthrough against a real kube-apiserver, with openelb-controller and one
 //! openelb-speaker (Kubernetes source) per worker, in the network-namespace lab.
 //!
 //! The apiserver and the controller run inside master1's namespace on 192.0.2.2, so the speakers reach the API

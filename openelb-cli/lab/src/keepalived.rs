@@ -1,5 +1,5 @@
-//! keepalived as the lab's reference VRRP speaker: the configuration of reference/feasibility.md §3 (the one the
-//! 3.07 s / 0.33 s anchor was measured with) and the command line that runs it in the foreground.
+//! keepalived as the lab's reference VRRP speaker: the configuration of the failover baseline
+//! (docs/testing.md#the-keepalived-baseline) and the command line that runs it in the foreground.
 
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;

@@ -387,7 +387,7 @@ mod tests {
     }
 
     #[test]
-    fn seed_plan_matches_design_section_5() {
+    fn seed_layout_keeps_the_seeds_hosts_and_macs() {
         let layout = Layout::from_cluster(seed(), "t1", None).unwrap();
         assert_eq!(layout.vip, Ipv4Addr::new(192, 0, 2, 91));
         let by_name: BTreeMap<&str, (Ipv4Addr, String)> =

@@ -6,8 +6,8 @@
 //! the controller). Only 192.0.2.0/24, 198.51.100.0/24 and 2001:db8::/32 are ever configured, and only inside
 //! namespaces named `oelb-<id>-...` that the lab creates and removes.
 //!
-//! The harness, shared by the net, speaker, lab and end-to-end tests: [`require`] and [`Need`] (what a test
-//! needs from the machine), [`eventually`] (waiting with a deadline), [`Netns`] and [`Segment`] (namespaces,
+//! The harness, shared by the net, speaker, lab and end-to-end tests: [`require`](fn@require) and [`Need`] (what a test
+//! needs from the machine), [`eventually`](fn@eventually) (waiting with a deadline), [`Netns`] and [`Segment`] (namespaces,
 //! a bridge and veths, removed on drop), [`Process`] (by PID, killed on drop), [`in_netns`] (running our own
 //! code inside a namespace) and [`Kubectl`].
 

@@ -1,4 +1,5 @@
-//! Building the seed's network in namespaces (DESIGN §5) and taking it down again on every path out.
+//! Building the seed's network in namespaces (docs/testing.md#the-namespace-lab) and taking it down again on
+//! every path out.
 //!
 //! A [`Lab`] owns what it created: its namespaces (recorded in a state file before they exist, so `lab down`
 //! or a later run can remove them after a crash of this process), the Pod processes and the speakers. Dropping

@@ -1,27 +1,17 @@
 //! `openelb-controller`: gives LoadBalancer Services addresses from Eips, against the Kubernetes API.
 //!
-//! A process mirrors the Eips and Namespaces into caches and is ready (`/readyz`) once they are synced. With
-//! leader election one replica at a time holds the Lease ([`leader`]) and runs a *term*: it gives back the
-//! addresses of Services deleted while no one watched ([`sweep`]), then runs two kube-runtime controllers
-//! until the term ends (the Lease is lost, or the process stops):
+//! A process mirrors the Eips and Namespaces into caches and is ready (`/readyz`) once they are synced. One
+//! replica at a time holds the Lease ([`leader`]) and runs a *term*: it gives back the addresses of Services
+//! deleted while no one watched ([`sweep`]), then, until the Lease is lost or the process stops, runs:
+//! - on Services ([`reconcile`], decisions in [`plan`]): allocation, Service status, label and finalizer, the
+//!   Eip's `used`; Eip and Namespace changes re-enqueue the Services they can concern;
+//! - on Eips ([`eip_reconcile`], decisions in [`eip_plan`], status in [`eip_status`] and [`conditions`]):
+//!   finalizer, status, conditions, the end of a deletion; any Eip change re-enqueues every Eip (overlaps and a
+//!   second default depend on the others);
+//! - [`vrid_publish`] (decisions in [`vrid_plan`]): the ConfigMap `openelb-vrrp` with the VRID assignment.
 //!
-//! - on Services ([`reconcile`], decisions in [`plan`]): allocation, Service status, label and finalizer,
-//!   the Eip's `used`; Eip and Namespace changes re-enqueue every Service that concerns us, because either
-//!   can change a Service's answer (a pool appears, a selector starts matching);
-//! - on Eips ([`eip_reconcile`], decisions in [`eip_plan`]): finalizer, the rest of the status and the
-//!   conditions ([`conditions`]), and the end of a deletion; any Eip change re-enqueues every Eip, since
-//!   validity (overlaps, a second default) depends on the others.
-//!
-//! Every watch decodes its objects one at a time ([`undecodable`]): an object that does not decode (written
-//! past the CRD's schema, or under another CRD) is reported and salvaged or skipped, and never stops the others
-//! from being listed, reconciled, or the controller from becoming ready.
-//!
-//! Beside them, [`vrid_publish`] keeps the ConfigMap `openelb-vrrp` with the VRID assignment the speakers follow
-//! (decisions in [`vrid_plan`]; docs/vrrp.md).
-//!
-//! Both controllers decide from the shared Eip cache and compute Eip status through [`eip_status`], one reconcile
-//! at a time. Every write is guarded by the `resourceVersion` it was computed from, and by the term: once the
-//! Lease is lost nothing more is written. [`events`] and [`metrics`] report what happened.
+//! Watches decode objects one at a time ([`undecodable`]). Every write is guarded by the `resourceVersion` it was
+//! computed from and by the term. Why: docs/architecture.md, docs/allocation.md#concurrent-writers, docs/vrrp.md.
 
 pub mod conditions;
 pub mod eip_plan;

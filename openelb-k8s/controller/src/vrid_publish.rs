@@ -8,8 +8,8 @@
 //!   keeps.
 //! - **Writes** create the ConfigMap or replace it guarded by its `resourceVersion`; on a conflict (someone
 //!   else changed it) it is read again and the publication recomputed. A failed write is logged once per
-//!   distinct error and retried after [`RETRY`], doubling up to [`RETRY_MAX`]; nothing is written in a loop, since an unchanged publication
-//!   is never written.
+//!   distinct error and retried after `RETRY`, doubling up to `RETRY_MAX`; nothing is written in a loop, since
+//!   an unchanged publication is never written.
 //! - Every [`RECHECK`] the publication is recomputed even without a change, so that foreign VRIDs nobody
 //!   reports any more are forgotten.
 

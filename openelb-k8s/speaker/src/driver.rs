@@ -2,44 +2,13 @@
 //! changes and shutdown, and carries out the actions it returns through a [`NetOps`] backend. Generic over
 //! the backend so tests can drive it without root; the binary uses `openelb_net::linux::LinuxNet`.
 //!
-//! Choices:
-//! - **Time** is a `tokio::time::Instant` origin taken at construction; the agent sees offsets from it. Timers
-//!   are driven by polling [`Agent::next_deadline`] after every call (the agent's ArmTimer/CancelTimer actions
-//!   are therefore ignored).
-//! - **Interfaces** are resolved once per plan interface spec and kept; several specs may resolve to one NIC,
-//!   so adverts received on a NIC are offered to the agent under every spec that maps to it (VRIDs are global
-//!   per family by default, so only the right instance takes it). An interface that vanishes (deleted, or
-//!   re-created with a new index) is noticed by the link check: its groups go down as for a lost link, the
-//!   receiver of its old index is closed (task and raw socket), and the spec is resolved again every
-//!   [`MAINTENANCE_PERIOD`] until it is back, when its groups rejoin as backup.
-//! - **Network errors never stop the loop.** Send failures are logged (rate-limited per instance). A failed
-//!   `add_vip` is retried every [`MAINTENANCE_PERIOD`] while the agent still holds the VIP; the node keeps
-//!   advertising meanwhile, because the usual causes are transient (netlink busy) and moving the VIP would
-//!   not help a peer with the same problem. After [`ADD_ATTEMPTS_BEFORE_GIVING_UP`] consecutive failures the
-//!   node gives up mastership on that interface: the agent sees the interface as down (VIPs removed, adverts
-//!   stop, a backup takes over within Master_Down_Interval) and it comes back up after [`GIVE_UP_COOLDOWN`].
-//! - **Startup and reload cleanup**: addresses marked as ours inside a VIP-mode pool that the agent does not
-//!   hold are removed (a crashed speaker leaves them behind; keepalived's `kill -9` does the same).
-//! - **Bursts** of gratuitous ARP / NA run in a spawned task (first round at once) that stops announcing an
-//!   address as soon as the node no longer holds it. The binary uses a multi-threaded runtime so a burst
-//!   never delays an advert.
-//! - **New VIPs start fast** without anything here: on a reload the agent starts a group whose VIPs are all new
-//!   to the plan as Master on its first preference (see `openelb_core::vrrp::agent`), and the primary address
-//!   of a new interface is set right after the plan, in time to count. The first plan after start does not do
-//!   this: other nodes may hold anything.
-//! - **Metrics and Events** are side effects that must not slow the loop: per-group counters are cached
-//!   atomics ([`SpeakerMetrics`]); an Event is a non-blocking push onto a bounded queue ([`EventSink`]). What
-//!   the agent reports (foreign routers, odd adverts) and what the plan approximates go out through
-//!   [`Notices`], bounded whatever the LAN sends.
-//! - **Planning runs beside the loop** ([`Planner`]): a snapshot, a change of the published VRRP state or of
-//!   the foreign VRIDs in use only requests a plan; the loop keeps sending adverts while it is computed and
-//!   applies it when it is done. A plan that fails (panics) changes nothing.
-//! - **Known peers** are every address the Node objects publish, the VRRP sources other speakers publish in
-//!   their Leases ([`SharedVrrp`]; IPv6 adverts come from link-local addresses no Node object shows) and the
-//!   unicast peers; recomputed when any of them changes, never in the plan.
-//! - **Shared VRRP state** (Kubernetes only): the first plan waits until the speaker Leases and the
-//!   controller's ConfigMap are listed once, so a restarted speaker follows the published VRIDs from its first
-//!   plan; this node's sources and foreign VRIDs go to its Lease through [`LocalVrrp`].
+//! Time is a `tokio::time::Instant` origin taken at construction, and timers are driven by polling
+//! [`Agent::next_deadline`] (the agent's timer actions are ignored). Interfaces are resolved once per plan
+//! interface spec; several specs may resolve to one NIC, so adverts received on a NIC are offered under every
+//! spec that maps to it. Nothing stops the loop or makes it wait: network errors are logged (rate-limited) and
+//! retried ([`MAINTENANCE_PERIOD`]); bursts, Events, metrics and [`Notices`] never block it; planning runs beside
+//! it ([`Planner`]). What it does and why: docs/election.md (takeover, stale VIPs, link loss, new VIPs) and
+//! docs/vrrp.md (known peers from the Nodes and the speaker Leases, published VRIDs, planning beside the loop).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
@@ -74,9 +43,15 @@ use openelb_k8s::serve::Readiness;
 /// How often failed VIP additions, missing source addresses and missing receivers are retried.
 pub const MAINTENANCE_PERIOD: Duration = Duration::from_secs(1);
 /// How often link state is read (one netlink request per interface): a link that goes down loses its VIPs
-/// within this, and one that returns rejoins as backup instead of claiming its VIPs at once.
+/// within this, and one that returns rejoins as backup instead of claiming its VIPs at once. An interface that
+/// vanishes (deleted, or re-created with a new index) goes down the same way: the receiver of its old index is
+/// closed (task and raw socket), and its spec is resolved again every [`MAINTENANCE_PERIOD`] until it is back.
 pub const LINK_CHECK_PERIOD: Duration = Duration::from_millis(200);
-/// Consecutive `add_vip` failures after which the node gives up mastership on that interface.
+/// Consecutive `add_vip` failures after which the node gives up mastership on that interface. Until then a
+/// failed add is retried every [`MAINTENANCE_PERIOD`] while the agent holds the VIP, and the node keeps
+/// advertising: the usual causes are transient (netlink busy), and moving the VIP would not help a peer with the
+/// same problem. Giving up makes the agent see the interface as down (VIPs removed, adverts stop, a backup takes
+/// over within Master_Down_Interval) for [`GIVE_UP_COOLDOWN`].
 pub const ADD_ATTEMPTS_BEFORE_GIVING_UP: u32 = 5;
 /// How long an interface stays "down" for the agent after giving up.
 pub const GIVE_UP_COOLDOWN: Duration = Duration::from_secs(30);

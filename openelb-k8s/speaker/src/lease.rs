@@ -5,7 +5,7 @@
 //! Why not renew every few seconds: every speaker watches every speaker's Lease, so renewals cost N² watch
 //! events per period across the cluster, and nothing needs fresh liveness: a Lease counts for known peers as
 //! long as its Node exists, and for [`LEASE_STALE`] after its last renewal otherwise. Writes are server-side
-//! apply (one request creates or updates, no read first); a failed write is retried every [`RETRY`].
+//! apply (one request creates or updates, no read first); a failed write is retried every `RETRY`.
 
 use std::future::Future;
 use std::time::{Duration, SystemTime};

@@ -3,7 +3,7 @@
 //! from manifests (the binary's `--manifests`); both feed the same [`driver::Control::Reload`].
 //!
 //! - [`config`]: settings and their command-line parsers.
-//! - [`desired`]: cluster objects → addresses → VIP-mode targets → VRRP plan, and per-node interface
+//! - [`desired`](mod@desired): cluster objects → addresses → VIP-mode targets → VRRP plan, and per-node interface
 //!   resolution (pure).
 //! - [`driver`]: the event loop that runs the agent and carries out its actions.
 //! - [`planner`]: planning beside the loop, one plan at a time.
@@ -14,6 +14,8 @@
 //! - [`source`]: the Kubernetes watches, their caches, coalescing and API connectivity.
 //! - [`events`]: `VIPAnnounced` / `VIPWithdrawn` Events, queued without blocking the loop.
 //! - [`metrics`]: the Prometheus series; [`metrics_addr`]: where they are served.
+//!
+//! The decisions it carries out: docs/election.md and docs/vrrp.md.
 
 pub mod announce_burst;
 pub mod config;

@@ -1,5 +1,5 @@
 //! VRRP state shared through the API, with real speakers in network namespaces and the real test apiserver (env
-//! `KAPI_KUBECONFIG`; root only; skips, passing with a note, otherwise):
+//! `KAPI_KUBECONFIG`; root only; ignored otherwise):
 //! - an IPv6 group elects exactly one master: IPv6 adverts come from link-local addresses that no Node object
 //!   publishes, so each speaker publishes its sources in its Lease and the others accept them from there;
 //! - speakers follow the VRID assignment in the ConfigMap `openelb-vrrp`, whenever each of them (re)started.
