@@ -2,7 +2,7 @@
 # A real kube-apiserver (v1.20.2) + etcd (3.4) for integration tests, from Debian bookworm packages only.
 # No registry ships a kube-apiserver binary, so `install` builds one from Debian's `kubernetes` source package
 # (the full upstream tree with vendor/) and caches it; a second run on the same machine takes about a second.
-# See /work/shared/reference/feasibility.md §4 for why each step is there.
+# Why it is built this way: docs/testing.md#the-test-apiserver; each step says why it is there.
 #
 # Usage: scripts/kapi.sh install|start|stop|status
 # Environment (all optional):
