@@ -10,7 +10,9 @@ use openelb_core::vrrp::agent::{Agent, AgentConfig, InstanceKey, NodeAction};
 use openelb_core::vrrp::consts::MULTICAST_V4;
 use openelb_core::vrrp::drop::DropReason;
 use openelb_core::vrrp::event::{AgentEvent, REPORT_INTERVAL};
-use openelb_core::vrrp::foreign::{FOREIGN_CONFIRM, FOREIGN_REPORTS_PER_WINDOW, MAX_SOURCES_PER_VRID};
+use openelb_core::vrrp::foreign::{
+    FOREIGN_CONFIRM, FOREIGN_REPORTS_PER_WINDOW, MAX_FOREIGN_VRIDS, MAX_SOURCES_PER_VRID,
+};
 use openelb_core::vrrp::plan::{PlanConfig, PlanContext, VipInput, plan};
 use openelb_core::vrrp::state::{Action, State, TimerKind, master_down_interval};
 use openelb_core::vrrp::{Advert, Received, Time};
@@ -361,6 +363,7 @@ fn a_flood_of_20k_odd_adverts_yields_a_bounded_number_of_reports() {
     assert!(m.agent.foreign_routers().len() <= 256, "bounded memory");
     let in_use = m.agent.foreign_vrids(ms(2000));
     assert!(in_use.iter().all(|f| f.sources.len() <= MAX_SOURCES_PER_VRID), "{in_use:?}");
+    assert!(in_use.len() <= MAX_FOREIGN_VRIDS, "{} VRIDs in use: {in_use:?}", in_use.len());
     // Extra adverts stay within one per advert interval over the second of flood.
     let extra = m.answers.len();
     assert!(extra <= 11, "{extra} extra adverts");
@@ -406,4 +409,44 @@ fn unknown_routers_on_vrids_we_do_not_run_are_remembered_not_reported() {
     assert_eq!(m.agent.unrouted_drops().get(DropReason::NoInstance), 16);
     // Gone quiet for a minute: no longer in use.
     assert!(m.agent.foreign_vrids(ms(8000) + Duration::from_secs(61)).is_empty());
+}
+
+/// keepalived as master stops advertising while it hears our faster adverts on its VRID: its first advert may
+/// be the only one we get. An unknown source's multicast advert for addresses that are not ours takes its VRID
+/// out of our plan at once; the same advert unicast to one node never does (that node alone would move).
+#[test]
+fn one_multicast_advert_of_a_stranger_takes_its_vrid_and_a_unicast_one_does_not() {
+    let theirs = [ip(200)];
+    let mut m = master();
+    m.offer(ms(1050), from(ip(STRANGER), advert(m.vrid, 254, &theirs)));
+    let in_use = m.agent.foreign_vrids(ms(1100));
+    assert_eq!(in_use.iter().map(|f| f.vrid.vrid).collect::<Vec<_>>(), vec![m.vrid]);
+    assert_eq!(m.state(), State::Master);
+
+    let mut b = backup();
+    for k in 0..100 {
+        let rx = Received { dst: node(1), ..from(ip(STRANGER), advert(b.vrid, 254, &theirs)) };
+        b.offer(ms(1001 + k * 100), rx);
+    }
+    assert!(b.agent.foreign_vrids(ms(11_000)).is_empty(), "{:?}", b.agent.foreign_vrids(ms(11_000)));
+    assert_eq!(b.dropped(DropReason::UnknownSource), 100);
+}
+
+/// Spoofed multicast adverts on every VRID: at most MAX_FOREIGN_VRIDS count as in use, the earliest seen, and
+/// later ones never displace them (our groups move at most once).
+#[test]
+fn a_flood_on_every_vrid_takes_at_most_a_few_and_always_the_same() {
+    let mut m = master();
+    let first: Vec<u8> = (1..=255u8).collect();
+    for (k, vrid) in first.iter().enumerate() {
+        m.offer(ms(1000 + k as u64), from(ip(STRANGER), advert(*vrid, 100, &[ip(200)])));
+    }
+    let early: Vec<u8> = m.agent.foreign_vrids(ms(1300)).into_iter().map(|f| f.vrid.vrid).collect();
+    assert_eq!(early, (1..=MAX_FOREIGN_VRIDS as u8).collect::<Vec<_>>());
+    for (k, vrid) in first.iter().rev().enumerate() {
+        m.offer(ms(2000 + k as u64), from(ip(STRANGER - 1), advert(*vrid, 100, &[ip(201)])));
+    }
+    let later: Vec<u8> = m.agent.foreign_vrids(ms(2300)).into_iter().map(|f| f.vrid.vrid).collect();
+    assert_eq!(later, early);
+    assert_eq!(m.state(), State::Master);
 }

@@ -320,17 +320,7 @@ impl Agent {
             };
             instance.note_dropped(reason);
             if reason != DropReason::OtherGroup {
-                let sighting = Sighting {
-                    interface,
-                    family,
-                    vrid: rx.advert.vrid,
-                    src: rx.src,
-                    priority: rx.advert.priority,
-                    addresses: &rx.advert.addresses,
-                    known_peer: known,
-                    claims_our_vips: claims_ours,
-                    on_our_vrid: true,
-                };
+                let sighting = Sighting::of(interface, &rx, known, claims_ours, true);
                 if let Some(report) = self.foreign.observe(now, sighting) {
                     self.reporter.push(AgentEvent::ForeignRouter(report));
                 }
@@ -357,19 +347,8 @@ impl Agent {
             return;
         }
         let claims_ours = rx.advert.addresses.iter().any(|a| self.planned_vips.contains(a));
-        let sighting = Sighting {
-            interface,
-            family,
-            vrid: rx.advert.vrid,
-            src: rx.src,
-            priority: rx.advert.priority,
-            addresses: &rx.advert.addresses,
-            known_peer: false,
-            claims_our_vips: claims_ours,
-            on_our_vrid: false,
-        };
         // Not on one of our VRIDs: remembered, not reported.
-        let _ = self.foreign.observe(now, sighting);
+        let _ = self.foreign.observe(now, Sighting::of(interface, rx, false, claims_ours, false));
     }
 
     /// Foreign-router reports ([`super::foreign`]) and per-instance anomaly summaries due at `now`; call it

@@ -3,23 +3,31 @@
 //! that are in no group of our plan (the apiserver's keepalived often runs on the control-plane nodes
 //! themselves). Such adverts never reach a state machine; this module only remembers them (memory bounded by
 //! [`MAX_SOURCES_PER_VRID`]), decides when one is worth a report ([`FOREIGN_REPORT_INTERVAL`]), and tells which
-//! VRIDs are in use ([`FOREIGN_CONFIRM`]) so the planner can move our groups off them.
+//! VRIDs are in use ([`FOREIGN_CONFIRM`], [`MAX_FOREIGN_VRIDS`]) so the planner can move our groups off them.
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use super::Time;
 use super::plan::ForeignVrid;
+use super::{Received, Time, group_address};
 use crate::model::IpFamily;
 
-/// How long a foreign router must have been sighted (and again within [`FOREIGN_STALE`]) before its VRID counts
-/// as in use. One stray advert does not move our groups, and neither does a peer whose plan is a moment ahead
-/// of ours (brand-new VIPs on a VRID our older plan uses for another group: the next plan makes them ours).
+/// How long a known peer must have been sighted with foreign addresses (and again within [`FOREIGN_STALE`])
+/// before its VRID counts as in use: a peer whose plan is a moment ahead of ours (brand-new VIPs on a VRID our
+/// older plan uses for another group) must not move a group; the next plan makes them ours. An unknown source's
+/// VRID counts at its first multicast advert: keepalived as master stops advertising while it hears our faster
+/// adverts on its VRID (it re-arms its advert timer on every packet it receives), so its first advert may be the
+/// only one we ever get, and every advert of ours disturbs it until we move.
 /// Adverts that carry VIPs of our plan never count: moving a VRID does not help against an impostor of our own
-/// VIPs, and a node missing from our peer list for a moment (a new Node object) must not move a group.
+/// VIPs, and a node missing from our peer list for a moment (a new Node object) must not move a group. Unicast
+/// adverts never count either: they reach one node only, and a group that moves on one node alone splits.
 pub const FOREIGN_CONFIRM: Duration = Duration::from_secs(5);
+/// At most this many VRIDs per (interface, family) count as in use, the earliest seen first: a LAN has a
+/// handful of foreign routers, a flood of spoofed adverts on every VRID must not push our groups out of the
+/// range or keep moving them.
+pub const MAX_FOREIGN_VRIDS: usize = 8;
 /// A foreign router not heard for this long is gone (keepalived advertises every second by default).
 pub const FOREIGN_STALE: Duration = Duration::from_secs(60);
 /// Least time between two reports of the same foreign router: reports go out for foreign routers on the VRIDs
@@ -53,6 +61,32 @@ pub struct Sighting<'a> {
     pub claims_our_vips: bool,
     /// One of our instances runs this (interface, family, VRID).
     pub on_our_vrid: bool,
+    /// Sent to the VRRP group address (not unicast to this node).
+    pub to_group: bool,
+}
+
+impl<'a> Sighting<'a> {
+    pub fn of(
+        interface: &'a str,
+        rx: &'a Received,
+        known_peer: bool,
+        claims_our_vips: bool,
+        on_our_vrid: bool,
+    ) -> Self {
+        let family = IpFamily::of(&rx.src);
+        Sighting {
+            interface,
+            family,
+            vrid: rx.advert.vrid,
+            src: rx.src,
+            priority: rx.advert.priority,
+            addresses: &rx.advert.addresses,
+            known_peer,
+            claims_our_vips,
+            on_our_vrid,
+            to_group: rx.dst == group_address(family),
+        }
+    }
 }
 
 /// A foreign router on one of our VRIDs, worth a log line, a metric and an Event.
@@ -115,8 +149,10 @@ struct Source {
 struct Entry {
     adverts: u64,
     last_seen: Time,
-    /// Sightings that count towards "in use" (not claiming our VIPs): start of the run and latest.
+    /// Sightings that count towards "in use" (multicast, not claiming our VIPs): start of the run and latest.
     foreign_run: Option<(Time, Time)>,
+    /// Some sighting of the current run came from an unknown source (in use at once).
+    run_unknown: bool,
     sources: BTreeMap<IpAddr, Source>,
     /// Adverts from sources beyond [`MAX_SOURCES_PER_VRID`], which are not remembered.
     other_sources: u64,
@@ -145,11 +181,13 @@ impl ForeignTracker {
         let entry = self.entries.entry(key).or_default();
         entry.adverts = entry.adverts.saturating_add(1);
         entry.last_seen = now;
-        if !s.claims_our_vips {
-            entry.foreign_run = match entry.foreign_run {
-                Some((start, last)) if now.saturating_sub(last) <= FOREIGN_STALE => Some((start, now)),
-                _ => Some((now, now)),
+        if !s.claims_our_vips && s.to_group {
+            let (run, unknown) = match entry.foreign_run {
+                Some((start, last)) if now.saturating_sub(last) <= FOREIGN_STALE => ((start, now), entry.run_unknown),
+                _ => ((now, now), false),
             };
+            entry.foreign_run = Some(run);
+            entry.run_unknown = unknown || !s.known_peer;
         }
         let confirmed = confirmed(entry, now);
         if !entry.sources.contains_key(&s.src) {
@@ -183,9 +221,11 @@ impl ForeignTracker {
         })
     }
 
-    /// VRIDs in use by foreign routers now ([`FOREIGN_CONFIRM`]), in (interface, family, VRID) order.
+    /// VRIDs in use by foreign routers now ([`FOREIGN_CONFIRM`]), at most [`MAX_FOREIGN_VRIDS`] per (interface,
+    /// family), in (interface, family, VRID) order.
     pub fn in_use(&self, now: Time) -> Vec<ForeignVridSeen> {
-        self.entries
+        let mut seen: Vec<ForeignVridSeen> = self
+            .entries
             .iter()
             .filter(|(_, e)| confirmed(e, now))
             .map(|((interface, family, vrid), e)| ForeignVridSeen {
@@ -196,7 +236,25 @@ impl ForeignTracker {
                 sources: e.sources.keys().copied().collect(),
                 untracked_adverts: e.other_sources,
             })
-            .collect()
+            .collect();
+        // Earliest first within each (interface, family), so later VRIDs never displace those already avoided.
+        seen.sort_by(|a, b| {
+            (&a.vrid.interface, a.vrid.family, a.first_seen, a.vrid.vrid).cmp(&(
+                &b.vrid.interface,
+                b.vrid.family,
+                b.first_seen,
+                b.vrid.vrid,
+            ))
+        });
+        let mut kept: Vec<ForeignVridSeen> = Vec::with_capacity(seen.len());
+        for f in seen {
+            let same = kept.iter().filter(|k| k.vrid.interface == f.vrid.interface && k.vrid.family == f.vrid.family);
+            if same.count() < MAX_FOREIGN_VRIDS {
+                kept.push(f);
+            }
+        }
+        kept.sort_by(|a, b| a.vrid.cmp(&b.vrid));
+        kept
     }
 
     /// Adverts attributed to foreign routers since the agent started, on our VRIDs or not; only grows.
@@ -240,7 +298,7 @@ fn family_index(family: IpFamily) -> usize {
 
 fn confirmed(e: &Entry, now: Time) -> bool {
     e.foreign_run.is_some_and(|(start, last)| {
-        last.saturating_sub(start) >= FOREIGN_CONFIRM && now.saturating_sub(last) <= FOREIGN_STALE
+        (e.run_unknown || last.saturating_sub(start) >= FOREIGN_CONFIRM) && now.saturating_sub(last) <= FOREIGN_STALE
     })
 }
 

@@ -312,9 +312,23 @@ pub fn plan(vips: &[VipInput], config: &PlanConfig, context: &PlanContext<'_>) -
         for f in context.avoid.iter().filter(|f| f.family == family && iface.is_none_or(|i| i == f.interface)) {
             avoid[usize::from(f.vrid)] = true;
         }
-        let cap = eff.range.map_or(0, |(first, last)| (first..=last).filter(|v| !avoid[usize::from(*v)]).count());
         let max = eff.max(family);
-        let fitted = merge::fit(&naturals, &members, cap, max);
+        let cap = |avoid: &vrid::Mask| {
+            eff.range.map_or(0, |(first, last)| (first..=last).filter(|v| !avoid[usize::from(*v)]).count())
+        };
+        let mut fitted = merge::fit(&naturals, &members, cap(&avoid), max);
+        // Foreign routers never leave our VIPs unannounced: their VRIDs are used all the same, and that is said.
+        if !fitted.unplaced.is_empty()
+            && let Some((first, last)) = eff.range
+        {
+            let waived: Vec<u8> = (first..=last).rev().filter(|v| avoid[usize::from(*v)]).collect();
+            if !waived.is_empty() {
+                waived.iter().for_each(|v| avoid[usize::from(*v)] = false);
+                fitted = merge::fit(&naturals, &members, cap(&avoid), max);
+                let interface = iface.unwrap_or_default().to_string();
+                issues.push(PlanIssue::AvoidanceWaived { interface, family, vrids: waived });
+            }
+        }
 
         let mut unplaced: BTreeMap<&str, Vec<IpAddr>> = BTreeMap::new();
         for u in &fitted.unplaced {

@@ -91,6 +91,9 @@ pub enum PlanIssue {
     Unplaced { interface: String, family: IpFamily, vips: Vec<IpAddr>, reason: UnplacedReason },
     /// The published assignment gave `group` a VRID it could not have; it got one by the planner's own rule.
     PublishedIgnored { group: GroupId, vrid: u8, reason: PublishedConflict },
+    /// Without foreign routers' VRIDs the range could not hold the family's groups even merged (`interface` is
+    /// empty in the global VRID scope): `vrids` were used all the same rather than leave VIPs unannounced.
+    AvoidanceWaived { interface: String, family: IpFamily, vrids: Vec<u8> },
 }
 
 impl PlanIssue {
@@ -102,6 +105,7 @@ impl PlanIssue {
             PlanIssue::Merged { .. } => "merged",
             PlanIssue::Unplaced { .. } => "unplaced",
             PlanIssue::PublishedIgnored { .. } => "published_ignored",
+            PlanIssue::AvoidanceWaived { .. } => "avoidance_waived",
         }
     }
 
@@ -110,7 +114,7 @@ impl PlanIssue {
         match self {
             PlanIssue::ConflictingVip { vip, .. } => std::slice::from_ref(vip),
             PlanIssue::Merged { vips, .. } | PlanIssue::Unplaced { vips, .. } => vips,
-            PlanIssue::Config(_) | PlanIssue::PublishedIgnored { .. } => &[],
+            PlanIssue::Config(_) | PlanIssue::PublishedIgnored { .. } | PlanIssue::AvoidanceWaived { .. } => &[],
         }
     }
 }
@@ -156,6 +160,16 @@ impl fmt::Display for PlanIssue {
             ),
             PlanIssue::PublishedIgnored { group, vrid, reason } => {
                 write!(f, "published VRID {vrid} for group {group} not used ({})", reason.as_str())
+            }
+            PlanIssue::AvoidanceWaived { interface, family, vrids } => {
+                let on = if interface.is_empty() { String::new() } else { format!(" on {interface}") };
+                let list: Vec<String> = vrids.iter().map(ToString::to_string).collect();
+                write!(
+                    f,
+                    "{family} VRIDs{on} [{}] of foreign routers used all the same: without them the range cannot hold \
+                     our groups",
+                    list.join(", ")
+                )
             }
         }
     }
