@@ -12,7 +12,7 @@ use openelb_k8s::duration::parse_duration;
 use openelb_lab::interrupt::install_ctrl_c;
 use openelb_lab::speaker_program::{self, find_openelb_speaker};
 use openelb_lab::{
-    Lab, LabConfig, Layout, OpenelbSpeakerCommand, STATE_ROOT, SpeakerProgram, TOOLS, arp_probe, bench, demo,
+    Lab, LabConfig, Layout, OpenelbSpeakerCommand, STATE_ROOT, SpeakerProgram, TOOLS, arp_probe, bench, demo, hostile,
     kube_bench, netns, pod, topology,
 };
 
@@ -97,6 +97,16 @@ pub enum LabCommand {
         #[arg(long, default_value = "10s", value_parser = parse_duration)]
         window: std::time::Duration,
     },
+    /// Spoofed adverts, foreign keepalived and a flood against openelb-speaker in the lab: per case, pings lost,
+    /// VIP moves, master changes, speaker CPU and log lines (`--help` explains each case).
+    #[command(long_about = HOSTILE_ABOUT)]
+    Hostile {
+        #[arg(short = 'f', long = "filename", num_args = 1.., value_name = "PATH", default_value = "examples/vip-mode")]
+        paths: Vec<PathBuf>,
+        /// Run only the cases whose label contains this text (e.g. `keepalived`, `prio 255`).
+        #[arg(long, value_name = "TEXT")]
+        only: Option<String>,
+    },
     /// Against a real kube-apiserver (scripts/kapi.sh install): Service created -> address in status and ->
     /// the client's ARP resolves it (p50/p99 over --services, in the lab with openelb-controller and a speaker
     /// per worker), then a controller restart with --restart-services Services on a loopback apiserver (time to
@@ -148,6 +158,33 @@ pub enum LabCommand {
         listen: SocketAddr,
     },
 }
+
+const HOSTILE_ABOUT: &str = "\
+The seed's lab on a LAN that is not clean. Each case builds a fresh lab: openelb-speaker ($OPENELB_SPEAKER, else
+next to openelb-cli) on every node with metrics on 127.0.0.1:8477 in its namespace, a client pinging the VIP every
+10 ms, and a host at 192.0.2.250 that is no node. Cases:
+
+  spoof prio 255 / 254 to 224.0.0.18, master, backup
+      30 VRRPv3 adverts on the VIP's VRID (read from the holder's metrics), carrying the VIP, 10 a second, from
+      192.0.2.250: to the VRRP group, or unicast to the holder or to the VIP's second preference. 255 claims to
+      own the address; 254 outranks every speaker.
+  spoof prio 254 maxadv 4095 to ...
+      The same with Max_Adver_Int 4095 (40.95 s): a backup adopting it would wait two minutes to take over.
+  spoof prio 0 to backup
+      30 priority-0 adverts (\"the master is leaving\") unicast to the second preference.
+  keepalived prio 254 / 100 on our VRID
+      Debian's keepalived (VRRPv3, advert 1 s) at 192.0.2.251 on the VIP's VRID with its own VIP 192.0.2.200,
+      until our speakers report it and move off its VRID (at most 20 s), then stopped (its priority-0 advert).
+      Notes: our VRID before -> after, reported or not, its VIP's lost pings and holders, its state changes.
+  flood 20k/s for 10s
+      200,000 adverts from 122 spoofed sources: half valid-looking (random VRIDs, ours among them, random
+      priorities and Max_Adver_Int, varying address lists sometimes carrying the VIP, to the group or a node),
+      half malformed (bad checksum, truncated, TTL 254, VRRP version 2). The CPU column is over the flood.
+
+Columns: pings lost from the start of the hostile part to 3 s after it; VIP moves (the VIP added to or removed
+from a node, the client's neighbour entry changing MAC, duplicate echo replies, anyone but the first holder holding
+it at the end); BACKUP<->MASTER changes in the speakers' logs; the busiest speaker's CPU (% of one core); lines all
+speakers logged meanwhile. Needs root, keepalived and the lab's tools.";
 
 impl LabOpts {
     pub fn to_speaker(&self) -> Result<SpeakerProgram> {
@@ -240,6 +277,20 @@ pub fn run(args: LabArgs) -> Result<ExitCode> {
             install_ctrl_c();
             bench::run(&bench::BenchInput { paths, cli_exe: cli_exe()?, runs, settle, window })?;
             Ok(ExitCode::SUCCESS)
+        }
+        LabCommand::Hostile { paths, only } => {
+            require_lab(&["keepalived"])?;
+            let speaker = find_openelb_speaker().ok_or_else(|| {
+                anyhow!("openelb-speaker not found: build it, or set {} to its path", speaker_program::ENV_SPEAKER)
+            })?;
+            install_ctrl_c();
+            let input = hostile::HostileInput { paths, cli_exe: cli_exe()?, speaker };
+            let cases: Vec<hostile::Case> = hostile::Case::all()
+                .into_iter()
+                .filter(|c| only.as_deref().is_none_or(|o| c.to_string().contains(o)))
+                .collect();
+            let results = hostile::run(&input, &cases);
+            Ok(if results.iter().all(Result::is_ok) { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
         LabCommand::KubeBench { paths, services, restart_services, kapi_script } => {
             require_lab(&["kubectl"])?;

@@ -30,6 +30,11 @@ pub fn advert_int_text(advert: Duration) -> String {
 /// One VRRPv3 instance, every node starting as BACKUP (the highest priority wins the master-down race), the
 /// VIP as a /32 on eth0 with the node's own MAC (no `use_vmac`, as the seed's `ip neigh` shows).
 pub fn config(node: &str, vip: Ipv4Addr, priority: u8, advert: Duration) -> String {
+    config_on_vrid(node, vrid(vip), vip, priority, advert)
+}
+
+/// [`config`] on a VRID of the caller's choosing (a foreign router on one of our VRIDs).
+pub fn config_on_vrid(node: &str, vrid: u8, vip: Ipv4Addr, priority: u8, advert: Duration) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "global_defs {{");
     let _ = writeln!(s, "  router_id {node}");
@@ -38,10 +43,10 @@ pub fn config(node: &str, vip: Ipv4Addr, priority: u8, advert: Duration) -> Stri
     let _ = writeln!(s, "  vrrp_garp_master_repeat 3");
     let _ = writeln!(s, "  enable_script_security");
     let _ = writeln!(s, "}}");
-    let _ = writeln!(s, "vrrp_instance VI_{} {{", vrid(vip));
+    let _ = writeln!(s, "vrrp_instance VI_{vrid} {{");
     let _ = writeln!(s, "  state BACKUP");
     let _ = writeln!(s, "  interface eth0");
-    let _ = writeln!(s, "  virtual_router_id {}", vrid(vip));
+    let _ = writeln!(s, "  virtual_router_id {vrid}");
     let _ = writeln!(s, "  priority {priority}");
     let _ = writeln!(s, "  advert_int {}", advert_int_text(advert));
     let _ = writeln!(s, "  virtual_ipaddress {{");

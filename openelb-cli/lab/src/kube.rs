@@ -211,33 +211,11 @@ impl KubeLab {
     }
 }
 
-/// Environment variable naming a directory where a kube lab copies its logs (controller, apiserver, speakers,
-/// Pods) before it goes away: the lab's own directory is removed with it.
-pub const ENV_KEEP_LOGS: &str = "OPENELB_KEEP_LOGS";
-
-fn keep_logs(lab_dir: &Path, kapi_dir: &Path) {
-    let Some(to) = std::env::var_os(ENV_KEEP_LOGS).map(PathBuf::from) else { return };
-    if fs::create_dir_all(&to).is_err() {
-        return;
-    }
-    for dir in [lab_dir, kapi_dir] {
-        let Ok(entries) = fs::read_dir(dir) else { continue };
-        for e in entries.flatten() {
-            let path = e.path();
-            if path.extension().is_some_and(|x| x == "log")
-                && let Some(name) = path.file_name()
-            {
-                let _ = fs::copy(&path, to.join(name));
-            }
-        }
-    }
-}
-
 impl Drop for KubeLab {
     fn drop(&mut self) {
         self.stop_controller();
         if let Some(lab_dir) = self.dir.parent() {
-            keep_logs(lab_dir, &self.dir);
+            crate::topology::keep_logs(&[lab_dir, &self.dir], "");
         }
         if self.api_running
             && let Err(e) = self.kapi("stop", false)

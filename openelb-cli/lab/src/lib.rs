@@ -3,8 +3,9 @@
 //! The lab: the seed's network rebuilt in Linux network namespaces, with real VRRP speakers, real Pods
 //! answering HTTP and kube-proxy's DNAT, so VIP mode is shown and measured end to end ([`Layout`] decides what
 //! to build, [`Lab`] builds it, [`SpeakerProgram`] runs on its nodes, [`kube::KubeLab`] adds an apiserver and
-//! the controller). Only 192.0.2.0/24, 198.51.100.0/24 and 2001:db8::/32 are ever configured, and only inside
-//! namespaces named `oelb-<id>-...` that the lab creates and removes.
+//! the controller, [`hostile`] puts it on a LAN that is not clean: spoofed and malformed adverts from
+//! [`spoof`], a foreign keepalived, floods). Only 192.0.2.0/24, 198.51.100.0/24 and 2001:db8::/32 are ever
+//! configured, and only inside namespaces named `oelb-<id>-...` that the lab creates and removes.
 //!
 //! The harness, shared by the net, speaker, lab and end-to-end tests: [`require`](fn@require) and [`Need`] (what a test
 //! needs from the machine), [`eventually`](fn@eventually) (waiting with a deadline), [`Netns`] and [`Segment`] (namespaces,
@@ -15,6 +16,7 @@ pub mod arp_probe;
 pub mod bench;
 pub mod demo;
 pub mod eventually;
+pub mod hostile;
 pub mod in_netns;
 pub mod interrupt;
 pub mod keepalived;
@@ -23,6 +25,7 @@ pub mod kube_bench;
 pub mod kubectl;
 pub mod layout;
 pub mod netns;
+pub mod packet_socket;
 pub mod pod;
 pub mod probe;
 pub mod process;
@@ -30,6 +33,7 @@ pub mod require;
 pub mod segment;
 pub mod speaker_manifests;
 pub mod speaker_program;
+pub mod spoof;
 pub mod topology;
 
 pub use eventually::{eventually, eventually_with};

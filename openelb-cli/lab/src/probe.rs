@@ -30,6 +30,59 @@ pub fn parse_ping_reply(line: &str) -> Option<f64> {
     ts.parse().ok()
 }
 
+/// What one line of `ping -D -O` says about one request.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PingLine {
+    pub ts: f64,
+    pub seq: u16,
+    pub outcome: PingOutcome,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PingOutcome {
+    Reply,
+    /// A second reply to one request: two hosts answered for the address.
+    Duplicate,
+    /// No reply before the next request went out (`-O`), or an error about it (unreachable).
+    NoAnswerYet,
+}
+
+/// Any line of `ping -D -O` that names an `icmp_seq`.
+pub fn parse_ping_line(line: &str) -> Option<PingLine> {
+    let (ts, rest) = line.strip_prefix('[')?.split_once(']')?;
+    let ts: f64 = ts.parse().ok()?;
+    let seq = rest.split("icmp_seq=").nth(1)?.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()?;
+    let outcome = match (rest.contains(" bytes from "), rest.contains("(DUP!)")) {
+        (true, true) => PingOutcome::Duplicate,
+        (true, false) => PingOutcome::Reply,
+        (false, _) => PingOutcome::NoAnswerYet,
+    };
+    Some(PingLine { ts, seq, outcome })
+}
+
+/// Requests lost among `lines` (in arrival order): every request from the first to the last one that a line
+/// between `from` and `to` (epoch seconds) names, that got no reply at any time. Sequence numbers wrap at
+/// 65536; a run shorter than 10 minutes at 10 ms never sees two wraps inside one window.
+pub fn lost_between(lines: &[PingLine], from: f64, to: f64) -> u64 {
+    let mut unwrapped: Vec<(f64, u64, PingOutcome)> = Vec::with_capacity(lines.len());
+    let (mut epoch, mut last) = (0u64, None::<u16>);
+    for l in lines {
+        if let Some(prev) = last
+            && prev > l.seq
+            && prev - l.seq > u16::MAX / 2
+        {
+            epoch += 1;
+        }
+        last = Some(l.seq);
+        unwrapped.push((l.ts, (epoch << 16) | u64::from(l.seq), l.outcome));
+    }
+    let replied: std::collections::BTreeSet<u64> =
+        unwrapped.iter().filter(|l| l.2 != PingOutcome::NoAnswerYet).map(|l| l.1).collect();
+    let window = unwrapped.iter().filter(|l| l.0 >= from && l.0 <= to).map(|l| l.1);
+    let (Some(first), Some(last)) = (window.clone().min(), window.max()) else { return 0 };
+    (first..=last).filter(|s| !replied.contains(s)).count() as u64
+}
+
 /// Largest gap between consecutive timestamps that ends after `from` (earlier gaps are steady state).
 pub fn largest_gap(replies: &[f64], from: f64) -> Option<f64> {
     replies
@@ -39,41 +92,84 @@ pub fn largest_gap(replies: &[f64], from: f64) -> Option<f64> {
         .fold(None, |m, g| Some(m.map_or(g, |m: f64| m.max(g))))
 }
 
-/// `ping -D -n -i 0.01 -W 0.1 VIP` in the client, replies collected in the background.
-pub struct PingProbe {
+/// A program inside a namespace whose stdout lines are collected in the background, each with the time it was
+/// read (epoch seconds): `ping`, `ip monitor`. Dropping it kills the program.
+pub struct LineTap {
     child: Child,
-    replies: Arc<Mutex<Vec<f64>>>,
+    lines: Arc<Mutex<Vec<(f64, String)>>>,
     reader: Option<JoinHandle<()>>,
+}
+
+impl LineTap {
+    pub fn start(ns: &str, argv: &[&str]) -> Result<Self> {
+        let mut child = netns::spawn(ns, argv, Stdio::piped(), Stdio::null())?;
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&lines);
+        let reader = child.stdout.take().map(|out| {
+            std::thread::spawn(move || {
+                for line in BufReader::new(out).lines() {
+                    let Ok(line) = line else { break };
+                    if let Ok(mut v) = sink.lock() {
+                        v.push((now_epoch(), line));
+                    }
+                }
+            })
+        });
+        Ok(LineTap { child, lines, reader })
+    }
+
+    /// Waits until the program holds a socket (`ip monitor` listens from then on); false on timeout.
+    pub fn wait_socket(&self, timeout: Duration) -> bool {
+        let fd_dir = format!("/proc/{}/fd", self.child.id());
+        crate::eventually::eventually(timeout, Duration::from_millis(5), || {
+            let dir = fs::read_dir(&fd_dir).ok()?;
+            dir.flatten()
+                .any(|e| fs::read_link(e.path()).is_ok_and(|t| t.to_string_lossy().starts_with("socket:")))
+                .then_some(())
+        })
+        .is_ok()
+    }
+
+    /// Every line so far with the time it was read.
+    pub fn lines(&self) -> Vec<(f64, String)> {
+        self.lines.lock().map(|v| v.clone()).unwrap_or_default()
+    }
+
+    /// Stops the program (SIGINT, so ping prints what it has) and returns every line.
+    pub fn stop(mut self) -> Vec<(f64, String)> {
+        netns::stop_child(&mut self.child, Sig::Int, Duration::from_secs(1));
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
+        self.lines()
+    }
+}
+
+impl Drop for LineTap {
+    fn drop(&mut self) {
+        netns::stop_child(&mut self.child, Sig::Kill, Duration::from_millis(100));
+    }
+}
+
+/// `ping -D -O -n -i 0.01 -W 0.1 VIP` in the client.
+pub struct PingProbe {
+    tap: LineTap,
 }
 
 impl PingProbe {
     pub fn start(client_ns: &str, vip: Ipv4Addr) -> Result<Self> {
         let vip = vip.to_string();
-        let mut child = netns::spawn(
-            client_ns,
-            &["ping", "-D", "-n", "-i", "0.01", "-W", "0.1", &vip],
-            Stdio::piped(),
-            Stdio::null(),
-        )?;
-        let replies = Arc::new(Mutex::new(Vec::new()));
-        let sink = Arc::clone(&replies);
-        let reader = child.stdout.take().map(|out| {
-            std::thread::spawn(move || {
-                for line in BufReader::new(out).lines() {
-                    let Ok(line) = line else { break };
-                    if let Some(ts) = parse_ping_reply(&line)
-                        && let Ok(mut v) = sink.lock()
-                    {
-                        v.push(ts);
-                    }
-                }
-            })
-        });
-        Ok(PingProbe { child, replies, reader })
+        let tap = LineTap::start(client_ns, &["ping", "-D", "-O", "-n", "-i", "0.01", "-W", "0.1", &vip])?;
+        Ok(PingProbe { tap })
+    }
+
+    /// Every line naming a request so far, in arrival order.
+    pub fn lines(&self) -> Vec<PingLine> {
+        self.tap.lines().iter().filter_map(|(_, l)| parse_ping_line(l)).collect()
     }
 
     pub fn replies(&self) -> Vec<f64> {
-        self.replies.lock().map(|v| v.clone()).unwrap_or_default()
+        self.tap.lines().iter().filter_map(|(_, l)| parse_ping_reply(l)).collect()
     }
 
     /// Waits until `count` replies arrived after `after` (epoch seconds); false on timeout.
@@ -89,18 +185,13 @@ impl PingProbe {
     }
 
     /// Stops ping and returns every reply timestamp.
-    pub fn stop(mut self) -> Vec<f64> {
-        netns::stop_child(&mut self.child, Sig::Int, Duration::from_secs(1));
-        if let Some(r) = self.reader.take() {
-            let _ = r.join();
-        }
-        self.replies()
+    pub fn stop(self) -> Vec<f64> {
+        self.tap.stop().iter().filter_map(|(_, l)| parse_ping_reply(l)).collect()
     }
-}
 
-impl Drop for PingProbe {
-    fn drop(&mut self) {
-        netns::stop_child(&mut self.child, Sig::Kill, Duration::from_millis(100));
+    /// Stops ping and returns every line naming a request.
+    pub fn stop_lines(self) -> Vec<PingLine> {
+        self.tap.stop().iter().filter_map(|(_, l)| parse_ping_line(l)).collect()
     }
 }
 
@@ -259,6 +350,41 @@ mod tests {
         );
         assert_eq!(parse_ping_reply("[1732723200.1] From 192.0.2.5 icmp_seq=9 Destination Host Unreachable"), None);
         assert_eq!(parse_ping_reply("PING 192.0.2.91 (192.0.2.91) 56(84) bytes of data."), None);
+    }
+
+    #[test]
+    fn ping_lines_name_their_request_and_what_became_of_it() {
+        let reply = "[100.5] 64 bytes from 192.0.2.91: icmp_seq=7 ttl=64 time=0.05 ms";
+        assert_eq!(parse_ping_line(reply), Some(PingLine { ts: 100.5, seq: 7, outcome: PingOutcome::Reply }));
+        let dup = "[100.6] 64 bytes from 192.0.2.91: icmp_seq=7 ttl=64 time=0.07 ms (DUP!)";
+        assert_eq!(parse_ping_line(dup).map(|l| l.outcome), Some(PingOutcome::Duplicate));
+        let none = "[100.7] no answer yet for icmp_seq=8";
+        assert_eq!(parse_ping_line(none), Some(PingLine { ts: 100.7, seq: 8, outcome: PingOutcome::NoAnswerYet }));
+        let unreachable = "[100.8] From 192.0.2.5 icmp_seq=9 Destination Host Unreachable";
+        assert_eq!(parse_ping_line(unreachable).map(|l| (l.seq, l.outcome)), Some((9, PingOutcome::NoAnswerYet)));
+        assert_eq!(parse_ping_line("PING 192.0.2.91 (192.0.2.91) 56(84) bytes of data."), None);
+    }
+
+    #[test]
+    fn lost_requests_are_those_of_the_window_that_never_got_a_reply() {
+        let line = |ts: f64, seq: u16, outcome| PingLine { ts, seq, outcome };
+        use PingOutcome::*;
+        let lines = [
+            line(1.0, 1, Reply),
+            line(1.1, 2, NoAnswerYet),
+            line(1.2, 3, NoAnswerYet),
+            // A late reply to 3 counts; 4 is never named but lies between named requests.
+            line(1.25, 3, Reply),
+            line(1.3, 5, Reply),
+            line(1.4, 6, NoAnswerYet),
+            line(9.0, 7, Reply),
+        ];
+        assert_eq!(lost_between(&lines, 1.0, 1.4), 3, "2, 4 and 6");
+        assert_eq!(lost_between(&lines, 1.3, 1.3), 0);
+        assert_eq!(lost_between(&lines, 5.0, 6.0), 0, "nothing in the window");
+        let wrapped =
+            [line(1.0, 65534, Reply), line(1.1, 65535, NoAnswerYet), line(1.2, 0, Reply), line(1.3, 1, Reply)];
+        assert_eq!(lost_between(&wrapped, 0.0, 2.0), 1);
     }
 
     #[test]

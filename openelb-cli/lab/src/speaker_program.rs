@@ -32,6 +32,9 @@ pub struct OpenelbSpeakerCommand {
     pub preempt_delay: Option<Duration>,
     /// `--garp-count N --garp-spacing D`.
     pub garp: Option<(u32, Duration)>,
+    /// `--metrics-addr`: where to read the speaker's metrics from inside its node's namespace. Every speaker
+    /// build accepts an `ADDRESS:PORT` (their defaults differ).
+    pub metrics_addr: Option<std::net::SocketAddr>,
     /// Appended as given.
     pub extra_args: Vec<String>,
     /// Extra IPv6 VIPs (from 2001:db8:0:91::1) written into the speaker's manifests, for the 1000-VIP
@@ -112,6 +115,9 @@ impl SpeakerProgram {
                 if let Some(a) = o.advert_interval {
                     v.extend(["--advert-interval".into(), duration_flag(a)]);
                 }
+                if let Some(m) = o.metrics_addr {
+                    v.extend(["--metrics-addr".into(), m.to_string()]);
+                }
                 if let Some(p) = o.preempt_delay {
                     v.extend(["--preempt-delay".into(), duration_flag(p)]);
                 }
@@ -176,13 +182,14 @@ mod tests {
             advert_interval: Some(Duration::from_millis(100)),
             preempt_delay: Some(Duration::from_secs(3)),
             garp: Some((3, Duration::from_millis(10))),
+            metrics_addr: Some("127.0.0.1:8477".parse().unwrap()),
             ..Default::default()
         });
         let argv = s.argv(&layout, "master1", Path::new("/nonexistent"), Path::new("/m")).unwrap().join(" ");
         assert_eq!(
             argv,
             "/x/openelb-speaker --node-name master1 --manifests /m --interface eth0 --advert-interval 100ms \
-             --preempt-delay 3s --garp-count 3 --garp-spacing 10ms"
+             --metrics-addr 127.0.0.1:8477 --preempt-delay 3s --garp-count 3 --garp-spacing 10ms"
         );
     }
 }

@@ -17,11 +17,11 @@ use anyhow::{Context, Result, anyhow, bail};
 use serde::{Deserialize, Serialize};
 
 use crate::eventually::eventually;
-use crate::layout::{CLIENT_IP, CLIENT_MAC, Layout, POD_NET, mac_string};
+use crate::layout::{CLIENT_IP, CLIENT_MAC, LAB_NET, Layout, POD_NET, mac_string};
 use crate::netns::{self, Netns, PREFIX, Sig};
 use crate::pod;
 use crate::process::Process;
-use crate::segment::{HostSpec, Segment};
+use crate::segment::{Host, HostSpec, Segment};
 use crate::speaker_manifests::write_manifests;
 use crate::speaker_program::SpeakerProgram;
 
@@ -72,6 +72,8 @@ pub struct Lab {
     pods: Vec<Process>,
     pod_namespaces: Vec<Netns>,
     segment: Option<Segment>,
+    /// Namespaces of the hosts on the LAN that are no node ([`Lab::add_host`]).
+    guests: Vec<String>,
     speaker: Option<SpeakerProgram>,
     /// Nodes crashed by [`Lab::crash`]: they may still carry the VIP on a dead link.
     down: BTreeSet<String>,
@@ -99,9 +101,6 @@ impl Lab {
             );
         }
         fs::create_dir_all(&dir).with_context(|| format!("{}: cannot create", dir.display()))?;
-        let state = State { id: layout.id.clone(), namespaces: layout.namespaces(), vip: layout.vip };
-        fs::write(state_path(&dir), serde_json::to_vec_pretty(&state)?)
-            .with_context(|| format!("{}: cannot write the state file", dir.display()))?;
         crate::interrupt::track(&layout.id, true);
         let mut lab = Lab {
             layout,
@@ -110,13 +109,50 @@ impl Lab {
             pods: Vec::new(),
             pod_namespaces: Vec::new(),
             segment: None,
+            guests: Vec::new(),
             speaker: None,
             down: BTreeSet::new(),
             detached: false,
         };
         // On failure `lab` drops here and removes what exists.
+        lab.write_state()?;
         lab.create(&cfg.cli_exe)?;
         Ok(lab)
+    }
+
+    /// Every namespace of the lab, guests included, the switch last (deleting it removes the bridge ports).
+    pub fn namespaces(&self) -> Vec<String> {
+        let mut out = self.layout.namespaces();
+        let switch = out.pop();
+        out.extend(self.guests.iter().cloned());
+        out.extend(switch);
+        out
+    }
+
+    /// Records what `lab down` must remove, before it exists.
+    fn write_state(&self) -> Result<()> {
+        let state = State { id: self.layout.id.clone(), namespaces: self.namespaces(), vip: self.layout.vip };
+        fs::write(state_path(&self.dir), serde_json::to_vec_pretty(&state)?)
+            .with_context(|| format!("{}: cannot write the state file", self.dir.display()))
+    }
+
+    /// Attaches a host that is no node (an attacker, a foreign VRRP router) to the lab's LAN with `ip` and
+    /// `mac`, in namespace `oelb-<id>-<name>`. The address must be a free one of 192.0.2.0/24.
+    pub fn add_host(&mut self, name: &str, ip: Ipv4Addr, mac: &str) -> Result<Host> {
+        let taken = ip == CLIENT_IP || ip == self.layout.vip || self.layout.nodes.iter().any(|n| n.ip == ip);
+        let host_octet = ip.octets()[3] != 0 && ip.octets()[3] != 255;
+        if ip.octets()[..3] != LAB_NET.octets()[..3] || !host_octet || taken {
+            bail!("host {name}: {ip} is not a free host address of the lab's LAN {LAB_NET}/24");
+        }
+        let ns = format!("{PREFIX}{}-{name}", self.layout.id);
+        if self.namespaces().contains(&ns) {
+            bail!("host {name}: namespace {ns} exists in lab {}", self.layout.id);
+        }
+        self.guests.push(ns.clone());
+        self.write_state()?;
+        let segment = self.segment.as_mut().ok_or_else(|| anyhow!("lab {} has no segment", self.layout.id))?;
+        let spec = HostSpec { name: name.to_string(), ns, mac: mac.to_string(), addrs: vec![format!("{ip}/24")] };
+        Ok(segment.add_host(spec)?.clone())
     }
 
     fn create(&mut self, cli_exe: &Path) -> Result<()> {
@@ -412,7 +448,7 @@ impl Lab {
         if let Some(s) = self.segment.take() {
             s.release();
         }
-        State { id: self.layout.id.clone(), namespaces: self.layout.namespaces(), vip: self.layout.vip }
+        State { id: self.layout.id.clone(), namespaces: self.namespaces(), vip: self.layout.vip }
     }
 
     /// Removes everything; safe to call more than once.
@@ -453,6 +489,29 @@ impl Drop for Lab {
         }
         if let Err(e) = self.teardown() {
             eprintln!("warning: {e:#}");
+        }
+    }
+}
+
+/// Environment variable naming a directory where a lab copies its logs (speakers, Pods, keepalived, a kube lab's
+/// controller and apiserver) before it goes away: the lab's own directory is removed with it.
+pub const ENV_KEEP_LOGS: &str = "OPENELB_KEEP_LOGS";
+
+/// Copies the `*.log` files of `dirs` into `$OPENELB_KEEP_LOGS/under` when that is set; best effort.
+pub fn keep_logs(dirs: &[&Path], under: &str) {
+    let Some(to) = std::env::var_os(ENV_KEEP_LOGS).map(|d| PathBuf::from(d).join(under)) else { return };
+    if fs::create_dir_all(&to).is_err() {
+        return;
+    }
+    for dir in dirs {
+        let Ok(entries) = fs::read_dir(dir) else { continue };
+        for e in entries.flatten() {
+            let path = e.path();
+            if path.extension().is_some_and(|x| x == "log")
+                && let Some(name) = path.file_name()
+            {
+                let _ = fs::copy(&path, to.join(name));
+            }
         }
     }
 }
