@@ -244,3 +244,85 @@ fn seed_walkthrough_against_a_real_apiserver() {
     assert!(left.is_empty(), "namespaces left behind: {left:?}");
     assert!(!state, "state directory of lab {id} left behind");
 }
+
+/// Events recorded so far by (object `Kind/name`, reason), an aggregated Event counted as often as it occurred.
+fn events(kube: &KubeLab) -> std::collections::BTreeMap<(String, String), u64> {
+    let text = kube.kubectl.run(&["get", "events", "-A", "-o", "json"]).unwrap();
+    let list: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let mut out = std::collections::BTreeMap::new();
+    for e in list["items"].as_array().cloned().unwrap_or_default() {
+        let object = format!(
+            "{}/{}",
+            e["involvedObject"]["kind"].as_str().unwrap_or_default(),
+            e["involvedObject"]["name"].as_str().unwrap_or_default()
+        );
+        let reason = e["reason"].as_str().unwrap_or_default().to_string();
+        *out.entry((object, reason)).or_insert(0) += e["count"].as_u64().unwrap_or(1).max(1);
+    }
+    out
+}
+
+/// The hostile suite's flood (20k adverts a second for 10 s from 122 spoofed sources, half valid-looking on
+/// random VRIDs and ours, half malformed) against speakers that read the API: what they report reaches the
+/// API as a handful of Events, at most the documented 4 Node Events per speaker, not a stream.
+#[test]
+#[ignore = "needs root and the kube-apiserver binaries (scripts/test.sh installs them)"]
+fn a_flood_of_spoofed_adverts_records_a_handful_of_events() {
+    use openelb_lab::hostile::{self, ATTACKER_IP, ATTACKER_MAC, FLOOD_VARIETY};
+    use openelb_lab::spoof::Sender;
+    require(&[Need::Lab]);
+    require(&[Need::ApiserverBinaries, Need::Tool("kubectl")]);
+    let speaker_bin = find_openelb_speaker().expect("openelb-speaker not built: run `cargo build --workspace --bins`");
+    let controller_bin = binary_beside(&speaker_bin, "openelb-controller");
+    let cfg = LabConfig::unique(PathBuf::from(env!("CARGO_BIN_EXE_openelb-cli")));
+    let id = cfg.id.clone();
+    let layout = Layout::from_cluster(cluster(), &id, Some(TrafficPolicy::Cluster)).unwrap();
+    let workers: Vec<String> = layout.nodes.iter().filter(|n| n.name != "master1").map(|n| n.name.clone()).collect();
+    let mut lab = Lab::build(layout, &cfg).unwrap();
+    {
+        let mut kube =
+            KubeLab::start(&lab.layout, &lab.dir, "master1", &root().join("scripts/kapi.sh"), &controller_bin).unwrap();
+        kube.install_crds(&root().join("deploy/crds")).unwrap();
+        kube.register_nodes(&lab.layout, &["master1"]).unwrap();
+        kube.start_controller().unwrap();
+        kube.wait_for("controller /readyz", SETTLE, || kube.controller_ready().then_some(())).unwrap();
+        let speaker = SpeakerProgram::Openelb(OpenelbSpeakerCommand {
+            binary: speaker_bin,
+            kubeconfig: Some(kube.kubeconfig.clone()),
+            nodes: Some(workers.clone()),
+            metrics_addr: Some(hostile::METRICS),
+            ..Default::default()
+        });
+        lab.start_speakers(&speaker).unwrap();
+        kube.kubectl.run_stdin(&["apply", "-f", "-"], &seed_yaml()).unwrap();
+        kube.publish_endpoints(&lab.layout, &[]).unwrap();
+        let holder = lab.wait_holder(None, SETTLE).unwrap();
+        assert_client_sees(&lab, &holder);
+        let vrid = hostile::wait_master_vrid(&lab, &holder, SETTLE).unwrap();
+        let attacker = lab.add_host("attacker", ATTACKER_IP, &ATTACKER_MAC.to_string()).unwrap();
+        let sender = Sender::open_in(&attacker.ns, "eth0", ATTACKER_MAC).unwrap();
+        let frames = sender.frames(&hostile::flood_mix(&lab, vrid).adverts(FLOOD_VARIETY)).unwrap();
+
+        let before = events(&kube);
+        let sent = sender.send_paced(&frames, 20_000.0, Duration::from_secs(10));
+        // Events leave the speakers through a queue: give the last ones time to land (nothing to wait for).
+        std::thread::sleep(Duration::from_secs(5));
+        let new: Vec<((String, String), u64)> = events(&kube)
+            .into_iter()
+            .map(|(k, n)| (k.clone(), n.saturating_sub(before.get(&k).copied().unwrap_or(0))))
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        let total: u64 = new.iter().map(|(_, n)| n).sum();
+        println!("{} adverts sent; {total} Events recorded meanwhile: {new:#?}", sent.sent);
+        for node in &workers {
+            let on_node: u64 = new.iter().filter(|((o, _), _)| *o == format!("Node/{node}")).map(|(_, n)| n).sum();
+            assert!(on_node <= 4, "{on_node} Events on Node {node} during the flood: {new:#?}");
+        }
+        assert!(total <= 4 * workers.len() as u64 + 4, "{total} Events during the flood: {new:#?}");
+    }
+    lab.teardown().unwrap();
+    drop(lab);
+    let (left, state) = openelb_lab::topology::leftovers(&id).unwrap();
+    assert!(left.is_empty(), "namespaces left behind: {left:?}");
+    assert!(!state, "state directory of lab {id} left behind");
+}

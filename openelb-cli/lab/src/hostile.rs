@@ -212,7 +212,7 @@ pub fn reports_foreign(metrics: &str, vrid: u8) -> bool {
 }
 
 /// Waits for the VRID of the group `node` is master of.
-fn wait_master_vrid(lab: &Lab, node: &str, timeout: Duration) -> Result<u8> {
+pub fn wait_master_vrid(lab: &Lab, node: &str, timeout: Duration) -> Result<u8> {
     let mut last = String::new();
     eventually(timeout, Duration::from_millis(100), || {
         last = metrics(lab, node).unwrap_or_else(|e| format!("{e:#}"));
@@ -340,6 +340,21 @@ impl Watch {
     }
 }
 
+/// Distinct adverts a flood cycles through.
+pub const FLOOD_VARIETY: usize = 8192;
+
+/// The flood of the lab's LAN: our VRID `vrid` and VIP among random ones, unicast to any node, from 122
+/// spoofed sources (192.0.2.128-249, none of them a node, the client or the VIP).
+pub fn flood_mix(lab: &Lab, vrid: u8) -> FloodMix {
+    FloodMix {
+        our_vrid: vrid,
+        our_vips: vec![lab.layout.vip],
+        nodes: lab.layout.nodes.iter().map(|n| (n.ip, MacAddr(n.mac))).collect(),
+        sources: (128..=249).map(|o| Ipv4Addr::new(192, 0, 2, o)).collect(),
+        seed: u64::from(vrid),
+    }
+}
+
 /// Runs one case in a fresh lab and removes it again.
 pub fn run_case(input: &HostileInput, case: Case) -> Result<Outcome> {
     let cfg = LabConfig::unique(input.cli_exe.clone());
@@ -385,14 +400,7 @@ fn run_in(lab: &mut Lab, input: &HostileInput, case: Case) -> Result<Outcome> {
             out.foreign = Some(foreign_router(lab, &holder, vrid, priority)?);
         }
         Case::Flood { rate, seconds } => {
-            let mix = FloodMix {
-                our_vrid: vrid,
-                our_vips: vec![lab.layout.vip],
-                nodes: lab.layout.nodes.iter().map(|n| (n.ip, MacAddr(n.mac))).collect(),
-                sources: (128..=249).map(|o| Ipv4Addr::new(192, 0, 2, o)).collect(),
-                seed: u64::from(vrid),
-            };
-            let frames = sender.frames(&mix.adverts(8192))?;
+            let frames = sender.frames(&flood_mix(lab, vrid).adverts(FLOOD_VARIETY))?;
             let (before, t0) = (cpu_ticks(lab), Instant::now());
             out.sent = sender.send_paced(&frames, f64::from(rate), Duration::from_secs(seconds));
             out.cpu_percent = busiest(&before, &cpu_ticks(lab), t0.elapsed().as_secs_f64());
