@@ -77,7 +77,7 @@ impl PacketSocket {
         if let Some((_, timeout)) = receive {
             let tv = libc::timeval {
                 tv_sec: libc::time_t::try_from(timeout.as_secs()).unwrap_or(libc::time_t::MAX),
-                tv_usec: libc::suseconds_t::try_from(timeout.subsec_micros()).unwrap_or(0),
+                tv_usec: libc::suseconds_t::from(timeout.subsec_micros()),
             };
             setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVTIMEO, &tv, "SO_RCVTIMEO")?;
         }

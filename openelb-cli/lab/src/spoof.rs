@@ -172,7 +172,7 @@ impl FloodMix {
             (0, Some((ip, mac))) => Spoof::to_host(src, *ip, *mac, advert),
             _ => Spoof::to_group(src, advert),
         };
-        if i % 2 == 0 { spoof } else { spoof.with_fault(Fault::ALL[(i / 2) % Fault::ALL.len()]) }
+        if i.is_multiple_of(2) { spoof } else { spoof.with_fault(Fault::ALL[(i / 2) % Fault::ALL.len()]) }
     }
 }
 
