@@ -11,6 +11,7 @@ use std::ops::Bound;
 
 use crate::addr::{self, AddrRange, AddressError};
 use crate::alloc::HolderId;
+use crate::event_reason::EventReason;
 use crate::lifecycle::{self, ReleaseReason, Request, ShareProfile};
 use crate::model::{FINALIZER_SERVICE, IpFamily, LABEL_EIP_POOL, Namespace, Pool, Service, ServiceKey};
 use crate::pool_invalid::{OUTSIDE_LISTED, PoolInvalid, PoolProblem};
@@ -56,11 +57,11 @@ pub enum EventType {
     Warning,
 }
 
-/// A Kubernetes Event to record on the Service (upstream reasons: `AssignIP`, `ReleaseIP`, `AssignIPFailed`...).
+/// A Kubernetes Event to record on the Service.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Event {
     pub type_: EventType,
-    pub reason: String,
+    pub reason: EventReason,
     pub message: String,
 }
 
@@ -232,26 +233,18 @@ pub struct Ipam {
     warnings: Vec<String>,
 }
 
-const REASON_ASSIGN: &str = "AssignIP";
-const REASON_RELEASE: &str = "ReleaseIP";
-const REASON_ASSIGN_FAILED: &str = "AssignIPFailed";
-/// A Service keeps a shared address although it now conflicts with another sharer (see [`Ipam::reconcile`]).
-const REASON_SHARE_CONFLICT: &str = "SharedIPConflict";
-/// A Service keeps an address its pool's `spec.address` no longer contains (the pool drains).
-const REASON_OUTSIDE_POOL: &str = "IPOutsideEip";
-
-fn event(type_: EventType, reason: &str, message: String) -> Event {
-    Event { type_, reason: reason.to_string(), message }
+fn event(type_: EventType, reason: EventReason, message: String) -> Event {
+    Event { type_, reason, message }
 }
 
 fn assign_event(ip: IpAddr) -> Event {
-    event(EventType::Normal, REASON_ASSIGN, format!("success to assign ip: {ip}"))
+    event(EventType::Normal, EventReason::AssignIp, format!("success to assign ip: {ip}"))
 }
 
 /// Upstream's message, followed by why: "OpenELB keeps changing my address"
 /// (<https://github.com/openelb/openelb/issues/322>) is only answerable if the event says what changed.
 fn release_event(ip: IpAddr, why: &str) -> Event {
-    event(EventType::Normal, REASON_RELEASE, format!("success to release ip: {ip} ({why})"))
+    event(EventType::Normal, EventReason::ReleaseIp, format!("success to release ip: {ip} ({why})"))
 }
 
 fn holding_patch(pool: &str, ip: IpAddr) -> ServicePatch {
@@ -427,7 +420,7 @@ impl Ipam {
                 }
             }
             Err(reason) => {
-                events.push(event(EventType::Warning, REASON_ASSIGN_FAILED, reason.clone()));
+                events.push(event(EventType::Warning, EventReason::AssignIpFailed, reason.clone()));
                 Outcome {
                     service: key,
                     patch: Some(ServicePatch::default()),
@@ -623,7 +616,7 @@ impl Ipam {
                 let conflict = profile.conflict_with(self.profiles.get(other)?)?;
                 Some(event(
                     EventType::Warning,
-                    REASON_SHARE_CONFLICT,
+                    EventReason::SharedIpConflict,
                     format!("keeps {ip} shared with {other} although {conflict}"),
                 ))
             })
@@ -830,7 +823,7 @@ fn outside_warning(entry: &PoolEntry, ip: IpAddr) -> Option<Event> {
     }
     Some(event(
         EventType::Warning,
-        REASON_OUTSIDE_POOL,
+        EventReason::IpOutsideEip,
         format!(
             "keeps {ip} although Eip {}'s spec.address {:?} no longer contains it; the Eip gives out no new \
              addresses until it is released",
@@ -841,6 +834,6 @@ fn outside_warning(entry: &PoolEntry, ip: IpAddr) -> Option<Event> {
 
 fn failed(service: ServiceKey, reason: String, released: Option<(String, IpAddr)>, why: &str) -> Outcome {
     let mut events: Vec<Event> = released.iter().map(|(_, ip)| release_event(*ip, why)).collect();
-    events.push(event(EventType::Warning, REASON_ASSIGN_FAILED, reason.clone()));
+    events.push(event(EventType::Warning, EventReason::AssignIpFailed, reason.clone()));
     Outcome { service, change: Change::Failed { reason, released }, patch: Some(ServicePatch::default()), events }
 }

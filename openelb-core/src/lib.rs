@@ -7,6 +7,7 @@ pub mod alloc;
 pub mod announce;
 pub mod election;
 pub mod endpoints;
+pub mod event_reason;
 pub mod iface;
 pub mod ipam;
 pub mod lifecycle;

@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
+use openelb_core::event_reason::EventReason;
 use openelb_core::ipam::{Change, EventType, Ipam, Outcome};
 use openelb_core::pool_invalid::PoolProblem;
 use openelb_core::{
@@ -156,7 +157,7 @@ fn a_shrunk_pool_drains_and_never_renumbers() {
     for (x, held) in s.iter_mut().zip(["", "", "192.0.2.3", "192.0.2.4", "192.0.2.5"]).skip(2) {
         let out = run(&mut ipam, x);
         assert_eq!(out.change, Change::Kept { pool: "p".into(), ip: ip(held) }, "{}", x.name);
-        let outside = out.events.iter().find(|e| e.reason == "IPOutsideEip");
+        let outside = out.events.iter().find(|e| e.reason == EventReason::IpOutsideEip);
         if held == "192.0.2.3" {
             assert_eq!(outside, None);
         } else {
@@ -290,7 +291,7 @@ fn a_predating_allocation_of_such_an_address_is_released_and_replaced() {
         out.change,
         Change::Assigned { pool: "good".into(), ip: ip("192.0.2.1"), released: Some(("old".into(), ip("127.0.0.1"))) }
     );
-    let release = out.events.iter().find(|e| e.reason == "ReleaseIP").unwrap();
+    let release = out.events.iter().find(|e| e.reason == EventReason::ReleaseIp).unwrap();
     assert_eq!(
         release.message,
         "success to release ip: 127.0.0.1 (127.0.0.1 is a loopback address (127.0.0.0/8), which no host can hold as \

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
+use openelb_core::event_reason::EventReason;
 use openelb_core::ipam::{Change, EventType, Ipam, Outcome, ServicePatch};
 use openelb_core::{
     ANNOTATION_EIP_IP, ANNOTATION_EIP_POOL, ANNOTATION_LB, ANNOTATION_PROTOCOL, FINALIZER_SERVICE, IpFamily,
@@ -85,7 +86,7 @@ fn seed_pin_to_vip_eip_gives_first_address() {
     );
     assert_eq!(out.events.len(), 1);
     assert_eq!(out.events[0].type_, EventType::Normal);
-    assert_eq!(out.events[0].reason, "AssignIP");
+    assert_eq!(out.events[0].reason, EventReason::AssignIp);
     assert_eq!(out.events[0].message, "success to assign ip: 192.168.0.91");
     assert_eq!(s.labels.get(LABEL_EIP_POOL).map(String::as_str), Some("vip-eip"));
     assert_eq!(s.finalizers, vec![FINALIZER_SERVICE.to_string()]);
@@ -116,7 +117,7 @@ fn pinned_pool_of_other_protocol_is_an_error() {
     let mut s = with(with(svc("default", "a"), ANNOTATION_EIP_POOL, "bgp-eip"), ANNOTATION_PROTOCOL, "vip");
     let out = run(&mut ipam, &mut s);
     assert_eq!(failure(&out), "pinned to Eip bgp-eip of protocol bgp but protocol annotation says vip");
-    assert_eq!(out.events.last().unwrap().reason, "AssignIPFailed");
+    assert_eq!(out.events.last().unwrap().reason, EventReason::AssignIpFailed);
     assert_eq!(out.events.last().unwrap().type_, EventType::Warning);
     assert_eq!(out.patch, Some(ServicePatch::default()));
 }
@@ -497,7 +498,7 @@ fn kept_sharer_that_now_conflicts_is_warned_not_moved() {
     let out = run(&mut ipam, &mut b);
     assert_eq!(out.change, Change::Kept { pool: "vip-eip".into(), ip: ip("192.168.0.95") });
     assert_eq!(out.events.len(), 1);
-    assert_eq!(out.events[0].reason, "SharedIPConflict");
+    assert_eq!(out.events[0].reason, EventReason::SharedIpConflict);
     assert!(out.events[0].message.contains("default/a"));
 }
 
@@ -574,7 +575,8 @@ fn release_on_each_reason() {
         assert_eq!(holds(&run(&mut ipam, &mut s)).1, ip("192.168.0.91"), "{name}");
         edit(&mut s, &mut ipam);
         let out = run(&mut ipam, &mut s);
-        let release = out.events.iter().find(|e| e.reason == "ReleaseIP").unwrap_or_else(|| panic!("{name}: {out:?}"));
+        let release =
+            out.events.iter().find(|e| e.reason == EventReason::ReleaseIp).unwrap_or_else(|| panic!("{name}: {out:?}"));
         assert!(release.message.starts_with("success to release ip: 192.168.0.91"), "{name}: {}", release.message);
         assert!(release.message.contains(why), "{name}: {} lacks {why}", release.message);
         let st = ipam.pool_status("vip-eip");
@@ -772,7 +774,7 @@ fn ingress_without_record_outside_any_pool_is_released() {
     s.ingress = vec!["10.99.0.1".into()];
     s.labels.insert(LABEL_EIP_POOL.into(), "gone-eip".into());
     let out = run(&mut ipam, &mut s);
-    assert_eq!(out.events[0].reason, "ReleaseIP");
+    assert_eq!(out.events[0].reason, EventReason::ReleaseIp);
     assert!(out.events[0].message.contains("Eip gone-eip was deleted"), "{}", out.events[0].message);
     assert_eq!(holds(&out), ("vip-eip".into(), ip("192.168.0.91")));
     assert_eq!(s.ingress, vec!["192.168.0.91".to_string()]);

@@ -10,6 +10,7 @@ use openelb_core::vrrp::agent::{Agent, AgentConfig, NodeAction};
 use openelb_core::vrrp::consts::MULTICAST_V4;
 use openelb_core::vrrp::plan::{Group, GroupId, Plan, PlanConfig, PlanContext, VipInput, plan};
 use openelb_core::vrrp::state::{Action, State, TimerKind, master_down_interval, skew_time};
+use openelb_core::vrrp::transition::TransitionReason;
 use openelb_core::vrrp::{PRIORITY_RELEASE, Received, Time};
 use proptest::prelude::*;
 
@@ -62,7 +63,7 @@ struct Lab {
     /// Every change of a VIP's set of live NIC holders, as clients would see it: (time, vip, holders).
     history: Vec<(Time, IpAddr, BTreeSet<usize>)>,
     /// (time, node, VRID, reason) for every change to Master.
-    masters: Vec<(Time, usize, u8, &'static str)>,
+    masters: Vec<(Time, usize, u8, TransitionReason)>,
 }
 
 impl Lab {
@@ -114,7 +115,7 @@ impl Lab {
                 Action::RemoveVips(v) => self.set_nic(src, |nic| v.iter().for_each(|a| _ = nic.remove(a))),
                 Action::Announce { addresses, .. } => self.announces.push((self.now, src, addresses.clone())),
                 Action::StateChanged { to: State::Master, reason, .. } => {
-                    self.masters.push((self.now, src, na.key.vrid, reason));
+                    self.masters.push((self.now, src, na.key.vrid, *reason));
                 }
                 Action::SendAdvert(adv) => {
                     self.adverts.push((self.now, src, adv.priority));
@@ -525,7 +526,6 @@ fn groups_wait_for_a_primary_address() {
 
 // ---- new VIPs on a re-plan ----
 
-const UNCLAIMED: &str = "startup as first preference of VIPs new to the plan";
 const NEW_VIP: u8 = 100;
 
 /// The seed's VIPs .91-.99 under Cluster policy (every node a candidate).
@@ -568,7 +568,7 @@ fn new_group(plan: &Plan) -> (Group, Vec<usize>) {
 }
 
 /// Transitions of `out` for `vrid`: (from, to, reason).
-fn transitions(out: &[NodeAction], vrid: u8) -> Vec<(State, State, &'static str)> {
+fn transitions(out: &[NodeAction], vrid: u8) -> Vec<(State, State, TransitionReason)> {
     out.iter()
         .filter(|na| na.key.vrid == vrid)
         .filter_map(|na| match na.action {
@@ -592,8 +592,8 @@ fn replan_adding_a_new_group_starts_it_master_on_the_first_preference_and_backup
         outs.push(transitions(&out, g.vrid));
         lab.deliver(i, out);
     }
-    assert_eq!(outs[order[0]], vec![(State::Initialize, State::Master, UNCLAIMED)]);
-    assert_eq!(outs[order[1]], vec![(State::Initialize, State::Backup, "startup")]);
+    assert_eq!(outs[order[0]], vec![(State::Initialize, State::Master, TransitionReason::StartupUnclaimed)]);
+    assert_eq!(outs[order[1]], vec![(State::Initialize, State::Backup, TransitionReason::Startup)]);
     let outsider = (0..NAMES.len()).find(|i| !order.contains(i)).unwrap();
     assert!(outs[outsider].is_empty(), "not a candidate: {:?}", outs[outsider]);
     // Taken at the instant of the plan, not a Master_Down_Interval later, and kept.
@@ -614,7 +614,7 @@ fn the_first_plan_starts_every_group_as_backup_even_on_its_first_preference() {
     let mut agent = Agent::new(NAMES[order[0]], AgentConfig::default()).unwrap();
     agent.set_primary(Time::ZERO, IFACE, ip(2));
     let out = agent.apply_plan(ms(10), &plan);
-    assert_eq!(transitions(&out, g.vrid), vec![(State::Initialize, State::Backup, "startup")]);
+    assert_eq!(transitions(&out, g.vrid), vec![(State::Initialize, State::Backup, TransitionReason::Startup)]);
     assert!(!out.iter().any(|na| matches!(na.action, Action::AddVips(_))), "{out:?}");
     // The same plan again changes nothing, and the timeout path takes over as before.
     assert!(agent.apply_plan(ms(20), &plan).iter().all(|na| !matches!(na.action, Action::StateChanged { .. })));
@@ -675,7 +675,7 @@ fn a_group_with_a_vip_of_the_previous_plan_is_not_new() {
     assert_eq!(g.vips, vec![ip(91), ip(NEW_VIP)]);
     assert_eq!(g.priorities[0].0, order91[1]);
     let out = agent.apply_plan(ms(50), &next);
-    assert_eq!(transitions(&out, g.vrid), vec![(State::Initialize, State::Backup, "startup")]);
+    assert_eq!(transitions(&out, g.vrid), vec![(State::Initialize, State::Backup, TransitionReason::Startup)]);
 }
 
 #[test]
@@ -710,7 +710,7 @@ fn a_new_group_on_a_down_interface_waits_for_the_link_and_then_starts_as_backup(
     assert!(agent.held_vips().is_empty());
     assert!(agent.next_deadline().is_none(), "nothing runs on a down link");
     let out = agent.interface_up(ms(2000), IFACE);
-    assert_eq!(transitions(&out, g.vrid), vec![(State::Initialize, State::Backup, "interface up")]);
+    assert_eq!(transitions(&out, g.vrid), vec![(State::Initialize, State::Backup, TransitionReason::InterfaceUp)]);
 }
 
 #[test]
@@ -738,7 +738,11 @@ fn two_nodes_that_both_believe_they_are_first_settle_on_the_higher_primary_addre
         let plans = [view(NAMES[0], NAMES[1]), view(NAMES[1], NAMES[0])];
         for i in [applies_first, 1 - applies_first] {
             let out = lab.nodes[i].agent.apply_plan(lab.now, &plans[i]);
-            assert_eq!(transitions(&out, 42), vec![(State::Initialize, State::Master, UNCLAIMED)], "node {i}");
+            assert_eq!(
+                transitions(&out, 42),
+                vec![(State::Initialize, State::Master, TransitionReason::StartupUnclaimed)],
+                "node {i}"
+            );
             lab.deliver(i, out);
         }
         // Node 1 (192.0.2.3) outranks node 0 (192.0.2.2) at equal priority, whoever started first.
@@ -841,19 +845,19 @@ proptest! {
         prop_assert_eq!(lab.holders(&vip), vec![order[0]]);
         let first_applied = replan + ms(lags[order[0]]);
         for (at, node, vrid, reason) in lab.masters.iter().filter(|m| m.2 == g.vrid) {
-            if *reason == UNCLAIMED {
+            if *reason == TransitionReason::StartupUnclaimed {
                 prop_assert_eq!(*node, order[0], "only the first preference claims a new VIP");
                 prop_assert_eq!(*at, first_applied);
             } else {
                 // The second preference by timeout, only while the first had not applied the plan yet.
                 prop_assert_eq!(*node, order[1], "{} {:?} {}", vrid, at, reason);
-                prop_assert_eq!(*reason, "master down interval elapsed without an advert");
+                prop_assert_eq!(*reason, TransitionReason::MasterDown);
                 let applied = replan + ms(lags[order[1]]);
                 prop_assert_eq!(*at, applied + master_down_interval(g.priorities[1].1, 10));
                 prop_assert!(*at <= first_applied);
             }
         }
-        prop_assert!(lab.masters.iter().any(|m| m.2 == g.vrid && m.1 == order[0] && m.3 == UNCLAIMED));
+        prop_assert!(lab.masters.iter().any(|m| m.2 == g.vrid && m.1 == order[0] && m.3 == TransitionReason::StartupUnclaimed));
         assert_no_gap_and_no_long_overlap(&lab, &vip, replan);
     }
 }

@@ -11,6 +11,7 @@ use openelb_core::vrrp::state::{
     Action, Config, ConfigError, Input, Instance, State, TimerKind, default_peer_interval_bounds, master_down_interval,
     skew_time,
 };
+use openelb_core::vrrp::transition::TransitionReason;
 use openelb_core::vrrp::{Advert, Received, Time};
 use proptest::prelude::*;
 
@@ -54,7 +55,7 @@ fn received(src: u8, advert: Advert) -> Received {
     Received { src: ip(src), dst: MULTICAST_V4.into(), ttl: 255, advert }
 }
 
-fn changed(from: State, to: State, reason: &'static str) -> Action {
+fn changed(from: State, to: State, reason: TransitionReason) -> Action {
     Action::StateChanged { from, to, reason }
 }
 
@@ -63,7 +64,7 @@ fn arm(kind: TimerKind, at: Time) -> Action {
 }
 
 /// The actions of becoming Master at `now` with the default config (advert 100 ms).
-fn become_master(from: State, now: Time, reason: &'static str, cancels: &[TimerKind], priority: u8) -> Vec<Action> {
+fn become_master(from: State, now: Time, reason: TransitionReason, cancels: &[TimerKind], priority: u8) -> Vec<Action> {
     let mut v = vec![changed(from, State::Master, reason)];
     v.extend(cancels.iter().map(|k| Action::CancelTimer(*k)));
     v.extend([
@@ -87,10 +88,6 @@ fn run(inst: &mut Instance, steps: Vec<(Time, Input, Vec<Action>)>) {
     }
 }
 
-const DOWN_NO_ADVERT: &str = "master down interval elapsed without an advert";
-const DOWN_RELEASED: &str = "master released (priority 0), skew time elapsed";
-const HIGHER: &str = "advert from a higher-priority master";
-
 #[test]
 fn skew_and_master_down_interval_are_exact_in_nanoseconds() {
     // (256 - 100) * 100 ms / 256 = 60.9375 ms; 3 * 100 ms + that = 360.9375 ms.
@@ -111,7 +108,10 @@ fn startup_goes_backup_then_master_after_master_down_interval() {
             (
                 ms(0.0),
                 Input::Start,
-                vec![changed(State::Initialize, State::Backup, "startup"), arm(TimerKind::MasterDown, down)],
+                vec![
+                    changed(State::Initialize, State::Backup, TransitionReason::Startup),
+                    arm(TimerKind::MasterDown, down),
+                ],
             ),
             // Early or unarmed expiries are ignored.
             (ms(360.0), Input::TimerExpired(TimerKind::MasterDown), vec![]),
@@ -119,7 +119,7 @@ fn startup_goes_backup_then_master_after_master_down_interval() {
             (
                 down,
                 Input::TimerExpired(TimerKind::MasterDown),
-                become_master(State::Backup, down, DOWN_NO_ADVERT, &[], 100),
+                become_master(State::Backup, down, TransitionReason::MasterDown, &[], 100),
             ),
             (
                 down + ms(100.0),
@@ -154,7 +154,7 @@ fn higher_priority_advert_demotes_master() {
             ms(450.0),
             rx(2, 200),
             vec![
-                changed(State::Master, State::Backup, HIGHER),
+                changed(State::Master, State::Backup, TransitionReason::HigherPriorityMaster),
                 Action::CancelTimer(TimerKind::AdverTimer),
                 Action::RemoveVips(vips()),
                 arm(TimerKind::MasterDown, ms(450.0) + ms(360.9375)),
@@ -174,7 +174,7 @@ fn equal_priority_tie_is_broken_by_the_greater_primary_address() {
             ms(450.0),
             rx(4, 100),
             vec![
-                changed(State::Master, State::Backup, HIGHER),
+                changed(State::Master, State::Backup, TransitionReason::HigherPriorityMaster),
                 Action::CancelTimer(TimerKind::AdverTimer),
                 Action::RemoveVips(vips()),
                 arm(TimerKind::MasterDown, ms(450.0) + ms(360.9375)),
@@ -203,14 +203,17 @@ fn priority_zero_advert_gives_fast_takeover_at_skew_time() {
             (
                 ms(0.0),
                 Input::Start,
-                vec![changed(State::Initialize, State::Backup, "startup"), arm(TimerKind::MasterDown, ms(360.9375))],
+                vec![
+                    changed(State::Initialize, State::Backup, TransitionReason::Startup),
+                    arm(TimerKind::MasterDown, ms(360.9375)),
+                ],
             ),
             (ms(50.0), rx(4, 200), vec![arm(TimerKind::MasterDown, ms(50.0) + ms(360.9375))]),
             (ms(100.0), rx(4, 0), vec![arm(TimerKind::MasterDown, ms(100.0) + skew)]),
             (
                 ms(100.0) + skew,
                 Input::TimerExpired(TimerKind::MasterDown),
-                become_master(State::Backup, ms(100.0) + skew, DOWN_RELEASED, &[], 100),
+                become_master(State::Backup, ms(100.0) + skew, TransitionReason::MasterReleased, &[], 100),
             ),
         ],
     );
@@ -263,7 +266,7 @@ fn retire_leaves_like_shutdown_without_the_priority_zero_advert() {
             ms(450.0),
             Input::Retire,
             vec![
-                changed(State::Master, State::Initialize, "retired: another instance of this node keeps the VIPs"),
+                changed(State::Master, State::Initialize, TransitionReason::Retired),
                 Action::CancelTimer(TimerKind::AdverTimer),
                 Action::RemoveVips(vips()),
             ],
@@ -293,7 +296,10 @@ fn preempt_waits_the_delay_from_the_first_lower_advert_then_takes_over_once() {
             (
                 ms(0.0),
                 Input::Start,
-                vec![changed(State::Initialize, State::Backup, "startup"), arm(TimerKind::MasterDown, mdi)],
+                vec![
+                    changed(State::Initialize, State::Backup, TransitionReason::Startup),
+                    arm(TimerKind::MasterDown, mdi),
+                ],
             ),
             (
                 ms(10.0),
@@ -309,7 +315,7 @@ fn preempt_waits_the_delay_from_the_first_lower_advert_then_takes_over_once() {
                 become_master(
                     State::Backup,
                     ms(260.0),
-                    "preempt delay elapsed: higher priority than the master",
+                    TransitionReason::PreemptDelayElapsed,
                     &[TimerKind::MasterDown],
                     250,
                 ),
@@ -332,7 +338,10 @@ fn preempt_delay_is_cancelled_by_a_master_that_deserves_the_role() {
             (
                 ms(0.0),
                 Input::Start,
-                vec![changed(State::Initialize, State::Backup, "startup"), arm(TimerKind::MasterDown, mdi)],
+                vec![
+                    changed(State::Initialize, State::Backup, TransitionReason::Startup),
+                    arm(TimerKind::MasterDown, mdi),
+                ],
             ),
             (
                 ms(10.0),
@@ -366,7 +375,13 @@ fn preempt_delay_zero_preempts_on_the_first_lower_advert() {
     let got = i.handle(ms(10.0), rx(4, 100));
     assert_eq!(
         got,
-        become_master(State::Backup, ms(10.0), "preempting a lower-priority master", &[TimerKind::MasterDown], 250)
+        become_master(
+            State::Backup,
+            ms(10.0),
+            TransitionReason::PreemptingLowerPriority,
+            &[TimerKind::MasterDown],
+            250
+        )
     );
 }
 
@@ -394,7 +409,7 @@ fn shutdown_sends_priority_zero_then_removes_vips() {
                 ms(450.0),
                 Input::Shutdown,
                 vec![
-                    changed(State::Master, State::Initialize, "shutdown"),
+                    changed(State::Master, State::Initialize, TransitionReason::Shutdown),
                     Action::CancelTimer(TimerKind::AdverTimer),
                     Action::SendAdvert(advert(0, 10)),
                     Action::RemoveVips(vips()),
@@ -410,7 +425,10 @@ fn shutdown_sends_priority_zero_then_removes_vips() {
     b.handle(ms(0.0), Input::Start);
     assert_eq!(
         b.handle(ms(1.0), Input::Shutdown),
-        vec![changed(State::Backup, State::Initialize, "shutdown"), Action::CancelTimer(TimerKind::MasterDown)]
+        vec![
+            changed(State::Backup, State::Initialize, TransitionReason::Shutdown),
+            Action::CancelTimer(TimerKind::MasterDown)
+        ]
     );
 }
 
@@ -424,7 +442,7 @@ fn interface_down_goes_to_initialize_with_vips_removed_and_up_restarts() {
                 ms(450.0),
                 Input::InterfaceDown,
                 vec![
-                    changed(State::Master, State::Initialize, "interface down"),
+                    changed(State::Master, State::Initialize, TransitionReason::InterfaceDown),
                     Action::CancelTimer(TimerKind::AdverTimer),
                     Action::RemoveVips(vips()),
                 ],
@@ -434,7 +452,7 @@ fn interface_down_goes_to_initialize_with_vips_removed_and_up_restarts() {
                 ms(500.0),
                 Input::InterfaceUp,
                 vec![
-                    changed(State::Initialize, State::Backup, "interface up"),
+                    changed(State::Initialize, State::Backup, TransitionReason::InterfaceUp),
                     arm(TimerKind::MasterDown, ms(500.0) + ms(360.9375)),
                 ],
             ),
@@ -538,7 +556,7 @@ fn start_as_master_takes_the_vips_without_waiting() {
     let mut i = instance(config());
     assert_eq!(
         i.handle(ms(5.0), Input::StartAsMaster),
-        become_master(State::Initialize, ms(5.0), "startup holding the VIPs of a replaced group", &[], 100)
+        become_master(State::Initialize, ms(5.0), TransitionReason::StartupHoldingReplaced, &[], 100)
     );
 }
 
@@ -547,7 +565,7 @@ fn start_unclaimed_takes_the_vips_without_waiting_and_says_why() {
     let mut i = instance(config());
     assert_eq!(
         i.handle(ms(5.0), Input::StartUnclaimed),
-        become_master(State::Initialize, ms(5.0), "startup as first preference of VIPs new to the plan", &[], 100)
+        become_master(State::Initialize, ms(5.0), TransitionReason::StartupUnclaimed, &[], 100)
     );
 }
 
@@ -560,7 +578,10 @@ fn start_unclaimed_on_a_down_link_waits_and_comes_back_as_backup() {
     let down = master_down_interval(100, 10);
     assert_eq!(
         i.handle(ms(3.0), Input::InterfaceUp),
-        vec![changed(State::Initialize, State::Backup, "interface up"), arm(TimerKind::MasterDown, ms(3.0) + down)]
+        vec![
+            changed(State::Initialize, State::Backup, TransitionReason::InterfaceUp),
+            arm(TimerKind::MasterDown, ms(3.0) + down)
+        ]
     );
 }
 
@@ -575,7 +596,7 @@ fn two_unclaimed_starts_at_equal_priority_leave_the_higher_primary_address() {
     let mut j = instance(config());
     j.handle(ms(5.0), Input::StartUnclaimed);
     let higher = j.handle(ms(6.0), rx(4, 100));
-    assert_eq!(higher[0], changed(State::Master, State::Backup, HIGHER));
+    assert_eq!(higher[0], changed(State::Master, State::Backup, TransitionReason::HigherPriorityMaster));
     assert!(higher.contains(&Action::RemoveVips(vips())));
     assert_eq!(j.state(), State::Backup);
 }

@@ -17,6 +17,7 @@ pub mod foreign;
 pub mod inputs;
 pub mod plan;
 pub mod state;
+pub mod transition;
 
 /// Monotonic time as an offset from an arbitrary origin chosen by the caller (a real clock in the speaker,
 /// virtual time in the simulator). Never read from the system here.

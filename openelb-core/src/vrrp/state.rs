@@ -15,6 +15,7 @@ use thiserror::Error;
 
 use super::consts::{MAX_ADVERT_INT, TTL};
 use super::drop::{DropCounts, DropReason};
+use super::transition::TransitionReason;
 use super::{Advert, PRIORITY_OWNER, PRIORITY_RELEASE, Received, Time, group_address};
 use crate::model::IpFamily;
 
@@ -126,7 +127,7 @@ pub enum Action {
     StateChanged {
         from: State,
         to: State,
-        reason: &'static str,
+        reason: TransitionReason,
     },
 }
 
@@ -407,37 +408,37 @@ impl Instance {
             Input::Start => {
                 self.enabled = true;
                 if self.state == State::Initialize && self.link_up {
-                    self.enter_backup(now, "startup", &mut out);
+                    self.enter_backup(now, TransitionReason::Startup, &mut out);
                 }
             }
             Input::StartAsMaster => {
                 self.enabled = true;
                 if self.state == State::Initialize && self.link_up {
-                    self.enter_master(now, "startup holding the VIPs of a replaced group", &mut out);
+                    self.enter_master(now, TransitionReason::StartupHoldingReplaced, &mut out);
                 }
             }
             Input::StartUnclaimed => {
                 self.enabled = true;
                 if self.state == State::Initialize && self.link_up {
-                    self.enter_master(now, "startup as first preference of VIPs new to the plan", &mut out);
+                    self.enter_master(now, TransitionReason::StartupUnclaimed, &mut out);
                 }
             }
             Input::Shutdown => {
                 self.enabled = false;
-                self.enter_initialize("shutdown", true, &mut out);
+                self.enter_initialize(TransitionReason::Shutdown, true, &mut out);
             }
             Input::Retire => {
                 self.enabled = false;
-                self.enter_initialize("retired: another instance of this node keeps the VIPs", false, &mut out);
+                self.enter_initialize(TransitionReason::Retired, false, &mut out);
             }
             Input::InterfaceDown => {
                 self.link_up = false;
-                self.enter_initialize("interface down", false, &mut out);
+                self.enter_initialize(TransitionReason::InterfaceDown, false, &mut out);
             }
             Input::InterfaceUp => {
                 self.link_up = true;
                 if self.enabled && self.state == State::Initialize {
-                    self.enter_backup(now, "interface up", &mut out);
+                    self.enter_backup(now, TransitionReason::InterfaceUp, &mut out);
                 }
             }
             Input::Advert(rx) => self.on_advert(now, rx, &mut out),
@@ -468,12 +469,12 @@ impl Instance {
         }
     }
 
-    fn change(&mut self, to: State, reason: &'static str, out: &mut Vec<Action>) {
+    fn change(&mut self, to: State, reason: TransitionReason, out: &mut Vec<Action>) {
         out.push(Action::StateChanged { from: self.state, to, reason });
         self.state = to;
     }
 
-    fn enter_backup(&mut self, now: Time, reason: &'static str, out: &mut Vec<Action>) {
+    fn enter_backup(&mut self, now: Time, reason: TransitionReason, out: &mut Vec<Action>) {
         self.master_adver_interval = self.cfg.advert_interval;
         self.master = None;
         self.lower_since = None;
@@ -482,7 +483,7 @@ impl Instance {
         self.arm(TimerKind::MasterDown, now.saturating_add(self.master_down_interval()), out);
     }
 
-    fn enter_master(&mut self, now: Time, reason: &'static str, out: &mut Vec<Action>) {
+    fn enter_master(&mut self, now: Time, reason: TransitionReason, out: &mut Vec<Action>) {
         self.change(State::Master, reason, out);
         self.cancel(TimerKind::MasterDown, out);
         self.cancel(TimerKind::PreemptDelay, out);
@@ -509,7 +510,7 @@ impl Instance {
         }
     }
 
-    fn enter_initialize(&mut self, reason: &'static str, release: bool, out: &mut Vec<Action>) {
+    fn enter_initialize(&mut self, reason: TransitionReason, release: bool, out: &mut Vec<Action>) {
         match self.state {
             State::Initialize => {}
             State::Backup => {
@@ -545,15 +546,12 @@ impl Instance {
                 self.arm(TimerKind::AdverTimer, now.saturating_add(interval_duration(self.cfg.advert_interval)), out);
             }
             (State::Backup, TimerKind::MasterDown) => {
-                let reason = if self.release_seen {
-                    "master released (priority 0), skew time elapsed"
-                } else {
-                    "master down interval elapsed without an advert"
-                };
+                let reason =
+                    if self.release_seen { TransitionReason::MasterReleased } else { TransitionReason::MasterDown };
                 self.enter_master(now, reason, out);
             }
             (State::Backup, TimerKind::PreemptDelay) => {
-                self.enter_master(now, "preempt delay elapsed: higher priority than the master", out);
+                self.enter_master(now, TransitionReason::PreemptDelayElapsed, out);
             }
             // Timers are cancelled on every state change, so these cannot be armed; nothing to do.
             _ => {}
@@ -597,7 +595,7 @@ impl Instance {
                     let since = *self.lower_since.get_or_insert(now);
                     let due = since.saturating_add(self.cfg.preempt_delay);
                     if due <= now {
-                        self.enter_master(now, "preempting a lower-priority master", out);
+                        self.enter_master(now, TransitionReason::PreemptingLowerPriority, out);
                     } else {
                         self.arm(TimerKind::MasterDown, now.saturating_add(self.master_down_interval()), out);
                         if self.deadline(TimerKind::PreemptDelay).is_none() {
@@ -618,7 +616,7 @@ impl Instance {
                         );
                     }
                 } else if prio > self.cfg.priority || (prio == self.cfg.priority && rx.src > self.cfg.primary) {
-                    self.change(State::Backup, "advert from a higher-priority master", out);
+                    self.change(State::Backup, TransitionReason::HigherPriorityMaster, out);
                     self.cancel(TimerKind::AdverTimer, out);
                     if !self.cfg.addresses.is_empty() {
                         out.push(Action::RemoveVips(self.cfg.addresses.clone()));

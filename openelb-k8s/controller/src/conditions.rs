@@ -7,6 +7,7 @@
 use std::net::IpAddr;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use openelb_core::event_reason::EventReason;
 use openelb_core::ipam::PoolStatus;
 use openelb_core::pool_invalid::{PoolInvalid, PoolProblem};
 use openelb_core::validate::Problem;
@@ -82,6 +83,24 @@ impl ConditionReason {
             ConditionReason::Exhausted => "Exhausted",
             ConditionReason::Valid => "Valid",
             ConditionReason::InvalidSpec => "InvalidSpec",
+        }
+    }
+
+    /// The Warning Event recorded when an Eip becomes invalid for this reason (`None` for the reasons of a valid
+    /// or usable Eip).
+    pub const fn event_reason(self) -> Option<EventReason> {
+        match self {
+            ConditionReason::InvalidSpec => Some(EventReason::InvalidSpec),
+            ConditionReason::Undecodable => Some(EventReason::Undecodable),
+            ConditionReason::InvalidAddress => Some(EventReason::InvalidAddress),
+            ConditionReason::ReservedAddress => Some(EventReason::ReservedAddress),
+            ConditionReason::OverlappingEip => Some(EventReason::OverlappingEip),
+            ConditionReason::AddressesOutsidePool => Some(EventReason::AddressesOutsidePool),
+            ConditionReason::Available
+            | ConditionReason::Deleting
+            | ConditionReason::Disabled
+            | ConditionReason::Exhausted
+            | ConditionReason::Valid => None,
         }
     }
 
@@ -347,6 +366,15 @@ mod tests {
                 "InvalidSpec"
             ]
         );
+    }
+
+    /// Every reason an Eip can be invalid for has its Event, named alike; the others have none.
+    #[test]
+    fn invalid_reasons_have_their_event() {
+        for r in ConditionReason::ALL {
+            let event = r.event_reason().map(EventReason::as_str);
+            assert_eq!(event, r.is_invalid().then_some(r.as_str()), "{r:?}");
+        }
     }
 
     /// The allocator's reasons reach the conditions unchanged.

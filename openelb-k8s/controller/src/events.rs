@@ -8,7 +8,6 @@
 //! 1.22 refuse for `events.k8s.io` Events; `kube-system` is accepted by every version.
 
 use std::collections::HashMap;
-use std::fmt;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -18,8 +17,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use k8s_openapi::jiff::Timestamp;
 use kube::Client;
 use kube::api::{Api, PostParams};
-
-use super::conditions::ConditionReason;
+pub use openelb_core::event_reason::EventReason;
 
 /// The same warning about the same object at most once per this long.
 pub const WARNING_INTERVAL: Duration = Duration::from_secs(60);
@@ -28,112 +26,6 @@ pub const CLUSTER_EVENTS_NAMESPACE: &str = "kube-system";
 /// API limits on `note` (bytes) and on `reportingInstance`, `action` and `reason` (characters).
 const MAX_NOTE: usize = 1024;
 const MAX_SHORT: usize = 128;
-
-/// Why the controller records an Event. On the wire these are upstream OpenELB's reasons, so whatever
-/// watches for them keeps working.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum EventReason {
-    /// A Service got an address.
-    AssignIp,
-    /// A Service wanted an address and got none.
-    AssignIpFailed,
-    /// A Service gave its address back.
-    ReleaseIp,
-    /// A Service keeps a shared address although it now conflicts with another sharer.
-    SharedIpConflict,
-    /// An Eip's deletion waits for addresses in use.
-    DeletionHeld,
-    /// A Service keeps an address its Eip's range no longer contains (the Eip drains).
-    IpOutsideEip,
-    /// An Eip's spec breaks a validation rule (the `Invalid` condition says the same).
-    InvalidSpec,
-    /// An Eip does not decode; it is read as disabled.
-    Undecodable,
-    /// An Eip gives out no new addresses for one of the allocator's reasons (`openelb_core::pool_invalid`).
-    InvalidAddress,
-    ReservedAddress,
-    OverlappingEip,
-    AddressesOutsidePool,
-}
-
-impl EventReason {
-    pub const ALL: [EventReason; 12] = [
-        EventReason::AssignIp,
-        EventReason::AssignIpFailed,
-        EventReason::ReleaseIp,
-        EventReason::SharedIpConflict,
-        EventReason::DeletionHeld,
-        EventReason::IpOutsideEip,
-        EventReason::InvalidSpec,
-        EventReason::Undecodable,
-        EventReason::InvalidAddress,
-        EventReason::ReservedAddress,
-        EventReason::OverlappingEip,
-        EventReason::AddressesOutsidePool,
-    ];
-
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            EventReason::AssignIp => "AssignIP",
-            EventReason::AssignIpFailed => "AssignIPFailed",
-            EventReason::ReleaseIp => "ReleaseIP",
-            EventReason::SharedIpConflict => "SharedIPConflict",
-            EventReason::DeletionHeld => "DeletionHeld",
-            EventReason::IpOutsideEip => "IPOutsideEip",
-            EventReason::InvalidSpec => "InvalidSpec",
-            EventReason::Undecodable => "Undecodable",
-            EventReason::InvalidAddress => "InvalidAddress",
-            EventReason::ReservedAddress => "ReservedAddress",
-            EventReason::OverlappingEip => "OverlappingEip",
-            EventReason::AddressesOutsidePool => "AddressesOutsidePool",
-        }
-    }
-
-    /// What the controller was doing; `kubectl describe` shows the reason.
-    pub const fn action(self) -> &'static str {
-        match self {
-            EventReason::AssignIp | EventReason::AssignIpFailed => "Assign",
-            EventReason::ReleaseIp => "Release",
-            EventReason::SharedIpConflict => "Share",
-            EventReason::DeletionHeld => "Delete",
-            EventReason::IpOutsideEip => "Keep",
-            EventReason::InvalidSpec
-            | EventReason::Undecodable
-            | EventReason::InvalidAddress
-            | EventReason::ReservedAddress
-            | EventReason::OverlappingEip
-            | EventReason::AddressesOutsidePool => "Validate",
-        }
-    }
-
-    /// The Event of an Eip's `Invalid` reason (`None` for the reasons of a valid or usable Eip).
-    pub const fn of_condition(reason: ConditionReason) -> Option<Self> {
-        match reason {
-            ConditionReason::InvalidSpec => Some(EventReason::InvalidSpec),
-            ConditionReason::Undecodable => Some(EventReason::Undecodable),
-            ConditionReason::InvalidAddress => Some(EventReason::InvalidAddress),
-            ConditionReason::ReservedAddress => Some(EventReason::ReservedAddress),
-            ConditionReason::OverlappingEip => Some(EventReason::OverlappingEip),
-            ConditionReason::AddressesOutsidePool => Some(EventReason::AddressesOutsidePool),
-            ConditionReason::Available
-            | ConditionReason::Deleting
-            | ConditionReason::Disabled
-            | ConditionReason::Exhausted
-            | ConditionReason::Valid => None,
-        }
-    }
-
-    /// The reason of an Event the core decided (`openelb_core::ipam::Event::reason`, a string there).
-    pub fn from_core(reason: &str) -> Option<Self> {
-        EventReason::ALL.into_iter().find(|r| r.as_str() == reason)
-    }
-}
-
-impl fmt::Display for EventReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// Remembers when each warning was last let through. Memory is bounded by the warnings of the last interval.
 #[derive(Debug)]
@@ -330,25 +222,5 @@ mod tests {
                 ("AddressesOutsidePool", "Validate"),
             ]
         );
-        // Every reason an Eip can be invalid for has its Event, named alike.
-        for r in EventReason::ALL {
-            if let Some(c) = [
-                ConditionReason::InvalidSpec,
-                ConditionReason::Undecodable,
-                ConditionReason::InvalidAddress,
-                ConditionReason::ReservedAddress,
-                ConditionReason::OverlappingEip,
-                ConditionReason::AddressesOutsidePool,
-            ]
-            .into_iter()
-            .find(|c| c.as_str() == r.as_str())
-            {
-                assert_eq!(EventReason::of_condition(c), Some(r));
-            }
-        }
-        for r in EventReason::ALL {
-            assert_eq!(EventReason::from_core(r.as_str()), Some(r));
-        }
-        assert_eq!(EventReason::from_core("SomethingNew"), None);
     }
 }

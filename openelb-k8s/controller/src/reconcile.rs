@@ -186,7 +186,7 @@ impl Context {
         let api: Api<Decoded<Eip>> = Api::all(self.client.clone());
         let written = api.replace_status(&eip.name_any(), &PostParams::default(), &Decoded::Ok(eip.clone())).await?;
         for (reason, note) in conditions::appeared(before, eip_status::conditions(eip)) {
-            if let Some(event) = EventReason::of_condition(reason) {
+            if let Some(event) = reason.event_reason() {
                 self.events.publish(&eip.object_ref(&()), true, event, &note).await;
             }
         }
@@ -339,17 +339,13 @@ async fn publish_events(ctx: &Context, svc: &corev1::Service, plan: &Plan) {
     }
     let regarding = svc.object_ref(&());
     for event in &plan.outcome.events {
-        let Some(reason) = EventReason::from_core(&event.reason) else {
-            tracing::warn!(reason = %event.reason, "the core decided an Event of a reason the controller does not know; not recorded");
-            continue;
-        };
         let note = match &plan.outcome.change {
-            Change::Assigned { pool, .. } if reason == EventReason::AssignIp => {
+            Change::Assigned { pool, .. } if event.reason == EventReason::AssignIp => {
                 format!("{} (Eip {pool})", event.message)
             }
             _ => event.message.clone(),
         };
-        ctx.events.publish(&regarding, event.type_ == EventType::Warning, reason, &note).await;
+        ctx.events.publish(&regarding, event.type_ == EventType::Warning, event.reason, &note).await;
     }
 }
 

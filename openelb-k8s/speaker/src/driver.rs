@@ -1011,7 +1011,7 @@ where
                 g.transitions.inc();
                 let group = self.agent.group_id(&key).map(GroupId::to_string).unwrap_or_default();
                 tracing::info!(
-                    from = %from, to = %to, reason, vips = ?self.vips_of(&key), group = %group,
+                    from = %from, to = %to, %reason, vips = ?self.vips_of(&key), group = %group,
                     "VRRP state {from} -> {to}"
                 );
             }
