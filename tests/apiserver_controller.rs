@@ -194,7 +194,7 @@ fn burst_manifests() -> String {
 /// Services from caches that lag: every address must stay unique and recorded. Both controllers tend to decide
 /// the same Service from the same state (and so agree), so this is a smoke test of the write path under
 /// contention; that every Eip write carries the resourceVersion it was computed from is checked in
-/// `controller::plan`'s unit tests.
+/// `controller::service_writes`'s unit tests.
 #[test]
 #[ignore = "needs the test kube-apiserver: KAPI_KUBECONFIG, started by scripts/test.sh"]
 fn two_controllers_never_hand_out_one_address_twice() {

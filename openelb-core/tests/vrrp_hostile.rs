@@ -8,12 +8,12 @@ use std::time::Duration;
 use openelb_core::IpFamily;
 use openelb_core::vrrp::agent::{Agent, AgentConfig, InstanceKey, NodeAction};
 use openelb_core::vrrp::consts::MULTICAST_V4;
-use openelb_core::vrrp::drop::DropReason;
 use openelb_core::vrrp::event::{AgentEvent, REPORT_INTERVAL};
 use openelb_core::vrrp::foreign::{
     FOREIGN_CONFIRM, FOREIGN_REPORTS_PER_WINDOW, MAX_FOREIGN_VRIDS, MAX_SOURCES_PER_VRID,
 };
 use openelb_core::vrrp::plan::{PlanConfig, PlanContext, VipInput, plan};
+use openelb_core::vrrp::refusal::AdvertRefusal;
 use openelb_core::vrrp::state::{Action, State, TimerKind, master_down_interval};
 use openelb_core::vrrp::{Advert, Received, Time};
 
@@ -113,7 +113,7 @@ impl Node {
         self.agent.instance(&self.key).unwrap().state()
     }
 
-    fn dropped(&self, r: DropReason) -> u64 {
+    fn dropped(&self, r: AdvertRefusal) -> u64 {
         self.agent.instance(&self.key).unwrap().counters().dropped.get(r)
     }
 
@@ -178,7 +178,7 @@ fn spoofed_adverts_at_255_and_254_from_a_non_node_move_nothing() {
         assert!(m.transitions.is_empty() && b.transitions.is_empty());
         assert!(m.answers.is_empty(), "no answer to a stranger: {:?}", m.answers);
         assert_eq!(b.master_down(), down, "the backup still waits for n0 only");
-        assert_eq!((m.dropped(DropReason::UnknownSource), b.dropped(DropReason::UnknownSource)), (30, 60));
+        assert_eq!((m.dropped(AdvertRefusal::UnknownSource), b.dropped(AdvertRefusal::UnknownSource)), (30, 60));
         // Reported once, as a stranger claiming our VIPs.
         let events = m.agent.take_events(ms(1100));
         let reports = foreign_reports(&events);
@@ -199,7 +199,7 @@ fn a_max_adver_int_of_4095_is_never_adopted() {
     b.offer(ms(1020), from(ip(STRANGER), slow));
     assert_eq!(b.master_down(), down);
     assert_eq!(b.agent.instance(&b.key).unwrap().master_adver_interval(), 10);
-    assert_eq!((b.dropped(DropReason::IntervalOutOfBounds), b.dropped(DropReason::UnknownSource)), (1, 1));
+    assert_eq!((b.dropped(AdvertRefusal::IntervalOutOfBounds), b.dropped(AdvertRefusal::UnknownSource)), (1, 1));
     // n0 goes silent: the backup takes over at n0's Master_Down_Interval, not 126 s later.
     b.run_until(ms(5000));
     assert_eq!(b.transitions, vec![(ms(1000) + master_down_interval(240, 10), State::Master)]);
@@ -217,7 +217,7 @@ fn unicast_priority_zero_to_a_backup_from_anyone_but_its_master_is_ignored() {
     }
     assert!(b.transitions.is_empty(), "{:?}", b.transitions);
     assert_eq!(b.master_down(), down);
-    assert_eq!((b.dropped(DropReason::ReleaseNotFromMaster), b.dropped(DropReason::UnknownSource)), (30, 30));
+    assert_eq!((b.dropped(AdvertRefusal::ReleaseNotFromMaster), b.dropped(AdvertRefusal::UnknownSource)), (30, 30));
     // n0's own release still hands over at Skew_Time.
     b.offer(ms(1050), from(node(0), advert(b.vrid, 0, &ours())));
     assert!(b.master_down().unwrap() < ms(1060));
@@ -247,7 +247,7 @@ fn a_foreign_router_on_our_vrid_changes_nothing_and_is_reported_once() {
             // The master's adverts are its own schedule only.
             assert!(m.answers.is_empty(), "{what}: {:?}", m.answers);
             assert!(b.master_down() > down, "{what}: still following n0");
-            let reason = if src == node(2) { DropReason::ForeignAddresses } else { DropReason::UnknownSource };
+            let reason = if src == node(2) { AdvertRefusal::ForeignAddresses } else { AdvertRefusal::UnknownSource };
             assert_eq!(m.dropped(reason), 10, "{what}");
             // Reported once; a cluster node's only once it has been seen for FOREIGN_CONFIRM.
             let events = m.agent.take_events(ms(11_000));
@@ -276,7 +276,7 @@ fn a_cluster_node_seen_briefly_with_unknown_addresses_is_not_a_foreign_router_ye
     let t = ms(1000) + FOREIGN_CONFIRM - ms(100);
     assert!(m.agent.foreign_vrids(t).is_empty());
     assert!(foreign_reports(&m.agent.take_events(t)).is_empty());
-    assert_eq!(m.dropped(DropReason::ForeignAddresses), 20);
+    assert_eq!(m.dropped(AdvertRefusal::ForeignAddresses), 20);
 }
 
 #[test]
@@ -287,7 +287,7 @@ fn another_group_of_our_plan_on_our_vrid_is_not_foreign() {
         m.offer(ms(1000 + k * 100), from(node(2), advert(m.vrid, 254, &[ip(93)])));
     }
     assert_eq!(m.state(), State::Master);
-    assert_eq!(m.dropped(DropReason::OtherGroup), 100);
+    assert_eq!(m.dropped(AdvertRefusal::OtherGroup), 100);
     assert!(m.agent.foreign_vrids(ms(11_000)).is_empty());
     assert!(m.agent.take_events(ms(11_000)).is_empty(), "routine, not worth a warning");
 }
@@ -301,7 +301,7 @@ fn no_advert_is_accepted_before_the_known_peers_are_set() {
     agent.apply_plan(Time::ZERO, &p);
     assert!(agent.handle_advert(ms(10), IFACE, from(node(0), advert(vrid, 250, &ours()))).is_empty());
     let key = InstanceKey { interface: IFACE.into(), family: IpFamily::V4, vrid };
-    assert_eq!(agent.instance(&key).unwrap().counters().dropped.get(DropReason::UnknownSource), 1);
+    assert_eq!(agent.instance(&key).unwrap().counters().dropped.get(AdvertRefusal::UnknownSource), 1);
     agent.set_known_peers([node(0)]);
     assert!(!agent.handle_advert(ms(20), IFACE, from(node(0), advert(vrid, 250, &ours()))).is_empty());
 }
@@ -379,7 +379,7 @@ fn odd_adverts_are_summed_up_at_most_once_a_minute_per_instance() {
     assert!(m.agent.events_pending(ms(1001)));
     let first = m.agent.take_events(ms(1001));
     let [AgentEvent::Anomalies(a)] = first.as_slice() else { panic!("{first:?}") };
-    assert_eq!((a.key.vrid, a.dropped.get(DropReason::Ttl), a.dropped.total()), (m.vrid, 1000, 1000));
+    assert_eq!((a.key.vrid, a.dropped.get(AdvertRefusal::Ttl), a.dropped.total()), (m.vrid, 1000, 1000));
     assert!(a.to_string().contains("ttl 1000"), "{a}");
     // More of the same: counted, reported after REPORT_INTERVAL with only what is new.
     for k in 0..10 {
@@ -389,7 +389,7 @@ fn odd_adverts_are_summed_up_at_most_once_a_minute_per_instance() {
     assert!(m.agent.take_events(ms(2000)).is_empty());
     let later = m.agent.take_events(ms(1001) + REPORT_INTERVAL);
     let [AgentEvent::Anomalies(a)] = later.as_slice() else { panic!("{later:?}") };
-    assert_eq!(a.dropped.get(DropReason::Ttl), 10);
+    assert_eq!(a.dropped.get(AdvertRefusal::Ttl), 10);
     // Nothing new: nothing to say.
     assert!(m.agent.take_events(ms(1001) + REPORT_INTERVAL * 3).is_empty());
 }
@@ -406,7 +406,7 @@ fn unknown_routers_on_vrids_we_do_not_run_are_remembered_not_reported() {
     assert!(foreign_reports(&m.agent.take_events(ms(9000))).is_empty());
     let in_use: BTreeSet<u8> = m.agent.foreign_vrids(ms(9000)).into_iter().map(|f| f.vrid.vrid).collect();
     assert_eq!(in_use, BTreeSet::from([spare]));
-    assert_eq!(m.agent.unrouted_drops().get(DropReason::NoInstance), 16);
+    assert_eq!(m.agent.unrouted_drops().get(AdvertRefusal::NoInstance), 16);
     // Gone quiet for a minute: no longer in use.
     assert!(m.agent.foreign_vrids(ms(8000) + Duration::from_secs(61)).is_empty());
 }
@@ -429,7 +429,7 @@ fn one_multicast_advert_of_a_stranger_takes_its_vrid_and_a_unicast_one_does_not(
         b.offer(ms(1001 + k * 100), rx);
     }
     assert!(b.agent.foreign_vrids(ms(11_000)).is_empty(), "{:?}", b.agent.foreign_vrids(ms(11_000)));
-    assert_eq!(b.dropped(DropReason::UnknownSource), 100);
+    assert_eq!(b.dropped(AdvertRefusal::UnknownSource), 100);
 }
 
 /// Spoofed multicast adverts on every VRID: at most MAX_FOREIGN_VRIDS count as in use, the earliest seen, and

@@ -6,7 +6,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
 use openelb_core::vrrp::consts::MULTICAST_V4;
-use openelb_core::vrrp::drop::DropReason;
+use openelb_core::vrrp::refusal::AdvertRefusal;
 use openelb_core::vrrp::state::{
     Action, Config, ConfigError, Input, Instance, State, TimerKind, default_peer_interval_bounds, master_down_interval,
     skew_time,
@@ -419,7 +419,7 @@ fn shutdown_sends_priority_zero_then_removes_vips() {
             (ms(470.0), Input::InterfaceUp, vec![]),
         ],
     );
-    assert_eq!(i.counters().dropped.get(DropReason::NotRunning), 1);
+    assert_eq!(i.counters().dropped.get(AdvertRefusal::NotRunning), 1);
     // Shutdown of a Backup just stops its timers.
     let mut b = instance(config());
     b.handle(ms(0.0), Input::Start);
@@ -498,7 +498,7 @@ fn adverts_with_bad_ttl_other_vrid_other_family_or_our_own_source_are_dropped() 
         assert_eq!(i.handle(ms(10.0), Input::Advert(r.clone())), vec![], "{r:?}");
     }
     let c = i.counters();
-    for r in [DropReason::Ttl, DropReason::Vrid, DropReason::Family, DropReason::OwnAdvert] {
+    for r in [AdvertRefusal::Ttl, AdvertRefusal::Vrid, AdvertRefusal::Family, AdvertRefusal::OwnAdvert] {
         assert_eq!(c.dropped.get(r), 1, "{r}");
     }
     assert_eq!((c.received, c.accepted, c.dropped.total()), (4, 0, 4));
@@ -651,10 +651,10 @@ fn priority_255_is_never_accepted_in_any_state() {
     assert_eq!(m.handle(ms(450.0), rx(5, 255)), vec![]);
     assert_eq!(m.state(), State::Master);
     assert_eq!(
-        b.counters().dropped.get(DropReason::Priority255) + m.counters().dropped.get(DropReason::Priority255),
+        b.counters().dropped.get(AdvertRefusal::Priority255) + m.counters().dropped.get(AdvertRefusal::Priority255),
         2
     );
-    assert!(DropReason::Priority255.is_notable());
+    assert!(AdvertRefusal::Priority255.is_notable());
 }
 
 #[test]
@@ -664,7 +664,7 @@ fn a_max_adver_int_outside_the_bounds_is_not_adopted() {
     let deadline = b.deadline(TimerKind::MasterDown);
     assert_eq!(b.handle(ms(60.0), rx_int(4, 200, 4095)), vec![]);
     assert_eq!((b.master_adver_interval(), b.deadline(TimerKind::MasterDown)), (10, deadline));
-    assert_eq!(b.counters().dropped.get(DropReason::IntervalOutOfBounds), 1);
+    assert_eq!(b.counters().dropped.get(AdvertRefusal::IntervalOutOfBounds), 1);
     // The bound is inclusive, and configurable.
     assert_eq!(b.handle(ms(70.0), rx_int(4, 200, 100)), vec![arm(TimerKind::MasterDown, ms(70.0) + ms(3609.375))]);
     let mut wide = instance(Config { peer_interval_bounds: Some(1..=4095), ..config() });
@@ -687,7 +687,7 @@ fn a_release_is_honoured_only_from_the_master_the_backup_follows() {
         assert_eq!(b.handle(ms(60.0 + f64::from(k)), unicast(5)), vec![], "spoof {k}");
     }
     assert_eq!((b.state(), b.deadline(TimerKind::MasterDown)), (State::Backup, deadline));
-    assert_eq!(b.counters().dropped.get(DropReason::ReleaseNotFromMaster), 30);
+    assert_eq!(b.counters().dropped.get(AdvertRefusal::ReleaseNotFromMaster), 30);
     // From the master itself, unicast or multicast: Master_Down_Timer drops to Skew_Time.
     assert_eq!(b.handle(ms(100.0), unicast(4)), vec![arm(TimerKind::MasterDown, ms(100.0) + ms(60.9375))]);
     // A backup that has heard no master yet ignores a release.
@@ -702,7 +702,7 @@ fn only_adverts_to_the_vrrp_group_or_to_us_are_accepted() {
     let to = |dst: IpAddr| Input::Advert(Received { dst, ..received(4, advert(200, 10)) });
     assert_eq!(b.handle(ms(60.0), to(ip(99))), vec![]);
     assert_eq!(b.handle(ms(60.0), to(IpAddr::V6(Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 0x12)))), vec![]);
-    assert_eq!(b.counters().dropped.get(DropReason::BadDestination), 2);
+    assert_eq!(b.counters().dropped.get(AdvertRefusal::BadDestination), 2);
     assert_eq!(b.handle(ms(70.0), to(ip(3))), vec![arm(TimerKind::MasterDown, ms(70.0) + ms(360.9375))]);
     assert_eq!(b.handle(ms(80.0), to(MULTICAST_V4.into())), vec![arm(TimerKind::MasterDown, ms(80.0) + ms(360.9375))]);
     let c = b.counters();
@@ -711,16 +711,16 @@ fn only_adverts_to_the_vrrp_group_or_to_us_are_accepted() {
 
 #[test]
 fn drop_reasons_have_stable_distinct_labels() {
-    let labels: BTreeSet<&str> = DropReason::ALL.iter().map(|r| r.as_str()).collect();
-    assert_eq!(labels.len(), DropReason::ALL.len());
-    for r in DropReason::ALL {
-        let mut c = openelb_core::vrrp::drop::DropCounts::default();
+    let labels: BTreeSet<&str> = AdvertRefusal::ALL.iter().map(|r| r.as_str()).collect();
+    assert_eq!(labels.len(), AdvertRefusal::ALL.len());
+    for r in AdvertRefusal::ALL {
+        let mut c = openelb_core::vrrp::refusal::RefusalCounts::default();
         c.add(r);
         assert_eq!((c.get(r), c.total()), (1, 1), "{r}");
         assert_eq!(c.to_string(), format!("{} 1", r.as_str()));
     }
-    assert_eq!(DropReason::UnknownSource.as_str(), "unknown_source");
-    assert_eq!(DropReason::IntervalOutOfBounds.as_str(), "interval_out_of_bounds");
+    assert_eq!(AdvertRefusal::UnknownSource.as_str(), "unknown_source");
+    assert_eq!(AdvertRefusal::IntervalOutOfBounds.as_str(), "interval_out_of_bounds");
 }
 
 // ---- properties ----

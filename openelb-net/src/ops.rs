@@ -17,7 +17,7 @@ use openelb_core::model::IpFamily;
 use openelb_core::vrrp::consts::TTL;
 use openelb_core::vrrp::{Advert, Received};
 
-use crate::wire::{DropReason, MacAddr, WireError};
+use crate::wire::{DecodeFailure, MacAddr, WireError};
 
 /// The interface-name rule is the core's ([`openelb_core::iface`]), shared with validation and the webhook.
 pub use openelb_core::iface::{CAN_REACH_PREFIX, IFNAME_MAX};
@@ -174,7 +174,7 @@ pub trait NetOps: Send + Sync {
 pub enum Incoming {
     Advert(Received),
     /// Failed validation (TTL ≠ 255, bad checksum, wrong version, ...): count it by reason, act on nothing.
-    Dropped(DropReason),
+    Dropped(DecodeFailure),
 }
 
 impl From<Result<Received, WireError>> for Incoming {
@@ -182,7 +182,7 @@ impl From<Result<Received, WireError>> for Incoming {
     fn from(decoded: Result<Received, WireError>) -> Self {
         match decoded {
             Ok(rx) if rx.ttl == TTL => Incoming::Advert(rx),
-            Ok(_) => Incoming::Dropped(DropReason::BadTtl),
+            Ok(_) => Incoming::Dropped(DecodeFailure::BadTtl),
             Err(e) => Incoming::Dropped(e.kind()),
         }
     }

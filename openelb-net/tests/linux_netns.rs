@@ -20,7 +20,7 @@ use openelb_lab::in_netns::{run_in, spawn_in as in_ns};
 use openelb_lab::{HostSpec, Need, Segment, eventually_with, netns, require, test_prefix};
 use openelb_net::linux::LinuxNet;
 use openelb_net::ops::{AdvertReceiver, IfaceSpec, Incoming, NetError, NetOps};
-use openelb_net::wire::{self, DropReason, MacAddr, vrrp};
+use openelb_net::wire::{self, DecodeFailure, MacAddr, vrrp};
 
 const N1_MAC: MacAddr = MacAddr([0x02, 0x42, 0xc0, 0x00, 0x02, 0x0b]);
 const N2_MAC: MacAddr = MacAddr([0x02, 0x42, 0xc0, 0x00, 0x02, 0x0c]);
@@ -329,5 +329,5 @@ fn vrrp_advert_with_ttl_below_255_is_dropped() {
     });
     let (drops, got) = receiver.join().unwrap();
     assert_eq!((got.ttl, got.advert.priority), (TTL, 100), "the TTL-254 advert must not surface");
-    assert_eq!(drops, vec![DropReason::BadTtl], "the TTL-254 advert is reported as a drop");
+    assert_eq!(drops, vec![DecodeFailure::BadTtl], "the TTL-254 advert is reported as a drop");
 }

@@ -7,7 +7,7 @@ use openelb_core::vrrp::Advert;
 use openelb_core::vrrp::consts::{MULTICAST_V4, TTL};
 use openelb_net::memory::{Loss, Message, Segment, SegmentError};
 use openelb_net::ops::Incoming;
-use openelb_net::wire::{self, DropReason, MacAddr, vrrp};
+use openelb_net::wire::{self, DecodeFailure, MacAddr, vrrp};
 use proptest::prelude::*;
 
 const NODES: [&str; 3] = ["n1", "n2", "n3"];
@@ -66,9 +66,9 @@ fn raw_adverts_are_decoded_on_delivery_and_drops_say_why() {
     corrupt[vrrp::field::PRIORITY] = 101;
     let cases = vec![
         (TTL, bytes.clone(), Incoming::Advert(openelb_core::vrrp::Received { src, dst, ttl: TTL, advert })),
-        (254, bytes.clone(), Incoming::Dropped(DropReason::BadTtl)),
-        (TTL, corrupt, Incoming::Dropped(DropReason::BadChecksum)),
-        (TTL, bytes[..7].to_vec(), Incoming::Dropped(DropReason::Truncated)),
+        (254, bytes.clone(), Incoming::Dropped(DecodeFailure::BadTtl)),
+        (TTL, corrupt, Incoming::Dropped(DecodeFailure::BadChecksum)),
+        (TTL, bytes[..7].to_vec(), Incoming::Dropped(DecodeFailure::Truncated)),
     ];
     for (ttl, message, want) in cases {
         seg.send("n1", Message::Raw { src, dst, ttl, message }, &[ip("192.0.2.12")], ms(0)).unwrap();

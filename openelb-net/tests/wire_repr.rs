@@ -12,7 +12,7 @@ use openelb_net::wire::icmpv6::{self, NdpRepr, NeighborAdvert, NeighborSolicit};
 use openelb_net::wire::ipv4::Ipv4Repr;
 use openelb_net::wire::ipv6::Ipv6Repr;
 use openelb_net::wire::vrrp::{self, V4Checksum};
-use openelb_net::wire::{self, DropReason, Repr, WireError};
+use openelb_net::wire::{self, DecodeFailure, Repr, WireError};
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 
@@ -206,14 +206,14 @@ fn ndp_option_of_32_units_is_truncated_not_a_panic() {
     let message = ndp_with_options(true, &[2, 32, 0, 0, 0, 0, 0, 0], cx);
     let got = wire::decode::<NdpRepr>(&message, cx);
     assert_eq!(got, Err(WireError::Truncated { what: "ICMPv6 NDP message", need: 256, have: 8 }));
-    assert_eq!(got.unwrap_err().kind(), DropReason::Truncated);
+    assert_eq!(got.unwrap_err().kind(), DecodeFailure::Truncated);
 }
 
 #[test]
 fn drop_reasons_are_distinct_metric_labels() {
-    let mut labels: Vec<&str> = DropReason::ALL.iter().map(|r| r.as_str()).collect();
+    let mut labels: Vec<&str> = DecodeFailure::ALL.iter().map(|r| r.as_str()).collect();
     labels.sort_unstable();
     labels.dedup();
-    assert_eq!(labels.len(), DropReason::ALL.len());
+    assert_eq!(labels.len(), DecodeFailure::ALL.len());
     assert!(labels.iter().all(|l| l.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')), "{labels:?}");
 }

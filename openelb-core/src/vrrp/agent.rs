@@ -8,7 +8,7 @@
 //! A group participates once [`Agent::set_primary`] has given this node's address on that interface and family
 //! (until then [`Agent::waiting`] lists it). How plan changes keep VIPs where they are and start new ones at
 //! once: docs/election.md#new-vips-and-re-grouping. How adverts are screened before an instance sees them (known
-//! peers, foreign routers, [`DropReason`] in check order): docs/vrrp.md#trust-who-may-move-a-vip.
+//! peers, foreign routers, [`AdvertRefusal`] in check order): docs/vrrp.md#trust-who-may-move-a-vip.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::net::IpAddr;
@@ -16,10 +16,10 @@ use std::ops::RangeInclusive;
 use std::time::Duration;
 
 use super::consts::TTL;
-use super::drop::{DropCounts, DropReason};
 use super::event::{AgentEvent, Reporter};
 use super::foreign::{ForeignTracker, ForeignVridSeen, Sighting};
 use super::plan::{Group, GroupId, Plan};
+use super::refusal::{AdvertRefusal, RefusalCounts};
 use super::state::{
     Action, Config, ConfigError, DEFAULT_ADVERT_INTERVAL_CS, DEFAULT_GARP_COUNT, DEFAULT_GARP_SPACING,
     DEFAULT_PREEMPT_DELAY, Input, Instance, State, TimerKind,
@@ -99,7 +99,7 @@ pub struct Agent {
     foreign: ForeignTracker,
     reporter: Reporter,
     /// Adverts for no instance of this node.
-    unrouted: DropCounts,
+    unrouted: RefusalCounts,
 }
 
 impl Agent {
@@ -126,7 +126,7 @@ impl Agent {
             planned_vips: HashSet::new(),
             foreign: ForeignTracker::default(),
             reporter: Reporter::default(),
-            unrouted: DropCounts::default(),
+            unrouted: RefusalCounts::default(),
         })
     }
 
@@ -292,12 +292,12 @@ impl Agent {
     /// Screens a received advert and hands what passes to the instance of (interface, family of its source,
     /// VRID). In order: the instance's own checks ([`Instance::screen`]), a known source, addresses shared with
     /// the instance's (others are another group of our plan, or a foreign router), then the state machine's
-    /// content checks; each drop is counted under one [`DropReason`].
+    /// content checks; each drop is counted under one [`AdvertRefusal`].
     pub fn handle_advert(&mut self, now: Time, interface: &str, rx: Received) -> Vec<NodeAction> {
         let family = IpFamily::of(&rx.src);
         let key = InstanceKey { interface: interface.to_string(), family, vrid: rx.advert.vrid };
         let Some(slot) = self.instances.get_mut(&key) else {
-            self.unrouted.add(DropReason::NoInstance);
+            self.unrouted.add(AdvertRefusal::NoInstance);
             self.observe_unrouted(now, interface, &rx);
             return Vec::new();
         };
@@ -314,12 +314,12 @@ impl Agent {
         if !known || !shares {
             let claims_ours = shares || rx.advert.addresses.iter().any(|a| self.planned_vips.contains(a));
             let reason = match (known, claims_ours) {
-                (false, _) => DropReason::UnknownSource,
-                (true, true) => DropReason::OtherGroup,
-                (true, false) => DropReason::ForeignAddresses,
+                (false, _) => AdvertRefusal::UnknownSource,
+                (true, true) => AdvertRefusal::OtherGroup,
+                (true, false) => AdvertRefusal::ForeignAddresses,
             };
             instance.note_dropped(reason);
-            if reason != DropReason::OtherGroup {
+            if reason != AdvertRefusal::OtherGroup {
                 let sighting = Sighting::of(interface, &rx, known, claims_ours, true);
                 if let Some(report) = self.foreign.observe(now, sighting) {
                     self.reporter.push(AgentEvent::ForeignRouter(report));
@@ -379,8 +379,8 @@ impl Agent {
         &self.foreign
     }
 
-    /// Adverts for no instance of this node, by reason ([`DropReason::NoInstance`]).
-    pub fn unrouted_drops(&self) -> DropCounts {
+    /// Adverts for no instance of this node, by reason ([`AdvertRefusal::NoInstance`]).
+    pub fn unrouted_drops(&self) -> RefusalCounts {
         self.unrouted
     }
 

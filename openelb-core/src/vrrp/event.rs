@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use super::Time;
 use super::agent::InstanceKey;
-use super::drop::DropCounts;
 use super::foreign::ForeignRouter;
+use super::refusal::RefusalCounts;
 use super::state::Counters;
 
 /// Least time between two [`AnomalyReport`]s of one instance.
@@ -51,7 +51,7 @@ impl fmt::Display for AgentEvent {
 pub struct AnomalyReport {
     pub key: InstanceKey,
     /// Since the previous report (or the instance's start).
-    pub dropped: DropCounts,
+    pub dropped: RefusalCounts,
     pub address_mismatches: u64,
     pub replies_suppressed: u64,
     /// The latest differing address list: (sender, its list).

@@ -11,11 +11,11 @@ use crate::model::IpFamily;
 
 pub mod agent;
 pub mod consts;
-pub mod drop;
 pub mod event;
 pub mod foreign;
 pub mod inputs;
 pub mod plan;
+pub mod refusal;
 pub mod state;
 pub mod transition;
 

@@ -3,7 +3,7 @@
 //!
 //! Where it departs from, or chooses within, the RFC (never the address owner, preemption delay, answers to a
 //! lower-priority master, retire, accepted address mismatches, checked timer expiries), each pinned by a test in
-//! `tests/vrrp_state.rs`: docs/election.md#choices-within-rfc-5798. What it drops: [`DropReason`], in check order.
+//! `tests/vrrp_state.rs`: docs/election.md#choices-within-rfc-5798. What it drops: [`AdvertRefusal`], in check order.
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -14,7 +14,7 @@ use std::time::Duration;
 use thiserror::Error;
 
 use super::consts::{MAX_ADVERT_INT, TTL};
-use super::drop::{DropCounts, DropReason};
+use super::refusal::{AdvertRefusal, RefusalCounts};
 use super::transition::TransitionReason;
 use super::{Advert, PRIORITY_OWNER, PRIORITY_RELEASE, Received, Time, group_address};
 use crate::model::IpFamily;
@@ -201,7 +201,7 @@ pub struct Counters {
     pub received: u64,
     /// Adverts the state machine acted upon.
     pub accepted: u64,
-    pub dropped: DropCounts,
+    pub dropped: RefusalCounts,
     /// Accepted adverts whose address list differs from ours.
     pub address_mismatches: u64,
     /// Of those, the ones whose (sender, list) differs from the previous mismatch: something new to report.
@@ -369,31 +369,31 @@ impl Instance {
 
     /// Counts an advert the caller (the agent) dropped before it reached this instance, so that every advert
     /// offered for this instance shows up in its counters.
-    pub fn note_dropped(&mut self, reason: DropReason) {
+    pub fn note_dropped(&mut self, reason: AdvertRefusal) {
         self.counters.received = self.counters.received.saturating_add(1);
         self.counters.dropped.add(reason);
     }
 
-    /// The checks that do not depend on the advert's content (in [`DropReason`]'s order): whether
+    /// The checks that do not depend on the advert's content (in [`AdvertRefusal`]'s order): whether
     /// this instance would even look at `rx`.
-    pub fn screen(&self, rx: &Received) -> Result<(), DropReason> {
+    pub fn screen(&self, rx: &Received) -> Result<(), AdvertRefusal> {
         if self.state == State::Initialize {
-            return Err(DropReason::NotRunning);
+            return Err(AdvertRefusal::NotRunning);
         }
         if rx.ttl != TTL {
-            return Err(DropReason::Ttl);
+            return Err(AdvertRefusal::Ttl);
         }
         if rx.advert.vrid != self.cfg.vrid {
-            return Err(DropReason::Vrid);
+            return Err(AdvertRefusal::Vrid);
         }
         if !same_family(&rx.src, &self.cfg.primary) {
-            return Err(DropReason::Family);
+            return Err(AdvertRefusal::Family);
         }
         if rx.src == self.cfg.primary {
-            return Err(DropReason::OwnAdvert);
+            return Err(AdvertRefusal::OwnAdvert);
         }
         if rx.dst != self.cfg.primary && rx.dst != group_address(IpFamily::of(&self.cfg.primary)) {
-            return Err(DropReason::BadDestination);
+            return Err(AdvertRefusal::BadDestination);
         }
         Ok(())
     }
@@ -645,19 +645,19 @@ impl Instance {
 
     /// [`Instance::screen`], then the content checks: priority 255, Max_Adver_Int bounds, and a release only
     /// from the master a Backup follows.
-    fn check(&self, rx: &Received) -> Result<(), DropReason> {
+    fn check(&self, rx: &Received) -> Result<(), AdvertRefusal> {
         self.screen(rx)?;
         if rx.advert.priority == PRIORITY_OWNER {
-            return Err(DropReason::Priority255);
+            return Err(AdvertRefusal::Priority255);
         }
         if !self.cfg.peer_interval_bounds().contains(&peer_interval(rx.advert.max_advert_int)) {
-            return Err(DropReason::IntervalOutOfBounds);
+            return Err(AdvertRefusal::IntervalOutOfBounds);
         }
         if self.state == State::Backup
             && rx.advert.priority == PRIORITY_RELEASE
             && self.master.is_none_or(|m| m.src != rx.src)
         {
-            return Err(DropReason::ReleaseNotFromMaster);
+            return Err(AdvertRefusal::ReleaseNotFromMaster);
         }
         Ok(())
     }

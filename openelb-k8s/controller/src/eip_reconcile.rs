@@ -7,8 +7,8 @@ use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
-use super::eip_plan::{self, EipPlan};
 use super::eip_status;
+use super::eip_writes::{self, EipWrites};
 use super::events::EventReason;
 use super::reconcile::{CACHE_RETRY, Context, FIELD_MANAGER, RESYNC, ReconcileError, is_not_found, retry_after, run};
 use openelb_k8s::crd::{Eip, EipStatus};
@@ -24,7 +24,7 @@ pub async fn reconcile(eip: Arc<Decoded<Eip>>, ctx: Arc<Context>) -> Result<Acti
 async fn reconcile_eip(name: &str, ctx: &Context) -> Result<Action, ReconcileError> {
     let object = || format!("Eip {name}");
     ctx.may_write("reconcile", object)?;
-    let (current, plan) = {
+    let (current, writes) = {
         let _writer = ctx.write_lock().await;
         // Decide from the same cache the Service reconciles use, so both agree on every Eip.
         let all = ctx.eips.state();
@@ -33,15 +33,15 @@ async fn reconcile_eip(name: &str, ctx: &Context) -> Result<Action, ReconcileErr
             // and the retry finds nothing to do).
             return Ok(Action::requeue(CACHE_RETRY));
         };
-        let plan = eip_plan::plan(&current, &all, &eip_status::now())
+        let writes = eip_writes::decide(&current, &all, &eip_status::now())
             .map_err(|source| ReconcileError::Convert { object: object(), source: Box::new(source) })?;
-        if !write(ctx, &current, &plan).await? {
+        if !write(ctx, &current, &writes).await? {
             return Ok(Action::await_change());
         }
-        (current, plan)
+        (current, writes)
     };
-    log_changes(&current, &plan);
-    if let Some(held_by) = &plan.held_by {
+    log_changes(&current, &writes);
+    if let Some(held_by) = &writes.held_by {
         let note = format!("deletion waits until no Service uses its addresses; in use: {held_by}");
         ctx.events.publish(&current.object_ref(&()), true, EventReason::DeletionHeld, &note).await;
     }
@@ -54,14 +54,14 @@ fn condition_line(status: Option<&EipStatus>, type_: &str) -> Option<(String, St
     Some((c.status.clone(), format!("{}: {}", c.reason, c.message)))
 }
 
-fn log_changes(before: &Eip, plan: &EipPlan) {
-    if plan.remove_finalizer {
+fn log_changes(before: &Eip, writes: &EipWrites) {
+    if writes.remove_finalizer {
         tracing::info!("deleted: no address in use any more, finalizer removed");
     }
-    if plan.add_finalizer {
+    if writes.add_finalizer {
         tracing::debug!("finalizer added");
     }
-    let Some(status) = &plan.status else { return };
+    let Some(status) = &writes.status else { return };
     for type_ in [super::conditions::READY, super::conditions::INVALID] {
         let old = condition_line(before.status.as_ref(), type_);
         let new = condition_line(Some(status), type_);
@@ -69,14 +69,14 @@ fn log_changes(before: &Eip, plan: &EipPlan) {
             tracing::info!("{type_}={state} ({detail})");
         }
     }
-    if let Some(held_by) = &plan.held_by {
+    if let Some(held_by) = &writes.held_by {
         tracing::info!("deletion held: addresses in use: {held_by}");
     }
 }
 
-/// Carries the plan out; each step is guarded by the `resourceVersion` the plan was computed from (or that the
+/// Carries the writes out; each step is guarded by the `resourceVersion` they were computed from (or that the
 /// previous step produced). `false` when the Eip turned out to be gone.
-async fn write(ctx: &Context, eip: &Eip, plan: &EipPlan) -> Result<bool, ReconcileError> {
+async fn write(ctx: &Context, eip: &Eip, writes: &EipWrites) -> Result<bool, ReconcileError> {
     let name = eip.name_any();
     let object = || format!("Eip {name}");
     // Read back as `Decoded`: the write of an object that does not decode succeeds, and its answer must not
@@ -84,10 +84,10 @@ async fn write(ctx: &Context, eip: &Eip, plan: &EipPlan) -> Result<bool, Reconci
     let api: Api<Decoded<Eip>> = Api::all(ctx.client.clone());
     let pp = PatchParams { field_manager: Some(FIELD_MANAGER.to_string()), ..Default::default() };
     let mut version = eip.metadata.resource_version.clone();
-    if plan.add_finalizer {
+    if writes.add_finalizer {
         ctx.may_write("add the finalizer to", object)?;
         let patch =
-            json!({"metadata": {"resourceVersion": version, "finalizers": eip_plan::finalizers_with(eip, true)}});
+            json!({"metadata": {"resourceVersion": version, "finalizers": eip_writes::finalizers_with(eip, true)}});
         match api.patch(&name, &pp, &Patch::Merge(&patch)).await {
             Ok(written) => version = written.meta().resource_version.clone(),
             Err(source) if is_not_found(&source) => return Ok(false),
@@ -96,7 +96,7 @@ async fn write(ctx: &Context, eip: &Eip, plan: &EipPlan) -> Result<bool, Reconci
             }
         }
     }
-    if let Some(status) = &plan.status {
+    if let Some(status) = &writes.status {
         ctx.may_write("write status of", object)?;
         let mut updated = eip.clone();
         updated.metadata.resource_version = version.clone();
@@ -107,10 +107,10 @@ async fn write(ctx: &Context, eip: &Eip, plan: &EipPlan) -> Result<bool, Reconci
             Err(source) => return Err(ReconcileError::Write { action: "write status of", object: object(), source }),
         }
     }
-    if plan.remove_finalizer {
+    if writes.remove_finalizer {
         ctx.may_write("remove the finalizer of", object)?;
         let patch =
-            json!({"metadata": {"resourceVersion": version, "finalizers": eip_plan::finalizers_with(eip, false)}});
+            json!({"metadata": {"resourceVersion": version, "finalizers": eip_writes::finalizers_with(eip, false)}});
         match api.patch(&name, &pp, &Patch::Merge(&patch)).await {
             Ok(_) => {}
             Err(source) if is_not_found(&source) => return Ok(false),

@@ -3,9 +3,9 @@
 //! A process mirrors the Eips and Namespaces into caches and is ready (`/readyz`) once they are synced. One
 //! replica at a time holds the Lease ([`leader`]) and runs a *term*: it gives back the addresses of Services
 //! deleted while no one watched ([`sweep`]), then, until the Lease is lost or the process stops, runs:
-//! - on Services ([`reconcile`], decisions in [`plan`]): allocation, Service status, label and finalizer, the
-//!   Eip's `used`; Eip and Namespace changes re-enqueue the Services they can concern;
-//! - on Eips ([`eip_reconcile`], decisions in [`eip_plan`], status in [`eip_status`] and [`conditions`]):
+//! - on Services ([`reconcile`], decisions in [`service_writes`]): allocation, Service status, label and
+//!   finalizer, the Eip's `used`; Eip and Namespace changes re-enqueue the Services they can concern;
+//! - on Eips ([`eip_reconcile`], decisions in [`eip_writes`], status in [`eip_status`] and [`conditions`]):
 //!   finalizer, status, conditions, the end of a deletion; any Eip change re-enqueues every Eip (overlaps and a
 //!   second default depend on the others);
 //! - [`vrid_publish`] (decisions in [`vrid_plan`]): the ConfigMap `openelb-vrrp` with the VRID assignment.
@@ -14,14 +14,14 @@
 //! computed from and by the term. Why: docs/architecture.md, docs/allocation.md#concurrent-writers, docs/vrrp.md.
 
 pub mod conditions;
-pub mod eip_plan;
 pub mod eip_reconcile;
 pub mod eip_status;
+pub mod eip_writes;
 pub mod events;
 pub mod leader;
 pub mod metrics;
-pub mod plan;
 pub mod reconcile;
+pub mod service_writes;
 pub mod sweep;
 pub mod undecodable;
 pub mod vrid_plan;
@@ -178,7 +178,7 @@ fn services_to_recheck(services: &ServiceStore, namespace: Option<&str>) -> Vec<
     services
         .state()
         .iter()
-        .filter(|s| (***s).as_result().is_ok_and(plan::concerns_us))
+        .filter(|s| (***s).as_result().is_ok_and(service_writes::concerns_us))
         .filter(|s| namespace.is_none_or(|ns| s.namespace().as_deref() == Some(ns)))
         .map(|s| ObjectRef::from_obj(&**s))
         .collect()
@@ -207,7 +207,7 @@ fn services_for_eip(
         .iter()
         .filter(|d| {
             let Ok(s) = (***d).as_result() else { return false };
-            if !plan::concerns_us(s) {
+            if !service_writes::concerns_us(s) {
                 return false;
             }
             let waiting = convert::ingress_ips(s).is_empty();

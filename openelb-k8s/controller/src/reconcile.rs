@@ -19,7 +19,7 @@ use super::conditions;
 use super::eip_status;
 use super::events::{EventReason, Events, RateLimiter, WARNING_INTERVAL};
 use super::metrics::{ErrorLabels, FailureLabels, KindLabels, Metrics, failure_kind};
-use super::plan::{self, Plan};
+use super::service_writes::{self, ServiceWrites};
 use super::undecodable::Reporter;
 use openelb_k8s::convert::{self, ConvertError};
 use openelb_k8s::crd::Eip;
@@ -273,33 +273,33 @@ pub async fn reconcile(svc: Arc<Decoded<corev1::Service>>, ctx: Arc<Context>) ->
 async fn reconcile_service(svc: &corev1::Service, ctx: &Context) -> Result<Action, ReconcileError> {
     let key = service_key(svc);
     ctx.may_write("reconcile", || key.clone())?;
-    let (plan, written) = {
+    let (writes, written) = {
         let _writer = ctx.write_lock().await;
-        let plan = plan::plan(svc, &ctx.eips.state(), &ctx.namespaces.state(), &eip_status::now())
+        let writes = service_writes::decide(svc, &ctx.eips.state(), &ctx.namespaces.state(), &eip_status::now())
             .map_err(|source| ReconcileError::Convert { object: key.clone(), source: Box::new(source) })?;
-        for warning in &plan.warnings {
+        for warning in &writes.warnings {
             tracing::warn!("{warning}");
         }
-        let written = write(ctx, svc, &plan).await?;
-        (plan, written)
+        let written = write(ctx, svc, &writes).await?;
+        (writes, written)
     };
     if written {
-        log_outcome(ctx, &key, &plan);
-        count_outcome(ctx, &plan);
-        publish_events(ctx, svc, &plan).await;
+        log_outcome(ctx, &key, &writes);
+        count_outcome(ctx, &writes);
+        publish_events(ctx, svc, &writes).await;
     } else {
         tracing::debug!("gone before its writes; the cached copy was stale");
     }
     ctx.clear_failures(&key);
-    match plan.outcome.change {
+    match writes.outcome.change {
         Change::Failed { .. } => Ok(Action::requeue(FAILED_RETRY)),
         _ => Ok(Action::requeue(RESYNC)),
     }
 }
 
-fn log_outcome(ctx: &Context, key: &str, plan: &Plan) {
-    match &plan.outcome.change {
-        Change::NotOurs | Change::Kept { .. } => tracing::debug!(change = ?plan.outcome.change),
+fn log_outcome(ctx: &Context, key: &str, writes: &ServiceWrites) {
+    match &writes.outcome.change {
+        Change::NotOurs | Change::Kept { .. } => tracing::debug!(change = ?writes.outcome.change),
         Change::Assigned { pool, ip, released: None } => tracing::info!(%pool, %ip, "assigned"),
         Change::Assigned { pool, ip, released: Some((old_pool, old_ip)) } => {
             tracing::info!(%pool, %ip, %old_pool, %old_ip, "assigned after releasing its address")
@@ -319,8 +319,8 @@ fn log_outcome(ctx: &Context, key: &str, plan: &Plan) {
     }
 }
 
-fn count_outcome(ctx: &Context, plan: &Plan) {
-    match &plan.outcome.change {
+fn count_outcome(ctx: &Context, writes: &ServiceWrites) {
+    match &writes.outcome.change {
         Change::Assigned { .. } => {
             ctx.metrics.allocations.inc();
         }
@@ -333,13 +333,13 @@ fn count_outcome(ctx: &Context, plan: &Plan) {
 
 /// The core's Events, on the Service. `AssignIP` also names the Eip (the core's message, kept upstream's,
 /// names the address only).
-async fn publish_events(ctx: &Context, svc: &corev1::Service, plan: &Plan) {
-    if plan.outcome.events.is_empty() {
+async fn publish_events(ctx: &Context, svc: &corev1::Service, writes: &ServiceWrites) {
+    if writes.outcome.events.is_empty() {
         return;
     }
     let regarding = svc.object_ref(&());
-    for event in &plan.outcome.events {
-        let note = match &plan.outcome.change {
+    for event in &writes.outcome.events {
+        let note = match &writes.outcome.change {
             Change::Assigned { pool, .. } if event.reason == EventReason::AssignIp => {
                 format!("{} (Eip {pool})", event.message)
             }
@@ -349,20 +349,20 @@ async fn publish_events(ctx: &Context, svc: &corev1::Service, plan: &Plan) {
     }
 }
 
-/// Carries the plan out in its order; stops at the first failure so nothing later is written on top of it.
+/// Carries the writes out in its order; stops at the first failure so nothing later is written on top of it.
 /// `false` when the Service turned out to be gone.
-async fn write(ctx: &Context, svc: &corev1::Service, plan: &Plan) -> Result<bool, ReconcileError> {
-    if !plan.eips.is_empty() && !service_is_current(ctx, svc).await? {
+async fn write(ctx: &Context, svc: &corev1::Service, writes: &ServiceWrites) -> Result<bool, ReconcileError> {
+    if !writes.eips.is_empty() && !service_is_current(ctx, svc).await? {
         return Ok(false);
     }
-    ctx.write_eip_statuses(&plan.eips).await?;
+    ctx.write_eip_statuses(&writes.eips).await?;
     let ns = convert::namespace_of(&svc.metadata);
     let name = svc.name_any();
     let svc_api: Api<corev1::Service> = Api::namespaced(ctx.client.clone(), &ns);
     let pp = PatchParams { field_manager: Some(FIELD_MANAGER.to_string()), ..Default::default() };
     let object = || format!("Service {ns}/{name}");
     let mut version = svc.metadata.resource_version.clone();
-    if let Some(status) = &plan.service_status {
+    if let Some(status) = &writes.service_status {
         ctx.may_write("write status of", object)?;
         match svc_api.patch_status(&name, &pp, &Patch::Merge(status)).await {
             // Our own status write bumped the version the metadata patch is guarded by.
@@ -371,7 +371,7 @@ async fn write(ctx: &Context, svc: &corev1::Service, plan: &Plan) -> Result<bool
             Err(source) => return Err(ReconcileError::Write { action: "write status of", object: object(), source }),
         }
     }
-    if let Some(meta) = &plan.service_meta {
+    if let Some(meta) = &writes.service_meta {
         let mut meta = meta.clone();
         meta["metadata"]["resourceVersion"] = serde_json::json!(version);
         ctx.may_write("write label and finalizer of", object)?;

@@ -22,7 +22,7 @@ use openelb_core::vrrp::state::{Action, ConfigError};
 use openelb_core::vrrp::{Received, Time};
 use openelb_k8s::vrrp::{ForeignSeen, known_peers};
 use openelb_net::ops::{AdvertReceiver, IfaceSpec, Incoming, Interface, NetError, NetOps};
-use openelb_net::wire::DropReason;
+use openelb_net::wire::DecodeFailure;
 use prometheus_client::metrics::counter::Counter;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -1039,8 +1039,8 @@ fn spawn_receiver<R: AdvertReceiver + 'static>(
     metrics: SpeakerMetrics,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
-        let dropped: HashMap<DropReason, Counter> =
-            DropReason::ALL.into_iter().map(|r| (r, metrics.dropped(r))).collect();
+        let dropped: HashMap<DecodeFailure, Counter> =
+            DecodeFailure::ALL.into_iter().map(|r| (r, metrics.decode_failures(r))).collect();
         let mut failures: u64 = 0;
         loop {
             match rx.recv().await {

@@ -6,7 +6,7 @@ use std::sync::atomic::AtomicU64;
 
 use openelb_core::model::IpFamily;
 use openelb_core::vrrp::state::State;
-use openelb_net::wire::DropReason;
+use openelb_net::wire::DecodeFailure;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -35,8 +35,9 @@ pub struct KindLabels {
     pub kind: &'static str,
 }
 
-/// `reason` of `openelb_vrrp_packets_dropped_total` ([`DropReason::as_str`], the wire codec's) and of
-/// `openelb_vrrp_adverts_dropped_total` (the agent's `openelb_core::vrrp::drop::DropReason::as_str`).
+/// `reason` of `openelb_vrrp_packets_dropped_total` ([`DecodeFailure::as_str`]: packets that did not decode) and
+/// of `openelb_vrrp_adverts_dropped_total` (`openelb_core::vrrp::refusal::AdvertRefusal::as_str`: adverts that
+/// decoded and the agent refused).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub struct DropLabels {
     pub reason: &'static str,
@@ -80,12 +81,12 @@ pub struct SpeakerMetrics {
     pub events_dropped: Counter,
     /// Cluster snapshots that changed the objects the speaker plans from.
     pub reloads: Counter,
-    /// Packets off the VRRP sockets that failed validation, by [`DropReason`].
+    /// Packets off the VRRP sockets that did not decode, by [`DecodeFailure`].
     pub packets_dropped: Family<DropLabels, Counter>,
     /// Watched objects that did not decode, by kind (registered only with the Kubernetes source).
     pub objects_undecodable: Family<KindLabels, Counter>,
-    /// Adverts screened out by the VRRP agent, by drop reason (per-instance counters summed, plus adverts for
-    /// no instance of this node).
+    /// Adverts that decoded and the VRRP agent refused, by `AdvertRefusal` (per-instance counters summed, plus
+    /// adverts for no instance of this node).
     pub adverts_dropped: Family<DropLabels, Counter>,
     /// Answers a master held back by its rate limit.
     pub replies_suppressed: Counter,
@@ -191,8 +192,8 @@ impl SpeakerMetrics {
             self.events_suppressed.clone(),
         );
         // Every reason from the start, so a rate over a reason that never happened is 0 rather than absent.
-        for reason in DropReason::ALL {
-            self.dropped(reason);
+        for reason in DecodeFailure::ALL {
+            self.decode_failures(reason);
         }
         registry.register(
             "openelb_vrrp_packets_dropped",
@@ -202,7 +203,7 @@ impl SpeakerMetrics {
     }
 
     /// The counter of packets dropped for `reason` (a cached handle: take it once, not per packet).
-    pub fn dropped(&self, reason: DropReason) -> Counter {
+    pub fn decode_failures(&self, reason: DecodeFailure) -> Counter {
         self.packets_dropped.get_or_create_owned(&DropLabels { reason: reason.as_str() })
     }
 
@@ -289,10 +290,10 @@ mod tests {
         let m = SpeakerMetrics::default();
         let mut registry = Registry::default();
         m.register(&mut registry);
-        m.dropped(DropReason::BadTtl).inc();
+        m.decode_failures(DecodeFailure::BadTtl).inc();
         let t = text(&registry);
-        for reason in DropReason::ALL {
-            let n = if reason == DropReason::BadTtl { 1 } else { 0 };
+        for reason in DecodeFailure::ALL {
+            let n = if reason == DecodeFailure::BadTtl { 1 } else { 0 };
             let line = format!("openelb_vrrp_packets_dropped_total{{reason=\"{}\"}} {n}", reason.as_str());
             assert!(t.contains(&line), "{line} in {t}");
         }

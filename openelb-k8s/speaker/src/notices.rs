@@ -14,9 +14,9 @@ use std::time::Duration;
 use openelb_core::model::IpFamily;
 use openelb_core::vrrp::Time;
 use openelb_core::vrrp::agent::{Agent, InstanceKey};
-use openelb_core::vrrp::drop::DropCounts;
 use openelb_core::vrrp::event::AgentEvent;
 use openelb_core::vrrp::plan::{Plan, PlanIssue, PublishedConflict};
+use openelb_core::vrrp::refusal::RefusalCounts;
 use openelb_core::vrrp::state::Counters;
 
 use super::events::{EventSink, NodeEvent, NodeReason};
@@ -34,7 +34,7 @@ pub struct Notices {
     metrics: SpeakerMetrics,
     /// Per running instance: the counters already added to the metrics.
     counted: BTreeMap<InstanceKey, Counters>,
-    unrouted: DropCounts,
+    unrouted: RefusalCounts,
     foreign_adverts: [u64; 2],
     foreign_series: BTreeSet<VridLabels>,
     /// The running plan's issues as logged, to tell a change.
@@ -52,7 +52,7 @@ impl Notices {
             events,
             metrics,
             counted: BTreeMap::new(),
-            unrouted: DropCounts::default(),
+            unrouted: RefusalCounts::default(),
             foreign_adverts: [0; 2],
             foreign_series: BTreeSet::new(),
             issues: Vec::new(),

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use openelb_lab::in_netns::call_in;
 use openelb_lab::{Sig, eventually, netns};
-use openelb_net::wire::DropReason;
+use openelb_net::wire::DecodeFailure;
 use openelb_speaker::metrics_addr::DEFAULT_METRICS_PORT;
 use speaker_segment::{SpeakerSegment, VIP};
 
@@ -258,7 +258,7 @@ fn a_recreated_interface_leaks_no_socket_and_rejoins_as_backup() {
     assert_eq!(speaker.socket_count(), before, "sockets after three re-creations:\n{}", speaker.log_text());
 
     let (vrid, _) = lab.group();
-    let series = format!("openelb_vrrp_packets_dropped_total{{reason=\"{}\"}}", DropReason::BadTtl.as_str());
+    let series = format!("openelb_vrrp_packets_dropped_total{{reason=\"{}\"}}", DecodeFailure::BadTtl.as_str());
     let dropped = || sample(&http_get(&lab, &backup, DEFAULT_METRICS_PORT, "/metrics"), &series);
     assert_eq!(dropped(), Some(0.0), "every reason is exposed from the start, on the node's InternalIP");
     send_advert_with_ttl_254(&lab, vrid);

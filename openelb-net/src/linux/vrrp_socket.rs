@@ -21,7 +21,7 @@ use tokio::io::unix::AsyncFd;
 
 use super::codec;
 use crate::ops::{Incoming, Interface, NetError};
-use crate::wire::DropReason;
+use crate::wire::DecodeFailure;
 use openelb_core::model::IpFamily;
 
 fn io_err(iface: &Interface, op: impl Into<String>) -> impl FnOnce(io::Error) -> NetError {
@@ -266,7 +266,7 @@ fn recv_one(sock: &Socket, family: IpFamily, buf: &mut [u8]) -> io::Result<Incom
         return Ok(codec::decode_ipv4_packet(data));
     }
     if i32::from(name.ss_family) != libc::AF_INET6 {
-        return Ok(Incoming::Dropped(DropReason::MissingAncillaryData));
+        return Ok(Incoming::Dropped(DecodeFailure::MissingAncillaryData));
     }
     // SAFETY: the kernel filled a sockaddr_in6 (checked family above).
     let sin6: libc::sockaddr_in6 = unsafe { std::ptr::read_unaligned((&name as *const libc::sockaddr_storage).cast()) };
@@ -289,7 +289,7 @@ fn recv_one(sock: &Socket, family: IpFamily, buf: &mut [u8]) -> io::Result<Incom
         }
     }
     let (Some(hop), Some(dst)) = (hop, dst) else {
-        return Ok(Incoming::Dropped(DropReason::MissingAncillaryData));
+        return Ok(Incoming::Dropped(DecodeFailure::MissingAncillaryData));
     };
     Ok(codec::decode_ipv6_payload(src, dst, hop, data))
 }

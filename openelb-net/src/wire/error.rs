@@ -1,4 +1,4 @@
-//! Why bytes could not be decoded, and the bounded reason a receiver reports when it drops them.
+//! Why bytes could not be decoded, and the bounded reason a receiver counts when it drops them.
 
 use std::fmt;
 
@@ -32,28 +32,29 @@ pub enum WireError {
 
 impl WireError {
     /// The bounded reason for counting: which check failed, without the values.
-    pub fn kind(&self) -> DropReason {
+    pub fn kind(&self) -> DecodeFailure {
         match self {
-            WireError::Truncated { .. } => DropReason::Truncated,
-            WireError::BadVersion { .. } => DropReason::BadVersion,
-            WireError::BadType { .. } => DropReason::BadType,
-            WireError::BadProtocol { .. } => DropReason::BadProtocol,
-            WireError::BadChecksum { .. } => DropReason::BadChecksum,
-            WireError::BadLength { .. } => DropReason::BadLength,
-            WireError::BadHopLimit { .. } => DropReason::BadTtl,
-            WireError::FamilyMismatch { .. } => DropReason::FamilyMismatch,
+            WireError::Truncated { .. } => DecodeFailure::Truncated,
+            WireError::BadVersion { .. } => DecodeFailure::BadVersion,
+            WireError::BadType { .. } => DecodeFailure::BadType,
+            WireError::BadProtocol { .. } => DecodeFailure::BadProtocol,
+            WireError::BadChecksum { .. } => DecodeFailure::BadChecksum,
+            WireError::BadLength { .. } => DecodeFailure::BadLength,
+            WireError::BadHopLimit { .. } => DecodeFailure::BadTtl,
+            WireError::FamilyMismatch { .. } => DecodeFailure::FamilyMismatch,
             // Only emitting can exceed these limits (the wire fields cannot), so a receiver never sees them.
             WireError::TooManyAddresses { .. } | WireError::IntervalTooLarge { .. } | WireError::Malformed { .. } => {
-                DropReason::Malformed
+                DecodeFailure::Malformed
             }
         }
     }
 }
 
-/// Why a receiver dropped a packet: a small closed set, so it can be a metric label
-/// (`openelb_vrrp_packets_dropped_total{reason}`).
+/// Why a received packet did not decode into an advert: a small closed set, so it can be a metric label
+/// (`openelb_vrrp_packets_dropped_total{reason}`). Adverts that decode and are then refused are the core's
+/// `AdvertRefusal`s, counted apart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum DropReason {
+pub enum DecodeFailure {
     Truncated,
     BadVersion,
     BadType,
@@ -68,39 +69,39 @@ pub enum DropReason {
     MissingAncillaryData,
 }
 
-impl DropReason {
+impl DecodeFailure {
     /// Every reason, e.g. to register each metric label at start-up.
-    pub const ALL: [DropReason; 10] = [
-        DropReason::Truncated,
-        DropReason::BadVersion,
-        DropReason::BadType,
-        DropReason::BadProtocol,
-        DropReason::BadChecksum,
-        DropReason::BadLength,
-        DropReason::BadTtl,
-        DropReason::FamilyMismatch,
-        DropReason::Malformed,
-        DropReason::MissingAncillaryData,
+    pub const ALL: [DecodeFailure; 10] = [
+        DecodeFailure::Truncated,
+        DecodeFailure::BadVersion,
+        DecodeFailure::BadType,
+        DecodeFailure::BadProtocol,
+        DecodeFailure::BadChecksum,
+        DecodeFailure::BadLength,
+        DecodeFailure::BadTtl,
+        DecodeFailure::FamilyMismatch,
+        DecodeFailure::Malformed,
+        DecodeFailure::MissingAncillaryData,
     ];
 
     /// The metric label value.
     pub const fn as_str(self) -> &'static str {
         match self {
-            DropReason::Truncated => "truncated",
-            DropReason::BadVersion => "bad_version",
-            DropReason::BadType => "bad_type",
-            DropReason::BadProtocol => "bad_protocol",
-            DropReason::BadChecksum => "bad_checksum",
-            DropReason::BadLength => "bad_length",
-            DropReason::BadTtl => "bad_ttl",
-            DropReason::FamilyMismatch => "family_mismatch",
-            DropReason::Malformed => "malformed",
-            DropReason::MissingAncillaryData => "missing_ancillary_data",
+            DecodeFailure::Truncated => "truncated",
+            DecodeFailure::BadVersion => "bad_version",
+            DecodeFailure::BadType => "bad_type",
+            DecodeFailure::BadProtocol => "bad_protocol",
+            DecodeFailure::BadChecksum => "bad_checksum",
+            DecodeFailure::BadLength => "bad_length",
+            DecodeFailure::BadTtl => "bad_ttl",
+            DecodeFailure::FamilyMismatch => "family_mismatch",
+            DecodeFailure::Malformed => "malformed",
+            DecodeFailure::MissingAncillaryData => "missing_ancillary_data",
         }
     }
 }
 
-impl fmt::Display for DropReason {
+impl fmt::Display for DecodeFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }

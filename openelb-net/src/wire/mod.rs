@@ -6,7 +6,7 @@
 //! `parse(&view, cx)`, `buffer_len()` and `emit(&mut [u8], cx)`, where `cx` is what a checksum needs besides
 //! the bytes (the IP pseudo-header's addresses) or `()`. [`decode`] and [`encode`] do the same for plain bytes.
 //! Bytes come from the network, so nothing here panics: a parser returns a value or a [`WireError`] naming
-//! the layer and the fault, and [`WireError::kind`] sorts it into a bounded [`DropReason`].
+//! the layer and the fault, and [`WireError::kind`] sorts it into a bounded [`DecodeFailure`].
 
 pub mod arp;
 pub mod checksum;
@@ -17,7 +17,7 @@ pub mod ipv4;
 pub mod ipv6;
 pub mod vrrp;
 
-pub use error::{DropReason, WireError};
+pub use error::{DecodeFailure, WireError};
 pub use ethernet::MacAddr;
 
 /// A protocol's header or message as values, read from and written to its checked view.

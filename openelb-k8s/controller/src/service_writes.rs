@@ -22,7 +22,7 @@ use openelb_k8s::crd::Eip;
 /// Service's status, then its metadata (removing the finalizer last lets a deleted Service go only once
 /// everything else is written).
 #[derive(Debug, Clone)]
-pub struct Plan {
+pub struct ServiceWrites {
     pub outcome: Outcome,
     /// Eips whose allocations changed: whole objects (with the `resourceVersion` read) for a status replace,
     /// their conditions brought up to date on the way.
@@ -35,7 +35,7 @@ pub struct Plan {
     pub warnings: Vec<String>,
 }
 
-impl Plan {
+impl ServiceWrites {
     pub fn is_empty(&self) -> bool {
         self.eips.is_empty() && self.service_status.is_none() && self.service_meta.is_none()
     }
@@ -49,12 +49,12 @@ pub fn concerns_us(svc: &corev1::Service) -> bool {
 
 /// Decides for `svc` against `eips` and `namespaces` as cached, and says what must be written. `now` dates
 /// the conditions that change.
-pub fn plan(
+pub fn decide(
     svc: &corev1::Service,
     eips: &[Arc<Eip>],
     namespaces: &[Arc<corev1::Namespace>],
     now: &Time,
-) -> Result<Plan, ConvertError> {
+) -> Result<ServiceWrites, ConvertError> {
     let service = convert::service_from_k8s(svc)?;
     let pools = eip_status::pools(eips)?;
     let namespace = namespaces
@@ -108,7 +108,7 @@ pub fn plan(
             }));
         }
     }
-    Ok(Plan { outcome, eips: changed_eips, service_status, service_meta, warnings: ipam.warnings().to_vec() })
+    Ok(ServiceWrites { outcome, eips: changed_eips, service_status, service_meta, warnings: ipam.warnings().to_vec() })
 }
 
 #[cfg(test)]

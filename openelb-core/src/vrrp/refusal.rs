@@ -1,12 +1,14 @@
-//! Why a received advert was not acted upon, and how many times, per instance: the LAN is not trusted, so every
-//! advert that is dropped is counted under one typed reason with a stable label for metrics.
+//! Why the agent refused an advert that decoded, and how many times, per instance: the LAN is not trusted, so
+//! every advert that is not acted upon is counted under one typed reason with a stable label for metrics
+//! (`openelb_vrrp_adverts_dropped_total{reason}`). Packets that do not even decode are the wire codec's
+//! `DecodeFailure`s, counted apart.
 
 use std::fmt;
 
-/// One reason per dropped advert. Checks run in the order of the variants (`NoInstance` aside), and the first
+/// One reason per refused advert. Checks run in the order of the variants (`NoInstance` aside), and the first
 /// that fails names the drop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum DropReason {
+pub enum AdvertRefusal {
     /// The instance is in Initialize (not started, or its link is down).
     NotRunning,
     /// TTL / hop limit is not 255: the packet crossed a router (RFC 5798 §7.1).
@@ -38,39 +40,39 @@ pub enum DropReason {
     NoInstance,
 }
 
-impl DropReason {
-    pub const ALL: [DropReason; 13] = [
-        DropReason::NotRunning,
-        DropReason::Ttl,
-        DropReason::Vrid,
-        DropReason::Family,
-        DropReason::OwnAdvert,
-        DropReason::BadDestination,
-        DropReason::UnknownSource,
-        DropReason::ForeignAddresses,
-        DropReason::OtherGroup,
-        DropReason::Priority255,
-        DropReason::IntervalOutOfBounds,
-        DropReason::ReleaseNotFromMaster,
-        DropReason::NoInstance,
+impl AdvertRefusal {
+    pub const ALL: [AdvertRefusal; 13] = [
+        AdvertRefusal::NotRunning,
+        AdvertRefusal::Ttl,
+        AdvertRefusal::Vrid,
+        AdvertRefusal::Family,
+        AdvertRefusal::OwnAdvert,
+        AdvertRefusal::BadDestination,
+        AdvertRefusal::UnknownSource,
+        AdvertRefusal::ForeignAddresses,
+        AdvertRefusal::OtherGroup,
+        AdvertRefusal::Priority255,
+        AdvertRefusal::IntervalOutOfBounds,
+        AdvertRefusal::ReleaseNotFromMaster,
+        AdvertRefusal::NoInstance,
     ];
 
     /// Stable label (metrics, logs); never renamed.
     pub fn as_str(self) -> &'static str {
         match self {
-            DropReason::NotRunning => "not_running",
-            DropReason::Ttl => "ttl",
-            DropReason::Vrid => "vrid",
-            DropReason::Family => "family",
-            DropReason::OwnAdvert => "own_advert",
-            DropReason::BadDestination => "bad_destination",
-            DropReason::UnknownSource => "unknown_source",
-            DropReason::ForeignAddresses => "foreign_addresses",
-            DropReason::OtherGroup => "other_group",
-            DropReason::Priority255 => "priority_255",
-            DropReason::IntervalOutOfBounds => "interval_out_of_bounds",
-            DropReason::ReleaseNotFromMaster => "release_not_from_master",
-            DropReason::NoInstance => "no_instance",
+            AdvertRefusal::NotRunning => "not_running",
+            AdvertRefusal::Ttl => "ttl",
+            AdvertRefusal::Vrid => "vrid",
+            AdvertRefusal::Family => "family",
+            AdvertRefusal::OwnAdvert => "own_advert",
+            AdvertRefusal::BadDestination => "bad_destination",
+            AdvertRefusal::UnknownSource => "unknown_source",
+            AdvertRefusal::ForeignAddresses => "foreign_addresses",
+            AdvertRefusal::OtherGroup => "other_group",
+            AdvertRefusal::Priority255 => "priority_255",
+            AdvertRefusal::IntervalOutOfBounds => "interval_out_of_bounds",
+            AdvertRefusal::ReleaseNotFromMaster => "release_not_from_master",
+            AdvertRefusal::NoInstance => "no_instance",
         }
     }
 
@@ -79,12 +81,12 @@ impl DropReason {
     pub fn is_notable(self) -> bool {
         matches!(
             self,
-            DropReason::Ttl
-                | DropReason::Family
-                | DropReason::BadDestination
-                | DropReason::Priority255
-                | DropReason::IntervalOutOfBounds
-                | DropReason::ReleaseNotFromMaster
+            AdvertRefusal::Ttl
+                | AdvertRefusal::Family
+                | AdvertRefusal::BadDestination
+                | AdvertRefusal::Priority255
+                | AdvertRefusal::IntervalOutOfBounds
+                | AdvertRefusal::ReleaseNotFromMaster
         )
     }
 
@@ -93,22 +95,22 @@ impl DropReason {
     }
 }
 
-impl fmt::Display for DropReason {
+impl fmt::Display for AdvertRefusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
 }
 
-/// A counter per [`DropReason`].
+/// A counter per [`AdvertRefusal`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct DropCounts([u64; DropReason::ALL.len()]);
+pub struct RefusalCounts([u64; AdvertRefusal::ALL.len()]);
 
-impl DropCounts {
-    pub fn get(&self, reason: DropReason) -> u64 {
+impl RefusalCounts {
+    pub fn get(&self, reason: AdvertRefusal) -> u64 {
         self.0[reason.index()]
     }
 
-    pub fn add(&mut self, reason: DropReason) {
+    pub fn add(&mut self, reason: AdvertRefusal) {
         let c = &mut self.0[reason.index()];
         *c = c.saturating_add(1);
     }
@@ -117,19 +119,19 @@ impl DropCounts {
         self.0.iter().fold(0u64, |a, b| a.saturating_add(*b))
     }
 
-    /// Drops of [`DropReason::is_notable`] reasons.
+    /// Drops of [`AdvertRefusal::is_notable`] reasons.
     pub fn notable(&self) -> u64 {
         self.iter().filter(|(r, _)| r.is_notable()).fold(0u64, |a, (_, n)| a.saturating_add(n))
     }
 
-    /// Every reason with its count, zeros included, in [`DropReason::ALL`] order.
-    pub fn iter(&self) -> impl Iterator<Item = (DropReason, u64)> + '_ {
-        DropReason::ALL.iter().map(|r| (*r, self.get(*r)))
+    /// Every reason with its count, zeros included, in [`AdvertRefusal::ALL`] order.
+    pub fn iter(&self) -> impl Iterator<Item = (AdvertRefusal, u64)> + '_ {
+        AdvertRefusal::ALL.iter().map(|r| (*r, self.get(*r)))
     }
 
     /// `self - earlier`, per reason (counters only grow; saturates at zero otherwise).
-    pub fn since(&self, earlier: &DropCounts) -> DropCounts {
-        let mut out = DropCounts::default();
+    pub fn since(&self, earlier: &RefusalCounts) -> RefusalCounts {
+        let mut out = RefusalCounts::default();
         for (i, (a, b)) in self.0.iter().zip(earlier.0.iter()).enumerate() {
             out.0[i] = a.saturating_sub(*b);
         }
@@ -137,7 +139,7 @@ impl DropCounts {
     }
 }
 
-impl fmt::Display for DropCounts {
+impl fmt::Display for RefusalCounts {
     /// `unknown_source 3, ttl 1` (non-zero reasons only), or `none`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut first = true;

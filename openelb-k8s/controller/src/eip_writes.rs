@@ -17,7 +17,7 @@ use openelb_k8s::convert::ConvertError;
 use openelb_k8s::crd::{Eip, EipStatus};
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct EipPlan {
+pub struct EipWrites {
     /// Add our finalizer (first: an Eip must not be deletable without us before it gives out anything).
     pub add_finalizer: bool,
     /// The status to write, when it differs from what the Eip shows.
@@ -30,14 +30,14 @@ pub struct EipPlan {
     pub pool: PoolStatus,
 }
 
-impl EipPlan {
+impl EipWrites {
     pub fn is_empty(&self) -> bool {
         !self.add_finalizer && self.status.is_none() && !self.remove_finalizer
     }
 }
 
 /// Decides for `eip` against every Eip as cached (`all` includes `eip`).
-pub fn plan(eip: &Eip, all: &[Arc<Eip>], now: &Time) -> Result<EipPlan, ConvertError> {
+pub fn decide(eip: &Eip, all: &[Arc<Eip>], now: &Time) -> Result<EipWrites, ConvertError> {
     let name = eip.name_any();
     let ipam = Ipam::new(&eip_status::pools(all)?);
     let pool = ipam.pool_status(&name).unwrap_or_default();
@@ -46,12 +46,12 @@ pub fn plan(eip: &Eip, all: &[Arc<Eip>], now: &Time) -> Result<EipPlan, ConvertE
     let ours = eip.finalizers().iter().any(|f| f == FINALIZER_EIP);
     if deleting && !in_use {
         // Nothing left to show: writing a status the object is about to lose would only cost a write.
-        return Ok(EipPlan { add_finalizer: false, status: None, remove_finalizer: ours, held_by: None, pool });
+        return Ok(EipWrites { add_finalizer: false, status: None, remove_finalizer: ours, held_by: None, pool });
     }
     let problems = eip_status::problems(all)?;
     let found = problems.get(&name).map_or(&[][..], Vec::as_slice);
     let desired = eip_status::desired_status(eip, &pool, found, now);
-    Ok(EipPlan {
+    Ok(EipWrites {
         add_finalizer: !deleting && !ours,
         status: (eip.status.as_ref() != Some(&desired)).then_some(desired),
         remove_finalizer: false,
@@ -94,13 +94,13 @@ mod tests {
         e
     }
 
-    /// The Eip as the API shows it after the plan's writes.
-    fn applied(eip: &Eip, plan: &EipPlan) -> Eip {
+    /// The Eip as the API shows it after the writes.
+    fn applied(eip: &Eip, writes: &EipWrites) -> Eip {
         let mut out = eip.clone();
-        if plan.add_finalizer {
+        if writes.add_finalizer {
             out.metadata.finalizers = finalizers_with(eip, true);
         }
-        if let Some(status) = &plan.status {
+        if let Some(status) = &writes.status {
             out.status = Some(status.clone());
         }
         out
@@ -109,7 +109,7 @@ mod tests {
     #[test]
     fn a_new_eip_gets_the_finalizer_and_a_full_status_then_nothing_more() {
         let e = eip("fresh", "192.0.2.1-192.0.2.10", &[]);
-        let p = plan(&e, &[Arc::new(e.clone())], &at(1)).unwrap();
+        let p = decide(&e, &[Arc::new(e.clone())], &at(1)).unwrap();
         assert!(p.add_finalizer);
         let status = p.status.clone().unwrap();
         assert_eq!((status.pool_size, status.usage), (10, 0));
@@ -118,7 +118,7 @@ mod tests {
 
         let after = applied(&e, &p);
         assert_eq!(after.metadata.finalizers, Some(vec![FINALIZER_EIP.to_string()]));
-        let again = plan(&after, &[Arc::new(after.clone())], &at(2)).unwrap();
+        let again = decide(&after, &[Arc::new(after.clone())], &at(2)).unwrap();
         assert!(again.is_empty(), "{again:?}");
     }
 
@@ -126,10 +126,10 @@ mod tests {
     #[test]
     fn right_numbers_without_conditions_are_still_rewritten() {
         let e = eip("old", "192.0.2.1-192.0.2.10", &[]);
-        let first = plan(&e, &[Arc::new(e.clone())], &at(1)).unwrap();
+        let first = decide(&e, &[Arc::new(e.clone())], &at(1)).unwrap();
         let mut bare = applied(&e, &first);
         bare.status.as_mut().unwrap().conditions.clear();
-        let p = plan(&bare, &[Arc::new(bare.clone())], &at(2)).unwrap();
+        let p = decide(&bare, &[Arc::new(bare.clone())], &at(2)).unwrap();
         let status = p.status.expect("conditions are missing, so the status must be written");
         assert_eq!(status.conditions.len(), 2);
         assert_eq!(status.conditions[0].last_transition_time, at(2));
@@ -140,7 +140,7 @@ mod tests {
         let mut e = eip("busy", "192.0.2.1-192.0.2.10", &[("192.0.2.1", "ns/a")]);
         e.metadata.finalizers = finalizers_with(&e, true);
         e.metadata.deletion_timestamp = Some(at(1));
-        let p = plan(&e, &[Arc::new(e.clone())], &at(2)).unwrap();
+        let p = decide(&e, &[Arc::new(e.clone())], &at(2)).unwrap();
         assert!(!p.remove_finalizer && !p.add_finalizer);
         assert_eq!(p.held_by.as_deref(), Some("192.0.2.1 (ns/a)"));
         let ready = &p.status.unwrap().conditions[0];
@@ -152,7 +152,7 @@ mod tests {
         let mut e = eip("idle", "192.0.2.1-192.0.2.10", &[]);
         e.metadata.finalizers = Some(vec!["example.com/other".into(), FINALIZER_EIP.into()]);
         e.metadata.deletion_timestamp = Some(at(1));
-        let p = plan(&e, &[Arc::new(e.clone())], &at(2)).unwrap();
+        let p = decide(&e, &[Arc::new(e.clone())], &at(2)).unwrap();
         assert!(p.remove_finalizer);
         assert!(p.status.is_none() && p.held_by.is_none());
         assert_eq!(finalizers_with(&e, false), Some(vec!["example.com/other".to_string()]));
@@ -162,7 +162,7 @@ mod tests {
     fn a_deleting_eip_without_our_finalizer_needs_nothing() {
         let mut e = eip("gone", "192.0.2.1-192.0.2.10", &[]);
         e.metadata.deletion_timestamp = Some(at(1));
-        let p = plan(&e, &[Arc::new(e.clone())], &at(2)).unwrap();
+        let p = decide(&e, &[Arc::new(e.clone())], &at(2)).unwrap();
         assert!(p.is_empty(), "{p:?}");
         assert_eq!(finalizers_with(&e, false), None);
     }
@@ -172,7 +172,7 @@ mod tests {
         let a = eip("a", "192.0.2.1-192.0.2.10", &[]);
         let b = eip("b", "192.0.2.8-192.0.2.20", &[]);
         let all = [Arc::new(a.clone()), Arc::new(b)];
-        let p = plan(&a, &all, &at(1)).unwrap();
+        let p = decide(&a, &all, &at(1)).unwrap();
         let conditions = p.status.unwrap().conditions;
         let invalid = conditions.iter().find(|c| c.type_ == "Invalid").unwrap();
         assert_eq!((invalid.status.as_str(), invalid.reason.as_str()), ("True", "InvalidSpec"));
@@ -189,7 +189,7 @@ mod tests {
             "status": {"used": {"192.0.2.2": "ns/a"}}});
         let openelb_k8s::Decoded::Undecodable(u) = openelb_k8s::Decoded::<Eip>::from_value(raw) else { panic!() };
         let e = openelb_k8s::crd::salvaged(&u);
-        let p = plan(&e, &[Arc::new(e.clone())], &at(1)).unwrap();
+        let p = decide(&e, &[Arc::new(e.clone())], &at(1)).unwrap();
         let status = p.status.unwrap();
         assert_eq!(status.used.get("192.0.2.2").map(String::as_str), Some("ns/a"), "its holders are kept");
         let by_type = |t: &str| status.conditions.iter().find(|c| c.type_ == t).cloned().unwrap();
@@ -202,7 +202,7 @@ mod tests {
     #[test]
     fn status_entries_of_other_shapes_are_rewritten_from_the_allocator() {
         let e = eip("messy", "192.0.2.1-192.0.2.10", &[("198.51.100.1", "ns/outside"), ("192.0.2.2", "ns/in")]);
-        let p = plan(&e, &[Arc::new(e.clone())], &at(1)).unwrap();
+        let p = decide(&e, &[Arc::new(e.clone())], &at(1)).unwrap();
         let used = p.status.unwrap().used;
         // An address outside the range is kept for its Service (the Eip drains), never renumbered.
         assert_eq!(used.len(), 2);

@@ -11,12 +11,12 @@ use openelb_k8s::crd::Eip;
 const EIP: &str = include_str!("../../../../examples/vip-mode/vip-eip.yaml");
 const SVC: &str = include_str!("../../../../examples/vip-mode/vip-svc.yaml");
 
-fn plan(
+fn decide(
     svc: &corev1::Service,
     eips: &[Arc<Eip>],
     namespaces: &[Arc<corev1::Namespace>],
-) -> Result<super::Plan, openelb_k8s::convert::ConvertError> {
-    super::plan(svc, eips, namespaces, &crate::eip_status::now())
+) -> Result<super::ServiceWrites, openelb_k8s::convert::ConvertError> {
+    super::decide(svc, eips, namespaces, &crate::eip_status::now())
 }
 
 fn seed() -> (corev1::Service, Arc<Eip>) {
@@ -31,7 +31,7 @@ fn seed() -> (corev1::Service, Arc<Eip>) {
 #[test]
 fn new_service_claims_the_first_address_in_the_eip_then_the_service() {
     let (svc, eip) = seed();
-    let p = plan(&svc, &[eip], &[]).unwrap();
+    let p = decide(&svc, &[eip], &[]).unwrap();
     assert!(matches!(p.outcome.change, Change::Assigned { ref pool, .. } if pool == "vip-eip"), "{:?}", p.outcome);
     assert_eq!(p.eips.len(), 1);
     let status = p.eips[0].status.clone().unwrap();
@@ -50,15 +50,15 @@ fn new_service_claims_the_first_address_in_the_eip_then_the_service() {
     );
 }
 
-/// Applying a plan's writes and planning again must ask for nothing: otherwise every watch event would write.
+/// Applying the writes and deciding again must ask for nothing: otherwise every watch event would write.
 #[test]
-fn applied_plan_is_a_fixed_point() {
+fn applied_writes_are_a_fixed_point() {
     let (mut svc, eip) = seed();
-    let p = plan(&svc, &[eip], &[]).unwrap();
+    let p = decide(&svc, &[eip], &[]).unwrap();
     let eip = Arc::new(p.eips[0].clone());
     let patch = p.outcome.patch.clone().unwrap();
     openelb_k8s::convert::apply_service_patch(&mut svc, &patch);
-    let again = plan(&svc, &[eip], &[]).unwrap();
+    let again = decide(&svc, &[eip], &[]).unwrap();
     assert!(again.is_empty(), "{again:?}");
     assert!(matches!(again.outcome.change, Change::Kept { .. }));
 }
@@ -66,12 +66,12 @@ fn applied_plan_is_a_fixed_point() {
 #[test]
 fn deleting_service_frees_its_address_and_drops_the_finalizer() {
     let (mut svc, eip) = seed();
-    let p = plan(&svc, &[eip], &[]).unwrap();
+    let p = decide(&svc, &[eip], &[]).unwrap();
     let eip = Arc::new(p.eips[0].clone());
     openelb_k8s::convert::apply_service_patch(&mut svc, &p.outcome.patch.unwrap());
     svc.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Default::default()));
 
-    let p = plan(&svc, &[eip], &[]).unwrap();
+    let p = decide(&svc, &[eip], &[]).unwrap();
     assert!(matches!(p.outcome.change, Change::Released { .. }), "{:?}", p.outcome);
     let status = p.eips[0].status.clone().unwrap();
     assert_eq!(status.usage, 0);
@@ -92,7 +92,7 @@ fn service_of_another_load_balancer_is_left_alone() {
     let (mut svc, eip) = seed();
     svc.metadata.annotations = None;
     assert!(!concerns_us(&svc));
-    let p = plan(&svc, &[eip], &[]).unwrap();
+    let p = decide(&svc, &[eip], &[]).unwrap();
     assert_eq!(p.outcome.change, Change::NotOurs);
     assert!(p.service_status.is_none() && p.service_meta.is_none());
 }
@@ -106,7 +106,7 @@ fn seed_service_concerns_us() {
 #[test]
 fn an_eip_written_for_a_service_carries_up_to_date_conditions() {
     let (svc, eip) = seed();
-    let p = plan(&svc, &[eip], &[]).unwrap();
+    let p = decide(&svc, &[eip], &[]).unwrap();
     let status = p.eips[0].status.clone().unwrap();
     let ready = status.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
     assert_eq!((ready.status.as_str(), ready.message.as_str()), ("True", "9 of 10 addresses free"));
@@ -117,14 +117,14 @@ fn an_eip_written_for_a_service_carries_up_to_date_conditions() {
 #[test]
 fn a_holder_keeps_its_address_in_a_deleting_eip() {
     let (mut svc, eip) = seed();
-    let p = plan(&svc, &[eip], &[]).unwrap();
+    let p = decide(&svc, &[eip], &[]).unwrap();
     openelb_k8s::convert::apply_service_patch(&mut svc, &p.outcome.patch.clone().unwrap());
     let mut deleting = p.eips[0].clone();
     deleting.metadata.deletion_timestamp =
         Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Default::default()));
     let deleting = Arc::new(deleting);
 
-    let kept = plan(&svc, std::slice::from_ref(&deleting), &[]).unwrap();
+    let kept = decide(&svc, std::slice::from_ref(&deleting), &[]).unwrap();
     assert!(matches!(kept.outcome.change, Change::Kept { .. }), "{:?}", kept.outcome);
     assert!(kept.service_status.is_none() && kept.service_meta.is_none());
     let ready = kept.eips.first().and_then(|e| e.status.as_ref()).map(|s| s.conditions.clone());
@@ -135,13 +135,13 @@ fn a_holder_keeps_its_address_in_a_deleting_eip() {
     newcomer.metadata.finalizers = None;
     newcomer.metadata.labels = None;
     newcomer.status = None;
-    let refused = plan(&newcomer, std::slice::from_ref(&deleting), &[]).unwrap();
+    let refused = decide(&newcomer, std::slice::from_ref(&deleting), &[]).unwrap();
     let Change::Failed { reason, .. } = &refused.outcome.change else { panic!("{:?}", refused.outcome) };
     assert!(reason.contains("vip-eip") && reason.contains("being deleted"), "{reason}");
     assert!(refused.eips.is_empty(), "a refusal writes no Eip: {:?}", refused.eips);
 
     svc.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Default::default()));
-    let released = plan(&svc, &[deleting], &[]).unwrap();
+    let released = decide(&svc, &[deleting], &[]).unwrap();
     assert!(matches!(released.outcome.change, Change::Released { .. }), "{:?}", released.outcome);
     assert!(released.eips[0].status.as_ref().unwrap().used.is_empty());
 }
