@@ -47,7 +47,8 @@ struct Node {
     alive: bool,
 }
 
-struct Lab {
+/// Every node's agent on one in-memory LAN in virtual time, with what each did.
+struct VirtualLan {
     nodes: Vec<Node>,
     plan: Plan,
     config: AgentConfig,
@@ -66,13 +67,13 @@ struct Lab {
     masters: Vec<(Time, usize, u8, TransitionReason)>,
 }
 
-impl Lab {
-    fn new(config: AgentConfig) -> Lab {
-        Lab::with_plan(config, seed_plan())
+impl VirtualLan {
+    fn new(config: AgentConfig) -> VirtualLan {
+        VirtualLan::with_plan(config, seed_plan())
     }
 
-    fn with_plan(config: AgentConfig, plan: Plan) -> Lab {
-        let mut lab = Lab {
+    fn with_plan(config: AgentConfig, plan: Plan) -> VirtualLan {
+        let mut lan = VirtualLan {
             nodes: Vec::new(),
             plan,
             config,
@@ -86,15 +87,15 @@ impl Lab {
             masters: Vec::new(),
         };
         for (i, name) in NAMES.iter().enumerate() {
-            lab.nodes.push(Node {
+            lan.nodes.push(Node {
                 // restart() makes these addresses the known peers.
                 addr: ip(2 + i as u8),
-                agent: Agent::new(*name, lab.config.clone()).unwrap(),
+                agent: Agent::new(*name, lan.config.clone()).unwrap(),
                 alive: false,
             });
-            lab.restart(i);
+            lan.restart(i);
         }
-        lab
+        lan
     }
 
     fn connected(&self, a: usize, b: usize) -> bool {
@@ -221,78 +222,78 @@ fn all_vips() -> Vec<IpAddr> {
 
 #[test]
 fn exactly_one_master_per_group_after_start_and_it_is_the_first_preference() {
-    let mut lab = Lab::new(AgentConfig::default());
-    lab.run_until(ms(2000));
-    for g in &lab.plan.groups {
+    let mut lan = VirtualLan::new(AgentConfig::default());
+    lan.run_until(ms(2000));
+    for g in &lan.plan.groups {
         for vip in &g.vips {
-            assert_eq!(lab.holders(vip), vec![index(&g.priorities[0].0)], "{vip}");
+            assert_eq!(lan.holders(vip), vec![index(&g.priorities[0].0)], "{vip}");
         }
     }
     // Each node runs one instance per group it is a candidate of; all are Master or Backup.
-    for n in &lab.nodes {
-        assert_eq!(n.agent.instances().count(), lab.plan.groups.len());
+    for n in &lan.nodes {
+        assert_eq!(n.agent.instances().count(), lan.plan.groups.len());
         assert!(n.agent.instances().all(|(_, i)| i.state() != State::Initialize));
     }
     // The first takeover happens at the first preference's Master_Down_Interval (priority 250).
-    let first = lab.takeovers.iter().map(|(t, _, _)| *t).min().unwrap();
+    let first = lan.takeovers.iter().map(|(t, _, _)| *t).min().unwrap();
     assert_eq!(first, master_down_interval(250, 10));
 }
 
 #[test]
 fn crash_of_the_master_moves_its_vips_to_the_next_preference_within_master_down_interval() {
-    let mut lab = Lab::new(AgentConfig::default());
-    lab.run_until(ms(5000));
-    let g = lab.plan.groups[0].clone();
+    let mut lan = VirtualLan::new(AgentConfig::default());
+    lan.run_until(ms(5000));
+    let g = lan.plan.groups[0].clone();
     let (first, second) = (index(&g.priorities[0].0), index(&g.priorities[1].0));
     let vip = g.vips[0];
-    let last_advert = lab.adverts.iter().filter(|(_, n, _)| *n == first).map(|(t, _, _)| *t).max().unwrap();
-    lab.crash(first);
-    lab.run_until(ms(8000));
-    let (at, who) = lab.first_takeover_after(ms(5000), &vip).unwrap();
+    let last_advert = lan.adverts.iter().filter(|(_, n, _)| *n == first).map(|(t, _, _)| *t).max().unwrap();
+    lan.crash(first);
+    lan.run_until(ms(8000));
+    let (at, who) = lan.first_takeover_after(ms(5000), &vip).unwrap();
     assert_eq!(who, second);
     assert_eq!(at, last_advert + master_down_interval(g.priorities[1].1, 10));
     assert!(at - ms(5000) <= master_down_interval(g.priorities[1].1, 10));
-    assert_eq!(lab.holders(&vip), vec![second]);
+    assert_eq!(lan.holders(&vip), vec![second]);
 }
 
 #[test]
 fn graceful_shutdown_hands_over_in_skew_time() {
-    let mut lab = Lab::new(AgentConfig::default());
-    lab.run_until(ms(5000));
-    let g = lab.plan.groups[0].clone();
+    let mut lan = VirtualLan::new(AgentConfig::default());
+    lan.run_until(ms(5000));
+    let g = lan.plan.groups[0].clone();
     let (first, second) = (index(&g.priorities[0].0), index(&g.priorities[1].0));
-    lab.now = ms(5050);
-    lab.shutdown(first);
-    assert!(lab.adverts.iter().any(|(t, n, p)| *t == ms(5050) && *n == first && *p == PRIORITY_RELEASE));
-    lab.run_until(ms(6000));
-    let (at, who) = lab.first_takeover_after(ms(5050), &g.vips[0]).unwrap();
+    lan.now = ms(5050);
+    lan.shutdown(first);
+    assert!(lan.adverts.iter().any(|(t, n, p)| *t == ms(5050) && *n == first && *p == PRIORITY_RELEASE));
+    lan.run_until(ms(6000));
+    let (at, who) = lan.first_takeover_after(ms(5050), &g.vips[0]).unwrap();
     assert_eq!(who, second);
     // 240 → (256 - 240) * 100 ms / 256 = 6.25 ms.
     assert_eq!(at - ms(5050), skew_time(g.priorities[1].1, 10));
     assert_eq!(at - ms(5050), Duration::from_micros(6250));
     for vip in &g.vips {
-        assert_eq!(lab.holders(vip), vec![second]);
+        assert_eq!(lan.holders(vip), vec![second]);
     }
 }
 
 #[test]
 fn returning_first_preference_takes_back_once_after_the_preempt_delay() {
     let config = AgentConfig { preempt_delay: ms(3000), ..AgentConfig::default() };
-    let mut lab = Lab::new(config);
-    lab.run_until(ms(5000));
-    let g = lab.plan.groups[0].clone();
+    let mut lan = VirtualLan::new(config);
+    lan.run_until(ms(5000));
+    let g = lan.plan.groups[0].clone();
     let (first, second) = (index(&g.priorities[0].0), index(&g.priorities[1].0));
     let vip = g.vips[0];
-    lab.crash(first);
-    lab.run_until(ms(10_000));
-    assert_eq!(lab.holders(&vip), vec![second]);
-    lab.restart(first);
+    lan.crash(first);
+    lan.run_until(ms(10_000));
+    assert_eq!(lan.holders(&vip), vec![second]);
+    lan.restart(first);
     // During the delay the interim master keeps the VIPs.
-    lab.run_until(ms(12_900));
-    assert_eq!(lab.holders(&vip), vec![second]);
-    lab.run_until(ms(30_000));
-    assert_eq!(lab.holders(&vip), vec![first]);
-    let back: Vec<Time> = lab
+    lan.run_until(ms(12_900));
+    assert_eq!(lan.holders(&vip), vec![second]);
+    lan.run_until(ms(30_000));
+    assert_eq!(lan.holders(&vip), vec![first]);
+    let back: Vec<Time> = lan
         .takeovers
         .iter()
         .filter(|(t, n, v)| *t >= ms(10_000) && *n == first && v.contains(&vip))
@@ -305,26 +306,26 @@ fn returning_first_preference_takes_back_once_after_the_preempt_delay() {
 
 #[test]
 fn partition_makes_two_masters_and_healing_leaves_the_first_preference() {
-    let mut lab = Lab::new(AgentConfig::default());
-    lab.run_until(ms(3000));
-    let g = lab.plan.groups[0].clone();
+    let mut lan = VirtualLan::new(AgentConfig::default());
+    lan.run_until(ms(3000));
+    let g = lan.plan.groups[0].clone();
     let first = index(&g.priorities[0].0);
     for j in 0..3 {
         if j != first {
-            lab.cut.insert((first.min(j), first.max(j)));
+            lan.cut.insert((first.min(j), first.max(j)));
         }
     }
-    lab.run_until(ms(6000));
-    assert_eq!(lab.holders(&g.vips[0]).len(), 2);
-    lab.cut.clear();
-    lab.run_until(ms(6200));
-    assert_eq!(lab.holders(&g.vips[0]), vec![first]);
+    lan.run_until(ms(6000));
+    assert_eq!(lan.holders(&g.vips[0]).len(), 2);
+    lan.cut.clear();
+    lan.run_until(ms(6200));
+    assert_eq!(lan.holders(&g.vips[0]), vec![first]);
 }
 
 #[test]
 fn plan_change_moves_a_vip_between_groups_without_a_gap_on_its_holder() {
-    let mut lab = Lab::new(AgentConfig::default());
-    lab.run_until(ms(3000));
+    let mut lan = VirtualLan::new(AgentConfig::default());
+    lan.run_until(ms(3000));
     // Shrink every VIP's candidates to its first two preferences: every group is replaced (new identity).
     let vips: Vec<VipInput> = all_vips()
         .into_iter()
@@ -333,25 +334,25 @@ fn plan_change_moves_a_vip_between_groups_without_a_gap_on_its_holder() {
             VipInput { vip, interface: IFACE.into(), candidates: order[..2].iter().map(|s| s.to_string()).collect() }
         })
         .collect();
-    let new_plan = plan(&vips, &PlanConfig::default(), &after(Some(&lab.plan)));
-    let before: BTreeMap<IpAddr, Vec<usize>> = all_vips().iter().map(|v| (*v, lab.holders(v))).collect();
-    lab.plan = new_plan.clone();
+    let new_plan = plan(&vips, &PlanConfig::default(), &after(Some(&lan.plan)));
+    let before: BTreeMap<IpAddr, Vec<usize>> = all_vips().iter().map(|v| (*v, lan.holders(v))).collect();
+    lan.plan = new_plan.clone();
     let mut removed: Vec<(usize, IpAddr)> = Vec::new();
     for i in 0..3 {
-        let out = lab.nodes[i].agent.apply_plan(lab.now, &new_plan);
+        let out = lan.nodes[i].agent.apply_plan(lan.now, &new_plan);
         for na in &out {
             if let Action::RemoveVips(v) = &na.action {
                 removed.extend(v.iter().map(|a| (i, *a)));
             }
         }
-        lab.deliver(i, out);
+        lan.deliver(i, out);
     }
     // The first preference did not change, so no holder ever removes a VIP it keeps.
     assert!(removed.is_empty(), "{removed:?}");
-    let after: BTreeMap<IpAddr, Vec<usize>> = all_vips().iter().map(|v| (*v, lab.holders(v))).collect();
+    let after: BTreeMap<IpAddr, Vec<usize>> = all_vips().iter().map(|v| (*v, lan.holders(v))).collect();
     assert_eq!(before, after);
-    lab.run_until(ms(6000));
-    let settled: BTreeMap<IpAddr, Vec<usize>> = all_vips().iter().map(|v| (*v, lab.holders(v))).collect();
+    lan.run_until(ms(6000));
+    let settled: BTreeMap<IpAddr, Vec<usize>> = all_vips().iter().map(|v| (*v, lan.holders(v))).collect();
     assert_eq!(before, settled);
 }
 
@@ -366,13 +367,13 @@ fn plan_with(f: impl Fn(&[&str]) -> Vec<String>, previous: Option<&Plan>) -> Pla
 
 /// Checks the client-visible holder history of `vip` from `from` on: never empty, two holders for at most one
 /// advert interval.
-fn assert_no_gap_and_no_long_overlap(lab: &Lab, vip: &IpAddr, from: Time) {
+fn assert_no_gap_and_no_long_overlap(lan: &VirtualLan, vip: &IpAddr, from: Time) {
     let changes: Vec<&(Time, IpAddr, BTreeSet<usize>)> =
-        lab.history.iter().filter(|(t, v, _)| *t >= from && v == vip).collect();
+        lan.history.iter().filter(|(t, v, _)| *t >= from && v == vip).collect();
     for (k, (t, _, holders)) in changes.iter().enumerate() {
         assert!(!holders.is_empty(), "{vip}: nobody holds it at {t:?}");
         if holders.len() > 1 {
-            let until = changes.get(k + 1).map_or(lab.now, |(next, _, _)| *next);
+            let until = changes.get(k + 1).map_or(lan.now, |(next, _, _)| *next);
             assert!(until - *t <= ms(100), "{vip}: held by {holders:?} from {t:?} to {until:?}");
         }
     }
@@ -383,31 +384,31 @@ fn replan_that_moves_the_first_preference_keeps_the_vip_on_its_holder_until_the_
     let config = AgentConfig { preempt_delay: ms(1000), ..AgentConfig::default() };
     // Local-style: only the node with the Pod, here each VIP's second Cluster preference, is a candidate.
     let local = plan_with(|order| vec![order[1].to_string()], None);
-    let mut lab = Lab::with_plan(config, local.clone());
-    lab.run_until(ms(3000));
+    let mut lan = VirtualLan::with_plan(config, local.clone());
+    lan.run_until(ms(3000));
     for vip in all_vips() {
-        assert_eq!(lab.nic_holders(&vip), BTreeSet::from([index(rank(&vip, &NAMES)[1])]), "{vip}");
+        assert_eq!(lan.nic_holders(&vip), BTreeSet::from([index(rank(&vip, &NAMES)[1])]), "{vip}");
     }
     // Cluster-style: every node, so the first preference moves to the rendezvous winner.
     let cluster = plan_with(|order| order.iter().map(|s| s.to_string()).collect(), Some(&local));
-    lab.plan = cluster.clone();
-    let replan = lab.now;
+    lan.plan = cluster.clone();
+    let replan = lan.now;
     for i in 0..NAMES.len() {
-        let out = lab.nodes[i].agent.apply_plan(replan, &cluster);
-        lab.deliver(i, out);
+        let out = lan.nodes[i].agent.apply_plan(replan, &cluster);
+        lan.deliver(i, out);
     }
-    lab.run_until(ms(6000));
+    lan.run_until(ms(6000));
     for vip in all_vips() {
         let order = rank(&vip, &NAMES);
         let (old, new) = (index(order[1]), index(order[0]));
-        assert_no_gap_and_no_long_overlap(&lab, &vip, ms(1000));
+        assert_no_gap_and_no_long_overlap(&lan, &vip, ms(1000));
         // The old holder never let go before the new first preference took over...
-        let (at, who) = lab.first_takeover_after(replan + ms(1), &vip).unwrap();
+        let (at, who) = lan.first_takeover_after(replan + ms(1), &vip).unwrap();
         assert_eq!(who, new, "{vip}");
         // ...which it did once its preempt delay had run from the first advert of the interim master it heard.
         assert!(at >= replan + ms(1000) && at <= replan + ms(1100), "{vip}: {at:?}");
-        assert!(lab.history.iter().any(|(t, v, h)| *t == at && *v == vip && !h.contains(&old)), "{vip}");
-        assert_eq!(lab.nic_holders(&vip), BTreeSet::from([new]), "{vip}");
+        assert!(lan.history.iter().any(|(t, v, h)| *t == at && *v == vip && !h.contains(&old)), "{vip}");
+        assert_eq!(lan.nic_holders(&vip), BTreeSet::from([new]), "{vip}");
     }
 }
 
@@ -421,33 +422,33 @@ fn vip_added_in_the_middle_shifts_parts_without_a_gap() {
     let without_92: Vec<IpAddr> = all_vips().into_iter().filter(|v| *v != ip(92)).collect();
     let old = plan(&input(&without_92), &config, &after(None));
     assert_eq!(old.groups.len(), 3);
-    let mut lab = Lab::with_plan(AgentConfig::default(), old.clone());
-    lab.run_until(ms(2000));
+    let mut lan = VirtualLan::with_plan(AgentConfig::default(), old.clone());
+    lan.run_until(ms(2000));
     let new = plan(&input(&all_vips()), &config, &after(Some(&old)));
     assert_eq!(new.groups.len(), 4);
-    lab.plan = new.clone();
+    lan.plan = new.clone();
     for (i, name) in NAMES.iter().enumerate() {
-        let out = lab.nodes[i].agent.apply_plan(lab.now, &new);
+        let out = lan.nodes[i].agent.apply_plan(lan.now, &new);
         assert!(!out.iter().any(|na| matches!(na.action, Action::RemoveVips(_))), "{name}");
-        lab.deliver(i, out);
+        lan.deliver(i, out);
     }
-    lab.run_until(ms(5000));
+    lan.run_until(ms(5000));
     for vip in without_92 {
-        assert_no_gap_and_no_long_overlap(&lab, &vip, ms(1000));
-        assert_eq!(lab.nic_holders(&vip), BTreeSet::from([0]), "{vip}");
+        assert_no_gap_and_no_long_overlap(&lan, &vip, ms(1000));
+        assert_eq!(lan.nic_holders(&vip), BTreeSet::from([0]), "{vip}");
     }
-    assert_eq!(lab.nic_holders(&ip(92)), BTreeSet::from([0]));
+    assert_eq!(lan.nic_holders(&ip(92)), BTreeSet::from([0]));
 }
 
 #[test]
 fn replaced_master_that_keeps_its_vips_sends_no_release() {
     let config = AgentConfig { preempt_delay: ms(1000), ..AgentConfig::default() };
     let local = plan_with(|order| vec![order[1].to_string()], None);
-    let mut lab = Lab::with_plan(config, local.clone());
-    lab.run_until(ms(3000));
+    let mut lan = VirtualLan::with_plan(config, local.clone());
+    lan.run_until(ms(3000));
     let cluster = plan_with(|order| order.iter().map(|s| s.to_string()).collect(), Some(&local));
-    let now = lab.now;
-    for (name, node) in NAMES.iter().zip(lab.nodes.iter_mut()) {
+    let now = lan.now;
+    for (name, node) in NAMES.iter().zip(lan.nodes.iter_mut()) {
         let out = node.agent.apply_plan(now, &cluster);
         let releases: Vec<&NodeAction> = out
             .iter()
@@ -460,17 +461,17 @@ fn replaced_master_that_keeps_its_vips_sends_no_release() {
 
 #[test]
 fn healed_partition_winner_announces_again_within_one_advert_interval() {
-    let mut lab = Lab::new(AgentConfig::default());
-    lab.run_until(ms(3000));
-    let g = lab.plan.groups[0].clone();
+    let mut lan = VirtualLan::new(AgentConfig::default());
+    lan.run_until(ms(3000));
+    let g = lan.plan.groups[0].clone();
     let (first, second) = (index(&g.priorities[0].0), index(&g.priorities[1].0));
     for j in 0..3 {
         if j != first {
-            lab.cut.insert((first.min(j), first.max(j)));
+            lan.cut.insert((first.min(j), first.max(j)));
         }
     }
-    lab.run_until(ms(6000));
-    assert_eq!(lab.holders(&g.vips[0]), {
+    lan.run_until(ms(6000));
+    assert_eq!(lan.holders(&g.vips[0]), {
         let mut v = vec![first, second];
         v.sort();
         v
@@ -478,38 +479,39 @@ fn healed_partition_winner_announces_again_within_one_advert_interval() {
     // The loser's GARPs pointed clients at it. Heal right after the winner's advert, so that the loser's advert
     // crosses first: that is the advert the winner answers with an announcement. (When the winner's advert
     // crosses first, the loser steps down silently and the winner hears nothing; see the report.)
-    let key = lab.nodes[first].agent.instances().find(|(k, _)| k.vrid == g.vrid).map(|(k, _)| k.clone()).unwrap();
-    let next =
-        |lab: &Lab, n: usize| lab.nodes[n].agent.instance(&key).unwrap().deadline(TimerKind::AdverTimer).unwrap();
-    if next(&lab, first) < next(&lab, second) {
-        let t = next(&lab, first);
-        lab.run_until(t);
+    let key = lan.nodes[first].agent.instances().find(|(k, _)| k.vrid == g.vrid).map(|(k, _)| k.clone()).unwrap();
+    let next = |lan: &VirtualLan, n: usize| {
+        lan.nodes[n].agent.instance(&key).unwrap().deadline(TimerKind::AdverTimer).unwrap()
+    };
+    if next(&lan, first) < next(&lan, second) {
+        let t = next(&lan, first);
+        lan.run_until(t);
     }
-    let heal = lab.now;
-    lab.cut.clear();
-    lab.run_until(heal + ms(100));
+    let heal = lan.now;
+    lan.cut.clear();
+    lan.run_until(heal + ms(100));
     let burst: Vec<&(Time, usize, Vec<IpAddr>)> =
-        lab.announces.iter().filter(|(t, n, v)| *t >= heal && *n == first && v == &g.vips).collect();
+        lan.announces.iter().filter(|(t, n, v)| *t >= heal && *n == first && v == &g.vips).collect();
     assert_eq!(burst.len(), 1, "{burst:?}");
     assert!(burst[0].0 <= heal + ms(100));
-    assert_eq!(lab.holders(&g.vips[0]), vec![first]);
+    assert_eq!(lan.holders(&g.vips[0]), vec![first]);
     // The loser does not announce these VIPs; nobody else does either.
-    assert!(lab.announces.iter().filter(|(t, _, v)| *t >= heal && v.contains(&g.vips[0])).all(|(_, n, _)| *n == first));
+    assert!(lan.announces.iter().filter(|(t, _, v)| *t >= heal && v.contains(&g.vips[0])).all(|(_, n, _)| *n == first));
 }
 
 #[test]
 fn agent_shutdown_releases_everything_and_ignores_later_plans() {
-    let mut lab = Lab::new(AgentConfig::default());
-    lab.run_until(ms(2000));
-    let held: usize = lab.nodes[0].agent.held_vips().values().map(BTreeSet::len).sum();
-    let out = lab.nodes[0].agent.shutdown(lab.now);
+    let mut lan = VirtualLan::new(AgentConfig::default());
+    lan.run_until(ms(2000));
+    let held: usize = lan.nodes[0].agent.held_vips().values().map(BTreeSet::len).sum();
+    let out = lan.nodes[0].agent.shutdown(lan.now);
     let removed: usize =
         out.iter().filter_map(|na| if let Action::RemoveVips(v) = &na.action { Some(v.len()) } else { None }).sum();
     assert_eq!(removed, held);
-    assert!(lab.nodes[0].agent.held_vips().is_empty());
-    let plan = lab.plan.clone();
-    assert!(lab.nodes[0].agent.apply_plan(lab.now, &plan).is_empty());
-    assert!(lab.nodes[0].agent.next_deadline().is_none());
+    assert!(lan.nodes[0].agent.held_vips().is_empty());
+    let plan = lan.plan.clone();
+    assert!(lan.nodes[0].agent.apply_plan(lan.now, &plan).is_empty());
+    assert!(lan.nodes[0].agent.next_deadline().is_none());
 }
 
 #[test]
@@ -559,7 +561,7 @@ fn plan_with_new(extra: Option<IpAddr>, previous: Option<&Plan>) -> Plan {
     plan(&vips, &PlanConfig::default(), &after(previous))
 }
 
-/// The new VIP's group in `plan` with its nodes' lab indexes in preference order.
+/// The new VIP's group in `plan` with its nodes' indexes on the LAN in preference order.
 fn new_group(plan: &Plan) -> (Group, Vec<usize>) {
     let g = plan.group_of(&ip(NEW_VIP)).unwrap().clone();
     assert_eq!(g.vips, vec![ip(NEW_VIP)], "a group of its own");
@@ -580,30 +582,30 @@ fn transitions(out: &[NodeAction], vrid: u8) -> Vec<(State, State, TransitionRea
 
 #[test]
 fn replan_adding_a_new_group_starts_it_master_on_the_first_preference_and_backup_elsewhere() {
-    let mut lab = Lab::with_plan(AgentConfig::default(), base_plan());
-    lab.run_until(ms(2000));
-    let new = plan_with_new_vip(&lab.plan);
+    let mut lan = VirtualLan::with_plan(AgentConfig::default(), base_plan());
+    lan.run_until(ms(2000));
+    let new = plan_with_new_vip(&lan.plan);
     let (g, order) = new_group(&new);
-    lab.plan = new.clone();
-    let replan = lab.now;
+    lan.plan = new.clone();
+    let replan = lan.now;
     let mut outs = Vec::new();
     for i in 0..NAMES.len() {
-        let out = lab.nodes[i].agent.apply_plan(replan, &new);
+        let out = lan.nodes[i].agent.apply_plan(replan, &new);
         outs.push(transitions(&out, g.vrid));
-        lab.deliver(i, out);
+        lan.deliver(i, out);
     }
     assert_eq!(outs[order[0]], vec![(State::Initialize, State::Master, TransitionReason::StartupUnclaimed)]);
     assert_eq!(outs[order[1]], vec![(State::Initialize, State::Backup, TransitionReason::Startup)]);
     let outsider = (0..NAMES.len()).find(|i| !order.contains(i)).unwrap();
     assert!(outs[outsider].is_empty(), "not a candidate: {:?}", outs[outsider]);
     // Taken at the instant of the plan, not a Master_Down_Interval later, and kept.
-    assert_eq!(lab.first_takeover_after(replan, &ip(NEW_VIP)), Some((replan, order[0])));
-    lab.run_until(ms(5000));
-    assert_eq!(lab.holders(&ip(NEW_VIP)), vec![order[0]]);
-    assert_eq!(lab.masters.iter().filter(|m| m.2 == g.vrid).count(), 1, "{:?}", lab.masters);
+    assert_eq!(lan.first_takeover_after(replan, &ip(NEW_VIP)), Some((replan, order[0])));
+    lan.run_until(ms(5000));
+    assert_eq!(lan.holders(&ip(NEW_VIP)), vec![order[0]]);
+    assert_eq!(lan.masters.iter().filter(|m| m.2 == g.vrid).count(), 1, "{:?}", lan.masters);
     // The groups that were there keep their masters.
     for vip in (91..NEW_VIP).map(ip) {
-        assert_eq!(lab.holders(&vip), vec![index(&lab.plan.group_of(&vip).unwrap().priorities[0].0)], "{vip}");
+        assert_eq!(lan.holders(&vip), vec![index(&lan.plan.group_of(&vip).unwrap().priorities[0].0)], "{vip}");
     }
 }
 
@@ -625,28 +627,28 @@ fn the_first_plan_starts_every_group_as_backup_even_on_its_first_preference() {
 #[test]
 fn a_node_that_restarts_into_a_cluster_waits_even_for_a_vip_it_is_first_for() {
     // The others run the plan with the new VIP already; a restarted first preference joins as Backup.
-    let mut lab = Lab::with_plan(AgentConfig::default(), base_plan());
-    lab.run_until(ms(1000));
-    let new = plan_with_new_vip(&lab.plan);
+    let mut lan = VirtualLan::with_plan(AgentConfig::default(), base_plan());
+    lan.run_until(ms(1000));
+    let new = plan_with_new_vip(&lan.plan);
     let (g, order) = new_group(&new);
-    lab.crash(order[0]);
-    lab.plan = new.clone();
+    lan.crash(order[0]);
+    lan.plan = new.clone();
     for i in (0..NAMES.len()).filter(|i| *i != order[0]) {
-        let out = lab.nodes[i].agent.apply_plan(lab.now, &new);
-        lab.deliver(i, out);
+        let out = lan.nodes[i].agent.apply_plan(lan.now, &new);
+        lan.deliver(i, out);
     }
-    lab.run_until(ms(2000));
-    assert_eq!(lab.holders(&ip(NEW_VIP)), vec![order[1]], "the second preference took it by timeout");
+    lan.run_until(ms(2000));
+    assert_eq!(lan.holders(&ip(NEW_VIP)), vec![order[1]], "the second preference took it by timeout");
     let back = ms(2000);
-    lab.restart(order[0]);
+    lan.restart(order[0]);
     assert!(
-        !lab.masters.iter().any(|(t, n, v, _)| *t == back && *n == order[0] && *v == g.vrid),
+        !lan.masters.iter().any(|(t, n, v, _)| *t == back && *n == order[0] && *v == g.vrid),
         "the restarted node must not claim a VIP it cannot know to be new: {:?}",
-        lab.masters
+        lan.masters
     );
-    lab.run_until(ms(10_000));
+    lan.run_until(ms(10_000));
     // It takes the VIP back after its preempt delay, by the ordinary rule.
-    let (at, who) = lab.first_takeover_after(back, &ip(NEW_VIP)).unwrap();
+    let (at, who) = lan.first_takeover_after(back, &ip(NEW_VIP)).unwrap();
     assert_eq!(who, order[0]);
     assert!(at >= back + AgentConfig::default().preempt_delay, "{at:?}");
 }
@@ -733,24 +735,24 @@ fn two_nodes_that_both_believe_they_are_first_settle_on_the_higher_primary_addre
         issues: Vec::new(),
     };
     for applies_first in [0, 1] {
-        let mut lab = Lab::with_plan(AgentConfig::default(), Plan::default());
-        lab.run_until(ms(1000));
+        let mut lan = VirtualLan::with_plan(AgentConfig::default(), Plan::default());
+        lan.run_until(ms(1000));
         let plans = [view(NAMES[0], NAMES[1]), view(NAMES[1], NAMES[0])];
         for i in [applies_first, 1 - applies_first] {
-            let out = lab.nodes[i].agent.apply_plan(lab.now, &plans[i]);
+            let out = lan.nodes[i].agent.apply_plan(lan.now, &plans[i]);
             assert_eq!(
                 transitions(&out, 42),
                 vec![(State::Initialize, State::Master, TransitionReason::StartupUnclaimed)],
                 "node {i}"
             );
-            lab.deliver(i, out);
+            lan.deliver(i, out);
         }
         // Node 1 (192.0.2.3) outranks node 0 (192.0.2.2) at equal priority, whoever started first.
-        assert_eq!(lab.holders(&vip), vec![1], "order {applies_first}");
-        lab.run_until(ms(3000));
-        assert_eq!(lab.holders(&vip), vec![1], "order {applies_first}");
-        assert_eq!(lab.nic_holders(&vip), BTreeSet::from([1]));
-        assert_no_gap_and_no_long_overlap(&lab, &vip, ms(1000));
+        assert_eq!(lan.holders(&vip), vec![1], "order {applies_first}");
+        lan.run_until(ms(3000));
+        assert_eq!(lan.holders(&vip), vec![1], "order {applies_first}");
+        assert_eq!(lan.nic_holders(&vip), BTreeSet::from([1]));
+        assert_no_gap_and_no_long_overlap(&lan, &vip, ms(1000));
     }
 }
 
@@ -786,26 +788,26 @@ proptest! {
         events in prop::collection::vec((0u64..1500, arb_event()), 0..12),
     ) {
         let config = AgentConfig { preempt_delay: ms(1000), ..AgentConfig::default() };
-        let mut lab = Lab::new(config);
-        lab.run_until(ms(1000));
+        let mut lan = VirtualLan::new(config);
+        lan.run_until(ms(1000));
         for (dt, ev) in events {
-            let t = lab.now + ms(dt);
-            lab.run_until(t);
+            let t = lan.now + ms(dt);
+            lan.run_until(t);
             match ev {
-                Event::Crash(i) => lab.crash(i),
-                Event::Restart(i) => lab.restart(i),
-                Event::Shutdown(i) => if lab.nodes[i].alive { lab.shutdown(i) },
-                Event::Cut(a, b) => if a != b { lab.cut.insert((a.min(b), a.max(b))); },
-                Event::Heal => lab.cut.clear(),
+                Event::Crash(i) => lan.crash(i),
+                Event::Restart(i) => lan.restart(i),
+                Event::Shutdown(i) => if lan.nodes[i].alive { lan.shutdown(i) },
+                Event::Cut(a, b) => if a != b { lan.cut.insert((a.min(b), a.max(b))); },
+                Event::Heal => lan.cut.clear(),
             }
         }
-        lab.cut.clear();
-        let end = lab.now + ms(5000);
-        lab.run_until(end);
-        for g in &lab.plan.groups {
-            let best = g.priorities.iter().map(|(n, _)| index(n)).find(|i| lab.nodes[*i].alive);
+        lan.cut.clear();
+        let end = lan.now + ms(5000);
+        lan.run_until(end);
+        for g in &lan.plan.groups {
+            let best = g.priorities.iter().map(|(n, _)| index(n)).find(|i| lan.nodes[*i].alive);
             for vip in &g.vips {
-                let holders = lab.holders(vip);
+                let holders = lan.holders(vip);
                 match best {
                     Some(b) => prop_assert_eq!(holders, vec![b], "{}", vip),
                     None => prop_assert!(holders.is_empty()),
@@ -826,25 +828,25 @@ proptest! {
     fn a_new_vip_seen_at_different_moments_ends_on_its_first_preference(
         lags in prop::collection::vec(0u64..800, 3),
     ) {
-        let mut lab = Lab::with_plan(AgentConfig::default(), base_plan());
-        lab.run_until(ms(1000));
-        let new = plan_with_new_vip(&lab.plan);
+        let mut lan = VirtualLan::with_plan(AgentConfig::default(), base_plan());
+        lan.run_until(ms(1000));
+        let new = plan_with_new_vip(&lan.plan);
         let (g, order) = new_group(&new);
-        let replan = lab.now;
+        let replan = lan.now;
         let mut schedule: Vec<(Time, usize)> = (0..NAMES.len()).map(|i| (replan + ms(lags[i]), i)).collect();
         schedule.sort();
         for (at, i) in schedule {
-            lab.run_until(at);
-            let out = lab.nodes[i].agent.apply_plan(at, &new);
-            lab.deliver(i, out);
+            lan.run_until(at);
+            let out = lan.nodes[i].agent.apply_plan(at, &new);
+            lan.deliver(i, out);
         }
-        lab.plan = new.clone();
+        lan.plan = new.clone();
         let settled = replan + ms(800) + ms(1000);
-        lab.run_until(settled);
+        lan.run_until(settled);
         let vip = ip(NEW_VIP);
-        prop_assert_eq!(lab.holders(&vip), vec![order[0]]);
+        prop_assert_eq!(lan.holders(&vip), vec![order[0]]);
         let first_applied = replan + ms(lags[order[0]]);
-        for (at, node, vrid, reason) in lab.masters.iter().filter(|m| m.2 == g.vrid) {
+        for (at, node, vrid, reason) in lan.masters.iter().filter(|m| m.2 == g.vrid) {
             if *reason == TransitionReason::StartupUnclaimed {
                 prop_assert_eq!(*node, order[0], "only the first preference claims a new VIP");
                 prop_assert_eq!(*at, first_applied);
@@ -857,7 +859,10 @@ proptest! {
                 prop_assert!(*at <= first_applied);
             }
         }
-        prop_assert!(lab.masters.iter().any(|m| m.2 == g.vrid && m.1 == order[0] && m.3 == TransitionReason::StartupUnclaimed));
-        assert_no_gap_and_no_long_overlap(&lab, &vip, replan);
+        let claimed = lan.masters.iter().any(|&(_, node, vrid, reason)| {
+            vrid == g.vrid && node == order[0] && reason == TransitionReason::StartupUnclaimed
+        });
+        prop_assert!(claimed);
+        assert_no_gap_and_no_long_overlap(&lan, &vip, replan);
     }
 }
