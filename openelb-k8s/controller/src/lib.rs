@@ -1,6 +1,6 @@
 //! `openelb-controller`: gives LoadBalancer Services addresses from Eips, against the Kubernetes API.
 //!
-//! A process mirrors the Eips and Namespaces into caches and is ready (`/readyz`) once they are synced. One
+//! A process mirrors the Eips and Namespaces into caches ([`mirror`]) and is ready (`/readyz`) once they are synced. One
 //! replica at a time holds the Lease ([`leader`]) and runs a *term*: it gives back the addresses of Services
 //! deleted while no one watched ([`sweep`]), then, until the Lease is lost or the process stops, runs:
 //! - on Services ([`reconcile`], decisions in [`service_writes`]): allocation, Service status, label and
@@ -20,6 +20,7 @@ pub mod eip_writes;
 pub mod events;
 pub mod leader;
 pub mod metrics;
+pub mod mirror;
 pub mod reconcile;
 pub mod service_writes;
 pub mod sweep;
@@ -37,7 +38,7 @@ use futures::future::{BoxFuture, Shared};
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1 as corev1;
 use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{Controller, WatchStreamExt, controller, watcher};
+use kube::runtime::{Controller, controller, watcher};
 use kube::{Api, Client, ResourceExt};
 use prometheus_client::registry::Registry;
 use tokio::sync::oneshot;
@@ -51,9 +52,10 @@ use events::Events;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
 use metrics::Metrics;
+use mirror::{Tasks, mirror};
 use openelb_k8s::convert;
 use openelb_k8s::crd::Eip;
-use openelb_k8s::decoded::{Decoded, Undecodable};
+use openelb_k8s::decoded::Decoded;
 use openelb_k8s::serve::{self, Readiness, ServeError};
 use undecodable::Reporter;
 
@@ -128,47 +130,6 @@ impl Telemetry {
 
 /// Stops a term or the whole process; every part waiting on it gets a clone.
 type Stop = Shared<BoxFuture<'static, ()>>;
-
-/// Mirrors every object of kind `K` into `writer`'s cache, each decoded on its own: one that does not decode is
-/// reported and replaced by `salvage(u)` or left out ([`undecodable::typed`]). The returned task keeps the
-/// cache current until aborted.
-fn mirror<K>(
-    client: Client,
-    writer: reflector::store::Writer<K>,
-    reporter: Reporter,
-    salvage: fn(&Undecodable) -> Option<K>,
-) -> (Store<K>, tokio::task::JoinHandle<()>)
-where
-    K: Resource<DynamicType = ()>
-        + Default
-        + Clone
-        + std::fmt::Debug
-        + serde::de::DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
-{
-    let store = writer.as_reader();
-    let decoded = watcher(Api::<Decoded<K>>::all(client), watcher::Config::default()).default_backoff();
-    let stream = reflector::reflector(writer, undecodable::typed(decoded, reporter, salvage));
-    let task = tokio::spawn(stream.for_each(|event| async move {
-        if let Err(e) = event {
-            tracing::warn!("watch of {}: {e}", K::kind(&()));
-        }
-    }));
-    (store, task)
-}
-
-/// Aborts the cache tasks however `run` ends.
-struct Tasks(Vec<tokio::task::JoinHandle<()>>);
-
-impl Drop for Tasks {
-    fn drop(&mut self) {
-        for task in &self.0 {
-            task.abort();
-        }
-    }
-}
 
 /// The Services of the Service controller's cache, as far as they decode (one that does not is left as it is).
 type ServiceStore = Store<Decoded<corev1::Service>>;
@@ -344,13 +305,29 @@ pub async fn run(
         "read as far as it reads, as a disabled Eip: its Services keep their addresses, nobody gets a new one from \
          it, and its conditions say why",
     );
-    let (eips, eip_task) = mirror(client.clone(), eip_cache, eip_reporter, undecodable::salvage_eip);
+    let warn = |kind: &'static str| {
+        move |seen: Result<(), watcher::Error>| {
+            if let Err(e) = seen {
+                tracing::warn!("watch of {kind}: {e}");
+            }
+        }
+    };
+    let all = watcher::Config::default;
+    let (eips, eip_task) =
+        mirror(Api::all(client.clone()), all(), eip_cache, eip_reporter, undecodable::salvage_eip, warn("Eip"));
     let ns_reporter = Reporter::new(
         "Namespace",
         metrics.undecodable("Namespace"),
         "left out: its Services are decided as if it had no labels",
     );
-    let (namespaces, ns_task) = mirror(client.clone(), Default::default(), ns_reporter, undecodable::leave_out);
+    let (namespaces, ns_task) = mirror(
+        Api::all(client.clone()),
+        all(),
+        Default::default(),
+        ns_reporter,
+        undecodable::leave_out,
+        warn("Namespace"),
+    );
     let _tasks = Tasks(vec![eip_task, ns_task]);
     let ready = async {
         eips.wait_until_ready().await.map_err(|_| ControllerError::CacheNeverReady("Eip"))?;

@@ -17,13 +17,12 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1 as corev1;
 use k8s_openapi::api::discovery::v1 as discoveryv1;
 use kube::api::PostParams;
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::reflector::Store;
+use kube::runtime::watcher;
 use kube::{Api, Client};
 use openelb_core::model::{Cluster, Endpoint, Node, Pool, ServiceKey};
 use openelb_core::vrrp::plan::PlanIssue;
@@ -33,9 +32,9 @@ use openelb_k8s::snapshot::{self, EndpointsKind, WatchedService};
 use openelb_k8s::vrrp::{CONFIGMAP_NAME, LEASE_LABEL, LEASE_LABEL_VALUE, Published, SpeakerLease};
 use prometheus_client::metrics::counter::Counter;
 use tokio::sync::Notify;
-use tokio::task::JoinHandle;
 
 use super::metrics::{KindLabels, Metrics};
+use super::mirror::{Tasks, mirror};
 use super::undecodable::{self, Reporter};
 use super::vrid_plan::{self, VridSettings};
 
@@ -110,17 +109,6 @@ impl Watched {
     }
 }
 
-/// Aborts the watch tasks however the term ends.
-struct Tasks(Vec<JoinHandle<()>>);
-
-impl Drop for Tasks {
-    fn drop(&mut self) {
-        for t in &self.0 {
-            t.abort();
-        }
-    }
-}
-
 /// Mirrors `api` into a store and wakes `notify` on every change; errors are logged once per distinct message.
 /// Objects are decoded one at a time, as the speakers decode them: an undecodable one is `salvage`d (an Eip, as
 /// a disabled pool) or left out, and never stops the others.
@@ -142,30 +130,24 @@ where
         + Sync
         + 'static,
 {
-    let (store, writer) = reflector::store();
     // The controller's own watches count and log these objects; this one only keeps them out of its plan.
     let reporter = Reporter::new(kind, Counter::default(), "left out of the VRID plan");
-    let decoded = watcher(api, config).default_backoff();
-    let stream = reflector::reflector(writer, undecodable::typed(decoded, reporter, salvage));
-    tasks.0.push(tokio::spawn(async move {
-        let mut stream = std::pin::pin!(stream);
-        let mut last_error: Option<String> = None;
-        while let Some(event) = stream.next().await {
-            match event {
-                Ok(_) => {
-                    last_error = None;
-                    notify.notify_one();
-                }
-                Err(e) => {
-                    let message = e.to_string();
-                    if last_error.as_ref() != Some(&message) {
-                        tracing::warn!("VRID assignment: watch of {kind}: {message}");
-                        last_error = Some(message);
-                    }
-                }
+    let mut last_error: Option<String> = None;
+    let seen = move |event: Result<(), watcher::Error>| match event {
+        Ok(()) => {
+            last_error = None;
+            notify.notify_one();
+        }
+        Err(e) => {
+            let message = e.to_string();
+            if last_error.as_ref() != Some(&message) {
+                tracing::warn!("VRID assignment: watch of {kind}: {message}");
+                last_error = Some(message);
             }
         }
-    }));
+    };
+    let (store, task) = mirror(api, config, Default::default(), reporter, salvage, seen);
+    tasks.0.push(task);
     store
 }
 
