@@ -10,19 +10,13 @@ use tokio::task::JoinHandle;
 
 use super::undecodable::{self, Reporter};
 
-/// Mirrors what `api` lists under `config` into `writer`'s cache, each object decoded on its own: one that does
-/// not decode is reported and replaced by `salvage(u)` or left out ([`undecodable::typed`]). `seen` hears of
-/// every event of the watch: `Ok` once the cache took it in, the watch's error otherwise (the watch goes on,
-/// with backoff). The returned task keeps the cache current until aborted.
-pub fn mirror<K>(
-    api: Api<Decoded<K>>,
-    config: watcher::Config,
-    writer: reflector::store::Writer<K>,
-    reporter: Reporter,
-    salvage: fn(&Undecodable) -> Option<K>,
-    mut seen: impl FnMut(Result<(), watcher::Error>) + Send + 'static,
-) -> (Store<K>, JoinHandle<()>)
-where
+/// What a kind needs to be watched and cached.
+pub trait Mirrored:
+    Resource<DynamicType = ()> + Default + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static
+{
+}
+
+impl<K> Mirrored for K where
     K: Resource<DynamicType = ()>
         + Default
         + Clone
@@ -30,8 +24,22 @@ where
         + serde::de::DeserializeOwned
         + Send
         + Sync
-        + 'static,
+        + 'static
 {
+}
+
+/// Mirrors what `api` lists under `config` into `writer`'s cache, each object decoded on its own: one that does
+/// not decode is reported and replaced by `salvage(u)` or left out ([`undecodable::typed`]). `seen` hears of
+/// every event of the watch: `Ok` once the cache took it in, the watch's error otherwise (the watch goes on,
+/// with backoff). The returned task keeps the cache current until aborted.
+pub fn mirror<K: Mirrored>(
+    api: Api<Decoded<K>>,
+    config: watcher::Config,
+    writer: reflector::store::Writer<K>,
+    reporter: Reporter,
+    salvage: fn(&Undecodable) -> Option<K>,
+    mut seen: impl FnMut(Result<(), watcher::Error>) + Send + 'static,
+) -> (Store<K>, JoinHandle<()>) {
     let store = writer.as_reader();
     let decoded = watcher(api, config).default_backoff();
     let stream = reflector::reflector(writer, undecodable::typed(decoded, reporter, salvage));

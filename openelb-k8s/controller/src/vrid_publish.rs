@@ -34,7 +34,7 @@ use prometheus_client::metrics::counter::Counter;
 use tokio::sync::Notify;
 
 use super::metrics::{KindLabels, Metrics};
-use super::mirror::{Tasks, mirror};
+use super::mirror::{Mirrored, Tasks, mirror};
 use super::undecodable::{self, Reporter};
 use super::vrid_plan::{self, VridSettings};
 
@@ -112,24 +112,14 @@ impl Watched {
 /// Mirrors `api` into a store and wakes `notify` on every change; errors are logged once per distinct message.
 /// Objects are decoded one at a time, as the speakers decode them: an undecodable one is `salvage`d (an Eip, as
 /// a disabled pool) or left out, and never stops the others.
-fn reflect<K>(
+fn reflect<K: Mirrored>(
     kind: &'static str,
     api: Api<Decoded<K>>,
     config: watcher::Config,
     salvage: fn(&Undecodable) -> Option<K>,
     notify: Arc<Notify>,
     tasks: &mut Tasks,
-) -> Store<K>
-where
-    K: kube::Resource<DynamicType = ()>
-        + Default
-        + Clone
-        + std::fmt::Debug
-        + serde::de::DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
-{
+) -> Store<K> {
     // The controller's own watches count and log these objects; this one only keeps them out of its plan.
     let reporter = Reporter::new(kind, Counter::default(), "left out of the VRID plan");
     let mut last_error: Option<String> = None;
