@@ -1,19 +1,13 @@
 //! The `openelb-speaker` command line: help text and refusals of bad flag values, which must name the flag
 //! and the value. No root needed (every case fails before touching the network).
 
-use std::process::{Command, Output};
+mod support;
 
-fn speaker(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_openelb-speaker")).args(args).output().unwrap()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
+use support::cli::{speaker, stderr};
 
 #[test]
 fn help_explains_every_flag_and_what_the_speaker_does() {
-    let o = speaker(&["--help"]);
+    let o = speaker(&["--help"], &[]);
     assert!(o.status.success());
     let text = String::from_utf8_lossy(&o.stdout);
     for flag in [
@@ -53,7 +47,7 @@ fn bad_flag_values_are_refused_naming_flag_and_value() {
         let mut args = base.to_vec();
         let pair = format!("{flag}={value}");
         args.push(&pair);
-        let o = speaker(&args);
+        let o = speaker(&args, &[]);
         let err = stderr(&o);
         assert_eq!(o.status.code(), Some(2), "{flag} {value}: {err}");
         assert!(err.contains(flag) && err.contains(value) && err.contains(why), "{flag} {value}: {err}");
@@ -62,14 +56,14 @@ fn bad_flag_values_are_refused_naming_flag_and_value() {
 
 #[test]
 fn unreadable_manifests_fail_with_the_path_in_the_message() {
-    let o = speaker(&["--node-name", "n1", "--manifests", "/nonexistent/oelb-manifests"]);
+    let o = speaker(&["--node-name", "n1", "--manifests", "/nonexistent/oelb-manifests"], &[]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("/nonexistent/oelb-manifests"), "{}", stderr(&o));
 
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("bad.yaml"), "kind: Eip\napiVersion: network.kubesphere.io/v1alpha2\nspec: [")
         .unwrap();
-    let o = speaker(&["--node-name", "n1", "--manifests", dir.path().to_str().unwrap()]);
+    let o = speaker(&["--node-name", "n1", "--manifests", dir.path().to_str().unwrap()], &[]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("bad.yaml"), "{}", stderr(&o));
 }

@@ -2,140 +2,21 @@
 //! network. Checks what the loop does with the agent's decisions: startup cleanup, takeover with a burst,
 //! stepping down on a better advert, graceful shutdown, and giving up after VIP additions keep failing.
 
+mod support;
+
 use std::net::IpAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use openelb_core::model::{Cluster, IpFamily};
+use openelb_core::model::Cluster;
 use openelb_core::vrrp::consts::TTL;
 use openelb_core::vrrp::{Advert, Received};
 use openelb_k8s::manifest::Manifests;
-use openelb_net::ops::{AdvertReceiver, IfaceSpec, Incoming, Interface, NetError, NetOps};
-use openelb_net::wire::MacAddr;
 use openelb_speaker::{Control, Speaker, SpeakerConfig, desired};
+use support::fake_net::{FakeNet, Op};
+use support::{VIP, vip};
 use tokio::sync::mpsc;
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Event {
-    Add(IpAddr),
-    Remove(IpAddr),
-    Announce(IpAddr),
-    Advert(u8),
-}
-
-struct FakeNet {
-    events: Mutex<Vec<Event>>,
-    ours: Mutex<Vec<IpAddr>>,
-    fail_adds: bool,
-    inject: Mutex<Option<mpsc::Receiver<Received>>>,
-}
-
-impl FakeNet {
-    fn new(stale: &[&str], fail_adds: bool) -> (Arc<Self>, mpsc::Sender<Received>) {
-        let (tx, rx) = mpsc::channel(16);
-        let net = FakeNet {
-            events: Mutex::new(Vec::new()),
-            ours: Mutex::new(stale.iter().map(|s| s.parse().unwrap()).collect()),
-            fail_adds,
-            inject: Mutex::new(Some(rx)),
-        };
-        (Arc::new(net), tx)
-    }
-
-    fn events(&self) -> Vec<Event> {
-        self.events.lock().unwrap().clone()
-    }
-
-    fn count(&self, e: &Event) -> usize {
-        self.events().iter().filter(|x| *x == e).count()
-    }
-
-    fn adverts(&self) -> Vec<u8> {
-        self.events()
-            .into_iter()
-            .filter_map(|e| match e {
-                Event::Advert(p) => Some(p),
-                _ => None,
-            })
-            .collect()
-    }
-
-    fn push(&self, e: Event) {
-        self.events.lock().unwrap().push(e);
-    }
-}
-
-struct FakeReceiver(mpsc::Receiver<Received>);
-
-impl AdvertReceiver for FakeReceiver {
-    async fn recv(&mut self) -> Result<Incoming, NetError> {
-        match self.0.recv().await {
-            Some(r) => Ok(Incoming::Advert(r)),
-            None => std::future::pending().await,
-        }
-    }
-}
-
-fn eth0() -> Interface {
-    Interface { name: "eth0".into(), index: 2, mac: Some(MacAddr([2, 0, 0, 0, 0, 3])) }
-}
-
-impl NetOps for FakeNet {
-    type Receiver = FakeReceiver;
-
-    async fn resolve(&self, spec: &IfaceSpec) -> Result<Interface, NetError> {
-        assert_eq!(spec, &IfaceSpec::Name("eth0".into()));
-        Ok(eth0())
-    }
-
-    async fn source_address(&self, _: &Interface, family: IpFamily) -> Result<IpAddr, NetError> {
-        // IPv6 adverts go out from the interface's link-local address.
-        Ok(match family {
-            IpFamily::V4 => "192.0.2.3".parse().unwrap(),
-            IpFamily::V6 => "fe80::3".parse().unwrap(),
-        })
-    }
-
-    async fn add_vip(&self, iface: &Interface, ip: IpAddr) -> Result<(), NetError> {
-        self.push(Event::Add(ip));
-        if self.fail_adds {
-            return Err(NetError::NotOurs { iface: iface.name.clone(), ip, op: "add" });
-        }
-        self.ours.lock().unwrap().push(ip);
-        Ok(())
-    }
-
-    async fn remove_vip(&self, _: &Interface, ip: IpAddr) -> Result<bool, NetError> {
-        self.push(Event::Remove(ip));
-        let mut ours = self.ours.lock().unwrap();
-        let had = ours.contains(&ip);
-        ours.retain(|x| *x != ip);
-        Ok(had)
-    }
-
-    async fn list_our_vips(&self, _: &Interface) -> Result<Vec<IpAddr>, NetError> {
-        Ok(self.ours.lock().unwrap().clone())
-    }
-
-    async fn announce(&self, _: &Interface, ip: IpAddr, _: MacAddr) -> Result<(), NetError> {
-        self.push(Event::Announce(ip));
-        Ok(())
-    }
-
-    async fn send_advert(&self, _: &Interface, _: IpAddr, advert: &Advert, _: &[IpAddr]) -> Result<(), NetError> {
-        self.push(Event::Advert(advert.priority));
-        Ok(())
-    }
-
-    fn advert_receiver(&self, _: &Interface, _: IpFamily) -> Result<FakeReceiver, NetError> {
-        // One receiver only: the injection channel.
-        let rx = self.inject.lock().unwrap().take().expect("one receiver per interface and family");
-        Ok(FakeReceiver(rx))
-    }
-}
-
-const VIP: &str = "192.0.2.91";
 
 fn cluster() -> Cluster {
     let mut y = String::from(
@@ -165,30 +46,26 @@ fn start(
     (tx, task, vrid)
 }
 
-fn vip() -> IpAddr {
-    VIP.parse().unwrap()
-}
-
 #[tokio::test(start_paused = true)]
 async fn startup_removes_stale_pool_addresses_only_then_takes_over_with_a_burst() {
     let (net, _inject) = FakeNet::new(&["192.0.2.93", "198.51.100.7"], false);
     let (ctl, task, _) = start(Arc::clone(&net));
     tokio::time::sleep(Duration::from_secs(2)).await;
 
-    let ev = net.events();
-    assert_eq!(ev.first(), Some(&Event::Remove("192.0.2.93".parse().unwrap())), "{ev:?}");
-    assert!(!ev.contains(&Event::Remove("198.51.100.7".parse().unwrap())), "outside VIP pools: not ours to touch");
-    let add = ev.iter().position(|e| *e == Event::Add(vip())).expect("takeover adds the VIP");
-    let first_garp = ev.iter().position(|e| *e == Event::Announce(vip())).expect("GARP");
+    let ev = net.ops();
+    assert_eq!(ev.first(), Some(&Op::Remove("192.0.2.93".parse().unwrap())), "{ev:?}");
+    assert!(!ev.contains(&Op::Remove("198.51.100.7".parse().unwrap())), "outside VIP pools: not ours to touch");
+    let add = ev.iter().position(|e| *e == Op::Add(vip())).expect("takeover adds the VIP");
+    let first_garp = ev.iter().position(|e| *e == Op::Announce(vip())).expect("GARP");
     assert!(add < first_garp, "the address exists before it is announced: {ev:?}");
-    assert_eq!(net.count(&Event::Announce(vip())), 3, "default burst of three");
+    assert_eq!(net.count(&Op::Announce(vip())), 3, "default burst of three");
     assert!(net.adverts().len() >= 10, "a master advertises every 100 ms: {ev:?}");
 
     // Graceful shutdown: a priority-0 advert, the VIP removed, run() returns.
     ctl.send(Control::Shutdown).await.unwrap();
     task.await.unwrap().unwrap();
     assert_eq!(net.adverts().last(), Some(&0));
-    assert_eq!(net.events().last(), Some(&Event::Remove(vip())));
+    assert_eq!(net.ops().last(), Some(&Op::Remove(vip())));
 }
 
 #[tokio::test(start_paused = true)]
@@ -196,7 +73,7 @@ async fn a_better_master_makes_it_step_down_and_drop_the_vip() {
     let (net, inject) = FakeNet::new(&[], false);
     let (ctl, task, vrid) = start(Arc::clone(&net));
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert!(net.events().contains(&Event::Add(vip())));
+    assert!(net.ops().contains(&Op::Add(vip())));
 
     let better = Received {
         src: "192.0.2.4".parse().unwrap(),
@@ -206,7 +83,7 @@ async fn a_better_master_makes_it_step_down_and_drop_the_vip() {
     };
     inject.send(better.clone()).await.unwrap();
     tokio::time::sleep(Duration::from_millis(50)).await;
-    assert_eq!(net.events().last(), Some(&Event::Remove(vip())), "{:?}", net.events());
+    assert_eq!(net.ops().last(), Some(&Op::Remove(vip())), "{:?}", net.ops());
 
     // As a backup it sends nothing and, on shutdown, has nothing to release.
     let before = net.adverts().len();
@@ -224,16 +101,16 @@ async fn persistent_add_failures_make_the_node_give_up_mastership() {
     let (ctl, task, _) = start(Arc::clone(&net));
     // 1 s maintenance period, five failures, then the interface counts as down for 30 s.
     tokio::time::sleep(Duration::from_secs(10)).await;
-    let adds = net.count(&Event::Add(vip()));
+    let adds = net.count(&Op::Add(vip()));
     assert!((5..=7).contains(&adds), "retried, then gave up: {adds} adds");
     let adverts = net.adverts().len();
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert_eq!(net.adverts().len(), adverts, "no adverts while given up, so a backup takes over");
-    assert_eq!(net.count(&Event::Add(vip())), adds);
+    assert_eq!(net.count(&Op::Add(vip())), adds);
 
     // After the cool-off it tries again (and, alone on the segment, becomes master again).
     tokio::time::sleep(Duration::from_secs(30)).await;
-    assert!(net.count(&Event::Add(vip())) > adds);
+    assert!(net.count(&Op::Add(vip())) > adds);
     ctl.send(Control::Shutdown).await.unwrap();
     task.await.unwrap().unwrap();
 }
@@ -243,14 +120,14 @@ async fn reload_without_the_service_releases_the_vip() {
     let (net, _inject) = FakeNet::new(&[], false);
     let (ctl, task, _) = start(Arc::clone(&net));
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert!(net.events().contains(&Event::Add(vip())));
+    assert!(net.ops().contains(&Op::Add(vip())));
 
     let mut c = cluster();
     c.services.clear();
     ctl.send(Control::Reload(Box::new(c))).await.unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let ev = net.events();
-    assert_eq!(ev.iter().rev().find(|e| matches!(e, Event::Remove(_))), Some(&Event::Remove(vip())), "{ev:?}");
+    let ev = net.ops();
+    assert_eq!(ev.iter().rev().find(|e| matches!(e, Op::Remove(_))), Some(&Op::Remove(vip())), "{ev:?}");
     assert_eq!(net.adverts().last(), Some(&0), "the group is released with priority 0");
     ctl.send(Control::Shutdown).await.unwrap();
     task.await.unwrap().unwrap();
@@ -277,14 +154,14 @@ async fn a_plan_that_panics_keeps_the_running_plan_and_the_next_change_plans_aga
     let (ctl, rx) = mpsc::channel(4);
     let task = tokio::spawn(speaker.run(cluster(), rx));
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert!(net.events().contains(&Event::Add(vip())));
+    assert!(net.ops().contains(&Op::Add(vip())));
 
     let mut empty = cluster();
     empty.services.clear();
     ctl.send(Control::Reload(Box::new(empty))).await.unwrap();
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(metrics.plan_failures.get(), 1);
-    assert!(!net.events().contains(&Event::Remove(vip())), "the running plan stays: {:?}", net.events());
+    assert!(!net.ops().contains(&Op::Remove(vip())), "the running plan stays: {:?}", net.ops());
     let adverts = net.adverts().len();
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert!(net.adverts().len() >= adverts + 9, "still advertising every 100 ms");
@@ -295,7 +172,7 @@ async fn a_plan_that_panics_keeps_the_running_plan_and_the_next_change_plans_aga
     ctl.send(Control::Reload(Box::new(other))).await.unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(metrics.plan_failures.get(), 1);
-    assert_eq!(net.events().last(), Some(&Event::Remove(vip())), "{:?}", net.events());
+    assert_eq!(net.ops().last(), Some(&Op::Remove(vip())), "{:?}", net.ops());
     assert_eq!(net.adverts().last(), Some(&0), "released with priority 0");
     ctl.send(Control::Shutdown).await.unwrap();
     task.await.unwrap().unwrap();
@@ -335,7 +212,7 @@ async fn a_flood_of_spoofed_adverts_costs_a_bounded_number_of_log_lines_and_even
     let (ctl, rx) = mpsc::channel(4);
     let task = tokio::spawn(speaker.run(cluster(), rx));
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert!(net.events().contains(&Event::Add(vip())));
+    assert!(net.ops().contains(&Op::Add(vip())));
     let warns_before = warns.0.lock().unwrap().len();
 
     // 20k adverts per second for 10 s, from ever new sources that are no node, on our VRID and others, at
@@ -367,7 +244,7 @@ async fn a_flood_of_spoofed_adverts_costs_a_bounded_number_of_log_lines_and_even
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
 
-    assert!(!net.events().contains(&Event::Remove(vip())), "the VIP never moved");
+    assert!(!net.ops().contains(&Op::Remove(vip())), "the VIP never moved");
     let warned = warns.0.lock().unwrap().len() - warns_before;
     let mut node_events = 0;
     while let Ok(e) = events.try_recv() {
@@ -429,7 +306,7 @@ async fn ipv6_adverts_count_once_the_senders_link_local_source_is_in_its_speaker
     let (ctl, rx) = mpsc::channel(4);
     let task = tokio::spawn(speaker.run(cluster_v6(), rx));
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert!(net.events().contains(&Event::Add(vip6)), "alone, it holds the VIP: {:?}", net.events());
+    assert!(net.ops().contains(&Op::Add(vip6)), "alone, it holds the VIP: {:?}", net.ops());
     // Its own link-local source goes to its Lease.
     local_rx.changed().await.unwrap();
     assert_eq!(local_rx.borrow().sources, ["fe80::3".parse::<IpAddr>().unwrap()]);
@@ -443,7 +320,7 @@ async fn ipv6_adverts_count_once_the_senders_link_local_source_is_in_its_speaker
     };
     inject.send(better.clone()).await.unwrap();
     tokio::time::sleep(Duration::from_millis(50)).await;
-    assert!(!net.events().contains(&Event::Remove(vip6)), "an unknown source never moves a VIP");
+    assert!(!net.ops().contains(&Op::Remove(vip6)), "an unknown source never moves a VIP");
 
     // node-b's Lease publishes that source: the same advert now counts, and the higher priority wins.
     let lease = SpeakerLease { node: "node-b".into(), sources: vec![better.src], ..SpeakerLease::default() };
@@ -451,7 +328,7 @@ async fn ipv6_adverts_count_once_the_senders_link_local_source_is_in_its_speaker
     tokio::time::sleep(Duration::from_millis(10)).await;
     inject.send(better).await.unwrap();
     tokio::time::sleep(Duration::from_millis(50)).await;
-    assert_eq!(net.events().last(), Some(&Event::Remove(vip6)), "{:?}", net.events());
+    assert_eq!(net.ops().last(), Some(&Op::Remove(vip6)), "{:?}", net.ops());
     assert_eq!(metrics.known_peers.get(), 3, "two InternalIPs and node-b's link-local source");
     ctl.send(Control::Shutdown).await.unwrap();
     task.await.unwrap().unwrap();
@@ -470,9 +347,9 @@ async fn without_the_shared_state_listed_the_first_plan_waits_then_plans_alone()
     let (ctl, rx) = mpsc::channel(4);
     let task = tokio::spawn(speaker.run(cluster(), rx));
     tokio::time::sleep(SHARED_WAIT_MAX - Duration::from_secs(5)).await;
-    assert!(net.events().is_empty(), "waits for the published assignment first: {:?}", net.events());
+    assert!(net.ops().is_empty(), "waits for the published assignment first: {:?}", net.ops());
     tokio::time::sleep(Duration::from_secs(20)).await;
-    assert!(net.events().contains(&Event::Add(vip())), "then plans alone: {:?}", net.events());
+    assert!(net.ops().contains(&Op::Add(vip())), "then plans alone: {:?}", net.ops());
     ctl.send(Control::Shutdown).await.unwrap();
     task.await.unwrap().unwrap();
 }

@@ -2,26 +2,16 @@
 //! refusals, and a speaker that cannot reach its API server (it waits, says so, is not ready, and stops cleanly
 //! on SIGTERM). No root and no API server needed: nothing here touches the network beyond 127.0.0.1.
 
+mod support;
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use openelb_lab::eventually;
-
-fn speaker(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_openelb-speaker"));
-    cmd.args(args).env_remove("NODE_NAME").env_remove("KUBECONFIG");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.output().unwrap()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
+use support::cli::{speaker, stderr};
 
 #[test]
 fn help_explains_the_kubernetes_source() {

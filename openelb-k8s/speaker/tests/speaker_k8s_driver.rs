@@ -4,95 +4,23 @@
 //! (the agent's rule for VIPs new to the plan; the first plan after start still waits); Events and metrics
 //! follow what the node holds, and a full Event queue never holds the loop up.
 
-use std::net::IpAddr;
+mod support;
+
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use openelb_core::model::{Cluster, IpFamily, ServiceKey};
-use openelb_core::vrrp::Advert;
+use openelb_core::model::{Cluster, ServiceKey};
 use openelb_k8s::manifest::Manifests;
 use openelb_k8s::serve::Readiness;
-use openelb_net::ops::{AdvertReceiver, IfaceSpec, Incoming, Interface, NetError, NetOps};
-use openelb_net::wire::MacAddr;
 use openelb_speaker::{
     AddressSource, Control, EventSink, Speaker, SpeakerConfig, SpeakerEvent, SpeakerMetrics, VipChange, VipEvent,
 };
 use prometheus_client::registry::Registry;
+use support::fake_net::{FakeNet, Op};
+use support::{VIP, vip};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
-
-const VIP: &str = "192.0.2.91";
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Op {
-    Add(IpAddr),
-    Remove(IpAddr),
-}
-
-/// Records VIP additions and removals with the (virtual) time they happened; hears nothing.
-#[derive(Default)]
-struct FakeNet {
-    ops: Mutex<Vec<(Instant, Op)>>,
-    ours: Mutex<Vec<IpAddr>>,
-}
-
-impl FakeNet {
-    fn first(&self, op: &Op) -> Option<Instant> {
-        self.ops.lock().unwrap().iter().find(|(_, o)| o == op).map(|(t, _)| *t)
-    }
-}
-
-struct Silent;
-
-impl AdvertReceiver for Silent {
-    async fn recv(&mut self) -> Result<Incoming, NetError> {
-        std::future::pending().await
-    }
-}
-
-impl NetOps for FakeNet {
-    type Receiver = Silent;
-
-    async fn resolve(&self, spec: &IfaceSpec) -> Result<Interface, NetError> {
-        assert_eq!(spec, &IfaceSpec::Name("eth0".into()));
-        Ok(Interface { name: "eth0".into(), index: 2, mac: Some(MacAddr([2, 0, 0, 0, 0, 3])) })
-    }
-
-    async fn source_address(&self, _: &Interface, _: IpFamily) -> Result<IpAddr, NetError> {
-        Ok("192.0.2.3".parse().unwrap())
-    }
-
-    async fn add_vip(&self, _: &Interface, ip: IpAddr) -> Result<(), NetError> {
-        self.ops.lock().unwrap().push((Instant::now(), Op::Add(ip)));
-        self.ours.lock().unwrap().push(ip);
-        Ok(())
-    }
-
-    async fn remove_vip(&self, _: &Interface, ip: IpAddr) -> Result<bool, NetError> {
-        self.ops.lock().unwrap().push((Instant::now(), Op::Remove(ip)));
-        let mut ours = self.ours.lock().unwrap();
-        let had = ours.contains(&ip);
-        ours.retain(|x| *x != ip);
-        Ok(had)
-    }
-
-    async fn list_our_vips(&self, _: &Interface) -> Result<Vec<IpAddr>, NetError> {
-        Ok(self.ours.lock().unwrap().clone())
-    }
-
-    async fn announce(&self, _: &Interface, _: IpAddr, _: MacAddr) -> Result<(), NetError> {
-        Ok(())
-    }
-
-    async fn send_advert(&self, _: &Interface, _: IpAddr, _: &Advert, _: &[IpAddr]) -> Result<(), NetError> {
-        Ok(())
-    }
-
-    fn advert_receiver(&self, _: &Interface, _: IpFamily) -> Result<Silent, NetError> {
-        Ok(Silent)
-    }
-}
 
 /// An Eip on eth0, Services `a` (and `b` when `shared`) with `ingress`, and node-a alone: it is the first
 /// preference of everything.
@@ -116,10 +44,6 @@ fn cluster(ingress: &[&str], shared: bool) -> Cluster {
     c
 }
 
-fn vip() -> IpAddr {
-    VIP.parse().unwrap()
-}
-
 struct Running {
     net: Arc<FakeNet>,
     control: mpsc::Sender<Control>,
@@ -130,7 +54,7 @@ struct Running {
 }
 
 fn start(initial: Cluster, events: EventSink) -> Running {
-    let net = Arc::new(FakeNet::default());
+    let (net, _) = FakeNet::new(&[], false);
     let metrics = SpeakerMetrics::default();
     let mut registry = Registry::default();
     metrics.register(&mut registry);

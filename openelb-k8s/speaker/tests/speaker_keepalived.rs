@@ -3,14 +3,15 @@
 //! directions; a capture decoded by tshark shows our adverts are valid VRRPv3. Needs root, keepalived, tcpdump
 //! and tshark (ignored otherwise; scripts/test.sh installs them and runs it).
 
-mod speaker_segment;
+mod support;
 
 use std::fs;
 use std::process::Command;
 use std::time::Duration;
 
 use openelb_lab::{Need, Sig, eventually, require};
-use speaker_segment::{SpeakerSegment, VIP};
+use support::VIP;
+use support::segment::SpeakerSegment;
 
 const SETTLE: Duration = Duration::from_secs(10);
 

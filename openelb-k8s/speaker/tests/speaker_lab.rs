@@ -3,7 +3,7 @@
 //! scripts/test.sh runs them).
 //! Every wait polls with a generous timeout: nothing here asserts timings (the lab bench measures them).
 
-mod speaker_segment;
+mod support;
 
 use std::time::Duration;
 
@@ -11,7 +11,8 @@ use openelb_lab::in_netns::call_in;
 use openelb_lab::{Sig, eventually, netns};
 use openelb_net::wire::DecodeFailure;
 use openelb_speaker::metrics_addr::DEFAULT_METRICS_PORT;
-use speaker_segment::{SpeakerSegment, VIP};
+use support::VIP;
+use support::segment::SpeakerSegment;
 
 const SETTLE: Duration = Duration::from_secs(10);
 const STEADY: Duration = Duration::from_secs(1);

@@ -5,7 +5,6 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -15,7 +14,7 @@ use openelb_lab::segment::CLIENT;
 use openelb_lab::{Host, Need, Process, Segment, require};
 use openelb_speaker::{SpeakerConfig, desired};
 
-pub const VIP: &str = "192.0.2.91";
+use super::VIP;
 
 pub struct SpeakerSegment {
     // Dropped in this order: the processes before the namespaces they run in.
@@ -74,7 +73,7 @@ impl SpeakerSegment {
 
     /// The nodes in the VIP's rendezvous preference order (what the speakers must agree on).
     pub fn preference(&self, names: &[String]) -> Vec<String> {
-        let vip: IpAddr = VIP.parse().unwrap();
+        let vip = super::vip();
         let refs: Vec<&str> = names.iter().map(String::as_str).collect();
         election::rank(&vip, &refs).into_iter().map(str::to_string).collect()
     }
@@ -83,7 +82,7 @@ impl SpeakerSegment {
     pub fn group(&self) -> (u8, Vec<(String, u8)>) {
         let cluster = Manifests::load_paths(&[self.manifests()]).unwrap().to_cluster().unwrap();
         let d = desired(&cluster, &SpeakerConfig::new("any"), None);
-        let vip: IpAddr = VIP.parse().unwrap();
+        let vip = super::vip();
         let g = d.plan.group_of(&vip).expect("the VIP is planned");
         (g.vrid, g.priorities.clone())
     }
