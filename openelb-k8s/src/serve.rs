@@ -16,6 +16,13 @@ use prometheus_client::registry::Registry;
 /// Content type of the Prometheus text exposition format that prometheus-client writes.
 const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
+/// `kind` of the metrics both binaries serve (`openelb_objects_undecodable_total`, `openelb_vrrp_plan_issues`) and
+/// of the controller's per-kind ones.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, prometheus_client::encoding::EncodeLabelSet)]
+pub struct KindLabels {
+    pub kind: &'static str,
+}
+
 /// Readiness shared between the part of a binary that knows (caches, leader election) and `/readyz`.
 #[derive(Debug, Clone, Default)]
 pub struct Readiness(Arc<AtomicBool>);

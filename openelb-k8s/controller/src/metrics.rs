@@ -30,17 +30,13 @@ use kube::runtime::reflector::Store;
 use openelb_core::addr::AddrRange;
 
 use openelb_k8s::crd::Eip;
+use openelb_k8s::serve::KindLabels;
 
 use super::reconcile::ReconcileErrorKind;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct FailureLabels {
     pub reason: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct KindLabels {
-    pub kind: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

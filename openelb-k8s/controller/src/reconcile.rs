@@ -18,12 +18,13 @@ use openelb_k8s::manifest::ObjectKind;
 use super::conditions;
 use super::eip_status;
 use super::events::{EventReason, Events, RateLimiter, WARNING_INTERVAL};
-use super::metrics::{ErrorLabels, FailureLabels, KindLabels, Metrics, failure_kind};
+use super::metrics::{ErrorLabels, FailureLabels, Metrics, failure_kind};
 use super::service_writes::{self, ServiceWrites};
 use super::undecodable::Reporter;
 use openelb_k8s::convert::{self, ConvertError};
 use openelb_k8s::crd::Eip;
 use openelb_k8s::decoded::Decoded;
+use openelb_k8s::serve::KindLabels;
 
 /// Field manager shown in `managedFields` for what the controller writes.
 pub const FIELD_MANAGER: &str = "openelb-controller";

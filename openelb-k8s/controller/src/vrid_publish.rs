@@ -33,10 +33,11 @@ use openelb_k8s::vrrp::{CONFIGMAP_NAME, LEASE_LABEL, LEASE_LABEL_VALUE, Publishe
 use prometheus_client::metrics::counter::Counter;
 use tokio::sync::Notify;
 
-use super::metrics::{KindLabels, Metrics};
+use super::metrics::Metrics;
 use super::mirror::{Mirrored, Tasks, mirror};
 use super::undecodable::{self, Reporter};
 use super::vrid_plan::{self, VridSettings};
+use openelb_k8s::serve::KindLabels;
 
 /// How long changes are gathered before the publication is recomputed.
 pub const COALESCE: Duration = Duration::from_secs(1);

@@ -6,6 +6,7 @@ use std::sync::atomic::AtomicU64;
 
 use openelb_core::model::IpFamily;
 use openelb_core::vrrp::state::State;
+use openelb_k8s::serve::KindLabels;
 use openelb_net::wire::DecodeFailure;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -27,12 +28,6 @@ impl GroupLabels {
     pub fn new(vrid: u8, interface: &str, family: IpFamily) -> Self {
         GroupLabels { vrid, interface: interface.to_string(), family: family.to_string() }
     }
-}
-
-/// `kind` of `openelb_objects_undecodable_total` and `openelb_vrrp_plan_issues`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-pub struct KindLabels {
-    pub kind: &'static str,
 }
 
 /// `reason` of `openelb_vrrp_packets_dropped_total` ([`DecodeFailure::as_str`]: packets that did not decode) and

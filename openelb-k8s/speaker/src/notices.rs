@@ -20,7 +20,8 @@ use openelb_core::vrrp::refusal::RefusalCounts;
 use openelb_core::vrrp::state::Counters;
 
 use super::events::{EventSink, NodeEvent, NodeReason};
-use super::metrics::{DropLabels, FamilyLabels, KindLabels, SpeakerMetrics, VridLabels};
+use super::metrics::{DropLabels, FamilyLabels, SpeakerMetrics, VridLabels};
+use openelb_k8s::serve::KindLabels;
 
 /// Most Node Events in one [`NODE_EVENT_WINDOW`].
 pub const NODE_EVENTS_PER_WINDOW: u32 = 4;

@@ -29,11 +29,11 @@ use tokio::time::Instant;
 
 use super::driver::Control;
 use super::events::ServiceRefs;
-use super::metrics::KindLabels;
 use super::snapshot::{self, EndpointsKind, WatchedService};
 use openelb_k8s::convert::ConvertError;
 use openelb_k8s::crd::{self, Eip};
 use openelb_k8s::decoded::{Decoded, Undecodable};
+use openelb_k8s::serve::KindLabels;
 
 /// How long changes are gathered into one snapshot after the first: long enough for the controller's writes
 /// of one allocation (Eip status, Service status, label) to arrive together, short against the 100 ms advert
