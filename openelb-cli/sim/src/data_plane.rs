@@ -20,17 +20,39 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::net::{IpAddr, Ipv6Addr};
 use std::time::Duration;
 
-use anyhow::{Result, anyhow, bail};
 use openelb_core::announce::VipTarget;
 use openelb_core::vrrp::Time;
 use openelb_core::vrrp::agent::{Agent, AgentConfig, InstanceKey, NodeAction};
 use openelb_core::vrrp::plan::{self, Plan, PlanConfig, PlanContext, VipInput};
-use openelb_core::vrrp::state::{Action, State};
+use openelb_core::vrrp::state::{Action, ConfigError, State};
 use openelb_core::{IpFamily, Node, Protocol};
-use openelb_net::memory::{Loss, Message, Segment};
+use openelb_net::memory::{Loss, Message, Segment, SegmentError};
 use openelb_net::ops::Incoming;
 use openelb_net::wire::MacAddr;
 use serde::Serialize;
+
+use crate::unknown_node::UnknownNode;
+
+/// Why the data plane refused its settings or an event.
+#[derive(Debug, thiserror::Error)]
+pub enum DataPlaneError {
+    /// The speaker's own check of its settings (the message says which).
+    #[error("VRRP settings: {0}")]
+    Settings(ConfigError),
+    #[error("--loss {0}: must be between 0 and 1")]
+    Loss(f64),
+    #[error("node {CLIENT:?}: the name is taken by the simulated client; rename the node")]
+    ClientName,
+    #[error(transparent)]
+    UnknownNode(#[from] UnknownNode),
+    /// `known`: the nodes, comma-separated.
+    #[error("{name:?} is not on the segment (nodes: {known}, and {CLIENT})")]
+    NotOnSegment { name: String, known: String },
+    #[error("partition: side `a` is empty")]
+    EmptySide,
+    #[error(transparent)]
+    Segment(#[from] SegmentError),
+}
 
 /// The client's name on the segment; scenario partitions may name it.
 pub const CLIENT: &str = "client";
@@ -207,10 +229,10 @@ fn snapshot(agent: &Agent) -> Snapshot {
 
 impl DataPlane {
     /// Attaches every node (booted, no VIPs) and the client; agents get groups with the first [`Self::set_targets`].
-    pub fn new(nodes: &[Node], cfg: DataPlaneConfig) -> Result<Self> {
-        Agent::new("probe", cfg.agent.clone()).map_err(|e| anyhow!("VRRP settings: {e}"))?;
+    pub fn new(nodes: &[Node], cfg: DataPlaneConfig) -> Result<Self, DataPlaneError> {
+        Agent::new("probe", cfg.agent.clone()).map_err(DataPlaneError::Settings)?;
         if !(0.0..=1.0).contains(&cfg.loss) {
-            bail!("--loss {}: must be between 0 and 1", cfg.loss);
+            return Err(DataPlaneError::Loss(cfg.loss));
         }
         let mut segment = Segment::new(cfg.delay, cfg.seed);
         if cfg.loss > 0.0 {
@@ -220,14 +242,14 @@ impl DataPlane {
         let mut map = BTreeMap::new();
         for (i, n) in nodes.iter().enumerate() {
             if n.name == CLIENT {
-                bail!("node {CLIENT:?}: the name is taken by the simulated client; rename the node");
+                return Err(DataPlaneError::ClientName);
             }
             let idx = u16::try_from(i).unwrap_or(u16::MAX).to_be_bytes();
             let mac = n.mac.map(MacAddr).unwrap_or(MacAddr([0x02, 0, 0, 0, idx[0], idx[1]]));
             let v4 = n.internal_ip.filter(IpAddr::is_ipv4);
             let v6 = link_local(mac);
             segment.attach_node(&n.name, mac, n.internal_ip.unwrap_or(v6))?;
-            let agent = Agent::new(n.name.clone(), cfg.agent.clone()).map_err(|e| anyhow!("VRRP settings: {e}"))?;
+            let agent = Agent::new(n.name.clone(), cfg.agent.clone()).map_err(DataPlaneError::Settings)?;
             map.insert(
                 n.name.clone(),
                 SimNode {
@@ -301,7 +323,7 @@ impl DataPlane {
     /// it to every running speaker. The client starts pinging every allocated VIP of a `vip` pool. The first
     /// call is every speaker's first plan even when it has no group, as the speaker applies its first snapshot:
     /// a VIP that appears later is new to them, and its first preference takes it at once (the agent's rule).
-    pub fn set_targets(&mut self, targets: &[VipTarget]) -> Result<()> {
+    pub fn set_targets(&mut self, targets: &[VipTarget]) -> Result<(), DataPlaneError> {
         let vrrp: Vec<&VipTarget> = targets.iter().filter(|t| t.protocol == Protocol::Vip).collect();
         let inputs: Vec<VipInput> = vrrp
             .iter()
@@ -376,9 +398,10 @@ impl DataPlane {
 
     // ---- scenario events on machines and the network ----
 
-    fn node_mut(&mut self, name: &str) -> Result<&mut SimNode> {
-        let known = self.nodes.keys().cloned().collect::<Vec<_>>().join(", ");
-        self.nodes.get_mut(name).ok_or_else(|| anyhow!("no node {name:?} (nodes: {known})"))
+    fn node_mut(&mut self, name: &str) -> Result<&mut SimNode, UnknownNode> {
+        let known = self.nodes.keys().map(String::as_str);
+        let known = UnknownNode::new(name, known);
+        self.nodes.get_mut(name).ok_or(known)
     }
 
     pub fn is_running(&self, name: &str) -> bool {
@@ -387,7 +410,7 @@ impl DataPlane {
 
     /// The machine dies: the speaker stops mid-flight, the link goes down, VIPs stay on the dead NIC.
     /// False if it was not running.
-    pub fn crash(&mut self, name: &str) -> Result<bool> {
+    pub fn crash(&mut self, name: &str) -> Result<bool, DataPlaneError> {
         let n = self.node_mut(name)?;
         if n.power != Power::Up {
             return Ok(false);
@@ -400,7 +423,7 @@ impl DataPlane {
     }
 
     /// SIGTERM to the speaker (priority-0 adverts, VIPs removed), then power off.
-    pub fn stop(&mut self, name: &str) -> Result<bool> {
+    pub fn stop(&mut self, name: &str) -> Result<bool, DataPlaneError> {
         let now = self.now;
         let n = self.node_mut(name)?;
         if n.power != Power::Up {
@@ -423,7 +446,7 @@ impl DataPlane {
 
     /// The machine boots: no VIPs on its NIC (the speaker also removes leftovers), link up, a fresh speaker
     /// with the current plan. False if it was running.
-    pub fn boot(&mut self, name: &str) -> Result<bool> {
+    pub fn boot(&mut self, name: &str) -> Result<bool, DataPlaneError> {
         let cfg = self.cfg.agent.clone();
         let n = self.node_mut(name)?;
         if n.power == Power::Up {
@@ -431,7 +454,7 @@ impl DataPlane {
         }
         n.power = Power::Up;
         n.interfaces.clear();
-        n.agent = Some(Agent::new(name, cfg).map_err(|e| anyhow!("VRRP settings: {e}"))?);
+        n.agent = Some(Agent::new(name, cfg).map_err(DataPlaneError::Settings)?);
         for ip in self.segment.vips_of(name) {
             self.segment.remove_vip(name, ip)?;
         }
@@ -441,7 +464,7 @@ impl DataPlane {
     }
 
     /// The node's link to the segment goes down or up; its speaker sees the interface change.
-    pub fn set_link(&mut self, name: &str, up: bool) -> Result<bool> {
+    pub fn set_link(&mut self, name: &str, up: bool) -> Result<bool, DataPlaneError> {
         let now = self.now;
         let n = self.node_mut(name)?;
         if n.power != Power::Up || self.segment.is_up(name) == up {
@@ -459,16 +482,16 @@ impl DataPlane {
         Ok(true)
     }
 
-    fn check_party(&self, name: &str) -> Result<()> {
+    fn check_party(&self, name: &str) -> Result<(), DataPlaneError> {
         if name == CLIENT || self.nodes.contains_key(name) {
             return Ok(());
         }
         let known = self.nodes.keys().cloned().collect::<Vec<_>>().join(", ");
-        bail!("{name:?} is not on the segment (nodes: {known}, and {CLIENT})")
+        Err(DataPlaneError::NotOnSegment { name: name.to_string(), known })
     }
 
     /// Parties on side `b`, or everyone not on side `a` when `b` is empty.
-    fn other_side(&self, a: &[String], b: &[String]) -> Result<Vec<String>> {
+    fn other_side(&self, a: &[String], b: &[String]) -> Result<Vec<String>, DataPlaneError> {
         for p in a.iter().chain(b) {
             self.check_party(p)?;
         }
@@ -478,9 +501,9 @@ impl DataPlane {
         Ok(self.nodes.keys().cloned().chain([CLIENT.to_string()]).filter(|p| !a.contains(p)).collect())
     }
 
-    pub fn partition(&mut self, a: &[String], b: &[String]) -> Result<()> {
+    pub fn partition(&mut self, a: &[String], b: &[String]) -> Result<(), DataPlaneError> {
         if a.is_empty() {
-            bail!("partition: side `a` is empty");
+            return Err(DataPlaneError::EmptySide);
         }
         let b = self.other_side(a, b)?;
         let a: Vec<&str> = a.iter().map(String::as_str).collect();
@@ -489,7 +512,7 @@ impl DataPlane {
         Ok(())
     }
 
-    pub fn heal(&mut self, sides: Option<(&[String], &[String])>) -> Result<()> {
+    pub fn heal(&mut self, sides: Option<(&[String], &[String])>) -> Result<(), DataPlaneError> {
         let Some((a, b)) = sides else {
             self.segment.heal_all();
             return Ok(());

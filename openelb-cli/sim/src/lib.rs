@@ -9,12 +9,13 @@ pub mod report;
 pub mod run;
 pub mod scenario;
 pub mod timing;
+pub mod unknown_node;
 pub mod world;
 
-pub use data_plane::DataPlane;
+pub use data_plane::{DataPlane, DataPlaneError};
 pub use loaded::Loaded;
 pub use report::Report;
-pub use run::run;
-pub use scenario::Scenario;
-pub use timing::Timing;
-pub use world::World;
+pub use run::{RunError, run};
+pub use scenario::{Scenario, ScenarioError};
+pub use timing::{AdvertIntervalError, Timing};
+pub use world::{World, WorldError};

@@ -3,10 +3,9 @@
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
-use anyhow::Result;
 use openelb_core::{Cluster, ServiceKey};
 use openelb_k8s::convert;
-use openelb_k8s::manifest::Manifests;
+use openelb_k8s::manifest::{ManifestError, Manifests};
 
 use crate::world::{DeploymentRef, World};
 
@@ -21,11 +20,11 @@ pub struct Loaded {
 
 impl Loaded {
     /// Reads manifest files and directories.
-    pub fn load(paths: &[PathBuf]) -> Result<Self> {
+    pub fn load(paths: &[PathBuf]) -> Result<Self, ManifestError> {
         Self::from_manifests(Manifests::load_paths(paths)?)
     }
 
-    pub fn from_manifests(manifests: Manifests) -> Result<Self> {
+    pub fn from_manifests(manifests: Manifests) -> Result<Self, ManifestError> {
         let cluster = manifests.to_cluster()?;
         let warnings = manifests
             .warnings

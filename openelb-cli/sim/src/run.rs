@@ -9,15 +9,32 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-use anyhow::{Context, Result, bail};
 use openelb_core::announce;
 use openelb_core::vrrp::Time;
 
-use crate::data_plane::{DataPlane, fmt_duration, fmt_time, ms_f64};
+use crate::data_plane::{DataPlane, DataPlaneError, fmt_duration, fmt_time, ms_f64};
 use crate::report::{ChangeView, NodeView, Report, Step, Takeover};
-use crate::scenario::{Event, Heal, Scenario};
-use crate::timing::Timing;
-use crate::world::World;
+use crate::scenario::{Event, Heal, Scenario, SimTime};
+use crate::timing::{AdvertIntervalError, Timing};
+use crate::unknown_node::UnknownNode;
+use crate::world::{World, WorldError};
+
+/// Why a run stopped: settings the speakers refuse, or an event that names what is not there.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    AdvertInterval(#[from] AdvertIntervalError),
+    #[error(transparent)]
+    DataPlane(#[from] DataPlaneError),
+    #[error(transparent)]
+    World(#[from] WorldError),
+    #[error(transparent)]
+    UnknownNode(#[from] UnknownNode),
+    #[error("scenario event {0} is missing")]
+    MissingEvent(usize),
+    #[error("scenario events[{index}] ({at} {event})")]
+    Event { index: usize, at: SimTime, event: String, source: Box<RunError> },
+}
 
 struct Open {
     at: Time,
@@ -31,7 +48,7 @@ enum Next {
     NotReady(String),
 }
 
-pub fn run(world: &mut World, scenario: Option<&Scenario>, flags: &Timing) -> Result<Report> {
+pub fn run(world: &mut World, scenario: Option<&Scenario>, flags: &Timing) -> Result<Report, RunError> {
     let mut dp = DataPlane::new(&world.cluster.nodes, flags.data_plane_config()?)?;
     let events = scenario.map(|s| s.events.as_slice()).unwrap_or_default();
     let mut steps = Vec::new();
@@ -59,9 +76,13 @@ pub fn run(world: &mut World, scenario: Option<&Scenario>, flags: &Timing) -> Re
         let event = match what {
             Next::Scenario(i) => {
                 idx += 1;
-                let Some(ev) = events.get(i) else { bail!("scenario event {i} is missing") };
-                apply(world, &mut dp, &ev.event, flags, &mut notready)
-                    .with_context(|| format!("scenario events[{i}] ({} {})", ev.at, ev.event))?;
+                let Some(ev) = events.get(i) else { return Err(RunError::MissingEvent(i)) };
+                apply(world, &mut dp, &ev.event, flags, &mut notready).map_err(|source| RunError::Event {
+                    index: i,
+                    at: ev.at,
+                    event: ev.event.to_string(),
+                    source: Box::new(source),
+                })?;
                 ev.event.to_string()
             }
             Next::NotReady(node) => {
@@ -107,7 +128,7 @@ fn apply(
     event: &Event,
     flags: &Timing,
     notready: &mut BTreeMap<String, Time>,
-) -> Result<()> {
+) -> Result<(), RunError> {
     // Names are checked by the World first, so a typo fails before anything happens.
     world.apply(event)?;
     let now = dp.now();

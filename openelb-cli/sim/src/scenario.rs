@@ -12,7 +12,6 @@ use std::fmt;
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 
 pub const SCENARIO_API_VERSION: &str = "sim.openelb.kubesphere.io/v1alpha1";
@@ -278,35 +277,55 @@ fn object_name(v: &serde_json::Value) -> String {
     }
 }
 
+/// Why a scenario file was refused; `origin` is its path.
+#[derive(Debug, thiserror::Error)]
+pub enum ScenarioError {
+    #[error("reading {path}")]
+    Read { path: String, source: std::io::Error },
+    #[error("{origin}: not a valid scenario")]
+    Invalid { origin: String, source: serde_yaml::Error },
+    #[error("{origin}: kind is {kind:?}, expected \"Scenario\"")]
+    Kind { origin: String, kind: String },
+    #[error("{origin}: apiVersion is {api_version:?}, expected {SCENARIO_API_VERSION:?}")]
+    ApiVersion { origin: String, api_version: String },
+    #[error("{origin}: events[{index}].at {at} is earlier than the event before it ({last})")]
+    OutOfOrder { origin: String, index: usize, at: SimTime, last: SimTime },
+}
+
 impl Scenario {
     pub fn name(&self) -> Option<&str> {
         self.metadata.as_ref().and_then(|m| m.name.as_deref())
     }
 
-    pub fn parse(text: &str, origin: &str) -> Result<Self> {
-        let sc: Scenario = serde_yaml::from_str(text).with_context(|| format!("{origin}: not a valid scenario"))?;
+    pub fn parse(text: &str, origin: &str) -> Result<Self, ScenarioError> {
+        let origin = origin.to_string();
+        let sc: Scenario = match serde_yaml::from_str(text) {
+            Ok(sc) => sc,
+            Err(source) => return Err(ScenarioError::Invalid { origin, source }),
+        };
         if let Some(kind) = &sc.kind
             && kind != "Scenario"
         {
-            bail!("{origin}: kind is {kind:?}, expected \"Scenario\"");
+            return Err(ScenarioError::Kind { origin, kind: kind.clone() });
         }
         if let Some(v) = &sc.api_version
             && v != SCENARIO_API_VERSION
         {
-            bail!("{origin}: apiVersion is {v:?}, expected {SCENARIO_API_VERSION:?}");
+            return Err(ScenarioError::ApiVersion { origin, api_version: v.clone() });
         }
         let mut last = SimTime(0);
-        for (i, ev) in sc.events.iter().enumerate() {
+        for (index, ev) in sc.events.iter().enumerate() {
             if ev.at < last {
-                bail!("{origin}: events[{i}].at {} is earlier than the event before it ({last})", ev.at);
+                return Err(ScenarioError::OutOfOrder { origin, index, at: ev.at, last });
             }
             last = ev.at;
         }
         Ok(sc)
     }
 
-    pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    pub fn load(path: &Path) -> Result<Self, ScenarioError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ScenarioError::Read { path: path.display().to_string(), source })?;
         Self::parse(&text, &path.display().to_string())
     }
 }

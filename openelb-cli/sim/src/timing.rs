@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use anyhow::{Result, bail};
 use openelb_core::vrrp::agent::AgentConfig;
 use openelb_core::vrrp::consts::MAX_ADVERT_INT;
 use openelb_core::vrrp::plan::PlanConfig;
@@ -13,6 +12,14 @@ use openelb_core::vrrp::state::{
 
 use crate::data_plane::{DataPlaneConfig, fmt_duration, ms_f64};
 use crate::report::Settings;
+
+/// An advert interval VRRPv3 cannot carry.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "--advert-interval {}: must be a multiple of 10ms between 10ms and 40.95s (VRRPv3 counts centiseconds)",
+    fmt_duration(*.0)
+)]
+pub struct AdvertIntervalError(pub Duration);
 
 /// Timing of the simulated speakers and network. Defaults are the speaker's own.
 #[derive(Clone, Debug, PartialEq)]
@@ -38,14 +45,11 @@ pub struct Timing {
 
 impl Timing {
     /// The data plane's settings; refuses an advert interval VRRPv3 cannot carry.
-    pub fn data_plane_config(&self) -> Result<DataPlaneConfig> {
+    pub fn data_plane_config(&self) -> Result<DataPlaneConfig, AdvertIntervalError> {
         let nanos = self.advert_interval.as_nanos();
         let cs = nanos / 10_000_000;
         if !nanos.is_multiple_of(10_000_000) || cs == 0 || cs > u128::from(MAX_ADVERT_INT) {
-            bail!(
-                "--advert-interval {}: must be a multiple of 10ms between 10ms and 40.95s (VRRPv3 counts centiseconds)",
-                fmt_duration(self.advert_interval)
-            );
+            return Err(AdvertIntervalError(self.advert_interval));
         }
         let advert_interval = u16::try_from(cs).unwrap_or(DEFAULT_ADVERT_INTERVAL_CS);
         Ok(DataPlaneConfig {

@@ -3,17 +3,60 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use anyhow::{Context, Result, anyhow, bail};
 use openelb_core::announce::{self, VipTarget};
 use openelb_core::endpoints;
 use openelb_core::ipam::{Change, Ipam, Outcome};
 use openelb_core::{Cluster, Pool, Protocol, Service, ServiceKey, TrafficPolicy};
+use openelb_k8s::convert::ConvertError;
 use openelb_k8s::crd::Eip;
 use openelb_k8s::{convert, offline};
 
 use crate::data_plane::DataPlane;
 use crate::report::{ChangeView, NodePriority, VipView};
 use crate::scenario::{Event, PodRef, ServicePatchEvent};
+use crate::unknown_node::UnknownNode;
+
+/// Why an event could not be applied: it names something the cluster does not have, or holds an object that
+/// does not convert.
+#[derive(Debug, thiserror::Error)]
+pub enum WorldError {
+    #[error(transparent)]
+    UnknownNode(#[from] UnknownNode),
+    #[error("createService holds an Eip; use createEip")]
+    EipInCreateService,
+    #[error("createEip holds a Service; use createService")]
+    ServiceInCreateEip,
+    #[error("deleteService: no Service {0}")]
+    NoServiceToDelete(ServiceKey),
+    #[error("deleteEip: no Eip {0}")]
+    NoEipToDelete(String),
+    #[error("patchService: no Service {0}")]
+    NoServiceToPatch(ServiceKey),
+    #[error("patchService {key}: externalTrafficPolicy {policy:?} is not Cluster or Local")]
+    TrafficPolicy { key: ServiceKey, policy: String },
+    /// `namespace/name`.
+    #[error("no Pod {0}")]
+    NoPod(String),
+    #[error("a Pod event needs `pod:` or `deployment:` with `replica:`")]
+    PodRefIncomplete,
+    /// `namespace/name`.
+    #[error("no Deployment {0}")]
+    NoDeployment(String),
+    #[error("Deployment {deployment} has {pods} Pods, no replica {replica}")]
+    NoReplica { deployment: String, pods: usize, replica: usize },
+    #[error("{0:?} is not namespace/name")]
+    NotNamespaceName(String),
+    #[error("empty Service name")]
+    EmptyServiceName,
+    #[error("inline Service")]
+    InlineService(#[source] serde_json::Error),
+    #[error("inline Eip")]
+    InlineEip(#[source] serde_json::Error),
+    #[error("inline object has kind {0:?}; expected Service or Eip")]
+    InlineKind(String),
+    #[error(transparent)]
+    Convert(#[from] ConvertError),
+}
 
 /// A Deployment's name and selector, to find "replica N" of it.
 #[derive(Debug, Clone)]
@@ -89,7 +132,7 @@ impl World {
         views
     }
 
-    pub fn apply(&mut self, event: &Event) -> Result<()> {
+    pub fn apply(&mut self, event: &Event) -> Result<(), WorldError> {
         match event {
             // Machines and the network are the data plane's ([`DataPlane`]); Kubernetes only learns about a crash
             // when the node grace period ends, which the simulate runner schedules.
@@ -127,7 +170,7 @@ impl World {
                     }
                     self.cluster.services.push(*svc);
                 }
-                Created::Pool(_) => bail!("createService holds an Eip; use createEip"),
+                Created::Pool(_) => return Err(WorldError::EipInCreateService),
             },
             Event::DeleteService(s) => {
                 let key = service_key(s)?;
@@ -136,7 +179,7 @@ impl World {
                     .services
                     .iter_mut()
                     .find(|x| x.key() == key)
-                    .ok_or_else(|| anyhow!("deleteService: no Service {key}"))?;
+                    .ok_or(WorldError::NoServiceToDelete(key))?;
                 svc.deleting = true;
             }
             Event::PatchService(p) => self.patch_service(p)?,
@@ -146,11 +189,11 @@ impl World {
                     self.cluster.pools.push((*pool).clone());
                     self.ipam.upsert_pool(*pool);
                 }
-                Created::Service(_) => bail!("createEip holds a Service; use createService"),
+                Created::Service(_) => return Err(WorldError::ServiceInCreateEip),
             },
             Event::DeleteEip(name) => {
                 if !self.cluster.pools.iter().any(|p| &p.name == name) {
-                    bail!("deleteEip: no Eip {name}");
+                    return Err(WorldError::NoEipToDelete(name.clone()));
                 }
                 self.cluster.pools.retain(|p| &p.name != name);
                 self.ipam.remove_pool(name);
@@ -161,7 +204,7 @@ impl World {
     }
 
     /// Sets the Node's Ready condition; true if it changed.
-    pub fn set_ready(&mut self, node: &str, ready: bool) -> Result<bool> {
+    pub fn set_ready(&mut self, node: &str, ready: bool) -> Result<bool, UnknownNode> {
         let n = self.node_mut(node)?;
         let changed = n.ready != ready;
         n.ready = ready;
@@ -173,19 +216,19 @@ impl World {
         self.cluster.nodes.iter().any(|n| n.name == node && n.ready)
     }
 
-    fn patch_service(&mut self, p: &ServicePatchEvent) -> Result<()> {
+    fn patch_service(&mut self, p: &ServicePatchEvent) -> Result<(), WorldError> {
         let key = service_key(&p.service)?;
         let svc = self
             .cluster
             .services
             .iter_mut()
             .find(|x| x.key() == key)
-            .ok_or_else(|| anyhow!("patchService: no Service {key}"))?;
+            .ok_or_else(|| WorldError::NoServiceToPatch(key.clone()))?;
         if let Some(pol) = &p.external_traffic_policy {
             svc.external_traffic_policy = match pol.as_str() {
                 "Cluster" => TrafficPolicy::Cluster,
                 "Local" => TrafficPolicy::Local,
-                other => bail!("patchService {key}: externalTrafficPolicy {other:?} is not Cluster or Local"),
+                other => return Err(WorldError::TrafficPolicy { key, policy: other.to_string() }),
             };
         }
         if let Some(ip) = &p.load_balancer_ip {
@@ -203,16 +246,16 @@ impl World {
         Ok(())
     }
 
-    fn node_mut(&mut self, name: &str) -> Result<&mut openelb_core::Node> {
+    fn node_mut(&mut self, name: &str) -> Result<&mut openelb_core::Node, UnknownNode> {
         let known: Vec<String> = self.cluster.nodes.iter().map(|n| n.name.clone()).collect();
         self.cluster
             .nodes
             .iter_mut()
             .find(|n| n.name == name)
-            .ok_or_else(|| anyhow!("no node {name:?} (nodes: {})", known.join(", ")))
+            .ok_or_else(|| UnknownNode::new(name, known.iter().map(String::as_str)))
     }
 
-    fn find_pod(&self, r: &PodRef) -> Result<usize> {
+    fn find_pod(&self, r: &PodRef) -> Result<usize, WorldError> {
         let ns = r.namespace.as_deref().unwrap_or("default");
         if let Some(p) = &r.pod {
             let (pns, pname) = p.split_once('/').unwrap_or((ns, p));
@@ -221,14 +264,14 @@ impl World {
                 .pods
                 .iter()
                 .position(|x| x.namespace == pns && x.name == pname)
-                .ok_or_else(|| anyhow!("no Pod {pns}/{pname}"));
+                .ok_or_else(|| WorldError::NoPod(format!("{pns}/{pname}")));
         }
-        let Some(d) = &r.deployment else { bail!("a Pod event needs `pod:` or `deployment:` with `replica:`") };
+        let Some(d) = &r.deployment else { return Err(WorldError::PodRefIncomplete) };
         let dep = self
             .deployments
             .iter()
             .find(|x| x.namespace == ns && &x.name == d)
-            .ok_or_else(|| anyhow!("no Deployment {ns}/{d}"))?;
+            .ok_or_else(|| WorldError::NoDeployment(format!("{ns}/{d}")))?;
         let mut pods: Vec<(usize, &str)> = self
             .cluster
             .pods
@@ -241,7 +284,7 @@ impl World {
         let idx = r.replica.unwrap_or(0);
         pods.get(idx)
             .map(|(i, _)| *i)
-            .ok_or_else(|| anyhow!("Deployment {ns}/{d} has {} Pods, no replica {idx}", pods.len()))
+            .ok_or_else(|| WorldError::NoReplica { deployment: format!("{ns}/{d}"), pods: pods.len(), replica: idx })
     }
 
     fn vip_view(&self, t: &VipTarget) -> VipView {
@@ -398,29 +441,29 @@ pub fn fmt_mac(m: [u8; 6]) -> String {
     m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
 }
 
-fn service_key(s: &str) -> Result<ServiceKey> {
+fn service_key(s: &str) -> Result<ServiceKey, WorldError> {
     if s.contains('/') {
-        ServiceKey::parse(s).with_context(|| format!("{s:?} is not namespace/name"))
+        ServiceKey::parse(s).ok_or_else(|| WorldError::NotNamespaceName(s.to_string()))
     } else if s.is_empty() {
-        bail!("empty Service name")
+        Err(WorldError::EmptyServiceName)
     } else {
         Ok(ServiceKey::new("default", s))
     }
 }
 
 /// Converts the inline object of a `createService` or `createEip` event.
-fn created(v: &serde_json::Value) -> Result<Created> {
+fn created(v: &serde_json::Value) -> Result<Created, WorldError> {
     let kind = v.get("kind").and_then(|k| k.as_str()).unwrap_or_default();
     match kind {
         "Service" => {
             let svc: k8s_openapi::api::core::v1::Service =
-                serde_json::from_value(v.clone()).context("inline Service")?;
+                serde_json::from_value(v.clone()).map_err(WorldError::InlineService)?;
             Ok(Created::Service(Box::new(convert::service_from_k8s(&svc)?)))
         }
         "Eip" => {
-            let eip: Eip = serde_json::from_value(v.clone()).context("inline Eip")?;
+            let eip: Eip = serde_json::from_value(v.clone()).map_err(WorldError::InlineEip)?;
             Ok(Created::Pool(Box::new(convert::pool_from_eip(&eip)?)))
         }
-        other => bail!("inline object has kind {other:?}; expected Service or Eip"),
+        other => Err(WorldError::InlineKind(other.to_string())),
     }
 }
