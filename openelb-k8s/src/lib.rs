@@ -4,6 +4,7 @@
 //! log setup. The programs themselves are the crates beside it: `openelb-controller`, `openelb-webhook`,
 //! `openelb-speaker` (docs/crates.md).
 
+pub mod background;
 #[cfg(feature = "client")]
 pub mod client;
 pub mod convert;

@@ -282,9 +282,11 @@ impl World {
             .collect();
         pods.sort_by_key(|(_, n)| *n);
         let idx = r.replica.unwrap_or(0);
-        pods.get(idx)
-            .map(|(i, _)| *i)
-            .ok_or_else(|| WorldError::NoReplica { deployment: format!("{ns}/{d}"), pods: pods.len(), replica: idx })
+        pods.get(idx).map(|(i, _)| *i).ok_or_else(|| WorldError::NoReplica {
+            deployment: format!("{ns}/{d}"),
+            pods: pods.len(),
+            replica: idx,
+        })
     }
 
     fn vip_view(&self, t: &VipTarget) -> VipView {

@@ -53,6 +53,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
 use metrics::Metrics;
 use mirror::{Tasks, mirror};
+use openelb_k8s::background::BackgroundThread;
 use openelb_k8s::convert;
 use openelb_k8s::crd::Eip;
 use openelb_k8s::decoded::Decoded;
@@ -415,8 +416,7 @@ const MIN_TERM_GAP: Duration = Duration::from_secs(1);
 
 /// A controller on its own thread and runtime, for callers that have none (tests, tools).
 pub struct Background {
-    stop: Option<oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<Result<(), ControllerError>>>,
+    thread: BackgroundThread<ControllerError>,
     metrics_addr: Option<SocketAddr>,
 }
 
@@ -474,7 +474,10 @@ impl Background {
             result
         });
         let metrics_addr = bound_rx.recv().ok().flatten();
-        Background { stop: Some(stop), thread: Some(thread), metrics_addr }
+        let stop = move || {
+            let _ = stop.send(());
+        };
+        Background { thread: BackgroundThread::new(stop, thread), metrics_addr }
     }
 
     /// Where `/metrics`, `/healthz` and `/readyz` are served, if they are.
@@ -484,22 +487,6 @@ impl Background {
 
     /// Stops the controller (a leader releases its Lease) and waits for it; returns how it ended.
     pub fn stop(mut self) -> Result<(), ControllerError> {
-        self.shutdown()
-    }
-
-    fn shutdown(&mut self) -> Result<(), ControllerError> {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        match self.thread.take() {
-            Some(thread) => thread.join().map_err(|_| ControllerError::Panicked)?,
-            None => Ok(()),
-        }
-    }
-}
-
-impl Drop for Background {
-    fn drop(&mut self) {
-        let _ = self.shutdown();
+        self.thread.stop(|| ControllerError::Panicked)
     }
 }

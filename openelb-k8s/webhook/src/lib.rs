@@ -21,6 +21,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use openelb_k8s::background::BackgroundThread;
 use tokio::sync::oneshot;
 
 pub use args::WebhookArgs;
@@ -180,8 +181,7 @@ pub async fn serve(
 /// A webhook on its own thread and runtime, for callers that have none (integration tests, tools).
 pub struct Background {
     addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<Result<(), WebhookError>>>,
+    thread: BackgroundThread<WebhookError>,
 }
 
 impl Background {
@@ -207,7 +207,15 @@ impl Background {
             })
         });
         match bound.recv() {
-            Ok(addr) => Ok(Background { addr, stop: Some(stop), thread: Some(thread) }),
+            Ok(addr) => Ok(Background {
+                addr,
+                thread: BackgroundThread::new(
+                    move || {
+                        let _ = stop.send(());
+                    },
+                    thread,
+                ),
+            }),
             // The thread ended before listening: its result says why.
             Err(_) => match thread.join() {
                 Ok(Err(e)) => Err(e),
@@ -222,23 +230,7 @@ impl Background {
 
     /// Stops the webhook and waits for it; returns how it ended.
     pub fn stop(mut self) -> Result<(), WebhookError> {
-        self.shutdown()
-    }
-
-    fn shutdown(&mut self) -> Result<(), WebhookError> {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        match self.thread.take() {
-            Some(thread) => thread.join().map_err(|_| WebhookError::Panicked)?,
-            None => Ok(()),
-        }
-    }
-}
-
-impl Drop for Background {
-    fn drop(&mut self) {
-        let _ = self.shutdown();
+        self.thread.stop(|| WebhookError::Panicked)
     }
 }
 
