@@ -348,8 +348,7 @@ async fn write(
 
 /// The issue gauge at every plan; a warning per issue when the set changed.
 fn report_issues(metrics: &Metrics, issues: &[PlanIssue], logged: &mut Vec<String>) {
-    const KINDS: [&str; 4] = ["config", "conflicting_vip", "merged", "unplaced"];
-    for kind in KINDS {
+    for kind in PlanIssue::KINDS {
         let n = issues.iter().filter(|i| i.kind() == kind).count();
         metrics.vrrp_plan_issues.get_or_create(&KindLabels { kind }).set(i64::try_from(n).unwrap_or(i64::MAX));
     }

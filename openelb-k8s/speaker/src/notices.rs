@@ -27,9 +27,6 @@ use openelb_k8s::serve::KindLabels;
 pub const NODE_EVENTS_PER_WINDOW: u32 = 4;
 pub const NODE_EVENT_WINDOW: Duration = Duration::from_secs(60);
 
-/// The plan-issue kinds the gauge always shows (zero when absent), so a dashboard sees them go back to zero.
-const ISSUE_KINDS: [&str; 5] = ["config", "conflicting_vip", "merged", "unplaced", "published_ignored"];
-
 pub struct Notices {
     events: EventSink,
     metrics: SpeakerMetrics,
@@ -46,7 +43,7 @@ pub struct Notices {
 
 impl Notices {
     pub fn new(events: EventSink, metrics: SpeakerMetrics) -> Self {
-        for kind in ISSUE_KINDS {
+        for kind in PlanIssue::KINDS {
             metrics.plan_issues.get_or_create(&KindLabels { kind }).set(0);
         }
         Notices {
@@ -74,7 +71,7 @@ impl Notices {
 
     /// The plan just applied: the issue gauge, and a log line per new issue and one Node Event per change.
     pub fn plan_applied(&mut self, now: Time, plan: &Plan) {
-        let mut by_kind: BTreeMap<&'static str, i64> = ISSUE_KINDS.iter().map(|k| (*k, 0)).collect();
+        let mut by_kind: BTreeMap<&'static str, i64> = PlanIssue::KINDS.iter().map(|k| (*k, 0)).collect();
         for issue in &plan.issues {
             *by_kind.entry(issue.kind()).or_default() += 1;
         }

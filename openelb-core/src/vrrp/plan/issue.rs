@@ -97,6 +97,10 @@ pub enum PlanIssue {
 }
 
 impl PlanIssue {
+    /// Every [`PlanIssue::kind`], for gauges that show each kind (zero when absent) so dashboards see it clear.
+    pub const KINDS: [&'static str; 6] =
+        ["config", "conflicting_vip", "merged", "unplaced", "published_ignored", "avoidance_waived"];
+
     /// Stable label (metrics, Event reasons).
     pub fn kind(&self) -> &'static str {
         match self {
@@ -172,5 +176,37 @@ impl fmt::Display for PlanIssue {
                 )
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_is_listed_once() {
+        let group = GroupId {
+            interface: "eth0".into(),
+            family: IpFamily::V4,
+            first: "n0".into(),
+            candidates: vec!["n0".into()],
+            part: 0,
+        };
+        let vip: IpAddr = [192, 0, 2, 1].into();
+        let all = [
+            PlanIssue::Config(PlanConfigError::InvalidPriority { top: 0, step: 0 }),
+            PlanIssue::ConflictingVip { vip, interface: "eth0".into(), candidates: Vec::new() },
+            PlanIssue::Merged { group: group.clone(), level: MergeLevel::FirstTwo, vips: vec![vip], moved: Vec::new() },
+            PlanIssue::Unplaced {
+                interface: "eth0".into(),
+                family: IpFamily::V4,
+                vips: vec![vip],
+                reason: UnplacedReason::VridsExhausted,
+            },
+            PlanIssue::PublishedIgnored { group, vrid: 100, reason: PublishedConflict::Taken },
+            PlanIssue::AvoidanceWaived { interface: String::new(), family: IpFamily::V4, vrids: vec![100] },
+        ];
+        let kinds: Vec<&str> = all.iter().map(PlanIssue::kind).collect();
+        assert_eq!(kinds, PlanIssue::KINDS);
     }
 }
