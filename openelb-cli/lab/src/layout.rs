@@ -356,6 +356,13 @@ impl Layout {
     }
 }
 
+/// The seed's lab (examples/vip-mode) as lab `t1`, for the library's unit tests.
+#[cfg(test)]
+pub(crate) fn seed_layout() -> Layout {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/vip-mode");
+    Layout::from_paths(&[root], "t1", None).unwrap()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -150,10 +150,7 @@ pub fn write_manifests(layout: &Layout, dir: &Path, extra_v6_vips: u16) -> Resul
 mod tests {
     use super::*;
 
-    fn layout() -> Layout {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/vip-mode");
-        Layout::from_paths(&[root], "t1", None).unwrap()
-    }
+    use crate::layout::seed_layout as layout;
 
     #[test]
     fn written_manifests_load_back_to_the_same_lab() {

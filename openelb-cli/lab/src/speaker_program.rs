@@ -169,10 +169,7 @@ pub fn find_openelb_speaker() -> Option<PathBuf> {
 mod tests {
     use super::*;
 
-    fn layout() -> Layout {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/vip-mode");
-        Layout::from_paths(&[root], "t1", None).unwrap()
-    }
+    use crate::layout::seed_layout as layout;
 
     #[test]
     fn openelb_command_line_carries_the_flags() {
