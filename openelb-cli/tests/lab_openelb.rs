@@ -10,7 +10,6 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use openelb_core::model::TrafficPolicy;
-use openelb_lab::speaker_manifests::write_manifests;
 use openelb_lab::speaker_program::{ENV_SPEAKER, find_openelb_speaker};
 use openelb_lab::{
     Lab, LabConfig, Layout, Need, OpenelbSpeakerCommand, Process, Sig, SpeakerProgram, eventually, netns, require,
@@ -132,7 +131,7 @@ fn wait_stable_holder(lab: &Lab, stable: Duration, timeout: Duration, accept: im
 /// Rewrites the speakers' manifests from `lab.layout.cluster` and sends SIGHUP to every speaker (they re-read
 /// their manifests and re-plan).
 fn reload_speakers(lab: &Lab) {
-    write_manifests(&lab.layout, &lab.dir.join("manifests"), 0).unwrap();
+    lab.write_manifests(0).unwrap();
     for s in lab.speakers() {
         assert!(s.signal(Sig::Hup), "SIGHUP to the speaker on {} (pid {})", s.name, s.pid());
     }

@@ -1,7 +1,9 @@
 //! The manifests every openelb-speaker of the lab reads: the lab's cluster as Kubernetes objects, on the lab's
 //! addresses.
 
+use std::collections::BTreeMap;
 use std::fs;
+use std::net::{IpAddr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -55,8 +57,15 @@ fn service_doc(svc: &openelb_core::model::Service) -> Value {
     })
 }
 
-/// The cluster as Kubernetes objects with the lab's addresses: what every openelb-speaker reads.
-pub fn manifest_documents(cluster: &Cluster, extra_v6_vips: u16) -> Vec<Value> {
+/// The cluster as Kubernetes objects with the lab's addresses: what every openelb-speaker reads. A node's
+/// IPv6 link-local address in `link_locals` is listed after its InternalIP: IPv6 adverts come from link-local
+/// addresses, and without an apiserver (no speaker Leases) a speaker accepts adverts only from the addresses
+/// the Node objects list.
+pub fn manifest_documents(
+    cluster: &Cluster,
+    extra_v6_vips: u16,
+    link_locals: &BTreeMap<String, Ipv6Addr>,
+) -> Vec<Value> {
     let mut docs = Vec::new();
     for ns in &cluster.namespaces {
         docs.push(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns.name, "labels": ns.labels}}));
@@ -66,8 +75,13 @@ pub fn manifest_documents(cluster: &Cluster, extra_v6_vips: u16) -> Vec<Value> {
         if let Some(mac) = n.mac {
             annotations.insert(ANNOTATION_NODE_MAC.into(), json!(mac_string(&mac)));
         }
-        let addresses: Vec<Value> =
-            n.internal_ip.iter().map(|ip| json!({"type": "InternalIP", "address": ip.to_string()})).collect();
+        let link_local = link_locals.get(&n.name).map(|ip| IpAddr::V6(*ip));
+        let addresses: Vec<Value> = n
+            .internal_ip
+            .iter()
+            .chain(&link_local)
+            .map(|ip| json!({"type": "InternalIP", "address": ip.to_string()}))
+            .collect();
         docs.push(json!({
             "apiVersion": "v1",
             "kind": "Node",
@@ -134,10 +148,15 @@ pub fn manifest_documents(cluster: &Cluster, extra_v6_vips: u16) -> Vec<Value> {
 }
 
 /// Writes [`manifest_documents`] as one multi-document YAML file in `dir` and returns the directory.
-pub fn write_manifests(layout: &Layout, dir: &Path, extra_v6_vips: u16) -> Result<PathBuf> {
+pub fn write_manifests(
+    layout: &Layout,
+    dir: &Path,
+    extra_v6_vips: u16,
+    link_locals: &BTreeMap<String, Ipv6Addr>,
+) -> Result<PathBuf> {
     fs::create_dir_all(dir).with_context(|| format!("{}: cannot create", dir.display()))?;
     let mut text = String::from("# Written by `openelb-cli lab`: the seed mapped to 192.0.2.0/24 for the speakers.\n");
-    for doc in manifest_documents(&layout.cluster, extra_v6_vips) {
+    for doc in manifest_documents(&layout.cluster, extra_v6_vips, link_locals) {
         text.push_str("---\n");
         text.push_str(&serde_yaml::to_string(&doc)?);
     }
@@ -156,7 +175,7 @@ mod tests {
     fn written_manifests_load_back_to_the_same_lab() {
         let layout = layout();
         let dir = tempfile::tempdir().unwrap();
-        let out = write_manifests(&layout, dir.path(), 0).unwrap();
+        let out = write_manifests(&layout, dir.path(), 0, &BTreeMap::new()).unwrap();
         let again = Layout::from_paths(&[out], "t1", None).unwrap();
         assert_eq!(again.vip, layout.vip);
         assert_eq!(again.nodes, layout.nodes);
@@ -168,7 +187,7 @@ mod tests {
     fn bench_manifests_add_ipv6_vips_only_in_the_documentation_range() {
         let layout = layout();
         let dir = tempfile::tempdir().unwrap();
-        write_manifests(&layout, dir.path(), 1000).unwrap();
+        write_manifests(&layout, dir.path(), 1000, &BTreeMap::new()).unwrap();
         let cluster = openelb_k8s::manifest::Manifests::load_paths(&[dir.path()]).unwrap().to_cluster().unwrap();
         let mut ipam = openelb_core::ipam::Ipam::new(&cluster.pools);
         let assigned = ipam

@@ -5,10 +5,10 @@
 //! or a later run can remove them after a crash of this process), the Pod processes and the speakers. Dropping
 //! it removes everything unless [`Lab::detach`] handed it over to `lab down`.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::{BufRead, BufReader};
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -269,10 +269,29 @@ impl Lab {
         Ok(())
     }
 
+    /// Writes the openelb-speakers' manifests (`layout.cluster`, the nodes' link-local addresses) in the lab's
+    /// directory and returns that directory.
+    pub fn write_manifests(&self, extra_v6_vips: u16) -> Result<PathBuf> {
+        write_manifests(&self.layout, &self.dir.join("manifests"), extra_v6_vips, &self.link_locals()?)
+    }
+
+    /// Each node's IPv6 link-local address on eth0 (the kernel gives one as soon as the link is up).
+    fn link_locals(&self) -> Result<BTreeMap<String, Ipv6Addr>> {
+        let mut out = BTreeMap::new();
+        for n in &self.layout.nodes {
+            let text = netns::ip_in(&n.ns, &["-6", "-o", "addr", "show", "dev", "eth0", "scope", "link"])?;
+            let found = text.split_whitespace().skip_while(|w| *w != "inet6").nth(1);
+            if let Some(ip) = found.and_then(|a| a.split('/').next()).and_then(|a| a.parse::<Ipv6Addr>().ok()) {
+                out.insert(n.name.clone(), ip);
+            }
+        }
+        Ok(out)
+    }
+
     /// Starts `speaker` on every node it runs on (see [`SpeakerProgram::nodes`]).
     pub fn start_speakers(&mut self, speaker: &SpeakerProgram) -> Result<()> {
         let manifests = match speaker {
-            SpeakerProgram::Openelb(o) => write_manifests(&self.layout, &self.dir.join("manifests"), o.extra_v6_vips)?,
+            SpeakerProgram::Openelb(o) => self.write_manifests(o.extra_v6_vips)?,
             SpeakerProgram::Keepalived { .. } => self.dir.join("manifests"),
         };
         for node in speaker.nodes(&self.layout) {
