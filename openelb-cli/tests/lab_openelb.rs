@@ -373,3 +373,40 @@ fn steady_state_has_exactly_one_arp_answerer() {
     assert_eq!(all_holders(&lab), vec![holder]);
     finish(lab);
 }
+
+/// IPv6 groups without an apiserver: adverts come from link-local addresses, which the speakers learn from the
+/// Node objects in their manifests; every IPv6 VIP ends up on exactly one node and stays there.
+#[test]
+#[ignore = "needs root: network namespaces (scripts/test.sh runs it)"]
+fn ipv6_vips_from_manifests_have_exactly_one_holder() {
+    require(&[Need::Lab]);
+    let SpeakerProgram::Openelb(cmd) = speaker() else { unreachable!("speaker() is openelb-speaker") };
+    let count = 20u16;
+    let speaker = SpeakerProgram::Openelb(OpenelbSpeakerCommand { extra_v6_vips: count, ..cmd });
+    let cfg = LabConfig::unique(PathBuf::from(env!("CARGO_BIN_EXE_openelb-cli")));
+    let layout = Layout::from_paths(&[examples()], &cfg.id, Some(TrafficPolicy::Cluster)).unwrap();
+    let mut lab = Lab::build(layout, &cfg).unwrap();
+    lab.start_speakers(&speaker).unwrap();
+    let (first, _) = Layout::bench_v6_range(count);
+    let vips: Vec<String> =
+        (0..u128::from(count)).map(|i| std::net::Ipv6Addr::from(u128::from(first) + i).to_string()).collect();
+    let holders = |lab: &Lab| -> Vec<usize> {
+        let shown: Vec<String> = lab
+            .layout
+            .nodes
+            .iter()
+            .map(|n| netns::ip_in(&n.ns, &["-6", "-o", "addr", "show", "dev", "eth0"]).unwrap_or_default())
+            .collect();
+        vips.iter().map(|v| shown.iter().filter(|s| s.contains(&format!(" {v}/128"))).count()).collect()
+    };
+    let mut last = Vec::new();
+    let settled = eventually(SETTLE, Duration::from_millis(200), || {
+        last = holders(&lab);
+        last.iter().all(|n| *n == 1).then_some(())
+    });
+    assert!(settled.is_ok(), "holders per IPv6 VIP: {last:?}; speaker logs in {}", lab.dir.display());
+    // Still one each a few advert intervals later (nothing to wait for: a second master would show up).
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(holders(&lab).iter().all(|n| *n == 1), "holders per IPv6 VIP: {:?}", holders(&lab));
+    finish(lab);
+}
