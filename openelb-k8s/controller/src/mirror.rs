@@ -42,7 +42,8 @@ pub fn mirror<K: Mirrored>(
 ) -> (Store<K>, JoinHandle<()>) {
     let store = writer.as_reader();
     let decoded = watcher(api, config).default_backoff();
-    let stream = reflector::reflector(writer, undecodable::typed(decoded, reporter, salvage));
+    let lean = undecodable::typed(decoded, reporter, salvage).modify(forget_bulk);
+    let stream = reflector::reflector(writer, lean);
     let task = tokio::spawn(async move {
         let mut stream = std::pin::pin!(stream);
         while let Some(event) = stream.next().await {
@@ -51,6 +52,18 @@ pub fn mirror<K: Mirrored>(
     });
     (store, task)
 }
+
+/// What no reader of the caches uses and most of a big object's size: the managed fields and kubectl's copy of
+/// the last applied object. With 5000 Services they made up most of the controller's memory.
+fn forget_bulk<K: Resource>(object: &mut K) {
+    let meta = object.meta_mut();
+    meta.managed_fields = None;
+    if let Some(a) = meta.annotations.as_mut() {
+        a.remove(LAST_APPLIED);
+    }
+}
+
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 /// Aborts its tasks however their owner ends.
 pub struct Tasks(pub Vec<JoinHandle<()>>);

@@ -39,8 +39,17 @@ use super::undecodable::{self, Reporter};
 use super::vrid_plan::{self, VridSettings};
 use openelb_k8s::serve::KindLabels;
 
-/// How long changes are gathered before the publication is recomputed.
+/// How long changes are gathered before the publication is recomputed, at least.
 pub const COALESCE: Duration = Duration::from_secs(1);
+/// ...and at most: a big cluster changing all the time (5000 Services created one by one) is planned again at
+/// most every [`COALESCE_MAX`], each plan costing it at most a tenth of the time; speakers plan groups not
+/// published yet by their own rule meanwhile.
+pub const COALESCE_MAX: Duration = Duration::from_secs(30);
+
+/// The gathering time after a plan that took `took`.
+fn coalesce(took: Duration) -> Duration {
+    took.saturating_mul(10).clamp(COALESCE, COALESCE_MAX)
+}
 pub const RECHECK: Duration = Duration::from_secs(600);
 const RETRY: Duration = Duration::from_secs(5);
 /// Failed writes are retried after [`RETRY`], doubling up to this (each retry plans the whole cluster again).
@@ -230,6 +239,7 @@ pub async fn run(client: Client, publishing: VridPublishing, metrics: Metrics, s
     let mut retry_delay = RETRY;
     let mut recheck = tokio::time::interval_at(tokio::time::Instant::now() + RECHECK, RECHECK);
     let mut force = true;
+    let mut last_took = Duration::ZERO;
     loop {
         if !force {
             let retry = async {
@@ -245,10 +255,11 @@ pub async fn run(client: Client, publishing: VridPublishing, metrics: Metrics, s
                 () = &mut stop => return,
             }
             tokio::select! {
-                () = tokio::time::sleep(COALESCE) => {}
+                () = tokio::time::sleep(coalesce(last_took)) => {}
                 () = &mut stop => return,
             }
         }
+        let started = tokio::time::Instant::now();
         let inputs = watched.snapshot();
         if !force && last_inputs.as_ref() == Some(&inputs) {
             continue;
@@ -262,6 +273,7 @@ pub async fn run(client: Client, publishing: VridPublishing, metrics: Metrics, s
             vrid_plan::publication(&cluster, &leases, published.as_ref(), &settings, SystemTime::now())
         })
         .await;
+        last_took = started.elapsed();
         let (publication, issues) = match planned {
             Ok(p) => p,
             Err(e) => {
@@ -358,5 +370,17 @@ fn report_issues(metrics: &Metrics, issues: &[PlanIssue], logged: &mut Vec<Strin
             tracing::warn!("VRRP plan: {t}");
         }
         *logged = texts;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_slow_plan_spaces_the_next_one_within_bounds() {
+        assert_eq!(coalesce(Duration::ZERO), COALESCE);
+        assert_eq!(coalesce(Duration::from_millis(500)), Duration::from_secs(5));
+        assert_eq!(coalesce(Duration::from_secs(60)), COALESCE_MAX);
     }
 }
