@@ -11,6 +11,7 @@ pub mod convert;
 pub mod crd;
 pub mod decoded;
 pub mod duration;
+pub mod event;
 #[cfg(feature = "logging")]
 pub mod logging;
 pub mod manifest;

@@ -2,10 +2,10 @@
 //! held back: a Service that cannot get an address is reconciled again on every Eip change, and a deletion
 //! held by addresses in use on every Service change, which must not become an Event each time.
 //!
-//! The Events are built here rather than by kube's `Recorder`, for two reasons: the recorder folds events of
-//! one reason about one object into a series that keeps the first note (a second `AssignIP` would show the old
-//! address), and it files events about cluster-scoped objects (Eips) in `default`, which API servers before
-//! 1.22 refuse for `events.k8s.io` Events; `kube-system` is accepted by every version.
+//! The Events are built by [`openelb_k8s::event`] rather than by kube's `Recorder`, for two reasons: the
+//! recorder folds events of one reason about one object into a series that keeps the first note (a second
+//! `AssignIP` would show the old address), and it files events about cluster-scoped objects (Eips) where API
+//! servers before 1.22 refuse them.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -13,20 +13,15 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::events::v1::Event;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use k8s_openapi::jiff::Timestamp;
 use kube::Client;
 use kube::api::{Api, PostParams};
 pub use openelb_core::event_reason::EventReason;
+pub use openelb_k8s::event::CLUSTER_EVENTS_NAMESPACE;
+use openelb_k8s::event::{EventSource, EventText};
 
 /// The same warning about the same object at most once per this long.
 pub const WARNING_INTERVAL: Duration = Duration::from_secs(60);
-/// Where Events about cluster-scoped objects go.
-pub const CLUSTER_EVENTS_NAMESPACE: &str = "kube-system";
-/// API limits on `note` (bytes) and on `reportingInstance`, `action` and `reason` (characters).
-const MAX_NOTE: usize = 1024;
-const MAX_SHORT: usize = 128;
-
 /// Remembers when each warning was last let through. Memory is bounded by the warnings of the last interval.
 #[derive(Debug)]
 pub struct RateLimiter {
@@ -52,20 +47,7 @@ impl RateLimiter {
     }
 }
 
-/// `s` cut to at most `max` bytes on a character boundary, marked with an ellipsis when cut.
-fn bounded(s: &str, max: usize) -> String {
-    if s.len() <= max {
-        return s.to_string();
-    }
-    let mut end = max.saturating_sub('…'.len_utf8());
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &s[..end])
-}
-
-/// The Event as the API wants it: in the object's namespace (or [`CLUSTER_EVENTS_NAMESPACE`]), with a name
-/// unique per object and instant.
+/// The controller's Event about `regarding` ([`openelb_k8s::event::event`]).
 pub fn event(
     regarding: &ObjectReference,
     instance: &str,
@@ -74,24 +56,9 @@ pub fn event(
     note: &str,
     now: Timestamp,
 ) -> Event {
-    let namespace = regarding.namespace.clone().unwrap_or_else(|| CLUSTER_EVENTS_NAMESPACE.to_string());
-    let object = regarding.name.as_deref().unwrap_or(super::reconcile::FIELD_MANAGER);
-    Event {
-        metadata: ObjectMeta {
-            name: Some(format!("{object}.{:x}", now.as_nanosecond())),
-            namespace: Some(namespace),
-            ..Default::default()
-        },
-        action: Some(reason.action().to_string()),
-        reason: Some(reason.as_str().to_string()),
-        note: Some(bounded(note, MAX_NOTE)),
-        type_: Some(if warning { "Warning" } else { "Normal" }.to_string()),
-        event_time: Some(MicroTime(now)),
-        regarding: Some(regarding.clone()),
-        reporting_controller: Some(super::reconcile::FIELD_MANAGER.to_string()),
-        reporting_instance: Some(bounded(instance, MAX_SHORT)),
-        ..Default::default()
-    }
+    let source = EventSource { controller: super::reconcile::FIELD_MANAGER, instance };
+    let text = EventText { warning, reason: reason.as_str(), action: reason.action(), note };
+    openelb_k8s::event::event(regarding, source, text, now)
 }
 
 /// Publishes Events as the controller, holding back repeated warnings.
@@ -135,6 +102,7 @@ impl Events {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use openelb_k8s::event::{MAX_NOTE, bounded};
 
     #[test]
     fn the_same_warning_goes_out_once_per_interval() {

@@ -14,10 +14,13 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Node, ObjectReference};
-use kube::api::ListParams;
+use k8s_openapi::api::events;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{ListParams, PostParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Api, Client, Resource};
 use openelb_core::model::ServiceKey;
+use openelb_k8s::event::{EventSource, EventText};
 use prometheus_client::metrics::counter::Counter;
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
@@ -251,36 +254,56 @@ pub async fn publish_events(client: Client, node: String, refs: ServiceRefs, mut
                     }
                 }
                 let Some(reference) = node_ref.clone() else { continue };
-                let event = Event {
-                    type_: EventType::Warning,
-                    reason: n.reason.reason().to_string(),
-                    note: Some(n.note.clone()),
-                    action: n.reason.action().to_string(),
-                    secondary: None,
-                };
-                (event, reference)
+                // Not through the recorder: it files Events about a Node where API servers before 1.22 refuse them.
+                let source = EventSource { controller: REPORTING_CONTROLLER, instance: &node };
+                let text =
+                    EventText { warning: true, reason: n.reason.reason(), action: n.reason.action(), note: &n.note };
+                let event = openelb_k8s::event::event(&reference, source, text, Timestamp::now());
+                let namespace = event.metadata.namespace.clone().unwrap_or_default();
+                let api: Api<events::v1::Event> = Api::namespaced(client.clone(), &namespace);
+                let write = async { api.create(&PostParams::default(), &event).await.map(|_| ()) };
+                let result = tokio::time::timeout(PUBLISH_TIMEOUT, write).await;
+                match failed(result) {
+                    None => failures = recovered(failures),
+                    Some(error) => failures = report_failure(&reference, ev.reason(), &error, failures),
+                }
+                continue;
             }
         };
         let result = tokio::time::timeout(PUBLISH_TIMEOUT, recorder.publish(&event, &reference)).await;
-        let error = match result {
-            Ok(Ok(())) => {
-                if failures > 0 {
-                    tracing::info!(failed_before = failures, "recording Events works again");
-                }
-                failures = 0;
-                continue;
-            }
-            Ok(Err(e)) => e.to_string(),
-            Err(_) => format!("no answer within {}s", PUBLISH_TIMEOUT.as_secs()),
-        };
-        let object = reference.name.clone().unwrap_or_default();
-        if failures == 0 {
-            tracing::warn!(%object, reason = ev.reason(), %error, "cannot record Event");
-        } else {
-            tracing::debug!(%object, reason = ev.reason(), %error, "cannot record Event");
+        match failed(result) {
+            None => failures = recovered(failures),
+            Some(error) => failures = report_failure(&reference, ev.reason(), &error, failures),
         }
-        failures += 1;
     }
+}
+
+/// Why a write did not happen, if it did not.
+fn failed<E: std::fmt::Display>(result: Result<Result<(), E>, tokio::time::error::Elapsed>) -> Option<String> {
+    match result {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => Some(e.to_string()),
+        Err(_) => Some(format!("no answer within {}s", PUBLISH_TIMEOUT.as_secs())),
+    }
+}
+
+/// A write worked: says so once after failures; the failure count starts again.
+fn recovered(failures: u64) -> u64 {
+    if failures > 0 {
+        tracing::info!(failed_before = failures, "recording Events works again");
+    }
+    0
+}
+
+/// The first failure in a row is a warning, the next ones debug lines; returns the new count.
+fn report_failure(reference: &ObjectReference, reason: &str, error: &str, failures: u64) -> u64 {
+    let object = reference.name.clone().unwrap_or_default();
+    if failures == 0 {
+        tracing::warn!(%object, reason, %error, "cannot record Event");
+    } else {
+        tracing::debug!(%object, reason, %error, "cannot record Event");
+    }
+    failures + 1
 }
 
 #[cfg(test)]
