@@ -404,9 +404,15 @@ fn ipv6_vips_from_manifests_have_exactly_one_holder() {
         last = holders(&lab);
         last.iter().all(|n| *n == 1).then_some(())
     });
-    assert!(settled.is_ok(), "holders per IPv6 VIP: {last:?}; speaker logs in {}", lab.dir.display());
+    if settled.is_err() {
+        let logs: Vec<String> = lab.speakers().iter().map(|s| format!("{}:\n{}", s.name, s.log_text())).collect();
+        panic!("holders per IPv6 VIP: {last:?}; speaker logs:\n{}", logs.join("\n"));
+    }
     // Still one each a few advert intervals later (nothing to wait for: a second master would show up).
     std::thread::sleep(Duration::from_secs(1));
     assert!(holders(&lab).iter().all(|n| *n == 1), "holders per IPv6 VIP: {:?}", holders(&lab));
+    for s in lab.speakers() {
+        assert!(!s.log_text().contains("no IPv6 link-local address"), "{}: {}", s.name, s.log_text());
+    }
     finish(lab);
 }

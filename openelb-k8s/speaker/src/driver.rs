@@ -141,6 +141,8 @@ pub struct Speaker<N: NetOps> {
     /// What this node publishes in its Lease (Kubernetes only).
     local: Option<watch::Sender<LocalVrrp>>,
     known: Vec<IpAddr>,
+    /// [`Driver::warn_ipv6_without_peers`] said its piece.
+    ipv6_peers_warned: bool,
     /// The foreign VRIDs the running plan avoided: when the set in use changes, plan again.
     avoided: Vec<ForeignVrid>,
     notices: Notices,
@@ -182,6 +184,7 @@ where
             shared_now: SharedVrrp::default(),
             local: None,
             known: Vec::new(),
+            ipv6_peers_warned: false,
             avoided: Vec::new(),
             notices: Notices::new(EventSink::disabled(), SpeakerMetrics::default()),
         })
@@ -380,6 +383,32 @@ where
         }
     }
 
+    /// Without the API (manifest mode) nothing tells the speakers each other's IPv6 link-local addresses, which
+    /// IPv6 adverts come from: unless the Node objects list them, every candidate holds the IPv6 VIPs. Said once.
+    fn warn_ipv6_without_peers(&mut self) {
+        if self.shared.is_some() || self.ipv6_peers_warned {
+            return;
+        }
+        let Some(d) = &self.desired else { return };
+        let me = self.config.node_name.as_str();
+        let shared_v6 = d
+            .plan
+            .groups
+            .iter()
+            .any(|g| g.id.family == IpFamily::V6 && g.priorities.len() > 1 && g.priority_of(me).is_some());
+        let link_locals =
+            self.known.iter().filter(|a| matches!(a, IpAddr::V6(v6) if v6.is_unicast_link_local())).count();
+        if shared_v6 && link_locals < 2 {
+            self.ipv6_peers_warned = true;
+            tracing::warn!(
+                "IPv6 VRRP groups with other candidates, but the Node objects list no IPv6 link-local address of \
+                 the other nodes: their adverts (sent from link-local addresses) are refused as unknown sources \
+                 and every candidate holds these VIPs; list each node's link-local address in its Node's \
+                 status.addresses"
+            );
+        }
+    }
+
     /// VRIDs to keep our groups off: those the controller published and those our agent sees in use.
     fn avoid_now(&self) -> Vec<ForeignVrid> {
         let published = self.shared_now.published.iter().flat_map(|p| p.foreign.iter().map(|f| f.vrid.clone()));
@@ -498,6 +527,7 @@ where
         let actions = self.agent.apply_plan(now, &d.plan);
         self.notices.sync_counters(now, &self.agent);
         self.notices.plan_applied(now, &d.plan);
+        self.warn_ipv6_without_peers();
         self.execute(actions).await;
         self.ensure_primaries().await;
         self.ensure_receivers();
