@@ -100,6 +100,25 @@ fn ingress(kube: &KubeLab) -> String {
     kube.kubectl.jsonpath(&["svc", "vip-svc"], "{.status.loadBalancer.ingress[*].ip}").unwrap_or_default()
 }
 
+/// The openelb-speaker and openelb-controller binaries of this build.
+fn binaries() -> (PathBuf, PathBuf) {
+    let speaker = find_openelb_speaker().expect("openelb-speaker not built: run `cargo build --workspace --bins`");
+    let controller = binary_beside(&speaker, "openelb-controller");
+    (speaker, controller)
+}
+
+/// The apiserver on master1 with the CRDs, the lab's Nodes (master1 excluded from LoadBalancers) and a ready
+/// openelb-controller. Declare it after the lab: dropped first, the apiserver stops before the namespaces go.
+fn start_kube(lab: &Lab, controller_bin: &Path) -> KubeLab {
+    let mut kube =
+        KubeLab::start(&lab.layout, &lab.dir, "master1", &root().join("scripts/kapi.sh"), controller_bin).unwrap();
+    kube.install_crds(&root().join("deploy/crds")).unwrap();
+    kube.register_nodes(&lab.layout, &["master1"]).unwrap();
+    kube.start_controller().unwrap();
+    kube.wait_for("controller /readyz", SETTLE, || kube.controller_ready().then_some(())).unwrap();
+    kube
+}
+
 fn holders_of(lab: &Lab) -> Vec<String> {
     lab.holders().unwrap()
 }
@@ -119,8 +138,7 @@ fn table_cells_are_read_by_position() {
 fn seed_walkthrough_against_a_real_apiserver() {
     require(&[Need::Lab]);
     require(&[Need::ApiserverBinaries, Need::Tool("kubectl")]);
-    let speaker_bin = find_openelb_speaker().expect("openelb-speaker not built: run `cargo build --workspace --bins`");
-    let controller_bin = binary_beside(&speaker_bin, "openelb-controller");
+    let (speaker_bin, controller_bin) = binaries();
     let cfg = LabConfig::unique(PathBuf::from(env!("CARGO_BIN_EXE_openelb-cli")));
     let id = cfg.id.clone();
     let cluster = cluster();
@@ -133,12 +151,7 @@ fn seed_walkthrough_against_a_real_apiserver() {
     let mut lab = Lab::build(layout, &cfg).unwrap();
     {
         // Declared after `lab`: dropped first, so the apiserver stops before the namespaces go.
-        let mut kube =
-            KubeLab::start(&lab.layout, &lab.dir, "master1", &root().join("scripts/kapi.sh"), &controller_bin).unwrap();
-        kube.install_crds(&root().join("deploy/crds")).unwrap();
-        kube.register_nodes(&lab.layout, &["master1"]).unwrap();
-        kube.start_controller().unwrap();
-        kube.wait_for("controller /readyz", SETTLE, || kube.controller_ready().then_some(())).unwrap();
+        let mut kube = start_kube(&lab, &controller_bin);
         let speaker = SpeakerProgram::Openelb(OpenelbSpeakerCommand {
             binary: speaker_bin.clone(),
             kubeconfig: Some(kube.kubeconfig.clone()),
@@ -273,20 +286,14 @@ fn a_flood_of_spoofed_adverts_records_a_handful_of_events() {
     use openelb_lab::spoof::Sender;
     require(&[Need::Lab]);
     require(&[Need::ApiserverBinaries, Need::Tool("kubectl")]);
-    let speaker_bin = find_openelb_speaker().expect("openelb-speaker not built: run `cargo build --workspace --bins`");
-    let controller_bin = binary_beside(&speaker_bin, "openelb-controller");
+    let (speaker_bin, controller_bin) = binaries();
     let cfg = LabConfig::unique(PathBuf::from(env!("CARGO_BIN_EXE_openelb-cli")));
     let id = cfg.id.clone();
     let layout = Layout::from_cluster(cluster(), &id, Some(TrafficPolicy::Cluster)).unwrap();
     let workers: Vec<String> = layout.nodes.iter().filter(|n| n.name != "master1").map(|n| n.name.clone()).collect();
     let mut lab = Lab::build(layout, &cfg).unwrap();
     {
-        let mut kube =
-            KubeLab::start(&lab.layout, &lab.dir, "master1", &root().join("scripts/kapi.sh"), &controller_bin).unwrap();
-        kube.install_crds(&root().join("deploy/crds")).unwrap();
-        kube.register_nodes(&lab.layout, &["master1"]).unwrap();
-        kube.start_controller().unwrap();
-        kube.wait_for("controller /readyz", SETTLE, || kube.controller_ready().then_some(())).unwrap();
+        let kube = start_kube(&lab, &controller_bin);
         let speaker = SpeakerProgram::Openelb(OpenelbSpeakerCommand {
             binary: speaker_bin,
             kubeconfig: Some(kube.kubeconfig.clone()),
