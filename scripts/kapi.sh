@@ -14,10 +14,17 @@
 #   KAPI_SERVICE_CIDR  Service cluster IP range (default 10.96.0.0/24: bookkeeping only, never configured on an
 #                     interface or routed; 2001:db8:ffff::/108 makes every Service single-stack IPv6)
 #   KAPI_NODE_PORT_RANGE  NodePort range (default 30000-32767: 2768 LoadBalancer Services at most)
+#   KAPI_CLUSTER=1    a whole control plane for real nodes (scripts/cluster.sh, openelb-lab's cluster): a CA of its
+#                     own signs the serving certificate (SANs: KAPI_ADDR, the first Service IP, 127.0.0.1, the
+#                     kubernetes.default names), `--authorization-mode Node,RBAC` with NodeRestriction, the
+#                     `kubernetes` Service's Endpoints kept (lease reconciler), and kube-controller-manager and
+#                     kube-scheduler started beside it. Each component and each node in KAPI_NODES (names,
+#                     space-separated) gets its own token and kubeconfig ($KAPI_DIR/kubeconfig-<user>).
+#   KAPI_NODE_GRACE   node lifecycle controller's grace period before a silent node is NotReady (default 16s)
 #   KAPI_KEEP_DATA=1  `start` keeps the etcd data and token of an earlier start in the same KAPI_DIR (a restart:
 #                     objects survive, as when a real control plane comes back)
-# `start` writes $KAPI_DIR/kubeconfig (bearer token, insecure-skip-tls-verify); `stop` ends only the PIDs
-# `start` recorded in $KAPI_DIR.
+# `start` writes $KAPI_DIR/kubeconfig (bearer token; insecure-skip-tls-verify, or the CA with KAPI_CLUSTER=1);
+# `stop` ends only the PIDs `start` recorded in $KAPI_DIR.
 set -euo pipefail
 
 CACHE=${KAPI_CACHE:-/var/cache/openelb-kapi/v1.20.2}
@@ -26,6 +33,8 @@ ADDR=${KAPI_ADDR:-127.0.0.1}
 PORT=${KAPI_PORT:-16443}
 ETCD_CLIENT=${KAPI_ETCD_CLIENT_PORT:-23790}
 ETCD_PEER=${KAPI_ETCD_PEER_PORT:-23800}
+SERVICE_CIDR=${KAPI_SERVICE_CIDR:-10.96.0.0/24}
+CLUSTER=${KAPI_CLUSTER:-0}
 SRCVER=1.20.5+really1.20.2-1.1+deb12u1
 SRCDIR=kubernetes-1.20.5+really1.20.2
 SRC_LIST=/etc/apt/sources.list.d/openelb-kapi-src.sources
@@ -130,6 +139,59 @@ fail_start() {
   die "$2"
 }
 
+# kubeconfig USER TOKEN: the cluster's CA when there is one, else TLS unverified (loopback test apiserver).
+kubeconfig() {
+  local tls="insecure-skip-tls-verify: true"
+  [ -s "$D/ca.crt" ] && [ "$CLUSTER" = 1 ] && tls="certificate-authority-data: $(base64 -w0 <"$D/ca.crt")"
+  cat <<KC
+apiVersion: v1
+kind: Config
+clusters: [{name: kapi, cluster: {server: "https://$ADDR:$PORT", $tls}}]
+users: [{name: "$1", user: {token: "$2"}}]
+contexts: [{name: kapi, context: {cluster: kapi, user: "$1"}}]
+current-context: kapi
+KC
+}
+
+# One CA for serving and for the components' identities, and a token per component and node: the Node
+# authorizer and the bootstrap RBAC roles (system:kube-controller-manager, system:kube-scheduler,
+# system:node-proxier for system:kube-proxy) key on these user names.
+cluster_pki() {
+  if [ ! -s "$D/ca.key" ]; then
+    openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj "/CN=openelb-lab-ca" \
+      -keyout "$D/ca.key" -out "$D/ca.crt" 2>/dev/null
+  fi
+  local svc_ip base last
+  base=${SERVICE_CIDR%/*}
+  last=${base##*.}
+  svc_ip="${base%.*}.$((last + 1))"
+  openssl req -newkey rsa:2048 -nodes -subj "/CN=kube-apiserver" -keyout "$D/apiserver.key" -out "$D/apiserver.csr" 2>/dev/null
+  printf 'subjectAltName=IP:%s,IP:%s,IP:127.0.0.1,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local,DNS:localhost\n' \
+    "$ADDR" "$svc_ip" >"$D/apiserver.ext"
+  openssl x509 -req -in "$D/apiserver.csr" -CA "$D/ca.crt" -CAkey "$D/ca.key" -CAcreateserial -days 30 \
+    -extfile "$D/apiserver.ext" -out "$D/apiserver.crt" 2>/dev/null
+  local user group tok n
+  for user in system:kube-controller-manager system:kube-scheduler system:kube-proxy ${KAPI_NODES:-}; do
+    group=""
+    case "$user" in system:*) ;; *) user="system:node:$user"; group=system:nodes ;; esac
+    n="$D/kubeconfig-$user"
+    if [ -s "$n.token" ]; then tok=$(cat "$n.token"); else tok=$(openssl rand -hex 16); echo "$tok" >"$n.token"; fi
+    echo "$tok,$user,$user,$group" >>"$D/tokens.csv"
+    kubeconfig "$user" "$tok" >"$n"
+  done
+}
+
+# start_component NAME ARGS...: a control-plane program beside the apiserver, its PID in $D/NAME.pid.
+start_component() {
+  local name=$1
+  shift
+  log "$name"
+  "$CACHE/$name" "$@" >"$D/$name.log" 2>&1 &
+  echo $! >"$D/$name.pid"
+  sleep 0.5
+  alive "$name" || fail_start "$name" "$name exited"
+}
+
 start() {
   [ -x "$CACHE/kube-apiserver" ] || die "no kube-apiserver in $CACHE (run: scripts/kapi.sh install)"
   command -v etcd >/dev/null || die "etcd not installed (run: scripts/kapi.sh install)"
@@ -159,6 +221,13 @@ start() {
     openssl rand -hex 16 >"$D/token"
   fi
   echo "$(cat "$D/token"),admin,1,system:masters" >"$D/tokens.csv"
+  local mode_args=(--authorization-mode AlwaysAllow --endpoint-reconciler-type none --cert-dir "$D/certs")
+  if [ "$CLUSTER" = 1 ]; then
+    cluster_pki
+    mode_args=(--authorization-mode Node,RBAC --enable-admission-plugins NodeRestriction
+      --kubelet-preferred-address-types InternalIP
+      --client-ca-file "$D/ca.crt" --tls-cert-file "$D/apiserver.crt" --tls-private-key-file "$D/apiserver.key")
+  fi
   for i in $(seq 100); do
     ETCDCTL_API=3 etcdctl --endpoints "http://$ADDR:$ETCD_CLIENT" endpoint health >/dev/null 2>&1 && break
     alive etcd || fail_start etcd "etcd exited"
@@ -166,12 +235,12 @@ start() {
   done
   log "kube-apiserver on https://$ADDR:$PORT"
   "$CACHE/kube-apiserver" --etcd-servers "http://$ADDR:$ETCD_CLIENT" \
-    --bind-address "$ADDR" --advertise-address "$ADDR" --secure-port "$PORT" --cert-dir "$D/certs" \
-    --token-auth-file "$D/tokens.csv" --authorization-mode AlwaysAllow \
+    --bind-address "$ADDR" --advertise-address "$ADDR" --secure-port "$PORT" \
+    --token-auth-file "$D/tokens.csv" "${mode_args[@]}" \
     --service-account-issuer https://kubernetes.default.svc --service-account-key-file "$D/sa.key" \
-    --service-account-signing-key-file "$D/sa.key" --service-cluster-ip-range "${KAPI_SERVICE_CIDR:-10.96.0.0/24}" \
+    --service-account-signing-key-file "$D/sa.key" --service-cluster-ip-range "$SERVICE_CIDR" \
     --service-node-port-range "${KAPI_NODE_PORT_RANGE:-30000-32767}" \
-    --enable-priority-and-fairness=false --endpoint-reconciler-type none >"$D/apiserver.log" 2>&1 &
+    --enable-priority-and-fairness=false >"$D/apiserver.log" 2>&1 &
   echo $! >"$D/apiserver.pid"
   for i in $(seq 1200); do
     alive apiserver || fail_start apiserver "kube-apiserver exited"
@@ -179,20 +248,22 @@ start() {
     [ "$i" = 1200 ] && fail_start apiserver "kube-apiserver not ready after 120 s"
     sleep 0.1
   done
-  cat >"$D/kubeconfig" <<KC
-apiVersion: v1
-kind: Config
-clusters: [{name: kapi, cluster: {server: "https://$ADDR:$PORT", insecure-skip-tls-verify: true}}]
-users: [{name: admin, user: {token: "$(cat "$D/token")"}}]
-contexts: [{name: kapi, context: {cluster: kapi, user: admin}}]
-current-context: kapi
-KC
+  kubeconfig admin "$(cat "$D/token")" >"$D/kubeconfig"
+  if [ "$CLUSTER" = 1 ]; then
+    start_component kube-controller-manager --kubeconfig "$D/kubeconfig-system:kube-controller-manager" \
+      --use-service-account-credentials --service-account-private-key-file "$D/sa.key" \
+      --root-ca-file "$D/ca.crt" --cluster-signing-cert-file "$D/ca.crt" --cluster-signing-key-file "$D/ca.key" \
+      --leader-elect=false --bind-address "$ADDR" --port 0 --allocate-node-cidrs=false \
+      --node-monitor-period 2s --node-monitor-grace-period "${KAPI_NODE_GRACE:-16s}"
+    start_component kube-scheduler --kubeconfig "$D/kubeconfig-system:kube-scheduler" \
+      --leader-elect=false --bind-address "$ADDR" --port 0
+  fi
   log "ready in $((SECONDS - t0)) s; export KAPI_KUBECONFIG=$D/kubeconfig"
 }
 
 stop() { # apiserver first (it shuts down gracefully in a few seconds), then etcd; SIGKILL after 15 s
   local f p i
-  for f in apiserver etcd; do
+  for f in kube-scheduler kube-controller-manager apiserver etcd; do
     [ -s "$D/$f.pid" ] || continue
     p=$(cat "$D/$f.pid")
     if kill "$p" 2>/dev/null; then

@@ -20,11 +20,13 @@ pub struct Kubectl {
     netns: Option<String>,
     /// Working directory, for relative manifest paths.
     dir: Option<PathBuf>,
+    /// The kubectl binary; `kubectl` from the PATH when `None`.
+    program: Option<PathBuf>,
 }
 
 impl Kubectl {
     pub fn new(kubeconfig: impl Into<PathBuf>) -> Kubectl {
-        Kubectl { kubeconfig: kubeconfig.into(), netns: None, dir: None }
+        Kubectl { kubeconfig: kubeconfig.into(), netns: None, dir: None, program: None }
     }
 
     /// Runs kubectl inside namespace `ns` (an apiserver listening on a lab address is reached from there).
@@ -39,18 +41,25 @@ impl Kubectl {
         self
     }
 
+    /// Runs this kubectl binary (e.g. the cluster's own v1.20 build) instead of the PATH's.
+    pub fn program(mut self, path: &Path) -> Kubectl {
+        self.program = Some(path.to_path_buf());
+        self
+    }
+
     pub fn kubeconfig(&self) -> &Path {
         &self.kubeconfig
     }
 
     fn command(&self, args: &[&str]) -> Command {
+        let program = self.program.as_deref().unwrap_or(Path::new("kubectl"));
         let mut c = match &self.netns {
             Some(ns) => {
                 let mut c = Command::new("ip");
-                c.args(["netns", "exec", ns, "kubectl"]);
+                c.args(["netns", "exec", ns]).arg(program);
                 c
             }
-            None => Command::new("kubectl"),
+            None => Command::new(program),
         };
         c.arg("--kubeconfig").arg(&self.kubeconfig).args(args);
         if let Some(d) = &self.dir {

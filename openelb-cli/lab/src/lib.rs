@@ -14,6 +14,7 @@
 
 pub mod arp_probe;
 pub mod bench;
+pub mod cluster;
 pub mod demo;
 pub mod eventually;
 pub mod hostile;

@@ -62,6 +62,16 @@ pub fn exec(ns: &str, argv: &[&str]) -> Result<String> {
     run("ip", &exec_args(ns, argv))
 }
 
+/// Runs `argv` with only the network namespace of `ns` and returns stdout; a non-zero exit is an error.
+/// `ip netns exec` also gives the program a mount namespace with `/sys` remounted, which hides the cgroup
+/// mounts a kubelet needs and keeps containerd's mounts from the host's view (and from its cleanup).
+pub fn enter(ns: &str, argv: &[&str]) -> Result<String> {
+    let net = format!("--net=/run/netns/{ns}");
+    let mut args = vec![net.as_str(), "--"];
+    args.extend_from_slice(argv);
+    run("nsenter", &args)
+}
+
 /// Runs `argv` inside `ns` and returns its whole output whatever the exit status (ping, curl report failure
 /// through it and the caller decides).
 pub fn exec_output(ns: &str, argv: &[&str]) -> Result<Output> {

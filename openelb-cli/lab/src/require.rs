@@ -24,6 +24,9 @@ pub enum Need {
     Apiserver,
     /// The apiserver binaries installed (`scripts/kapi.sh install`), for tests that start their own.
     ApiserverBinaries,
+    /// What a real cluster needs (`scripts/cluster.sh install`): every kube component built, containerd, runc,
+    /// the CNI plugins and the images of `scripts/image.sh`.
+    ClusterParts,
 }
 
 impl Need {
@@ -40,6 +43,29 @@ impl Need {
                     "no test apiserver: {ENV_KUBECONFIG} is unset (scripts/test.sh starts one with scripts/kapi.sh)"
                 )
             }),
+            Need::ClusterParts => {
+                let cache = crate::cluster::kube_cache();
+                let mut missing: Vec<String> = crate::cluster::COMPONENTS
+                    .iter()
+                    .filter(|c| !cache.join(c).is_file())
+                    .map(|c| format!("{c} in {}", cache.display()))
+                    .collect();
+                missing.extend(
+                    ["containerd", "runc", "ctr", "nsenter"]
+                        .iter()
+                        .filter(|t| netns::which(t).is_none())
+                        .map(|t| t.to_string()),
+                );
+                if !Path::new("/usr/lib/cni/bridge").is_file() {
+                    missing.push("/usr/lib/cni/bridge (containernetworking-plugins)".into());
+                }
+                if let Err(e) = crate::cluster::Images::find() {
+                    missing.push(format!("{e:#}"));
+                }
+                (!missing.is_empty()).then(|| {
+                    format!("cluster parts missing: {} (run `bash scripts/cluster.sh install`)", missing.join(", "))
+                })
+            }
             Need::ApiserverBinaries => {
                 let cache = std::env::var("KAPI_CACHE").unwrap_or_else(|_| KAPI_CACHE.into());
                 (!Path::new(&cache).join("kube-apiserver").is_file())

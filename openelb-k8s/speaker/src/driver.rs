@@ -504,6 +504,8 @@ where
                 (Some(a), _) => a.to_string(),
                 _ => String::new(),
             };
+            // Preference order: who takes over next, and proof that a NotReady or excluded node left the plan.
+            let candidates = g.priorities.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(",");
             tracing::info!(
                 vrid = g.vrid,
                 interface = %g.id.interface,
@@ -512,6 +514,7 @@ where
                 priority = me.map(i64::from).unwrap_or(-1),
                 vips = g.vips.len(),
                 %range,
+                %candidates,
                 "VRRP group{}",
                 if me.is_some() { "" } else { " (this node is not a candidate)" }
             );

@@ -1,0 +1,239 @@
+//! The seed end to end in a real cluster, nothing played by the test (docs/testing.md#the-real-cluster): a
+//! control plane with RBAC enforced, kubelets with containerd and kube-proxy in iptables mode on the seed's three
+//! nodes, openelb from `deploy/` in its image, the seed's three files. The scheduler places the Pods, the
+//! endpoints controller publishes them, kube-proxy routes to them, and the node lifecycle controller notices
+//! a dead node. One cluster serves every step (starting one costs about a minute); each step says what it shows.
+//! Needs root and `scripts/cluster.sh install` (scripts/test.sh runs it); ignored otherwise.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use openelb_core::model::TrafficPolicy;
+use openelb_lab::cluster::{Cluster, Images};
+use openelb_lab::probe::{PingProbe, largest_gap, now_epoch};
+use openelb_lab::{LabConfig, Layout, Need, eventually, require};
+
+const ROLLOUT: Duration = Duration::from_secs(180);
+/// VRRP moves a VIP in well under a second; the controller and the speakers' watches add a little.
+const SETTLE: Duration = Duration::from_secs(30);
+/// The node lifecycle controller's grace period in the lab is 16 s (scripts/kapi.sh); then endpoints update.
+const NODE_LOST: Duration = Duration::from_secs(90);
+const APP: &str = "app=vip-openelb";
+const SPEAKERS: &str = "app.kubernetes.io/name=openelb-speaker";
+const CONTROLLERS: &str = "app.kubernetes.io/name=openelb-controller";
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn examples() -> PathBuf {
+    repo().join("examples/vip-mode")
+}
+
+fn start() -> Cluster {
+    require(&[Need::Lab, Need::ClusterParts]);
+    let cfg = LabConfig::unique(PathBuf::from(env!("CARGO_BIN_EXE_openelb-cli")));
+    let layout = Layout::from_paths(&[examples()], &cfg.id, Some(TrafficPolicy::Cluster)).unwrap();
+    let yaml = fs::read_to_string(examples().join("cluster.yaml")).unwrap();
+    let images = Images::find().unwrap();
+    let cluster = Cluster::start(layout, &cfg, &repo().join("scripts"), &images, &yaml).unwrap();
+    for (phase, took) in &cluster.timings {
+        eprintln!("cluster start: {phase}: {:.1} s", took.as_secs_f64());
+    }
+    cluster.deploy_openelb(&repo(), ROLLOUT).unwrap();
+    cluster.apply_seed(&examples(), ROLLOUT).unwrap();
+    cluster
+}
+
+fn mac_of(c: &Cluster, node: &str) -> String {
+    c.lab.layout.node(node).unwrap().mac_string()
+}
+
+/// Waits until exactly one node holds the VIP and `ok` accepts it; returns it.
+fn wait_holder(c: &Cluster, what: &str, ok: impl Fn(&str) -> bool) -> String {
+    let mut seen = Vec::new();
+    eventually(SETTLE, Duration::from_millis(50), || {
+        seen = c.lab.holders().unwrap_or_default();
+        match seen.as_slice() {
+            [one] if ok(one) => Some(one.clone()),
+            _ => None,
+        }
+    })
+    .unwrap_or_else(|e| {
+        panic!("no single holder {what}: {e} (holders {seen:?})\n{}", c.describe_pods("openelb-system"))
+    })
+}
+
+/// The client's `ip neigh` names `node`'s MAC for the VIP (after a ping refreshes it).
+fn assert_client_sees(c: &Cluster, node: &str) {
+    let want = mac_of(c, node);
+    let mut last = None;
+    let seen = eventually(SETTLE, Duration::from_millis(100), || {
+        c.lab.client_pings(2);
+        last = c.lab.client_neigh().unwrap().and_then(|n| n.mac);
+        (last.as_deref() == Some(want.as_str())).then_some(())
+    });
+    assert!(seen.is_ok(), "client's neighbour entry for the VIP is {last:?}, not {node}'s {want}");
+}
+
+fn pods_on(pods: &BTreeMap<String, String>, node: &str) -> BTreeSet<String> {
+    pods.iter().filter(|(_, n)| n.as_str() == node).map(|(p, _)| p.clone()).collect()
+}
+
+/// A real 403 for each write the speaker's token tries, and the authorizer's "no" for the status
+/// subresources the controller alone writes; the controller and speakers logged no refusal of their own.
+fn assert_rbac(c: &Cluster) {
+    let token = c.service_account_token("openelb-system", "openelb-speaker").unwrap();
+    let tries: [&[&str]; 3] = [
+        &["patch", "svc", "vip-svc", "-p", r#"{"metadata":{"labels":{"rbac-test":"x"}}}"#],
+        &["patch", "eip", "vip-eip", "--type", "merge", "-p", r#"{"spec":{"disable":true}}"#],
+        &["delete", "eip", "vip-eip", "--dry-run=server"],
+    ];
+    for args in tries {
+        let mut full = vec!["--token", token.as_str()];
+        full.extend_from_slice(args);
+        let out = c.kubectl.output(&full, "").unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "the speaker's token could `kubectl {}`", args.join(" "));
+        assert!(stderr.contains("Forbidden") || stderr.contains("forbidden"), "not a 403: {stderr}");
+    }
+    for resource in ["services/status", "eips.network.kubesphere.io/status", "eips.network.kubesphere.io"] {
+        let out = c.kubectl.output(&["--token", &token, "auth", "can-i", "patch", resource], "").unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "no", "the speaker may patch {resource}");
+    }
+    for selector in [SPEAKERS, CONTROLLERS] {
+        let logs = c.kubectl.run(&["logs", "-n", "openelb-system", "-l", selector, "--tail=-1", "--prefix"]).unwrap();
+        let refused: Vec<&str> = logs.lines().filter(|l| l.to_lowercase().contains("forbidden")).collect();
+        assert!(refused.is_empty(), "{selector} was refused by RBAC:\n{}", refused.join("\n"));
+    }
+}
+
+/// The last `candidates=` list a speaker logged for a VRRP group, from its Pod's log.
+fn logged_candidates(c: &Cluster, node: &str) -> Option<String> {
+    let field = format!("spec.nodeName={node}");
+    let pod = c
+        .kubectl
+        .run(&["get", "pods", "-n", "openelb-system", "-l", SPEAKERS, "--field-selector", &field, "-o", "name"])
+        .ok()?;
+    let logs = c.kubectl.run(&["logs", "-n", "openelb-system", pod.trim()]).ok()?;
+    let line = logs.lines().rev().find(|l| l.contains("VRRP group") && l.contains("candidates="))?;
+    let rest = &line[line.find("candidates=")? + "candidates=".len()..];
+    Some(rest.split_whitespace().next()?.trim_matches('"').to_string())
+}
+
+#[test]
+#[ignore = "needs root and the cluster parts (scripts/cluster.sh install: kube components, containerd, images)"]
+fn seed_in_a_real_cluster() {
+    let mut c = start();
+    let id = c.lab.layout.id.clone();
+    let host = c.lab.layout.nodes[0].name.clone();
+
+    // Step 4 under Cluster: the scheduler put the two Pods on the two workers (master1 is tainted), the
+    // controller wrote the seed's first address, one node answers for it, and curl reaches both Pods.
+    let vip = c.wait_service_ip(SETTLE).unwrap();
+    assert_eq!(vip, c.lab.layout.vip.to_string());
+    let pods = c.ready_pods("default", APP).unwrap();
+    let nodes: BTreeSet<&str> = pods.values().map(String::as_str).collect();
+    assert_eq!(nodes, BTreeSet::from(["worker-p001", "worker-p002"]), "Pods placed on {pods:?}");
+    let holder = wait_holder(&c, "under Cluster", |_| true);
+    assert!(c.lab.client_pings(30), "the client cannot ping {vip}");
+    assert_client_sees(&c, &holder);
+    let all: BTreeSet<String> = pods.keys().cloned().collect();
+    assert_eq!(c.lab.pods_seen(8).unwrap(), all, "under Cluster curl reaches every Pod through kube-proxy");
+    eprintln!("{}", c.step4().unwrap());
+
+    // RBAC: deploy/'s roles are enough for both programs and no more than they need.
+    assert_rbac(&c);
+
+    // Local: only a node with a ready Pod holds the VIP, and kube-proxy sends the client to that Pod only.
+    c.kubectl.run(&["patch", "svc", "vip-svc", "-p", r#"{"spec":{"externalTrafficPolicy":"Local"}}"#]).unwrap();
+    let holder = wait_holder(&c, "under Local", |h| !pods_on(&pods, h).is_empty());
+    assert_client_sees(&c, &holder);
+    assert_eq!(c.lab.pods_seen(8).unwrap(), pods_on(&pods, &holder), "under Local only the holder's Pod answers");
+
+    // The Pod moves: its node cordoned and the Pod deleted, the ReplicaSet recreates it on the other worker and
+    // the VIP follows it.
+    c.kubectl.run(&["cordon", &holder]).unwrap();
+    let probe = PingProbe::start(&c.lab.layout.client_ns, c.lab.layout.vip).unwrap();
+    let t0 = now_epoch();
+    for pod in pods_on(&pods, &holder) {
+        c.kubectl.run(&["delete", "pod", &pod, "--wait=false"]).unwrap();
+    }
+    let moved_from = holder.clone();
+    let holder = wait_holder(&c, "after the Pod moved", |h| h != moved_from);
+    let pods = eventually(ROLLOUT, Duration::from_millis(200), || {
+        let p = c.ready_pods("default", APP).ok()?;
+        (p.len() == 2 && p.values().all(|n| *n == holder)).then_some(p)
+    })
+    .unwrap_or_else(|e| panic!("the ReplicaSet did not recreate the Pod on {holder}: {e}"));
+    assert!(probe.wait_replies_after(now_epoch(), 5, SETTLE), "no echo replies after the Pod moved");
+    let outage = largest_gap(&probe.stop(), t0).unwrap_or(f64::NAN);
+    eprintln!("Pod moved {moved_from} -> {holder}: client outage {:.0} ms", outage * 1000.0);
+    assert_client_sees(&c, &holder);
+    assert_eq!(c.lab.pods_seen(4).unwrap(), pods_on(&pods, &holder));
+    c.kubectl.run(&["uncordon", &moved_from]).unwrap();
+
+    // A node dies (containers, kubelet, link): VRRP moves the VIP long before Kubernetes notices; once the node
+    // lifecycle controller marks it NotReady the speakers' plan drops it, and curl reaches only live Pods.
+    c.kubectl.run(&["patch", "svc", "vip-svc", "-p", r#"{"spec":{"externalTrafficPolicy":"Cluster"}}"#]).unwrap();
+    c.kubectl.run(&["scale", "deployment", "vip-openelb", "--replicas=3"]).unwrap();
+    c.rollout("deployment/vip-openelb", "default", ROLLOUT).unwrap();
+    let holder = wait_holder(&c, "back under Cluster", |_| true);
+    let victim = if holder == host { moved_from.clone() } else { holder.clone() };
+    let probe = PingProbe::start(&c.lab.layout.client_ns, c.lab.layout.vip).unwrap();
+    assert!(probe.wait_replies_after(now_epoch(), 5, SETTLE), "no echo replies before the crash");
+    let t0 = now_epoch();
+    c.crash_node(&victim).unwrap();
+    let after = wait_holder(&c, "after the crash", |h| h != victim);
+    let ready_then = c.node_ready(&victim).unwrap();
+    if victim == holder {
+        assert_eq!(ready_then, "True", "VRRP should move the VIP before the node lifecycle controller acts");
+    }
+    assert!(probe.wait_replies_after(now_epoch(), 5, SETTLE), "no echo replies after the crash");
+    let outage = largest_gap(&probe.stop(), t0).unwrap_or(f64::NAN);
+    eprintln!(
+        "node {victim} crashed (held the VIP: {}): {after} holds it, client outage {:.0} ms",
+        victim == holder,
+        outage * 1000.0
+    );
+    eventually(NODE_LOST, Duration::from_millis(500), || (c.node_ready(&victim).ok()? != "True").then_some(()))
+        .unwrap_or_else(|e| panic!("node {victim} never NotReady: {e}"));
+    let mut last = None;
+    eventually(SETTLE, Duration::from_millis(500), || {
+        last = logged_candidates(&c, &after);
+        last.as_deref().filter(|l| !l.split(',').any(|n| n == victim)).map(|_| ())
+    })
+    .unwrap_or_else(|e| panic!("{after}'s speaker still plans with {victim}: {e}; last candidates {last:?}"));
+    let live: BTreeSet<String> =
+        c.ready_pods("default", APP).unwrap().into_iter().filter(|(_, n)| *n != victim).map(|(p, _)| p).collect();
+    let seen = eventually(NODE_LOST, Duration::from_millis(500), || {
+        let seen = c.lab.pods_seen(6).ok()?;
+        (seen.is_subset(&live) && !seen.is_empty()).then_some(seen)
+    });
+    assert!(seen.is_ok(), "curl still reaches Pods of the dead node {victim}");
+
+    // Everything goes: namespaces, processes, mounts, the kubelets' logs under /var/log/pods.
+    let dir = c.lab.dir.clone();
+    drop(c);
+    assert_nothing_left(&id, &dir);
+}
+
+fn assert_nothing_left(id: &str, dir: &Path) {
+    let (left, state) = openelb_lab::topology::leftovers(id).unwrap();
+    assert!(left.is_empty(), "namespaces left behind: {left:?}");
+    assert!(!state, "state directory of lab {id} left behind");
+    let d = dir.display().to_string();
+    let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(&d), "mounts left under {d}");
+    let mut procs = Vec::new();
+    for e in fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(cmd) = fs::read(e.path().join("cmdline"))
+            && String::from_utf8_lossy(&cmd).contains(&d)
+        {
+            procs.push(e.file_name().to_string_lossy().into_owned());
+        }
+    }
+    assert!(procs.is_empty(), "processes of the cluster left: {procs:?}");
+}
