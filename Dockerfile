@@ -1,25 +1,17 @@
 # One image with every binary: openelb-controller (Deployment), openelb-speaker (DaemonSet) and openelb-cli.
-#   docker build -t openelb-rs:0.1.0 .
-# Not built here: the development machine has no container engine. What it relies on is checked elsewhere:
-# `cargo build --release --locked --workspace --bins` (CI; without --workspace cargo builds only the root facade,
-# which has no binaries) and the manifests in deploy/ (server dry run in tests/apiserver_crd.rs).
+#   scripts/image.sh      builds the release binaries, stages target/image/rootfs, builds, tags and saves the image
+# By hand, after staging (the script's `stage` step): podman build -t openelb-rs:0.1.0 .
 #
-# TLS everywhere is rustls with the ring provider (no OpenSSL, no aws-lc), so the runtime image needs only CA
-# certificates, and the build needs no C toolchain beyond what the rust image has.
-
-FROM rust:1-bookworm AS build
-WORKDIR /src
-COPY . .
-RUN cargo build --release --locked --workspace --bins \
- && mkdir /out \
- && cp target/release/openelb-controller target/release/openelb-speaker target/release/openelb-cli /out/
-
-FROM debian:bookworm-slim
-RUN apt-get update \
- && apt-get install -y --no-install-recommends ca-certificates \
- && rm -rf /var/lib/apt/lists/*
-COPY --from=build /out/ /usr/local/bin/
-# The controller runs as this user (deploy/20-controller.yaml); the speaker's DaemonSet runs it as root with only
-# NET_ADMIN and NET_RAW (deploy/30-speaker.yaml), since Kubernetes grants added capabilities to root only.
+# No base image: nothing is pulled, so it builds on a machine without a registry. target/image/rootfs holds the
+# three release binaries in /usr/local/bin, exactly the shared libraries `ldd` names for them plus the dynamic
+# loader (at the paths ldd prints), and the build machine's CA bundle. TLS is rustls with the ring provider (no
+# OpenSSL), so glibc, libgcc_s and the CA bundle are all the binaries load; .dockerignore keeps the build context
+# to that folder.
+FROM scratch
+COPY target/image/rootfs/ /
+# The controller runs as this user (deploy/20-controller.yaml also sets runAsUser 65534 and runAsNonRoot, which
+# needs a numeric USER: the image has no /etc/passwd). The speaker's DaemonSet overrides it with runAsUser 0 and
+# only NET_ADMIN and NET_RAW (deploy/30-speaker.yaml), since Kubernetes grants added capabilities to root only.
 USER 65534:65534
+# deploy/ names the command of each container explicitly; the entrypoint is only the default.
 ENTRYPOINT ["/usr/local/bin/openelb-controller"]

@@ -152,8 +152,9 @@ pub enum LabCommand {
     /// The Pods' HTTP responder (run inside a Pod namespace by the lab).
     #[command(hide = true)]
     PodHttp {
+        /// The name it answers with; default: the host name (a container's is its Pod's name).
         #[arg(long)]
-        name: String,
+        name: Option<String>,
         #[arg(long, default_value = "0.0.0.0:8080")]
         listen: SocketAddr,
     },
@@ -222,6 +223,10 @@ fn cli_exe() -> Result<PathBuf> {
 pub fn run(args: LabArgs) -> Result<ExitCode> {
     match args.command {
         LabCommand::PodHttp { name, listen } => {
+            let name = match name {
+                Some(n) => n,
+                None => pod::hostname()?,
+            };
             pod::serve(&name, listen)?;
             Ok(ExitCode::SUCCESS)
         }

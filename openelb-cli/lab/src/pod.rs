@@ -1,5 +1,6 @@
 //! The Pods' workload: the seed's `luksa/kubia` answers `You've hit <pod-name>` on 8080, and this does the
-//! same with nothing but the standard library, so the lab needs no container runtime.
+//! same with nothing but the standard library, so the lab needs no container runtime. The cluster lab's
+//! `kubia-lab` image (scripts/image.sh) runs the same responder as its container's PID 1.
 
 use std::io::{self, BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -13,7 +14,22 @@ pub const READY: &str = "listening";
 /// Largest request head we read; anything longer gets a 431 and the connection is closed.
 const MAX_HEAD: usize = 16 * 1024;
 
+/// Where Linux keeps this UTS namespace's host name: a container's is its Pod's name, which is what the
+/// original kubia answers with.
+const HOSTNAME: &str = "/proc/sys/kernel/hostname";
+
+/// This UTS namespace's host name.
+pub fn hostname() -> Result<String> {
+    let name = std::fs::read_to_string(HOSTNAME).with_context(|| format!("pod-http: cannot read {HOSTNAME}"))?;
+    let name = name.trim();
+    anyhow::ensure!(!name.is_empty(), "pod-http: {HOSTNAME} is empty");
+    Ok(name.to_string())
+}
+
+/// Serves until killed; SIGTERM exits at once, also as a container's PID 1, where a signal without a handler is
+/// ignored and the kubelet would wait out the whole grace period before deleting the Pod.
 pub fn serve(name: &str, listen: SocketAddr) -> Result<()> {
+    exit_on_sigterm();
     let listener = TcpListener::bind(listen).with_context(|| format!("pod-http: cannot listen on {listen}"))?;
     let mut out = io::stdout().lock();
     writeln!(out, "{READY} on {}", listener.local_addr()?)?;
@@ -21,6 +37,19 @@ pub fn serve(name: &str, listen: SocketAddr) -> Result<()> {
     drop(out);
     serve_listener(&listener, name);
     Ok(())
+}
+
+fn exit_on_sigterm() {
+    std::thread::spawn(|| {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+        let Ok(mut term) = rt.block_on(async { tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) })
+        else {
+            return;
+        };
+        if rt.block_on(term.recv()).is_some() {
+            std::process::exit(0);
+        }
+    });
 }
 
 /// Accepts forever, one thread per connection (a slow client cannot stall the others).
