@@ -21,9 +21,12 @@ fi
 # Debian packages the suite needs: the network-namespace lab (openelb-cli lab, openelb-lab's harness) runs
 # iproute2, iptables (kube-proxy's DNAT), ping/arping, keepalived (reference VRRP speaker), curl,
 # tcpdump/tshark (captures) and ndisc6. The kube-apiserver of the apiserver tests comes from scripts/kapi.sh.
-apt_pkgs=(iproute2 iptables iputils-ping iputils-arping keepalived curl tcpdump tshark ndisc6)
+# scripts/image.sh builds the images with podman (busybox-static for the pause image) and checks that
+# containerd's ctr imports them.
+apt_pkgs=(iproute2 iptables iputils-ping iputils-arping keepalived curl tcpdump tshark ndisc6 podman containerd
+  busybox-static)
 # Programs the ignored tests call, checked after the install.
-tools=(ip iptables ping arping keepalived curl tcpdump tshark sysctl kubectl etcd)
+tools=(ip iptables ping arping keepalived curl tcpdump tshark sysctl kubectl etcd podman containerd ctr busybox)
 if [ "$root" = 1 ]; then
   missing=()
   for p in "${apt_pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
@@ -60,6 +63,12 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo build (the lab tests run the openelb-speaker binary)"
 cargo build --workspace --bins --locked
+if [ "$root" = 1 ]; then
+  # The release binaries (cached by cargo between runs) in the images the cluster lab runs; fails unless each
+  # image's programs run and containerd imports every archive.
+  echo "== scripts/image.sh"
+  bash scripts/image.sh
+fi
 log=$(mktemp)
 test_args=()
 if [ "$root" = 1 ]; then

@@ -323,13 +323,13 @@ fn evaluator_refuses_each_check_at_its_level() {
     let set = |path: &[&str], value: Value| {
         let mut pod = good.clone();
         let mut at = &mut pod;
-        for key in &path[..path.len() - 1] {
+        for key in path {
             at = match key.parse::<usize>() {
                 Ok(i) => &mut at[i],
                 Err(_) => &mut at[*key],
             };
         }
-        at[path[path.len() - 1]] = value;
+        *at = value;
         pod
     };
     let c = |rest: &[&'static str]| [&["containers", "0"], rest].concat();
@@ -339,18 +339,14 @@ fn evaluator_refuses_each_check_at_its_level() {
         ("hostIPC", set(&["hostIPC"], json!(true)), Level::Baseline),
         ("hostPort", set(&c(&["ports", "0", "hostPort"]), json!(8080)), Level::Baseline),
         ("privileged", set(&c(&["securityContext", "privileged"]), json!(true)), Level::Baseline),
+        ("NET_ADMIN", set(&c(&["securityContext", "capabilities", "add"]), json!(["NET_ADMIN"])), Level::Baseline),
+        ("hostPath", set(&["volumes", "0"], json!({"name": "h", "hostPath": {"path": "/"}})), Level::Baseline),
         (
-            "NET_ADMIN",
-            set(&c(&["securityContext", "capabilities", "add"]), json!(["NET_ADMIN"])),
+            "seccomp Unconfined",
+            set(&["securityContext", "seccompProfile", "type"], json!("Unconfined")),
             Level::Baseline,
         ),
-        ("hostPath", set(&["volumes", "0"], json!({"name": "h", "hostPath": {"path": "/"}})), Level::Baseline),
-        ("seccomp Unconfined", set(&["securityContext", "seccompProfile", "type"], json!("Unconfined")), Level::Baseline),
-        (
-            "CHOWN",
-            set(&c(&["securityContext", "capabilities", "add"]), json!(["CHOWN"])),
-            Level::Restricted,
-        ),
+        ("CHOWN", set(&c(&["securityContext", "capabilities", "add"]), json!(["CHOWN"])), Level::Restricted),
         ("runAsNonRoot false", set(&["securityContext", "runAsNonRoot"], json!(false)), Level::Restricted),
         ("runAsUser 0", set(&c(&["securityContext", "runAsUser"]), json!(0)), Level::Restricted),
         (
@@ -394,11 +390,45 @@ fn speaker_declares_no_ports_and_deploy_avoids_metallb_ports() {
 /// Every `hostPort` field anywhere in an object.
 fn host_ports(v: &Value) -> Vec<Value> {
     match v {
-        Value::Object(o) => o
-            .iter()
-            .flat_map(|(k, x)| if k == "hostPort" { vec![x.clone()] } else { host_ports(x) })
-            .collect(),
+        Value::Object(o) => {
+            o.iter().flat_map(|(k, x)| if k == "hostPort" { vec![x.clone()] } else { host_ports(x) }).collect()
+        }
         Value::Array(a) => a.iter().flat_map(host_ports).collect(),
         _ => Vec::new(),
+    }
+}
+
+/// deploy/'s `image:`, the names the lab loads (openelb_lab::images) and scripts/image.sh's tags are one image.
+#[test]
+fn deploy_lab_and_image_script_name_the_same_images() {
+    use openelb_lab::images::{ALL, KUBIA, OPENELB, PAUSE};
+    let objects = deploy_objects();
+    let mut seen = 0;
+    for obj in &objects {
+        let Some((_, spec)) = pod_template(obj) else { continue };
+        for c in containers(spec) {
+            let image = c["image"].as_str().unwrap_or_default();
+            assert_eq!(
+                format!("docker.io/library/{image}"),
+                OPENELB.name,
+                "{} {}",
+                obj["kind"],
+                obj["metadata"]["name"]
+            );
+            seen += 1;
+        }
+    }
+    assert!(seen >= 2);
+    assert_eq!(OPENELB.name, format!("docker.io/library/openelb-rs:{}", env!("CARGO_PKG_VERSION")));
+    let script = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/image.sh"))
+        .unwrap_or_else(|e| panic!("scripts/image.sh: {e}"));
+    assert!(script.contains("openelb_image=docker.io/library/openelb-rs:$version"));
+    for image in [KUBIA, PAUSE] {
+        assert!(script.contains(&format!("_image={}\n", image.name)), "scripts/image.sh does not build {}", image.name);
+    }
+    // The script's archive_of: the name after its last '/', ':' turned into '_'.
+    for image in ALL {
+        let last = image.name.rsplit('/').next().unwrap_or_default();
+        assert_eq!(image.archive, format!("{}.tar", last.replace(':', "_")));
     }
 }

@@ -53,9 +53,8 @@ fn pod_http_without_a_name_answers_with_the_host_name_and_exits_on_sigterm() {
     s.read_to_string(&mut resp).unwrap();
     let term = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(term.success());
-    let status = openelb_lab::eventually(Duration::from_secs(10), Duration::from_millis(20), || {
-        child.try_wait().ok().flatten()
-    });
+    let status =
+        openelb_lab::eventually(Duration::from_secs(10), Duration::from_millis(20), || child.try_wait().ok().flatten());
     if status.is_err() {
         let _ = child.kill();
         let _ = child.wait();

@@ -18,6 +18,7 @@ pub mod cluster;
 pub mod demo;
 pub mod eventually;
 pub mod hostile;
+pub mod images;
 pub mod in_netns;
 pub mod interrupt;
 pub mod keepalived;

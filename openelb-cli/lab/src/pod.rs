@@ -42,7 +42,8 @@ pub fn serve(name: &str, listen: SocketAddr) -> Result<()> {
 fn exit_on_sigterm() {
     std::thread::spawn(|| {
         let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
-        let Ok(mut term) = rt.block_on(async { tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) })
+        let Ok(mut term) =
+            rt.block_on(async { tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) })
         else {
             return;
         };

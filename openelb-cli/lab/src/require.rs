@@ -27,6 +27,8 @@ pub enum Need {
     /// What a real cluster needs (`scripts/cluster.sh install`): every kube component built, containerd, runc,
     /// the CNI plugins and the images of `scripts/image.sh`.
     ClusterParts,
+    /// The archives of every image `scripts/image.sh` builds ([`crate::images::ALL`]).
+    Images,
 }
 
 impl Need {
@@ -59,9 +61,7 @@ impl Need {
                 if !Path::new("/usr/lib/cni/bridge").is_file() {
                     missing.push("/usr/lib/cni/bridge (containernetworking-plugins)".into());
                 }
-                if let Err(e) = crate::cluster::Images::find() {
-                    missing.push(format!("{e:#}"));
-                }
+                missing.extend(Need::Images.missing());
                 (!missing.is_empty()).then(|| {
                     format!("cluster parts missing: {} (run `bash scripts/cluster.sh install`)", missing.join(", "))
                 })
@@ -70,6 +70,16 @@ impl Need {
                 let cache = std::env::var("KAPI_CACHE").unwrap_or_else(|_| KAPI_CACHE.into());
                 (!Path::new(&cache).join("kube-apiserver").is_file())
                     .then(|| format!("no kube-apiserver in {cache} (run `bash scripts/kapi.sh install`)"))
+            }
+            Need::Images => {
+                let absent: Vec<String> = crate::images::ALL
+                    .iter()
+                    .map(|i| i.archive_path())
+                    .filter(|p| !p.is_file())
+                    .map(|p| p.display().to_string())
+                    .collect();
+                (!absent.is_empty())
+                    .then(|| format!("no image archive {} (run `bash scripts/image.sh`)", absent.join(", ")))
             }
         }
     }
