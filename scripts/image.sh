@@ -173,7 +173,10 @@ build() {
   build_image "$kubia_image" target/image/kubia target/image/kubia/Containerfile target/image/kubia/rootfs
   build_image "$pause_image" target/image/pause target/image/pause/Containerfile target/image/pause/rootfs
   # Our own store only: the images these builds replaced.
-  if [ "$engine" != docker ]; then eng image prune -f >/dev/null; fi
+  case "$engine" in
+    podman) eng image prune -f >/dev/null ;;
+    buildah) eng rmi --prune >/dev/null ;;
+  esac
 }
 
 # --- verify -------------------------------------------------------------------------------------------------
@@ -210,7 +213,7 @@ verify_runs() {
   log "running the binaries of $openelb_image"
   local b
   for b in "${bins[@]}"; do
-    eng run --rm --network none --entrypoint "/usr/local/bin/$b" "$openelb_image" --help >/dev/null \
+    eng run --pull=never --rm --network none --entrypoint "/usr/local/bin/$b" "$openelb_image" --help >/dev/null \
       || die "$b --help failed in $openelb_image"
   done
   [ "$(eng image inspect --format '{{.Config.User}}' "$openelb_image")" = 65534:65534 ] \
@@ -221,7 +224,7 @@ verify_runs() {
   log "running $kubia_image in network namespace $netns, curl 127.0.0.1:8080"
   ip netns add "$netns"
   ip -n "$netns" link set lo up
-  eng run -d --name openelb-image-kubia --network "ns:/run/netns/$netns" --hostname kubia-image-check \
+  eng run --pull=never -d --name openelb-image-kubia --network "ns:/run/netns/$netns" --hostname kubia-image-check \
     --cap-drop ALL "$kubia_image" >/dev/null
   within 10 ip netns exec "$netns" curl -sf http://127.0.0.1:8080/ \
     || die "$kubia_image does not answer on 8080: $(eng logs openelb-image-kubia 2>&1)"
@@ -235,7 +238,7 @@ verify_runs() {
   eng rm -f openelb-image-kubia >/dev/null
 
   log "running $pause_image: runs, then dies on SIGKILL"
-  eng run -d --name openelb-image-pause --network "ns:/run/netns/$netns" --cap-drop ALL "$pause_image" >/dev/null
+  eng run --pull=never -d --name openelb-image-pause --network "ns:/run/netns/$netns" --cap-drop ALL "$pause_image" >/dev/null
   [ "$(eng inspect --format '{{.State.Running}}' openelb-image-pause)" = true ] || die "$pause_image is not running"
   eng kill -s KILL openelb-image-pause >/dev/null
   within 10 test "$(eng inspect --format '{{.State.Running}}' openelb-image-pause)" = false \
