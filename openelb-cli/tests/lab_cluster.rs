@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use openelb_core::model::TrafficPolicy;
-use openelb_lab::cluster::{Cluster, Images};
+use openelb_lab::cluster::Cluster;
 use openelb_lab::probe::{PingProbe, largest_gap, now_epoch};
 use openelb_lab::{LabConfig, Layout, Need, eventually, require};
 
@@ -37,8 +37,7 @@ fn start() -> Cluster {
     let cfg = LabConfig::unique(PathBuf::from(env!("CARGO_BIN_EXE_openelb-cli")));
     let layout = Layout::from_paths(&[examples()], &cfg.id, Some(TrafficPolicy::Cluster)).unwrap();
     let yaml = fs::read_to_string(examples().join("cluster.yaml")).unwrap();
-    let images = Images::find().unwrap();
-    let cluster = Cluster::start(layout, &cfg, &repo().join("scripts"), &images, &yaml).unwrap();
+    let cluster = Cluster::start(layout, &cfg, &repo().join("scripts"), &yaml).unwrap();
     for (phase, took) in &cluster.timings {
         eprintln!("cluster start: {phase}: {:.1} s", took.as_secs_f64());
     }

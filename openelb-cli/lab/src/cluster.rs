@@ -15,6 +15,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::eventually::eventually;
+use crate::images;
 use crate::kubectl::Kubectl;
 use crate::layout::{Layout, POD_BLOCK, map_pool_address};
 use crate::netns;
@@ -29,38 +30,6 @@ pub const MAX_NODES: usize = 8;
 /// What `scripts/kapi.sh install cluster` builds.
 pub const COMPONENTS: &[&str] =
     &["kube-apiserver", "kube-controller-manager", "kube-scheduler", "kube-proxy", "kubelet", "kubectl"];
-/// Where `scripts/image.sh` leaves its archives unless `OPENELB_IMAGES` says otherwise.
-pub const IMAGES_DIR: &str = "/var/cache/openelb-images";
-/// The project's image as deploy/ names it, the seed's server in place of `luksa/kubia`, and containerd's
-/// sandbox image.
-pub const OPENELB_IMAGE: &str = "openelb-rs:0.1.0";
-pub const KUBIA_IMAGE: &str = "kubia-lab:1";
-pub const PAUSE_IMAGE: &str = "localhost/pause:lab";
-
-/// The archives `scripts/image.sh` writes, imported into every node's containerd.
-#[derive(Debug, Clone)]
-pub struct Images {
-    pub archives: Vec<PathBuf>,
-}
-
-impl Images {
-    pub fn dir() -> PathBuf {
-        std::env::var_os("OPENELB_IMAGES").map_or_else(|| PathBuf::from(IMAGES_DIR), PathBuf::from)
-    }
-
-    /// The three archives, or which are missing.
-    pub fn find() -> Result<Images> {
-        let dir = Images::dir();
-        let archives: Vec<PathBuf> =
-            ["openelb-rs.tar", "kubia-lab.tar", "pause.tar"].iter().map(|f| dir.join(f)).collect();
-        let missing: Vec<String> = archives.iter().filter(|a| !a.is_file()).map(|a| a.display().to_string()).collect();
-        if !missing.is_empty() {
-            bail!("image archives missing: {} (run `bash scripts/image.sh`)", missing.join(", "));
-        }
-        Ok(Images { archives })
-    }
-}
-
 /// Taints and labels a node registers with, from the cluster description's Node objects.
 #[derive(Debug, Clone, Default)]
 pub struct NodeRole {
@@ -128,15 +97,9 @@ pub struct Cluster {
 
 impl Cluster {
     /// Builds the lab (no Pods of its own: the kubelets run them), starts the control plane in `layout`'s first
-    /// node and a kubelet, kube-proxy and containerd on every node, imports `images` and waits until every
+    /// node and a kubelet, kube-proxy and containerd on every node, imports [`images::ALL`] and waits until every
     /// Node is Ready. `cluster_yaml` gives taints and labels. On error, everything started is stopped.
-    pub fn start(
-        mut layout: Layout,
-        cfg: &LabConfig,
-        scripts: &Path,
-        images: &Images,
-        cluster_yaml: &str,
-    ) -> Result<Self> {
+    pub fn start(mut layout: Layout, cfg: &LabConfig, scripts: &Path, cluster_yaml: &str) -> Result<Self> {
         if layout.nodes.len() > MAX_NODES {
             bail!("{} nodes: the cluster lab runs at most {MAX_NODES}", layout.nodes.len());
         }
@@ -178,7 +141,7 @@ impl Cluster {
             cluster.started.push(node.name.clone());
             cluster.script(&node.ns, "cluster.sh", &args)?;
             let mut import = vec!["import", node.name.as_str()];
-            let archives: Vec<String> = images.archives.iter().map(|a| a.display().to_string()).collect();
+            let archives: Vec<String> = images::ALL.iter().map(|i| i.archive_path().display().to_string()).collect();
             import.extend(archives.iter().map(String::as_str));
             cluster.script(&node.ns, "cluster.sh", &import)?;
         }
@@ -204,7 +167,7 @@ impl Cluster {
             format!("KAPI_ADDR={}", host.ip),
             format!("KAPI_SERVICE_CIDR={SERVICE_CIDR}"),
             format!("CLUSTER_POD_CIDR={POD_CIDR}"),
-            format!("CLUSTER_SANDBOX_IMAGE={PAUSE_IMAGE}"),
+            format!("CLUSTER_SANDBOX_IMAGE={}", images::PAUSE.name),
             "KAPI_CLUSTER=1".to_string(),
             format!("KAPI_NODES={}", nodes.join(" ")),
         ];
@@ -292,7 +255,7 @@ impl Cluster {
     }
 
     /// Applies the seed's three files from `seed_dir`: the Eip and the Service unchanged, the Deployment with
-    /// `luksa/kubia` replaced by [`KUBIA_IMAGE`] (no registry here), then waits for its Pods.
+    /// `luksa/kubia` replaced by [`images::KUBIA`] (no registry here), then waits for its Pods.
     pub fn apply_seed(&self, seed_dir: &Path, timeout: Duration) -> Result<()> {
         let k = self.kubectl.clone().in_dir(seed_dir);
         let path = seed_dir.join("vip-eip.yaml");
@@ -449,7 +412,8 @@ pub fn kube_cache() -> PathBuf {
     std::env::var_os("KAPI_CACHE").map_or_else(|| PathBuf::from(KAPI_CACHE), PathBuf::from)
 }
 
-/// The seed's Deployment with its image replaced by [`KUBIA_IMAGE`], kept only if present on the node.
+/// The seed's Deployment with its image replaced by [`images::KUBIA`], never pulled (no registry here).
 pub fn local_image(deployment: &str) -> String {
-    deployment.replace("image: luksa/kubia", &format!("image: {KUBIA_IMAGE}\n          imagePullPolicy: Never"))
+    deployment
+        .replace("image: luksa/kubia", &format!("image: {}\n          imagePullPolicy: Never", images::KUBIA.name))
 }
