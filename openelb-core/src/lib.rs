@@ -9,6 +9,7 @@ pub mod election;
 pub mod endpoints;
 pub mod event_reason;
 pub mod iface;
+pub mod ipvs_arp;
 pub mod ipam;
 pub mod lifecycle;
 pub mod model;
