@@ -9,10 +9,11 @@
 
 use std::fmt;
 use std::future::Future;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::str::FromStr;
 
 use openelb_core::iface::{self, Iface};
+use openelb_core::ipvs_arp::IpvsArp;
 use openelb_core::model::IpFamily;
 use openelb_core::vrrp::consts::TTL;
 use openelb_core::vrrp::{Advert, Received};
@@ -104,6 +105,13 @@ pub enum NetError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    #[error("nftables table arp {table}: {op}: {source}")]
+    ArpFilter {
+        table: &'static str,
+        op: &'static str,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error("{iface}: {op}: {source}")]
     Io {
         iface: String,
@@ -163,6 +171,26 @@ pub trait NetOps: Send + Sync {
     fn link_up(&self, iface: &Interface) -> impl Future<Output = Result<bool, NetError>> + Send {
         let _ = iface;
         async { Ok(true) }
+    }
+
+    /// Whether kube-proxy's IPVS mode makes this node answer ARP for VIPs it does not hold: reads whether
+    /// kube-ipvs0 exists and the ARP settings of `nics` (the interfaces VIPs are announced on). Backends without
+    /// a kernel (test fakes) keep the default: no kube-ipvs0.
+    fn ipvs_arp(&self, nics: &[Interface]) -> impl Future<Output = Result<IpvsArp, NetError>> + Send {
+        let _ = nics;
+        async { Ok(IpvsArp::NoIpvs) }
+    }
+
+    /// Makes the node keep quiet about exactly `drop`: no ARP reply for them, no ARP request with one of them as
+    /// the sender; replaces what an earlier call (or an earlier process) set up, in one step.
+    fn set_arp_filter(&self, drop: &[Ipv4Addr]) -> impl Future<Output = Result<(), NetError>> + Send {
+        let _ = drop;
+        async { Ok(()) }
+    }
+
+    /// Removes what [`NetOps::set_arp_filter`] set up; nothing to do when there is none.
+    fn remove_arp_filter(&self) -> impl Future<Output = Result<(), NetError>> + Send {
+        async { Ok(()) }
     }
 
     /// Opens a receiver for adverts arriving on the interface in the family (joins the VRRP group there).

@@ -331,3 +331,75 @@ fn vrrp_advert_with_ttl_below_255_is_dropped() {
     assert_eq!((got.ttl, got.advert.priority), (TTL, 100), "the TTL-254 advert must not surface");
     assert_eq!(drops, vec![DecodeFailure::BadTtl], "the TTL-254 advert is reported as a drop");
 }
+
+/// What kube-proxy's IPVS mode does to a node: `vip` bound to `kube-ipvs0` (a bridge without ports stands in for
+/// the dummy device this kernel lacks), kernel default ARP settings.
+fn bind_to_kube_ipvs0(ns: &str, vip: &str) {
+    ip(&["-n", ns, "link", "add", "kube-ipvs0", "type", "bridge"]).unwrap();
+    ip(&["-n", ns, "addr", "add", &format!("{vip}/32"), "dev", "kube-ipvs0"]).unwrap();
+}
+
+#[test]
+#[ignore = "needs root: network namespaces, arping (scripts/test.sh runs it)"]
+fn arp_filter_silences_a_node_for_vips_on_kube_ipvs0_and_goes_away() {
+    require(&[Need::Root, Need::Tool("arping")]);
+    let lab = Hosts::new("ipvsarp");
+    let vip = "192.0.2.95";
+    let target: std::net::Ipv4Addr = vip.parse().unwrap();
+    let answerers = || openelb_lab::arping::answerers(&lab.cl, "eth0", target, 2).unwrap();
+    let (n1_mac, n2_mac) = (N1_MAC.to_string().to_uppercase(), N2_MAC.to_string().to_uppercase());
+
+    // Before kube-ipvs0: nothing to handle.
+    let before = run_in(&lab.n2, || async {
+        let net = LinuxNet::new().unwrap();
+        let eth0 = net.resolve(&IfaceSpec::Name("eth0".into())).await.unwrap();
+        net.ipvs_arp(&[eth0]).await.unwrap()
+    });
+    assert_eq!(before, openelb_core::ipvs_arp::IpvsArp::NoIpvs);
+
+    bind_to_kube_ipvs0(&lab.n1, vip);
+    bind_to_kube_ipvs0(&lab.n2, vip);
+    assert_eq!(answerers(), [n1_mac.clone(), n2_mac.clone()].into(), "the negative control: both nodes answer");
+
+    let (seen, filtered) = run_in(&lab.n2, move || async move {
+        let net = LinuxNet::new().unwrap();
+        let eth0 = net.resolve(&IfaceSpec::Name("eth0".into())).await.unwrap();
+        let seen = net.ipvs_arp(&[eth0]).await.unwrap();
+        (seen, net.set_arp_filter(&[target]).await)
+    });
+    assert!(seen.needs_filter() && seen.describe().contains("eth0 (arp_ignore=0, arp_announce=0)"), "{seen:?}");
+    filtered.unwrap();
+    assert_eq!(answerers(), [n1_mac.clone()].into(), "n2 filtered: only n1 answers");
+    // n2's own gratuitous ARP still leaves (a packet socket, not the arp family's output hook).
+    prime_neighbour(&lab.cl, v4(vip));
+    run_in(&lab.n2, move || async move {
+        let net = LinuxNet::new().unwrap();
+        let eth0 = net.resolve(&IfaceSpec::Name("eth0".into())).await.unwrap();
+        net.announce(&eth0, v4(vip), N2_MAC).await.unwrap();
+    });
+    wait_neigh(&lab.cl, v4(vip), N2_MAC).unwrap();
+
+    // A new instance (a restarted speaker) replaces the table, then removes it: both answer again.
+    let removed = run_in(&lab.n2, || async {
+        let net = LinuxNet::new().unwrap();
+        net.set_arp_filter(&[]).await.unwrap();
+        let listed = std::process::Command::new("nft").args(["list", "tables"]).output();
+        net.remove_arp_filter().await.unwrap();
+        net.remove_arp_filter().await.unwrap(); // nothing left: still fine
+        listed.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default()
+    });
+    if netns::which("nft").is_some() {
+        assert!(removed.contains("table arp openelb-ipvs-arp"), "{removed}");
+    }
+    assert_eq!(answerers(), [n1_mac.clone(), n2_mac].into());
+
+    // strictARP's sysctls: no longer the situation.
+    ip(&["netns", "exec", &lab.n1, "sysctl", "-q", "-w", "net.ipv4.conf.all.arp_ignore=1"]).unwrap();
+    ip(&["netns", "exec", &lab.n1, "sysctl", "-q", "-w", "net.ipv4.conf.all.arp_announce=2"]).unwrap();
+    let strict = run_in(&lab.n1, || async {
+        let net = LinuxNet::new().unwrap();
+        let eth0 = net.resolve(&IfaceSpec::Name("eth0".into())).await.unwrap();
+        net.ipvs_arp(&[eth0]).await.unwrap()
+    });
+    assert_eq!(strict, openelb_core::ipvs_arp::IpvsArp::Strict);
+}

@@ -13,6 +13,7 @@
 //! code inside a namespace) and [`Kubectl`].
 
 pub mod arp_probe;
+pub mod arping;
 pub mod bench;
 pub mod cluster;
 pub mod demo;

@@ -2,15 +2,18 @@
 //! gratuitous ARP and unsolicited NA frames. Everything is created in the network namespace of the thread
 //! that constructs it (sockets keep their namespace for life), which is how the tests target namespaces.
 
+pub mod arp_filter;
 mod codec;
 mod frames;
 pub mod netlink;
+mod sysctl;
 pub mod vrrp_socket;
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Arc, Mutex};
 
+use openelb_core::ipvs_arp::{IPVS_INTERFACE, IpvsArp, NicArp};
 use openelb_core::vrrp::Advert;
 use openelb_core::vrrp::consts::{MULTICAST_V4, MULTICAST_V6};
 use rtnetlink::Handle;
@@ -29,6 +32,9 @@ pub struct LinuxNet {
     /// Opened on first use and kept: see [`frames`] for why.
     frames: Mutex<Option<Arc<frames::FrameSocket>>>,
     snapshots: Mutex<HashMap<u32, ForeignListing>>,
+    /// Opened with the rest, so that it lives in the same namespace; the error is reported when a filter is
+    /// wanted.
+    arp_filter: Result<arp_filter::ArpFilter, Arc<arp_filter::FilterError>>,
 }
 
 /// The node's own addresses on one interface and when they were listed.
@@ -52,6 +58,15 @@ impl LinuxNet {
             senders: Mutex::new(HashMap::new()),
             frames: Mutex::new(None),
             snapshots: Mutex::new(HashMap::new()),
+            arp_filter: arp_filter::ArpFilter::open().map_err(Arc::new),
+        })
+    }
+
+    fn arp_filter(&self, op: &'static str) -> Result<&arp_filter::ArpFilter, NetError> {
+        self.arp_filter.as_ref().map_err(|e| NetError::ArpFilter {
+            table: arp_filter::TABLE,
+            op,
+            source: Box::new(std::io::Error::other(e.to_string())),
         })
     }
 
@@ -167,6 +182,41 @@ impl NetOps for LinuxNet {
             sender.send(src, *dst, &payload).await?;
         }
         Ok(())
+    }
+
+    async fn ipvs_arp(&self, nics: &[Interface]) -> Result<IpvsArp, NetError> {
+        let present = match netlink::link_by_name(&self.handle, IPVS_INTERFACE).await {
+            Ok(_) => true,
+            Err(NetError::NoSuchInterface(_)) => false,
+            Err(e) => return Err(e),
+        };
+        if !present {
+            return Ok(IpvsArp::NoIpvs);
+        }
+        let all = sysctl::arp_conf("all")?;
+        let mut confs = Vec::with_capacity(nics.len());
+        for nic in nics {
+            confs.push(NicArp { nic: nic.name.clone(), conf: sysctl::effective(all, &nic.name)? });
+        }
+        Ok(IpvsArp::assess(true, &confs))
+    }
+
+    async fn set_arp_filter(&self, drop: &[Ipv4Addr]) -> Result<(), NetError> {
+        let op = "replace";
+        self.arp_filter(op)?.replace(drop).map_err(|e| NetError::ArpFilter {
+            table: arp_filter::TABLE,
+            op,
+            source: Box::new(e),
+        })
+    }
+
+    async fn remove_arp_filter(&self) -> Result<(), NetError> {
+        let op = "remove";
+        self.arp_filter(op)?.remove().map_err(|e| NetError::ArpFilter {
+            table: arp_filter::TABLE,
+            op,
+            source: Box::new(e),
+        })
     }
 
     fn advert_receiver(&self, iface: &Interface, family: IpFamily) -> Result<VrrpReceiver, NetError> {
