@@ -26,6 +26,17 @@ pub enum AddressSource {
     Ingress,
 }
 
+/// What the speaker does when kube-proxy's IPVS mode would make every node answer ARP for every VIP
+/// (docs/ipvs.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum IpvsArpFilter {
+    /// Filter the kernel's ARP answers for VIPs this node does not hold (an nftables table in the arp family).
+    #[default]
+    Auto,
+    /// Never filter; the situation is still reported (log, Node Event, metric).
+    Off,
+}
+
 /// Everything one speaker process needs besides the cluster objects.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SpeakerConfig {
@@ -45,6 +56,7 @@ pub struct SpeakerConfig {
     /// When non-empty, adverts go to these addresses instead of the VRRP multicast group.
     pub unicast_peers: Vec<IpAddr>,
     pub addresses: AddressSource,
+    pub ipvs_arp_filter: IpvsArpFilter,
 }
 
 impl SpeakerConfig {
@@ -61,6 +73,7 @@ impl SpeakerConfig {
             preempt_delay: DEFAULT_PREEMPT_DELAY,
             unicast_peers: Vec::new(),
             addresses: AddressSource::Allocate,
+            ipvs_arp_filter: IpvsArpFilter::Auto,
         }
     }
 

@@ -33,6 +33,7 @@ use super::announce_burst::{self, HeldSet};
 use super::config::SpeakerConfig;
 use super::desired::Desired;
 use super::events::{EventSink, VipChange, VipEvent};
+use super::ipvs_filter::IpvsFilter;
 use super::lease::LEASE_STALE;
 use super::metrics::{GroupLabels, GroupMetrics, SpeakerMetrics, state_value};
 use super::notices::Notices;
@@ -146,6 +147,7 @@ pub struct Speaker<N: NetOps> {
     /// The foreign VRIDs the running plan avoided: when the set in use changes, plan again.
     avoided: Vec<ForeignVrid>,
     notices: Notices,
+    ipvs: IpvsFilter,
 }
 
 impl<N: NetOps + 'static> Speaker<N>
@@ -155,6 +157,7 @@ where
     pub fn new(net: Arc<N>, config: SpeakerConfig) -> Result<Self, SpeakerError> {
         let agent = Agent::new(config.node_name.clone(), config.agent_config())?;
         let (advert_tx, advert_rx) = mpsc::channel(1024);
+        let ipvs = IpvsFilter::new(config.ipvs_arp_filter, SpeakerMetrics::default());
         Ok(Speaker {
             net,
             config: Arc::new(config),
@@ -187,11 +190,13 @@ where
             ipv6_peers_warned: false,
             avoided: Vec::new(),
             notices: Notices::new(EventSink::disabled(), SpeakerMetrics::default()),
+            ipvs,
         })
     }
 
     /// Counts into `metrics` (register them in a registry to expose them).
     pub fn with_metrics(mut self, metrics: SpeakerMetrics) -> Self {
+        self.ipvs = IpvsFilter::new(self.config.ipvs_arp_filter, metrics.clone());
         self.metrics = metrics;
         self.notices = Notices::new(self.events.clone(), self.metrics.clone());
         self
@@ -536,6 +541,7 @@ where
         self.ensure_receivers();
         self.cleanup_stale().await;
         self.sync_held();
+        self.check_ipvs_arp().await;
         self.prune_group_metrics();
     }
 
@@ -824,6 +830,7 @@ where
             }
         }
         self.sync_held();
+        self.sync_arp_filter().await;
     }
 
     async fn maintain(&mut self) {
@@ -856,6 +863,38 @@ where
         // Also after an interface came back: the agent still knows the old source address, this loop does not.
         self.ensure_primaries().await;
         self.ensure_receivers();
+        // Not before the first plan: it would filter nothing, then everything, for nothing.
+        if self.desired.is_some() {
+            if self.ipvs.check_due(now) {
+                self.check_ipvs_arp().await;
+            } else if self.ipvs.failing() {
+                self.sync_arp_filter().await;
+            }
+        }
+    }
+
+    /// The plan's VIPs (every node's) and the ones configured here: what the ARP filter is computed from.
+    fn filter_inputs(&self) -> (Vec<IpAddr>, Vec<IpAddr>) {
+        let plan = self.desired.as_ref().map(|d| d.targets.iter().map(|t| t.vip).collect()).unwrap_or_default();
+        let held = self.held.snapshot().into_iter().map(|(_, ip)| ip).collect();
+        (plan, held)
+    }
+
+    /// Reads kube-ipvs0 and the ARP settings of the resolved interfaces, and filters ARP accordingly.
+    async fn check_ipvs_arp(&mut self) {
+        let mut nics: Vec<Interface> = self.nics.values().cloned().collect();
+        nics.sort_by_key(|n| n.index);
+        nics.dedup_by_key(|n| n.index);
+        let (plan, held) = self.filter_inputs();
+        let now = self.now();
+        self.ipvs.assess(self.net.as_ref(), &nics, now, &plan, &held, &mut self.notices).await;
+    }
+
+    /// Brings the ARP filter in line with the VIPs held here (after a takeover or a release).
+    async fn sync_arp_filter(&mut self) {
+        let (plan, held) = self.filter_inputs();
+        let now = self.now();
+        self.ipvs.sync(self.net.as_ref(), now, &plan, &held, &mut self.notices).await;
     }
 
     async fn retry_failed_adds(&mut self) {
@@ -891,6 +930,7 @@ where
                         garps,
                     );
                     self.sync_held();
+                    self.sync_arp_filter().await;
                 }
                 Err(e) if attempts + 1 >= ADD_ATTEMPTS_BEFORE_GIVING_UP => {
                     tracing::error!(
@@ -929,6 +969,9 @@ where
             h.abort();
         }
         self.sync_held();
+        // The filter stays, now with every VIP: removing it would make this node answer ARP for all of them
+        // until the next speaker starts (a rolling update); that one replaces it in one step (docs/ipvs.md).
+        self.sync_arp_filter().await;
         self.prune_group_metrics();
         if let Some(r) = &self.readiness {
             r.set(false);
@@ -971,6 +1014,7 @@ where
         }
         if held_changes {
             self.sync_held();
+            self.sync_arp_filter().await;
         }
     }
 

@@ -92,6 +92,9 @@ pub enum NodeReason {
     ForeignRouter,
     /// The plan could not do everything exactly (VRID range full, conflicting VIPs, ...).
     PlanApproximated,
+    /// kube-proxy's IPVS mode makes this node answer ARP for VIPs it does not hold, and the speaker does not
+    /// filter those answers (turned off, or the filter cannot be set up).
+    IpvsArpUnfiltered,
 }
 
 impl NodeReason {
@@ -100,6 +103,7 @@ impl NodeReason {
         match self {
             NodeReason::ForeignRouter => "ForeignVRRPRouter",
             NodeReason::PlanApproximated => "VRRPPlanApproximated",
+            NodeReason::IpvsArpUnfiltered => "IPVSARPNotFiltered",
         }
     }
 
@@ -107,6 +111,7 @@ impl NodeReason {
         match self {
             NodeReason::ForeignRouter => "Ignore",
             NodeReason::PlanApproximated => "Plan",
+            NodeReason::IpvsArpUnfiltered => "FilterARP",
         }
     }
 }

@@ -13,6 +13,7 @@
 //! - [`announce_burst`]: gratuitous ARP / NA bursts that never block the loop.
 //! - [`source`]: the Kubernetes watches, their caches, coalescing and API connectivity.
 //! - [`events`]: `VIPAnnounced` / `VIPWithdrawn` Events, queued without blocking the loop.
+//! - [`ipvs_filter`]: keeps this node quiet on ARP for VIPs it does not hold when kube-proxy runs in IPVS mode.
 //! - [`metrics`]: the Prometheus series; [`metrics_addr`]: where they are served.
 //!
 //! The decisions it carries out: docs/election.md and docs/vrrp.md.
@@ -22,6 +23,7 @@ pub mod config;
 pub mod desired;
 pub mod driver;
 pub mod events;
+pub mod ipvs_filter;
 pub mod lease;
 pub mod metrics;
 pub mod metrics_addr;
@@ -33,7 +35,7 @@ pub mod source;
 /// Moved to the shared crate (the controller plans from the same snapshot); kept here under its old path.
 pub use openelb_k8s::snapshot;
 
-pub use config::{AddressSource, SpeakerConfig};
+pub use config::{AddressSource, IpvsArpFilter, SpeakerConfig};
 pub use desired::{Desired, INTERNAL_IP_SPEC, desired, desired_in};
 pub use driver::{Control, Speaker, SpeakerError, first_snapshot};
 pub use events::{EventSink, NodeEvent, NodeReason, ServiceRefs, SpeakerEvent, VipChange, VipEvent};

@@ -21,7 +21,7 @@ use openelb_speaker::metrics_addr::{MetricsAddr, parse_metrics_addr};
 use openelb_speaker::shared::watch_shared;
 use openelb_speaker::source::{self, KubeSource};
 use openelb_speaker::{
-    AddressSource, Control, EventSink, LocalVrrp, ServiceRefs, SharedVrrp, Speaker, SpeakerConfig, SpeakerMetrics,
+    AddressSource, Control, EventSink, IpvsArpFilter, LocalVrrp, ServiceRefs, SharedVrrp, Speaker, SpeakerConfig, SpeakerMetrics,
     first_snapshot,
 };
 use prometheus_client::registry::Registry;
@@ -60,8 +60,9 @@ peer's link-local address there) and --unicast-peer.
 For every Eip with `protocol: vip` the VIPs are grouped by candidate nodes and first preference into VRRP
 instances; every node computes the same groups, VRIDs and priorities from the same objects. The master of an
 instance adds its VIPs (/32 or /128, with this node's MAC) to the interface and sends a burst of gratuitous
-ARPs / unsolicited NAs; backups take over when adverts stop. On start it removes addresses it added earlier
-(marked as openelb's) inside VIP-mode pools that it does not hold.
+ARPs / unsolicited NAs; backups take over when adverts stop. With kube-proxy in IPVS mode and ARP not strict,
+it keeps this node from answering ARP for VIPs other nodes hold (--ipvs-arp-filter, docs/ipvs.md). On start
+it removes addresses it added earlier (marked as openelb's) inside VIP-mode pools that it does not hold.
 
 Metrics (Prometheus) on --metrics-addr, by default port 8477 of the node's InternalIP only (never the VIP
 LAN's other addresses): /metrics with openelb_speaker_vrrp_state{vrid,interface,family} (0 init, 1 backup,
@@ -70,8 +71,9 @@ _vips, _api_connected, _events_dropped_total, _plan_duration_seconds, _plan_fail
 openelb_vrrp_packets_dropped_total{reason} (packets that did not decode), openelb_vrrp_adverts_dropped_total{reason}
 (adverts the agent screened out), openelb_vrrp_foreign_routers{family,vrid},
 openelb_vrrp_foreign_adverts_total{family}, openelb_vrrp_plan_issues{kind}, openelb_vrrp_known_peers,
-openelb_objects_undecodable_total{kind}; /healthz; /readyz (ready once the first plan is applied). Plans are
-computed beside the VRRP loop, never in it.
+openelb_objects_undecodable_total{kind}, openelb_ipvs_arp_filter (0 nothing to do, 1 filtering, 2 off,
+3 failing), openelb_ipvs_arp_filtered_vips, openelb_ipvs_arp_filter_failures_total; /healthz; /readyz (ready
+once the first plan is applied). Plans are computed beside the VRRP loop, never in it.
 
 SIGTERM/SIGINT: priority-0 adverts, VIPs removed, exit 0. SIGHUP: re-read the manifests, or re-list every
 watched kind from the API, and re-plan (running groups keep their VRIDs). Logs go to stderr; RUST_LOG sets
@@ -152,6 +154,14 @@ struct Args {
     #[arg(long, value_name = "NAMESPACE", conflicts_with = "manifests")]
     namespace: Option<String>,
 
+    /// With kube-proxy in IPVS mode (an interface kube-ipvs0) and ARP not strict (arp_ignore < 1 or arp_announce
+    /// < 2), every node answers ARP for every VIP. `auto`: this node then does not answer ARP for the VIPs it
+    /// does not hold (nftables table `arp openelb-ipvs-arp`, needs NET_ADMIN). `off`: no filter; the situation is
+    /// reported (log, IPVSARPNotFiltered Event on the Node, openelb_ipvs_arp_filter 2) and kube-proxy's
+    /// strictARP must be set by hand.
+    #[arg(long, value_enum, value_name = "MODE", default_value = "auto")]
+    ipvs_arp_filter: IpvsArpFilter,
+
     /// Log format on stderr.
     #[arg(long, value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -170,6 +180,7 @@ impl Args {
             preempt_delay: self.preempt_delay,
             unicast_peers: self.unicast_peers.clone(),
             addresses,
+            ipvs_arp_filter: self.ipvs_arp_filter,
             ..SpeakerConfig::new(node_name)
         }
     }

@@ -98,6 +98,12 @@ pub struct SpeakerMetrics {
     pub known_peers: Gauge,
     /// Node Events not recorded because of their rate limit (their text is in the log).
     pub events_suppressed: Counter,
+    /// [`crate::ipvs_filter::FilterState`] as a number.
+    pub ipvs_arp_filter: Gauge,
+    /// VIPs the ARP filter keeps this node quiet about.
+    pub ipvs_arp_filtered: Gauge,
+    /// Attempts to set up, update or remove the ARP filter that failed.
+    pub ipvs_arp_filter_failures: Counter,
 }
 
 impl SpeakerMetrics {
@@ -185,6 +191,23 @@ impl SpeakerMetrics {
             "openelb_speaker_events_suppressed",
             "Node Events not recorded because of their rate limit (the log has every report)",
             self.events_suppressed.clone(),
+        );
+        registry.register(
+            "openelb_ipvs_arp_filter",
+            "kube-proxy IPVS mode and ARP on this node: 0 nothing to do (no kube-ipvs0, or strict ARP), 1 filtering \
+             ARP for VIPs held elsewhere, 2 every node answers ARP for every VIP: filter turned off \
+             (--ipvs-arp-filter off), 3 every node answers: the filter cannot be set up",
+            self.ipvs_arp_filter.clone(),
+        );
+        registry.register(
+            "openelb_ipvs_arp_filtered_vips",
+            "VIPs this node does not answer ARP for because another node holds them (kube-proxy IPVS mode)",
+            self.ipvs_arp_filtered.clone(),
+        );
+        registry.register(
+            "openelb_ipvs_arp_filter_failures",
+            "Attempts to set up, update or remove the ARP filter (nftables table arp openelb-ipvs-arp) that failed",
+            self.ipvs_arp_filter_failures.clone(),
         );
         // Every reason from the start, so a rate over a reason that never happened is 0 rather than absent.
         for reason in DecodeFailure::ALL {

@@ -166,7 +166,7 @@ impl Notices {
     }
 
     /// Records a Node Event unless this window's budget is spent (then it is only counted).
-    fn node_event(&mut self, now: Time, reason: NodeReason, note: String) {
+    pub fn node_event(&mut self, now: Time, reason: NodeReason, note: String) {
         let open = self.window.is_some_and(|(start, _)| now < start.saturating_add(NODE_EVENT_WINDOW));
         if !open {
             self.window = Some((now, 0));

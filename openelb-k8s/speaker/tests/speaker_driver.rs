@@ -353,3 +353,122 @@ async fn without_the_shared_state_listed_the_first_plan_waits_then_plans_alone()
     ctl.send(Control::Shutdown).await.unwrap();
     task.await.unwrap().unwrap();
 }
+
+fn loose_arp() -> openelb_core::ipvs_arp::IpvsArp {
+    use openelb_core::ipvs_arp::{ArpConf, NicArp};
+    openelb_core::ipvs_arp::IpvsArp::Loose(vec![NicArp { nic: "eth0".into(), conf: ArpConf::default() }])
+}
+
+/// The speaker on node-a with metrics and Events, kube-ipvs0 present with default ARP settings.
+fn start_ipvs(
+    net: Arc<FakeNet>,
+    mode: openelb_speaker::IpvsArpFilter,
+) -> (
+    mpsc::Sender<Control>,
+    tokio::task::JoinHandle<Result<(), openelb_speaker::SpeakerError>>,
+    u8,
+    openelb_speaker::SpeakerMetrics,
+    mpsc::Receiver<openelb_speaker::SpeakerEvent>,
+) {
+    net.set_ipvs(loose_arp());
+    let mut config = SpeakerConfig::new("node-a");
+    config.ipvs_arp_filter = mode;
+    let vrid = desired(&cluster(), &config, None).plan.group_of(&vip()).unwrap().vrid;
+    let metrics = openelb_speaker::SpeakerMetrics::default();
+    let (sink, events) = openelb_speaker::EventSink::channel(64, metrics.events_dropped.clone());
+    let speaker = Speaker::new(net, config).unwrap().with_metrics(metrics.clone()).with_events(sink);
+    let (tx, rx) = mpsc::channel(4);
+    let task = tokio::spawn(speaker.run(cluster(), rx));
+    (tx, task, vrid, metrics, events)
+}
+
+fn node_events(rx: &mut mpsc::Receiver<openelb_speaker::SpeakerEvent>) -> Vec<openelb_speaker::NodeEvent> {
+    let mut out = Vec::new();
+    while let Ok(e) = rx.try_recv() {
+        if let openelb_speaker::SpeakerEvent::Node(n) = e {
+            out.push(n);
+        }
+    }
+    out
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_kube_ipvs0_the_arp_filter_follows_the_vips_held_here() {
+    let (net, inject) = FakeNet::new(&[], false);
+    let (ctl, task, vrid, metrics, mut events) = start_ipvs(Arc::clone(&net), openelb_speaker::IpvsArpFilter::Auto);
+    let v4: std::net::Ipv4Addr = VIP.parse().unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Planned (nothing held yet: the VIP is filtered), then master alone: nothing filtered.
+    assert_eq!(net.filters(), vec![Some(vec![v4]), Some(vec![])], "{:?}", net.ops());
+    assert_eq!(metrics.ipvs_arp_filter.get(), 1);
+
+    // Another node takes over: the VIP is filtered again once it is removed here.
+    inject
+        .send(Received {
+            src: "192.0.2.4".parse().unwrap(),
+            dst: "224.0.0.18".parse().unwrap(),
+            ttl: TTL,
+            advert: Advert { vrid, priority: 254, max_advert_int: 10, addresses: vec![vip()] },
+        })
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(net.ops().last(), Some(&Op::Remove(vip())));
+    assert_eq!(net.filters().last(), Some(&Some(vec![v4])));
+    assert_eq!(metrics.ipvs_arp_filtered.get(), 1);
+
+    // The other master falls silent: this node takes the VIP back and stops filtering it. The periodic check
+    // (every 10 s) sets nothing when nothing changed; strict ARP later takes the filter down.
+    tokio::time::sleep(Duration::from_secs(25)).await;
+    assert_eq!(net.count(&Op::Add(vip())), 2);
+    assert_eq!(net.filters(), vec![Some(vec![v4]), Some(vec![]), Some(vec![v4]), Some(vec![])]);
+    net.set_ipvs(openelb_core::ipvs_arp::IpvsArp::Strict);
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    assert_eq!(net.filters().last(), Some(&None));
+    assert_eq!(metrics.ipvs_arp_filter.get(), 0);
+    assert!(node_events(&mut events).iter().all(|e| e.reason != openelb_speaker::NodeReason::IpvsArpUnfiltered));
+    ctl.send(Control::Shutdown).await.unwrap();
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_filter_that_cannot_be_set_is_reported_counted_and_retried() {
+    let (net, _inject) = FakeNet::new(&[], false);
+    net.fail_filter(true);
+    let (ctl, task, _, metrics, mut events) = start_ipvs(Arc::clone(&net), openelb_speaker::IpvsArpFilter::Auto);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(metrics.ipvs_arp_filter.get(), 3);
+    let failures = metrics.ipvs_arp_filter_failures.get();
+    assert!(failures >= 3, "retried every maintenance tick: {failures}");
+    let reported = node_events(&mut events);
+    let ipvs: Vec<_> =
+        reported.iter().filter(|e| e.reason == openelb_speaker::NodeReason::IpvsArpUnfiltered).collect();
+    assert_eq!(ipvs.len(), 1, "one Event for one failure, however often retried: {reported:?}");
+    for needle in ["eth0 (arp_ignore=0, arp_announce=0)", "strictARP: true", "arp_ignore=1", "openelb-ipvs-arp"] {
+        assert!(ipvs[0].note.contains(needle), "{needle}: {}", ipvs[0].note);
+    }
+
+    // It works again: filtering, and the VIP this node holds is not in it.
+    net.fail_filter(false);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(metrics.ipvs_arp_filter.get(), 1);
+    assert_eq!(net.filters().last(), Some(&Some(vec![])));
+    ctl.send(Control::Shutdown).await.unwrap();
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn turned_off_it_only_reports_and_clears_a_filter_left_by_an_earlier_run() {
+    let (net, _inject) = FakeNet::new(&[], false);
+    let (ctl, task, _, metrics, mut events) = start_ipvs(Arc::clone(&net), openelb_speaker::IpvsArpFilter::Off);
+    tokio::time::sleep(Duration::from_secs(25)).await;
+    assert_eq!(net.filters(), vec![None], "only the removal of a leftover");
+    assert_eq!(metrics.ipvs_arp_filter.get(), 2);
+    let reported = node_events(&mut events);
+    let ipvs: Vec<_> =
+        reported.iter().filter(|e| e.reason == openelb_speaker::NodeReason::IpvsArpUnfiltered).collect();
+    assert_eq!(ipvs.len(), 1, "{reported:?}");
+    assert!(ipvs[0].note.contains("--ipvs-arp-filter off") && ipvs[0].note.contains("strictARP"), "{}", ipvs[0].note);
+    ctl.send(Control::Shutdown).await.unwrap();
+    task.await.unwrap().unwrap();
+}

@@ -1,10 +1,12 @@
 //! A recording fake backend for the speaker's loop: node-a's eth0 (192.0.2.3, link-local fe80::3), every VIP
 //! change, GARP and advert recorded with the (tokio, possibly paused) time it happened, and adverts injected
-//! through a channel as if received.
+//! through a channel as if received. kube-ipvs0 and the ARP settings are whatever the test says
+//! ([`FakeNet::set_ipvs`]); the ARP filters set are recorded apart from the other operations.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Arc, Mutex};
 
+use openelb_core::ipvs_arp::IpvsArp;
 use openelb_core::model::IpFamily;
 use openelb_core::vrrp::{Advert, Received};
 use openelb_net::ops::{AdvertReceiver, IfaceSpec, Incoming, Interface, NetError, NetOps};
@@ -27,6 +29,10 @@ pub struct FakeNet {
     ours: Mutex<Vec<IpAddr>>,
     fail_adds: bool,
     inject: Mutex<Option<mpsc::Receiver<Received>>>,
+    ipvs: Mutex<IpvsArp>,
+    fail_filter: Mutex<bool>,
+    /// Every ARP filter set (`Some(drop)`) or removed (`None`), in order.
+    filters: Mutex<Vec<Option<Vec<Ipv4Addr>>>>,
 }
 
 impl FakeNet {
@@ -39,6 +45,9 @@ impl FakeNet {
             ours: Mutex::new(stale.iter().map(|s| s.parse().unwrap()).collect()),
             fail_adds,
             inject: Mutex::new(Some(rx)),
+            ipvs: Mutex::new(IpvsArp::NoIpvs),
+            fail_filter: Mutex::new(false),
+            filters: Mutex::new(Vec::new()),
         };
         (Arc::new(net), tx)
     }
@@ -65,6 +74,20 @@ impl FakeNet {
     /// When `op` first happened.
     pub fn first(&self, op: &Op) -> Option<Instant> {
         self.ops.lock().unwrap().iter().find(|(_, o)| o == op).map(|(t, _)| *t)
+    }
+
+    /// What `ipvs_arp` reports from now on.
+    pub fn set_ipvs(&self, seen: IpvsArp) {
+        *self.ipvs.lock().unwrap() = seen;
+    }
+
+    /// Whether setting the ARP filter fails (as without NET_ADMIN or nf_tables).
+    pub fn fail_filter(&self, fail: bool) {
+        *self.fail_filter.lock().unwrap() = fail;
+    }
+
+    pub fn filters(&self) -> Vec<Option<Vec<Ipv4Addr>>> {
+        self.filters.lock().unwrap().clone()
     }
 
     fn push(&self, op: Op) {
@@ -132,7 +155,30 @@ impl NetOps for FakeNet {
         Ok(())
     }
 
+    async fn ipvs_arp(&self, _: &[Interface]) -> Result<IpvsArp, NetError> {
+        Ok(self.ipvs.lock().unwrap().clone())
+    }
+
+    async fn set_arp_filter(&self, drop: &[Ipv4Addr]) -> Result<(), NetError> {
+        if *self.fail_filter.lock().unwrap() {
+            let source = Box::new(std::io::Error::from_raw_os_error(libc_eperm()));
+            return Err(NetError::ArpFilter { table: "openelb-ipvs-arp", op: "replace", source });
+        }
+        self.filters.lock().unwrap().push(Some(drop.to_vec()));
+        Ok(())
+    }
+
+    async fn remove_arp_filter(&self) -> Result<(), NetError> {
+        self.filters.lock().unwrap().push(None);
+        Ok(())
+    }
+
     fn advert_receiver(&self, _: &Interface, _: IpFamily) -> Result<FakeReceiver, NetError> {
         Ok(FakeReceiver(self.inject.lock().unwrap().take()))
     }
+}
+
+/// EPERM, what the kernel answers a process without NET_ADMIN.
+fn libc_eperm() -> i32 {
+    1
 }
