@@ -21,8 +21,8 @@ use openelb_speaker::metrics_addr::{MetricsAddr, parse_metrics_addr};
 use openelb_speaker::shared::watch_shared;
 use openelb_speaker::source::{self, KubeSource};
 use openelb_speaker::{
-    AddressSource, Control, EventSink, IpvsArpFilter, LocalVrrp, ServiceRefs, SharedVrrp, Speaker, SpeakerConfig, SpeakerMetrics,
-    first_snapshot,
+    AddressSource, Control, EventSink, IpvsArpFilter, LocalVrrp, ServiceRefs, SharedVrrp, Speaker, SpeakerConfig,
+    SpeakerMetrics, first_snapshot,
 };
 use prometheus_client::registry::Registry;
 use tokio::signal::unix::{SignalKind, signal};

@@ -441,8 +441,7 @@ async fn a_filter_that_cannot_be_set_is_reported_counted_and_retried() {
     let failures = metrics.ipvs_arp_filter_failures.get();
     assert!(failures >= 3, "retried every maintenance tick: {failures}");
     let reported = node_events(&mut events);
-    let ipvs: Vec<_> =
-        reported.iter().filter(|e| e.reason == openelb_speaker::NodeReason::IpvsArpUnfiltered).collect();
+    let ipvs: Vec<_> = reported.iter().filter(|e| e.reason == openelb_speaker::NodeReason::IpvsArpUnfiltered).collect();
     assert_eq!(ipvs.len(), 1, "one Event for one failure, however often retried: {reported:?}");
     for needle in ["eth0 (arp_ignore=0, arp_announce=0)", "strictARP: true", "arp_ignore=1", "openelb-ipvs-arp"] {
         assert!(ipvs[0].note.contains(needle), "{needle}: {}", ipvs[0].note);
@@ -465,8 +464,7 @@ async fn turned_off_it_only_reports_and_clears_a_filter_left_by_an_earlier_run()
     assert_eq!(net.filters(), vec![None], "only the removal of a leftover");
     assert_eq!(metrics.ipvs_arp_filter.get(), 2);
     let reported = node_events(&mut events);
-    let ipvs: Vec<_> =
-        reported.iter().filter(|e| e.reason == openelb_speaker::NodeReason::IpvsArpUnfiltered).collect();
+    let ipvs: Vec<_> = reported.iter().filter(|e| e.reason == openelb_speaker::NodeReason::IpvsArpUnfiltered).collect();
     assert_eq!(ipvs.len(), 1, "{reported:?}");
     assert!(ipvs[0].note.contains("--ipvs-arp-filter off") && ipvs[0].note.contains("strictARP"), "{}", ipvs[0].note);
     ctl.send(Control::Shutdown).await.unwrap();

@@ -21,10 +21,9 @@ use std::time::Duration;
 
 use netlink_packet_core::{NLM_F_ACK, NLM_F_APPEND, NLM_F_CREATE, NLM_F_REQUEST, NetlinkMessage, NetlinkPayload};
 use netlink_packet_netfilter::nftables::{
-    ChainAttribute, ChainMessage, Cmp, DataAttribute, Expressions, Hook, HookNumber, Immediate, ListAttribute,
-    Lookup, NfTablesMessage, Operator, Payload, Register, RuleAttribute, RuleMessage, SetAttribute,
-    SetElementAttribute, SetElementList, SetElementMessage, SetMessage, TableAttribute, TableMessage, Verdict,
-    VerdictAttribute,
+    ChainAttribute, ChainMessage, Cmp, DataAttribute, Expressions, Hook, HookNumber, Immediate, ListAttribute, Lookup,
+    NfTablesMessage, Operator, Payload, Register, RuleAttribute, RuleMessage, SetAttribute, SetElementAttribute,
+    SetElementList, SetElementMessage, SetMessage, TableAttribute, TableMessage, Verdict, VerdictAttribute,
 };
 use netlink_packet_netfilter::none::ControlMessage;
 use netlink_packet_netfilter::{NetfilterHeader, NetfilterMessage, NetfilterProtoFamily};
@@ -92,7 +91,10 @@ impl ArpFilter {
 
     /// Removes the table; nothing to do when it is absent.
     pub fn remove(&self) -> Result<(), FilterError> {
-        self.transact(vec![table_msg(NfTablesMessage::NewTable, NLM_F_CREATE), table_msg(NfTablesMessage::DeleteTable, 0)])
+        self.transact(vec![
+            table_msg(NfTablesMessage::NewTable, NLM_F_CREATE),
+            table_msg(NfTablesMessage::DeleteTable, 0),
+        ])
     }
 
     /// Sends one transaction and waits for the kernel's answer to each of its messages.
@@ -159,7 +161,8 @@ fn netlink_align(len: usize) -> usize {
 type Message = (String, NetlinkMessage<NetfilterMessage>);
 
 fn nft(inner: NfTablesMessage, flags: u16) -> NetlinkMessage<NetfilterMessage> {
-    let mut msg = NetlinkMessage::from(NetfilterMessage::new(NetfilterHeader::new(NetfilterProtoFamily::ARP, 0, 0), inner));
+    let mut msg =
+        NetlinkMessage::from(NetfilterMessage::new(NetfilterHeader::new(NetfilterProtoFamily::ARP, 0, 0), inner));
     msg.header.flags |= flags;
     msg
 }
@@ -338,7 +341,14 @@ mod tests {
         let batches = replace_batches(&few);
         assert_eq!(batches.len(), 1);
         let whats: Vec<&str> = batches[0].iter().map(|(w, _)| w.as_str()).collect();
-        assert_eq!(whats[..3], ["creation of table arp openelb-ipvs-arp", "deletion of table arp openelb-ipvs-arp", "creation of table arp openelb-ipvs-arp"]);
+        assert_eq!(
+            whats[..3],
+            [
+                "creation of table arp openelb-ipvs-arp",
+                "deletion of table arp openelb-ipvs-arp",
+                "creation of table arp openelb-ipvs-arp"
+            ]
+        );
         assert_eq!(count_elements(&batches), 10);
         assert!(replace_batches(&[]).iter().flatten().all(|(w, _)| !w.contains("elements")));
 
