@@ -13,7 +13,7 @@ use openelb_core::model::Cluster;
 use openelb_core::vrrp::consts::TTL;
 use openelb_core::vrrp::{Advert, Received};
 use openelb_k8s::manifest::Manifests;
-use openelb_speaker::{Control, Speaker, SpeakerConfig, desired};
+use openelb_speaker::{Control, IpvsArpFilter, Speaker, SpeakerConfig, desired};
 use support::fake_net::{FakeNet, Op};
 use support::{VIP, vip};
 use tokio::sync::mpsc;
@@ -359,17 +359,17 @@ fn loose_arp() -> openelb_core::ipvs_arp::IpvsArp {
     openelb_core::ipvs_arp::IpvsArp::Loose(vec![NicArp { nic: "eth0".into(), conf: ArpConf::default() }])
 }
 
+/// A running speaker: its control channel, its task, the VIP's VRID, its metrics and its Events.
+struct Running {
+    ctl: mpsc::Sender<Control>,
+    task: tokio::task::JoinHandle<Result<(), openelb_speaker::SpeakerError>>,
+    vrid: u8,
+    metrics: openelb_speaker::SpeakerMetrics,
+    events: mpsc::Receiver<openelb_speaker::SpeakerEvent>,
+}
+
 /// The speaker on node-a with metrics and Events, kube-ipvs0 present with default ARP settings.
-fn start_ipvs(
-    net: Arc<FakeNet>,
-    mode: openelb_speaker::IpvsArpFilter,
-) -> (
-    mpsc::Sender<Control>,
-    tokio::task::JoinHandle<Result<(), openelb_speaker::SpeakerError>>,
-    u8,
-    openelb_speaker::SpeakerMetrics,
-    mpsc::Receiver<openelb_speaker::SpeakerEvent>,
-) {
+fn start_ipvs(net: Arc<FakeNet>, mode: IpvsArpFilter) -> Running {
     net.set_ipvs(loose_arp());
     let mut config = SpeakerConfig::new("node-a");
     config.ipvs_arp_filter = mode;
@@ -379,7 +379,7 @@ fn start_ipvs(
     let speaker = Speaker::new(net, config).unwrap().with_metrics(metrics.clone()).with_events(sink);
     let (tx, rx) = mpsc::channel(4);
     let task = tokio::spawn(speaker.run(cluster(), rx));
-    (tx, task, vrid, metrics, events)
+    Running { ctl: tx, task, vrid, metrics, events }
 }
 
 fn node_events(rx: &mut mpsc::Receiver<openelb_speaker::SpeakerEvent>) -> Vec<openelb_speaker::NodeEvent> {
@@ -395,7 +395,7 @@ fn node_events(rx: &mut mpsc::Receiver<openelb_speaker::SpeakerEvent>) -> Vec<op
 #[tokio::test(start_paused = true)]
 async fn with_kube_ipvs0_the_arp_filter_follows_the_vips_held_here() {
     let (net, inject) = FakeNet::new(&[], false);
-    let (ctl, task, vrid, metrics, mut events) = start_ipvs(Arc::clone(&net), openelb_speaker::IpvsArpFilter::Auto);
+    let Running { ctl, task, vrid, metrics, mut events } = start_ipvs(Arc::clone(&net), IpvsArpFilter::Auto);
     let v4: std::net::Ipv4Addr = VIP.parse().unwrap();
     tokio::time::sleep(Duration::from_secs(1)).await;
     // Planned (nothing held yet: the VIP is filtered), then master alone: nothing filtered.
@@ -435,7 +435,7 @@ async fn with_kube_ipvs0_the_arp_filter_follows_the_vips_held_here() {
 async fn a_filter_that_cannot_be_set_is_reported_counted_and_retried() {
     let (net, _inject) = FakeNet::new(&[], false);
     net.fail_filter(true);
-    let (ctl, task, _, metrics, mut events) = start_ipvs(Arc::clone(&net), openelb_speaker::IpvsArpFilter::Auto);
+    let Running { ctl, task, metrics, mut events, .. } = start_ipvs(Arc::clone(&net), IpvsArpFilter::Auto);
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert_eq!(metrics.ipvs_arp_filter.get(), 3);
     let failures = metrics.ipvs_arp_filter_failures.get();
@@ -459,7 +459,7 @@ async fn a_filter_that_cannot_be_set_is_reported_counted_and_retried() {
 #[tokio::test(start_paused = true)]
 async fn turned_off_it_only_reports_and_clears_a_filter_left_by_an_earlier_run() {
     let (net, _inject) = FakeNet::new(&[], false);
-    let (ctl, task, _, metrics, mut events) = start_ipvs(Arc::clone(&net), openelb_speaker::IpvsArpFilter::Off);
+    let Running { ctl, task, metrics, mut events, .. } = start_ipvs(Arc::clone(&net), IpvsArpFilter::Off);
     tokio::time::sleep(Duration::from_secs(25)).await;
     assert_eq!(net.filters(), vec![None], "only the removal of a leftover");
     assert_eq!(metrics.ipvs_arp_filter.get(), 2);

@@ -313,23 +313,24 @@ pub(crate) fn replace_batches(drop: &[Ipv4Addr]) -> Vec<Vec<Message>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use netlink_packet_netfilter::NetfilterMessageInner;
 
     fn count_elements(batches: &[Vec<Message>]) -> usize {
         batches
             .iter()
             .flatten()
             .map(|(_, m)| match &m.payload {
-                NetlinkPayload::InnerMessage(NetfilterMessage { inner, .. }) => match inner {
-                    netlink_packet_netfilter::NetfilterMessageInner::NfTables(NfTablesMessage::NewSetElement(s)) => s
-                        .attributes
-                        .iter()
-                        .map(|a| match a {
-                            SetElementList::Elements(e) => e.len(),
-                            _ => 0,
-                        })
-                        .sum(),
-                    _ => 0,
-                },
+                NetlinkPayload::InnerMessage(NetfilterMessage {
+                    inner: NetfilterMessageInner::NfTables(NfTablesMessage::NewSetElement(s)),
+                    ..
+                }) => s
+                    .attributes
+                    .iter()
+                    .map(|a| match a {
+                        SetElementList::Elements(e) => e.len(),
+                        _ => 0,
+                    })
+                    .sum(),
                 _ => 0,
             })
             .sum()
