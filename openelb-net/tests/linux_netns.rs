@@ -403,3 +403,31 @@ fn arp_filter_silences_a_node_for_vips_on_kube_ipvs0_and_goes_away() {
     });
     assert_eq!(strict, openelb_core::ipvs_arp::IpvsArp::Strict);
 }
+
+/// Why the ARP filter has no IPv6 half: the kernel answers a Neighbor Solicitation only for an address of the
+/// interface it arrived on, so a VIP on kube-ipvs0 is not answered on eth0 (docs/ipvs.md).
+#[test]
+#[ignore = "needs root: network namespaces, ndisc6 (scripts/test.sh runs it)"]
+fn ipv6_addresses_on_kube_ipvs0_are_not_answered_on_eth0() {
+    require(&[Need::Root, Need::Tool("ndisc6")]);
+    let lab = Hosts::new("ipvsnd");
+    ip(&["-n", &lab.n1, "link", "add", "kube-ipvs0", "type", "bridge"]).unwrap();
+    ip(&["-n", &lab.n1, "addr", "add", "2001:db8::95/128", "dev", "kube-ipvs0", "nodad"]).unwrap();
+    let solicit = |target: &str| {
+        let out = netns::exec_output(&lab.cl, &["ndisc6", "-r", "3", "-w", "500", target, "eth0"]).unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    // The control: the node's own address is answered (once its DAD is done), so the tool and the link work.
+    let own = eventually_with(
+        "n1 answering for its eth0 address",
+        Duration::from_secs(5),
+        Duration::from_millis(200),
+        || {
+            let out = solicit("2001:db8::11");
+            if out.contains("Target link-layer address") { Ok(out) } else { Err(out) }
+        },
+    );
+    assert!(own.is_ok(), "{own:?}");
+    let on_ipvs = solicit("2001:db8::95");
+    assert!(!on_ipvs.contains("Target link-layer address"), "answered for an address on kube-ipvs0: {on_ipvs}");
+}
