@@ -23,10 +23,12 @@ fi
 # tcpdump/tshark (captures) and ndisc6. The kube-apiserver of the apiserver tests comes from scripts/kapi.sh.
 # scripts/image.sh builds the images with podman (busybox-static for the pause image) and checks that
 # containerd's ctr imports them.
+# The real-cluster lab (scripts/cluster.sh) runs containerd, runc and the CNI plugins on every node.
 apt_pkgs=(iproute2 iptables iputils-ping iputils-arping keepalived curl tcpdump tshark ndisc6 podman containerd
-  busybox-static)
+  busybox-static runc containernetworking-plugins conntrack)
 # Programs the ignored tests call, checked after the install.
-tools=(ip iptables ping arping keepalived curl tcpdump tshark sysctl kubectl etcd podman containerd ctr busybox)
+tools=(ip iptables ping arping keepalived curl tcpdump tshark sysctl kubectl etcd podman containerd ctr busybox runc
+  nsenter)
 if [ "$root" = 1 ]; then
   missing=()
   for p in "${apt_pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
@@ -37,15 +39,18 @@ if [ "$root" = 1 ]; then
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${missing[@]}"
   fi
-  # kube-apiserver v1.20.2 + etcd: built from Debian's `kubernetes` source package on the first run on a
-  # machine (about 3.5 min, 1.3 GB RAM), then taken from /var/cache/openelb-kapi.
-  echo "== scripts/kapi.sh install"
-  bash scripts/kapi.sh install
+  # Kubernetes v1.20.2 (kube-apiserver, kube-controller-manager, kube-scheduler, kube-proxy, kubelet, kubectl)
+  # + etcd: built from Debian's `kubernetes` source package on the first run on a machine (about 8 min, 1.3 GB
+  # RAM), then taken from /var/cache/openelb-kapi.
+  echo "== scripts/kapi.sh install cluster"
+  bash scripts/kapi.sh install cluster
   absent=()
   for t in "${tools[@]}"; do
     command -v "$t" >/dev/null 2>&1 || [ -x "/usr/sbin/$t" ] || [ -x "/sbin/$t" ] || absent+=("$t")
   done
-  [ -x "${KAPI_CACHE:-/var/cache/openelb-kapi/v1.20.2}/kube-apiserver" ] || absent+=(kube-apiserver)
+  for t in kube-apiserver kube-controller-manager kube-scheduler kube-proxy kubelet kubectl; do
+    [ -x "${KAPI_CACHE:-/var/cache/openelb-kapi/v1.20.2}/$t" ] || absent+=("$t")
+  done
   if [ "${#absent[@]}" -gt 0 ]; then
     echo "error: prerequisites still missing after the install: ${absent[*]}" >&2
     exit 1

@@ -12,8 +12,8 @@ use openelb_k8s::duration::parse_duration;
 use openelb_lab::interrupt::install_ctrl_c;
 use openelb_lab::speaker_program::{self, find_openelb_speaker};
 use openelb_lab::{
-    Lab, LabConfig, Layout, OpenelbSpeakerCommand, STATE_ROOT, SpeakerProgram, TOOLS, arp_probe, bench, demo, hostile,
-    kube_bench, netns, pod, topology,
+    Lab, LabConfig, Layout, Need, OpenelbSpeakerCommand, STATE_ROOT, SpeakerProgram, TOOLS, arp_probe, bench,
+    cluster_walkthrough, demo, hostile, kube_bench, netns, pod, topology,
 };
 
 #[derive(clap::Args)]
@@ -52,7 +52,8 @@ pub struct LabOpts {
     /// Manifests (files or directories), as for the other subcommands; 192.168.0.x becomes 192.0.2.x.
     #[arg(short = 'f', long = "filename", required = true, num_args = 1.., value_name = "PATH")]
     pub paths: Vec<PathBuf>,
-    #[arg(long, value_enum, default_value_t = SpeakerKind::Keepalived)]
+    /// Which VRRP speaker runs on the nodes: ours, or keepalived as the reference to compare against.
+    #[arg(long, value_enum, default_value_t = SpeakerKind::Openelb)]
     pub speaker: SpeakerKind,
     /// Overrides every Service's externalTrafficPolicy.
     #[arg(long, value_enum)]
@@ -67,6 +68,19 @@ pub enum LabCommand {
     /// Build the lab, show the seed's Step 4 from the client (ping, ip neigh, curl), crash the VIP's holder,
     /// show the takeover and the outage the client saw, then remove everything.
     Demo(LabOpts),
+    /// The seed in a real cluster: a control plane with RBAC (etcd, kube-apiserver, kube-controller-manager,
+    /// kube-scheduler) and on each node containerd, a kubelet and kube-proxy (iptables mode); openelb from
+    /// deploy/ in its image, the seed's files applied with kubectl; prints the seed's Step 4, each phase's time
+    /// and the lab's memory, then removes everything. Needs root and `scripts/cluster.sh install`.
+    Cluster {
+        /// The seed's directory (cluster.yaml gives the nodes, their addresses, taints and labels).
+        #[arg(short = 'f', long = "filename", value_name = "DIR", default_value = "examples/vip-mode")]
+        seed: PathBuf,
+        /// Then create this many Services one at a time and print created -> address and -> the client's ARP
+        /// (p50/p99) through the real kube-proxy (at most 64).
+        #[arg(long, default_value_t = 0)]
+        services: usize,
+    },
     /// Build the lab and leave it running for exploration (`ip netns exec oelb-<id>-client ...`).
     Up {
         #[command(flatten)]
@@ -243,6 +257,22 @@ pub fn run(args: LabArgs) -> Result<ExitCode> {
                 shown.and(removed)
             });
             result.map(|_| ExitCode::SUCCESS)
+        }
+        LabCommand::Cluster { seed, services } => {
+            require_lab(&[])?;
+            if let Some(why) = Need::ClusterParts.missing() {
+                bail!("the cluster lab cannot run here: {why}");
+            }
+            install_ctrl_c();
+            let repo = std::env::current_dir().context("cannot read the current directory")?;
+            if !repo.join("deploy").is_dir() || !repo.join("scripts/cluster.sh").is_file() {
+                bail!(
+                    "run `openelb-cli lab cluster` from the repository's root (it applies deploy/ and runs scripts/)"
+                );
+            }
+            let input = cluster_walkthrough::ClusterInput { seed, repo, cli_exe: cli_exe()?, services };
+            cluster_walkthrough::run(&input)?;
+            Ok(ExitCode::SUCCESS)
         }
         LabCommand::Up { opts, id } => {
             let speaker = opts.to_speaker()?;

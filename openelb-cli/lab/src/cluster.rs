@@ -34,12 +34,15 @@ pub const COMPONENTS: &[&str] =
 #[derive(Debug, Clone, Default)]
 pub struct NodeRole {
     pub taints: Vec<String>,
+    /// `key=value` the kubelet registers with.
     pub labels: Vec<String>,
+    /// Labels the kubelet may not set on itself, applied by the admin once the Node exists.
+    pub admin_labels: BTreeMap<String, String>,
 }
 
 /// Reads `spec.taints` and the labels a kubelet may set on itself (NodeRestriction refuses
 /// `node-role.kubernetes.io/*`; those are applied by the admin afterwards, see [`Cluster::label_nodes`]).
-pub fn node_roles(cluster_yaml: &str) -> Result<BTreeMap<String, (NodeRole, BTreeMap<String, String>)>> {
+pub fn node_roles(cluster_yaml: &str) -> Result<BTreeMap<String, NodeRole>> {
     let mut out = BTreeMap::new();
     for doc in serde_yaml::Deserializer::from_str(cluster_yaml) {
         let v = Value::deserialize(doc).context("cluster description: not YAML")?;
@@ -61,19 +64,18 @@ pub fn node_roles(cluster_yaml: &str) -> Result<BTreeMap<String, (NodeRole, BTre
             }
             role.taints.push(format!("{key}={value}:{effect}"));
         }
-        let mut admin_labels = BTreeMap::new();
         for (k, v) in v.pointer("/metadata/labels").and_then(Value::as_object).into_iter().flatten() {
             let v = v.as_str().unwrap_or_default().to_string();
             if k == "kubernetes.io/hostname" {
                 continue;
             }
             if k.starts_with("node-role.kubernetes.io/") {
-                admin_labels.insert(k.clone(), v);
+                role.admin_labels.insert(k.clone(), v);
             } else {
                 role.labels.push(format!("{k}={v}"));
             }
         }
-        out.insert(name, (role, admin_labels));
+        out.insert(name, role);
     }
     Ok(out)
 }
@@ -128,7 +130,7 @@ impl Cluster {
         cluster.timings.push(("control plane (etcd, apiserver, controller-manager, scheduler)".into(), t.elapsed()));
         let t = Instant::now();
         for node in cluster.lab.layout.nodes.clone() {
-            let (role, _) = roles.get(&node.name).cloned().unwrap_or_default();
+            let role = roles.get(&node.name).cloned().unwrap_or_default();
             let pod_cidr = format!("{}/{}", node.pod_net, 32 - POD_BLOCK.trailing_zeros());
             let ip = node.ip.to_string();
             let mut args = vec!["node-start", node.name.as_str(), ip.as_str(), pod_cidr.as_str()];
@@ -187,8 +189,8 @@ impl Cluster {
     }
 
     /// Applies the labels the kubelets may not set on themselves (`node-role.kubernetes.io/*`).
-    fn label_nodes(&self, roles: &BTreeMap<String, (NodeRole, BTreeMap<String, String>)>) -> Result<()> {
-        for (node, (_, labels)) in roles {
+    fn label_nodes(&self, roles: &BTreeMap<String, NodeRole>) -> Result<()> {
+        for (node, NodeRole { admin_labels: labels, .. }) in roles {
             if labels.is_empty() || self.lab.layout.node(node).is_none() {
                 continue;
             }
@@ -369,6 +371,40 @@ impl Cluster {
             "-o",
             "go-template={{.data.token | base64decode}}",
         ])
+    }
+
+    /// Resident memory of every process of the lab (those naming its directory, the control plane's and the
+    /// nodes', and their descendants: shims and containers), in MB, and how many processes that is.
+    pub fn memory(&self) -> (f64, usize) {
+        let dir = self.lab.dir.display().to_string();
+        let mut parent = BTreeMap::new();
+        let mut roots = Vec::new();
+        for e in fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|p| p.parse::<u32>().ok()) else { continue };
+            let stat = fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+            // The parent is the second field after the command, which is in parentheses and may contain spaces.
+            let ppid = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok());
+            parent.insert(pid, ppid.unwrap_or(0));
+            let cmd = fs::read(e.path().join("cmdline")).unwrap_or_default();
+            if String::from_utf8_lossy(&cmd).contains(&dir) {
+                roots.push(pid);
+            }
+        }
+        let in_lab = |mut p: u32| {
+            for _ in 0..64 {
+                if roots.contains(&p) {
+                    return true;
+                }
+                match parent.get(&p) {
+                    Some(&pp) if pp > 1 => p = pp,
+                    _ => return false,
+                }
+            }
+            false
+        };
+        let members: Vec<u32> = parent.keys().copied().filter(|p| in_lab(*p)).collect();
+        let kb: u64 = members.iter().filter_map(|p| crate::probe::proc_usage(*p).map(|(kb, _)| kb)).sum();
+        (kb as f64 / 1024.0, members.len())
     }
 
     /// Stops every node and the control plane (the lab's namespaces stay until the lab drops).

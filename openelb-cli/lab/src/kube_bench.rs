@@ -79,10 +79,16 @@ pub fn run(input: &KubeBenchInput) -> Result<()> {
     Ok(())
 }
 
-fn lab_part(input: &KubeBenchInput) -> Result<()> {
-    if input.services > BENCH_POOL_SIZE {
-        bail!("--services {}: the bench pool {BENCH_POOL} holds {BENCH_POOL_SIZE}", input.services);
+/// Refuses more Services than [`BENCH_POOL`] holds, before anything is built.
+pub fn check_count(count: usize) -> Result<()> {
+    if count > BENCH_POOL_SIZE {
+        bail!("--services {count}: the bench pool {BENCH_POOL} holds {BENCH_POOL_SIZE}");
     }
+    Ok(())
+}
+
+fn lab_part(input: &KubeBenchInput) -> Result<()> {
+    check_count(input.services)?;
     let speaker_bin = find_openelb_speaker().ok_or_else(|| anyhow!("openelb-speaker not found"))?;
     let cfg = LabConfig::unique(input.cli_exe.clone());
     let mut cluster = openelb_k8s::manifest::Manifests::load_paths(&input.paths)
@@ -109,56 +115,21 @@ fn lab_part(input: &KubeBenchInput) -> Result<()> {
             ..Default::default()
         });
         lab.start_speakers(&speaker)?;
-        kube.kubectl.apply(&[json!({
-            "apiVersion": "network.kubesphere.io/v1alpha2", "kind": "Eip",
-            "metadata": { "name": "bench" },
-            "spec": { "address": BENCH_POOL, "protocol": "vip" },
-        })])?;
-        // Let the speakers sync their caches before the first measured Service.
-        std::thread::sleep(Duration::from_secs(3));
-        let kc = kube.kubeconfig.display().to_string();
-        let count = input.services.to_string();
-        let exe = input.cli_exe.display().to_string();
-        let argv = [
-            exe.as_str(),
-            "lab",
-            "kube-bench-client",
-            "--kubeconfig",
-            &kc,
-            "--client-ns",
+        apply_bench_pool(&kube.kubectl)?;
+        let count = create_to_arp(
+            &kube.host_ns,
+            &kube.kubeconfig,
             &lab.layout.client_ns,
-            "--count",
-            &count,
-        ];
-        let out = netns::exec(&kube.host_ns, &argv)?;
-        let (mut status, mut arp, mut wrong) = (Vec::new(), Vec::new(), 0usize);
-        for line in out.lines() {
-            let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { continue };
-            if let Some(s) = v["status_ms"].as_f64() {
-                status.push(s);
-            }
-            match v["arp_ms"].as_f64() {
-                Some(a) => arp.push(a),
-                None => wrong += 1,
-            }
-        }
-        println!("Service created -> ... ({} Services, one at a time, cluster of 2 speakers):", status.len());
-        for (what, v) in [("address in status", &status), ("client's ARP resolves", &arp)] {
-            let (Some(p50), Some(p99), Some(max)) = (percentile(v, 50.0), percentile(v, 99.0), percentile(v, 100.0))
-            else {
-                bail!("no measurement of {what}");
-            };
-            println!("  {what:<24} p50 {p50:7.1} ms   p99 {p99:7.1} ms   max {max:7.1} ms");
-        }
-        if wrong > 0 {
-            println!("  {wrong} Services never resolved or got an unexpected address (see the client's output)");
-        }
+            &input.cli_exe,
+            input.services,
+            "cluster of 2 speakers",
+        )?;
         if let Some(pid) = kube.controller_pid().and_then(rss_mb) {
             println!("RSS: controller {pid:.1} MB");
         }
         for s in lab.speakers() {
             if let Some(mb) = rss_mb(s.pid()) {
-                println!("RSS: speaker on {} {mb:.1} MB ({} VIPs in the cluster)", s.name, status.len());
+                println!("RSS: speaker on {} {mb:.1} MB ({count} VIPs in the cluster)", s.name);
             }
         }
         drop(kube);
@@ -166,6 +137,58 @@ fn lab_part(input: &KubeBenchInput) -> Result<()> {
     })();
     let down = lab.teardown();
     result.and(down)
+}
+
+/// The Eip the measured Services draw from ([`BENCH_POOL`]).
+pub fn apply_bench_pool(kubectl: &Kubectl) -> Result<()> {
+    kubectl.apply(&[json!({
+        "apiVersion": "network.kubesphere.io/v1alpha2", "kind": "Eip",
+        "metadata": { "name": "bench" },
+        "spec": { "address": BENCH_POOL, "protocol": "vip" },
+    })])?;
+    // Let the speakers sync their caches before the first measured Service.
+    std::thread::sleep(Duration::from_secs(3));
+    Ok(())
+}
+
+/// Creates `count` Services one after the other from inside `host_ns` ([`client`]) and prints the p50/p99 of
+/// created -> address in status and created -> the client's ARP resolves it; returns how many got an address.
+pub fn create_to_arp(
+    host_ns: &str,
+    kubeconfig: &Path,
+    client_ns: &str,
+    cli_exe: &Path,
+    count: usize,
+    setting: &str,
+) -> Result<usize> {
+    check_count(count)?;
+    let kc = kubeconfig.display().to_string();
+    let n = count.to_string();
+    let exe = cli_exe.display().to_string();
+    let argv = [exe.as_str(), "lab", "kube-bench-client", "--kubeconfig", &kc, "--client-ns", client_ns, "--count", &n];
+    let out = netns::exec(host_ns, &argv)?;
+    let (mut status, mut arp, mut wrong) = (Vec::new(), Vec::new(), 0usize);
+    for line in out.lines() {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+        if let Some(s) = v["status_ms"].as_f64() {
+            status.push(s);
+        }
+        match v["arp_ms"].as_f64() {
+            Some(a) => arp.push(a),
+            None => wrong += 1,
+        }
+    }
+    println!("Service created -> ... ({} Services, one at a time, {setting}):", status.len());
+    for (what, v) in [("address in status", &status), ("client's ARP resolves", &arp)] {
+        let (Some(p50), Some(p99), Some(max)) = (percentile(v, 50.0), percentile(v, 99.0), percentile(v, 100.0)) else {
+            bail!("no measurement of {what}");
+        };
+        println!("  {what:<24} p50 {p50:7.1} ms   p99 {p99:7.1} ms   max {max:7.1} ms");
+    }
+    if wrong > 0 {
+        println!("  {wrong} Services never resolved or got an unexpected address (see the client's output)");
+    }
+    Ok(status.len())
 }
 
 /// The measuring side of the lab part, run inside the apiserver's namespace: one JSON line per Service.

@@ -16,6 +16,7 @@ pub mod arp_probe;
 pub mod arping;
 pub mod bench;
 pub mod cluster;
+pub mod cluster_walkthrough;
 pub mod demo;
 pub mod eventually;
 pub mod hostile;
