@@ -70,7 +70,7 @@ wait_for() { # wait_for WHAT SECONDS PIDFILE CMD...: until CMD succeeds, failing
 }
 
 node_start() {
-  local name=$1 ip=$2 pod_cidr=$3
+  local name=$1 ip=$2 pod_cidr=$3 args=("$@")
   shift 3
   local taints=() labels=()
   while [ $# -gt 0 ]; do
@@ -81,6 +81,16 @@ node_start() {
     esac
   done
   local n="$DIR/$name" kc="$KAPI/kubeconfig-system:node:$name"
+  # The kubelet 1.20 writes container logs under /var/log/pods whatever its root dir, and its garbage collector
+  # removes the folders of Pods it does not run: kubelets sharing one /var/log/pods delete each other's logs. So
+  # containerd, the kubelet and kube-proxy of a node share a mount namespace of their own (receiving the host's
+  # mounts) where /var/log/pods and /var/log/containers are the node's folders; it ends with their processes.
+  if [ -z "${CLUSTER_NODE_MOUNTS:-}" ]; then
+    mkdir -p "$n/log/pods" "$n/log/containers" /var/log/pods /var/log/containers
+    exec unshare --mount --propagation slave env CLUSTER_NODE_MOUNTS=1 bash "$0" node-start "${args[@]}"
+  fi
+  mount --bind "$n/log/pods" /var/log/pods
+  mount --bind "$n/log/containers" /var/log/containers
   [ -s "$kc" ] || die "$kc missing: start the control plane with KAPI_CLUSTER=1 KAPI_NODES=\"... $name ...\""
   for b in kubelet kube-proxy; do [ -x "$CACHE/$b" ] || die "$CACHE/$b missing (run: scripts/cluster.sh install)"; done
   mkdir -p "$n/containerd/root" "$n/containerd/state" "$n/cni" "$n/kubelet" "$n/opt"
@@ -206,14 +216,16 @@ node_stop() {
     kill -KILL "$pid" 2>/dev/null || true
   done < <(containers "$name")
   for f in "$n"/containerd/state/io.containerd.runtime.v2.task/*/*/address; do
-    [ -s "$f" ] && sockets+=("$(sed 's|^unix://||' "$f")")
+    f=$(sed 's|^unix://||' "$f" 2>/dev/null) || continue # the shim may remove its bundle meanwhile
+    [ -n "$f" ] && sockets+=("$f")
   done
   for pid in "${shims[@]}"; do [ -n "$pid" ] && [ "$pid" != 1 ] && kill -KILL "$pid" 2>/dev/null || true; done
   for f in "${sockets[@]}"; do case "$f" in /run/containerd/s/*) rm -f "$f" ;; esac; done
   kill_pidfile "$n/containerd.pid" TERM
   for i in $(seq 50); do alive "$n/containerd.pid" || break; sleep 0.1; done
   kill_pidfile "$n/containerd.pid" KILL
-  # Mounts under the node's folder (Secrets' tmpfs, netns binds, rootfs binds), deepest first.
+  # Mounts under the node's folder (Secrets' tmpfs, netns binds) live in the node's mount namespace and end with
+  # its processes; any the host sees (a node started without it) go too, deepest first.
   awk -v p="$n/" 'index($5, p) == 1 { print $5 }' /proc/self/mountinfo | sort -r | while read -r d; do
     umount -l "$d" 2>/dev/null || true
   done
@@ -225,18 +237,7 @@ node_stop() {
   done
   # Their parent, once no container of any node is left in it (rmdir refuses a cgroup that is in use).
   for d in /sys/fs/cgroup/*/k8s.io; do [ -d "$d" ] && rmdir "$d" 2>/dev/null || true; done
-  # The kubelet writes container logs under /var/log/pods (no flag moves them in 1.20): remove the folders of
-  # this node's Pods (named by the Pod UIDs under its root dir) and the /var/log/containers links into them.
-  local uid l
-  for d in "$n"/kubelet/pods/*/; do
-    uid=$(basename "$d")
-    [ "$uid" != '*' ] || continue
-    for l in /var/log/containers/*.log; do
-      case "$(readlink "$l" 2>/dev/null)" in */*_"$uid"/*) rm -f "$l" ;; esac
-    done
-    rm -rf /var/log/pods/*_"$uid"
-  done
-  rm -rf "$n/containerd" "$n/kubelet" "$n/opt" "$n/cni-ipam" "$n/runc"
+  rm -rf "$n/containerd" "$n/kubelet" "$n/opt" "$n/cni-ipam" "$n/runc" "$n/log"
   log "node $name stopped"
 }
 

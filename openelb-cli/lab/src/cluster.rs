@@ -453,3 +453,45 @@ pub fn local_image(deployment: &str) -> String {
     deployment
         .replace("image: luksa/kubia", &format!("image: {}\n          imagePullPolicy: Never", images::KUBIA.name))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roles_come_from_the_seed_nodes() {
+        let yaml =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/vip-mode/cluster.yaml"))
+                .unwrap();
+        let roles = node_roles(&yaml).unwrap();
+        assert_eq!(roles["master1"].taints, ["node-role.kubernetes.io/master=:NoSchedule"]);
+        assert!(roles["worker-p001"].taints.is_empty());
+        // NodeRestriction refuses node-role labels from a kubelet: the admin sets them.
+        assert_eq!(
+            roles["worker-p002"].admin_labels.get("node-role.kubernetes.io/worker").map(String::as_str),
+            Some("")
+        );
+        assert!(roles["worker-p002"].labels.iter().all(|l| !l.starts_with("node-role.")));
+    }
+
+    #[test]
+    fn a_taint_without_effect_is_refused() {
+        let yaml = "apiVersion: v1\nkind: Node\nmetadata: {name: n}\nspec: {taints: [{key: k}]}\n";
+        let e = node_roles(yaml).unwrap_err().to_string();
+        assert!(e.contains("Node n") && e.contains("effect"), "{e}");
+        assert!(node_roles("kind: [").is_err());
+    }
+
+    #[test]
+    fn the_seed_deployment_runs_the_local_image_never_pulled() {
+        let text =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/vip-mode/vip-openelb.yaml"))
+                .unwrap();
+        let local = local_image(&text);
+        let v: Value = serde_yaml::from_str(&local).unwrap();
+        let c = &v["spec"]["template"]["spec"]["containers"][0];
+        assert_eq!(c["image"], images::KUBIA.name);
+        assert_eq!(c["imagePullPolicy"], "Never");
+        assert!(!local.contains("luksa/kubia"));
+    }
+}
