@@ -18,7 +18,7 @@
 #   KAPI_CACHE    the kube binaries                  (default /var/cache/openelb-kapi/v1.20.2)
 #   CLUSTER_SANDBOX_IMAGE  containerd's pause image  (default localhost/pause:lab, built by scripts/image.sh)
 #   CLUSTER_POD_CIDR       every node's Pods together, kube-proxy's clusterCIDR (default 198.51.100.0/25)
-#   KAPI_SERVICE_CIDR      the ClusterIP range, as given to the apiserver (default 198.51.100.240/28)
+#   KAPI_SERVICE_CIDR      the ClusterIP range, as given to the apiserver (default 198.51.100.128/25)
 set -euo pipefail
 
 DIR=${CLUSTER_DIR:-/tmp/openelb-cluster}
@@ -26,7 +26,7 @@ KAPI=${KAPI_DIR:-/tmp/openelb-kapi}
 CACHE=${KAPI_CACHE:-/var/cache/openelb-kapi/v1.20.2}
 SANDBOX=${CLUSTER_SANDBOX_IMAGE:-localhost/pause:lab}
 ALL_PODS=${CLUSTER_POD_CIDR:-198.51.100.0/25}
-SERVICES=${KAPI_SERVICE_CIDR:-198.51.100.240/28}
+SERVICES=${KAPI_SERVICE_CIDR:-198.51.100.128/25}
 HERE=$(cd "$(dirname "$0")" && pwd)
 
 log() { echo "cluster: $*"; }

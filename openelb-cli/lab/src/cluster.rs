@@ -22,8 +22,8 @@ use crate::netns;
 use crate::require::KAPI_CACHE;
 use crate::topology::{Lab, LabConfig, keep_logs};
 
-/// ClusterIPs: the top /28 of the Pod range's /24, never a node's Pod block (at most [`MAX_NODES`]).
-pub const SERVICE_CIDR: &str = "198.51.100.240/28";
+/// ClusterIPs: the upper half of 198.51.100.0/24; the nodes' Pod blocks fill the lower half (at most [`MAX_NODES`]).
+pub const SERVICE_CIDR: &str = "198.51.100.128/25";
 /// Every node's Pod block together (kube-proxy's `clusterCIDR`).
 pub const POD_CIDR: &str = "198.51.100.0/25";
 pub const MAX_NODES: usize = 8;
@@ -374,8 +374,8 @@ impl Cluster {
     }
 
     /// Resident memory of every process of the lab (those naming its directory, the control plane's and the
-    /// nodes', and their descendants: shims and containers), in MB, and how many processes that is.
-    pub fn memory(&self) -> (f64, usize) {
+    /// nodes', and their descendants: shims and containers), in MB per program name, largest first.
+    pub fn memory(&self) -> Vec<(String, f64, usize)> {
         let dir = self.lab.dir.display().to_string();
         let mut parent = BTreeMap::new();
         let mut roots = Vec::new();
@@ -402,9 +402,18 @@ impl Cluster {
             }
             false
         };
-        let members: Vec<u32> = parent.keys().copied().filter(|p| in_lab(*p)).collect();
-        let kb: u64 = members.iter().filter_map(|p| crate::probe::proc_usage(*p).map(|(kb, _)| kb)).sum();
-        (kb as f64 / 1024.0, members.len())
+        let mut by_name: BTreeMap<String, (u64, usize)> = BTreeMap::new();
+        for pid in parent.keys().copied().filter(|p| in_lab(*p)) {
+            let Some((kb, _)) = crate::probe::proc_usage(pid) else { continue };
+            let name = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default().trim().to_string();
+            let e = by_name.entry(name).or_default();
+            e.0 += kb;
+            e.1 += 1;
+        }
+        let mut out: Vec<(String, f64, usize)> =
+            by_name.into_iter().map(|(n, (kb, count))| (n, kb as f64 / 1024.0, count)).collect();
+        out.sort_by(|a, b| b.1.total_cmp(&a.1));
+        out
     }
 
     /// Stops every node and the control plane (the lab's namespaces stay until the lab drops).

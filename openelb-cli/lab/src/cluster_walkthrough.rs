@@ -45,8 +45,13 @@ pub fn run(input: &ClusterInput) -> Result<()> {
     for (phase, took) in &cluster.timings {
         println!("  {phase:<62} {:6.1} s", took.as_secs_f64());
     }
-    let (mb, procs) = cluster.memory();
-    println!("memory of the whole lab: {mb:.0} MB RSS over {procs} processes (control plane, nodes, containers)");
+    let memory = cluster.memory();
+    let total: f64 = memory.iter().map(|m| m.1).sum();
+    let procs: usize = memory.iter().map(|m| m.2).sum();
+    println!("memory of the whole lab: {total:.0} MB RSS over {procs} processes (control plane, nodes, containers):");
+    for (name, mb, count) in &memory {
+        println!("  {name:<24} {mb:7.1} MB  ({count} process{})", if *count == 1 { "" } else { "es" });
+    }
     if input.services > 0 {
         kube_bench::apply_bench_pool(&cluster.kubectl)?;
         let host = cluster.lab.layout.nodes.first().ok_or_else(|| anyhow!("the lab has no node"))?;
