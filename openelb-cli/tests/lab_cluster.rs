@@ -272,9 +272,7 @@ fn seed_in_a_real_cluster() {
 }
 
 fn assert_nothing_left(id: &str, dir: &Path) {
-    let (left, state) = openelb_lab::topology::leftovers(id).unwrap();
-    assert!(left.is_empty(), "namespaces left behind: {left:?}");
-    assert!(!state, "state directory of lab {id} left behind");
+    openelb_lab::topology::check_removed(id).unwrap();
     let d = dir.display().to_string();
     let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(!mounts.contains(&d), "mounts left under {d}");

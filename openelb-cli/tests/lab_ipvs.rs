@@ -44,13 +44,8 @@ fn build(extra_args: &[&str]) -> Lab {
     lab
 }
 
-fn finish(mut lab: Lab) {
-    let id = lab.layout.id.clone();
-    lab.teardown().unwrap();
-    drop(lab);
-    let (left, state) = openelb_lab::topology::leftovers(&id).unwrap();
-    assert!(left.is_empty(), "namespaces left behind: {left:?}");
-    assert!(!state, "state directory of lab {id} left behind");
+fn finish(lab: Lab) {
+    lab.finish().unwrap();
 }
 
 fn vip(lab: &Lab) -> Ipv4Addr {

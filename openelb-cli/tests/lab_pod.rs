@@ -2,19 +2,26 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-#[test]
-fn pod_http_answers_a_curl_style_get_with_the_pod_name() {
+/// `openelb-cli lab pod-http ARGS --listen 127.0.0.1:0` and the address it says it listens on.
+fn pod_http(args: &[&str]) -> (Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_openelb-cli"))
-        .args(["lab", "pod-http", "--name", "vip-openelb-test", "--listen", "127.0.0.1:0"])
+        .args(["lab", "pod-http", "--listen", "127.0.0.1:0"])
+        .args(args)
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
     let mut line = String::new();
     BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
     let addr = line.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("{line:?}")).to_string();
+    (child, addr)
+}
+
+#[test]
+fn pod_http_answers_a_curl_style_get_with_the_pod_name() {
+    let (mut child, addr) = pod_http(&["--name", "vip-openelb-test"]);
     let mut replies = Vec::new();
     for _ in 0..2 {
         let mut s = TcpStream::connect(&addr).unwrap();
@@ -39,14 +46,7 @@ fn pod_http_answers_a_curl_style_get_with_the_pod_name() {
 #[test]
 fn pod_http_without_a_name_answers_with_the_host_name_and_exits_on_sigterm() {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap().trim().to_string();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_openelb-cli"))
-        .args(["lab", "pod-http", "--listen", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let addr = line.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("{line:?}")).to_string();
+    let (mut child, addr) = pod_http(&[]);
     let mut s = TcpStream::connect(&addr).unwrap();
     s.write_all(b"GET /any/path HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
     let mut resp = String::new();

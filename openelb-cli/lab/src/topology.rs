@@ -470,6 +470,15 @@ impl Lab {
         State { id: self.layout.id.clone(), namespaces: self.namespaces(), vip: self.layout.vip }
     }
 
+    /// Removes everything, then checks that none of its namespaces and not its state directory is left (what
+    /// every lab test ends with).
+    pub fn finish(mut self) -> Result<()> {
+        let id = self.layout.id.clone();
+        self.teardown()?;
+        drop(self);
+        check_removed(&id)
+    }
+
     /// Removes everything; safe to call more than once.
     pub fn teardown(&mut self) -> Result<()> {
         for s in &mut self.speakers {
@@ -575,6 +584,15 @@ pub fn down(root: &Path, id: &str) -> Result<State> {
 
 /// What a removed lab left behind: its namespaces, and whether its state directory still exists. Tests assert
 /// both are empty, so a cleanup bug shows up where it happens.
+/// An error naming what lab `id` left behind, if anything.
+pub fn check_removed(id: &str) -> Result<()> {
+    let (left, state) = leftovers(id)?;
+    if !left.is_empty() || state {
+        bail!("lab {id} left behind: namespaces {left:?}, state directory: {state}");
+    }
+    Ok(())
+}
+
 pub fn leftovers(id: &str) -> Result<(Vec<String>, bool)> {
     let prefix = format!("{}{id}-", crate::netns::PREFIX);
     let left = crate::netns::list()?.into_iter().filter(|n| n.starts_with(&prefix)).collect();
