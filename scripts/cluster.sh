@@ -42,7 +42,7 @@ install() {
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   fi
-  # Debian's containerd package starts a system containerd; the lab runs its own per node and needs none.
+  # The lab runs a containerd of its own per node (scripts/cluster.sh node-start), never a system one.
   bash "$HERE/image.sh"
 }
 

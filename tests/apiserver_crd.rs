@@ -299,6 +299,9 @@ fn deployed_speaker_has_host_network_two_capabilities_and_reads_only() {
         let verbs = strings(&rule["verbs"]);
         if strings(&rule["resources"]) == ["events"] {
             assert_eq!(verbs, ["create", "patch"]);
+        } else if strings(&rule["resources"]) == ["nodes"] {
+            // `get` for its own Node's InternalIP (where its metrics listen), found with RBAC enforced.
+            assert_eq!(verbs, ["get", "list", "watch"], "{rule}");
         } else {
             assert_eq!(verbs, ["list", "watch"], "{rule}");
         }

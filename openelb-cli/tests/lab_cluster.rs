@@ -197,6 +197,15 @@ fn seed_in_a_real_cluster() {
     // RBAC: deploy/'s roles are enough for both programs and no more than they need.
     assert_rbac(&c);
 
+    // The webhook, served by the controller Pods behind deploy/'s Service, refuses a bad Eip for the API server.
+    let bad = r#"{"apiVersion":"network.kubesphere.io/v1alpha2","kind":"Eip","metadata":{"name":"bad"},"spec":{"address":"192.0.2.300","protocol":"vip"}}"#;
+    let out = c.kubectl.output(&["apply", "-f", "-"], bad).unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("denied the request") && stderr.contains("192.0.2.300"),
+        "{stderr}"
+    );
+
     // Local: only a node with a ready Pod holds the VIP, and kube-proxy sends the client to that Pod only.
     c.kubectl.run(&["patch", "svc", "vip-svc", "-p", r#"{"spec":{"externalTrafficPolicy":"Local"}}"#]).unwrap();
     let holder = wait_holder(&c, "under Local", |h| !pods_on(&pods, h).is_empty());
