@@ -238,6 +238,8 @@ node_stop() {
   # Their parent, once no container of any node is left in it (rmdir refuses a cgroup that is in use).
   for d in /sys/fs/cgroup/*/k8s.io; do [ -d "$d" ] && rmdir "$d" 2>/dev/null || true; done
   rm -rf "$n/containerd" "$n/kubelet" "$n/opt" "$n/cni-ipam" "$n/runc" "$n/log"
+  # Folders the node created on the host, once empty (rmdir leaves one another node still uses).
+  rmdir /run/containerd/s /run/containerd /var/log/pods /var/log/containers 2>/dev/null || true
   log "node $name stopped"
 }
 
