@@ -14,6 +14,9 @@ pub enum EventReason {
     ReleaseIp,
     /// A Service keeps a shared address although it now conflicts with another sharer.
     SharedIpConflict,
+    /// A Service got an address from an Eip whose protocol this build does not announce
+    /// ([`crate::protocol_support`]).
+    AddressNotAnnounced,
     /// An Eip's deletion waits for addresses in use.
     DeletionHeld,
     /// A Service keeps an address its Eip's range no longer contains (the Eip drains).
@@ -30,11 +33,12 @@ pub enum EventReason {
 }
 
 impl EventReason {
-    pub const ALL: [EventReason; 12] = [
+    pub const ALL: [EventReason; 13] = [
         EventReason::AssignIp,
         EventReason::AssignIpFailed,
         EventReason::ReleaseIp,
         EventReason::SharedIpConflict,
+        EventReason::AddressNotAnnounced,
         EventReason::DeletionHeld,
         EventReason::IpOutsideEip,
         EventReason::InvalidSpec,
@@ -52,6 +56,7 @@ impl EventReason {
             EventReason::AssignIpFailed => "AssignIPFailed",
             EventReason::ReleaseIp => "ReleaseIP",
             EventReason::SharedIpConflict => "SharedIPConflict",
+            EventReason::AddressNotAnnounced => "AddressNotAnnounced",
             EventReason::DeletionHeld => "DeletionHeld",
             EventReason::IpOutsideEip => "IPOutsideEip",
             EventReason::InvalidSpec => "InvalidSpec",
@@ -69,6 +74,7 @@ impl EventReason {
             EventReason::AssignIp | EventReason::AssignIpFailed => "Assign",
             EventReason::ReleaseIp => "Release",
             EventReason::SharedIpConflict => "Share",
+            EventReason::AddressNotAnnounced => "Announce",
             EventReason::DeletionHeld => "Delete",
             EventReason::IpOutsideEip => "Keep",
             EventReason::InvalidSpec

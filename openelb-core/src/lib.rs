@@ -14,6 +14,7 @@ pub mod ipvs_arp;
 pub mod lifecycle;
 pub mod model;
 pub mod pool_invalid;
+pub mod protocol_support;
 pub mod reserved;
 pub mod select;
 pub mod used;

@@ -16,6 +16,7 @@ use crate::model::{
     ANNOTATION_DEFAULT_EIP, ANNOTATION_EIP_IP, ANNOTATION_EIP_POOL, ANNOTATION_LB, ANNOTATION_LB_VALUE,
     ANNOTATION_PROTOCOL, Cluster, LOAD_BALANCER_CLASS, PRIORITY_MAX, PRIORITY_MIN, Pool, Protocol, Service,
 };
+use crate::protocol_support;
 use crate::reserved;
 use crate::vrrp::inputs::PlanInputs;
 use crate::vrrp::plan::{self, PlanConfig, PlanContext};
@@ -208,6 +209,9 @@ fn check_pool(pool: &Pool, skip_used: &BTreeSet<&str>, out: &mut Vec<Problem>) {
         ));
     }
     check_interface(pool, &obj, out);
+    if let Some(why) = protocol_support::not_announced(pool.protocol) {
+        out.push(warning(obj.clone(), "spec.protocol", pool.protocol.as_str(), why));
+    }
     for (i, ns) in pool.namespaces.iter().enumerate() {
         if let Err(why) = dns1123_label(ns) {
             out.push(problem(

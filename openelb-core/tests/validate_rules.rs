@@ -9,8 +9,20 @@ use openelb_core::{
 };
 use proptest::prelude::*;
 
+/// A VIP-mode pool with its interface: the protocol this build announces, so no warning says otherwise.
 fn pool(name: &str, address: &str) -> Pool {
-    Pool { name: name.into(), address: address.into(), ..Pool::default() }
+    Pool {
+        name: name.into(),
+        address: address.into(),
+        protocol: Protocol::Vip,
+        interface: Some("eth0".into()),
+        ..Pool::default()
+    }
+}
+
+/// The problems of `problems` other than the warning that a pool's protocol is not announced.
+fn announced(problems: Vec<Problem>) -> Vec<Problem> {
+    problems.into_iter().filter(|p| p.field != "spec.protocol").collect()
 }
 
 fn l2(name: &str, address: &str, iface: &str) -> Pool {
@@ -67,12 +79,39 @@ fn only(problems: &[Problem]) -> &Problem {
 #[test]
 fn good_pools_have_no_problems() {
     let pools = [
-        pool("bgp-pool", "192.0.2.0/31"),
-        l2("eip-l2", "192.0.2.91-192.0.2.100", "eth0"),
+        pool("eth0-pool", "192.0.2.0/31"),
         Pool { protocol: Protocol::Vip, interface: Some("can_reach:192.0.2.1".into()), ..pool("vip", "2001:db8::/64") },
         with_default(pool("default", "198.51.100.7"), "true"),
     ];
     assert_eq!(validate_pools(&pools), []);
+}
+
+/// Until a speaker implements them, layer2 and bgp pools (bgp also when `spec.protocol` is omitted) allocate
+/// but nothing announces their addresses: a warning naming the field and value, never an error.
+#[test]
+fn pools_of_a_protocol_nobody_announces_are_a_warning() {
+    let pools = [
+        Pool { protocol: Protocol::Bgp, ..pool("bgp-pool", "192.0.2.0-192.0.2.1") },
+        l2("eip-l2", "192.0.2.91-192.0.2.100", "eth0"),
+        Pool { protocol: Protocol::from_spec(None), ..pool("omitted", "198.51.100.1") },
+    ];
+    let got = validate_pools(&pools);
+    let seen: Vec<(&str, &str, &str)> =
+        got.iter().map(|p| (p.object.as_str(), p.field.as_str(), p.value.as_str())).collect();
+    assert_eq!(
+        seen,
+        [
+            ("Eip/bgp-pool", "spec.protocol", "bgp"),
+            ("Eip/eip-l2", "spec.protocol", "layer2"),
+            ("Eip/omitted", "spec.protocol", "bgp")
+        ]
+    );
+    for p in &got {
+        assert!(!p.is_error(), "{p}");
+        let why = openelb_core::protocol_support::not_announced(Protocol::from_spec(Some(&p.value)));
+        assert_eq!(Some(&p.message), why.as_ref());
+        assert!(p.to_string().starts_with(&format!("warning: {}: spec.protocol=", p.object)), "{p}");
+    }
 }
 
 #[test]
@@ -89,13 +128,14 @@ fn address_must_parse_and_the_message_is_the_parser_error() {
 fn interface_is_required_for_layer2() {
     for iface in [None, Some("")] {
         let p = Pool { protocol: Protocol::Layer2, interface: iface.map(String::from), ..pool("p", "10.0.0.1") };
-        let got = validate_pools(&[p]);
+        let got = announced(validate_pools(&[p]));
         let pr = only(&got);
         assert_eq!(pr.field, "spec.interface");
         assert!(pr.is_error());
         assert_eq!(pr.message, "spec.interface is required for protocol layer2");
     }
-    assert_eq!(validate_pools(&[pool("bgp", "10.0.0.1")]), []);
+    let bgp = Pool { protocol: Protocol::Bgp, interface: None, ..pool("bgp", "10.0.0.1") };
+    assert_eq!(announced(validate_pools(&[bgp])), []);
 }
 
 /// The seed's vip-eip.yaml sets no interface; VIP mode then uses the InternalIP's NIC. Upstream v0.6 rejects it,
@@ -116,7 +156,7 @@ fn missing_interface_for_vip_is_a_warning() {
 fn interface_must_be_a_nic_name_or_can_reach_ip() {
     let good = ["eth0", "ens3.100", "br-lan", "a", "x23456789012345", "can_reach:10.0.0.1", "can_reach:fe80::1"];
     for iface in good {
-        assert_eq!(validate_pools(&[l2("p", "10.0.0.1", iface)]), [], "{iface}");
+        assert_eq!(announced(validate_pools(&[l2("p", "10.0.0.1", iface)])), [], "{iface}");
     }
     let bad = [
         ("x234567890123456", "at most 15"),
@@ -136,7 +176,7 @@ fn interface_must_be_a_nic_name_or_can_reach_ip() {
         (":eth0", "unknown prefix \"\""),
     ];
     for (iface, why) in bad {
-        let got = validate_pools(&[l2("p", "10.0.0.1", iface)]);
+        let got = announced(validate_pools(&[l2("p", "10.0.0.1", iface)]));
         let p = only(&got);
         assert_eq!((p.field.as_str(), p.value.as_str()), ("spec.interface", iface));
         assert!(p.message.contains(why), "{iface}: {}", p.message);
@@ -398,7 +438,7 @@ fn update_to_another_family_strands_everything() {
 #[test]
 fn update_checks_the_new_pool_like_create() {
     let old = pool("p", "10.0.0.0/24");
-    let new = Pool { protocol: Protocol::Vip, ..pool("p", "10.0.0.0/24-") };
+    let new = Pool { interface: None, ..pool("p", "10.0.0.0/24-") };
     let got = validate_pool_update(&old, &new);
     let fields: Vec<&str> = got.iter().map(|p| p.field.as_str()).collect();
     assert_eq!(fields, ["spec.address", "spec.interface"], "{got:#?}");
@@ -420,7 +460,7 @@ fn service_with_valid_requests_has_no_problems() {
         Service { external_traffic_policy: TrafficPolicy::Local, ..lb("e", &[]) },
         Service { load_balancer_ip: Some(String::new()), ..lb("f", &[]) },
     ];
-    assert_eq!(validate_cluster(&cluster(pools, services)), []);
+    assert_eq!(announced(validate_cluster(&cluster(pools, services))), []);
 }
 
 #[test]
@@ -507,8 +547,9 @@ fn protocol_annotation_must_be_known() {
 
 #[test]
 fn protocol_annotation_must_match_the_pinned_pool() {
-    let c = cluster(vec![pool("p", P)], vec![lb("a", &[(ANNOTATION_EIP_POOL, "p"), (ANNOTATION_PROTOCOL, "vip")])]);
-    let got = validate_cluster(&c);
+    let bgp = Pool { protocol: Protocol::Bgp, ..pool("p", P) };
+    let c = cluster(vec![bgp], vec![lb("a", &[(ANNOTATION_EIP_POOL, "p"), (ANNOTATION_PROTOCOL, "vip")])]);
+    let got = announced(validate_cluster(&c));
     let p = only(&got);
     assert_eq!((p.field.as_str(), p.value.as_str()), (ann(ANNOTATION_PROTOCOL).as_str(), "vip"));
     assert!(p.message.contains("Eip/p has protocol bgp, not vip"), "{p}");

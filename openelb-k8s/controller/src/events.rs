@@ -180,6 +180,7 @@ mod tests {
                 ("AssignIPFailed", "Assign"),
                 ("ReleaseIP", "Release"),
                 ("SharedIPConflict", "Share"),
+                ("AddressNotAnnounced", "Announce"),
                 ("DeletionHeld", "Delete"),
                 ("IPOutsideEip", "Keep"),
                 ("InvalidSpec", "Validate"),
