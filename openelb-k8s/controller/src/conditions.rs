@@ -1,6 +1,8 @@
 //! The conditions an Eip's status carries, decided from plain facts (pure: the clock is an argument): `Ready`
 //! (it gives out new addresses now, or the first reason it does not) and `Invalid` (its spec breaks a validation
-//! rule, does not decode, or the allocator refuses it). What each reason means and why an invalid Eip drains:
+//! rule, does not decode, or the allocator refuses it) and `Announced` (whether this build's speakers announce
+//! the Eip's protocol at all: every Eip carries it, `True` for vip, `False` for layer2 and bgp, which allocate but
+//! reach no network; see docs/compatibility.md#protocols). What each reason means and why an invalid Eip drains:
 //! docs/allocation.md#draining-pools. `lastTransitionTime` changes only when a condition's status does, so
 //! recomputing unchanged facts yields exactly the conditions already written, and nothing is written.
 
@@ -9,12 +11,15 @@ use std::net::IpAddr;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use openelb_core::event_reason::EventReason;
 use openelb_core::ipam::PoolStatus;
+use openelb_core::model::Protocol;
 use openelb_core::pool_invalid::{PoolInvalid, PoolProblem};
+use openelb_core::protocol_support;
 use openelb_core::validate::Problem;
 use openelb_k8s::decoded::Undecodable;
 
 pub const READY: &str = "Ready";
 pub const INVALID: &str = "Invalid";
+pub const ANNOUNCED: &str = "Announced";
 
 /// Why a condition has its status (its `reason` on the wire).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -35,10 +40,14 @@ pub enum ConditionReason {
     Valid,
     /// `Invalid=True`: a validation rule is broken.
     InvalidSpec,
+    /// `Announced=True`: the speakers announce this protocol.
+    ProtocolImplemented,
+    /// `Announced=False`: addresses are allocated, but this build announces nothing for this protocol.
+    ProtocolNotImplemented,
 }
 
 impl ConditionReason {
-    pub const ALL: [ConditionReason; 11] = [
+    pub const ALL: [ConditionReason; 13] = [
         ConditionReason::Available,
         ConditionReason::Deleting,
         ConditionReason::Disabled,
@@ -50,6 +59,8 @@ impl ConditionReason {
         ConditionReason::Exhausted,
         ConditionReason::Valid,
         ConditionReason::InvalidSpec,
+        ConditionReason::ProtocolImplemented,
+        ConditionReason::ProtocolNotImplemented,
     ];
 
     /// Whether the reason says the Eip is invalid (it then gives out no new addresses or breaks a rule).
@@ -83,6 +94,8 @@ impl ConditionReason {
             ConditionReason::Exhausted => "Exhausted",
             ConditionReason::Valid => "Valid",
             ConditionReason::InvalidSpec => "InvalidSpec",
+            ConditionReason::ProtocolImplemented => "ProtocolImplemented",
+            ConditionReason::ProtocolNotImplemented => "ProtocolNotImplemented",
         }
     }
 
@@ -100,7 +113,9 @@ impl ConditionReason {
             | ConditionReason::Deleting
             | ConditionReason::Disabled
             | ConditionReason::Exhausted
-            | ConditionReason::Valid => None,
+            | ConditionReason::Valid
+            | ConditionReason::ProtocolImplemented
+            | ConditionReason::ProtocolNotImplemented => None,
         }
     }
 
@@ -247,6 +262,21 @@ pub fn invalid(problems: &[&Problem], facts: PoolFacts<'_>) -> DecidedCondition 
     DecidedCondition { type_: INVALID, status: true, reason, message }
 }
 
+/// `Announced`: whether this build's speakers announce `protocol`, the Eip's `spec.protocol` as read (an
+/// omitted one is bgp). Deletion, `disable` and validity do not change it: it says what happens to the
+/// addresses the Eip has given out.
+pub fn announced(protocol: Protocol) -> DecidedCondition {
+    let (status, reason, message) = match protocol_support::not_announced(protocol) {
+        None => (
+            true,
+            ConditionReason::ProtocolImplemented,
+            format!("protocol {protocol} is announced: the speakers elect a node per address, which announces it"),
+        ),
+        Some(why) => (false, ConditionReason::ProtocolNotImplemented, why),
+    };
+    DecidedCondition { type_: ANNOUNCED, status, reason, message }
+}
+
 /// The reasons `conditions` show an Eip invalid for: `Invalid`'s when true, `Ready`'s when false for one of the
 /// invalid reasons; with the condition's message.
 fn invalid_reasons(conditions: &[Condition]) -> Vec<(ConditionReason, &str)> {
@@ -363,7 +393,9 @@ mod tests {
                 "AddressesOutsidePool",
                 "Exhausted",
                 "Valid",
-                "InvalidSpec"
+                "InvalidSpec",
+                "ProtocolImplemented",
+                "ProtocolNotImplemented"
             ]
         );
     }
@@ -552,6 +584,22 @@ mod tests {
         let desired = [ready(facts(&s)), invalid(&[], facts(&s))];
         let written = merge(&[], &desired, Some(3), &at(100));
         assert_eq!(merge(&written, &desired, Some(3), &at(999)), written);
+    }
+
+    #[test]
+    fn announced_is_true_for_vip_only_and_says_why_not() {
+        let vip = announced(Protocol::Vip);
+        assert_eq!((vip.type_, vip.status, vip.reason), (ANNOUNCED, true, ConditionReason::ProtocolImplemented));
+        assert!(vip.message.starts_with("protocol vip is announced"), "{}", vip.message);
+        for p in [Protocol::Layer2, Protocol::Bgp] {
+            let d = announced(p);
+            assert_eq!((d.status, d.reason), (false, ConditionReason::ProtocolNotImplemented));
+            assert_eq!(Some(d.message), protocol_support::not_announced(p));
+        }
+        // Not an invalid Eip: no Warning Event on the Eip, no effect on Ready or Invalid.
+        let written = merge(&[], &[announced(Protocol::Layer2)], None, &at(1));
+        assert!(appeared(&[], &written).is_empty());
+        assert!(!ConditionReason::ProtocolNotImplemented.is_invalid());
     }
 
     #[test]

@@ -62,7 +62,7 @@ fn log_changes(before: &Eip, writes: &EipWrites) {
         tracing::debug!("finalizer added");
     }
     let Some(status) = &writes.status else { return };
-    for type_ in [super::conditions::READY, super::conditions::INVALID] {
+    for type_ in [super::conditions::READY, super::conditions::INVALID, super::conditions::ANNOUNCED] {
         let old = condition_line(before.status.as_ref(), type_);
         let new = condition_line(Some(status), type_);
         if let Some((state, detail)) = new.filter(|n| old.as_ref().is_none_or(|o| o.0 != n.0)) {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use openelb_core::ipam::PoolStatus;
-use openelb_core::model::Pool;
+use openelb_core::model::{Pool, Protocol};
 use openelb_core::validate::{self, Problem};
 
 use super::conditions::{self, PoolFacts};
@@ -65,7 +65,9 @@ pub fn desired_status(eip: &Eip, pool: &PoolStatus, problems: &[Problem], now: &
     convert::apply_pool_status(&mut typed, pool);
     let facts = facts(eip, pool);
     let problems: Vec<&Problem> = problems.iter().collect();
-    let desired = [conditions::ready(facts), conditions::invalid(&problems, facts)];
+    let protocol = Protocol::from_spec(eip.spec.protocol.map(|p| p.as_str()));
+    let desired =
+        [conditions::ready(facts), conditions::invalid(&problems, facts), conditions::announced(protocol)];
     let mut status = typed.status.unwrap_or_default();
     status.conditions = conditions::merge(conditions(eip), &desired, eip.metadata.generation, now);
     status
@@ -99,11 +101,11 @@ mod tests {
         let problems = problems(&eips).unwrap();
         assert!(problems["a"].iter().any(|p| p.message.contains("overlaps Eip/b")), "{problems:?}");
         assert!(problems["b"].iter().any(|p| p.message.contains("overlaps Eip/a")), "{problems:?}");
-        assert!(!problems.contains_key("c"), "{problems:?}");
+        assert!(problems.get("c").is_none_or(|c| c.iter().all(|p| !p.is_error())), "{problems:?}");
     }
 
     #[test]
-    fn a_fresh_eip_gets_sizes_and_both_conditions() {
+    fn a_fresh_eip_gets_sizes_and_its_conditions() {
         let eips = [eip("a", "192.0.2.1-192.0.2.10")];
         let ipam = Ipam::new(&pools(&eips).unwrap());
         let status = desired_status(&eips[0], &ipam.pool_status("a").unwrap(), &[], &at(10));
@@ -113,7 +115,15 @@ mod tests {
         assert!(status.v4);
         let summary: Vec<(&str, &str, &str)> =
             status.conditions.iter().map(|c| (c.type_.as_str(), c.status.as_str(), c.reason.as_str())).collect();
-        assert_eq!(summary, [("Ready", "True", "Available"), ("Invalid", "False", "Valid")]);
+        // No spec.protocol is bgp, as upstream: allocated from, announced by nobody.
+        assert_eq!(
+            summary,
+            [
+                ("Ready", "True", "Available"),
+                ("Invalid", "False", "Valid"),
+                ("Announced", "False", "ProtocolNotImplemented")
+            ]
+        );
 
         let mut written = Eip::clone(&eips[0]);
         written.status = Some(status.clone());

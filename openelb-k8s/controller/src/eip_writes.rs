@@ -113,13 +113,34 @@ mod tests {
         assert!(p.add_finalizer);
         let status = p.status.clone().unwrap();
         assert_eq!((status.pool_size, status.usage), (10, 0));
-        assert_eq!(status.conditions.len(), 2);
+        assert_eq!(status.conditions.len(), 3);
         assert!(p.held_by.is_none() && !p.remove_finalizer);
 
         let after = applied(&e, &p);
         assert_eq!(after.metadata.finalizers, Some(vec![FINALIZER_EIP.to_string()]));
         let again = decide(&after, &[Arc::new(after.clone())], &at(2)).unwrap();
         assert!(again.is_empty(), "{again:?}");
+    }
+
+    /// `Announced` follows `spec.protocol`; each change is one write, and a restart on what was written is none.
+    #[test]
+    fn announced_follows_the_protocol_and_a_written_status_stays_put() {
+        let e = eip("l2", "192.0.2.1-192.0.2.10", &[]);
+        let mut current = applied(&e, &decide(&e, &[Arc::new(e.clone())], &at(1)).unwrap());
+        for (protocol, status) in [
+            (Some(openelb_k8s::crd::EipProtocol::Layer2), "False"),
+            (Some(openelb_k8s::crd::EipProtocol::Vip), "True"),
+            (None, "False"),
+        ] {
+            current.spec.protocol = protocol;
+            let p = decide(&current, &[Arc::new(current.clone())], &at(2)).unwrap();
+            let written = p.status.clone().expect("the protocol changed the condition or its message");
+            let c = written.conditions.iter().find(|c| c.type_ == conditions::ANNOUNCED).unwrap();
+            assert_eq!(c.status, status, "{protocol:?}: {c:?}");
+            current = applied(&current, &p);
+            let again = decide(&current, &[Arc::new(current.clone())], &at(3)).unwrap();
+            assert!(again.is_empty(), "{protocol:?}: {again:?}");
+        }
     }
 
     /// An Eip written before the CRD had `status.conditions` (or by another tool) gets them added.
@@ -131,7 +152,7 @@ mod tests {
         bare.status.as_mut().unwrap().conditions.clear();
         let p = decide(&bare, &[Arc::new(bare.clone())], &at(2)).unwrap();
         let status = p.status.expect("conditions are missing, so the status must be written");
-        assert_eq!(status.conditions.len(), 2);
+        assert_eq!(status.conditions.len(), 3);
         assert_eq!(status.conditions[0].last_transition_time, at(2));
     }
 

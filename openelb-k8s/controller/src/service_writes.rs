@@ -9,9 +9,10 @@ use std::sync::Arc;
 
 use k8s_openapi::api::core::v1 as corev1;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use openelb_core::ipam::{Ipam, Outcome};
+use openelb_core::ipam::{Change, Ipam, Outcome};
 use openelb_core::lifecycle;
 use openelb_core::model::LABEL_EIP_POOL;
+use openelb_core::protocol_support;
 use serde_json::{Value, json};
 
 use super::eip_status;
@@ -63,7 +64,16 @@ pub fn decide(
         .map(|n| convert::namespace_from_k8s(n))
         .transpose()?;
     let mut ipam = Ipam::new(&pools);
-    let outcome = ipam.reconcile(&service, namespace.as_ref());
+    let mut outcome = ipam.reconcile(&service, namespace.as_ref());
+    // Once per assignment: a Service that keeps its address is not told again on every reconcile.
+    if let Change::Assigned { pool, ip, .. } = &outcome.change
+        && let Some(event) = pools
+            .iter()
+            .find(|p| &p.name == pool)
+            .and_then(|p| protocol_support::assignment_event(pool, p.protocol, *ip))
+    {
+        outcome.events.push(event);
+    }
 
     let mut changed_eips = Vec::new();
     // Validation compares every pair of Eips: only worth it when a status is written anyway.

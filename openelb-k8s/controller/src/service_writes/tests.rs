@@ -145,3 +145,56 @@ fn a_holder_keeps_its_address_in_a_deleting_eip() {
     assert!(matches!(released.outcome.change, Change::Released { .. }), "{:?}", released.outcome);
     assert!(released.eips[0].status.as_ref().unwrap().used.is_empty());
 }
+
+fn announced(eip: &Eip) -> Option<(String, String)> {
+    let c = eip.status.as_ref()?.conditions.iter().find(|c| c.type_ == "Announced")?;
+    Some((c.status.clone(), c.reason.clone()))
+}
+
+fn not_announced_events(p: &super::ServiceWrites) -> Vec<&openelb_core::ipam::Event> {
+    p.outcome.events.iter().filter(|e| e.reason == openelb_core::event_reason::EventReason::AddressNotAnnounced).collect()
+}
+
+/// The seed's VIP pool is announced: the Eip says so, and the Service is told nothing more.
+#[test]
+fn an_address_from_a_vip_pool_gets_no_not_announced_event() {
+    let (svc, eip) = seed();
+    let p = decide(&svc, &[eip], &[]).unwrap();
+    assert!(not_announced_events(&p).is_empty(), "{:?}", p.outcome.events);
+    assert_eq!(announced(&p.eips[0]), Some(("True".into(), "ProtocolImplemented".into())));
+}
+
+/// A layer2 (or bgp) pool allocates but nothing announces it: the Eip's `Announced` is False, and the Service
+/// gets one Warning Event when it is given the address, none while it keeps it.
+#[test]
+fn an_address_from_a_pool_nobody_announces_gets_one_warning_event() {
+    for protocol in [Some(openelb_k8s::crd::EipProtocol::Layer2), Some(openelb_k8s::crd::EipProtocol::Bgp), None] {
+        let (mut svc, eip) = seed();
+        if let Some(a) = svc.metadata.annotations.as_mut() {
+            a.remove(openelb_core::model::ANNOTATION_PROTOCOL);
+        }
+        let mut eip = Eip::clone(&eip);
+        eip.spec.protocol = protocol;
+        let p = decide(&svc, &[Arc::new(eip)], &[]).unwrap();
+        assert!(matches!(p.outcome.change, Change::Assigned { .. }), "{:?}", p.outcome);
+        let events = not_announced_events(&p);
+        let [event] = events.as_slice() else { panic!("{protocol:?}: {:?}", p.outcome.events) };
+        assert_eq!(event.type_, openelb_core::ipam::EventType::Warning);
+        let wire = protocol.map_or("bgp", |p| p.as_str());
+        assert!(
+            event.message.starts_with(&format!("192.168.0.91 from Eip vip-eip is not announced: protocol {wire} ")),
+            "{}",
+            event.message
+        );
+        assert_eq!(announced(&p.eips[0]), Some(("False".into(), "ProtocolNotImplemented".into())));
+        let ready = p.eips[0].status.as_ref().and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"));
+        assert_eq!(ready.map(|c| c.status.as_str()), Some("True"), "still allocates");
+
+        // Written and decided again (a resync, a restart): nothing to write, no second Event.
+        let eip = Arc::new(p.eips[0].clone());
+        openelb_k8s::convert::apply_service_patch(&mut svc, &p.outcome.patch.clone().unwrap());
+        let again = decide(&svc, &[eip], &[]).unwrap();
+        assert!(again.is_empty(), "{again:?}");
+        assert!(again.outcome.events.is_empty(), "{:?}", again.outcome.events);
+    }
+}
