@@ -60,8 +60,9 @@ pub struct EipStatus {
     pub ready: bool,
     #[serde(default, skip_serializing_if = "is_false")]
     pub v4: bool,
-    /// `Ready` (gives out new addresses now) and `Invalid` (the spec breaks a validation rule), each with a
-    /// reason and a message saying why.
+    /// `Ready` (gives out new addresses now), `Invalid` (the spec breaks a validation rule) and `Announced`
+    /// (this build announces the protocol: false for layer2 and bgp, whose addresses are allocated but reach no
+    /// network), each with a reason and a message saying why.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
 }
