@@ -15,7 +15,7 @@ fn review_body(op: &str, address: &str) -> Vec<u8> {
         "request": {"uid": "u-1", "kind": {"group": "network.kubesphere.io", "version": "v1alpha2", "kind": "Eip"},
                     "name": "a", "operation": op,
                     "object": {"apiVersion": "network.kubesphere.io/v1alpha2", "kind": "Eip", "metadata": {"name": "a"},
-                               "spec": {"address": address, "protocol": "layer2", "interface": "eth0"}}}
+                               "spec": {"address": address, "protocol": "vip", "interface": "eth0"}}}
     }))
     .unwrap()
 }

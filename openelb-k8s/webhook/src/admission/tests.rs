@@ -2,9 +2,10 @@ use super::*;
 use proptest::prelude::*;
 use serde_json::{Value, json};
 
+/// A VIP-mode Eip with its interface: nothing to warn about.
 fn eip(name: &str, address: &str) -> Value {
     json!({"apiVersion": "network.kubesphere.io/v1alpha2", "kind": "Eip", "metadata": {"name": name},
-           "spec": {"address": address, "protocol": "layer2", "interface": "eth0"}})
+           "spec": {"address": address, "protocol": "vip", "interface": "eth0"}})
 }
 
 fn typed(v: &Value) -> Eip {
@@ -46,6 +47,30 @@ fn a_bad_address_is_denied_naming_object_field_and_value() {
     assert_eq!(r.status.as_ref().unwrap().code, 403);
 }
 
+/// Until a speaker implements them, a layer2 or bgp Eip (bgp also when `spec.protocol` is omitted) is
+/// allowed with a warning naming the field and its value: its addresses are allocated but announced by nobody.
+#[test]
+fn a_pool_of_a_protocol_nobody_announces_is_allowed_with_a_warning() {
+    for (protocol, value) in [(Some("layer2"), "layer2"), (Some("bgp"), "bgp"), (None, "bgp")] {
+        let mut object = eip("a", "192.0.2.16-192.0.2.31");
+        match protocol {
+            Some(p) => object["spec"]["protocol"] = json!(p),
+            None => {
+                object["spec"].as_object_mut().map(|spec| spec.remove("protocol"));
+            }
+        }
+        let r = answer(&body("CREATE", "v1alpha2", Some(object.clone()), None), &[]);
+        assert!(r.allowed, "{r:?}");
+        let [warning] = r.warnings.as_slice() else { panic!("{protocol:?}: {r:?}") };
+        let why = openelb_core::protocol_support::not_announced(openelb_core::model::Protocol::from_spec(protocol));
+        assert_eq!(*warning, format!("Eip/a: spec.protocol={value:?}: {}", why.unwrap_or_default()));
+        assert!(warning.contains("an omitted spec.protocol means bgp"), "{warning}");
+        // An update keeps saying it: the addresses are still not announced.
+        let r = answer(&body("UPDATE", "v1alpha2", Some(object.clone()), Some(object)), &[]);
+        assert!(r.allowed && r.warnings.len() == 1, "{r:?}");
+    }
+}
+
 #[test]
 fn an_overlap_with_another_eip_is_denied_and_names_it() {
     let existing = [eip("b", "192.0.2.0/28")];
@@ -76,7 +101,7 @@ fn a_good_eip_is_allowed_and_a_vip_pool_without_interface_gets_a_warning() {
 fn the_eip_under_review_is_not_compared_with_its_own_stored_version() {
     let stored = eip("a", "192.0.2.0/28");
     let new = json!({"apiVersion": "network.kubesphere.io/v1alpha2", "kind": "Eip", "metadata": {"name": "a"},
-                     "spec": {"address": "192.0.2.0/27", "protocol": "layer2", "interface": "eth0"}});
+                     "spec": {"address": "192.0.2.0/27", "protocol": "vip", "interface": "eth0"}});
     let r = answer(&body("UPDATE", "v1alpha2", Some(new), Some(stored.clone())), &[stored]);
     assert!(r.allowed, "{r:?}");
 }
@@ -126,6 +151,8 @@ fn an_update_that_strands_addresses_in_use_is_denied_once() {
 fn a_v1alpha1_eip_is_read_like_the_api_server_converts_it() {
     let mut a = eip("a", "192.0.2.300");
     a["apiVersion"] = json!("network.kubesphere.io/v1alpha1");
+    // v1alpha1 has no vip.
+    a["spec"]["protocol"] = json!("layer2");
     let r = answer(&body("CREATE", "v1alpha1", Some(a), None), &[]);
     assert!(!r.allowed);
     assert!(message(&r).contains("spec.address=\"192.0.2.300\""), "{r:?}");
