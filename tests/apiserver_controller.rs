@@ -777,3 +777,47 @@ fn two_replicas_elect_one_writer_and_hand_over_on_stop() {
     replica.stop().unwrap();
     assert_eq!(lease_holder(&kc), None, "a stopped leader releases the Lease");
 }
+
+/// A layer2 Eip (as migrated from OpenELB) allocates, but nothing in this build announces it: its `Announced`
+/// condition says so, and its Service gets one `AddressNotAnnounced` Warning Event; a VIP Eip is `Announced`.
+#[test]
+#[ignore = "needs the test kube-apiserver: KAPI_KUBECONFIG, started by scripts/test.sh"]
+fn pools_nobody_announces_say_so() {
+    let kc = require_kubeconfig();
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    crd_ready(&kc);
+    let _cleanup = Cleanup::new(&kc, &["oelb-l2-svc", "oelb-l2-svc-2"], &["oelb-l2", "oelb-announced"]);
+    apply_stdin(
+        &kc,
+        &eip_manifest("oelb-l2", "198.51.100.200-198.51.100.207").replace("protocol: vip", "protocol: layer2"),
+    );
+    apply_stdin(&kc, &eip_manifest("oelb-announced", "198.51.100.208-198.51.100.215"));
+    let controller = Background::spawn(PathBuf::from(&kc));
+
+    let l2 = wait_condition(&kc, "oelb-l2", "Announced", "False", ConditionReason::ProtocolNotImplemented);
+    let message = l2["message"].as_str().unwrap_or_default();
+    assert!(message.starts_with("protocol layer2 is not implemented") && message.contains("no node announces"), "{l2}");
+    wait_condition(&kc, "oelb-l2", "Ready", "True", ConditionReason::Available);
+    wait_condition(&kc, "oelb-announced", "Announced", "True", ConditionReason::ProtocolImplemented);
+
+    apply_stdin(&kc, &service_manifest("oelb-l2-svc", "oelb-l2"));
+    let ip = wait_for_ip(&kc, "oelb-l2-svc");
+    let note = wait_event(&kc, "default", "Service", "oelb-l2-svc", EventReason::AddressNotAnnounced);
+    assert!(note.starts_with(&format!("{ip} from Eip oelb-l2 is not announced: protocol layer2")), "{note}");
+    // A restart on a consistent state keeps the address and tells the Service nothing again; a second Service
+    // (handled by the restarted controller) gets its own Event.
+    let version = get(&kc, "svc", "oelb-l2-svc").map(|s| s["metadata"]["resourceVersion"].clone());
+    controller.stop().unwrap();
+    let restarted = Background::spawn(PathBuf::from(&kc));
+    apply_stdin(&kc, &service_manifest("oelb-l2-svc-2", "oelb-l2"));
+    let second = wait_for_ip(&kc, "oelb-l2-svc-2");
+    assert_ne!(second, ip);
+    wait_event(&kc, "default", "Service", "oelb-l2-svc-2", EventReason::AddressNotAnnounced);
+    let events = events_about(&kc, "default", "Service", "oelb-l2-svc");
+    let told = events.iter().filter(|(r, _)| r == EventReason::AddressNotAnnounced.as_str()).count();
+    assert_eq!(told, 1, "{events:?}");
+    let after = get(&kc, "svc", "oelb-l2-svc").map(|s| s["metadata"]["resourceVersion"].clone());
+    assert_eq!(after, version, "the restart wrote to oelb-l2-svc");
+    assert_eq!(ingress_ip(&kc, "oelb-l2-svc"), ip);
+    restarted.stop().unwrap();
+}

@@ -158,7 +158,14 @@ fn the_apiserver_refuses_bad_eips_through_the_webhook_and_admits_good_ones() {
     assert!(out.contains("(server dry run)"), "{out}");
 
     // A good one is admitted; one overlapping it is refused, in either served version.
-    apply(&kc, &eip("oelb-wh-a", "v1alpha2", "2001:db8:7e57::/120", true), &[]).unwrap();
+    // It is layer2, which this build does not announce: admitted with a warning kubectl shows.
+    let out = run_with_stdin(&kc, &["apply", "-f", "-"], &eip("oelb-wh-a", "v1alpha2", "2001:db8:7e57::/120", true));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(r#"Warning: Eip/oelb-wh-a: spec.protocol="layer2": protocol layer2 is not implemented"#),
+        "{stderr}"
+    );
     let stderr = refused(&kc, &eip("oelb-wh-b", "v1alpha2", "2001:db8:7e57::80-2001:db8:7e57::1ff", true), &[]);
     assert!(stderr.contains(r#"Eip/oelb-wh-b: spec.address="2001:db8:7e57::80-2001:db8:7e57::1ff""#), "{stderr}");
     assert!(stderr.contains("overlaps Eip/oelb-wh-a"), "{stderr}");

@@ -66,8 +66,7 @@ pub fn desired_status(eip: &Eip, pool: &PoolStatus, problems: &[Problem], now: &
     let facts = facts(eip, pool);
     let problems: Vec<&Problem> = problems.iter().collect();
     let protocol = Protocol::from_spec(eip.spec.protocol.map(|p| p.as_str()));
-    let desired =
-        [conditions::ready(facts), conditions::invalid(&problems, facts), conditions::announced(protocol)];
+    let desired = [conditions::ready(facts), conditions::invalid(&problems, facts), conditions::announced(protocol)];
     let mut status = typed.status.unwrap_or_default();
     status.conditions = conditions::merge(conditions(eip), &desired, eip.metadata.generation, now);
     status

@@ -152,7 +152,11 @@ fn announced(eip: &Eip) -> Option<(String, String)> {
 }
 
 fn not_announced_events(p: &super::ServiceWrites) -> Vec<&openelb_core::ipam::Event> {
-    p.outcome.events.iter().filter(|e| e.reason == openelb_core::event_reason::EventReason::AddressNotAnnounced).collect()
+    p.outcome
+        .events
+        .iter()
+        .filter(|e| e.reason == openelb_core::event_reason::EventReason::AddressNotAnnounced)
+        .collect()
 }
 
 /// The seed's VIP pool is announced: the Eip says so, and the Service is told nothing more.
