@@ -188,6 +188,45 @@ apiVersion: network.kubesphere.io/v1alpha2\nkind: Eip\nmetadata: {name: c}\nspec
     assert!(out.contains("Eip/c") || out.contains("overlap"), "{out}");
 }
 
+/// Pools of a protocol this build does not announce (layer2, bgp, and bgp by omission) are a warning on stderr,
+/// naming field and value; validation still passes (exit 0), as for any warning.
+#[test]
+fn validate_warns_for_pools_nobody_announces_and_exits_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("pools.yaml");
+    std::fs::write(
+        &f,
+        "apiVersion: network.kubesphere.io/v1alpha2\nkind: Eip\nmetadata: {name: l2}\nspec: {address: 192.0.2.1-192.0.2.9, protocol: layer2, interface: eth0}\n---\n\
+apiVersion: network.kubesphere.io/v1alpha2\nkind: Eip\nmetadata: {name: omitted}\nspec: {address: 192.0.2.10-192.0.2.19}\n---\n\
+apiVersion: network.kubesphere.io/v1alpha2\nkind: Eip\nmetadata: {name: vip}\nspec: {address: 192.0.2.20-192.0.2.29, protocol: vip, interface: eth0}\n",
+    )
+    .unwrap();
+    let o = cli(&["validate", "-f", f.to_str().unwrap()]);
+    let (out, err) = (stdout(&o), String::from_utf8_lossy(&o.stderr).into_owned());
+    assert_eq!(o.status.code(), Some(0), "{out}{err}");
+    assert!(out.starts_with("ok: 3 Eip(s)") && out.contains("2 warning(s)"), "{out}");
+    let warnings: Vec<&str> = err.lines().filter(|l| l.contains("spec.protocol")).collect();
+    assert_eq!(warnings.len(), 2, "{err}");
+    assert!(
+        warnings[0].starts_with("warning: Eip/l2: spec.protocol=\"layer2\": protocol layer2 is not implemented"),
+        "{err}"
+    );
+    assert!(
+        warnings[1].starts_with("warning: Eip/omitted: spec.protocol=\"bgp\": protocol bgp is not implemented"),
+        "{err}"
+    );
+    assert!(warnings.iter().all(|w| w.contains("no node announces them")), "{err}");
+    let json = json(&["validate", "-f", f.to_str().unwrap(), "-o", "json"]);
+    let found: Vec<(&str, &str)> = json["problems"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| p["field"] == "spec.protocol")
+        .map(|p| (p["object"].as_str().unwrap_or(""), p["severity"].as_str().unwrap_or("")))
+        .collect();
+    assert_eq!(found, [("Eip/l2", "warning"), ("Eip/omitted", "warning")]);
+}
+
 #[test]
 fn crd_output_is_the_checked_in_file() {
     let out = ok(&["crd"]);
