@@ -302,8 +302,12 @@ fn wait_condition(kc: &str, eip: &str, type_: &str, status: &str, reason: Condit
 
 /// Events about `name` in `namespace` (Eips, being cluster-scoped, have theirs in `kube-system`): (reason, message).
 fn events_about(kc: &str, namespace: &str, kind: &str, name: &str) -> Vec<(String, String)> {
-    let selector = format!("involvedObject.kind={kind},involvedObject.name={name}");
-    let out = kubectl::stdout(kc, &["get", "events", "-n", namespace, "--field-selector", &selector, "-o", "json"]);
+    events_matching(kc, namespace, &format!("involvedObject.kind={kind},involvedObject.name={name}"))
+}
+
+/// (reason, message) of the Events in `namespace` that `selector` (a field selector) picks.
+fn events_matching(kc: &str, namespace: &str, selector: &str) -> Vec<(String, String)> {
+    let out = kubectl::stdout(kc, &["get", "events", "-n", namespace, "--field-selector", selector, "-o", "json"]);
     let list: Value = serde_json::from_str(&out).unwrap();
     list["items"]
         .as_array()
@@ -781,15 +785,7 @@ fn two_replicas_elect_one_writer_and_hand_over_on_stop() {
 /// Reasons and messages of the Events about the object with `uid` (Events outlive their object: earlier runs'
 /// Services of the same name have their own).
 fn events_of(kc: &str, namespace: &str, uid: &str) -> Vec<(String, String)> {
-    let selector = format!("involvedObject.uid={uid}");
-    let out = kubectl::stdout(kc, &["get", "events", "-n", namespace, "--field-selector", &selector, "-o", "json"]);
-    let list: Value = serde_json::from_str(&out).unwrap_or_default();
-    list["items"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|e| (e["reason"].as_str().unwrap_or("").to_string(), e["message"].as_str().unwrap_or("").to_string()))
-        .collect()
+    events_matching(kc, namespace, &format!("involvedObject.uid={uid}"))
 }
 
 /// The messages of the `reason` Events about the Service `name`, once there is at least one.
