@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Real Kubernetes nodes for the lab: containerd (Debian) + runc, a kubelet and kube-proxy (iptables mode), all
 # v1.20.2 from scripts/kapi.sh's build, each run inside the network namespace this script is started in
-# (`ip netns exec NODE_NS scripts/cluster.sh node-start ...`), so every node has its own addresses, routes and
+# (`nsenter --net=/run/netns/NODE_NS scripts/cluster.sh node-start ...`; not `ip netns exec`, which remounts /sys
+# and hides the cgroup mounts the kubelet needs), so every node has its own addresses, routes and
 # iptables rules. The control plane is scripts/kapi.sh with KAPI_CLUSTER=1. openelb-lab's cluster
 # (`openelb-cli lab cluster`) drives both; docs/testing.md#the-real-cluster explains the choices.
 #
@@ -261,5 +262,5 @@ case "${1:-}" in
   kubelet-kill) [ $# -eq 2 ] || die "usage: kubelet-kill NAME"; kubelet_kill "$2" ;;
   containers) [ $# -eq 2 ] || die "usage: containers NAME"; containers "$2" ;;
   import) shift; [ $# -ge 2 ] || die "usage: import NAME ARCHIVE..."; import "$@" ;;
-  *) sed -n '9,16p' "$0" >&2; exit 2 ;;
+  *) sed -n '/^# Usage:/,/^# Environment:/p' "$0" | sed '$d' >&2; exit 2 ;;
 esac

@@ -30,6 +30,7 @@ pub const MAX_NODES: usize = 8;
 /// What `scripts/kapi.sh install cluster` builds.
 pub const COMPONENTS: &[&str] =
     &["kube-apiserver", "kube-controller-manager", "kube-scheduler", "kube-proxy", "kubelet", "kubectl"];
+
 /// Taints and labels a node registers with, from the cluster description's Node objects.
 #[derive(Debug, Clone, Default)]
 pub struct NodeRole {
@@ -83,7 +84,7 @@ pub fn node_roles(cluster_yaml: &str) -> Result<BTreeMap<String, NodeRole>> {
 /// A running cluster on a lab. Dropping it stops every node (its kubelet, kube-proxy, containerd and
 /// containers, by PID), the control plane, then the lab's namespaces.
 pub struct Cluster {
-    /// Kubelets stop before the namespaces go: declared first, dropped last (see `Drop`).
+    /// Its namespaces go only after `Cluster::drop` has stopped every node and the control plane in them.
     pub lab: Lab,
     /// `<lab dir>/cluster`: the control plane's run dir (`kapi/`) and one folder per node (`nodes/`).
     pub dir: PathBuf,
