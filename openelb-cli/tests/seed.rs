@@ -236,9 +236,14 @@ fn crd_output_is_the_checked_in_file() {
 
 #[test]
 fn unreadable_input_exits_two_naming_the_file() {
-    let o = cli(&["allocate", "-f", "does/not/exist.yaml"]);
-    assert_eq!(o.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("does/not/exist.yaml"));
+    for command in ["allocate", "validate", "simulate"] {
+        let o = cli(&[command, "-f", "does/not/exist.yaml"]);
+        assert_eq!(o.status.code(), Some(2), "{command}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains("does/not/exist.yaml"), "{command}: {err}");
+        // Said once: the file and the OS's reason, not the reason again as the error's cause.
+        assert_eq!(err.matches("No such file or directory").count(), 1, "{command}: {err}");
+    }
 }
 
 #[test]

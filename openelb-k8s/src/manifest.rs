@@ -98,8 +98,9 @@ impl From<ManifestErrorKind> for ManifestError {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestErrorKind {
-    #[error("{}: {source}", path.display())]
-    Io { path: PathBuf, source: std::io::Error },
+    /// `error`, not `source`: the message carries it, and a source would print it twice in an error chain.
+    #[error("{}: {error}", path.display())]
+    Io { path: PathBuf, error: std::io::Error },
     #[error("{}: not UTF-8 text", path.display())]
     NotUtf8 { path: PathBuf },
     #[error("{}: document {document}: {message}", path.display())]
@@ -116,8 +117,8 @@ pub enum ManifestErrorKind {
         field: String,
         message: String,
     },
-    #[error("{origin}: {source}")]
-    Convert { origin: String, source: ConvertError },
+    #[error("{origin}: {error}")]
+    Convert { origin: String, error: ConvertError },
     #[error("{kind} {name} is declared twice: {first} and {second}")]
     Duplicate { kind: ObjectKind, name: String, first: String, second: String },
     #[error("{origin}: Deployment {name}: {message}")]
@@ -187,7 +188,7 @@ impl DocRef<'_> {
 impl Manifests {
     /// Loads a file, or every `*.yaml`/`*.yml` under a directory (recursively, in path order).
     pub fn load(path: &Path) -> Result<Self, ManifestError> {
-        let io = |source| ManifestError::from(ManifestErrorKind::Io { path: path.to_path_buf(), source });
+        let io = |error| ManifestError::from(ManifestErrorKind::Io { path: path.to_path_buf(), error });
         let meta = std::fs::metadata(path).map_err(io)?;
         let mut out = Manifests::default();
         if meta.is_dir() {
@@ -214,7 +215,7 @@ impl Manifests {
 
     fn load_file(path: &Path) -> Result<Self, ManifestError> {
         let bytes = std::fs::read(path)
-            .map_err(|source| ManifestError::from(ManifestErrorKind::Io { path: path.to_path_buf(), source }))?;
+            .map_err(|error| ManifestError::from(ManifestErrorKind::Io { path: path.to_path_buf(), error }))?;
         Self::parse_bytes(path, &bytes)
     }
 
@@ -387,7 +388,7 @@ fn decode<T: DeserializeOwned>(
 }
 
 fn collect_yaml_files(dir: &Path, out: &mut Vec<PathBuf>, seen: &mut HashSet<PathBuf>) -> Result<(), ManifestError> {
-    let io = |source| ManifestError::from(ManifestErrorKind::Io { path: dir.to_path_buf(), source });
+    let io = |error| ManifestError::from(ManifestErrorKind::Io { path: dir.to_path_buf(), error });
     // Symlinked directories could loop; visit each real directory once.
     if !seen.insert(std::fs::canonicalize(dir).map_err(io)?) {
         return Ok(());
@@ -397,7 +398,7 @@ fn collect_yaml_files(dir: &Path, out: &mut Vec<PathBuf>, seen: &mut HashSet<Pat
     entries.sort();
     for path in entries {
         let meta = std::fs::metadata(&path)
-            .map_err(|source| ManifestError::from(ManifestErrorKind::Io { path: path.clone(), source }))?;
+            .map_err(|error| ManifestError::from(ManifestErrorKind::Io { path: path.clone(), error }))?;
         if meta.is_dir() {
             collect_yaml_files(&path, out, seen)?;
         } else if path

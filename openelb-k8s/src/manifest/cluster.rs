@@ -44,8 +44,8 @@ fn convert_all<T, U>(
         .iter()
         .enumerate()
         .map(|(i, item)| {
-            f(item).map_err(|source| {
-                ManifestError::from(ManifestErrorKind::Convert { origin: origin_label(m, kind, i), source })
+            f(item).map_err(|error| {
+                ManifestError::from(ManifestErrorKind::Convert { origin: origin_label(m, kind, i), error })
             })
         })
         .collect()
