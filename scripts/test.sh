@@ -43,13 +43,10 @@ if [ "$root" = 1 ]; then
   # + etcd: built from Debian's `kubernetes` source package on the first run on a machine (about 8 min, 1.3 GB
   # RAM), then taken from /var/cache/openelb-kapi.
   echo "== scripts/kapi.sh install cluster"
-  bash scripts/kapi.sh install cluster
+  bash scripts/kapi.sh install cluster # exits non-zero unless every component is built and cached
   absent=()
   for t in "${tools[@]}"; do
     command -v "$t" >/dev/null 2>&1 || [ -x "/usr/sbin/$t" ] || [ -x "/sbin/$t" ] || absent+=("$t")
-  done
-  for t in kube-apiserver kube-controller-manager kube-scheduler kube-proxy kubelet kubectl; do
-    [ -x "${KAPI_CACHE:-/var/cache/openelb-kapi/v1.20.2}/$t" ] || absent+=("$t")
   done
   if [ "${#absent[@]}" -gt 0 ]; then
     echo "error: prerequisites still missing after the install: ${absent[*]}" >&2
