@@ -7,6 +7,7 @@ use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
+use super::eip_commit;
 use super::eip_status;
 use super::eip_writes::{self, EipWrites};
 use super::events::EventReason;
@@ -24,22 +25,24 @@ pub async fn reconcile(eip: Arc<Decoded<Eip>>, ctx: Arc<Context>) -> Result<Acti
 async fn reconcile_eip(name: &str, ctx: &Context) -> Result<Action, ReconcileError> {
     let object = || format!("Eip {name}");
     ctx.may_write("reconcile", object)?;
+    // Its writes take their turn with those of Service reconciles.
+    let slot = ctx.slots.of(name);
+    let _turn = slot.lock().await;
     let (current, writes) = {
-        let _writer = ctx.write_lock().await;
-        // Decide from the same cache the Service reconciles use, so both agree on every Eip.
-        let all = ctx.eips.state();
-        let Some(current) = all.iter().find(|e| e.name_any() == name).cloned() else {
+        // Decide from the ledger the Service reconciles use, so both agree on every Eip.
+        let ledger = ctx.current_ledger()?;
+        let Some(current) = ledger.eip(name).cloned() else {
             // The shared cache has not caught up with this controller's own watch yet (or the Eip is gone,
             // and the retry finds nothing to do).
             return Ok(Action::requeue(CACHE_RETRY));
         };
-        let writes = eip_writes::decide(&current, &all, &eip_status::now())
-            .map_err(|source| ReconcileError::Convert { object: object(), source: Box::new(source) })?;
-        if !write(ctx, &current, &writes).await? {
-            return Ok(Action::await_change());
-        }
+        let pool = ledger.pool_status(name).unwrap_or_default();
+        let writes = eip_writes::decide(&current, pool, ledger.problems(name), &eip_status::now());
         (current, writes)
     };
+    if !write(ctx, &current, &writes).await? {
+        return Ok(Action::await_change());
+    }
     log_changes(&current, &writes);
     if let Some(held_by) = &writes.held_by {
         let note = format!("deletion waits until no Service uses its addresses; in use: {held_by}");
@@ -74,52 +77,58 @@ fn log_changes(before: &Eip, writes: &EipWrites) {
     }
 }
 
-/// Carries the writes out; each step is guarded by the `resourceVersion` they were computed from (or that the
-/// previous step produced). `false` when the Eip turned out to be gone.
+/// Carries the writes out, holding the Eip's slot; each step is guarded by the `resourceVersion` the ledger knows
+/// (the previous step's). `false` when the Eip turned out to be gone.
 async fn write(ctx: &Context, eip: &Eip, writes: &EipWrites) -> Result<bool, ReconcileError> {
     let name = eip.name_any();
+    if writes.add_finalizer
+        && !patch_finalizers(ctx, &name, "add the finalizer to", eip_writes::finalizers_with(eip, true)).await?
+    {
+        return Ok(false);
+    }
+    if writes.status.is_some() {
+        // The status the Eip is due now, which also carries allocations decided since `writes`.
+        match eip_commit::write_due(ctx, &name).await {
+            Err(ReconcileError::Stale { .. }) if ctx.ledger().eip(&name).is_none() => return Ok(false),
+            other => other?,
+        }
+    }
+    if writes.remove_finalizer
+        && !patch_finalizers(ctx, &name, "remove the finalizer of", eip_writes::finalizers_with(eip, false)).await?
+    {
+        return Ok(false);
+    }
+    Ok(true)
+}
+
+/// Sets `metadata.finalizers`, guarded by the version the ledger knows; `false` when the Eip is gone.
+async fn patch_finalizers(
+    ctx: &Context,
+    name: &str,
+    action: &'static str,
+    finalizers: Option<Vec<String>>,
+) -> Result<bool, ReconcileError> {
     let object = || format!("Eip {name}");
+    ctx.may_write(action, object)?;
+    let version = ctx.ledger().eip(name).and_then(|e| e.metadata.resource_version.clone());
     // Read back as `Decoded`: the write of an object that does not decode succeeds, and its answer must not
     // look like a failure.
     let api: Api<Decoded<Eip>> = Api::all(ctx.client.clone());
     let pp = PatchParams { field_manager: Some(FIELD_MANAGER.to_string()), ..Default::default() };
-    let mut version = eip.metadata.resource_version.clone();
-    if writes.add_finalizer {
-        ctx.may_write("add the finalizer to", object)?;
-        let patch =
-            json!({"metadata": {"resourceVersion": version, "finalizers": eip_writes::finalizers_with(eip, true)}});
-        match api.patch(&name, &pp, &Patch::Merge(&patch)).await {
-            Ok(written) => version = written.meta().resource_version.clone(),
-            Err(source) if is_not_found(&source) => return Ok(false),
-            Err(source) => {
-                return Err(ReconcileError::Write { action: "add the finalizer to", object: object(), source });
+    let patch = json!({"metadata": {"resourceVersion": version, "finalizers": finalizers}});
+    match api.patch(name, &pp, &Patch::Merge(&patch)).await {
+        Ok(written) => {
+            let known = ctx.ledger().eip(name).map(|e| Eip::clone(e));
+            if let Some(mut known) = known {
+                known.metadata.resource_version = written.meta().resource_version.clone();
+                known.metadata.finalizers = written.meta().finalizers.clone();
+                ctx.ledger().saw(Arc::new(known));
             }
+            Ok(true)
         }
+        Err(source) if is_not_found(&source) => Ok(false),
+        Err(source) => Err(ReconcileError::Write { action, object: object(), source }),
     }
-    if let Some(status) = &writes.status {
-        ctx.may_write("write status of", object)?;
-        let mut updated = eip.clone();
-        updated.metadata.resource_version = version.clone();
-        updated.status = Some(status.clone());
-        match ctx.write_eip_status(eip_status::conditions(eip), &updated).await {
-            Ok(written) => version = written,
-            Err(source) if is_not_found(&source) => return Ok(false),
-            Err(source) => return Err(ReconcileError::Write { action: "write status of", object: object(), source }),
-        }
-    }
-    if writes.remove_finalizer {
-        ctx.may_write("remove the finalizer of", object)?;
-        let patch =
-            json!({"metadata": {"resourceVersion": version, "finalizers": eip_writes::finalizers_with(eip, false)}});
-        match api.patch(&name, &pp, &Patch::Merge(&patch)).await {
-            Ok(_) => {}
-            Err(source) if is_not_found(&source) => return Ok(false),
-            Err(source) => {
-                return Err(ReconcileError::Write { action: "remove the finalizer of", object: object(), source });
-            }
-        }
-    }
-    Ok(true)
 }
 
 pub fn error_policy(eip: Arc<Decoded<Eip>>, error: &ReconcileError, ctx: Arc<Context>) -> Action {

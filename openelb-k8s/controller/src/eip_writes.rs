@@ -4,16 +4,14 @@
 //! still use waits for them (the core drains a deleting pool: holders keep, nobody new gets) instead of
 //! pulling their addresses from under them; the finalizer comes off once nothing uses the Eip.
 
-use std::sync::Arc;
-
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
-use openelb_core::ipam::{Ipam, PoolStatus};
+use openelb_core::ipam::PoolStatus;
 use openelb_core::model::FINALIZER_EIP;
+use openelb_core::validate::Problem;
 
 use super::conditions;
 use super::eip_status::{self, is_deleting};
-use openelb_k8s::convert::ConvertError;
 use openelb_k8s::crd::{Eip, EipStatus};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -36,28 +34,23 @@ impl EipWrites {
     }
 }
 
-/// Decides for `eip` against every Eip as cached (`all` includes `eip`).
-pub fn decide(eip: &Eip, all: &[Arc<Eip>], now: &Time) -> Result<EipWrites, ConvertError> {
-    let name = eip.name_any();
-    let ipam = Ipam::new(&eip_status::pools(all)?);
-    let pool = ipam.pool_status(&name).unwrap_or_default();
+/// Decides for `eip`, given what the allocator says of its pool and the problems of its spec.
+pub fn decide(eip: &Eip, pool: PoolStatus, problems: &[Problem], now: &Time) -> EipWrites {
     let in_use = !pool.used.is_empty();
     let deleting = is_deleting(eip);
     let ours = eip.finalizers().iter().any(|f| f == FINALIZER_EIP);
     if deleting && !in_use {
         // Nothing left to show: writing a status the object is about to lose would only cost a write.
-        return Ok(EipWrites { add_finalizer: false, status: None, remove_finalizer: ours, held_by: None, pool });
+        return EipWrites { add_finalizer: false, status: None, remove_finalizer: ours, held_by: None, pool };
     }
-    let problems = eip_status::problems(all)?;
-    let found = problems.get(&name).map_or(&[][..], Vec::as_slice);
-    let desired = eip_status::desired_status(eip, &pool, found, now);
-    Ok(EipWrites {
+    let desired = eip_status::desired_status(eip, &pool, problems, now);
+    EipWrites {
         add_finalizer: !deleting && !ours,
         status: (eip.status.as_ref() != Some(&desired)).then_some(desired),
         remove_finalizer: false,
         held_by: (deleting && in_use).then(|| conditions::in_use_summary(&pool)),
         pool,
-    })
+    }
 }
 
 /// `metadata.finalizers` with ours added or removed, `None` for "no finalizers" (as a merge patch says it).
@@ -72,10 +65,22 @@ pub fn finalizers_with(eip: &Eip, ours: bool) -> Option<Vec<String>> {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use k8s_openapi::jiff::Timestamp;
 
     use super::*;
+    use crate::ledger::Ledger;
     use openelb_k8s::crd::EipSpec;
+
+    /// Decides for `eip` as the Eip reconcile does: in a ledger that follows `all`.
+    fn decide(eip: &Eip, all: &[Arc<Eip>], now: &Time) -> Result<EipWrites, openelb_k8s::convert::ConvertError> {
+        let mut ledger = Ledger::default();
+        ledger.refresh(all)?;
+        let name = eip.name_any();
+        let pool = ledger.pool_status(&name).unwrap_or_default();
+        Ok(super::decide(eip, pool, ledger.problems(&name), now))
+    }
 
     fn at(seconds: i64) -> Time {
         Time(Timestamp::from_second(seconds).unwrap())

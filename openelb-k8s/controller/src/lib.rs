@@ -14,11 +14,13 @@
 //! computed from and by the term. Why: docs/architecture.md, docs/allocation.md#concurrent-writers, docs/vrrp.md.
 
 pub mod conditions;
+pub mod eip_commit;
 pub mod eip_reconcile;
 pub mod eip_status;
 pub mod eip_writes;
 pub mod events;
 pub mod leader;
+pub mod ledger;
 pub mod metrics;
 pub mod mirror;
 pub mod reconcile;
@@ -54,7 +56,6 @@ use kube::Resource;
 use metrics::Metrics;
 use mirror::{Tasks, mirror};
 use openelb_k8s::background::BackgroundThread;
-use openelb_k8s::convert;
 use openelb_k8s::crd::Eip;
 use openelb_k8s::decoded::Decoded;
 use openelb_k8s::serve::{self, Readiness, ServeError};
@@ -146,42 +147,48 @@ fn services_to_recheck(services: &ServiceStore, namespace: Option<&str>) -> Vec<
         .collect()
 }
 
-/// What of an Eip decides which Services a change of it concerns: its spec (by generation) and its deletion.
-type EipShape = (Option<i64>, bool);
+/// What of an Eip decides what a change of it concerns: its spec (by generation), its deletion and whether it
+/// claims to be the default (an annotation, which no generation counts).
+type EipShape = (Option<i64>, bool, Option<String>);
 
-/// The Services an Eip change may concern. Still waiting for an address: always (a pool appeared, grew, was
-/// enabled or freed one). Holding an address from it or pinned to it: only when its spec or deletion changed
-/// (`shapes` remembers what was seen), because a status write (one per allocation) changes nothing for them.
-/// Re-checking every Service on every status write made allocating N Services cost N² reconciles.
+/// Whether `eip` changed shape since `shapes` last saw it (and remembers it).
+fn reshaped(eip: &ObjectMeta, shapes: &std::sync::Mutex<std::collections::HashMap<String, EipShape>>) -> bool {
+    let name = eip.name.clone().unwrap_or_default();
+    let default = eip.annotations.as_ref().and_then(|a| a.get(openelb_core::model::ANNOTATION_DEFAULT_EIP)).cloned();
+    let shape = (eip.generation, eip.deletion_timestamp.is_some(), default);
+    let mut shapes = shapes.lock().unwrap_or_else(|p| p.into_inner());
+    shapes.insert(name, shape.clone()) != Some(shape)
+}
+
+/// The Services an Eip change may concern: those still waiting for an address (a pool appeared, grew, was
+/// enabled or freed one), and, when its shape changed, those holding an address from it or pinned to it. A status
+/// write (many per burst of allocations) concerns nobody else: re-checking every Service on each made
+/// allocating N Services cost N² reconciles.
 fn services_for_eip(
     services: &ServiceStore,
+    ctx: &Context,
     eip: &ObjectMeta,
     shapes: &std::sync::Mutex<std::collections::HashMap<String, EipShape>>,
 ) -> Vec<ObjectRef<Decoded<corev1::Service>>> {
+    let mut out: Vec<ObjectRef<Decoded<corev1::Service>>> =
+        ctx.waiting().into_iter().map(|(ns, name)| ObjectRef::new(&name).within(&ns)).collect();
+    if !reshaped(eip, shapes) {
+        return out;
+    }
     let name = eip.name.clone().unwrap_or_default();
-    let shape = (eip.generation, eip.deletion_timestamp.is_some());
-    let reshaped = {
-        let mut shapes = shapes.lock().unwrap_or_else(|p| p.into_inner());
-        shapes.insert(name.clone(), shape) != Some(shape)
-    };
-    services
-        .state()
-        .iter()
-        .filter(|d| {
-            let Ok(s) = (***d).as_result() else { return false };
-            if !service_writes::concerns_us(s) {
-                return false;
-            }
-            let waiting = convert::ingress_ips(s).is_empty();
-            let tied = || {
+    out.extend(
+        services
+            .state()
+            .iter()
+            .filter(|d| {
+                let Ok(s) = (***d).as_result() else { return false };
                 let label = s.metadata.labels.as_ref().and_then(|l| l.get(openelb_core::model::LABEL_EIP_POOL));
                 let pin = s.metadata.annotations.as_ref().and_then(|a| a.get(openelb_core::model::ANNOTATION_EIP_POOL));
-                label == Some(&name) || pin == Some(&name)
-            };
-            waiting || (reshaped && tied())
-        })
-        .map(|s| ObjectRef::from_obj(&**s))
-        .collect()
+                (label == Some(&name) || pin == Some(&name)) && service_writes::concerns_us(s)
+            })
+            .map(|s| ObjectRef::from_obj(&**s)),
+    );
+    out
 }
 
 /// What each term takes from the process.
@@ -194,6 +201,8 @@ struct Parts {
     vrid_publishing: Option<VridPublishing>,
 }
 
+/// Service reconciles running at once: enough to keep a few Eip writes and many Service writes in flight.
+const SERVICE_CONCURRENCY: u16 = 32;
 const SWEEP_RETRY_FIRST: Duration = Duration::from_millis(500);
 const SWEEP_RETRY_MAX: Duration = Duration::from_secs(30);
 
@@ -229,19 +238,20 @@ async fn term(parts: &Parts, stop: Stop) {
     }
     tracing::info!(eips = parts.eips.state().len(), "starting the Service and Eip controllers");
     let wc = watcher::Config::default;
-    // One reconcile at a time per controller: decisions are cheap, and the two controllers share one writer
-    // lock anyway (the resourceVersion guard still makes parallel writers safe).
+    // Decisions are taken one at a time in the ledger; their writes overlap. Eips are few.
+    let services_config = controller::Config::default().concurrency(SERVICE_CONCURRENCY);
     let one_at_a_time = || controller::Config::default().concurrency(1);
 
     // Every watch of the two controllers reads `Decoded` objects: one that does not decode never fails a listing.
     let svc_controller =
-        Controller::new(Api::<Decoded<corev1::Service>>::all(parts.client.clone()), wc()).with_config(one_at_a_time());
+        Controller::new(Api::<Decoded<corev1::Service>>::all(parts.client.clone()), wc()).with_config(services_config);
     let services = svc_controller.store();
     let for_eips = services.clone();
     let shapes = std::sync::Mutex::new(std::collections::HashMap::new());
+    let ctx_for_eips = ctx.clone();
     let services_done = svc_controller
         .watches(Api::<Decoded<Eip>>::all(parts.client.clone()), wc(), move |eip: Decoded<Eip>| {
-            services_for_eip(&for_eips, eip.meta(), &shapes)
+            services_for_eip(&for_eips, &ctx_for_eips, eip.meta(), &shapes)
         })
         .watches(
             Api::<Decoded<corev1::Namespace>>::all(parts.client.clone()),
@@ -263,8 +273,13 @@ async fn term(parts: &Parts, stop: Stop) {
     let eip_controller =
         Controller::new(Api::<Decoded<Eip>>::all(parts.client.clone()), wc()).with_config(one_at_a_time());
     let all_eips = eip_controller.store();
+    let eip_shapes = std::sync::Mutex::new(std::collections::HashMap::new());
+    // Overlaps and a second default make one Eip's conditions depend on the others' shape.
     let eips_done = eip_controller
-        .watches(Api::<Decoded<Eip>>::all(parts.client.clone()), wc(), move |_: Decoded<Eip>| {
+        .watches(Api::<Decoded<Eip>>::all(parts.client.clone()), wc(), move |eip: Decoded<Eip>| {
+            if !reshaped(eip.meta(), &eip_shapes) {
+                return Vec::new();
+            }
             all_eips.state().iter().map(|e| ObjectRef::from_obj(e.as_ref())).collect::<Vec<_>>()
         })
         .graceful_shutdown_on(stop.clone())

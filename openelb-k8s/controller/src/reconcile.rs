@@ -13,11 +13,14 @@ use kube::runtime::controller::Action;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource, ResourceExt};
 use openelb_core::ipam::{Change, EventType};
+use openelb_core::model::ServiceKey;
 use openelb_k8s::manifest::ObjectKind;
 
 use super::conditions;
+use super::eip_commit::{self, Slots};
 use super::eip_status;
 use super::events::{EventReason, Events, RateLimiter, WARNING_INTERVAL};
+use super::ledger::Ledger;
 use super::metrics::{ErrorLabels, FailureLabels, Metrics, failure_kind};
 use super::service_writes::{self, ServiceWrites};
 use super::undecodable::Reporter;
@@ -122,11 +125,14 @@ pub struct Context {
     pub metrics: Metrics,
     /// Open while this replica holds the Lease (or runs without leader election).
     leading: AtomicBool,
-    /// Reconciles of Services and of Eips both decide from the whole Eip cache and write Eips: one at a time,
-    /// so they do not make each other's writes stale (the resourceVersion guard would catch it, at a retry).
-    writer: tokio::sync::Mutex<()>,
+    /// The term's allocations; every decision is taken and recorded under this lock (a short one: no I/O).
+    ledger: Mutex<Ledger>,
+    /// Each Eip's writes, one at a time.
+    pub(super) slots: Slots,
     failures: Mutex<HashMap<String, u32>>,
     log_limiter: Mutex<RateLimiter>,
+    /// Services whose last decision gave them no address: tried again on every Eip change.
+    waiting: Mutex<std::collections::BTreeSet<(String, String)>>,
     /// Services whose objects do not decode, reported once per distinct error.
     undecodable_services: Mutex<Reporter>,
 }
@@ -151,10 +157,12 @@ impl Context {
             events,
             metrics,
             leading: AtomicBool::new(true),
-            writer: tokio::sync::Mutex::new(()),
+            ledger: Mutex::new(Ledger::default()),
+            slots: Slots::default(),
             failures: Mutex::new(HashMap::new()),
             log_limiter: Mutex::new(RateLimiter::new(WARNING_INTERVAL)),
             undecodable_services,
+            waiting: Mutex::default(),
         }
     }
 
@@ -194,26 +202,43 @@ impl Context {
         Ok(written.meta().resource_version.clone())
     }
 
-    /// Writes whole Eip statuses in order, each guarded by the `resourceVersion` it carries; stops at the first
-    /// failure.
-    pub(super) async fn write_eip_statuses(&self, eips: &[Eip]) -> Result<(), ReconcileError> {
-        for eip in eips {
-            let name = eip.name_any();
-            let object = || format!("Eip {name}");
-            self.may_write("write status of", object)?;
-            // The version this status was computed from, as cached: what the guarded write replaces.
-            let before = self.eips.get(&ObjectRef::new(&name)).map(|e| eip_status::conditions(&e).to_vec());
-            self.write_eip_status(&before.unwrap_or_default(), eip).await.map_err(|source| ReconcileError::Write {
-                action: "write status of",
-                object: object(),
-                source,
-            })?;
-        }
-        Ok(())
+    pub(super) fn ledger(&self) -> std::sync::MutexGuard<'_, Ledger> {
+        self.ledger.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub(super) async fn write_lock(&self) -> tokio::sync::MutexGuard<'_, ()> {
-        self.writer.lock().await
+    /// The ledger, brought up to date with the Eip cache first.
+    pub(super) fn current_ledger(&self) -> Result<std::sync::MutexGuard<'_, Ledger>, ReconcileError> {
+        let mut ledger = self.ledger();
+        let eips = self.eips.state();
+        let refreshed = ledger
+            .refresh(&eips)
+            .map_err(|source| ReconcileError::Convert { object: "the Eips".to_string(), source: Box::new(source) })?;
+        for warning in ledger.new_warnings() {
+            tracing::warn!("{warning}");
+        }
+        if !refreshed.recheck.is_empty() {
+            tracing::info!(
+                services = refreshed.recheck.len(),
+                eips = ?refreshed.reshaped,
+                "Eips gone or rewritten by someone else: their former holders are decided again at their next reconcile"
+            );
+        }
+        Ok(ledger)
+    }
+
+    /// Services waiting for an address, as (namespace, name).
+    pub fn waiting(&self) -> Vec<(String, String)> {
+        self.waiting.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned().collect()
+    }
+
+    fn set_waiting(&self, key: ServiceKey, waiting: bool) {
+        let mut set = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = (key.namespace, key.name);
+        if waiting {
+            set.insert(entry);
+        } else {
+            set.remove(&entry);
+        }
     }
 
     pub(super) fn record_failure(&self, key: &str) -> u32 {
@@ -250,6 +275,11 @@ pub(super) async fn run(
     result
 }
 
+/// The Service as the core names it.
+fn core_key(svc: &corev1::Service) -> ServiceKey {
+    ServiceKey::new(convert::namespace_of(&svc.metadata), svc.name_any())
+}
+
 fn service_key(svc: &impl Resource) -> String {
     format!("Service {}/{}", convert::namespace_of(svc.meta()), svc.name_any())
 }
@@ -274,28 +304,44 @@ pub async fn reconcile(svc: Arc<Decoded<corev1::Service>>, ctx: Arc<Context>) ->
 async fn reconcile_service(svc: &corev1::Service, ctx: &Context) -> Result<Action, ReconcileError> {
     let key = service_key(svc);
     ctx.may_write("reconcile", || key.clone())?;
-    let (writes, written) = {
-        let _writer = ctx.write_lock().await;
-        let writes = service_writes::decide(svc, &ctx.eips.state(), &ctx.namespaces.state(), &eip_status::now())
+    let namespace = ctx.namespaces.get(&ObjectRef::new(&convert::namespace_of(&svc.metadata)));
+    let writes = {
+        let mut ledger = ctx.current_ledger()?;
+        let decided = service_writes::decide(svc, &mut ledger, namespace.as_deref())
             .map_err(|source| ReconcileError::Convert { object: key.clone(), source: Box::new(source) })?;
-        for warning in &writes.warnings {
-            tracing::warn!("{warning}");
+        match decided {
+            Some(writes) => writes,
+            // Our own later write has not reached the cache yet: its event brings the current copy.
+            None => return Ok(Action::requeue(CACHE_RETRY)),
         }
-        let written = write(ctx, svc, &writes).await?;
-        (writes, written)
     };
-    if written {
+    eip_commit::commit(ctx, &writes.tickets).await?;
+    if write(ctx, svc, &writes).await? {
         log_outcome(ctx, &key, &writes);
         count_outcome(ctx, &writes);
         publish_events(ctx, svc, &writes).await;
     } else {
         tracing::debug!("gone before its writes; the cached copy was stale");
+        forget(ctx, svc).await?;
     }
     ctx.clear_failures(&key);
+    let failed = matches!(writes.outcome.change, Change::Failed { .. });
+    ctx.set_waiting(core_key(svc), failed);
     match writes.outcome.change {
         Change::Failed { .. } => Ok(Action::requeue(FAILED_RETRY)),
         _ => Ok(Action::requeue(RESYNC)),
     }
+}
+
+/// A Service found gone while its decision was carried out gives back what the decision gave it.
+async fn forget(ctx: &Context, svc: &corev1::Service) -> Result<(), ReconcileError> {
+    let key = core_key(svc);
+    let released = ctx.ledger().release(&key);
+    if let Some(((pool, ip), ticket)) = released {
+        tracing::info!(%pool, %ip, "released: the Service is gone");
+        eip_commit::commit(ctx, &[ticket]).await?;
+    }
+    Ok(())
 }
 
 fn log_outcome(ctx: &Context, key: &str, writes: &ServiceWrites) {
@@ -350,58 +396,40 @@ async fn publish_events(ctx: &Context, svc: &corev1::Service, writes: &ServiceWr
     }
 }
 
-/// Carries the writes out in its order; stops at the first failure so nothing later is written on top of it.
-/// `false` when the Service turned out to be gone.
+/// Carries the Service's writes out once its Eips are written: status, then label and finalizer, each guarded
+/// by the `resourceVersion` the decision was taken from (or the previous write returned). `false` when the
+/// Service turned out to be gone.
 async fn write(ctx: &Context, svc: &corev1::Service, writes: &ServiceWrites) -> Result<bool, ReconcileError> {
-    if !writes.eips.is_empty() && !service_is_current(ctx, svc).await? {
-        return Ok(false);
-    }
-    ctx.write_eip_statuses(&writes.eips).await?;
     let ns = convert::namespace_of(&svc.metadata);
     let name = svc.name_any();
     let svc_api: Api<corev1::Service> = Api::namespaced(ctx.client.clone(), &ns);
     let pp = PatchParams { field_manager: Some(FIELD_MANAGER.to_string()), ..Default::default() };
     let object = || format!("Service {ns}/{name}");
     let mut version = svc.metadata.resource_version.clone();
-    if let Some(status) = &writes.service_status {
-        ctx.may_write("write status of", object)?;
-        match svc_api.patch_status(&name, &pp, &Patch::Merge(status)).await {
-            // Our own status write bumped the version the metadata patch is guarded by.
+    for (action, patch, status) in [
+        ("write status of", &writes.service_status, true),
+        ("write label and finalizer of", &writes.service_meta, false),
+    ] {
+        let Some(patch) = patch else { continue };
+        let mut patch = patch.clone();
+        patch["metadata"]["resourceVersion"] = serde_json::json!(version);
+        ctx.may_write(action, object)?;
+        let result = if status {
+            svc_api.patch_status(&name, &pp, &Patch::Merge(&patch)).await
+        } else {
+            svc_api.patch(&name, &pp, &Patch::Merge(&patch)).await
+        };
+        match result {
+            // Each write bumps the version the next one is guarded by.
             Ok(written) => version = written.metadata.resource_version,
             Err(source) if is_not_found(&source) => return Ok(false),
-            Err(source) => return Err(ReconcileError::Write { action: "write status of", object: object(), source }),
+            Err(source) => return Err(ReconcileError::Write { action, object: object(), source }),
         }
     }
-    if let Some(meta) = &writes.service_meta {
-        let mut meta = meta.clone();
-        meta["metadata"]["resourceVersion"] = serde_json::json!(version);
-        ctx.may_write("write label and finalizer of", object)?;
-        match svc_api.patch(&name, &pp, &Patch::Merge(&meta)).await {
-            Ok(_) => {}
-            Err(source) if is_not_found(&source) => return Ok(false),
-            Err(source) => {
-                return Err(ReconcileError::Write { action: "write label and finalizer of", object: object(), source });
-            }
-        }
+    if version != svc.metadata.resource_version {
+        ctx.ledger().service_written(&core_key(svc), version.as_deref());
     }
     Ok(true)
-}
-
-/// Whether the cached `svc` is the Service's current version, read from the API. An Eip write is guarded by the
-/// Eip's `resourceVersion` only, so a decision made from a stale copy of the Service (the cache lags, e.g. while
-/// a watch re-lists after an API server restart) would otherwise put back an address the Service already gave
-/// up: the Eip is current, and the Service writes that follow fail only after the damage. One read per Eip
-/// change; decisions that change no Eip need none.
-async fn service_is_current(ctx: &Context, svc: &corev1::Service) -> Result<bool, ReconcileError> {
-    let ns = convert::namespace_of(&svc.metadata);
-    let name = svc.name_any();
-    let api: Api<corev1::Service> = Api::namespaced(ctx.client.clone(), &ns);
-    match api.get_metadata_opt(&name).await {
-        Ok(Some(current)) if current.metadata.resource_version == svc.metadata.resource_version => Ok(true),
-        Ok(Some(_)) => Err(ReconcileError::Stale { object: format!("Service {ns}/{name}") }),
-        Ok(None) => Ok(false),
-        Err(source) => Err(ReconcileError::Read { action: "read", object: format!("Service {ns}/{name}"), source }),
-    }
 }
 
 /// An object that is gone needs nothing more: its cached copy was stale (typically the last one seen while it

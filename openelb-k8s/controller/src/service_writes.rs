@@ -1,23 +1,16 @@
-//! One Service's decision turned into the writes that carry it out (pure: no client; the clock is an argument).
-//!
-//! The API is the only state: every call rebuilds the allocator from the Eips' `status.used` as the caller's
-//! caches show them. Caches may lag behind the server, so every Eip write carries the `resourceVersion` it was
-//! computed from; the server refuses a stale one (409) and the caller recomputes from fresher caches. That is
-//! what keeps two decisions from handing out one address twice.
-
-use std::sync::Arc;
+//! One Service's decision, taken in the term's [`Ledger`], turned into the writes that carry it out (pure: no
+//! client). The Eips it changes are written through their tickets first ([`crate::eip_commit`]); that is what
+//! keeps two decisions from handing out one address twice, here or in another replica.
 
 use k8s_openapi::api::core::v1 as corev1;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use openelb_core::ipam::{Change, Ipam, Outcome};
+use openelb_core::ipam::{Change, Outcome};
 use openelb_core::lifecycle;
-use openelb_core::model::LABEL_EIP_POOL;
+use openelb_core::model::{LABEL_EIP_POOL, Protocol, ServiceKey};
 use openelb_core::protocol_support;
 use serde_json::{Value, json};
 
-use super::eip_status;
+use super::ledger::{Ledger, Ticket};
 use openelb_k8s::convert::{self, ConvertError};
-use openelb_k8s::crd::Eip;
 
 /// What to write, in the order the caller must write it: Eips first (they claim or free addresses), then the
 /// Service's status, then its metadata (removing the finalizer last lets a deleted Service go only once
@@ -25,20 +18,17 @@ use openelb_k8s::crd::Eip;
 #[derive(Debug, Clone)]
 pub struct ServiceWrites {
     pub outcome: Outcome,
-    /// Eips whose allocations changed: whole objects (with the `resourceVersion` read) for a status replace,
-    /// their conditions brought up to date on the way.
-    pub eips: Vec<Eip>,
+    /// The changes to Eips, each written before the Service is.
+    pub tickets: Vec<Ticket>,
     /// Merge patch for the Service's `/status`.
     pub service_status: Option<Value>,
     /// Merge patch for the Service's label and finalizers, guarded by its `resourceVersion`.
     pub service_meta: Option<Value>,
-    /// Problems met while rebuilding allocations from the Eips (never fatal; worth a log line).
-    pub warnings: Vec<String>,
 }
 
 impl ServiceWrites {
     pub fn is_empty(&self) -> bool {
-        self.eips.is_empty() && self.service_status.is_none() && self.service_meta.is_none()
+        self.tickets.is_empty() && self.service_status.is_none() && self.service_meta.is_none()
     }
 }
 
@@ -48,52 +38,27 @@ pub fn concerns_us(svc: &corev1::Service) -> bool {
     convert::service_from_k8s(svc).is_ok_and(|s| lifecycle::is_ours(&s) || lifecycle::has_our_marks(&s))
 }
 
-/// Decides for `svc` against `eips` and `namespaces` as cached, and says what must be written. `now` dates
-/// the conditions that change.
+/// Decides for `svc` in `ledger` (recording the decision) and says what must be written; `None` when the cached
+/// copy of `svc` is older than our last write of it. `namespace` is its Namespace, when cached.
 pub fn decide(
     svc: &corev1::Service,
-    eips: &[Arc<Eip>],
-    namespaces: &[Arc<corev1::Namespace>],
-    now: &Time,
-) -> Result<ServiceWrites, ConvertError> {
+    ledger: &mut Ledger,
+    namespace: Option<&corev1::Namespace>,
+) -> Result<Option<ServiceWrites>, ConvertError> {
     let service = convert::service_from_k8s(svc)?;
-    let pools = eip_status::pools(eips)?;
-    let namespace = namespaces
-        .iter()
-        .find(|n| n.metadata.name.as_deref() == Some(service.namespace.as_str()))
-        .map(|n| convert::namespace_from_k8s(n))
-        .transpose()?;
-    let mut ipam = Ipam::new(&pools);
-    let mut outcome = ipam.reconcile(&service, namespace.as_ref());
+    let key = ServiceKey::new(service.namespace.clone(), service.name.clone());
+    if ledger.is_stale(&key, svc.metadata.resource_version.as_deref()) {
+        return Ok(None);
+    }
+    let namespace = namespace.map(convert::namespace_from_k8s).transpose()?;
+    let (mut outcome, tickets) = ledger.decide(&service, namespace.as_ref());
     // Once per assignment: a Service that keeps its address is not told again on every reconcile.
     if let Change::Assigned { pool, ip, .. } = &outcome.change
-        && let Some(event) = pools
-            .iter()
-            .find(|p| &p.name == pool)
-            .and_then(|p| protocol_support::assignment_event(pool, p.protocol, *ip))
+        && let Some(eip) = ledger.eip(pool)
+        && let Some(event) =
+            protocol_support::assignment_event(pool, Protocol::from_spec(eip.spec.protocol.map(|p| p.as_str())), *ip)
     {
         outcome.events.push(event);
-    }
-
-    let mut changed_eips = Vec::new();
-    // Validation compares every pair of Eips: only worth it when a status is written anyway.
-    let mut problems = None;
-    for eip in eips {
-        let Some(name) = eip.metadata.name.as_deref() else { continue };
-        let Some(status) = ipam.pool_status(name) else { continue };
-        let mut typed = Eip::clone(eip);
-        convert::apply_pool_status(&mut typed, &status);
-        if typed.status == eip.status {
-            continue;
-        }
-        let problems = match &problems {
-            Some(p) => p,
-            None => problems.insert(eip_status::problems(eips)?),
-        };
-        let found = problems.get(name).map_or(&[][..], Vec::as_slice);
-        let mut updated = Eip::clone(eip);
-        updated.status = Some(eip_status::desired_status(eip, &status, found, now));
-        changed_eips.push(updated);
     }
 
     let (mut service_status, mut service_meta) = (None, None);
@@ -118,7 +83,7 @@ pub fn decide(
             }));
         }
     }
-    Ok(ServiceWrites { outcome, eips: changed_eips, service_status, service_meta, warnings: ipam.warnings().to_vec() })
+    Ok(Some(ServiceWrites { outcome, tickets, service_status, service_meta }))
 }
 
 #[cfg(test)]

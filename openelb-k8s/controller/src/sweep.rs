@@ -7,60 +7,25 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::sync::Arc;
 
 use k8s_openapi::api::core::v1 as corev1;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 use kube::api::{Api, ListParams};
-use openelb_core::ipam::Ipam;
 use openelb_core::model::ServiceKey;
 
-use super::eip_status;
+use super::eip_commit;
+use super::ledger::{Ledger, Ticket};
 use super::reconcile::{Context, ReconcileError};
-use openelb_k8s::convert::{self, ConvertError};
-use openelb_k8s::crd::Eip;
+use openelb_k8s::convert;
 
 /// Services listed per request.
 const PAGE: u32 = 500;
 
-#[derive(Debug, Clone, PartialEq)]
-pub struct Sweep {
-    /// What was released: the Service, its Eip and address.
-    pub released: Vec<(ServiceKey, String, IpAddr)>,
-    /// Eips whose status must be written (with the `resourceVersion` they were read at).
-    pub eips: Vec<Eip>,
-}
-
-/// Decides the sweep (pure). `existing` must list every Service, taken *after* `eips` were read: a Service
-/// recorded in an Eip existed when it was recorded, so it is in a later list unless it was deleted since.
-pub fn plan(eips: &[Arc<Eip>], existing: &[ServiceKey], now: &Time) -> Result<Sweep, ConvertError> {
-    let before = Ipam::new(&eip_status::pools(eips)?);
-    let mut after = before.clone();
-    let gone = after.release_absent(existing);
-    let released = gone
-        .into_iter()
-        .filter_map(|key| {
-            let (pool, ip) = before.allocation(&key)?;
-            Some((key, pool.to_string(), ip))
-        })
-        .collect::<Vec<_>>();
-    let mut changed = Vec::new();
-    if !released.is_empty() {
-        let problems = eip_status::problems(eips)?;
-        for eip in eips {
-            let name = eip.name_any();
-            let (Some(old), Some(new)) = (before.pool_status(&name), after.pool_status(&name)) else { continue };
-            if old == new {
-                continue;
-            }
-            let found = problems.get(&name).map_or(&[][..], Vec::as_slice);
-            let mut updated = Eip::clone(eip);
-            updated.status = Some(eip_status::desired_status(eip, &new, found, now));
-            changed.push(updated);
-        }
-    }
-    Ok(Sweep { released, eips: changed })
+/// Releases, in `ledger`, every address whose Service is not in `existing`: the complete list, taken *after* the
+/// ledger followed the Eips (a Service recorded in an Eip existed when it was recorded, so it is in a later list
+/// unless it was deleted since). What was released, each with the Eip change to write.
+pub fn plan(ledger: &mut Ledger, existing: &[ServiceKey]) -> Vec<(ServiceKey, String, IpAddr, Ticket)> {
+    ledger.release_absent(existing)
 }
 
 /// Every Service's key, page by page.
@@ -84,30 +49,34 @@ async fn list_services(client: &kube::Client) -> Result<Vec<ServiceKey>, Reconci
 
 /// Runs the sweep once; returns what it released.
 pub async fn run(ctx: &Context) -> Result<Vec<(ServiceKey, String, IpAddr)>, ReconcileError> {
-    let _writer = ctx.write_lock().await;
-    let eips = ctx.eips.state();
+    drop(ctx.current_ledger()?);
     let existing = list_services(&ctx.client).await?;
-    let sweep = plan(&eips, &existing, &eip_status::now())
-        .map_err(|source| ReconcileError::Convert { object: "the Eips".to_string(), source: Box::new(source) })?;
-    ctx.write_eip_statuses(&sweep.eips).await?;
+    let released = plan(&mut ctx.ledger(), &existing);
+    let tickets: Vec<Ticket> = released.iter().map(|(.., t)| t.clone()).collect();
+    eip_commit::commit(ctx, &tickets).await?;
     let mut by_pool: BTreeMap<&str, usize> = BTreeMap::new();
-    for (key, pool, ip) in &sweep.released {
+    for (key, pool, ip, _) in &released {
         tracing::info!(service = %key, %pool, %ip, "released: the Service no longer exists");
         *by_pool.entry(pool).or_default() += 1;
     }
-    if !sweep.released.is_empty() {
-        tracing::info!(released = sweep.released.len(), ?by_pool, "addresses of deleted Services given back");
+    if !released.is_empty() {
+        tracing::info!(released = released.len(), ?by_pool, "addresses of deleted Services given back");
     }
-    Ok(sweep.released)
+    Ok(released.into_iter().map(|(k, p, ip, _)| (k, p, ip)).collect())
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
-    use openelb_k8s::crd::{EipSpec, EipStatus};
+    use crate::eip_status;
+    use crate::ledger::TicketState;
+    use openelb_k8s::crd::{Eip, EipSpec, EipStatus};
 
     fn eip(name: &str, address: &str, used: &[(&str, &str)]) -> Arc<Eip> {
         let mut e = Eip::new(name, EipSpec { address: address.into(), ..Default::default() });
+        e.metadata.resource_version = Some("4".into());
         e.status = Some(EipStatus {
             used: used.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect(),
             usage: used.len() as i64,
@@ -116,8 +85,10 @@ mod tests {
         Arc::new(e)
     }
 
-    fn now() -> Time {
-        eip_status::now()
+    fn ledger(eips: &[Arc<Eip>]) -> Ledger {
+        let mut ledger = Ledger::default();
+        ledger.refresh(eips).unwrap();
+        ledger
     }
 
     #[test]
@@ -128,18 +99,23 @@ mod tests {
         ];
         let existing =
             [ServiceKey::new("ns", "kept"), ServiceKey::new("ns", "shared"), ServiceKey::new("ns", "kept-b")];
-        let sweep = plan(&eips, &existing, &now()).unwrap();
-        assert_eq!(sweep.released, [(ServiceKey::new("ns", "gone"), "a".to_string(), "192.0.2.2".parse().unwrap())]);
-        assert_eq!(sweep.eips.len(), 1, "only Eip a changes");
-        let used = &sweep.eips[0].status.as_ref().unwrap().used;
+        let mut ledger = ledger(&eips);
+        let released = plan(&mut ledger, &existing);
+        let [(key, pool, ip, ticket)] = released.as_slice() else { panic!("{released:?}") };
+        assert_eq!((key, pool.as_str(), *ip), (&ServiceKey::new("ns", "gone"), "a", "192.0.2.2".parse().unwrap()));
+        assert_eq!(ticket.eip, "a", "only Eip a changes");
+        assert_eq!(ledger.state(ticket), TicketState::Pending);
+        let (due, _) = ledger.due("a", &eip_status::now()).unwrap();
+        let used = &due.status.as_ref().unwrap().used;
         assert_eq!(used.get("192.0.2.2").map(String::as_str), Some("ns/shared"));
         assert_eq!(used.len(), 2);
+        assert_eq!(due.metadata.resource_version.as_deref(), Some("4"), "the write is guarded");
     }
 
     #[test]
-    fn a_consistent_state_needs_no_write() {
+    fn a_consistent_state_releases_nothing() {
         let eips = [eip("a", "192.0.2.1-192.0.2.10", &[("192.0.2.1", "ns/kept")])];
-        let sweep = plan(&eips, &[ServiceKey::new("ns", "kept")], &now()).unwrap();
-        assert!(sweep.released.is_empty() && sweep.eips.is_empty(), "{sweep:?}");
+        let released = plan(&mut ledger(&eips), &[ServiceKey::new("ns", "kept")]);
+        assert!(released.is_empty(), "{released:?}");
     }
 }

@@ -6,17 +6,39 @@ use openelb_core::model::FINALIZER_SERVICE;
 use serde_json::json;
 
 use super::concerns_us;
+use crate::ledger::Ledger;
 use openelb_k8s::crd::Eip;
 
 const EIP: &str = include_str!("../../../../examples/vip-mode/vip-eip.yaml");
 const SVC: &str = include_str!("../../../../examples/vip-mode/vip-svc.yaml");
 
+/// A decision and the Eips as its tickets would write them.
+#[derive(Debug)]
+struct Decided {
+    writes: super::ServiceWrites,
+    eips: Vec<Eip>,
+}
+
+impl std::ops::Deref for Decided {
+    type Target = super::ServiceWrites;
+    fn deref(&self) -> &super::ServiceWrites {
+        &self.writes
+    }
+}
+
+/// Decides in a ledger that follows `eips`, as a fresh term would.
 fn decide(
     svc: &corev1::Service,
     eips: &[Arc<Eip>],
     namespaces: &[Arc<corev1::Namespace>],
-) -> Result<super::ServiceWrites, openelb_k8s::convert::ConvertError> {
-    super::decide(svc, eips, namespaces, &crate::eip_status::now())
+) -> Result<Decided, openelb_k8s::convert::ConvertError> {
+    let mut ledger = Ledger::default();
+    ledger.refresh(eips)?;
+    let ns = namespaces.iter().find(|n| n.metadata.name == svc.metadata.namespace).map(|n| &**n);
+    let writes = super::decide(svc, &mut ledger, ns)?.expect("a fresh ledger has written no Service");
+    let now = crate::eip_status::now();
+    let eips = writes.tickets.iter().filter_map(|t| ledger.due(&t.eip, &now).map(|(e, _)| e)).collect();
+    Ok(Decided { writes, eips })
 }
 
 fn seed() -> (corev1::Service, Arc<Eip>) {
@@ -68,7 +90,7 @@ fn deleting_service_frees_its_address_and_drops_the_finalizer() {
     let (mut svc, eip) = seed();
     let p = decide(&svc, &[eip], &[]).unwrap();
     let eip = Arc::new(p.eips[0].clone());
-    openelb_k8s::convert::apply_service_patch(&mut svc, &p.outcome.patch.unwrap());
+    openelb_k8s::convert::apply_service_patch(&mut svc, &p.outcome.patch.clone().unwrap());
     svc.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Default::default()));
 
     let p = decide(&svc, &[eip], &[]).unwrap();
@@ -151,7 +173,7 @@ fn announced(eip: &Eip) -> Option<(String, String)> {
     Some((c.status.clone(), c.reason.clone()))
 }
 
-fn not_announced_events(p: &super::ServiceWrites) -> Vec<&openelb_core::ipam::Event> {
+fn not_announced_events(p: &Decided) -> Vec<&openelb_core::ipam::Event> {
     p.outcome
         .events
         .iter()
