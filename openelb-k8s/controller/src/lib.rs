@@ -40,7 +40,7 @@ use futures::future::{BoxFuture, Shared};
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1 as corev1;
 use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{Controller, controller, watcher};
+use kube::runtime::{Controller, WatchStreamExt, controller, watcher};
 use kube::{Api, Client, ResourceExt};
 use prometheus_client::registry::Registry;
 use tokio::sync::oneshot;
@@ -243,8 +243,13 @@ async fn term(parts: &Parts, stop: Stop) {
     let one_at_a_time = || controller::Config::default().concurrency(1);
 
     // Every watch of the two controllers reads `Decoded` objects: one that does not decode never fails a listing.
-    let svc_controller =
-        Controller::new(Api::<Decoded<corev1::Service>>::all(parts.client.clone()), wc()).with_config(services_config);
+    let (services_cache, services_writer) = reflector::store();
+    let services_watch = watcher(Api::<Decoded<corev1::Service>>::all(parts.client.clone()), wc())
+        .default_backoff()
+        .modify(mirror::forget_bulk)
+        .reflect(services_writer)
+        .applied_objects();
+    let svc_controller = Controller::for_stream(services_watch, services_cache).with_config(services_config);
     let services = svc_controller.store();
     let for_eips = services.clone();
     let shapes = std::sync::Mutex::new(std::collections::HashMap::new());

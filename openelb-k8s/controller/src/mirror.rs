@@ -55,7 +55,7 @@ pub fn mirror<K: Mirrored>(
 
 /// What no reader of the caches uses and most of a big object's size: the managed fields and kubectl's copy of
 /// the last applied object. With 5000 Services they made up most of the controller's memory.
-fn forget_bulk<K: Resource>(object: &mut K) {
+pub fn forget_bulk<K: Resource>(object: &mut K) {
     let meta = object.meta_mut();
     meta.managed_fields = None;
     if let Some(a) = meta.annotations.as_mut() {

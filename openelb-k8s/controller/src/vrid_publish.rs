@@ -267,14 +267,16 @@ pub async fn run(client: Client, publishing: VridPublishing, metrics: Metrics, s
         force = false;
         retry_at = None;
         let published = current.as_ref().and_then(|c| c.0.clone());
-        let (cluster, leases) = inputs.clone();
         let settings = publishing.settings.clone();
+        // The inputs go to the planning thread and come back, to be compared with the next snapshot: one copy
+        // of every Service, not two.
         let planned = tokio::task::spawn_blocking(move || {
-            vrid_plan::publication(&cluster, &leases, published.as_ref(), &settings, SystemTime::now())
+            let (cluster, leases) = &inputs;
+            (vrid_plan::publication(cluster, leases, published.as_ref(), &settings, SystemTime::now()), inputs)
         })
         .await;
         last_took = started.elapsed();
-        let (publication, issues) = match planned {
+        let ((publication, issues), inputs) = match planned {
             Ok(p) => p,
             Err(e) => {
                 tracing::error!("VRID assignment: planning failed ({e}); the published assignment stays");
