@@ -170,8 +170,16 @@ fn services_for_eip(
     eip: &ObjectMeta,
     shapes: &std::sync::Mutex<std::collections::HashMap<String, EipShape>>,
 ) -> Vec<ObjectRef<Decoded<corev1::Service>>> {
-    let mut out: Vec<ObjectRef<Decoded<corev1::Service>>> =
-        ctx.waiting().into_iter().map(|(ns, name)| ObjectRef::new(&name).within(&ns)).collect();
+    let mut out = Vec::new();
+    for (ns, name) in ctx.waiting() {
+        let service = ObjectRef::new(&name).within(&ns);
+        if services.get(&service).is_some() {
+            out.push(service);
+        } else {
+            // Deleted while it waited.
+            ctx.set_waiting(openelb_core::model::ServiceKey::new(ns, name), false);
+        }
+    }
     if !reshaped(eip, shapes) {
         return out;
     }

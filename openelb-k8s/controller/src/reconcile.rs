@@ -231,7 +231,7 @@ impl Context {
         self.waiting.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned().collect()
     }
 
-    fn set_waiting(&self, key: ServiceKey, waiting: bool) {
+    pub(super) fn set_waiting(&self, key: ServiceKey, waiting: bool) {
         let mut set = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
         let entry = (key.namespace, key.name);
         if waiting {
