@@ -64,7 +64,7 @@ fn print_objects(objects: &[serde_json::Value], format: Format) -> Result<()> {
 fn services_table(world: &World, display: &DisplayFields) -> String {
     let mut rows = Vec::new();
     let mut services: Vec<_> = world.cluster.services.iter().collect();
-    services.sort_by_key(|s| s.key());
+    services.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
     for s in services {
         let external = if !s.ingress.is_empty() {
             s.ingress.join(",")

@@ -47,7 +47,7 @@ pub fn display_fields(services: &[Service]) -> DisplayFields {
     let mut next_port = 30000;
     let mut next_ip = 10u32;
     let mut sorted: Vec<&Service> = services.iter().collect();
-    sorted.sort_by_key(|s| s.key());
+    sorted.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
     let mut out = BTreeMap::new();
     for s in sorted {
         let cluster_ip = s.cluster_ip.clone().unwrap_or_else(|| {

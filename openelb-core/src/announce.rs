@@ -2,12 +2,11 @@
 //! their preference order. The simulator, the speaker and the VRRP planner all start from this one list, so
 //! they can never disagree about who may hold a VIP.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 
 use crate::election;
 use crate::ipam::Ipam;
-use crate::model::{Cluster, Protocol, Service, ServiceKey, TrafficPolicy};
+use crate::model::{Cluster, Protocol, ServiceKey, TrafficPolicy, positions_by_key};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VipTarget {
@@ -31,10 +30,7 @@ pub struct VipTarget {
 /// up through one index, and the `Cluster`-policy candidate list, the same for every Service, is computed once.
 pub fn targets(cluster: &Cluster, ipam: &Ipam) -> Vec<VipTarget> {
     // The first Service of a key wins, should the list name one twice.
-    let mut by_key: HashMap<ServiceKey, &Service> = HashMap::with_capacity(cluster.services.len());
-    for s in &cluster.services {
-        by_key.entry(s.key()).or_insert(s);
-    }
+    let by_key = positions_by_key(&cluster.services);
     let mut cluster_wide: Option<Vec<&str>> = None;
     let mut pools: Vec<_> = cluster.pools.iter().collect();
     pools.sort_by(|a, b| a.name.cmp(&b.name));
@@ -47,7 +43,7 @@ pub fn targets(cluster: &Cluster, ipam: &Ipam) -> Vec<VipTarget> {
             keys.sort();
             keys.dedup();
             let mut sets: Vec<Vec<&str>> = Vec::with_capacity(keys.len());
-            for s in keys.iter().filter_map(|k| by_key.get(k)) {
+            for s in keys.iter().filter_map(|k| cluster.services.get(*by_key.get(k)?)) {
                 sets.push(match s.external_traffic_policy {
                     TrafficPolicy::Cluster => {
                         cluster_wide.get_or_insert_with(|| election::candidates(s, &cluster.nodes, &[])).clone()

@@ -132,6 +132,9 @@ struct PoolEntry {
     overlaps: Vec<(String, String, AddrRange)>,
     /// Addresses held through this pool, inside its range or (after a shrink) not.
     addrs: BTreeSet<IpAddr>,
+    /// How many of `addrs` the range does not contain, kept as they change: every allocation reads the pool's
+    /// problems, and counting them there would cost O(holders) per Service.
+    outside: usize,
 }
 
 impl PoolEntry {
@@ -139,20 +142,39 @@ impl PoolEntry {
         spec.used.clear();
         let range = AddrRange::parse(&spec.address);
         let reserved = range.as_ref().ok().and_then(reserved::first_in);
-        Self { spec, range, reserved, overlaps: Vec::new(), addrs: BTreeSet::new() }
+        Self { spec, range, reserved, overlaps: Vec::new(), addrs: BTreeSet::new(), outside: 0 }
+    }
+
+    /// A new spec for the same pool: what it holds stays, recounted against the new range.
+    fn respec(&mut self, spec: Pool) {
+        let addrs = std::mem::take(&mut self.addrs);
+        *self = PoolEntry { addrs, ..PoolEntry::new(spec) };
+        self.outside = self.outside().count();
     }
 
     fn range(&self) -> Option<AddrRange> {
         self.range.as_ref().ok().copied()
     }
 
-    /// Whether some address held through this pool lies outside its range: O(log n), no allocation.
-    fn has_outside(&self) -> bool {
-        match (&self.range, self.addrs.first(), self.addrs.last()) {
-            (_, None, _) | (_, _, None) => false,
-            (Err(_), Some(_), Some(_)) => true,
-            (Ok(r), Some(first), Some(last)) => *first < r.start() || r.end() < *last,
+    fn contains(&self, ip: IpAddr) -> bool {
+        self.range.as_ref().is_ok_and(|r| r.contains(&ip))
+    }
+
+    fn add(&mut self, ip: IpAddr) {
+        if self.addrs.insert(ip) && !self.contains(ip) {
+            self.outside += 1;
         }
+    }
+
+    fn remove(&mut self, ip: IpAddr) {
+        if self.addrs.remove(&ip) && !self.contains(ip) {
+            self.outside = self.outside.saturating_sub(1);
+        }
+    }
+
+    /// Whether some address held through this pool lies outside its range.
+    fn has_outside(&self) -> bool {
+        self.outside > 0
     }
 
     /// Whether the allocator refuses this pool ([`Ipam::problems`] says why).
@@ -567,7 +589,7 @@ impl Ipam {
         };
         match result {
             Ok(ip) => {
-                entry.addrs.insert(ip);
+                entry.add(ip);
                 self.held.insert(key.clone(), Held { pool: pool.to_string(), ip });
                 if let Some(profile) = profile {
                     self.profiles.insert(key.clone(), profile);
@@ -631,7 +653,7 @@ impl Ipam {
             if self.used.holders(held.ip).is_empty()
                 && let Some(entry) = self.pools.get_mut(&held.pool)
             {
-                entry.addrs.remove(&held.ip);
+                entry.remove(held.ip);
             }
         }
         self.holders.forget(key);
@@ -696,8 +718,7 @@ impl Ipam {
     pub fn upsert_pool(&mut self, pool: Pool) {
         match self.pools.get_mut(&pool.name) {
             Some(entry) => {
-                let addrs = std::mem::take(&mut entry.addrs);
-                *entry = PoolEntry { addrs, ..PoolEntry::new(pool) };
+                entry.respec(pool);
                 self.find_overlaps();
             }
             None => {
@@ -708,12 +729,22 @@ impl Ipam {
         }
     }
 
-    /// Removes a pool; returns the Services that held addresses in it (they must be reconciled again).
+    /// Removes a pool; returns the Services that held addresses in it, sorted (they must be reconciled again).
+    /// O(the pool's holders): every holder of an address the pool records holds it through this pool.
     pub fn remove_pool(&mut self, name: &str) -> Vec<ServiceKey> {
-        if !self.pools.contains_key(name) {
+        let Some(entry) = self.pools.get(name) else {
             return Vec::new();
-        }
-        let keys: Vec<ServiceKey> = self.held.iter().filter(|(_, h)| h.pool == name).map(|(k, _)| k.clone()).collect();
+        };
+        let mut keys: Vec<ServiceKey> = entry
+            .addrs
+            .iter()
+            .flat_map(|ip| self.used.holders(*ip))
+            .filter_map(|id| self.holders.key(id))
+            .filter(|k| self.held.get(*k).is_some_and(|h| h.pool == name))
+            .cloned()
+            .collect();
+        keys.sort();
+        keys.dedup();
         for key in &keys {
             self.drop_holding(key);
         }
@@ -760,15 +791,8 @@ impl Ipam {
             });
         }
         if entry.has_outside() {
-            let mut listed = Vec::new();
-            let mut total = 0;
-            for ip in entry.outside() {
-                if listed.len() < OUTSIDE_LISTED {
-                    listed.push((*ip, self.holder_list(*ip)));
-                }
-                total += 1;
-            }
-            problems.push(PoolProblem::Outside { listed, total });
+            let listed = entry.outside().take(OUTSIDE_LISTED).map(|ip| (*ip, self.holder_list(*ip))).collect();
+            problems.push(PoolProblem::Outside { listed, total: entry.outside });
         }
         problems
             .into_iter()

@@ -1,7 +1,7 @@
 //! Plain values the core decides over. They are what the Kubernetes objects (or the CLI's manifests) hold,
 //! stripped of everything the decisions do not read, so the core never depends on an API client.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::net::IpAddr;
 
@@ -182,6 +182,22 @@ impl Service {
     pub fn key(&self) -> ServiceKey {
         ServiceKey::new(&self.namespace, &self.name)
     }
+
+    /// Whether this is the Service `key` names, without building a key.
+    pub fn has_key(&self, key: &ServiceKey) -> bool {
+        self.namespace == key.namespace && self.name == key.name
+    }
+}
+
+/// Position of each key's Service in `services`, so callers that look Services up by key do not search the
+/// list once per lookup (quadratic over a cluster). A list naming a key twice maps it to its first Service, as
+/// a search from the front would find.
+pub fn positions_by_key(services: &[Service]) -> HashMap<ServiceKey, usize> {
+    let mut index = HashMap::with_capacity(services.len());
+    for (i, s) in services.iter().enumerate() {
+        index.entry(s.key()).or_insert(i);
+    }
+    index
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use openelb_core::ipam::{Change, Ipam};
+use openelb_core::pool_invalid::{OUTSIDE_LISTED, PoolProblem};
 use openelb_core::{
     ANNOTATION_EIP_IP, ANNOTATION_EIP_POOL, ANNOTATION_LB, AddrRange, IpFamily, Pool, Service, ServiceKey, ServicePort,
     lifecycle, reserved,
@@ -217,6 +218,26 @@ fn check_invariants(world: &World, op: &Op) -> Result<(), TestCaseError> {
         expected.entry(*ip).or_insert_with(|| (pool.clone(), BTreeSet::new())).1.insert(key.to_string());
     }
     prop_assert_eq!(&written, &expected);
+    // The count of addresses outside a pool the IPAM keeps as they come and go is a recount of its status.
+    for pool in world.ipam.pools() {
+        let range = AddrRange::parse(&pool.address).ok();
+        let mut outside: Vec<IpAddr> = written
+            .iter()
+            .filter(|(ip, (p, _))| *p == pool.name && !range.is_some_and(|r| r.contains(ip)))
+            .map(|(ip, _)| *ip)
+            .collect();
+        outside.sort();
+        let status = world.ipam.pool_status(&pool.name);
+        let reported = status.iter().flat_map(|s| &s.invalid).find_map(|i| match &i.problem {
+            PoolProblem::Outside { listed, total } => {
+                Some((listed.iter().map(|(ip, _)| *ip).collect::<Vec<_>>(), *total))
+            }
+            _ => None,
+        });
+        let naive =
+            (!outside.is_empty()).then(|| (outside.iter().take(OUTSIDE_LISTED).copied().collect(), outside.len()));
+        prop_assert_eq!(reported, naive, "addresses outside {} after {:?}", pool.name, op);
+    }
     // An invalid, disabled or deleted pool gave out nothing; what was given lies inside its pool's range.
     for (pool, ip) in &world.assigned {
         let status = world.ipam.pool_status(pool);
@@ -281,7 +302,12 @@ fn step(world: &mut World, op: &Op) -> Result<(), TestCaseError> {
         Op::RemovePool(p) => {
             let name = pool_name(*p);
             if world.pools.remove(&name).is_some() {
-                for key in world.ipam.remove_pool(&name) {
+                let removed = world.ipam.remove_pool(&name);
+                // The holders it names, from the pool's own addresses, are every Service holding through it.
+                let naive: Vec<ServiceKey> =
+                    before.iter().filter(|(_, (p, _))| *p == name).map(|(k, _)| k.clone()).collect();
+                prop_assert_eq!(&removed, &naive);
+                for key in removed {
                     may_move.push(key.clone());
                     world.reconcile(&key);
                 }

@@ -5,7 +5,7 @@
 //! it any more.
 
 use openelb_core::ipam::{Change, Ipam, Outcome, ServicePatch};
-use openelb_core::model::{Cluster, FINALIZER_SERVICE, LABEL_EIP_POOL, ServiceKey};
+use openelb_core::model::{Cluster, FINALIZER_SERVICE, LABEL_EIP_POOL, ServiceKey, positions_by_key};
 use serde_json::Value;
 
 use crate::convert;
@@ -24,9 +24,10 @@ pub fn allocate(ipam: &mut Ipam, cluster: &mut Cluster) -> Vec<Outcome> {
     for _ in 0..MAX_PASSES {
         let outcomes = ipam.reconcile_all(&cluster.services, &cluster.namespaces);
         let moved = outcomes.iter().any(moves_an_address);
+        let at = positions_by_key(&cluster.services);
         for o in &outcomes {
             if let Some(patch) = &o.patch
-                && let Some(svc) = cluster.services.iter_mut().find(|s| s.key() == o.service)
+                && let Some(svc) = at.get(&o.service).and_then(|&i| cluster.services.get_mut(i))
             {
                 patch.apply(svc);
             }
@@ -51,6 +52,7 @@ fn moves_an_address(o: &Outcome) -> bool {
 /// Service being deleted that no finalizer holds any more is left out, as the API server removed it.
 pub fn updated_objects(manifests: &Manifests, cluster: &Cluster, ipam: &Ipam) -> Result<Vec<Value>, serde_json::Error> {
     let mut out = Vec::new();
+    let at = positions_by_key(&cluster.services);
     for eip in &manifests.eips {
         let mut eip = eip.clone();
         let name = eip.metadata.name.clone().unwrap_or_default();
@@ -62,7 +64,7 @@ pub fn updated_objects(manifests: &Manifests, cluster: &Cluster, ipam: &Ipam) ->
     for svc in &manifests.services {
         let mut svc = svc.clone();
         let key = ServiceKey::new(convert::namespace_of(&svc.metadata), svc.metadata.name.clone().unwrap_or_default());
-        match cluster.services.iter().find(|s| s.key() == key) {
+        match at.get(&key).and_then(|&i| cluster.services.get(i)) {
             Some(now) => {
                 let patch = ServicePatch {
                     ingress: now.ingress.clone(),

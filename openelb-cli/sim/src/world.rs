@@ -1,12 +1,12 @@
 //! The offline cluster behind `allocate` and `simulate`: core decisions applied to a copy of the objects, the way
 //! the controller, kubelet, the endpoints controller and the speakers would apply them, one event at a time.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use openelb_core::announce::{self, VipTarget};
 use openelb_core::endpoints;
 use openelb_core::ipam::{Change, Ipam, Outcome};
-use openelb_core::{Cluster, Pool, Protocol, Service, ServiceKey, TrafficPolicy};
+use openelb_core::{Cluster, Pool, Protocol, Service, ServiceKey, TrafficPolicy, positions_by_key};
 use openelb_k8s::convert::ConvertError;
 use openelb_k8s::crd::Eip;
 use openelb_k8s::{convert, offline};
@@ -162,7 +162,8 @@ impl World {
             }
             Event::CreateService(obj) => match created(obj)? {
                 Created::Service(svc) => {
-                    self.cluster.services.retain(|s| s.key() != svc.key());
+                    let key = svc.key();
+                    self.cluster.services.retain(|s| !s.has_key(&key));
                     if !self.cluster.namespaces.iter().any(|n| n.name == svc.namespace) {
                         self.cluster
                             .namespaces
@@ -178,7 +179,7 @@ impl World {
                     .cluster
                     .services
                     .iter_mut()
-                    .find(|x| x.key() == key)
+                    .find(|x| x.has_key(&key))
                     .ok_or(WorldError::NoServiceToDelete(key))?;
                 svc.deleting = true;
             }
@@ -222,7 +223,7 @@ impl World {
             .cluster
             .services
             .iter_mut()
-            .find(|x| x.key() == key)
+            .find(|x| x.has_key(&key))
             .ok_or_else(|| WorldError::NoServiceToPatch(key.clone()))?;
         if let Some(pol) = &p.external_traffic_policy {
             svc.external_traffic_policy = match pol.as_str() {
@@ -289,9 +290,13 @@ impl World {
         })
     }
 
-    fn vip_view(&self, t: &VipTarget) -> VipView {
-        let services: Vec<&Service> =
-            t.services.iter().filter_map(|k| self.cluster.services.iter().find(|s| &s.key() == k)).collect();
+    /// The Service `key` names, through the index [`World::vips_observed`] builds once for all VIPs.
+    fn service(&self, at: &HashMap<ServiceKey, usize>, key: &ServiceKey) -> Option<&Service> {
+        self.cluster.services.get(*at.get(key)?)
+    }
+
+    fn vip_view(&self, t: &VipTarget, at: &HashMap<ServiceKey, usize>) -> VipView {
+        let services: Vec<&Service> = t.services.iter().filter_map(|k| self.service(at, k)).collect();
         let l2 = t.protocol != Protocol::Bgp;
         let holder = if l2 { t.preference.first().map(String::as_str) } else { None };
         let holder_mac =
@@ -352,16 +357,17 @@ impl World {
     /// Every allocated address with its holder and what a client sees, in pool then address order. `vip` pools
     /// show what the simulated data plane does now; layer2 and BGP pools the election's first preference.
     pub fn vips_observed(&self, dp: &DataPlane) -> Vec<VipView> {
+        let at = positions_by_key(&self.cluster.services);
         announce::targets(&self.cluster, &self.ipam)
             .iter()
-            .map(|t| if dp.runs_vrrp(t.vip) { self.vrrp_view(t, dp) } else { self.election_view(t, dp) })
+            .map(|t| if dp.runs_vrrp(t.vip) { self.vrrp_view(t, dp, &at) } else { self.election_view(t, dp, &at) })
             .collect()
     }
 
     /// Layer2 and BGP: the election decides from Kubernetes readiness alone, so a crashed holder keeps the VIP
     /// until the node grace period ends; meanwhile the client reaches nothing.
-    fn election_view(&self, t: &VipTarget, dp: &DataPlane) -> VipView {
-        let mut view = self.vip_view(t);
+    fn election_view(&self, t: &VipTarget, dp: &DataPlane, at: &HashMap<ServiceKey, usize>) -> VipView {
+        let mut view = self.vip_view(t, at);
         if let Some(h) = view.holder.clone()
             && dp.node_state(&h) != "up"
         {
@@ -372,8 +378,8 @@ impl World {
         view
     }
 
-    fn vrrp_view(&self, t: &VipTarget, dp: &DataPlane) -> VipView {
-        let mut view = self.vip_view(t);
+    fn vrrp_view(&self, t: &VipTarget, dp: &DataPlane, at: &HashMap<ServiceKey, usize>) -> VipView {
+        let mut view = self.vip_view(t, at);
         let holders = dp.live_holders(t.vip);
         let entry = dp.client_reaches(t.vip);
         let holder = entry.clone().filter(|n| holders.contains(n)).or_else(|| holders.first().cloned());
@@ -397,7 +403,7 @@ impl World {
         let mut timeouts = BTreeSet::new();
         if let Some(entry) = entry.as_deref() {
             for key in &t.services {
-                let Some(s) = self.cluster.services.iter().find(|s| &s.key() == key) else { continue };
+                let Some(s) = self.service(at, key) else { continue };
                 let eps = self.cluster.endpoints.get(key).map(Vec::as_slice).unwrap_or_default();
                 for ep in eps.iter().filter(|e| e.ready) {
                     let name = ep.pod.clone().unwrap_or_else(|| ep.ip.map(|i| i.to_string()).unwrap_or_default());
