@@ -24,12 +24,15 @@ fn warn_all(warnings: &[String]) {
 pub fn allocate(inputs: &Inputs, format: Format) -> Result<ExitCode> {
     let loaded = Loaded::load(&inputs.paths)?;
     warn_all(&loaded.warnings);
-    let mut world = loaded.world();
+    let (manifests, mut world) = loaded.into_world();
     warn_all(&world.warnings());
-    let changes = world.reconcile();
     match format {
         Format::Table => {
-            let display = output::display_fields(&loaded.cluster.services);
+            // The table needs nothing more of the objects as written: what they hold is freed before allocating.
+            drop(manifests);
+            // Cluster IPs and node ports are filled in over the Services as loaded, deleted ones included.
+            let display = output::display_fields(&world.cluster.services);
+            let changes = world.reconcile();
             print!("{}", services_table(&world, &display));
             println!();
             print!("{}", eips_table(&world));
@@ -39,7 +42,8 @@ pub fn allocate(inputs: &Inputs, format: Format) -> Result<ExitCode> {
             }
         }
         Format::Yaml | Format::Json => {
-            let objects = offline::updated_objects(&loaded.manifests, &world.cluster, &world.ipam)?;
+            world.reconcile();
+            let objects = offline::updated_objects(&manifests, &world.cluster, &world.ipam)?;
             print_objects(&objects, format)?;
         }
     }
@@ -114,7 +118,7 @@ pub fn simulate(inputs: &Inputs, scenario: Option<&Path>, format: Format, timing
     let loaded = Loaded::load(&inputs.paths)?;
     warn_all(&loaded.warnings);
     let scenario = scenario.map(Scenario::load).transpose()?;
-    let mut world = loaded.world();
+    let (_, mut world) = loaded.into_world();
     warn_all(&world.warnings());
     let report = openelb_sim::run(&mut world, scenario.as_ref(), &Timing::from(timing))?;
     match format {

@@ -343,15 +343,15 @@ impl Manifests {
             o.index += offsets.iter().find(|(k, _)| *k == o.kind).map_or(0, |(_, n)| *n);
             o
         }));
-        self.eips.extend(other.eips);
-        self.services.extend(other.services);
-        self.deployments.extend(other.deployments);
-        self.pods.extend(other.pods);
-        self.nodes.extend(other.nodes);
-        self.namespaces.extend(other.namespaces);
-        self.endpoints.extend(other.endpoints);
-        self.endpoint_slices.extend(other.endpoint_slices);
-        self.warnings.extend(other.warnings);
+        append(&mut self.eips, other.eips);
+        append(&mut self.services, other.services);
+        append(&mut self.deployments, other.deployments);
+        append(&mut self.pods, other.pods);
+        append(&mut self.nodes, other.nodes);
+        append(&mut self.namespaces, other.namespaces);
+        append(&mut self.endpoints, other.endpoints);
+        append(&mut self.endpoint_slices, other.endpoint_slices);
+        append(&mut self.warnings, other.warnings);
     }
 
     /// Where the `index`-th object of `kind` came from.
@@ -366,6 +366,16 @@ impl Manifests {
     /// Same as [`to_cluster`].
     pub fn to_cluster(&self) -> Result<openelb_core::model::Cluster, ManifestError> {
         to_cluster(self)
+    }
+}
+
+/// `into.extend(from)`, taking `from` whole when `into` is empty (the first file of a load, usually the only
+/// one), so a large manifest is not held twice while it is copied.
+fn append<T>(into: &mut Vec<T>, from: Vec<T>) {
+    if into.is_empty() {
+        *into = from;
+    } else {
+        into.extend(from);
     }
 }
 

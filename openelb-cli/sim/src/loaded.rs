@@ -65,4 +65,10 @@ impl Loaded {
     pub fn world(&self) -> World {
         World::new(self.cluster.clone(), self.deployments.clone(), self.explicit_endpoints.clone())
     }
+
+    /// [`Loaded::world`] without copying the cluster, and the manifests it came from (to print them back
+    /// updated, or to drop before allocating when they are not needed).
+    pub fn into_world(self) -> (Manifests, World) {
+        (self.manifests, World::new(self.cluster, self.deployments, self.explicit_endpoints))
+    }
 }
