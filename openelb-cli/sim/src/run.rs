@@ -12,7 +12,7 @@ use std::net::IpAddr;
 use openelb_core::announce;
 use openelb_core::vrrp::Time;
 
-use crate::data_plane::{DataPlane, DataPlaneError, fmt_duration, fmt_time, ms_f64};
+use crate::data_plane::{DataPlane, DataPlaneError, NeighRecord, OutageRecord, fmt_duration, fmt_time, ms_f64};
 use crate::report::{ChangeView, NodeView, Report, Step, Takeover};
 use crate::scenario::{Event, Heal, Scenario, SimTime};
 use crate::timing::{AdvertIntervalError, Timing};
@@ -210,24 +210,27 @@ fn close(open: Open, world: &World, dp: &mut DataPlane, end: Time) -> Step {
     let t0 = open.at;
     let mut takeovers = Vec::new();
     let mut seen: BTreeSet<IpAddr> = BTreeSet::new();
+    // The step's neighbour changes and first outage per VIP, in record order: a takeover looks its VIP up here
+    // instead of searching every record (a start with 20k VIPs would otherwise take 20k x 20k steps).
+    let mut neigh_of: BTreeMap<IpAddr, Vec<&NeighRecord>> = BTreeMap::new();
+    for n in dp.neigh.iter().filter(|n| n.at >= t0 && n.at <= end) {
+        neigh_of.entry(n.vip).or_default().push(n);
+    }
+    let mut outage_of: BTreeMap<IpAddr, &OutageRecord> = BTreeMap::new();
+    for o in dp.outages.iter().filter(|o| o.start >= t0 && o.start <= end) {
+        outage_of.entry(o.vip).or_insert(o);
+    }
     for rec in dp.masters.iter().filter(|r| r.at >= t0 && r.at <= end) {
         for vip in &rec.vips {
             let before = open.before.get(vip);
             if before.is_some_and(|b| b.contains(&rec.node)) || !seen.insert(*vip) {
                 continue;
             }
-            let neigh = dp
-                .neigh
-                .iter()
-                .find(|n| {
-                    n.vip == *vip && n.at >= rec.at && n.at <= end && n.node.as_deref() == Some(rec.node.as_str())
-                })
+            let neigh = neigh_of
+                .get(vip)
+                .and_then(|list| list.iter().find(|n| n.at >= rec.at && n.node.as_deref() == Some(rec.node.as_str())))
                 .map(|n| ms_f64(n.at.saturating_sub(t0)));
-            let outage = dp
-                .outages
-                .iter()
-                .find(|o| o.vip == *vip && o.start >= t0 && o.start <= end)
-                .and_then(|o| o.end.map(|e| ms_f64(e.saturating_sub(o.start))));
+            let outage = outage_of.get(vip).and_then(|o| o.end.map(|e| ms_f64(e.saturating_sub(o.start))));
             takeovers.push(Takeover {
                 vip: vip.to_string(),
                 from: before.and_then(|b| b.first().cloned()),
