@@ -14,6 +14,8 @@
 #   KAPI_SERVICE_CIDR  Service cluster IP range (default 10.96.0.0/24: bookkeeping only, never configured on an
 #                     interface or routed; 2001:db8:ffff::/108 makes every Service single-stack IPv6)
 #   KAPI_NODE_PORT_RANGE  NodePort range (default 30000-32767: 2768 LoadBalancer Services at most)
+#   KAPI_FEATURE_GATES  kube-apiserver --feature-gates (e.g. IPv6DualStack=true with a v4,v6 KAPI_SERVICE_CIDR: a
+#                     Service may then ask for either family, as kube-bench's IPv6 filler Services in an IPv4 lab do)
 #   KAPI_CLUSTER=1    a whole control plane for real nodes (scripts/cluster.sh, openelb-lab's cluster): a CA of its
 #                     own signs the serving certificate (SANs: KAPI_ADDR, the first Service IP, 127.0.0.1, the
 #                     kubernetes.default names), `--authorization-mode Node,RBAC` with NodeRestriction, the
@@ -240,6 +242,7 @@ start() {
     --service-account-issuer https://kubernetes.default.svc --service-account-key-file "$D/sa.key" \
     --service-account-signing-key-file "$D/sa.key" --service-cluster-ip-range "$SERVICE_CIDR" \
     --service-node-port-range "${KAPI_NODE_PORT_RANGE:-30000-32767}" \
+    ${KAPI_FEATURE_GATES:+--feature-gates "$KAPI_FEATURE_GATES"} \
     --enable-priority-and-fairness=false >"$D/apiserver.log" 2>&1 &
   echo $! >"$D/apiserver.pid"
   for i in $(seq 1200); do

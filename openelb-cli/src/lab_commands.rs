@@ -121,19 +121,41 @@ pub enum LabCommand {
         #[arg(long, value_name = "TEXT")]
         only: Option<String>,
     },
-    /// Against a real kube-apiserver (scripts/kapi.sh install): Service created -> address in status and ->
-    /// the client's ARP resolves it (p50/p99 over --services, in the lab with openelb-controller and a speaker
-    /// per worker), then a controller restart with --restart-services Services on a loopback apiserver (time to
-    /// ready, addresses changed), and RSS of controller and speakers.
+    /// Against a real kube-apiserver (scripts/kapi.sh install), each figure beside the apiserver alone doing
+    /// the same in the same run (`ratio ...` lines). In the lab (openelb-controller, a speaker per worker):
+    /// Service created -> address in status and -> the client's ARP resolves it (p50/p99 over --services, one
+    /// at a time), then again while --filler-services are assigned, beside a bare status patch's round trip.
+    /// On a loopback apiserver per N of --burst and --restart-services: N Services created at once until every
+    /// one has its address, beside a bare client writing N statuses (run before the controller starts); for
+    /// N = --restart-services a controller restart (ready and every Service verified, writes made) beside a
+    /// bare LIST of Services and Eips. RSS of the controller after each phase and of the speakers.
     KubeBench {
         #[arg(short = 'f', long = "filename", num_args = 1.., value_name = "PATH", default_value = "examples/vip-mode")]
         paths: Vec<PathBuf>,
-        /// Services created one after the other in the lab (at most 64: the bench pool is 192.0.2.128/26).
+        /// Services created one after the other in the lab (at most 64: the bench pool is 192.0.2.128/26; 0:
+        /// skip the lab). As many again (at most 63, from 192.0.2.192-254) are measured during the filler burst.
         #[arg(long, default_value_t = 50)]
         services: usize,
-        /// Services for the controller-restart measurement (0: skip it).
+        /// Services for the controller-restart measurement, created as a burst first (0: skip it).
         #[arg(long, default_value_t = 5000)]
         restart_services: usize,
+        /// Burst sizes on the loopback apiserver, comma-separated (each on a fresh apiserver; a size equal to
+        /// --restart-services runs once, with the restart; 0: none).
+        #[arg(long, value_delimiter = ',', default_value = "1000", value_name = "N,...")]
+        burst: Vec<usize>,
+        /// Requests in flight at once in the bursts, the filler burst and the bare writes.
+        #[arg(long, default_value_t = 16)]
+        concurrency: usize,
+        /// IPv6 filler Services (from a bgp Eip nobody announces) assigned while the lab measures Services one
+        /// at a time (0: skip that).
+        #[arg(long, default_value_t = 1000)]
+        filler_services: usize,
+        /// Status patches of one unclaimed Service, one after the other: the bare round trip.
+        #[arg(long, default_value_t = 100)]
+        bare_patches: usize,
+        /// How long a burst may take before it is reported unfinished.
+        #[arg(long, default_value = "20m", value_parser = parse_duration)]
+        burst_timeout: Duration,
         /// scripts/kapi.sh of this checkout.
         #[arg(long, default_value = "scripts/kapi.sh")]
         kapi_script: PathBuf,
@@ -147,6 +169,14 @@ pub enum LabCommand {
         client_ns: String,
         #[arg(long)]
         count: usize,
+        #[arg(long, default_value_t = 0)]
+        bare_patches: usize,
+        #[arg(long, default_value_t = 0)]
+        filler: usize,
+        #[arg(long, default_value_t = 0)]
+        burst_probes: usize,
+        #[arg(long, default_value_t = 16)]
+        concurrency: usize,
     },
     /// ARP requests for --target every --interval until it answers (run inside the client namespace by
     /// kube-bench); exit 0 on a reply, 1 on timeout.
@@ -327,13 +357,28 @@ pub fn run(args: LabArgs) -> Result<ExitCode> {
             let results = hostile::run(&input, &cases);
             Ok(if results.iter().all(Result::is_ok) { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
-        LabCommand::KubeBench { paths, services, restart_services, kapi_script } => {
+        LabCommand::KubeBench {
+            paths,
+            services,
+            restart_services,
+            burst,
+            concurrency,
+            filler_services,
+            bare_patches,
+            burst_timeout,
+            kapi_script,
+        } => {
             require_lab(&["kubectl"])?;
             install_ctrl_c();
             let input = kube_bench::KubeBenchInput {
                 paths,
                 services,
                 restart_services,
+                bursts: burst,
+                concurrency,
+                filler_services,
+                bare_patches,
+                burst_timeout,
                 script: std::path::absolute(&kapi_script)
                     .with_context(|| format!("{}: cannot resolve", kapi_script.display()))?,
                 cli_exe: cli_exe()?,
@@ -347,8 +392,17 @@ pub fn run(args: LabArgs) -> Result<ExitCode> {
                 None => ExitCode::FAILURE,
             })
         }
-        LabCommand::KubeBenchClient { kubeconfig, client_ns, count } => {
-            kube_bench::client(&kubeconfig, &client_ns, count)?;
+        LabCommand::KubeBenchClient {
+            kubeconfig,
+            client_ns,
+            count,
+            bare_patches,
+            filler,
+            burst_probes,
+            concurrency,
+        } => {
+            let plan = kube_bench::ClientPlan { count, bare_patches, filler, burst_probes, concurrency };
+            kube_bench::client(&kubeconfig, &client_ns, &plan)?;
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -40,12 +40,26 @@ pub struct KubeLab {
     controller_exe: PathBuf,
     controller: Option<Child>,
     api_running: bool,
+    /// Further `KAPI_*` settings of the apiserver (`scripts/kapi.sh`'s header lists them).
+    env: Vec<(String, String)>,
 }
 
 impl KubeLab {
     /// Starts the apiserver on `host`'s lab address. `script` is `scripts/kapi.sh` (the binaries must be
     /// installed: `scripts/kapi.sh install`).
     pub fn start(layout: &Layout, lab_dir: &Path, host: &str, script: &Path, controller_exe: &Path) -> Result<Self> {
+        Self::start_with_env(layout, lab_dir, host, script, controller_exe, Vec::new())
+    }
+
+    /// [`KubeLab::start`] with further `KAPI_*` settings, e.g. a dual-stack Service range.
+    pub fn start_with_env(
+        layout: &Layout,
+        lab_dir: &Path,
+        host: &str,
+        script: &Path,
+        controller_exe: &Path,
+        env: Vec<(String, String)>,
+    ) -> Result<Self> {
         let node = layout.node(host).ok_or_else(|| anyhow!("node {host:?} is not in the lab"))?;
         let dir = lab_dir.join("kapi");
         fs::create_dir_all(&dir).with_context(|| format!("{}: cannot create", dir.display()))?;
@@ -60,6 +74,7 @@ impl KubeLab {
             controller_exe: controller_exe.to_path_buf(),
             controller: None,
             api_running: false,
+            env,
         };
         kube.start_apiserver(false)?;
         Ok(kube)
@@ -70,7 +85,11 @@ impl KubeLab {
         let addr = format!("KAPI_ADDR={}", self.host_ip);
         let keep = format!("KAPI_KEEP_DATA={}", u8::from(keep_data));
         let script = self.script.display().to_string();
-        netns::exec(&self.host_ns, &["env", &dir, &addr, &keep, "bash", &script, verb])
+        let extra: Vec<String> = self.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let mut argv = vec!["env", dir.as_str(), addr.as_str(), keep.as_str()];
+        argv.extend(extra.iter().map(String::as_str));
+        argv.extend(["bash", script.as_str(), verb]);
+        netns::exec(&self.host_ns, &argv)
             .with_context(|| format!("scripts/kapi.sh {verb} in {} (logs in {})", self.host_ns, self.dir.display()))
     }
 
