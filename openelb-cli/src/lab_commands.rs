@@ -13,7 +13,7 @@ use openelb_lab::interrupt::install_ctrl_c;
 use openelb_lab::speaker_program::{self, find_openelb_speaker};
 use openelb_lab::{
     Lab, LabConfig, Layout, Need, OpenelbSpeakerCommand, STATE_ROOT, SpeakerProgram, TOOLS, arp_probe, bench,
-    cluster_walkthrough, demo, hostile, kube_bench, netns, pod, topology,
+    cluster_walkthrough, demo, hostile, kube_bench, netns, pod, soak, topology,
 };
 
 #[derive(clap::Args)]
@@ -95,14 +95,21 @@ pub enum LabCommand {
         #[arg(long)]
         id: Option<String>,
     },
-    /// Failover figures for keepalived (advert 1 s and 0.1 s) and openelb-speaker (defaults and 1 s), crash
-    /// and graceful, N runs each; GARP latency; speaker RSS and CPU.
+    /// Failover figures for keepalived (advert 1 s and 0.1 s) and openelb-speaker (defaults and 1 s), or for
+    /// both at each --advert-interval, crash and graceful, N runs each (interleaved); GARP latency; speaker RSS
+    /// and CPU (openelb-speaker with 1000 VIPs).
     Bench {
         #[arg(short = 'f', long = "filename", num_args = 1.., value_name = "PATH", default_value = "examples/vip-mode")]
         paths: Vec<PathBuf>,
         /// Runs of each failover measurement per speaker configuration (0: resources only).
         #[arg(long, default_value_t = 5)]
         runs: usize,
+        /// Compare keepalived (VRRPv3 `advert_int`) and openelb-speaker at this advert interval (repeatable).
+        #[arg(long = "advert-interval", value_name = "DURATION", value_parser = parse_duration)]
+        advert_intervals: Vec<Duration>,
+        /// How often the client pings the VIP (the outage's resolution).
+        #[arg(long, default_value = "1ms", value_parser = parse_duration)]
+        probe_interval: Duration,
         /// How long to let the speakers settle (all groups elected, preemption done, bursts sent) before the
         /// RSS/CPU sample starts.
         #[arg(long, default_value = "10s", value_parser = parse_duration)]
@@ -110,6 +117,20 @@ pub enum LabCommand {
         /// Length of the RSS/CPU sampling window.
         #[arg(long, default_value = "10s", value_parser = parse_duration)]
         window: std::time::Duration,
+    },
+    /// The lab's speakers left running for --duration beside busy loops pinned to --busy-cpu: master changes
+    /// (on the wire and in the logs), advert gaps against the interval, client pings lost, speaker CPU.
+    Soak {
+        #[command(flatten)]
+        opts: LabOpts,
+        #[arg(long, default_value = "10m", value_parser = parse_duration)]
+        duration: Duration,
+        /// A CPU to keep busy with `taskset -c CPU sh -c 'while :; do :; done'` (repeatable; none by default).
+        #[arg(long = "busy-cpu", value_name = "CPU")]
+        busy_cpus: Vec<usize>,
+        /// Wait after the first holder is elected before counting (preemption, start-up bursts).
+        #[arg(long, default_value = "5s", value_parser = parse_duration)]
+        settle: Duration,
     },
     /// Spoofed adverts, foreign keepalived and a flood against openelb-speaker in the lab: per case, pings lost,
     /// VIP moves, master changes, speaker CPU and log lines (`--help` explains each case).
@@ -337,10 +358,40 @@ pub fn run(args: LabArgs) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        LabCommand::Bench { paths, runs, settle, window } => {
+        LabCommand::Bench { paths, runs, advert_intervals, probe_interval, settle, window } => {
             require_lab(&["keepalived", "tcpdump"])?;
             install_ctrl_c();
-            bench::run(&bench::BenchInput { paths, cli_exe: cli_exe()?, runs, settle, window })?;
+            let input = bench::BenchInput {
+                paths,
+                cli_exe: cli_exe()?,
+                runs,
+                settle,
+                window,
+                advert_intervals,
+                probe_interval,
+            };
+            bench::run(&input)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        LabCommand::Soak { opts, duration, busy_cpus, settle } => {
+            let speaker = opts.to_speaker()?;
+            let mut tools = vec!["tcpdump", "taskset"];
+            if matches!(speaker, SpeakerProgram::Keepalived { .. }) {
+                tools.push("keepalived");
+            }
+            require_lab(&tools)?;
+            install_ctrl_c();
+            let input = soak::SoakInput {
+                paths: opts.paths,
+                cli_exe: cli_exe()?,
+                speaker,
+                policy: opts.policy.map(Into::into),
+                duration,
+                busy_cpus,
+                settle,
+            };
+            let outcome = soak::run(&input)?;
+            soak::print(&input, &outcome);
             Ok(ExitCode::SUCCESS)
         }
         LabCommand::Hostile { paths, only } => {

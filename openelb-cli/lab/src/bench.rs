@@ -8,14 +8,15 @@ use std::time::Duration;
 use anyhow::{Result, anyhow};
 
 use crate::demo::HOLDER_TIMEOUT;
+use crate::kube_bench::percentile;
 use crate::layout::Layout;
-use crate::probe::{Capture, PingProbe, first_advert, first_garp, largest_gap, now_epoch, sample_usage};
+use crate::probe::{Capture, PingProbe, echo_replies, first_advert, first_garp, largest_gap, now_epoch, sample_usage};
 use crate::speaker_program::{OpenelbSpeakerCommand, SpeakerProgram, find_openelb_speaker};
 use crate::topology::{Lab, LabConfig};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Failover {
-    /// Holder's speaker frozen then killed, its link down.
+    /// Holder's link down, its speaker frozen then killed.
     Crash,
     /// Holder's speaker gets SIGTERM.
     Graceful,
@@ -33,8 +34,11 @@ impl Failover {
 /// What one failover looked like.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RunResult {
-    /// Largest gap between the client's 10 ms ping replies (s).
+    /// Largest gap between the echo replies the switch's bridge forwarded to the client, ending after the event:
+    /// normally from the old holder's last reply to the new holder's first (s).
     pub outage: Option<f64>,
+    /// Largest gap between the replies the client's ping printed (s): the same outage at the client's clock.
+    pub client_gap: Option<f64>,
     /// From the crash/stop to the new holder's first gratuitous ARP for the VIP (s).
     pub event_to_garp: Option<f64>,
     /// From the new holder's first advert as master (its decision) to its first GARP (s).
@@ -51,6 +55,11 @@ pub struct BenchInput {
     /// announced, preemption after the preempt delay).
     pub settle: Duration,
     pub window: Duration,
+    /// keepalived and openelb-speaker are compared at each of these advert intervals; empty: keepalived at 1 s
+    /// and 100 ms, openelb-speaker with its defaults and at 1 s.
+    pub advert_intervals: Vec<Duration>,
+    /// How often the client pings the VIP: the outage's resolution.
+    pub probe_interval: Duration,
 }
 
 /// One fresh lab, one failover, measured.
@@ -61,11 +70,13 @@ pub fn one_run(input: &BenchInput, speaker: &SpeakerProgram, failover: Failover)
     lab.start_speakers(speaker)?;
     let old = lab.wait_holder(None, HOLDER_TIMEOUT)?;
     let vip = lab.layout.vip;
-    let probe = PingProbe::start(&lab.layout.client_ns, vip)?;
+    let probe = PingProbe::start_every(&lab.layout.client_ns, vip, input.probe_interval)?;
     if !probe.wait_replies_after(now_epoch(), 30, Duration::from_secs(5)) {
         return Err(anyhow!("lab {}: no ping replies from {vip} before the failover", lab.layout.id));
     }
     let capture = Capture::start(&lab.layout.switch_ns, &lab.dir, "capture")?;
+    // Replies the capture sees from the old holder before the event.
+    std::thread::sleep(Duration::from_millis(20));
     let t = now_epoch();
     match failover {
         Failover::Crash => lab.crash(&old)?,
@@ -76,12 +87,13 @@ pub fn one_run(input: &BenchInput, speaker: &SpeakerProgram, failover: Failover)
     let replies = probe.stop();
     std::thread::sleep(Duration::from_millis(50));
     let frames = capture.stop();
-    let mac = lab.layout.node(&new).map(|n| n.mac_string()).unwrap_or_default();
-    let garp = first_garp(&frames, vip, &mac, t);
-    let advert = first_advert(&frames, &mac, t);
+    let new_mac = lab.layout.node(&new).map(|n| n.mac_string()).unwrap_or_default();
+    let garp = first_garp(&frames, vip, &new_mac, t);
+    let advert = first_advert(&frames, &new_mac, t);
     lab.teardown()?;
     Ok(RunResult {
-        outage: if recovered { largest_gap(&replies, t) } else { None },
+        outage: if recovered { largest_gap(&echo_replies(&frames), t) } else { None },
+        client_gap: if recovered { largest_gap(&replies, t) } else { None },
         event_to_garp: garp.map(|g| g - t),
         advert_to_garp: garp.zip(advert).map(|(g, a)| g - a),
         old,
@@ -89,28 +101,32 @@ pub fn one_run(input: &BenchInput, speaker: &SpeakerProgram, failover: Failover)
     })
 }
 
-/// Median and nearest-rank p90 of the values (seconds).
-pub fn median_p90(values: &[f64]) -> Option<(f64, f64)> {
-    if values.is_empty() {
-        return None;
-    }
-    let mut v = values.to_vec();
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    let median = if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 };
-    let rank = (0.9 * n as f64).ceil() as usize;
-    Some((median, v[rank.clamp(1, n) - 1]))
+fn ms(v: Option<f64>) -> String {
+    v.map_or_else(|| "-".to_string(), |v| format!("{:.1} ms", v * 1000.0))
 }
 
-fn ms(v: f64) -> String {
-    format!("{:.1} ms", v * 1000.0)
+/// One table line: how many runs gave a value, p50, p90, p99 and max (nearest rank: with fewer than 100 runs
+/// p99 is the largest value) and the range of the 1-minute load average over the runs.
+fn row(speaker: &str, what: &str, values: &[f64], runs: usize, load: (f64, f64)) {
+    let p = |q| percentile(values, q);
+    println!(
+        "{speaker:<30} {what:<30} {:>3}/{runs:<3} {:>9} {:>9} {:>9} {:>9}  {:.1}-{:.1}",
+        values.len(),
+        ms(p(50.0)),
+        ms(p(90.0)),
+        ms(p(99.0)),
+        ms(p(100.0)),
+        load.0,
+        load.1
+    );
 }
 
-fn row(speaker: &str, what: &str, values: &[f64], runs: usize) {
-    match median_p90(values) {
-        Some((m, p)) => println!("{speaker:<30} {what:<28} {:>3}/{runs:<3} {:>11} {:>11}", values.len(), ms(m), ms(p)),
-        None => println!("{speaker:<30} {what:<28} {:>3}/{runs:<3} {:>11} {:>11}", 0, "-", "-"),
-    }
+/// The 1-minute load average (`/proc/loadavg`), 0 if unreadable.
+pub fn load_average() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|l| l.parse().ok()))
+        .unwrap_or(0.0)
 }
 
 /// Resource use of the holder's speaker with the lab's VIPs (plus `extra` IPv6 VIPs for openelb-speaker).
@@ -131,65 +147,110 @@ fn resources(input: &BenchInput, speaker: &SpeakerProgram) -> Result<(String, f6
     Ok((holder, worst.0, worst.1))
 }
 
-pub fn run(input: &BenchInput) -> Result<()> {
-    let mut speakers = vec![
-        SpeakerProgram::keepalived(Duration::from_secs(1)),
-        SpeakerProgram::keepalived(Duration::from_millis(100)),
-    ];
-    let openelb = find_openelb_speaker();
-    match &openelb {
-        Some(binary) => {
-            speakers
-                .push(SpeakerProgram::Openelb(OpenelbSpeakerCommand { binary: binary.clone(), ..Default::default() }));
-            speakers.push(SpeakerProgram::Openelb(OpenelbSpeakerCommand {
+/// The configurations compared: both speakers at each interval asked for, else the classic set.
+fn speakers(input: &BenchInput, openelb: Option<&PathBuf>) -> Vec<SpeakerProgram> {
+    let ours = |advert_interval| {
+        openelb.map(|binary| {
+            SpeakerProgram::Openelb(OpenelbSpeakerCommand {
                 binary: binary.clone(),
-                advert_interval: Some(Duration::from_secs(1)),
+                advert_interval,
                 ..Default::default()
-            }));
-        }
-        None => println!(
+            })
+        })
+    };
+    if input.advert_intervals.is_empty() {
+        let mut v = vec![
+            SpeakerProgram::keepalived(Duration::from_secs(1)),
+            SpeakerProgram::keepalived(Duration::from_millis(100)),
+        ];
+        v.extend(ours(None));
+        v.extend(ours(Some(Duration::from_secs(1))));
+        return v;
+    }
+    input
+        .advert_intervals
+        .iter()
+        .flat_map(|&i| std::iter::once(SpeakerProgram::keepalived(i)).chain(ours(Some(i))))
+        .collect()
+}
+
+pub fn run(input: &BenchInput) -> Result<()> {
+    let openelb = find_openelb_speaker();
+    if openelb.is_none() {
+        println!(
             "note: openelb-speaker not found (set OPENELB_SPEAKER or build it next to openelb-cli); its rows are skipped"
-        ),
+        );
     }
+    let speakers = speakers(input, openelb.as_ref());
     let runs = input.runs;
-    if runs > 0 {
-        println!("{:<30} {:<28} {:>7} {:>11} {:>11}", "speaker", "measure", "ok/runs", "median", "p90");
-    }
-    for speaker in speakers.iter().filter(|_| runs > 0) {
-        for failover in [Failover::Crash, Failover::Graceful] {
-            let mut results = Vec::new();
-            for i in 0..runs {
-                match one_run(input, speaker, failover) {
-                    Ok(r) => results.push(r),
-                    Err(e) => eprintln!("{} {} run {}: {e:#}", speaker.label(), failover.label(), i + 1),
+    // Runs interleave the configurations, so a change in the machine's load touches them all alike.
+    let cases: Vec<(&SpeakerProgram, Failover)> =
+        speakers.iter().flat_map(|s| [(s, Failover::Crash), (s, Failover::Graceful)]).collect();
+    let mut results: Vec<Vec<RunResult>> = vec![Vec::new(); cases.len()];
+    let mut loads: Vec<(f64, f64)> = vec![(f64::MAX, 0.0); cases.len()];
+    for i in 0..runs {
+        for (k, (speaker, failover)) in cases.iter().enumerate() {
+            let load = load_average();
+            loads[k] = (loads[k].0.min(load), loads[k].1.max(load));
+            match one_run(input, speaker, *failover) {
+                Ok(r) => {
+                    eprintln!(
+                        "{} {} run {}: {} -> {}, outage {} (client's ping {}), load1 {load:.1}",
+                        speaker.label(),
+                        failover.label(),
+                        i + 1,
+                        r.old,
+                        r.new,
+                        ms(r.outage),
+                        ms(r.client_gap)
+                    );
+                    results[k].push(r)
                 }
+                Err(e) => eprintln!("{} {} run {}: {e:#}", speaker.label(), failover.label(), i + 1),
             }
-            let pick = |f: fn(&RunResult) -> Option<f64>| results.iter().filter_map(f).collect::<Vec<f64>>();
-            let label = speaker.label();
-            row(&label, &format!("{} outage", failover.label()), &pick(|r| r.outage), runs);
-            row(&label, &format!("{} event->first GARP", failover.label()), &pick(|r| r.event_to_garp), runs);
-            row(&label, &format!("{} advert->first GARP", failover.label()), &pick(|r| r.advert_to_garp), runs);
         }
+    }
+    if runs > 0 {
+        println!(
+            "client probe: ping every {:?}; outage = largest gap between echo replies on the bridge after the event",
+            input.probe_interval
+        );
+        println!(
+            "{:<30} {:<30} {:>7} {:>9} {:>9} {:>9} {:>9}  {}",
+            "speaker", "measure", "ok/runs", "p50", "p90", "p99", "max", "load1"
+        );
+    }
+    for (k, (speaker, failover)) in cases.iter().enumerate().filter(|_| runs > 0) {
+        let results = &results[k];
+        let pick = |f: fn(&RunResult) -> Option<f64>| results.iter().filter_map(f).collect::<Vec<f64>>();
+        let (label, f) = (speaker.label(), failover.label());
+        row(&label, &format!("{f} outage"), &pick(|r| r.outage), runs, loads[k]);
+        row(&label, &format!("{f} outage (client's ping)"), &pick(|r| r.client_gap), runs, loads[k]);
+        row(&label, &format!("{f} event->first GARP"), &pick(|r| r.event_to_garp), runs, loads[k]);
+        row(&label, &format!("{f} advert->first GARP"), &pick(|r| r.advert_to_garp), runs, loads[k]);
     }
     println!();
-    println!("{:<30} {:<28} {:>11} {:>11}", "speaker", "resources (worst node)", "RSS", "CPU");
+    println!("{:<30} {:<28} {:>11} {:>11}  {}", "speaker", "resources (worst node)", "RSS", "CPU", "load1");
     let mut usage: Vec<(String, SpeakerProgram)> = speakers
         .iter()
         .filter(|s| matches!(s, SpeakerProgram::Keepalived { .. }))
         .map(|s| ("1 VIP".to_string(), s.clone()))
         .collect();
-    if let Some(binary) = openelb {
-        usage.push((
-            "1000 IPv6 VIPs + 1".to_string(),
-            SpeakerProgram::Openelb(OpenelbSpeakerCommand { binary, extra_v6_vips: 1000, ..Default::default() }),
-        ));
-    } else {
+    let ours: Vec<&SpeakerProgram> = speakers.iter().filter(|s| matches!(s, SpeakerProgram::Openelb(_))).collect();
+    for s in ours.iter().filter(|s| !input.advert_intervals.is_empty() || s.label().ends_with("defaults")) {
+        if let SpeakerProgram::Openelb(o) = s {
+            let many = OpenelbSpeakerCommand { extra_v6_vips: 1000, ..o.clone() };
+            usage.push(("1000 IPv6 VIPs + 1".to_string(), SpeakerProgram::Openelb(many)));
+        }
+    }
+    if openelb.is_none() {
         println!("(openelb-speaker with 1000 VIPs skipped: binary not found)");
     }
     for (what, speaker) in usage {
+        let load = load_average();
         match resources(input, &speaker) {
             Ok((_, rss, cpu)) => {
-                println!("{:<30} {:<28} {:>8.1} MB {:>9.2} %", speaker.label(), what, rss, cpu)
+                println!("{:<30} {:<28} {:>8.1} MB {:>9.2} %  {load:.1}", speaker.label(), what, rss, cpu)
             }
             Err(e) => eprintln!("{} resources: {e:#}", speaker.label()),
         }
@@ -201,12 +262,41 @@ pub fn run(input: &BenchInput) -> Result<()> {
 mod tests {
     use super::*;
 
+    fn input(advert_intervals: Vec<Duration>) -> BenchInput {
+        BenchInput {
+            paths: Vec::new(),
+            cli_exe: PathBuf::new(),
+            runs: 1,
+            settle: Duration::ZERO,
+            window: Duration::ZERO,
+            advert_intervals,
+            probe_interval: Duration::from_millis(1),
+        }
+    }
+
     #[test]
-    fn median_and_p90_use_nearest_rank() {
-        assert_eq!(median_p90(&[]), None);
-        assert_eq!(median_p90(&[3.0]), Some((3.0, 3.0)));
-        assert_eq!(median_p90(&[4.0, 1.0, 3.0, 2.0]), Some((2.5, 4.0)));
-        let ten: Vec<f64> = (1..=10).map(f64::from).collect();
-        assert_eq!(median_p90(&ten), Some((5.5, 9.0)));
+    fn both_speakers_run_at_every_interval_asked_for() {
+        let bin = PathBuf::from("/x/openelb-speaker");
+        let labels = |v: Vec<SpeakerProgram>| v.iter().map(SpeakerProgram::label).collect::<Vec<_>>();
+        let ms = Duration::from_millis;
+        assert_eq!(
+            labels(speakers(&input(vec![ms(10), ms(20)]), Some(&bin))),
+            [
+                "keepalived advert 10ms",
+                "openelb-speaker advert 10ms",
+                "keepalived advert 20ms",
+                "openelb-speaker advert 20ms"
+            ]
+        );
+        assert_eq!(labels(speakers(&input(vec![ms(10)]), None)), ["keepalived advert 10ms"]);
+        assert_eq!(
+            labels(speakers(&input(Vec::new()), Some(&bin))),
+            [
+                "keepalived advert 1s",
+                "keepalived advert 100ms",
+                "openelb-speaker defaults",
+                "openelb-speaker advert 1s"
+            ]
+        );
     }
 }

@@ -66,7 +66,7 @@ pub fn run(lab: &mut Lab, speaker: &SpeakerProgram) -> Result<()> {
     show_neigh(lab)?;
     show_curls(lab, 4);
 
-    println!("\n== crash of {}: speaker frozen then killed, eth0 down", holder);
+    println!("\n== crash of {}: eth0 down, speaker frozen then killed", holder);
     let probe = PingProbe::start(&layout.client_ns, layout.vip)?;
     if !probe.wait_replies_after(now_epoch(), 20, Duration::from_secs(5)) {
         return Err(anyhow!("the client's probe gets no replies from {} before the crash", layout.vip));

@@ -35,6 +35,7 @@ pub mod probe;
 pub mod process;
 pub mod require;
 pub mod segment;
+pub mod soak;
 pub mod speaker_manifests;
 pub mod speaker_program;
 pub mod spoof;

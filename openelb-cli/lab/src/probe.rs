@@ -1,6 +1,7 @@
-//! What the client sees: a 10 ms ping whose largest gap between replies is the outage, and a capture on the
-//! switch's bridge that times gratuitous ARPs and VRRP adverts. Both run as processes in lab namespaces and
-//! are parsed from their text output, so the clock is the kernel's receive timestamp, not our scheduling.
+//! What the client sees: a ping (10 ms, or as fine as 1 ms) whose largest gap between replies is the outage,
+//! and a capture on the switch's bridge that times gratuitous ARPs, VRRP adverts and the echo replies with the
+//! MAC that sent them. Both run as processes in lab namespaces and are parsed from their text output; the
+//! capture's clock is the kernel's receive timestamp, not our scheduling.
 
 use std::fs;
 use std::io::{BufRead, BufReader};
@@ -151,15 +152,20 @@ impl Drop for LineTap {
     }
 }
 
-/// `ping -D -O -n -i 0.01 -W 0.1 VIP` in the client.
+/// `ping -D -O -n -i 0.01 -W 0.1 VIP` in the client (or another interval).
 pub struct PingProbe {
     tap: LineTap,
 }
 
 impl PingProbe {
     pub fn start(client_ns: &str, vip: Ipv4Addr) -> Result<Self> {
-        let vip = vip.to_string();
-        let tap = LineTap::start(client_ns, &["ping", "-D", "-O", "-n", "-i", "0.01", "-W", "0.1", &vip])?;
+        Self::start_every(client_ns, vip, Duration::from_millis(10))
+    }
+
+    /// A ping every `interval` (iputils takes intervals below 2 ms from root only; the lab runs as root).
+    pub fn start_every(client_ns: &str, vip: Ipv4Addr, interval: Duration) -> Result<Self> {
+        let (vip, every) = (vip.to_string(), format!("{:.3}", interval.as_secs_f64()));
+        let tap = LineTap::start(client_ns, &["ping", "-D", "-O", "-n", "-i", &every, "-W", "0.1", &vip])?;
         Ok(PingProbe { tap })
     }
 
@@ -200,8 +206,10 @@ impl PingProbe {
 pub enum CapturedFrame {
     /// A gratuitous ARP (sender IP = target IP, request or reply) for `ip`, from `mac`.
     Garp { ts: f64, mac: String, ip: Ipv4Addr },
-    /// A VRRP advertisement from `mac` with `prio`.
-    Vrrp { ts: f64, mac: String, prio: Option<u8> },
+    /// A VRRP advertisement from `mac` for `vrid` with `prio`.
+    Vrrp { ts: f64, mac: String, vrid: Option<u8>, prio: Option<u8> },
+    /// An ICMP echo reply from `mac` (the client's probe answered by whoever holds the VIP).
+    EchoReply { ts: f64, mac: String },
 }
 
 /// Parses one line of `tcpdump -n -e -tt -l`.
@@ -230,17 +238,21 @@ pub fn parse_tcpdump(line: &str) -> Option<CapturedFrame> {
         return Some(CapturedFrame::Garp { ts, mac, ip });
     }
     if rest.contains("VRRP") {
-        let prio = rest
-            .split("prio ")
-            .nth(1)
-            .and_then(|p| p.split(|c: char| !c.is_ascii_digit()).next())
-            .and_then(|p| p.parse().ok());
-        return Some(CapturedFrame::Vrrp { ts, mac, prio });
+        let field = |name: &str| {
+            rest.split(name)
+                .nth(1)
+                .and_then(|p| p.split(|c: char| !c.is_ascii_digit()).next())
+                .and_then(|p| p.parse().ok())
+        };
+        return Some(CapturedFrame::Vrrp { ts, mac, vrid: field("vrid "), prio: field("prio ") });
+    }
+    if rest.contains(": ICMP echo reply,") {
+        return Some(CapturedFrame::EchoReply { ts, mac });
     }
     None
 }
 
-/// `tcpdump` on the switch's bridge: ARP and VRRP, written to a file and parsed after it stops.
+/// `tcpdump` on the switch's bridge: ARP, VRRP and echo replies, written to a file and parsed after it stops.
 pub struct Capture {
     child: Child,
     out: PathBuf,
@@ -254,7 +266,17 @@ impl Capture {
         let _ = fs::remove_file(&err);
         let child = netns::spawn(
             switch_ns,
-            &["tcpdump", "--immediate-mode", "-i", "br0", "-n", "-e", "-tt", "-l", "arp or ip proto 112"],
+            &[
+                "tcpdump",
+                "--immediate-mode",
+                "-i",
+                "br0",
+                "-n",
+                "-e",
+                "-tt",
+                "-l",
+                "arp or ip proto 112 or icmp[icmptype] == icmp-echoreply",
+            ],
             netns::log_file(&out)?,
             netns::log_file(&err)?,
         )?;
@@ -297,11 +319,24 @@ pub fn first_garp(frames: &[CapturedFrame], vip: Ipv4Addr, mac: &str, from: f64)
 /// First VRRP advert from `mac` at or after `from`: the new master announcing itself, i.e. its decision.
 pub fn first_advert(frames: &[CapturedFrame], mac: &str, from: f64) -> Option<f64> {
     frames.iter().find_map(|f| match f {
-        CapturedFrame::Vrrp { ts, mac: m, prio } if *ts >= from && m.eq_ignore_ascii_case(mac) && *prio != Some(0) => {
+        CapturedFrame::Vrrp { ts, mac: m, prio, .. }
+            if *ts >= from && m.eq_ignore_ascii_case(mac) && *prio != Some(0) =>
+        {
             Some(*ts)
         }
         _ => None,
     })
+}
+
+/// Timestamps of the echo replies on the bridge (any sender): what the client got, at the kernel's clock.
+pub fn echo_replies(frames: &[CapturedFrame]) -> Vec<f64> {
+    frames
+        .iter()
+        .filter_map(|f| match f {
+            CapturedFrame::EchoReply { ts, .. } => Some(*ts),
+            _ => None,
+        })
+        .collect()
 }
 
 /// RSS (kB) and CPU time (clock ticks) of one process from /proc.
@@ -420,7 +455,7 @@ mod tests {
                  224.0.0.18: VRRPv3, Advertisement, vrid 91, prio 200, intvl 10cs, length 12";
         assert_eq!(
             parse_tcpdump(v),
-            Some(CapturedFrame::Vrrp { ts: 2.5, mac: "52:54:22:37:6c:7b".into(), prio: Some(200) })
+            Some(CapturedFrame::Vrrp { ts: 2.5, mac: "52:54:22:37:6c:7b".into(), vrid: Some(91), prio: Some(200) })
         );
         let answer = "3.0 52:54:22:37:6c:7b > 52:54:22:fa:b9:3b, ethertype ARP (0x0806), length 42: \
                       Reply 192.0.2.91 is-at 52:54:22:37:6c:7b, length 28";
@@ -433,6 +468,23 @@ mod tests {
             Some(1732723200.500001)
         );
         assert_eq!(first_advert(&frames, "52:54:22:37:6c:7b", 3.0), None);
+    }
+
+    #[test]
+    fn echo_replies_are_the_bridges_replies_from_any_node() {
+        let reply = |ts: f64, mac: &str| {
+            let line = format!(
+                "{ts} {mac} > 52:54:22:fa:b9:3b, ethertype IPv4 (0x0800), length 98: 192.0.2.91 > 192.0.2.5: \
+                 ICMP echo reply, id 7, seq 1, length 64"
+            );
+            parse_tcpdump(&line).unwrap()
+        };
+        let request = "1.0 52:54:22:fa:b9:3b > 52:54:22:00:00:01, ethertype IPv4 (0x0800), length 98: 192.0.2.5 > \
+                       192.0.2.91: ICMP echo request, id 7, seq 1, length 64";
+        assert_eq!(parse_tcpdump(request), None);
+        let frames = [reply(1.0, "52:54:22:00:00:01"), reply(1.031, "52:54:22:00:00:02")];
+        assert_eq!(frames[1], CapturedFrame::EchoReply { ts: 1.031, mac: "52:54:22:00:00:02".into() });
+        assert_eq!(largest_gap(&echo_replies(&frames), 1.0005).map(|g| (g * 1000.0).round()), Some(31.0));
     }
 
     #[test]
