@@ -135,6 +135,32 @@ fn startup_goes_backup_then_master_after_master_down_interval() {
     assert_eq!(i.deadline(TimerKind::MasterDown), None);
 }
 
+#[test]
+fn adverts_keep_their_grid_when_the_timer_fires_late_and_restart_it_after_a_stall() {
+    let mut i = instance(config());
+    let down = Duration::from_nanos(360_937_500);
+    i.handle(ms(0.0), Input::Start);
+    i.handle(down, Input::TimerExpired(TimerKind::MasterDown));
+    let send = || Action::SendAdvert(advert(100, 10));
+    run(
+        &mut i,
+        vec![
+            // 1.4 ms late: the next one is still due 100 ms after this one was.
+            (
+                down + ms(101.4),
+                Input::TimerExpired(TimerKind::AdverTimer),
+                vec![send(), arm(TimerKind::AdverTimer, down + ms(200.0))],
+            ),
+            // Late by more than an interval: one advert now, the next a whole interval later (no burst).
+            (
+                down + ms(350.0),
+                Input::TimerExpired(TimerKind::AdverTimer),
+                vec![send(), arm(TimerKind::AdverTimer, down + ms(450.0))],
+            ),
+        ],
+    );
+}
+
 fn master_at(t: Time, cfg: Config) -> Instance {
     let mut i = instance(cfg);
     i.handle(Duration::ZERO, Input::Start);

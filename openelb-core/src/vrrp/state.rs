@@ -241,6 +241,15 @@ fn peer_interval(raw: u16) -> u16 {
     }
 }
 
+/// When the advert after one due at `due` and sent at `now` goes out: one interval after `due`, so a timer that
+/// fires late (tokio rounds sleeps up to the next millisecond: 10 ms adverts went out every 11.4 ms) does not
+/// stretch every interval; one interval after `now` when even that has passed (after a stall, no burst).
+pub fn next_advert(due: Time, now: Time, interval_cs: u16) -> Time {
+    let interval = interval_duration(interval_cs);
+    let on_grid = due.saturating_add(interval);
+    if on_grid > now { on_grid } else { now.saturating_add(interval) }
+}
+
 fn interval_duration(cs: u16) -> Duration {
     Duration::from_nanos(u64::from(cs) * NANOS_PER_CENTISECOND)
 }
@@ -536,14 +545,15 @@ impl Instance {
     }
 
     fn on_timer(&mut self, now: Time, kind: TimerKind, out: &mut Vec<Action>) {
-        match self.timers[kind.index()] {
-            Some(at) if at <= now => self.timers[kind.index()] = None,
+        let due = match self.timers[kind.index()] {
+            Some(at) if at <= now => at,
             _ => return,
-        }
+        };
+        self.timers[kind.index()] = None;
         match (self.state, kind) {
             (State::Master, TimerKind::AdverTimer) => {
                 out.push(Action::SendAdvert(self.advert(self.cfg.priority)));
-                self.arm(TimerKind::AdverTimer, now.saturating_add(interval_duration(self.cfg.advert_interval)), out);
+                self.arm(TimerKind::AdverTimer, next_advert(due, now, self.cfg.advert_interval), out);
             }
             (State::Backup, TimerKind::MasterDown) => {
                 let reason =
