@@ -115,7 +115,8 @@ struct Args {
     interface: Option<String>,
 
     /// VRRP advertisement interval: 10ms to 40.95s in steps of 10ms (sent in centiseconds). A dead master
-    /// is detected after about 3.5 intervals.
+    /// is detected after about 3.5 intervals; shorter ones cost CPU in proportion, and a stall of the master
+    /// longer than about 2 intervals (a busy node) moves its VIPs (README: the advert interval's trade-off).
     #[arg(long, value_name = "DURATION", default_value = "100ms", value_parser = parse_advert_interval)]
     advert_interval: u16,
 
