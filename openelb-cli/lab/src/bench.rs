@@ -216,8 +216,8 @@ pub fn run(input: &BenchInput) -> Result<()> {
             input.probe_interval
         );
         println!(
-            "{:<30} {:<30} {:>7} {:>9} {:>9} {:>9} {:>9}  {}",
-            "speaker", "measure", "ok/runs", "p50", "p90", "p99", "max", "load1"
+            "{:<30} {:<30} {:>7} {:>9} {:>9} {:>9} {:>9}  load1",
+            "speaker", "measure", "ok/runs", "p50", "p90", "p99", "max"
         );
     }
     for (k, (speaker, failover)) in cases.iter().enumerate().filter(|_| runs > 0) {
@@ -230,7 +230,7 @@ pub fn run(input: &BenchInput) -> Result<()> {
         row(&label, &format!("{f} advert->first GARP"), &pick(|r| r.advert_to_garp), runs, loads[k]);
     }
     println!();
-    println!("{:<30} {:<28} {:>11} {:>11}  {}", "speaker", "resources (worst node)", "RSS", "CPU", "load1");
+    println!("{:<30} {:<28} {:>11} {:>11}  load1", "speaker", "resources (worst node)", "RSS", "CPU");
     let mut usage: Vec<(String, SpeakerProgram)> = speakers
         .iter()
         .filter(|s| matches!(s, SpeakerProgram::Keepalived { .. }))
