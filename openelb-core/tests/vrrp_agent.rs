@@ -866,3 +866,32 @@ proptest! {
         assert_no_gap_and_no_long_overlap(&lan, &vip, replan);
     }
 }
+
+#[test]
+fn masters_advertise_together_after_one_advert_timer_fires() {
+    let mut agent = Agent::new(NAMES[0], AgentConfig::default()).unwrap();
+    agent.apply_plan(Time::ZERO, &seed_plan());
+    agent.set_primary(Time::ZERO, IFACE, ip(2));
+    let groups = agent.instances().count();
+    assert!(groups >= 2, "the seed plan gives this node several groups");
+    // Alone on the LAN, every instance becomes Master when its own timer fires: at moments 7 ms apart.
+    while agent.instances().any(|(_, i)| i.state() != State::Master) {
+        let Some((at, key)) = agent.next_deadline() else { panic!("a Backup has a Master_Down timer") };
+        agent.timer_fired(at + ms(7), &key);
+    }
+    let due = |agent: &Agent| -> BTreeSet<Time> {
+        agent.instances().filter_map(|(_, i)| i.next_deadline().map(|(t, _)| t)).collect()
+    };
+    assert!(due(&agent).len() >= 2, "advert timers at different moments: {:?}", due(&agent));
+    let adverts = |out: &[NodeAction]| out.iter().filter(|a| matches!(a.action, Action::SendAdvert(_))).count();
+    // The first advert timer to fire brings every other Master's advert forward to now, once.
+    let Some((at, key)) = agent.next_deadline() else { panic!("Masters have advert timers") };
+    assert_eq!(key.kind, TimerKind::AdverTimer);
+    let interval = ms(100);
+    let mut out = agent.timer_fired(at, &key);
+    out.extend(agent.advertise_due_by(at, at + interval));
+    assert_eq!(adverts(&out), groups, "one advert per Master");
+    // From then on they are due together.
+    assert_eq!(due(&agent), BTreeSet::from([at + interval]));
+    assert!(agent.advertise_due_by(at + ms(1), at + ms(50)).is_empty(), "nothing is due that early");
+}

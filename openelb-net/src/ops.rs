@@ -141,6 +141,23 @@ pub trait NetOps: Send + Sync {
     /// Adds `ip` as a /32 or /128, marked as ours. Adding a VIP we already hold succeeds (idempotent).
     fn add_vip(&self, iface: &Interface, ip: IpAddr) -> impl Future<Output = Result<(), NetError>> + Send;
 
+    /// Adds every address of `ips` as [`NetOps::add_vip`] does, with one result per address in their order.
+    /// Backends that can have many requests in flight do: a takeover of thousands of VIPs must not wait for one
+    /// kernel round trip per address.
+    fn add_vips(
+        &self,
+        iface: &Interface,
+        ips: &[IpAddr],
+    ) -> impl Future<Output = Vec<Result<(), NetError>>> + Send {
+        async move {
+            let mut results = Vec::with_capacity(ips.len());
+            for ip in ips {
+                results.push(self.add_vip(iface, *ip).await);
+            }
+            results
+        }
+    }
+
     /// Removes our VIP; `Ok(false)` if it was not there. Refuses addresses that are not marked as ours.
     fn remove_vip(&self, iface: &Interface, ip: IpAddr) -> impl Future<Output = Result<bool, NetError>> + Send;
 

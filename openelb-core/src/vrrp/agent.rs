@@ -425,12 +425,25 @@ impl Agent {
 
     /// The earliest armed timer of any instance (ties by instance key, then timer kind).
     pub fn next_deadline(&self) -> Option<(Time, TimerKey)> {
+        // Called on every turn of the speaker's loop: the key is cloned once, not once per instance.
         self.instances
             .iter()
-            .filter_map(|(k, s)| {
-                s.instance.next_deadline().map(|(t, kind)| (t, TimerKey { instance: k.clone(), kind }))
-            })
+            .filter_map(|(k, s)| s.instance.next_deadline().map(|(t, kind)| (t, k, kind)))
             .min_by(|a, b| a.0.cmp(&b.0))
+            .map(|(t, k, kind)| (t, TimerKey { instance: k.clone(), kind }))
+    }
+
+    /// Every Master whose next advert is due before `by` sends it now and restarts its advert timer from `now`.
+    /// Called when one advert timer fires, with `by` an interval ahead, it makes a node's Masters advertise
+    /// together: one wake-up per interval instead of one per group, and their adverts reach the backups
+    /// together too. Each Master advertises early once (joining the others), which only makes its backups
+    /// restart their Master_Down timers sooner.
+    pub fn advertise_due_by(&mut self, now: Time, by: Time) -> Vec<NodeAction> {
+        let mut out = Vec::new();
+        for (key, slot) in &mut self.instances {
+            tag(key, slot.instance.advertise_early(now, by), &mut out);
+        }
+        out
     }
 
     /// VIPs this node holds (its Master instances' addresses), by interface.

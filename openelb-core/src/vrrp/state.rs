@@ -333,6 +333,18 @@ impl Instance {
     }
 
     /// The earliest armed timer (ties: in [`TimerKind::ALL`] order).
+    /// A Master whose next advert is due before `by` sends it now and restarts its advert timer from `now`;
+    /// nothing otherwise. An advert sent early never hurts: backups only restart their Master_Down timer sooner.
+    pub fn advertise_early(&mut self, now: Time, by: Time) -> Vec<Action> {
+        let mut out = Vec::new();
+        let slot = TimerKind::AdverTimer.index();
+        if self.state == State::Master && self.timers[slot].is_some_and(|at| at < by) {
+            self.timers[slot] = Some(now);
+            self.on_timer(now, TimerKind::AdverTimer, &mut out);
+        }
+        out
+    }
+
     pub fn next_deadline(&self) -> Option<(Time, TimerKind)> {
         TimerKind::ALL.iter().filter_map(|k| self.deadline(*k).map(|t| (t, *k))).min_by_key(|(t, _)| *t)
     }

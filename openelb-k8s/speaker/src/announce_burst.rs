@@ -11,6 +11,9 @@ use std::time::Duration;
 use openelb_net::ops::{Interface, NetOps};
 use prometheus_client::metrics::counter::Counter;
 
+/// Announcements sent between two chances for the rest of the thread to run (about 1 ms of sending).
+const YIELD_EVERY: usize = 128;
+
 /// The (interface index, address) pairs this node currently has configured as VIPs, shared with burst tasks.
 #[derive(Debug, Clone, Default)]
 pub struct HeldSet(Arc<Mutex<HashSet<(u32, IpAddr)>>>);
@@ -53,7 +56,12 @@ pub async fn send_round<N: NetOps>(
         return 0;
     };
     let mut sent = 0;
-    for ip in addresses.iter().filter(|ip| held.contains(iface.index, **ip)) {
+    for (i, ip) in addresses.iter().filter(|ip| held.contains(iface.index, **ip)).enumerate() {
+        // Sending never waits, so a round of thousands would hold the thread (the VRRP loop's) for tens of
+        // milliseconds: let it send its adverts in between.
+        if i > 0 && i % YIELD_EVERY == 0 {
+            tokio::task::yield_now().await;
+        }
         match net.announce(iface, *ip, mac).await {
             Ok(()) => {
                 sent += 1;
@@ -65,9 +73,8 @@ pub async fn send_round<N: NetOps>(
     sent
 }
 
-/// Sends `count` rounds, `spacing` apart, the first at once, in a spawned task. The whole burst runs outside
-/// the caller because a single announcement may block its thread for a while (on Linux, closing a packet
-/// socket waits for an RCU grace period, about 10-20 ms), and the VRRP loop must keep its advert timing.
+/// Sends `count` rounds, `spacing` apart, the first at once, in a spawned task, so the caller (the VRRP loop)
+/// never waits for the spacing; rounds yield to it every [`YIELD_EVERY`] announcements.
 pub fn spawn_burst<N: NetOps + 'static>(
     net: Arc<N>,
     iface: Interface,

@@ -18,7 +18,7 @@ use std::time::{Duration, SystemTime};
 use openelb_core::model::{Cluster, IpFamily, ServiceKey};
 use openelb_core::vrrp::agent::{Agent, InstanceKey, NodeAction};
 use openelb_core::vrrp::plan::{ForeignVrid, GroupId};
-use openelb_core::vrrp::state::{Action, ConfigError};
+use openelb_core::vrrp::state::{Action, ConfigError, TimerKind};
 use openelb_core::vrrp::{Received, Time};
 use openelb_k8s::vrrp::{ForeignSeen, known_peers};
 use openelb_net::ops::{AdvertReceiver, IfaceSpec, Incoming, Interface, NetError, NetOps};
@@ -284,7 +284,12 @@ where
                         // sleep_until never wakes early, but a clock read can round below the deadline; the
                         // agent ignores early expiries, which would spin.
                         let now = self.now().max(at);
-                        let actions = self.agent.timer_fired(now, &key);
+                        let mut actions = self.agent.timer_fired(now, &key);
+                        if key.kind == TimerKind::AdverTimer {
+                            // The other Masters advertise with this one: one wake-up per interval for all.
+                            let interval = Duration::from_millis(u64::from(self.config.advert_interval_cs) * 10);
+                            actions.extend(self.agent.advertise_due_by(now, now + interval));
+                        }
                         self.execute(actions).await;
                     }
                 }
@@ -525,10 +530,12 @@ where
             );
             tracing::debug!(vrid = g.vrid, vips = ?g.vips, "VRRP group addresses");
         }
-        // Freeing a 20k-VIP plan's targets takes tens of milliseconds: not in the loop.
-        if let Some(r) = replaced {
-            tokio::task::spawn_blocking(move || drop(r));
-        }
+        // Freeing a 20k-VIP plan's targets takes tens of milliseconds: not in the loop. Then what planning and
+        // the replaced plan used goes back to the system (heap.rs says why).
+        tokio::task::spawn_blocking(move || {
+            drop(replaced);
+            super::heap::release_free_pages();
+        });
         let now = self.now();
         // Counters of instances the plan replaces are taken now, before they go.
         self.notices.sync_counters(now, &self.agent);
@@ -1004,7 +1011,14 @@ where
 
     async fn execute(&mut self, actions: Vec<NodeAction>) {
         let held_changes = actions.iter().any(|a| matches!(a.action, Action::AddVips(_) | Action::RemoveVips(_)));
-        for NodeAction { key, action } in actions {
+        let mut runs = add_runs(&actions).into_iter().peekable();
+        for (i, NodeAction { key, action }) in actions.into_iter().enumerate() {
+            if let Action::AddVips(_) = action {
+                if let Some((_, adds)) = runs.next_if(|(first, _)| *first == i) {
+                    self.add_vips(adds).await;
+                }
+                continue;
+            }
             let Some(nic) = self.nics.get(&key.interface).cloned() else {
                 tracing::warn!(interface = %key.interface, vrid = key.vrid, ?action, "no resolved interface for action");
                 continue;
@@ -1015,6 +1029,33 @@ where
         if held_changes {
             self.sync_held();
             self.sync_arp_filter().await;
+        }
+    }
+
+    /// Adds the VIPs of one run of additions, every interface's in one batch ([`NetOps::add_vips`]). What fails
+    /// is retried every [`MAINTENANCE_PERIOD`] while this node holds it.
+    async fn add_vips(&mut self, adds: BTreeMap<String, Vec<IpAddr>>) {
+        for (spec, ips) in adds {
+            let Some(nic) = self.nics.get(&spec).cloned() else {
+                tracing::warn!(interface = %spec, vips = ips.len(), "no resolved interface to add VIPs on");
+                continue;
+            };
+            let results = self.net.add_vips(&nic, &ips).await;
+            for (ip, result) in ips.into_iter().zip(results) {
+                match result {
+                    Ok(()) => {
+                        self.held.insert(nic.index, ip);
+                        self.failed_adds.remove(&(spec.clone(), ip));
+                    }
+                    Err(e) => {
+                        tracing::error!(
+                            interface = %spec, nic = %nic.name, vip = %ip, error = %e,
+                            "cannot add VIP; retrying while this node is master"
+                        );
+                        self.failed_adds.entry((spec.clone(), ip)).or_insert(0);
+                    }
+                }
+            }
         }
     }
 
@@ -1042,20 +1083,8 @@ where
                     }
                 }
             }
-            Action::AddVips(ips) => {
-                for ip in ips {
-                    match self.net.add_vip(&nic, ip).await {
-                        Ok(()) => {
-                            self.held.insert(nic.index, ip);
-                            self.failed_adds.remove(&(key.interface.clone(), ip));
-                        }
-                        Err(e) => {
-                            tracing::error!(vip = %ip, error = %e, "cannot add VIP; retrying while this node is master");
-                            self.failed_adds.entry((key.interface.clone(), ip)).or_insert(0);
-                        }
-                    }
-                }
-            }
+            // Carried out by `execute`, in runs (`add_runs`).
+            Action::AddVips(_) => {}
             Action::RemoveVips(ips) => {
                 for ip in ips {
                     self.failed_adds.remove(&(key.interface.clone(), ip));
@@ -1095,6 +1124,26 @@ where
             Action::ArmTimer { .. } | Action::CancelTimer(_) => {}
         }
     }
+}
+
+/// The additions among `actions`, in runs that no removal interrupts: the index of each run's first addition,
+/// and the run's addresses per interface spec. Carrying out a run at its first addition moves additions only
+/// ahead of adverts, announcements and state reports, never across a removal.
+fn add_runs(actions: &[NodeAction]) -> Vec<(usize, BTreeMap<String, Vec<IpAddr>>)> {
+    let mut runs = Vec::new();
+    let mut current: Option<(usize, BTreeMap<String, Vec<IpAddr>>)> = None;
+    for (i, a) in actions.iter().enumerate() {
+        match &a.action {
+            Action::AddVips(ips) => {
+                let run = current.get_or_insert_with(|| (i, BTreeMap::new()));
+                run.1.entry(a.key.interface.clone()).or_default().extend(ips.iter().copied());
+            }
+            Action::RemoveVips(_) => runs.extend(current.take()),
+            _ => {}
+        }
+    }
+    runs.extend(current);
+    runs
 }
 
 /// Completes when the shared VRRP state changes; never without one, or once its source is gone.
@@ -1143,4 +1192,37 @@ fn spawn_receiver<R: AdvertReceiver + 'static>(
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn on(interface: &str, vrid: u8, action: Action) -> NodeAction {
+        NodeAction { key: InstanceKey { interface: interface.into(), family: IpFamily::V4, vrid }, action }
+    }
+
+    fn ips(last: &[u8]) -> Vec<IpAddr> {
+        last.iter().map(|l| IpAddr::from([192, 0, 2, *l])).collect()
+    }
+
+    #[test]
+    fn additions_run_together_until_a_removal() {
+        let actions = vec![
+            on("eth0", 1, Action::CancelTimer(TimerKind::MasterDown)),
+            on("eth0", 1, Action::AddVips(ips(&[1, 2]))),
+            on("eth1", 2, Action::AddVips(ips(&[3]))),
+            on("eth0", 3, Action::AddVips(ips(&[4]))),
+            on("eth0", 4, Action::RemoveVips(ips(&[5]))),
+            on("eth0", 5, Action::AddVips(ips(&[5]))),
+        ];
+        let runs = add_runs(&actions);
+        assert_eq!(runs.len(), 2);
+        assert_eq!(runs[0].0, 1);
+        assert_eq!(runs[0].1.get("eth0"), Some(&ips(&[1, 2, 4])));
+        assert_eq!(runs[0].1.get("eth1"), Some(&ips(&[3])));
+        assert_eq!(runs[1].0, 5, "the addition after a removal waits for it");
+        assert_eq!(runs[1].1.get("eth0"), Some(&ips(&[5])));
+        assert!(add_runs(&actions[4..5]).is_empty());
+    }
 }

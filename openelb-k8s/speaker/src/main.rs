@@ -358,18 +358,21 @@ async fn run(args: Args, node: String) -> Result<()> {
         });
         let server = start_metrics(args.metrics_addr, addr, registry, readiness.clone()).await?;
         forward_signals(Hangup::Reload(path.clone()), tx)?;
-        let net = Arc::new(LinuxNet::new().context("opening the Linux network backend")?);
         tracing::info!(
             node = %config.node_name, manifests = %path.display(),
             advert_interval_ms = u64::from(config.advert_interval_cs) * 10,
             vrids = ?config.vrids, "openelb-speaker starting from manifests"
         );
-        let speaker = Speaker::new(net, config)?.with_metrics(metrics).with_readiness(readiness);
-        let result = speaker.run(cluster, rx).await;
+        let result = on_vrrp_thread(move || async move {
+            let net = Arc::new(LinuxNet::new().context("opening the Linux network backend")?);
+            let speaker = Speaker::new(net, config)?.with_metrics(metrics).with_readiness(readiness);
+            speaker.run(cluster, rx).await.map_err(Into::into)
+        })
+        .await;
         if let Some(s) = server {
             s.stop().await;
         }
-        return result.map_err(Into::into);
+        return result;
     }
 
     let config = args.config(node.clone(), AddressSource::Ingress);
@@ -387,7 +390,6 @@ async fn run(args: Args, node: String) -> Result<()> {
     };
     let (relist_tx, relist_rx) = mpsc::channel(1);
     forward_signals(Hangup::Relist(relist_tx), tx.clone())?;
-    let net = Arc::new(LinuxNet::new().context("opening the Linux network backend")?);
 
     let refs = ServiceRefs::default();
     let (sink, events) = EventSink::channel(EVENT_QUEUE, metrics.events_dropped.clone());
@@ -417,19 +419,22 @@ async fn run(args: Args, node: String) -> Result<()> {
         advert_interval_ms = u64::from(config.advert_interval_cs) * 10,
         vrids = ?config.vrids, %namespace, "openelb-speaker starting from the Kubernetes API"
     );
-    let speaker = Speaker::new(net, config)?
-        .with_metrics(metrics)
-        .with_events(sink)
-        .with_readiness(readiness)
-        .with_shared(shared_rx, local_tx);
-    let result = match first_snapshot(&mut rx).await {
-        Some(cluster) => speaker.run(cluster, rx).await,
-        None => {
-            tracing::info!("stopped before the first complete listing; nothing was announced");
-            drop(speaker);
-            Ok(())
+    let result = on_vrrp_thread(move || async move {
+        let net = Arc::new(LinuxNet::new().context("opening the Linux network backend")?);
+        let speaker = Speaker::new(net, config)?
+            .with_metrics(metrics)
+            .with_events(sink)
+            .with_readiness(readiness)
+            .with_shared(shared_rx, local_tx);
+        match first_snapshot(&mut rx).await {
+            Some(cluster) => speaker.run(cluster, rx).await.map_err(Into::into),
+            None => {
+                tracing::info!("stopped before the first complete listing; nothing was announced");
+                Ok(())
+            }
         }
-    };
+    })
+    .await;
     let _ = stop_source.send(());
     let _ = source.await;
     let _ = shared.await;
@@ -439,16 +444,40 @@ async fn run(args: Args, node: String) -> Result<()> {
         tracing::warn!("Events still queued after {}s were not recorded", EVENT_FLUSH.as_secs());
     }
     server.stop().await;
-    result.map_err(Into::into)
+    result
+}
+
+/// Runs the VRRP loop (built by `run`, with its network backend) on a thread and a single-threaded runtime of
+/// its own, and waits for it. Its timers, received adverts, netlink replies and announcement bursts then wake
+/// that one thread only: with a shared multi-threaded runtime, every advert cost a wake-up of another thread
+/// (most of the speaker's CPU with 1000 VIPs, measured). Everything else (API watches decoding large lists,
+/// Events, the Lease, metrics) runs on the main thread, so it never delays an advert either.
+async fn on_vrrp_thread<F, Fut>(run: F) -> Result<()>
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<()>>,
+{
+    let (done, result) = oneshot::channel();
+    std::thread::Builder::new()
+        .name("vrrp".into())
+        .spawn(move || {
+            let outcome = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(runtime) => runtime.block_on(run()),
+                Err(e) => Err(anyhow::anyhow!("cannot start the VRRP loop's runtime: {e}")),
+            };
+            let _ = done.send(outcome);
+        })
+        .context("starting the VRRP loop's thread")?;
+    result.await.unwrap_or_else(|_| Err(anyhow::anyhow!("the VRRP loop's thread ended without a result")))
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
     let node = node_name(&args);
+    openelb_speaker::heap::limit_arenas();
     logging::init(args.log_format);
-    // Two workers: bursts of announcements (each one may block its thread for a few ms in the kernel) and the
-    // API watches run beside the VRRP loop instead of delaying its adverts.
-    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+    // The VRRP loop has a thread of its own (`on_vrrp_thread`); this one serves the rest.
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("openelb-speaker: cannot start the async runtime: {e}");

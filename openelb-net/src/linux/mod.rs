@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use openelb_core::ipvs_arp::{IPVS_INTERFACE, IpvsArp, NicArp};
 use openelb_core::vrrp::Advert;
 use openelb_core::vrrp::consts::{MULTICAST_V4, MULTICAST_V6};
+use futures::StreamExt;
 use rtnetlink::Handle;
 
 use crate::ops::{AdvertReceiver, IfaceSpec, Incoming, Interface, NetError, NetOps};
@@ -42,6 +43,20 @@ type ForeignListing = (std::time::Instant, Arc<Vec<IpAddr>>);
 
 /// How old an address listing may be when adding or removing VIPs.
 const SNAPSHOT_TTL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Address additions in flight on the netlink socket at once. Each ack waits in the socket's receive buffer
+/// (about 1 kB of it) until the connection task reads it; 64 stay well inside the default 208 kB, so no ack is
+/// ever dropped for want of room (ENOBUFS).
+const ADDS_IN_FLIGHT: usize = 64;
+
+/// The error of an addition that could not start: the node's own addresses could not be listed.
+fn listing_failed(iface: &Interface, ip: IpAddr, why: &str) -> NetError {
+    NetError::Io {
+        iface: iface.name.clone(),
+        op: format!("add VIP {ip}"),
+        source: std::io::Error::other(format!("cannot list the interface's addresses: {why}")),
+    }
+}
 
 impl LinuxNet {
     /// Opens a netlink connection in the calling thread's network namespace and spawns its driver task, so
@@ -134,6 +149,26 @@ impl NetOps for LinuxNet {
         netlink::add_vip(&self.handle, iface, ip, &foreign).await?;
         tracing::debug!(iface = %iface.name, %ip, "VIP added");
         Ok(())
+    }
+
+    async fn add_vips(&self, iface: &Interface, ips: &[IpAddr]) -> Vec<Result<(), NetError>> {
+        let foreign = match self.foreign(iface).await {
+            Ok(f) => f,
+            Err(e) => {
+                let why = e.to_string();
+                return ips.iter().map(|ip| Err(listing_failed(iface, *ip, &why))).collect();
+            }
+        };
+        let results: Vec<Result<(), NetError>> = futures::stream::iter(ips.iter().copied())
+            .map(|ip| netlink::add_vip(&self.handle, iface, ip, &foreign))
+            .buffered(ADDS_IN_FLIGHT)
+            .collect()
+            .await;
+        tracing::debug!(
+            iface = %iface.name, vips = ips.len(), failed = results.iter().filter(|r| r.is_err()).count(),
+            "VIPs added"
+        );
+        results
     }
 
     async fn remove_vip(&self, iface: &Interface, ip: IpAddr) -> Result<bool, NetError> {
