@@ -1,5 +1,5 @@
 //! Measures how regular a speaker's adverts stay while it re-plans a large cluster: the speaker (its real
-//! driver, on a multi-threaded runtime with two workers like the binary) runs over a backend that records the
+//! driver, on a single-threaded runtime like the binary's VRRP loop) runs over a backend that records the
 //! moment of every advert it sends, holds the groups of one node of 20,000 VIPs, then gets a changed snapshot
 //! and re-plans all of it. Printed: how long the plan took and the worst gap between two adverts of one group
 //! around the re-plan, against the advert interval (backups declare a silent master dead after ~3 intervals
@@ -124,7 +124,7 @@ fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let vips: u32 = args.next().map(|a| a.parse()).transpose()?.unwrap_or(20_000).min(65_000);
     let nodes: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(12).max(1);
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async move {
         let net = Arc::new(Recorder::default());
         let config = SpeakerConfig { addresses: AddressSource::Ingress, ..SpeakerConfig::new("node-000") };

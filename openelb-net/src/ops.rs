@@ -144,11 +144,7 @@ pub trait NetOps: Send + Sync {
     /// Adds every address of `ips` as [`NetOps::add_vip`] does, with one result per address in their order.
     /// Backends that can have many requests in flight do: a takeover of thousands of VIPs must not wait for one
     /// kernel round trip per address.
-    fn add_vips(
-        &self,
-        iface: &Interface,
-        ips: &[IpAddr],
-    ) -> impl Future<Output = Vec<Result<(), NetError>>> + Send {
+    fn add_vips(&self, iface: &Interface, ips: &[IpAddr]) -> impl Future<Output = Vec<Result<(), NetError>>> + Send {
         async move {
             let mut results = Vec::with_capacity(ips.len());
             for ip in ips {

@@ -239,20 +239,34 @@ pub fn run(input: &BenchInput) -> Result<()> {
     let ours: Vec<&SpeakerProgram> = speakers.iter().filter(|s| matches!(s, SpeakerProgram::Openelb(_))).collect();
     for s in ours.iter().filter(|s| !input.advert_intervals.is_empty() || s.label().ends_with("defaults")) {
         if let SpeakerProgram::Openelb(o) = s {
-            let many = OpenelbSpeakerCommand { extra_v6_vips: 1000, ..o.clone() };
-            usage.push(("1000 IPv6 VIPs + 1".to_string(), SpeakerProgram::Openelb(many)));
+            for (what, extra_v6_vips) in [("1 VIP", 0), ("1000 IPv6 VIPs + 1", 1000)] {
+                let command = OpenelbSpeakerCommand { extra_v6_vips, ..o.clone() };
+                usage.push((what.to_string(), SpeakerProgram::Openelb(command)));
+            }
         }
     }
     if openelb.is_none() {
         println!("(openelb-speaker with 1000 VIPs skipped: binary not found)");
     }
+    // CPU of openelb-speaker by VIP count: VIPs share instances, so 1000 should cost about what 1 does.
+    let mut openelb_cpu = Vec::new();
     for (what, speaker) in usage {
         let load = load_average();
         match resources(input, &speaker) {
             Ok((_, rss, cpu)) => {
-                println!("{:<30} {:<28} {:>8.1} MB {:>9.2} %  {load:.1}", speaker.label(), what, rss, cpu)
+                println!("{:<30} {:<28} {:>8.1} MB {:>9.2} %  {load:.1}", speaker.label(), what, rss, cpu);
+                if let SpeakerProgram::Openelb(o) = &speaker {
+                    openelb_cpu.push((speaker.label(), o.extra_v6_vips, cpu));
+                }
             }
             Err(e) => eprintln!("{} resources: {e:#}", speaker.label()),
+        }
+    }
+    // One ratio per setting (each --advert-interval), from its 1-VIP and 1000-VIP rows.
+    for (label, _, one) in openelb_cpu.iter().filter(|(_, extra, _)| *extra == 0) {
+        let thousand = openelb_cpu.iter().find(|(l, extra, _)| l == label && *extra > 0).map(|(.., c)| *c);
+        if let Some(thousand) = thousand.filter(|_| *one > 0.0) {
+            println!("ratio speaker-cpu 1000-vips/1-vip ({label}): {:.2}", thousand / one);
         }
     }
     Ok(())

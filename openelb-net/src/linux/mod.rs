@@ -13,10 +13,10 @@ use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Arc, Mutex};
 
+use futures::StreamExt;
 use openelb_core::ipvs_arp::{IPVS_INTERFACE, IpvsArp, NicArp};
 use openelb_core::vrrp::Advert;
 use openelb_core::vrrp::consts::{MULTICAST_V4, MULTICAST_V6};
-use futures::StreamExt;
 use rtnetlink::Handle;
 
 use crate::ops::{AdvertReceiver, IfaceSpec, Incoming, Interface, NetError, NetOps};
