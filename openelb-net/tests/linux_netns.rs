@@ -138,6 +138,39 @@ fn vip_add_list_remove_recognises_our_mark() {
     assert!(!shown.contains("192.0.2.91") && shown.contains("192.0.2.11/24"), "{shown}");
 }
 
+#[test]
+#[ignore = "needs root: network namespaces (scripts/test.sh runs it)"]
+fn vips_added_in_one_batch_each_get_their_own_result() {
+    let lab = Hosts::new("batch");
+    // 300 addresses: more than the additions kept in flight at once, so several rounds of acks come back.
+    let mut vips: Vec<IpAddr> = (1..=150u16).map(|i| v4(&format!("2001:db8::1:{i:x}"))).collect();
+    vips.extend((101..=250u8).map(|i| v4(&format!("192.0.2.{i}"))));
+    // The node's own address sits in the middle: refused, and only it.
+    vips.insert(77, v4("192.0.2.11"));
+    let want = vips.clone();
+    let (results, listed) = run_in(&lab.n1, move || async move {
+        let net = LinuxNet::new().unwrap();
+        let eth0 = net.resolve(&IfaceSpec::Name("eth0".into())).await.unwrap();
+        let results = net.add_vips(&eth0, &vips).await;
+        let again = net.add_vips(&eth0, &vips[..10]).await; // idempotent, as one by one
+        assert!(again.iter().all(Result::is_ok), "{again:?}");
+        let results: Vec<Result<(), String>> = results.into_iter().map(|r| r.map_err(|e| e.to_string())).collect();
+        (results, net.list_our_vips(&eth0).await.unwrap())
+    });
+    assert_eq!(results.len(), want.len());
+    for (vip, result) in want.iter().zip(&results) {
+        match vip {
+            v if *v == v4("192.0.2.11") => {
+                assert!(result.as_ref().is_err_and(|e| e.contains("192.0.2.11")), "{result:?}")
+            }
+            _ => assert!(result.is_ok(), "{vip}: {result:?}"),
+        }
+    }
+    let mut ours: Vec<IpAddr> = want.into_iter().filter(|v| *v != v4("192.0.2.11")).collect();
+    ours.sort();
+    assert_eq!(listed, ours);
+}
+
 fn move_vip_and_check_client(lab: &Hosts, vip: IpAddr) {
     run_in(&lab.n1, move || async move {
         let net = LinuxNet::new().unwrap();
