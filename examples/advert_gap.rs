@@ -6,10 +6,10 @@
 //! plus skew). A measurement, not a test: nothing is asserted.
 //!
 //! Run: `cargo run --release --example advert_gap [VIPS] [NODES]` (defaults 20000 and 12). The addresses come
-//! from 10.0.0.0/16; nothing touches a network.
+//! from 2001:db8::/112 (documentation addresses); nothing touches a network.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -42,8 +42,11 @@ impl NetOps for Recorder {
         Ok(Interface { name: "eth0".into(), index: 2, mac: Some(MacAddr([2, 0, 0, 0, 0, 1])) })
     }
 
-    async fn source_address(&self, _: &Interface, _: IpFamily) -> Result<IpAddr, NetError> {
-        Ok(IpAddr::V4(Ipv4Addr::new(10, 1, 0, 1)))
+    async fn source_address(&self, _: &Interface, family: IpFamily) -> Result<IpAddr, NetError> {
+        Ok(match family {
+            IpFamily::V4 => IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)),
+            IpFamily::V6 => IpAddr::V6(Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1)),
+        })
     }
 
     async fn add_vip(&self, _: &Interface, _: IpAddr) -> Result<(), NetError> {
@@ -80,7 +83,8 @@ fn cluster(vips: u32, nodes: usize) -> Cluster {
         .map(|i| Node {
             name: format!("node-{i:03}"),
             ready: true,
-            internal_ip: Some(IpAddr::V4(Ipv4Addr::new(10, 1, (i / 250) as u8, (i % 250) as u8 + 1))),
+            // Node addresses from 198.51.100.0/24, wrapping past 250 nodes (only names matter to the plan).
+            internal_ip: Some(IpAddr::V4(Ipv4Addr::new(198, 51, 100, (i % 250) as u8 + 1))),
             ..Node::default()
         })
         .collect();
@@ -91,13 +95,16 @@ fn cluster(vips: u32, nodes: usize) -> Cluster {
             type_: "LoadBalancer".into(),
             annotations: BTreeMap::from([(ANNOTATION_LB.to_string(), ANNOTATION_LB_VALUE.to_string())]),
             external_traffic_policy: TrafficPolicy::Cluster,
-            ingress: vec![Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 0, 0, 0)) + i).to_string()],
+            ip_families: vec![IpFamily::V6],
+            ingress: vec![
+                Ipv6Addr::from(u128::from(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0)) + u128::from(i)).to_string(),
+            ],
             ..Service::default()
         })
         .collect();
     let pool = Pool {
         name: "vip".into(),
-        address: "10.0.0.0/16".into(),
+        address: "2001:db8::/112".into(),
         protocol: Protocol::Vip,
         interface: Some("eth0".into()),
         ..Pool::default()
