@@ -12,6 +12,7 @@ pub mod crd;
 pub mod decoded;
 pub mod duration;
 pub mod event;
+pub mod heap;
 #[cfg(feature = "logging")]
 pub mod logging;
 pub mod manifest;

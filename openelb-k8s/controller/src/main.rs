@@ -121,6 +121,7 @@ async fn main_async(args: Args) -> anyhow::Result<()> {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    openelb_k8s::heap::limit_arenas();
     let args = Args::parse();
     logging::init(args.log_format);
     match main_async(args).await {

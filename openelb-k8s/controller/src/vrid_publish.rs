@@ -272,7 +272,10 @@ pub async fn run(client: Client, publishing: VridPublishing, metrics: Metrics, s
         // of every Service, not two.
         let planned = tokio::task::spawn_blocking(move || {
             let (cluster, leases) = &inputs;
-            (vrid_plan::publication(cluster, leases, published.as_ref(), &settings, SystemTime::now()), inputs)
+            let planned = vrid_plan::publication(cluster, leases, published.as_ref(), &settings, SystemTime::now());
+            // A plan of every Service is the controller's largest transient allocation by far.
+            openelb_k8s::heap::release_free_pages();
+            (planned, inputs)
         })
         .await;
         last_took = started.elapsed();

@@ -534,7 +534,7 @@ where
         // the replaced plan used goes back to the system (heap.rs says why).
         tokio::task::spawn_blocking(move || {
             drop(replaced);
-            super::heap::release_free_pages();
+            openelb_k8s::heap::release_free_pages();
         });
         let now = self.now();
         // Counters of instances the plan replaces are taken now, before they go.

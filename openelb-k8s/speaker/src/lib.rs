@@ -11,7 +11,6 @@
 //!   VRID assignment) and this node's Lease.
 //! - [`notices`]: the agent's reports and plan approximations as bounded logs, metrics and Node Events.
 //! - [`announce_burst`]: gratuitous ARP / NA bursts that never block the loop.
-//! - [`heap`]: glibc arenas and returning freed plan memory.
 //! - [`source`]: the Kubernetes watches, their caches, coalescing and API connectivity.
 //! - [`events`]: `VIPAnnounced` / `VIPWithdrawn` Events, queued without blocking the loop.
 //! - [`ipvs_filter`]: keeps this node quiet on ARP for VIPs it does not hold when kube-proxy runs in IPVS mode.
@@ -24,7 +23,6 @@ pub mod config;
 pub mod desired;
 pub mod driver;
 pub mod events;
-pub mod heap;
 pub mod ipvs_filter;
 pub mod lease;
 pub mod metrics;

@@ -474,7 +474,7 @@ where
 fn main() -> ExitCode {
     let args = Args::parse();
     let node = node_name(&args);
-    openelb_speaker::heap::limit_arenas();
+    openelb_k8s::heap::limit_arenas();
     logging::init(args.log_format);
     // The VRRP loop has a thread of its own (`on_vrrp_thread`); this one serves the rest.
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {

@@ -1,8 +1,8 @@
-//! Keeping the speaker's heap small between plans. A plan of 1000 VIPs allocates a few megabytes that are all
-//! freed once it is applied, but glibc keeps freed memory in the arena that allocated it (one per thread that
-//! ever allocated, up to eight per core), so the resident size stayed at the peak of the largest plan: 13 MB of
-//! anonymous memory for 3.6 MB of live data with 1000 VIPs (measured). Fewer arenas and returning free pages
-//! after each plan bring it back to what is live. Other allocators: nothing to do.
+//! Keeping a long-running program's heap near what is live between large transient jobs (the speaker's plans, the
+//! controller's VRID plans and initial listings). glibc keeps freed memory in the arena that allocated it (one per
+//! thread that ever allocated, up to eight per core), so the resident size stayed at the peak of the largest job:
+//! the speaker held 13 MB of anonymous memory for 3.6 MB of live data with 1000 VIPs (measured). Fewer arenas and
+//! returning free pages after each such job bring it back to what is live. Other allocators: nothing to do.
 
 /// Limits glibc to two arenas (the main thread's and one for every other thread). Call before any thread
 /// starts.
