@@ -239,71 +239,34 @@ fn thousand(family_v6: bool) -> Vec<VipInput> {
 }
 
 #[test]
-fn groups_larger_than_one_advert_are_split_into_parts_of_sorted_vips() {
-    for (v6, parts, max) in [(false, 4, 255), (true, 12, 90)] {
+fn a_group_larger_than_one_advert_stays_one_group_with_one_vrid() {
+    for v6 in [false, true] {
         let input = thousand(v6);
         let p = plan(&input, &cfg(), &after(None));
-        assert_eq!(p.groups.len(), parts, "v6={v6}");
-        assert!(p.groups.iter().all(|g| !g.vips.is_empty() && g.vips.len() <= max), "v6={v6}");
+        // Three candidates, one first preference per VIP: at most three groups, whatever their size.
+        assert!(p.groups.len() <= 3, "v6={v6}: {} groups", p.groups.len());
+        assert!(p.groups.iter().all(|g| g.id.part == 0));
         assert_eq!(p.groups.iter().map(|g| g.vips.len()).sum::<usize>(), 1000);
-        assert_eq!(p.groups.iter().map(|g| g.id.part).collect::<Vec<_>>(), (0..parts as u32).collect::<Vec<_>>());
-        // Consecutive slices of the sorted VIPs, full except the last.
-        let all: Vec<IpAddr> = p.groups.iter().flat_map(|g| g.vips.iter().copied()).collect();
-        let mut sorted: Vec<IpAddr> = input.iter().map(|v| v.vip).collect();
-        sorted.sort();
-        assert_eq!(all, sorted);
-        assert!(p.groups[..parts - 1].iter().all(|g| g.vips.len() == max));
+        assert!(p.groups.iter().any(|g| g.vips.len() > 255), "v6={v6}: some group is larger than an advert");
         let vrids: BTreeSet<u8> = p.groups.iter().map(|g| g.vrid).collect();
-        assert_eq!(vrids.len(), parts, "distinct VRIDs");
-        // Same priorities in every part: one node is master of all of them.
-        assert!(p.groups.iter().all(|g| g.priorities == p.groups[0].priorities));
+        assert_eq!(vrids.len(), p.groups.len(), "distinct VRIDs");
+        assert!(p.issues.is_empty(), "{:?}", p.issues);
         // Deterministic whatever the input order.
         let mut reversed = input.clone();
         reversed.reverse();
         assert_eq!(plan(&reversed, &cfg(), &after(None)), p);
-        for g in &p.groups {
-            assert_eq!(p.group(&g.id), Some(g));
-        }
     }
 }
 
 #[test]
-fn group_size_is_configurable_and_checked() {
-    let input = thousand(false);
-    let p = plan(&input, &PlanConfig { max_vips_ipv4: 100, ..cfg() }, &after(None));
-    assert_eq!(p.groups.len(), 10);
-    assert_eq!(cfg().max_vips_per_group(IpFamily::V4), 255);
-    assert_eq!(cfg().max_vips_per_group(IpFamily::V6), 90);
-    let e = |c: PlanConfig| c.validate().unwrap_err().to_string();
-    assert_eq!(
-        e(PlanConfig { max_vips_ipv6: 0, ..cfg() }),
-        "IPv6 group size 0: must be 1-255 VIPs (the address count of a VRRPv3 advert is 8 bits)"
-    );
-    assert_eq!(
-        e(PlanConfig { max_vips_ipv4: 256, ..cfg() }),
-        "IPv4 group size 256: must be 1-255 VIPs (the address count of a VRRPv3 advert is 8 bits)"
-    );
-    // Planned anyway, with the nearest valid size.
-    let p = plan(&input, &PlanConfig { max_vips_ipv4: 256, ..cfg() }, &after(None));
-    assert_eq!(p.groups.len(), 4);
-    assert!(matches!(p.issues.as_slice(), [PlanIssue::Config(PlanConfigError::InvalidGroupSize { max: 256, .. })]));
-}
-
-#[test]
-fn parts_keep_their_vrids_when_a_vip_added_in_the_middle_shifts_the_boundaries() {
-    let c = PlanConfig { max_vips_ipv4: 3, ..cfg() };
+fn a_vip_added_to_a_large_group_keeps_the_group_and_its_vrid() {
     let mk = |lasts: &[u8]| -> Vec<VipInput> { lasts.iter().map(|l| vip(v4(*l), "eth0", &["a", "b"])).collect() };
-    let old = plan(&mk(&[10, 20, 30, 40, 50, 60]), &c, &after(None));
-    assert_eq!(old.groups.len(), 2);
-    let new = plan(&mk(&[10, 20, 25, 30, 40, 50, 60]), &c, &after(Some(&old)));
-    assert_eq!(new.groups.len(), 3);
-    assert_eq!(new.groups[0].vips, vec![v4(10), v4(20), v4(25)]);
-    assert_eq!(new.groups[1].vips, vec![v4(30), v4(40), v4(50)]);
-    assert_eq!(new.groups[2].vips, vec![v4(60)]);
-    for (o, n) in old.groups.iter().zip(&new.groups) {
-        assert_eq!((&o.id, o.vrid), (&n.id, n.vrid));
-    }
-    assert!(vrids_unique(&new, VridScope::Global));
+    let old = plan(&mk(&[10, 20, 30, 40, 50, 60]), &cfg(), &after(None));
+    assert_eq!(old.groups.len(), 1);
+    let new = plan(&mk(&[10, 20, 25, 30, 40, 50, 60]), &cfg(), &after(Some(&old)));
+    assert_eq!(new.groups.len(), 1);
+    assert_eq!((&new.groups[0].id, new.groups[0].vrid), (&old.groups[0].id, old.groups[0].vrid));
+    assert_eq!(new.groups[0].vips.len(), 7);
 }
 
 /// Two single-node groups whose home slots collide in a 4-VRID range.
@@ -666,29 +629,20 @@ fn a_published_assignment_wins_over_previous_and_hash_and_bad_entries_are_report
 }
 
 #[test]
-fn more_vips_than_the_free_vrids_can_carry_are_reported_unplaced() {
-    // Three VRIDs of at most two VIPs each: six of the ten VIPs fit.
+fn one_vrid_carries_a_group_of_any_size() {
+    // Ten VIPs in one VRID: a group needs one VRID whatever its size (it used to need five of two VIPs each).
     let input: Vec<VipInput> = (0..10).map(|i| vip(vip_n(i), "eth0", &["a", "b"])).collect();
-    let c = PlanConfig { vrids: 10..=12, max_vips_ipv4: 2, ..cfg() };
+    let c = PlanConfig { vrids: 12..=12, ..cfg() };
     let p = plan(&input, &c, &after(None));
     check_invariants(&input, &c, &[], &p).unwrap();
-    // One group of ten needs five parts: it cannot be split across a merge, so it is left out whole.
-    assert!(p.groups.is_empty());
-    assert_eq!(p.issues.iter().flat_map(|i| i.vips()).count(), 10);
+    assert_eq!(p.groups.len(), 1);
+    assert_eq!(p.groups[0].vips.len(), 10);
+    assert!(p.issues.is_empty(), "{:?}", p.issues);
 }
 
 fn arb_world() -> impl Strategy<Value = (Vec<VipInput>, PlanConfig, Vec<ForeignVrid>)> {
-    (
-        1usize..24,
-        0usize..300,
-        any::<u64>(),
-        1u8..40,
-        0u8..10,
-        any::<bool>(),
-        1usize..6,
-        prop::collection::vec(1u8..60, 0..20),
-    )
-        .prop_map(|(n, count, seed, size, first_extra, per_iface, max, avoid)| {
+    (1usize..24, 0usize..300, any::<u64>(), 1u8..40, 0u8..10, any::<bool>(), prop::collection::vec(1u8..60, 0..20))
+        .prop_map(|(n, count, seed, size, first_extra, per_iface, avoid)| {
             let names = nodes(n);
             let mut rng = Rng(seed | 1);
             let input: Vec<VipInput> = (0..count as u32)
@@ -710,8 +664,6 @@ fn arb_world() -> impl Strategy<Value = (Vec<VipInput>, PlanConfig, Vec<ForeignV
             let c = PlanConfig {
                 vrids: first..=first.saturating_add(size - 1),
                 scope: if per_iface { VridScope::PerInterface } else { VridScope::Global },
-                max_vips_ipv4: max,
-                max_vips_ipv6: max,
                 ..cfg()
             };
             let avoid = avoid
@@ -739,7 +691,7 @@ proptest! {
         let unplaced = |p: &Plan| p.issues.iter().filter(|i| i.kind() == "unplaced").flat_map(|i| i.vips().to_vec()).collect::<BTreeSet<IpAddr>>();
         let free = plan(&input, &c, &PlanContext::default());
         prop_assert_eq!(unplaced(&p), unplaced(&free));
-        let roomy = PlanConfig { vrids: 1..=255, max_vips_ipv4: 255, max_vips_ipv6: 90, ..c.clone() };
+        let roomy = PlanConfig { vrids: 1..=255, ..c.clone() };
         if input.len() < 100 {
             let p = plan(&input, &roomy, &after(None));
             prop_assert!(p.issues.iter().all(|i| i.kind() == "conflicting_vip"), "{:?}", p.issues);

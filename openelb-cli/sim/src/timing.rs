@@ -60,6 +60,7 @@ impl Timing {
                 garp_count: self.garp_count,
                 garp_spacing: self.garp_spacing,
                 peer_interval_bounds: None,
+                ..AgentConfig::default()
             },
             delay: self.delay,
             loss: self.loss,

@@ -21,8 +21,9 @@ use super::foreign::{ForeignTracker, ForeignVridSeen, Sighting};
 use super::plan::{Group, GroupId, Plan};
 use super::refusal::{AdvertRefusal, RefusalCounts};
 use super::state::{
-    Action, Config, ConfigError, DEFAULT_ADVERT_INTERVAL_CS, DEFAULT_GARP_COUNT, DEFAULT_GARP_SPACING,
-    DEFAULT_PREEMPT_DELAY, Input, Instance, State, TimerKind,
+    Action, Config, ConfigError, DEFAULT_ADVERT_ADDRESSES_IPV4, DEFAULT_ADVERT_ADDRESSES_IPV6,
+    DEFAULT_ADVERT_INTERVAL_CS, DEFAULT_GARP_COUNT, DEFAULT_GARP_SPACING, DEFAULT_PREEMPT_DELAY, Input, Instance,
+    State, TimerKind,
 };
 use super::{Received, Time, group_address};
 use crate::model::IpFamily;
@@ -58,6 +59,19 @@ pub struct AgentConfig {
     /// Max_Adver_Int values accepted from peers; `None`: `state::default_peer_interval_bounds` of
     /// `advert_interval`.
     pub peer_interval_bounds: Option<RangeInclusive<u16>>,
+    /// Most addresses one IPv4 advert carries (1..=255): a larger group advertises its first ones.
+    pub advert_addresses_ipv4: usize,
+    /// Most addresses one IPv6 advert carries (1..=255); the default fits a 1500-byte MTU.
+    pub advert_addresses_ipv6: usize,
+}
+
+impl AgentConfig {
+    pub fn advert_addresses(&self, family: IpFamily) -> usize {
+        match family {
+            IpFamily::V4 => self.advert_addresses_ipv4,
+            IpFamily::V6 => self.advert_addresses_ipv6,
+        }
+    }
 }
 
 impl Default for AgentConfig {
@@ -69,6 +83,8 @@ impl Default for AgentConfig {
             garp_count: DEFAULT_GARP_COUNT,
             garp_spacing: DEFAULT_GARP_SPACING,
             peer_interval_bounds: None,
+            advert_addresses_ipv4: DEFAULT_ADVERT_ADDRESSES_IPV4,
+            advert_addresses_ipv6: DEFAULT_ADVERT_ADDRESSES_IPV6,
         }
     }
 }
@@ -221,6 +237,7 @@ impl Agent {
                 garp_spacing: self.config.garp_spacing,
                 primary: *primary,
                 addresses: group.vips.clone(),
+                advert_addresses: self.config.advert_addresses(group.id.family),
                 peer_interval_bounds: self.config.peer_interval_bounds.clone(),
             };
             desired.insert(key, (group.id.clone(), cfg, self.starts_unclaimed(group, fresh)));

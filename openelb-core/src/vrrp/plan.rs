@@ -3,7 +3,7 @@
 //! publishes VRIDs) derives the same plan from the same objects, whatever order it lists them in. It never fails:
 //! what it cannot do exactly is done by a documented approximation and listed in [`Plan::issues`].
 //!
-//! Grouping, parts and priorities: docs/election.md#vrrp-groups. Fitting the VRID range (`plan/merge.rs`) and
+//! Grouping and priorities: docs/election.md#vrrp-groups. Fitting the VRID range (`plan/merge.rs`) and
 //! assigning VRIDs (`plan/vrid.rs`): docs/vrrp.md.
 
 use std::collections::BTreeMap;
@@ -13,7 +13,6 @@ use std::ops::RangeInclusive;
 
 use xxhash_rust::xxh3::xxh3_64;
 
-use super::consts::MAX_ADDRESSES;
 use crate::model::IpFamily;
 
 mod issue;
@@ -26,10 +25,6 @@ pub use merge::PARTNER_SCAN;
 
 pub const DEFAULT_TOP_PRIORITY: u8 = 250;
 pub const DEFAULT_PRIORITY_STEP: u8 = 10;
-/// 20 + 8 + 4 × 255 = 1048 bytes: the count, not the MTU, is the limit for IPv4.
-pub const DEFAULT_MAX_VIPS_IPV4: usize = 255;
-/// 40 + 8 + 16 × 90 = 1488 ≤ 1500 bytes (91 would be 1504).
-pub const DEFAULT_MAX_VIPS_IPV6: usize = 90;
 /// The VRIDs groups use by default: 100-255 (156 VRIDs). VRRP on the same LAN is usually someone else's, set up
 /// by hand with small numbers: keepalived's sample configuration and most Kubernetes HA guides for the
 /// apiserver VIP use VRID 51 (kubeadm's HA guide too), guides and vendor examples 1-10 and 50-60, and routers
@@ -67,20 +62,9 @@ pub struct PlanConfig {
     pub top_priority: u8,
     pub priority_step: u8,
     pub scope: VridScope,
-    /// Most VIPs in one IPv4 group (1..=255); larger groups are split into parts. Lower it for a smaller MTU.
-    pub max_vips_ipv4: usize,
-    /// Most VIPs in one IPv6 group (1..=255); the default fits a 1500-byte MTU, more needs jumbo frames.
-    pub max_vips_ipv6: usize,
 }
 
 impl PlanConfig {
-    pub fn max_vips_per_group(&self, family: IpFamily) -> usize {
-        match family {
-            IpFamily::V4 => self.max_vips_ipv4,
-            IpFamily::V6 => self.max_vips_ipv6,
-        }
-    }
-
     /// For settings read at startup (flags): the first value out of bounds. [`plan`] never refuses one; it uses
     /// the nearest valid value and reports a [`PlanIssue::Config`].
     pub fn validate(&self) -> Result<(), PlanConfigError> {
@@ -96,8 +80,6 @@ impl Default for PlanConfig {
             top_priority: DEFAULT_TOP_PRIORITY,
             priority_step: DEFAULT_PRIORITY_STEP,
             scope: VridScope::Global,
-            max_vips_ipv4: DEFAULT_MAX_VIPS_IPV4,
-            max_vips_ipv6: DEFAULT_MAX_VIPS_IPV6,
         }
     }
 }
@@ -109,8 +91,6 @@ struct Effective {
     range: Option<(u8, u8)>,
     top: u8,
     step: u8,
-    max_v4: usize,
-    max_v6: usize,
 }
 
 impl Effective {
@@ -135,23 +115,8 @@ impl Effective {
         if top == 0 || top == 255 || step == 0 {
             problems.push(PlanConfigError::InvalidPriority { top, step });
         }
-        let mut max = |family: IpFamily| {
-            let m = c.max_vips_per_group(family);
-            if !(1..=MAX_ADDRESSES).contains(&m) {
-                problems.push(PlanConfigError::InvalidGroupSize { family, max: m });
-            }
-            m.clamp(1, MAX_ADDRESSES)
-        };
-        let (max_v4, max_v6) = (max(IpFamily::V4), max(IpFamily::V6));
-        let eff = Effective { range, top: top.clamp(1, 254), step: step.max(1), max_v4, max_v6 };
+        let eff = Effective { range, top: top.clamp(1, 254), step: step.max(1) };
         (eff, problems)
-    }
-
-    fn max(&self, family: IpFamily) -> usize {
-        match family {
-            IpFamily::V4 => self.max_v4,
-            IpFamily::V6 => self.max_v6,
-        }
     }
 }
 
@@ -198,7 +163,9 @@ pub struct GroupId {
     pub first: String,
     /// Sorted.
     pub candidates: Vec<String>,
-    /// Which slice of the group's sorted VIPs (0 unless the group is larger than one advert can carry).
+    /// Always 0 now: groups are no longer cut into parts (an advert carries the first addresses of a large
+    /// group, `state.rs`). Kept because speakers before that published and planned parts 1, 2, … of large
+    /// groups under their own VRIDs (docs/election.md#large-groups says what a rolling upgrade sees).
     pub part: u32,
 }
 
@@ -312,11 +279,10 @@ pub fn plan(vips: &[VipInput], config: &PlanConfig, context: &PlanContext<'_>) -
         for f in context.avoid.iter().filter(|f| f.family == family && iface.is_none_or(|i| i == f.interface)) {
             avoid[usize::from(f.vrid)] = true;
         }
-        let max = eff.max(family);
         let cap = |avoid: &vrid::Mask| {
             eff.range.map_or(0, |(first, last)| (first..=last).filter(|v| !avoid[usize::from(*v)]).count())
         };
-        let mut fitted = merge::fit(&naturals, &members, cap(&avoid), max);
+        let mut fitted = merge::fit(&naturals, &members, cap(&avoid));
         // Foreign routers never leave our VIPs unannounced: their VRIDs are used all the same, and that is said.
         if !fitted.unplaced.is_empty()
             && let Some((first, last)) = eff.range
@@ -324,7 +290,7 @@ pub fn plan(vips: &[VipInput], config: &PlanConfig, context: &PlanContext<'_>) -
             let waived: Vec<u8> = (first..=last).rev().filter(|v| avoid[usize::from(*v)]).collect();
             if !waived.is_empty() {
                 waived.iter().for_each(|v| avoid[usize::from(*v)] = false);
-                fitted = merge::fit(&naturals, &members, cap(&avoid), max);
+                fitted = merge::fit(&naturals, &members, cap(&avoid));
                 let interface = iface.unwrap_or_default().to_string();
                 issues.push(PlanIssue::AvoidanceWaived { interface, family, vrids: waived });
             }
@@ -337,7 +303,7 @@ pub fn plan(vips: &[VipInput], config: &PlanConfig, context: &PlanContext<'_>) -
         }
         let start = groups.len();
         for u in &fitted.placed {
-            build(&naturals, &entries, &names, u, &eff, max, &mut scratch, &mut groups, &mut issues);
+            build(&naturals, &entries, &names, u, &eff, &mut scratch, &mut groups, &mut issues);
         }
         for (iface, mut vips) in unplaced {
             vips.sort_unstable();
@@ -365,7 +331,7 @@ fn unit_vips<'e, 'a>(
     idx.into_iter().filter_map(|k| entries.get(k)).collect()
 }
 
-/// Turns one placed unit into its groups (one per part), VRIDs still 0, and reports a merge.
+/// Turns one placed unit into its group, VRID still 0, and reports a merge.
 #[allow(clippy::too_many_arguments)]
 fn build(
     naturals: &[natural::Natural<'_>],
@@ -373,7 +339,6 @@ fn build(
     names: &[&str],
     unit: &merge::Unit,
     eff: &Effective,
-    max: usize,
     scratch: &mut natural::Scratch,
     groups: &mut Vec<Group>,
     issues: &mut Vec<PlanIssue>,
@@ -396,16 +361,7 @@ fn build(
         let vips = members.iter().map(|e| e.vip).collect();
         issues.push(PlanIssue::Merged { group: anchor.id.clone(), level, vips, moved });
     }
-    for (k, chunk) in members.chunks(max.max(1)).enumerate() {
-        // More parts than u32 holds cannot exist in memory; saturating keeps the arithmetic total.
-        let part = u32::try_from(k).unwrap_or(u32::MAX);
-        groups.push(Group {
-            id: GroupId { part, ..anchor.id.clone() },
-            vrid: 0,
-            vips: chunk.iter().map(|e| e.vip).collect(),
-            priorities: priorities.clone(),
-        });
-    }
+    groups.push(Group { id: anchor.id.clone(), vrid: 0, vips: members.iter().map(|e| e.vip).collect(), priorities });
 }
 
 fn priorities(order: &[String], top: u8, step: u8) -> Vec<(String, u8)> {

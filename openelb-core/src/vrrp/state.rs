@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use thiserror::Error;
 
-use super::consts::{MAX_ADVERT_INT, TTL};
+use super::consts::{MAX_ADDRESSES, MAX_ADVERT_INT, TTL};
 use super::refusal::{AdvertRefusal, RefusalCounts};
 use super::transition::TransitionReason;
 use super::{Advert, PRIORITY_OWNER, PRIORITY_RELEASE, Received, Time, group_address};
@@ -25,6 +25,11 @@ pub const DEFAULT_PRIORITY: u8 = 100;
 pub const DEFAULT_PREEMPT_DELAY: Duration = Duration::from_secs(3);
 pub const DEFAULT_GARP_COUNT: u32 = 3;
 pub const DEFAULT_GARP_SPACING: Duration = Duration::from_millis(50);
+/// Most addresses an IPv4 advert carries: 20 + 8 + 4 × 255 = 1048 bytes, so the 8-bit count, not the MTU, is
+/// the limit.
+pub const DEFAULT_ADVERT_ADDRESSES_IPV4: usize = MAX_ADDRESSES;
+/// Most addresses an IPv6 advert carries: 40 + 8 + 16 × 90 = 1488 ≤ 1500 bytes (91 would be 1504).
+pub const DEFAULT_ADVERT_ADDRESSES_IPV6: usize = 90;
 /// Least time between two announcements a Master makes because it heard a lower-priority master.
 pub const LOWER_PRIORITY_ANNOUNCE_INTERVAL: Duration = Duration::from_secs(1);
 /// How far a peer's Max_Adver_Int may stray from our own Advertisement_Interval, either way, by default: our
@@ -146,6 +151,10 @@ pub struct Config {
     pub primary: IpAddr,
     /// The VIPs, all of the primary address's family.
     pub addresses: Vec<IpAddr>,
+    /// How many of `addresses` (the first, in address order) an advert carries, 1..=255 (clamped): a group
+    /// may hold more VIPs than one advert fits, and backups recognise it by any address it shares with
+    /// theirs (docs/election.md#large-groups).
+    pub advert_addresses: usize,
     /// Max_Adver_Int values (centiseconds) accepted from peers; `None`: [`default_peer_interval_bounds`] of
     /// `advert_interval`.
     pub peer_interval_bounds: Option<RangeInclusive<u16>>,
@@ -163,6 +172,7 @@ impl Config {
             garp_spacing: DEFAULT_GARP_SPACING,
             primary,
             addresses,
+            advert_addresses: default_advert_addresses(IpFamily::of(&primary)),
             peer_interval_bounds: None,
         }
     }
@@ -214,6 +224,14 @@ impl Counters {
     /// Grows whenever there is something new worth a warning: a notable drop or a new address mismatch.
     pub fn notable(&self) -> u64 {
         self.dropped.notable().saturating_add(self.mismatch_changes)
+    }
+}
+
+/// [`DEFAULT_ADVERT_ADDRESSES_IPV4`] or [`DEFAULT_ADVERT_ADDRESSES_IPV6`].
+pub fn default_advert_addresses(family: IpFamily) -> usize {
+    match family {
+        IpFamily::V4 => DEFAULT_ADVERT_ADDRESSES_IPV4,
+        IpFamily::V6 => DEFAULT_ADVERT_ADDRESSES_IPV6,
     }
 }
 
@@ -470,12 +488,19 @@ impl Instance {
         out
     }
 
+    /// The addresses an advert carries: the first [`Config::advert_addresses`] of the group's, so that every
+    /// speaker with the same plan sends and expects the same list.
+    pub fn advertised(&self) -> &[IpAddr] {
+        let n = self.cfg.advert_addresses.clamp(1, MAX_ADDRESSES);
+        self.cfg.addresses.get(..n).unwrap_or(&self.cfg.addresses)
+    }
+
     fn advert(&self, priority: u8) -> Advert {
         Advert {
             vrid: self.cfg.vrid,
             priority,
             max_advert_int: self.cfg.advert_interval,
-            addresses: self.cfg.addresses.clone(),
+            addresses: self.advertised().to_vec(),
         }
     }
 
@@ -702,7 +727,7 @@ impl Instance {
 
     fn check_addresses(&mut self, rx: &Received) {
         let theirs: BTreeSet<IpAddr> = rx.advert.addresses.iter().copied().collect();
-        if theirs.iter().eq(self.cfg.addresses.iter()) {
+        if theirs.iter().eq(self.advertised().iter()) {
             return;
         }
         self.counters.address_mismatches = self.counters.address_mismatches.saturating_add(1);

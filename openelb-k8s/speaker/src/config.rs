@@ -85,6 +85,7 @@ impl SpeakerConfig {
             garp_count: self.garp_count,
             garp_spacing: self.garp_spacing,
             peer_interval_bounds: None,
+            ..AgentConfig::default()
         }
     }
 

@@ -16,8 +16,6 @@ pub enum PlanConfigError {
     InvalidRange { first: u8, last: u8, what: &'static str },
     #[error("priorities top {top} step {step}: top must be 1-254 and step at least 1")]
     InvalidPriority { top: u8, step: u8 },
-    #[error("{family} group size {max}: must be 1-255 VIPs (the address count of a VRRPv3 advert is 8 bits)")]
-    InvalidGroupSize { family: IpFamily, max: usize },
 }
 
 /// How far groups were merged to fit a VRID range (see the planner's notes on capacity).
@@ -83,8 +81,8 @@ pub enum PlanIssue {
     /// The VIP was listed more than once with different interfaces or candidates; the entry that sorts first
     /// (interface, then candidate names) was planned.
     ConflictingVip { vip: IpAddr, interface: String, candidates: Vec<String> },
-    /// Groups were merged to fit the VRID range: every VIP of `vips` is announced by the group `group` (all
-    /// its parts), whose nodes are eligible for all of them but may be fewer than a VIP's own candidates;
+    /// Groups were merged to fit the VRID range: every VIP of `vips` is announced by the group `group`, whose
+    /// nodes are eligible for all of them but may be fewer than a VIP's own candidates;
     /// `moved` are held by a node other than their own first preference.
     Merged { group: GroupId, level: MergeLevel, vips: Vec<IpAddr>, moved: Vec<IpAddr> },
     /// Not announced at all.

@@ -1,5 +1,5 @@
 //! Fitting a VRID space (docs/vrrp.md#more-groups-than-vrids). A space has the range's VRIDs minus those in use
-//! by foreign routers (`PlanContext::avoid`). When its groups (parts counted) need more, groups are merged in
+//! by foreign routers (`PlanContext::avoid`). When its groups need more, groups are merged in
 //! levels, each level only as far as needed, and every merge is listed as a `PlanIssue::Merged`:
 //! 1. whole classes of groups on one interface that share their first two preferences (the holder and first
 //!    backup of every VIP stay the same), the classes saving the most VRIDs first;
@@ -12,8 +12,7 @@
 //! candidates can never become master for it; its order is the shared preferences of its level, then the Borda
 //! count over all its VIPs; its identity is that of its least member group (so the member that was alone before
 //! keeps its VRID and instances). Groups whose candidate sets do not intersect are never merged; what still does
-//! not fit (or more VIPs than the free VRIDs' adverts can carry) is not announced and listed as
-//! `PlanIssue::Unplaced`, groups kept in hash order while they fit.
+//! not fit is not announced and listed as `PlanIssue::Unplaced`, groups kept in hash order while they fit.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, HashMap};
@@ -63,14 +62,6 @@ pub(super) struct Fitted {
     pub unplaced: Vec<Unit>,
 }
 
-fn parts(vips: usize, max: usize) -> usize {
-    vips.div_ceil(max.max(1))
-}
-
-fn need(units: &[Unit], max: usize) -> usize {
-    units.iter().map(|u| parts(u.vips, max)).sum()
-}
-
 fn intersect(a: &[u32], b: &[u32]) -> Vec<u32> {
     let (mut i, mut j, mut out) = (0, 0, Vec::new());
     while let (Some(x), Some(y)) = (a.get(i), b.get(j)) {
@@ -114,22 +105,22 @@ fn merge(units: Vec<Unit>, prefix: Vec<u32>, level: MergeLevel) -> Option<Unit> 
     Some(acc)
 }
 
-/// Places the natural groups `domain` (indices into `naturals`, one VRID space) into at most `cap` VRIDs of
-/// groups of at most `max` VIPs each.
-pub(super) fn fit(naturals: &[Natural<'_>], domain: &[usize], cap: usize, max: usize) -> Fitted {
+/// Places the natural groups `domain` (indices into `naturals`, one VRID space) into at most `cap` VRIDs, one
+/// per group whatever its size (an advert carries a bounded part of a large group's addresses: `state.rs`).
+pub(super) fn fit(naturals: &[Natural<'_>], domain: &[usize], cap: usize) -> Fitted {
     let mut units: Vec<Unit> = domain.iter().filter_map(|&i| naturals.get(i).map(|n| Unit::natural(i, n))).collect();
-    if need(&units, max) <= cap {
+    if units.len() <= cap {
         return Fitted { placed: units, unplaced: Vec::new() };
     }
     // Levels 1 and 2: whole classes of groups sharing their first two, then their first, preferences.
     for level in [MergeLevel::FirstTwo, MergeLevel::FirstOnly] {
-        units = merge_classes(naturals, units, level, cap, max);
-        if need(&units, max) <= cap {
+        units = merge_classes(naturals, units, level, cap);
+        if units.len() <= cap {
             return Fitted { placed: units, unplaced: Vec::new() };
         }
     }
-    units = merge_pairs(naturals, units, cap, max);
-    if need(&units, max) <= cap {
+    units = merge_pairs(naturals, units, cap);
+    if units.len() <= cap {
         return Fitted { placed: units, unplaced: Vec::new() };
     }
     // Still too many: keep groups in hash order while they fit; the rest is not announced.
@@ -137,12 +128,9 @@ pub(super) fn fit(naturals: &[Natural<'_>], domain: &[usize], cap: usize, max: u
         let r = u.rank(naturals);
         (r.1, r.2)
     });
-    let mut left = cap;
     let mut out = Fitted::default();
     for u in units {
-        let p = parts(u.vips, max);
-        if p <= left {
-            left -= p;
+        if out.placed.len() < cap {
             out.placed.push(u);
         } else {
             out.unplaced.push(u);
@@ -153,7 +141,7 @@ pub(super) fn fit(naturals: &[Natural<'_>], domain: &[usize], cap: usize, max: u
 
 /// Merges whole classes (same interface and same first two / first preferences), the classes that save the
 /// most VRIDs first, until the units fit or no class is left.
-fn merge_classes(naturals: &[Natural<'_>], units: Vec<Unit>, level: MergeLevel, cap: usize, max: usize) -> Vec<Unit> {
+fn merge_classes(naturals: &[Natural<'_>], units: Vec<Unit>, level: MergeLevel, cap: usize) -> Vec<Unit> {
     type Class<'s> = (&'s str, Option<u32>, Option<u32>);
     let key = |u: &Unit| -> Class<'_> {
         let n = naturals.get(u.anchor);
@@ -170,14 +158,12 @@ fn merge_classes(naturals: &[Natural<'_>], units: Vec<Unit>, level: MergeLevel, 
     let mut ranked: Vec<(Reverse<usize>, (u64, usize), Class<'_>)> = classes
         .iter()
         .map(|(k, members)| {
-            let before: usize = members.iter().map(|u| parts(u.vips, max)).sum();
-            let after = parts(members.iter().map(|u| u.vips).sum(), max);
             let least = members.iter().map(|u| (u.rank(naturals).1, u.anchor)).min().unwrap_or((0, 0));
-            (Reverse(before.saturating_sub(after)), least, *k)
+            (Reverse(members.len().saturating_sub(1)), least, *k)
         })
         .collect();
     ranked.sort_unstable();
-    let mut total: usize = classes.values().flatten().map(|u| parts(u.vips, max)).sum();
+    let mut total: usize = classes.values().map(Vec::len).sum();
     let mut out = Vec::new();
     for (Reverse(saving), _, k) in ranked {
         let Some(members) = classes.remove(&k) else { continue };
@@ -199,10 +185,10 @@ fn merge_classes(naturals: &[Natural<'_>], units: Vec<Unit>, level: MergeLevel, 
 }
 
 /// Level 3: repeatedly merges the smallest group with the smallest of the next [`PARTNER_SCAN`] groups on the
-/// same interface whose candidates it shares (and with which it needs fewer VRIDs), until the units fit.
+/// same interface whose candidates it shares, until the units fit.
 /// Smallest first keeps merged groups balanced across nodes, like a Huffman tree.
-fn merge_pairs(naturals: &[Natural<'_>], units: Vec<Unit>, cap: usize, max: usize) -> Vec<Unit> {
-    let mut total = need(&units, max);
+fn merge_pairs(naturals: &[Natural<'_>], units: Vec<Unit>, cap: usize) -> Vec<Unit> {
+    let mut total = units.len();
     let mut slots: Vec<Option<Unit>> = units.into_iter().map(Some).collect();
     let mut pool: BTreeSet<((usize, u64, usize), usize)> =
         slots.iter().enumerate().filter_map(|(i, u)| u.as_ref().map(|u| (u.rank(naturals), i))).collect();
@@ -211,19 +197,17 @@ fn merge_pairs(naturals: &[Natural<'_>], units: Vec<Unit>, cap: usize, max: usiz
         let Some((_, i)) = pool.pop_first() else { break };
         let Some(u) = slots.get(i).and_then(Option::as_ref) else { continue };
         let partner = pool.iter().take(PARTNER_SCAN).find(|(_, j)| {
-            slots.get(*j).and_then(Option::as_ref).is_some_and(|v| {
-                iface(v) == iface(u)
-                    && parts(u.vips, max) + parts(v.vips, max) > parts(u.vips + v.vips, max)
-                    && intersects(&u.common, &v.common)
-            })
+            slots
+                .get(*j)
+                .and_then(Option::as_ref)
+                .is_some_and(|v| iface(v) == iface(u) && intersects(&u.common, &v.common))
         });
         let Some(&entry) = partner else { continue };
         pool.remove(&entry);
         let (a, b) = (slots.get_mut(i).and_then(Option::take), slots.get_mut(entry.1).and_then(Option::take));
         let (Some(a), Some(b)) = (a, b) else { continue };
-        let saving = parts(a.vips, max) + parts(b.vips, max) - parts(a.vips + b.vips, max);
         if let Some(m) = merge(vec![a, b], Vec::new(), MergeLevel::SharedCandidates) {
-            total -= saving;
+            total -= 1;
             pool.insert((m.rank(naturals), slots.len()));
             slots.push(Some(m));
         }
