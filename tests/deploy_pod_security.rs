@@ -288,14 +288,15 @@ fn namespace_enforce_level_admits_every_pod_template_and_the_next_stricter_refus
     let stricter = enforce.stricter().unwrap_or_else(|| panic!("{ENFORCE}={enforce:?} admits a host-network speaker?"));
     let refused = violations(stricter, meta, spec);
     assert!(!refused.is_empty(), "{stricter:?} admits the speaker too: {ENFORCE}={enforce:?} is broader than needed");
-    // What the speaker needs and baseline refuses: the host's network and its two capabilities, nothing else.
+    // What the speaker needs and baseline refuses: the host's network and its three capabilities, nothing else.
     if stricter == Level::Baseline {
         assert_eq!(
             refused,
             [
                 "hostNetwork: true",
                 "container speaker: adds capability NET_ADMIN",
-                "container speaker: adds capability NET_RAW"
+                "container speaker: adds capability NET_RAW",
+                "container speaker: adds capability SYS_NICE"
             ],
             "the speaker asks baseline for more than deploy/30-speaker.yaml's comment says"
         );

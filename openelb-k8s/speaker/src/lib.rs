@@ -14,6 +14,7 @@
 //! - [`source`]: the Kubernetes watches, their caches, coalescing and API connectivity.
 //! - [`events`]: `VIPAnnounced` / `VIPWithdrawn` Events, queued without blocking the loop.
 //! - [`ipvs_filter`]: keeps this node quiet on ARP for VIPs it does not hold when kube-proxy runs in IPVS mode.
+//! - [`realtime`]: real-time scheduling for the VRRP thread.
 //! - [`metrics`]: the Prometheus series; [`metrics_addr`]: where they are served.
 //!
 //! The decisions it carries out: docs/election.md and docs/vrrp.md.
@@ -29,6 +30,7 @@ pub mod metrics;
 pub mod metrics_addr;
 pub mod notices;
 pub mod planner;
+pub mod realtime;
 pub mod shared;
 pub mod source;
 

@@ -18,6 +18,7 @@ use openelb_speaker::config::{parse_advert_interval, parse_vrid_range};
 use openelb_speaker::events::{EVENT_QUEUE, publish_events};
 use openelb_speaker::lease::keep_lease;
 use openelb_speaker::metrics_addr::{MetricsAddr, parse_metrics_addr};
+use openelb_speaker::realtime;
 use openelb_speaker::shared::watch_shared;
 use openelb_speaker::source::{self, KubeSource};
 use openelb_speaker::{
@@ -162,6 +163,12 @@ struct Args {
     /// strictARP must be set by hand.
     #[arg(long, value_enum, value_name = "MODE", default_value = "auto")]
     ipvs_arp_filter: IpvsArpFilter,
+
+    /// Real-time priority (SCHED_RR, 1-99) of the VRRP thread, so adverts leave on time on a busy node (like
+    /// keepalived's vrrp_rt_priority); 0: normal scheduling. Needs CAP_SYS_NICE (or RLIMIT_RTPRIO); without it
+    /// the speaker says so and runs with normal scheduling.
+    #[arg(long, value_name = "N", default_value_t = realtime::DEFAULT_RT_PRIORITY, value_parser = clap::value_parser!(u8).range(0..=99))]
+    vrrp_rt_priority: u8,
 
     /// Log format on stderr.
     #[arg(long, value_enum, default_value = "text")]
@@ -363,7 +370,7 @@ async fn run(args: Args, node: String) -> Result<()> {
             advert_interval_ms = u64::from(config.advert_interval_cs) * 10,
             vrids = ?config.vrids, "openelb-speaker starting from manifests"
         );
-        let result = on_vrrp_thread(move || async move {
+        let result = on_vrrp_thread(args.vrrp_rt_priority, move || async move {
             let net = Arc::new(LinuxNet::new().context("opening the Linux network backend")?);
             let speaker = Speaker::new(net, config)?.with_metrics(metrics).with_readiness(readiness);
             speaker.run(cluster, rx).await.map_err(Into::into)
@@ -419,7 +426,7 @@ async fn run(args: Args, node: String) -> Result<()> {
         advert_interval_ms = u64::from(config.advert_interval_cs) * 10,
         vrids = ?config.vrids, %namespace, "openelb-speaker starting from the Kubernetes API"
     );
-    let result = on_vrrp_thread(move || async move {
+    let result = on_vrrp_thread(args.vrrp_rt_priority, move || async move {
         let net = Arc::new(LinuxNet::new().context("opening the Linux network backend")?);
         let speaker = Speaker::new(net, config)?
             .with_metrics(metrics)
@@ -451,8 +458,9 @@ async fn run(args: Args, node: String) -> Result<()> {
 /// its own, and waits for it. Its timers, received adverts, netlink replies and announcement bursts then wake
 /// that one thread only: with a shared multi-threaded runtime, every advert cost a wake-up of another thread
 /// (most of the speaker's CPU with 1000 VIPs, measured). Everything else (API watches decoding large lists,
-/// Events, the Lease, metrics) runs on the main thread, so it never delays an advert either.
-async fn on_vrrp_thread<F, Fut>(run: F) -> Result<()>
+/// Events, the Lease, metrics) runs on the main thread, so it never delays an advert either. With `rt_priority`
+/// above 0 the thread asks for real-time scheduling first (`realtime`), and runs on either way.
+async fn on_vrrp_thread<F, Fut>(rt_priority: u8, run: F) -> Result<()>
 where
     F: FnOnce() -> Fut + Send + 'static,
     Fut: std::future::Future<Output = Result<()>>,
@@ -461,6 +469,13 @@ where
     std::thread::Builder::new()
         .name("vrrp".into())
         .spawn(move || {
+            match rt_priority {
+                0 => tracing::info!("VRRP thread: normal scheduling (--vrrp-rt-priority 0)"),
+                p => match realtime::raise_current_thread(p) {
+                    Ok(()) => tracing::info!(priority = p, "VRRP thread: real-time scheduling granted (SCHED_RR)"),
+                    Err(e) => tracing::warn!("VRRP thread: normal scheduling: {e}"),
+                },
+            }
             let outcome = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
                 Ok(runtime) => runtime.block_on(run()),
                 Err(e) => Err(anyhow::anyhow!("cannot start the VRRP loop's runtime: {e}")),
