@@ -800,6 +800,11 @@ impl Ipam {
             .collect()
     }
 
+    /// Every Service holding an address.
+    pub fn holders(&self) -> impl Iterator<Item = &ServiceKey> {
+        self.held.keys()
+    }
+
     /// Current allocation of a Service.
     pub fn allocation(&self, key: &ServiceKey) -> Option<(&str, IpAddr)> {
         self.held.get(key).map(|h| (h.pool.as_str(), h.ip))

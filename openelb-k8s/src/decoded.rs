@@ -183,9 +183,16 @@ fn shown(v: &Value) -> String {
 }
 
 impl<'de, K: DeserializeOwned> Deserialize<'de> for Decoded<K> {
-    /// Fails only on input that is not JSON at all (the API server never sends that).
+    /// Fails only on input that is not JSON at all (the API server never sends that). The managed fields are
+    /// dropped before the object is typed: nothing here reads them, they are often most of a small object, and
+    /// a listing holds every object of a page (of a whole list from the watch cache) typed at once. A write
+    /// without them leaves the server's as they are.
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        Value::deserialize(deserializer).map(Decoded::from_value)
+        let mut raw = Value::deserialize(deserializer)?;
+        if let Some(meta) = raw.get_mut("metadata").and_then(Value::as_object_mut) {
+            meta.remove("managedFields");
+        }
+        Ok(Decoded::from_value(raw))
     }
 }
 

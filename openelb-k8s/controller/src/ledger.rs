@@ -297,16 +297,31 @@ impl Ledger {
         self.problems.get(name).map_or(&[][..], Vec::as_slice)
     }
 
+    /// Services holding an address that are not in `existing`.
+    pub fn absent(&self, existing: &[ServiceKey]) -> Vec<ServiceKey> {
+        let keep: std::collections::HashSet<&ServiceKey> = existing.iter().collect();
+        self.ipam.holders().filter(|k| !keep.contains(k)).cloned().collect()
+    }
+
     /// Releases every allocation whose Service is not in `existing` (the complete list, read after the Eips);
     /// returns what was released, each with its ticket.
     pub fn release_absent(&mut self, existing: &[ServiceKey]) -> Vec<(ServiceKey, String, std::net::IpAddr, Ticket)> {
-        let before = self.ipam.clone();
-        let gone = self.ipam.release_absent(existing);
-        gone.into_iter()
+        let gone: Vec<(ServiceKey, String, std::net::IpAddr)> = self
+            .absent(existing)
+            .into_iter()
             .filter_map(|key| {
-                let (pool, ip) = before.allocation(&key)?;
-                let ticket = self.ticket(pool)?;
-                Some((key, pool.to_string(), ip, ticket))
+                let (pool, ip) = self.ipam.allocation(&key)?;
+                Some((key, pool.to_string(), ip))
+            })
+            .collect();
+        if gone.is_empty() {
+            return Vec::new();
+        }
+        self.ipam.release_absent(existing);
+        gone.into_iter()
+            .filter_map(|(key, pool, ip)| {
+                let ticket = self.ticket(&pool)?;
+                Some((key, pool, ip, ticket))
             })
             .collect()
     }

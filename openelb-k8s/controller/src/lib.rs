@@ -20,6 +20,7 @@ pub mod eip_status;
 pub mod eip_writes;
 pub mod events;
 pub mod leader;
+pub mod lean;
 pub mod ledger;
 pub mod metrics;
 pub mod mirror;
@@ -55,7 +56,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
 use metrics::Metrics;
 use mirror::{Tasks, mirror};
+use openelb_core::model::ServiceKey;
 use openelb_k8s::background::BackgroundThread;
+use openelb_k8s::convert;
 use openelb_k8s::crd::Eip;
 use openelb_k8s::decoded::Decoded;
 use openelb_k8s::serve::{self, Readiness, ServeError};
@@ -207,6 +210,8 @@ struct Parts {
     metrics: Metrics,
     identity: String,
     vrid_publishing: Option<VridPublishing>,
+    /// Woken on every change of the caches the VRID publisher reads.
+    vrid_inputs_changed: Arc<tokio::sync::Notify>,
 }
 
 /// Service reconciles running at once: enough to keep a few Eip writes and many Service writes in flight.
@@ -214,20 +219,34 @@ const SERVICE_CONCURRENCY: u16 = 32;
 const SWEEP_RETRY_FIRST: Duration = Duration::from_millis(500);
 const SWEEP_RETRY_MAX: Duration = Duration::from_secs(30);
 
-/// One leadership term: the sweep, then both controllers until `stop`.
-async fn term(parts: &Parts, stop: Stop) {
-    let events = Events::new(parts.client.clone(), parts.identity.clone());
-    let ctx = Arc::new(Context::new(
-        parts.client.clone(),
-        parts.eips.clone(),
-        parts.namespaces.clone(),
-        events,
-        parts.metrics.clone(),
-    ));
-    let sweep = async {
+/// The Services are listed in one answer from the API server's watch cache (`resourceVersion=0` without a
+/// limit) rather than page by page from etcd: at a term's start that is most of the wait for 5000 Services. The
+/// copy may be a little behind etcd; every write a decision makes is guarded by the `resourceVersion` it was
+/// taken from, so a stale copy costs a refused write and a retry, never a wrong one.
+fn whole_list_from_cache() -> watcher::Config {
+    watcher::Config { page_size: None, ..watcher::Config::default().any_semantic() }
+}
+
+/// Gives back the addresses of Services gone while nobody watched ([`sweep`]) once `services` is listed, retrying
+/// until it succeeds, then sets `swept` (also when the term stops first).
+async fn sweep_once_listed(
+    ctx: &Context,
+    services: &ServiceStore,
+    swept: tokio::sync::watch::Sender<bool>,
+    stop: Stop,
+) {
+    let run = async {
+        if services.wait_until_ready().await.is_err() {
+            return;
+        }
         let mut retry = SWEEP_RETRY_FIRST;
         loop {
-            match sweep::run(&ctx).await {
+            let cached = services
+                .state()
+                .iter()
+                .map(|s| ServiceKey::new(convert::namespace_of(s.meta()), s.name_any()))
+                .collect();
+            match sweep::run(ctx, cached).await {
                 Ok(_) => return,
                 Err(e) => {
                     tracing::warn!("releasing the addresses of deleted Services: {e}; retrying in {retry:?}");
@@ -238,12 +257,22 @@ async fn term(parts: &Parts, stop: Stop) {
         }
     };
     tokio::select! {
-        () = sweep => {}
-        () = stop.clone() => {
-            ctx.stop_writing();
-            return;
-        }
+        () = run => {}
+        () = stop => {}
     }
+    let _ = swept.send(true);
+}
+
+/// One leadership term: both controllers until `stop`, their reconciles held until the sweep is done.
+async fn term(parts: &Parts, stop: Stop) {
+    let events = Events::new(parts.client.clone(), parts.identity.clone());
+    let ctx = Arc::new(Context::new(
+        parts.client.clone(),
+        parts.eips.clone(),
+        parts.namespaces.clone(),
+        events,
+        parts.metrics.clone(),
+    ));
     tracing::info!(eips = parts.eips.state().len(), "starting the Service and Eip controllers");
     let wc = watcher::Config::default;
     // Decisions are taken one at a time in the ledger; their writes overlap. Eips are few.
@@ -252,13 +281,40 @@ async fn term(parts: &Parts, stop: Stop) {
 
     // Every watch of the two controllers reads `Decoded` objects: one that does not decode never fails a listing.
     let (services_cache, services_writer) = reflector::store();
-    let services_watch = watcher(Api::<Decoded<corev1::Service>>::all(parts.client.clone()), wc())
+    let changed = parts.vrid_inputs_changed.clone();
+    let services_watch = watcher(Api::<Decoded<corev1::Service>>::all(parts.client.clone()), whole_list_from_cache())
         .default_backoff()
-        .modify(mirror::forget_bulk)
+        .modify(lean::Lean::lean)
         .reflect(services_writer)
+        .inspect(move |event| match event {
+            Ok(watcher::Event::InitDone) => {
+                tracing::info!("Services listed");
+                // The listing was the term's largest transient allocation.
+                openelb_k8s::heap::release_free_pages();
+                changed.notify_one();
+            }
+            Ok(_) => changed.notify_one(),
+            Err(_) => {}
+        })
         .applied_objects();
     let svc_controller = Controller::for_stream(services_watch, services_cache).with_config(services_config);
     let services = svc_controller.store();
+    let (swept_tx, swept_rx) = tokio::sync::watch::channel(false);
+    let listed = services.clone();
+    let sweep = sweep_once_listed(&ctx, &listed, swept_tx, stop.clone());
+    // Reconciles wait until the sweep is done (or the term stops).
+    let swept = move || {
+        let mut swept = swept_rx.clone();
+        async move {
+            let _ = swept.wait_for(|done| *done).await;
+        }
+    };
+    let swept_for_eips = swept.clone();
+    let shared = vrid_publish::Shared {
+        eips: parts.eips.clone(),
+        services: services.clone(),
+        changed: parts.vrid_inputs_changed.clone(),
+    };
     let for_eips = services.clone();
     let shapes = std::sync::Mutex::new(std::collections::HashMap::new());
     let ctx_for_eips = ctx.clone();
@@ -272,7 +328,17 @@ async fn term(parts: &Parts, stop: Stop) {
             move |ns: Decoded<corev1::Namespace>| services_to_recheck(&services, Some(&ns.name_any())),
         )
         .graceful_shutdown_on(stop.clone())
-        .run(reconcile::reconcile, reconcile::error_policy, ctx.clone())
+        .run(
+            move |svc, ctx| {
+                let swept = swept();
+                async move {
+                    swept.await;
+                    reconcile::reconcile(svc, ctx).await
+                }
+            },
+            reconcile::error_policy,
+            ctx.clone(),
+        )
         .for_each(|result| async move {
             match result {
                 Ok((svc, _)) => tracing::trace!(service = %svc, "reconciled"),
@@ -296,7 +362,17 @@ async fn term(parts: &Parts, stop: Stop) {
             all_eips.state().iter().map(|e| ObjectRef::from_obj(e.as_ref())).collect::<Vec<_>>()
         })
         .graceful_shutdown_on(stop.clone())
-        .run(eip_reconcile::reconcile, eip_reconcile::error_policy, ctx.clone())
+        .run(
+            move |eip, ctx| {
+                let swept = swept_for_eips();
+                async move {
+                    swept.await;
+                    eip_reconcile::reconcile(eip, ctx).await
+                }
+            },
+            eip_reconcile::error_policy,
+            ctx.clone(),
+        )
         .for_each(|result| async move {
             match result {
                 Ok((eip, _)) => tracing::trace!(eip = %eip, "reconciled"),
@@ -313,10 +389,10 @@ async fn term(parts: &Parts, stop: Stop) {
     };
     let publish = async {
         if let Some(p) = parts.vrid_publishing.clone() {
-            vrid_publish::run(parts.client.clone(), p, parts.metrics.clone(), stop.clone()).await;
+            vrid_publish::run(parts.client.clone(), p, shared, parts.metrics.clone(), stop.clone()).await;
         }
     };
-    futures::join!(services_done, eips_done, close_gate, publish);
+    futures::join!(sweep, services_done, eips_done, close_gate, publish);
 }
 
 /// Runs the controller until `shutdown` completes; see the module documentation.
@@ -342,8 +418,19 @@ pub async fn run(
         }
     };
     let all = watcher::Config::default;
+    let vrid_inputs_changed = Arc::new(tokio::sync::Notify::new());
+    let eip_seen = {
+        let changed = vrid_inputs_changed.clone();
+        let warn = warn("Eip");
+        move |seen: Result<(), watcher::Error>| {
+            if seen.is_ok() {
+                changed.notify_one();
+            }
+            warn(seen);
+        }
+    };
     let (eips, eip_task) =
-        mirror(Api::all(client.clone()), all(), eip_cache, eip_reporter, undecodable::salvage_eip, warn("Eip"));
+        mirror(Api::all(client.clone()), all(), eip_cache, eip_reporter, undecodable::salvage_eip, eip_seen);
     let ns_reporter = Reporter::new(
         "Namespace",
         metrics.undecodable("Namespace"),
@@ -376,6 +463,7 @@ pub async fn run(
         metrics: metrics.clone(),
         identity: options.identity,
         vrid_publishing: options.vrid_publishing,
+        vrid_inputs_changed,
     };
     match options.leader_election {
         None => {

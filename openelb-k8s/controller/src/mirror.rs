@@ -8,16 +8,26 @@ use kube::{Api, Resource};
 use openelb_k8s::decoded::{Decoded, Undecodable};
 use tokio::task::JoinHandle;
 
+use super::lean::Lean;
 use super::undecodable::{self, Reporter};
 
 /// What a kind needs to be watched and cached.
 pub trait Mirrored:
-    Resource<DynamicType = ()> + Default + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static
+    Resource<DynamicType = ()>
+    + Lean
+    + Default
+    + Clone
+    + std::fmt::Debug
+    + serde::de::DeserializeOwned
+    + Send
+    + Sync
+    + 'static
 {
 }
 
 impl<K> Mirrored for K where
     K: Resource<DynamicType = ()>
+        + Lean
         + Default
         + Clone
         + std::fmt::Debug
@@ -28,8 +38,8 @@ impl<K> Mirrored for K where
 {
 }
 
-/// Mirrors what `api` lists under `config` into `writer`'s cache, each object decoded on its own: one that does
-/// not decode is reported and replaced by `salvage(u)` or left out ([`undecodable::typed`]). `seen` hears of
+/// Mirrors what `api` lists under `config` into `writer`'s cache, each object decoded on its own and kept
+/// [`Lean`]: one that does not decode is reported and replaced by `salvage(u)` or left out ([`undecodable::typed`]). `seen` hears of
 /// every event of the watch: `Ok` once the cache took it in, the watch's error otherwise (the watch goes on,
 /// with backoff). The returned task keeps the cache current until aborted.
 pub fn mirror<K: Mirrored>(
@@ -42,7 +52,7 @@ pub fn mirror<K: Mirrored>(
 ) -> (Store<K>, JoinHandle<()>) {
     let store = writer.as_reader();
     let decoded = watcher(api, config).default_backoff();
-    let lean = undecodable::typed(decoded, reporter, salvage).modify(forget_bulk);
+    let lean = undecodable::typed(decoded, reporter, salvage).modify(K::lean);
     let stream = reflector::reflector(writer, lean);
     let task = tokio::spawn(async move {
         let mut stream = std::pin::pin!(stream);
@@ -52,18 +62,6 @@ pub fn mirror<K: Mirrored>(
     });
     (store, task)
 }
-
-/// What no reader of the caches uses and most of a big object's size: the managed fields and kubectl's copy of
-/// the last applied object. With 5000 Services they made up most of the controller's memory.
-pub fn forget_bulk<K: Resource>(object: &mut K) {
-    let meta = object.meta_mut();
-    meta.managed_fields = None;
-    if let Some(a) = meta.annotations.as_mut() {
-        a.remove(LAST_APPLIED);
-    }
-}
-
-const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 /// Aborts its tasks however their owner ends.
 pub struct Tasks(pub Vec<JoinHandle<()>>);

@@ -4,22 +4,22 @@
 //! when the finalizer is removed by hand, when the Service and its namespace are force-deleted, or when the
 //! Eip's status was restored from a backup: such records would hold their addresses forever, and nothing else
 //! repairs them, since no Service event will ever name them again (docs/compatibility.md#records-of-deleted-services).
+//!
+//! The term's Service cache says which Services exist; it is listed from the API server's watch cache, which
+//! may be a little behind the Eips the ledger followed, so a holder the cache lacks is looked up on the server
+//! (a read from etcd) before its address is given back. A consistent state costs no request at all. The
+//! term's reconciles wait for the sweep, so nothing is decided meanwhile.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use k8s_openapi::api::core::v1 as corev1;
-use kube::ResourceExt;
-use kube::api::{Api, ListParams};
+use kube::api::Api;
 use openelb_core::model::ServiceKey;
 
 use super::eip_commit;
 use super::ledger::{Ledger, Ticket};
 use super::reconcile::{Context, ReconcileError};
-use openelb_k8s::convert;
-
-/// Services listed per request.
-const PAGE: u32 = 500;
 
 /// Releases, in `ledger`, every address whose Service is not in `existing`: the complete list, taken *after* the
 /// ledger followed the Eips (a Service recorded in an Eip existed when it was recorded, so it is in a later list
@@ -28,29 +28,27 @@ pub fn plan(ledger: &mut Ledger, existing: &[ServiceKey]) -> Vec<(ServiceKey, St
     ledger.release_absent(existing)
 }
 
-/// Every Service's key, page by page.
-async fn list_services(client: &kube::Client) -> Result<Vec<ServiceKey>, ReconcileError> {
-    let api: Api<corev1::Service> = Api::all(client.clone());
-    let mut keys = Vec::new();
-    let mut params = ListParams::default().limit(PAGE);
-    loop {
-        let page = api.list_metadata(&params).await.map_err(|source| ReconcileError::Read {
-            action: "list",
-            object: "Services".to_string(),
-            source,
-        })?;
-        keys.extend(page.items.iter().map(|s| ServiceKey::new(convert::namespace_of(&s.metadata), s.name_any())));
-        match page.metadata.continue_.filter(|c| !c.is_empty()) {
-            Some(token) => params = params.continue_token(&token),
-            None => return Ok(keys),
-        }
-    }
+/// Whether the Service exists now, read from etcd.
+async fn exists(client: &kube::Client, key: &ServiceKey) -> Result<bool, ReconcileError> {
+    let api: Api<corev1::Service> = Api::namespaced(client.clone(), &key.namespace);
+    let found = api.get_metadata_opt(&key.name).await.map_err(|source| ReconcileError::Read {
+        action: "read",
+        object: format!("Service {key}"),
+        source,
+    })?;
+    Ok(found.is_some())
 }
 
-/// Runs the sweep once; returns what it released.
-pub async fn run(ctx: &Context) -> Result<Vec<(ServiceKey, String, IpAddr)>, ReconcileError> {
-    drop(ctx.current_ledger()?);
-    let existing = list_services(&ctx.client).await?;
+/// Runs the sweep once, `cached` being every Service of the term's cache (listed after the ledger followed the
+/// Eips); returns what it released.
+pub async fn run(ctx: &Context, cached: Vec<ServiceKey>) -> Result<Vec<(ServiceKey, String, IpAddr)>, ReconcileError> {
+    let absent = ctx.current_ledger()?.absent(&cached);
+    let mut existing = cached;
+    for key in absent {
+        if exists(&ctx.client, &key).await? {
+            existing.push(key);
+        }
+    }
     let released = plan(&mut ctx.ledger(), &existing);
     let tickets: Vec<Ticket> = released.iter().map(|(.., t)| t.clone()).collect();
     eip_commit::commit(ctx, &tickets).await?;

@@ -1,6 +1,7 @@
-//! The leader keeps the ConfigMap `openelb-vrrp` equal to [`vrid_plan::publication`] (docs/vrrp.md): it watches
-//! what the speakers plan from (Eips, Services with their ingress, Nodes, Endpoints or EndpointSlices) and the
-//! speakers' Leases, and after each burst of changes ([`COALESCE`]) builds the same snapshot the speakers build,
+//! The leader keeps the ConfigMap `openelb-vrrp` equal to [`vrid_plan::publication`] (docs/vrrp.md): it reads
+//! what the speakers plan from (the controller's own Eip and Service caches, [`Shared`]; its own watches of
+//! Nodes, Endpoints or EndpointSlices and the speakers' Leases), and after each burst of changes ([`COALESCE`])
+//! builds the same snapshot the speakers build, of the Services VIP mode can announce only ([`announced`]),
 //! plans it beside its runtime's workers (`spawn_blocking`), and writes only when the result differs from what
 //! the ConfigMap holds.
 //!
@@ -13,7 +14,9 @@
 //! - Every [`RECHECK`] the publication is recomputed even without a change, so that foreign VRIDs nobody
 //!   reports any more are forgotten.
 
+use std::collections::HashSet;
 use std::future::Future;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -24,8 +27,10 @@ use kube::api::PostParams;
 use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
 use kube::{Api, Client};
-use openelb_core::model::{Cluster, Endpoint, Node, Pool, ServiceKey};
+use openelb_core::addr::AddrRange;
+use openelb_core::model::{Cluster, Endpoint, LABEL_EIP_POOL, Node, Pool, Protocol, ServiceKey};
 use openelb_core::vrrp::plan::PlanIssue;
+use openelb_k8s::convert;
 use openelb_k8s::crd::Eip;
 use openelb_k8s::decoded::{Decoded, Undecodable};
 use openelb_k8s::snapshot::{self, EndpointsKind, WatchedService};
@@ -70,10 +75,20 @@ impl Default for VridPublishing {
     }
 }
 
+/// The controller's caches the publisher reads instead of watching the same objects again.
+#[derive(Clone)]
+pub struct Shared {
+    pub eips: Store<Eip>,
+    /// The Service controller's cache.
+    pub services: Store<Decoded<corev1::Service>>,
+    /// Woken on every change of either cache (and of the publisher's own watches).
+    pub changed: Arc<Notify>,
+}
+
 /// The watched objects, each in a reflector store.
 struct Watched {
     eips: Store<Eip>,
-    services: Store<corev1::Service>,
+    services: Store<Decoded<corev1::Service>>,
     nodes: Store<corev1::Node>,
     endpoints: Option<Store<corev1::Endpoints>>,
     slices: Option<Store<discoveryv1::EndpointSlice>>,
@@ -103,8 +118,7 @@ impl Watched {
     /// out, as the speakers leave them out.
     fn snapshot(&self) -> (Cluster, Vec<SpeakerLease>) {
         let pools: Vec<Pool> = self.eips.state().iter().filter_map(|e| snapshot::pool(e).ok()).collect();
-        let services: Vec<WatchedService> =
-            self.services.state().iter().filter_map(|s| snapshot::service(s).ok()).collect();
+        let services = announced(&pools, &self.services.state());
         let nodes: Vec<Node> = self.nodes.state().iter().filter_map(|n| snapshot::node(n).ok()).collect();
         let mut endpoints: Vec<(ServiceKey, Vec<Endpoint>)> = Vec::new();
         if let Some(store) = &self.endpoints {
@@ -117,6 +131,36 @@ impl Watched {
         let leases = self.leases.state().iter().filter_map(|l| SpeakerLease::from_lease(l).ok().flatten()).collect();
         (cluster, leases)
     }
+}
+
+/// The Services whose ingress can give a VIP-mode target, as the snapshot keeps them: those holding an address
+/// in a VIP pool's range or labelled with a VIP pool, and every other holder of such an address (so each address
+/// is counted in the pool the whole cluster would give it, `PlanInputs::from_ingress`). The others (most
+/// Services of most clusters) can give none, so the plan is the same without them, and so much cheaper.
+fn announced(pools: &[Pool], services: &[Arc<Decoded<corev1::Service>>]) -> Vec<WatchedService> {
+    let vip: Vec<&Pool> = pools.iter().filter(|p| p.protocol == Protocol::Vip).collect();
+    if vip.is_empty() {
+        return Vec::new();
+    }
+    let ranges: Vec<AddrRange> = vip.iter().filter_map(|p| AddrRange::parse(&p.address).ok()).collect();
+    let names: HashSet<&str> = vip.iter().map(|p| p.name.as_str()).collect();
+    let holders: Vec<(&corev1::Service, Vec<IpAddr>)> = services
+        .iter()
+        .filter_map(|d| (**d).as_result().ok())
+        .map(|s| (s, convert::ingress_ips(s).iter().filter_map(|raw| raw.trim().parse().ok()).collect::<Vec<_>>()))
+        .filter(|(_, ips)| !ips.is_empty())
+        .collect();
+    let mut vip_addresses: HashSet<IpAddr> = HashSet::new();
+    for (svc, ips) in &holders {
+        let label = svc.metadata.labels.as_ref().and_then(|l| l.get(LABEL_EIP_POOL));
+        let labelled = label.is_some_and(|l| names.contains(l.as_str()));
+        vip_addresses.extend(ips.iter().filter(|ip| labelled || ranges.iter().any(|r| r.contains(ip))));
+    }
+    holders
+        .into_iter()
+        .filter(|(_, ips)| ips.iter().any(|ip| vip_addresses.contains(ip)))
+        .filter_map(|(svc, _)| snapshot::service(svc).ok())
+        .collect()
 }
 
 /// Mirrors `api` into a store and wakes `notify` on every change; errors are logged once per distinct message.
@@ -171,7 +215,13 @@ async fn read(api: &Api<corev1::ConfigMap>) -> Result<Option<(Option<Published>,
 }
 
 /// Keeps the ConfigMap current until `stop`; see the module notes.
-pub async fn run(client: Client, publishing: VridPublishing, metrics: Metrics, stop: impl Future<Output = ()>) {
+pub async fn run(
+    client: Client,
+    publishing: VridPublishing,
+    shared: Shared,
+    metrics: Metrics,
+    stop: impl Future<Output = ()>,
+) {
     let mut stop = std::pin::pin!(stop);
     let kind = loop {
         tokio::select! {
@@ -186,15 +236,15 @@ pub async fn run(client: Client, publishing: VridPublishing, metrics: Metrics, s
             () = &mut stop => return,
         }
     };
-    let notify = Arc::new(Notify::new());
+    let notify = shared.changed;
     let mut tasks = Tasks(Vec::new());
     let wc = watcher::Config::default;
     let ns = publishing.namespace.as_str();
     let lease_config = wc().labels(&format!("{LEASE_LABEL}={LEASE_LABEL_VALUE}"));
     let n = || Arc::clone(&notify);
     let watched = Watched {
-        eips: reflect("Eip", Api::all(client.clone()), wc(), undecodable::salvage_eip, n(), &mut tasks),
-        services: reflect("Service", Api::all(client.clone()), wc(), undecodable::leave_out, n(), &mut tasks),
+        eips: shared.eips,
+        services: shared.services,
         nodes: reflect("Node", Api::all(client.clone()), wc(), undecodable::leave_out, n(), &mut tasks),
         endpoints: (kind == EndpointsKind::Endpoints)
             .then(|| reflect("Endpoints", Api::all(client.clone()), wc(), undecodable::leave_out, n(), &mut tasks)),
@@ -381,6 +431,73 @@ fn report_issues(metrics: &Metrics, issues: &[PlanIssue], logged: &mut Vec<Strin
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn pool(name: &str, address: &str, protocol: Protocol) -> Pool {
+        Pool {
+            name: name.into(),
+            address: address.into(),
+            protocol,
+            interface: None,
+            disable: false,
+            priority: 0,
+            namespaces: Vec::new(),
+            namespace_selector: Default::default(),
+            is_default: false,
+            default_annotation: None,
+            deleting: false,
+            used: Default::default(),
+        }
+    }
+
+    fn held(name: &str, ip: &str, label: Option<&str>) -> Arc<Decoded<corev1::Service>> {
+        let labels = label.map(|l| serde_json::json!({ LABEL_EIP_POOL: l })).unwrap_or(serde_json::json!({}));
+        Arc::new(Decoded::from_value(serde_json::json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": { "name": name, "namespace": "ns", "labels": labels,
+                          "annotations": { openelb_core::model::ANNOTATION_LB: "openelb" } },
+            "spec": { "type": "LoadBalancer", "ports": [{ "port": 80 }] },
+            "status": { "loadBalancer": { "ingress": [{ "ip": ip }] } },
+        })))
+    }
+
+    #[test]
+    fn only_holders_of_vip_addresses_are_planned_and_the_plan_is_the_same_without_the_others() {
+        let pools = [
+            pool("vip", "192.0.2.0/28", Protocol::Vip),
+            pool("bgp", "198.51.100.0/28", Protocol::Bgp),
+            pool("bgp-other", "192.0.2.64/28", Protocol::Bgp),
+        ];
+        let services = [
+            held("in-vip-range", "192.0.2.1", None),
+            held("bgp", "198.51.100.1", None),
+            // Labelled with the VIP pool, outside its range: a holder it keeps (a shrunk pool).
+            held("labelled-vip", "198.51.100.9", Some("vip")),
+            // Shares that address through another pool: kept, so the address lands where it would anyway.
+            held("a-sharer", "198.51.100.9", Some("bgp")),
+            held("bgp-other", "192.0.2.70", Some("bgp-other")),
+            held("waiting", "", None),
+        ];
+        let kept = announced(&pools, &services);
+        let mut names: Vec<&str> = kept.iter().filter_map(|w| w.reference.name.as_deref()).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["a-sharer", "in-vip-range", "labelled-vip"]);
+
+        let all: Vec<WatchedService> =
+            services.iter().filter_map(|s| snapshot::service((**s).as_result().ok()?).ok()).collect();
+        let node: corev1::Node = serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1", "kind": "Node", "metadata": { "name": "n1" },
+            "status": { "addresses": [{ "type": "InternalIP", "address": "192.0.2.250" }] },
+        }))
+        .unwrap();
+        let nodes = [snapshot::node(&node).unwrap()];
+        let plan = |svcs: &[WatchedService]| {
+            let (cluster, _) = snapshot::build(&pools, svcs, &nodes, &[]);
+            openelb_core::vrrp::inputs::PlanInputs::from_ingress(&cluster).0.targets
+        };
+        assert_eq!(plan(&kept), plan(&all));
+        assert!(!plan(&kept).is_empty());
+        assert!(announced(&pools[1..], &services).is_empty(), "no VIP pool: nothing to plan");
+    }
 
     #[test]
     fn a_slow_plan_spaces_the_next_one_within_bounds() {
