@@ -42,6 +42,10 @@ pub struct Undecodable {
 impl<K: DeserializeOwned> Decoded<K> {
     /// Reads `raw` as a `K`; never fails.
     pub fn from_value(raw: Value) -> Self {
+        // Tracking the path costs a good part of decoding a listing: only an object that does not decode needs it.
+        if let Ok(k) = K::deserialize(&raw) {
+            return Decoded::Ok(k);
+        }
         match serde_path_to_error::deserialize::<_, K>(&raw) {
             Ok(k) => Decoded::Ok(k),
             Err(e) => {
