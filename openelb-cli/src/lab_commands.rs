@@ -439,7 +439,12 @@ pub fn run(args: LabArgs) -> Result<ExitCode> {
         }
         LabCommand::ArpProbe { iface, source, target, interval, timeout } => {
             Ok(match arp_probe::probe(&iface, source, target, interval, timeout)? {
-                Some(_) => ExitCode::SUCCESS,
+                Some(reply) => {
+                    // When the reply arrived, on the wall clock: the caller places it against its own start
+                    // without counting this process's exit.
+                    println!("{}", reply.at_unix_us);
+                    ExitCode::SUCCESS
+                }
                 None => ExitCode::FAILURE,
             })
         }

@@ -3,7 +3,7 @@
 //! hide everything this benchmark measures.
 
 use std::net::Ipv4Addr;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
 use openelb_net::wire;
@@ -12,15 +12,24 @@ use openelb_net::wire::ethernet::{ETHERTYPE_ARP, EthernetRepr, MacAddr};
 
 use crate::packet_socket::{PacketSocket, mac_of};
 
+/// The first reply from the probed address.
+#[derive(Debug, Clone, Copy)]
+pub struct Reply {
+    /// Since the probe started.
+    pub after: Duration,
+    /// When it arrived, in microseconds since the Unix epoch.
+    pub at_unix_us: u128,
+}
+
 /// Sends a request for `target` from `source` on `iface` every `interval` until a reply from `target` arrives
-/// (its time since the start) or `timeout` passes (`None`).
+/// or `timeout` passes (`None`).
 pub fn probe(
     iface: &str,
     source: Ipv4Addr,
     target: Ipv4Addr,
     interval: Duration,
     timeout: Duration,
-) -> Result<Option<Duration>> {
+) -> Result<Option<Reply>> {
     let mac = mac_of(iface)?;
     // Receives wait at most 1 ms, so requests keep going out on time.
     let sock = PacketSocket::open(iface, Some((ETHERTYPE_ARP, Duration::from_millis(1))))?;
@@ -46,7 +55,8 @@ pub fn probe(
             && arp.operation == Operation::Reply
             && arp.sender_ip == target
         {
-            return Ok(Some(start.elapsed()));
+            let at_unix_us = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros());
+            return Ok(Some(Reply { after: start.elapsed(), at_unix_us }));
         }
     }
     Ok(None)

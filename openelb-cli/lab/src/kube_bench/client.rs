@@ -2,6 +2,7 @@
 //! JSON line per measurement on stdout, read by [`super::lab`].
 
 use std::collections::HashSet;
+use std::io::Read;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -133,12 +134,15 @@ impl Probe<'_> {
         let version = collection_version(api, Some(&fields)).await?;
         let arping = Arping::spawn(client_ns, self.expected, self.timeout).await?;
         let t0 = Instant::now();
+        let t0_unix_us = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros());
         let wanted = HashSet::from([name.clone()]);
         let watch = tokio::spawn(watch_addresses(api.clone(), wanted, version, Some(fields), t0 + self.timeout));
         api.create(&PostParams::default(), &svc).await.with_context(|| format!("creating Service {name}"))?;
+        // The controller can do nothing before the Service exists: the API server's create time is its own.
+        let created = t0.elapsed();
         let addressed = watch.await.context("the Service's watch")??;
         let status = addressed.at.get(name).map(|at| at.saturating_duration_since(t0));
-        let arp = arping.wait(t0).await;
+        let arp = arping.wait(t0_unix_us).await;
         let ip = match status {
             Some(_) => openelb_k8s::convert::ingress_ips(&api.get_status(name).await?).into_iter().next(),
             None => None,
@@ -149,7 +153,7 @@ impl Probe<'_> {
         };
         Ok(Measured(json!({
             "name": name, "ip": ip, "expected": self.expected.to_string(),
-            "status_ms": status.map(ms), "arp_ms": arp_ms,
+            "status_ms": status.map(ms), "arp_ms": arp_ms, "created_ms": ms(created), "t0_unix_us": t0_unix_us,
         })))
     }
 }
@@ -170,7 +174,7 @@ impl Arping {
             .args(["lab", "arp-probe", "--source", &source, "--target", &vip, "--interval", "2ms"])
             .args(["--timeout", &timeout])
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
             .context("cannot run the ARP probe in the client namespace")?;
@@ -179,15 +183,20 @@ impl Arping {
         Ok(Arping { child })
     }
 
-    /// Time from `t0` to the probe's exit, or `None` if it got no reply.
-    async fn wait(mut self, t0: Instant) -> Option<Duration> {
+    /// Time from `t0_unix_us` (the wall clock, as the probe reports) to the reply, or `None` if it got none.
+    async fn wait(mut self, t0_unix_us: u128) -> Option<Duration> {
         loop {
             match self.child.try_wait() {
-                Ok(Some(status)) => return status.success().then(|| t0.elapsed()),
+                Ok(Some(status)) if status.success() => break,
+                Ok(Some(_)) | Err(_) => return None,
                 Ok(None) => tokio::time::sleep(Duration::from_millis(1)).await,
-                Err(_) => return None,
             }
         }
+        let mut out = String::new();
+        self.child.stdout.take()?.read_to_string(&mut out).ok()?;
+        let at: u128 = out.trim().parse().ok()?;
+        let us = u64::try_from(at.checked_sub(t0_unix_us)?).ok()?;
+        Some(Duration::from_micros(us))
     }
 }
 

@@ -88,6 +88,8 @@ pub fn lab_part(input: &KubeBenchInput) -> Result<()> {
         }
         let status_p99 = Summary::of(&samples(&quiet, "one", "status_ms")).map(|s| s.p99);
         println!("{}", ratio_line("create-to-status-p99/bare-patch-p99", status_p99, bare_p99));
+        let answered_p99 = Summary::of(&after_create(&quiet, "one", "status_ms")).map(|s| s.p99);
+        println!("{}", ratio_line("create-answered-to-status-p99/bare-patch-p99", answered_p99, bare_p99));
         println!("{}", rss_line(kube.controller_pid(), "after the Services one at a time"));
         if input.filler_services > 0 {
             let f = input.filler_services;
@@ -111,6 +113,9 @@ pub fn lab_part(input: &KubeBenchInput) -> Result<()> {
                 "{}",
                 ratio_line(&format!("create-to-status-p99/bare-patch-p99 during burst N={f}"), status_p99, bare_p99)
             );
+            let answered_p99 = Summary::of(&after_create(&busy, "burst", "status_ms")).map(|s| s.p99);
+            let what = format!("create-answered-to-status-p99/bare-patch-p99 during burst N={f}");
+            println!("{}", ratio_line(&what, answered_p99, bare_p99));
             println!("{}", rss_line(kube.controller_pid(), &format!("after the burst of {f}")));
         }
         for s in lab.speakers() {
@@ -184,11 +189,31 @@ fn client_lines(
         c,
     ];
     let out = netns::exec(host_ns, &argv)?;
+    // With the lab's logs kept, the measurements go beside them: each line's `t0_unix_us` places it in the
+    // controller's and speakers' logs.
+    if let Some(dir) = std::env::var_os(crate::topology::ENV_KEEP_LOGS) {
+        use std::io::Write;
+        let path = std::path::PathBuf::from(dir).join("kube-bench-client.jsonl");
+        let _ = std::fs::create_dir_all(path.parent().unwrap_or(Path::new(".")));
+        if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(&path) {
+            let _ = f.write_all(out.as_bytes());
+        }
+    }
     Ok(out.lines().filter_map(|l| serde_json::from_str::<Value>(l).ok()).collect())
 }
 
 fn samples(lines: &[Value], phase: &str, field: &str) -> Vec<f64> {
     lines.iter().filter(|v| v["phase"] == phase).filter_map(|v| v[field].as_f64()).collect()
+}
+
+/// `field` counted from when the API server answered the create (`created_ms`): the part the API server's own
+/// create time (IP and port allocation) does not account for.
+fn after_create(lines: &[Value], phase: &str, field: &str) -> Vec<f64> {
+    lines
+        .iter()
+        .filter(|v| v["phase"] == phase)
+        .filter_map(|v| Some(v[field].as_f64()? - v["created_ms"].as_f64()?))
+        .collect()
 }
 
 /// Prints p50/p99 of created -> address in status and -> the client's ARP for the lines of `phase`; returns
@@ -201,6 +226,17 @@ fn print_one_at_a_time(lines: &[Value], phase: &str, setting: &str) -> Result<us
     for (what, v) in [("address in status", &status), ("client's ARP resolves", &arp)] {
         let Some(s) = Summary::of(v) else { bail!("no measurement of {what}") };
         println!("  {what:<24} {}", s.columns());
+    }
+    let created = samples(lines, phase, "created_ms");
+    let from_answer = [
+        ("the create answered", &created),
+        ("... then in status", &after_create(lines, phase, "status_ms")),
+        ("... then client's ARP", &after_create(lines, phase, "arp_ms")),
+    ];
+    for (what, v) in from_answer {
+        if let Some(s) = Summary::of(v) {
+            println!("  {what:<24} {}", s.columns());
+        }
     }
     let wrong = measured - arp.len();
     if wrong > 0 {
