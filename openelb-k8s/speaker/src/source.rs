@@ -35,10 +35,11 @@ use openelb_k8s::crd::{self, Eip};
 use openelb_k8s::decoded::{Decoded, Undecodable};
 use openelb_k8s::serve::KindLabels;
 
-/// How long changes are gathered into one snapshot after the first: long enough for the controller's writes
-/// of one allocation (Eip status, Service status, label) to arrive together, short against the 100 ms advert
-/// interval. Changes that cannot alter the snapshot (Node heartbeats, Eip status, Services that are not ours)
-/// do not arm it, and an unchanged snapshot is not sent.
+/// The least time between two snapshots. A change after a quiet spell is taken at once (the Service status
+/// write that gives a VIP is what a client waits for); changes within this long of the last snapshot are
+/// gathered into the next one, so a burst costs one snapshot per interval. Changes that cannot alter the
+/// snapshot (Node heartbeats, Eip status, Services that are not ours) do not arm it, and an unchanged snapshot
+/// is not sent.
 pub const COALESCE: Duration = Duration::from_millis(5);
 /// How often the wait for the first complete listing is logged.
 pub const WAIT_LOG_PERIOD: Duration = Duration::from_secs(10);
@@ -560,6 +561,7 @@ impl KubeSource {
         let mut streams = self.streams(kind);
         let mut last: Option<Cluster> = None;
         let mut due: Option<Instant> = None;
+        let mut last_snapshot: Option<Instant> = None;
         let mut relist_open = true;
         let started = Instant::now();
         let mut wait_log = tokio::time::interval_at(started + WAIT_LOG_PERIOD, WAIT_LOG_PERIOD);
@@ -589,7 +591,8 @@ impl KubeSource {
                                 }
                             }
                             if changed && due.is_none() && watched.unsynced().is_empty() {
-                                due = Some(Instant::now() + self.coalesce);
+                                let now = Instant::now();
+                                due = Some(last_snapshot.map_or(now, |t| (t + self.coalesce).max(now)));
                             }
                         }
                         Err((kind, error)) => {
@@ -617,6 +620,7 @@ impl KubeSource {
                 }
                 () = sleep => {
                     due = None;
+                    last_snapshot = Some(Instant::now());
                     let (cluster, refs) = watched.snapshot();
                     self.refs.replace(refs);
                     if last.as_ref() != Some(&cluster) {
@@ -631,6 +635,7 @@ impl KubeSource {
                         }
                         health.have_snapshot = true;
                         last = Some(cluster.clone());
+                        tracing::debug!(services = cluster.services.len(), "snapshot sent");
                         if control.send(Control::Reload(Box::new(cluster))).await.is_err() {
                             break;
                         }
