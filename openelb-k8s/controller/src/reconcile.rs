@@ -303,6 +303,7 @@ pub async fn reconcile(svc: Arc<Decoded<corev1::Service>>, ctx: Arc<Context>) ->
 
 async fn reconcile_service(svc: &corev1::Service, ctx: &Context) -> Result<Action, ReconcileError> {
     let key = service_key(svc);
+    tracing::debug!(stage = "start", version = ?svc.metadata.resource_version, "reconcile stage");
     ctx.may_write("reconcile", || key.clone())?;
     let namespace = ctx.namespaces.get(&ObjectRef::new(&convert::namespace_of(&svc.metadata)));
     let writes = {
@@ -315,11 +316,14 @@ async fn reconcile_service(svc: &corev1::Service, ctx: &Context) -> Result<Actio
             None => return Ok(Action::requeue(CACHE_RETRY)),
         }
     };
+    tracing::debug!(stage = "decided", tickets = writes.tickets.len(), "reconcile stage");
     eip_commit::commit(ctx, &writes.tickets).await?;
+    tracing::debug!(stage = "eips-written", "reconcile stage");
     if write(ctx, svc, &writes).await? {
         log_outcome(ctx, &key, &writes);
         count_outcome(ctx, &writes);
         publish_events(ctx, svc, &writes).await;
+        tracing::debug!(stage = "events-published", "reconcile stage");
     } else {
         tracing::debug!("gone before its writes; the cached copy was stale");
         forget(ctx, svc).await?;
@@ -421,7 +425,10 @@ async fn write(ctx: &Context, svc: &corev1::Service, writes: &ServiceWrites) -> 
         };
         match result {
             // Each write bumps the version the next one is guarded by.
-            Ok(written) => version = written.metadata.resource_version,
+            Ok(written) => {
+                tracing::debug!(stage = action, "reconcile stage");
+                version = written.metadata.resource_version
+            }
             Err(source) if is_not_found(&source) => return Ok(false),
             Err(source) => return Err(ReconcileError::Write { action, object: object(), source }),
         }

@@ -1041,6 +1041,7 @@ where
                 continue;
             };
             let results = self.net.add_vips(&nic, &ips).await;
+            tracing::debug!(interface = %spec, vips = ?ips, "VIPs added");
             for (ip, result) in ips.into_iter().zip(results) {
                 match result {
                     Ok(()) => {
