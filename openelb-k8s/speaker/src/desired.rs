@@ -3,13 +3,13 @@
 //! the VIP-mode targets, the VRRP plan, and how each of the plan's interface specs is resolved on this node.
 //! Pure: no I/O.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
 
 use openelb_core::addr::AddrRange;
 use openelb_core::announce::VipTarget;
 use openelb_core::ipam::Ipam;
-use openelb_core::model::{Cluster, Protocol};
+use openelb_core::model::{Cluster, LABEL_EIP_POOL, Protocol};
 use openelb_core::vrrp::inputs::PlanInputs;
 pub use openelb_core::vrrp::inputs::{INTERNAL_IP_SPEC, plan_interface, pools_from_ingress};
 use openelb_core::vrrp::plan::{self, Group, Plan, PlanContext};
@@ -52,6 +52,59 @@ impl Desired {
     pub fn in_vip_pool(&self, ip: &IpAddr) -> bool {
         self.vip_ranges.iter().any(|(_, r)| r.contains(ip))
     }
+}
+
+/// Leaves out of `cluster` the Services whose ingress plans nothing: every address of theirs goes, as
+/// [`pools_from_ingress`] reads it, to a pool no speaker announces (a `bgp` or `layer2` Eip). A burst of such
+/// Services then changes no snapshot, so it re-plans nothing and no VIP waits behind those plans. A Service stays
+/// when one of its addresses does not parse, lies in no Eip (its warning stays too), or is shown by a Service that
+/// stays (the first sharer of an address decides its pool). Only for addresses read from the ingress
+/// ([`AddressSource::Ingress`]): allocating ([`AddressSource::Allocate`]) needs every Service.
+pub fn without_unannounced(cluster: &mut Cluster) {
+    let ranges: Vec<Option<AddrRange>> = cluster.pools.iter().map(|p| AddrRange::parse(&p.address).ok()).collect();
+    let mut ranked: Vec<usize> = (0..cluster.pools.len()).collect();
+    ranked.sort_by(|a, b| {
+        let key = |i: &usize| cluster.pools.get(*i).map(|p| (p.priority, p.name.as_str()));
+        key(a).cmp(&key(b))
+    });
+    let unannounced_pool = |i: usize| cluster.pools.get(i).is_some_and(|p| p.protocol != Protocol::Vip);
+    // Whether the Service's own choice puts every address of it in an unannounced pool.
+    let unannounced = |svc: &openelb_core::model::Service| {
+        let labelled = svc.labels.get(LABEL_EIP_POOL).and_then(|l| cluster.pools.iter().position(|p| &p.name == l));
+        svc.ingress.iter().all(|raw| {
+            let Ok(ip) = raw.trim().parse::<IpAddr>() else { return false };
+            let contains = |i: &usize| ranges.get(*i).copied().flatten().is_some_and(|r| r.contains(&ip));
+            labelled.or_else(|| ranked.iter().copied().find(|i| contains(i))).is_some_and(unannounced_pool)
+        })
+    };
+    let mut leave: Vec<bool> = cluster.services.iter().map(unannounced).collect();
+    if !leave.contains(&true) {
+        return;
+    }
+    let addresses = |svc: &openelb_core::model::Service| -> Vec<IpAddr> {
+        svc.ingress.iter().filter_map(|raw| raw.trim().parse().ok()).collect()
+    };
+    let mut kept: HashSet<IpAddr> = HashSet::new();
+    for (svc, _) in cluster.services.iter().zip(&leave).filter(|(_, l)| !**l) {
+        kept.extend(addresses(svc));
+    }
+    // A Service kept for a shared address keeps the other addresses it shows: until nothing changes.
+    loop {
+        let mut changed = false;
+        for (svc, l) in cluster.services.iter().zip(leave.iter_mut()) {
+            let ips = addresses(svc);
+            if *l && ips.iter().any(|ip| kept.contains(ip)) {
+                *l = false;
+                kept.extend(ips);
+                changed = true;
+            }
+        }
+        if !changed {
+            break;
+        }
+    }
+    let mut leave = leave.into_iter();
+    cluster.services.retain(|_| !leave.next().unwrap_or(false));
 }
 
 /// How this node resolves the plan interface `spec`: the override when given, else the spec itself, with
@@ -117,7 +170,6 @@ pub fn desired_in(cluster: &Cluster, config: &SpeakerConfig, context: &PlanConte
 #[cfg(test)]
 mod tests {
     use super::*;
-    use openelb_core::model::LABEL_EIP_POOL;
 
     #[test]
     fn the_internal_ip_spec_is_no_usable_interface_name() {
@@ -266,6 +318,49 @@ mod tests {
         let d = desired(&c, &ingress_config("a"), None);
         assert_eq!(vips(&d), ["192.0.2.99"]);
         assert_eq!(d.targets[0].pool, "vip");
+    }
+
+    #[test]
+    fn services_of_unannounced_pools_are_left_out_and_nothing_planned_changes() {
+        let mut c = cluster("  interface: eth0\n");
+        let mut v6 = c.pools.iter().find(|p| p.name == "bgp").unwrap().clone();
+        v6.name = "filler".into();
+        v6.address = "2001:db8:f::/112".into();
+        c.pools.push(v6);
+        let base = c.services[0].clone();
+        let service = |name: &str, label: Option<&str>, ingress: &[&str]| {
+            let mut s = base.clone();
+            s.name = name.into();
+            s.labels.clear();
+            if let Some(l) = label {
+                s.labels.insert(LABEL_EIP_POOL.into(), l.into());
+            }
+            s.ingress = ingress.iter().map(|i| i.to_string()).collect();
+            s
+        };
+        c.services = vec![
+            service("filler", Some("filler"), &["2001:db8:f::1"]),
+            service("filler-unlabelled", None, &["2001:db8:f::2"]),
+            service("in-bgp", None, &["198.51.100.3"]),
+            service("vip", None, &["192.0.2.92"]),
+            // Labelled bgp, but sharing the address of a VIP: the first sharer decides the pool.
+            service("a-sharer", Some("bgp"), &["192.0.2.92"]),
+            // Kept for its second address, shown by a sharer that stays.
+            service("b-chain", Some("bgp"), &["198.51.100.4", "192.0.2.92"]),
+            service("c-chained", Some("bgp"), &["198.51.100.4"]),
+            service("shrunk", Some("vip"), &["198.51.100.5"]),
+            service("nowhere", None, &["198.51.100.200"]),
+            service("unparsable", Some("bgp"), &["not-an-ip"]),
+        ];
+        let mut left = c.clone();
+        without_unannounced(&mut left);
+        let names: Vec<&str> = left.services.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["vip", "a-sharer", "b-chain", "c-chained", "shrunk", "nowhere", "unparsable"]);
+        let (all, left) = (desired(&c, &ingress_config("a"), None), desired(&left, &ingress_config("a"), None));
+        assert_eq!(left.targets, all.targets);
+        assert_eq!(left.plan, all.plan);
+        assert_eq!(left.warnings, all.warnings);
+        assert!(!all.targets.is_empty());
     }
 
     #[test]

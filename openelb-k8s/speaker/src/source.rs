@@ -27,6 +27,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use super::desired::without_unannounced;
 use super::driver::Control;
 use super::events::ServiceRefs;
 use super::snapshot::{self, EndpointsKind, WatchedService};
@@ -257,13 +258,17 @@ impl Watched {
         .collect()
     }
 
+    /// The cluster as the planner reads it: without the Services that plan nothing (a speaker fed from the API
+    /// reads the addresses from the ingress), so their changes send no snapshot.
     fn snapshot(&self) -> (Cluster, std::collections::HashMap<ServiceKey, corev1::ObjectReference>) {
-        snapshot::build(
+        let (mut cluster, refs) = snapshot::build(
             self.eips.items.values(),
             self.services.items.values(),
             self.nodes.items.values(),
             self.endpoint_cache().items.values(),
-        )
+        );
+        without_unannounced(&mut cluster);
+        (cluster, refs)
     }
 
     /// Applies a message; `Ok(changed)`, or the kind and error of a failed watch call.
