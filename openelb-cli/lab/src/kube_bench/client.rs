@@ -134,7 +134,8 @@ impl Probe<'_> {
         let version = collection_version(api, Some(&fields)).await?;
         let arping = Arping::spawn(client_ns, self.expected, self.timeout).await?;
         let t0 = Instant::now();
-        let t0_unix_us = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros());
+        let t0_unix_us =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros());
         let wanted = HashSet::from([name.clone()]);
         let watch = tokio::spawn(watch_addresses(api.clone(), wanted, version, Some(fields), t0 + self.timeout));
         api.create(&PostParams::default(), &svc).await.with_context(|| format!("creating Service {name}"))?;
