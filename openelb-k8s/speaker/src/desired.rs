@@ -54,12 +54,13 @@ impl Desired {
     }
 }
 
-/// Leaves out of `cluster` the Services whose ingress plans nothing: every address of theirs goes, as
+/// Leaves out of `cluster` the Services whose ingress plans nothing: one address that goes, as
 /// [`pools_from_ingress`] reads it, to a pool no speaker announces (a `bgp` or `layer2` Eip). A burst of such
 /// Services then changes no snapshot, so it re-plans nothing and no VIP waits behind those plans. A Service stays
-/// when one of its addresses does not parse, lies in no Eip (its warning stays too), or is shown by a Service that
-/// stays (the first sharer of an address decides its pool). Only for addresses read from the ingress
-/// ([`AddressSource::Ingress`]): allocating ([`AddressSource::Allocate`]) needs every Service.
+/// when its address is shown by a Service that stays too (the first sharer of an address decides its pool), and
+/// when it shows anything else (no address, several, one that does not parse or lies in no Eip: their warnings
+/// stay). Only for addresses read from the ingress ([`AddressSource::Ingress`]): allocating
+/// ([`AddressSource::Allocate`]) needs every Service.
 pub fn without_unannounced(cluster: &mut Cluster) {
     let ranges: Vec<Option<AddrRange>> = cluster.pools.iter().map(|p| AddrRange::parse(&p.address).ok()).collect();
     let mut ranked: Vec<usize> = (0..cluster.pools.len()).collect();
@@ -67,44 +68,28 @@ pub fn without_unannounced(cluster: &mut Cluster) {
         let key = |i: &usize| cluster.pools.get(*i).map(|p| (p.priority, p.name.as_str()));
         key(a).cmp(&key(b))
     });
-    let unannounced_pool = |i: usize| cluster.pools.get(i).is_some_and(|p| p.protocol != Protocol::Vip);
-    // Whether the Service's own choice puts every address of it in an unannounced pool.
-    let unannounced = |svc: &openelb_core::model::Service| {
+    // The address of a Service whose own choice puts its one address in an unannounced pool.
+    let unannounced = |svc: &openelb_core::model::Service| -> Option<IpAddr> {
+        let [raw] = svc.ingress.as_slice() else { return None };
+        let ip = raw.trim().parse::<IpAddr>().ok()?;
         let labelled = svc.labels.get(LABEL_EIP_POOL).and_then(|l| cluster.pools.iter().position(|p| &p.name == l));
-        svc.ingress.iter().all(|raw| {
-            let Ok(ip) = raw.trim().parse::<IpAddr>() else { return false };
-            let contains = |i: &usize| ranges.get(*i).copied().flatten().is_some_and(|r| r.contains(&ip));
-            labelled.or_else(|| ranked.iter().copied().find(|i| contains(i))).is_some_and(unannounced_pool)
-        })
+        let contains = |i: &usize| ranges.get(*i).copied().flatten().is_some_and(|r| r.contains(&ip));
+        let pool = labelled.or_else(|| ranked.iter().copied().find(|i| contains(i)))?;
+        cluster.pools.get(pool).is_some_and(|p| p.protocol != Protocol::Vip).then_some(ip)
     };
-    let mut leave: Vec<bool> = cluster.services.iter().map(unannounced).collect();
-    if !leave.contains(&true) {
+    let leave: Vec<Option<IpAddr>> = cluster.services.iter().map(unannounced).collect();
+    if leave.iter().all(Option::is_none) {
         return;
     }
-    let addresses = |svc: &openelb_core::model::Service| -> Vec<IpAddr> {
-        svc.ingress.iter().filter_map(|raw| raw.trim().parse().ok()).collect()
-    };
-    let mut kept: HashSet<IpAddr> = HashSet::new();
-    for (svc, _) in cluster.services.iter().zip(&leave).filter(|(_, l)| !**l) {
-        kept.extend(addresses(svc));
-    }
-    // A Service kept for a shared address keeps the other addresses it shows: until nothing changes.
-    loop {
-        let mut changed = false;
-        for (svc, l) in cluster.services.iter().zip(leave.iter_mut()) {
-            let ips = addresses(svc);
-            if *l && ips.iter().any(|ip| kept.contains(ip)) {
-                *l = false;
-                kept.extend(ips);
-                changed = true;
-            }
-        }
-        if !changed {
-            break;
-        }
-    }
+    let shown_by_kept: HashSet<IpAddr> = cluster
+        .services
+        .iter()
+        .zip(&leave)
+        .filter(|(_, l)| l.is_none())
+        .flat_map(|(s, _)| s.ingress.iter().filter_map(|raw| raw.trim().parse::<IpAddr>().ok()))
+        .collect();
     let mut leave = leave.into_iter();
-    cluster.services.retain(|_| !leave.next().unwrap_or(false));
+    cluster.services.retain(|_| leave.next().flatten().is_none_or(|ip| shown_by_kept.contains(&ip)));
 }
 
 /// How this node resolves the plan interface `spec`: the override when given, else the spec itself, with
@@ -345,9 +330,9 @@ mod tests {
             service("vip", None, &["192.0.2.92"]),
             // Labelled bgp, but sharing the address of a VIP: the first sharer decides the pool.
             service("a-sharer", Some("bgp"), &["192.0.2.92"]),
-            // Kept for its second address, shown by a sharer that stays.
-            service("b-chain", Some("bgp"), &["198.51.100.4", "192.0.2.92"]),
-            service("c-chained", Some("bgp"), &["198.51.100.4"]),
+            // Kept for showing two addresses; then so is the Service sharing one of them.
+            service("b-two", Some("bgp"), &["198.51.100.4", "192.0.2.92"]),
+            service("c-sharing", Some("bgp"), &["198.51.100.4"]),
             service("shrunk", Some("vip"), &["198.51.100.5"]),
             service("nowhere", None, &["198.51.100.200"]),
             service("unparsable", Some("bgp"), &["not-an-ip"]),
@@ -355,12 +340,59 @@ mod tests {
         let mut left = c.clone();
         without_unannounced(&mut left);
         let names: Vec<&str> = left.services.iter().map(|s| s.name.as_str()).collect();
-        assert_eq!(names, ["vip", "a-sharer", "b-chain", "c-chained", "shrunk", "nowhere", "unparsable"]);
+        assert_eq!(names, ["vip", "a-sharer", "b-two", "c-sharing", "shrunk", "nowhere", "unparsable"]);
         let (all, left) = (desired(&c, &ingress_config("a"), None), desired(&left, &ingress_config("a"), None));
         assert_eq!(left.targets, all.targets);
         assert_eq!(left.plan, all.plan);
         assert_eq!(left.warnings, all.warnings);
         assert!(!all.targets.is_empty());
+    }
+
+    proptest::proptest! {
+        /// Whatever the pools, labels, sharers and odd addresses, leaving those Services out plans the same.
+        #[test]
+        fn leaving_out_services_of_unannounced_pools_changes_no_plan(
+            bgp_priority in 0i64..3,
+            services in proptest::collection::vec(
+                (proptest::option::of(0usize..5), proptest::collection::vec(0usize..7, 0..3)),
+                0..8,
+            ),
+        ) {
+            const LABELS: [&str; 5] = ["vip", "bgp", "wide-bgp", "filler", "gone"];
+            const ADDRESSES: [&str; 7] =
+                ["192.0.2.92", "192.0.2.94", "198.51.100.3", "198.51.100.200", "2001:db8:f::1", "2001:db8:f::2", "bad"];
+            let mut c = cluster("  interface: eth0\n");
+            let bgp = c.pools.iter().find(|p| p.name == "bgp").unwrap().clone();
+            let mut wide = bgp.clone();
+            wide.name = "wide-bgp".into();
+            wide.address = "192.0.2.0/24".into();
+            wide.priority = bgp_priority;
+            let mut filler = bgp.clone();
+            filler.name = "filler".into();
+            filler.address = "2001:db8:f::/112".into();
+            c.pools.extend([wide, filler]);
+            let base = c.services[0].clone();
+            c.services = services
+                .iter()
+                .enumerate()
+                .map(|(i, (label, ips))| {
+                    let mut s = base.clone();
+                    s.name = format!("s{i}");
+                    s.labels.clear();
+                    if let Some(l) = label {
+                        s.labels.insert(LABEL_EIP_POOL.into(), LABELS[*l].into());
+                    }
+                    s.ingress = ips.iter().map(|a| ADDRESSES[*a].to_string()).collect();
+                    s
+                })
+                .collect();
+            let mut left = c.clone();
+            without_unannounced(&mut left);
+            let (all, left) = (desired(&c, &ingress_config("a"), None), desired(&left, &ingress_config("a"), None));
+            proptest::prop_assert_eq!(left.targets, all.targets);
+            proptest::prop_assert_eq!(left.plan, all.plan);
+            proptest::prop_assert_eq!(left.warnings, all.warnings);
+        }
     }
 
     #[test]
