@@ -268,7 +268,7 @@ fn deployed_controller_and_webhook_agree_with_each_other_and_with_the_code() {
 
 #[test]
 #[ignore = "needs the test kube-apiserver: KAPI_KUBECONFIG, started by scripts/test.sh"]
-fn deployed_speaker_has_host_network_two_capabilities_and_reads_only() {
+fn deployed_speaker_has_host_network_three_capabilities_and_reads_only() {
     let kc = require_kubeconfig();
     crd_ready(&kc);
     let objects = deploy_objects(&kc);
@@ -290,7 +290,7 @@ fn deployed_speaker_has_host_network_two_capabilities_and_reads_only() {
     }
     assert!(c["ports"].as_array().is_none_or(|p| p.iter().all(|p| p.get("hostPort").is_none())), "{}", c["ports"]);
     assert_eq!(strings(&c["securityContext"]["capabilities"]["drop"]), ["ALL"]);
-    assert_eq!(strings(&c["securityContext"]["capabilities"]["add"]), ["NET_ADMIN", "NET_RAW"]);
+    assert_eq!(strings(&c["securityContext"]["capabilities"]["add"]), ["NET_ADMIN", "NET_RAW", "SYS_NICE"]);
     assert_ne!(c["securityContext"]["privileged"], true);
 
     // Read-only apart from Events: no Service or Eip field is the speaker's to write.
