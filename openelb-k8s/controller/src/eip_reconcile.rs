@@ -16,9 +16,8 @@ use openelb_k8s::crd::{Eip, EipStatus};
 use openelb_k8s::decoded::Decoded;
 use openelb_k8s::manifest::ObjectKind;
 
-/// The Eip comes as the watch read it (it may not decode); the decision reads the shared cache, which holds
-/// every Eip as far as it reads.
-pub async fn reconcile(eip: Arc<Decoded<Eip>>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
+/// The Eip comes from the shared cache, which holds every Eip as far as it reads; the decision reads the ledger.
+pub async fn reconcile(eip: Arc<Eip>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
     run(&ctx, ObjectKind::Eip, reconcile_eip(&eip.name_any(), &ctx)).await
 }
 
@@ -32,7 +31,7 @@ async fn reconcile_eip(name: &str, ctx: &Context) -> Result<Action, ReconcileErr
         // Decide from the ledger the Service reconciles use, so both agree on every Eip.
         let ledger = ctx.current_ledger()?;
         let Some(current) = ledger.eip(name).cloned() else {
-            // The shared cache has not caught up with this controller's own watch yet (or the Eip is gone,
+            // The ledger has not caught up with the cache yet (or the Eip is gone,
             // and the retry finds nothing to do).
             return Ok(Action::requeue(CACHE_RETRY));
         };
@@ -131,6 +130,6 @@ async fn patch_finalizers(
     }
 }
 
-pub fn error_policy(eip: Arc<Decoded<Eip>>, error: &ReconcileError, ctx: Arc<Context>) -> Action {
+pub fn error_policy(eip: Arc<Eip>, error: &ReconcileError, ctx: Arc<Context>) -> Action {
     retry_after(error, &format!("Eip {}", eip.name_any()), &ctx)
 }

@@ -55,7 +55,7 @@ use events::Events;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
 use metrics::Metrics;
-use mirror::{Tasks, mirror};
+use mirror::{Changes, Tasks, mirror};
 use openelb_core::model::ServiceKey;
 use openelb_k8s::background::BackgroundThread;
 use openelb_k8s::convert;
@@ -206,6 +206,8 @@ fn services_for_eip(
 struct Parts {
     client: Client,
     eips: Store<Eip>,
+    /// The Eips that change, from the one watch that fills `eips`: both controllers trigger on them.
+    eip_changes: Changes<Eip>,
     namespaces: Store<corev1::Namespace>,
     metrics: Metrics,
     identity: String,
@@ -319,7 +321,7 @@ async fn term(parts: &Parts, stop: Stop) {
     let shapes = std::sync::Mutex::new(std::collections::HashMap::new());
     let ctx_for_eips = ctx.clone();
     let services_done = svc_controller
-        .watches(Api::<Decoded<Eip>>::all(parts.client.clone()), wc(), move |eip: Decoded<Eip>| {
+        .watches_shared_stream(parts.eip_changes.subscribe(&parts.eips), move |eip: Arc<Eip>| {
             services_for_eip(&for_eips, &ctx_for_eips, eip.meta(), &shapes)
         })
         .watches(
@@ -349,13 +351,14 @@ async fn term(parts: &Parts, stop: Stop) {
             }
         });
 
-    let eip_controller =
-        Controller::new(Api::<Decoded<Eip>>::all(parts.client.clone()), wc()).with_config(one_at_a_time());
-    let all_eips = eip_controller.store();
+    // The process's Eip cache and watch, not a copy of their own: each Eip may hold thousands of `used` entries.
+    let eip_controller = Controller::for_shared_stream(parts.eip_changes.subscribe(&parts.eips), parts.eips.clone())
+        .with_config(one_at_a_time());
+    let all_eips = parts.eips.clone();
     let eip_shapes = std::sync::Mutex::new(std::collections::HashMap::new());
     // Overlaps and a second default make one Eip's conditions depend on the others' shape.
     let eips_done = eip_controller
-        .watches(Api::<Decoded<Eip>>::all(parts.client.clone()), wc(), move |eip: Decoded<Eip>| {
+        .watches_shared_stream(parts.eip_changes.subscribe(&parts.eips), move |eip: Arc<Eip>| {
             if !reshaped(eip.meta(), &eip_shapes) {
                 return Vec::new();
             }
@@ -429,8 +432,16 @@ pub async fn run(
             warn(seen);
         }
     };
-    let (eips, eip_task) =
-        mirror(Api::all(client.clone()), all(), eip_cache, eip_reporter, undecodable::salvage_eip, eip_seen);
+    let eip_changes = Changes::default();
+    let (eips, eip_task) = mirror(
+        Api::all(client.clone()),
+        all(),
+        eip_cache,
+        eip_reporter,
+        undecodable::salvage_eip,
+        Some(eip_changes.clone()),
+        eip_seen,
+    );
     let ns_reporter = Reporter::new(
         "Namespace",
         metrics.undecodable("Namespace"),
@@ -442,6 +453,7 @@ pub async fn run(
         Default::default(),
         ns_reporter,
         undecodable::leave_out,
+        None,
         warn("Namespace"),
     );
     let _tasks = Tasks(vec![eip_task, ns_task]);
@@ -459,6 +471,7 @@ pub async fn run(
     let parts = Parts {
         client: client.clone(),
         eips,
+        eip_changes,
         namespaces,
         metrics: metrics.clone(),
         identity: options.identity,

@@ -8,6 +8,8 @@
 //! - `openelb_reconcile_duration_seconds{kind}`: one reconcile of a Service or an Eip, writes included.
 //! - `openelb_reconcile_errors_total{kind,error}`: reconciles that failed, by object kind and
 //!   [`ReconcileErrorKind`] (the message is in the log).
+//! - `openelb_services_verified`: Services of ours reconciled in this leadership term with nothing to write (a
+//!   restart is done when it reaches the number of Services; reconciles count Eips and repeats too).
 //! - `openelb_leader`: 1 while this replica holds the Lease (or runs without leader election).
 //! - `openelb_objects_undecodable_total{kind}`: watched objects that did not decode as their kind, once per
 //!   distinct error (the object, field and value are in the log, and for an Eip in its conditions).
@@ -65,6 +67,7 @@ pub struct Metrics {
     pub reconcile_duration: HistogramFamily,
     pub reconcile_errors: Family<ErrorLabels, Counter>,
     pub leader: Gauge,
+    pub services_verified: Gauge,
     pub objects_undecodable: Family<KindLabels, Counter>,
     pub vrrp_plan_issues: Family<KindLabels, Gauge>,
     pub vrrp_published_groups: Gauge,
@@ -82,6 +85,7 @@ impl Metrics {
             reconcile_duration: HistogramFamily::new_with_constructor(duration_histogram),
             reconcile_errors: Family::default(),
             leader: Gauge::default(),
+            services_verified: Gauge::default(),
             objects_undecodable: Family::default(),
             vrrp_plan_issues: Family::default(),
             vrrp_published_groups: Gauge::default(),
@@ -106,6 +110,11 @@ impl Metrics {
             metrics.reconcile_errors.clone(),
         );
         registry.register("openelb_leader", "1 while this replica is the one that writes", metrics.leader.clone());
+        registry.register(
+            "openelb_services_verified",
+            "LoadBalancer Services of ours reconciled in this leadership term with nothing to write",
+            metrics.services_verified.clone(),
+        );
         for kind in ["Eip", "Service", "Namespace"] {
             metrics.undecodable(kind);
         }

@@ -135,6 +135,9 @@ pub struct Context {
     waiting: Mutex<std::collections::BTreeSet<(String, String)>>,
     /// Services whose objects do not decode, reported once per distinct error.
     undecodable_services: Mutex<Reporter>,
+    /// Services found with nothing to write this term (`openelb_services_verified`), by a hash of their key:
+    /// 8 bytes each rather than two strings, at the price of a collision undercounting one in billions.
+    verified: Mutex<std::collections::HashSet<u64>>,
 }
 
 impl Context {
@@ -150,6 +153,8 @@ impl Context {
             metrics.undecodable(ObjectKind::Service.as_str()),
             "not reconciled until it decodes: its address, label and finalizer stay as they are",
         ));
+        // A new term verifies every Service again.
+        metrics.services_verified.set(0);
         Context {
             client,
             eips,
@@ -163,6 +168,17 @@ impl Context {
             log_limiter: Mutex::new(RateLimiter::new(WARNING_INTERVAL)),
             undecodable_services,
             waiting: Mutex::default(),
+            verified: Mutex::default(),
+        }
+    }
+
+    /// Counts `svc`, one of ours, in `openelb_services_verified` (once per term) when its decision wrote nothing.
+    fn verified(&self, svc: &ServiceKey) {
+        use std::hash::{BuildHasher, BuildHasherDefault};
+        let hash = BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default().hash_one(svc);
+        let mut verified = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+        if verified.insert(hash) {
+            self.metrics.services_verified.set(verified.len().try_into().unwrap_or(i64::MAX));
         }
     }
 
@@ -317,6 +333,9 @@ async fn reconcile_service(svc: &corev1::Service, ctx: &Context) -> Result<Actio
         }
     };
     tracing::debug!(stage = "decided", tickets = writes.tickets.len(), "reconcile stage");
+    if writes.is_empty() && service_writes::concerns_us(svc) {
+        ctx.verified(&core_key(svc));
+    }
     eip_commit::commit(ctx, &writes.tickets).await?;
     tracing::debug!(stage = "eips-written", "reconcile stage");
     if write(ctx, svc, &writes).await? {

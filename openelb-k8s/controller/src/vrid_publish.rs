@@ -190,7 +190,7 @@ fn reflect<K: Mirrored>(
             }
         }
     };
-    let (store, task) = mirror(api, config, Default::default(), reporter, salvage, seen);
+    let (store, task) = mirror(api, config, Default::default(), reporter, salvage, None, seen);
     tasks.0.push(task);
     store
 }
